@@ -1,0 +1,101 @@
+// xfer move (alias mv): a rename where it can; across devices or endpoints a
+// full copy (attributes preserved), and the source is removed only after the
+// copy of that source fully succeeded.
+
+#include <fmt/format.h>
+
+#include "../common.hpp"
+
+namespace xfer::cli {
+
+void register_move(CLI::App& app) {
+  struct Args {
+    std::vector<std::string> paths;
+    bool json = false, quiet = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("move", "Move or rename: SRC... DST (like mv)");
+  cmd->alias("mv");
+  cmd->footer(kExitCodesHelp);
+  cmd->add_option("paths", a->paths, "SRC... DST")->required()->expected(2, -1);
+  cmd->add_flag("--json", a->json, "JSON lines for copied moves");
+  cmd->add_flag("-q,--quiet", a->quiet, "No progress or summary");
+  cmd->callback([a] {
+    std::vector<std::string> sources(a->paths.begin(), a->paths.end() - 1);
+    const std::string& dst_text = a->paths.back();
+    auto dst = open_endpoint(dst_text);
+    if (!dst) {
+      print_error(dst.error());
+      context().exit_code = kExitFailure;
+      return;
+    }
+    auto dst_attrs = dst->backend->stat(dst->url.path);
+    bool into_dir = (dst_attrs && dst_attrs->type == EntryType::kDirectory) ||
+                    dst->url.trailing_slash || sources.size() > 1;
+    if (into_dir && !dst_attrs) {
+      print_error(make_error(ErrorCode::kNotFound, "move", dst->url.path,
+                             "target directory does not exist"));
+      context().exit_code = kExitFailure;
+      return;
+    }
+    unsigned ok = 0, failed = 0;
+    for (const auto& s : sources) {
+      auto src = open_endpoint(s);
+      if (!src) {
+        print_error(src.error());
+        ++failed;
+        continue;
+      }
+      auto src_attrs = src->backend->stat(src->url.path);
+      if (!src_attrs) {
+        print_error(src_attrs.error());
+        ++failed;
+        continue;
+      }
+      std::string target =
+          into_dir ? join_path(dst->url.path, base_name(src->url.path)) : dst->url.path;
+      bool same_endpoint = src->url.scheme == dst->url.scheme && src->url.host == dst->url.host &&
+                           src->url.port == dst->url.port;
+      if (same_endpoint) {
+        Status r = src->backend->rename(src->url.path, target);
+        if (r.ok()) {
+          ++ok;
+          continue;
+        }
+        if (r.error().code != ErrorCode::kCrossDevice) {
+          print_error(r.error());
+          ++failed;
+          continue;
+        }
+      }
+      // Copy, then delete the source only if everything arrived.
+      TransferRequest req;
+      req.sources = {s};
+      req.destination = dst->url.with_path(target).to_string();
+      req.options.recursive = true;
+      RenderOptions render;
+      render.json = a->json;
+      render.quiet = a->quiet;
+      render.verb = "moved";
+      int code = run_transfer_with_ui(req, render);
+      if (code != kExitOk) {
+        ++failed;
+        if (code == kExitInterrupted) {
+          context().exit_code = code;
+          return;
+        }
+        continue;
+      }
+      Status rm = src->backend->remove(src->url.path, true);
+      if (!rm.ok()) {
+        print_error(rm.error());
+        ++failed;
+        continue;
+      }
+      ++ok;
+    }
+    context().exit_code = failed == 0 ? kExitOk : (ok > 0 ? kExitPartial : kExitFailure);
+  });
+}
+
+}  // namespace xfer::cli

@@ -1,0 +1,286 @@
+// Namespace commands: list, stat, mkdir, touch, rename, rm. Each goes through
+// the backend interface, so they work on every endpoint the registry knows.
+
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "../common.hpp"
+
+namespace xfer::cli {
+namespace {
+
+using nlohmann::json;
+
+json entry_json(const std::string& name, const std::string& path, const FileAttrs& a) {
+  json j = {{"name", name},
+            {"path", path},
+            {"type", std::string(to_string(a.type))},
+            {"size", a.size},
+            {"mode", fmt::format("{:04o}", a.mode)},
+            {"mtime_ns", a.mtime_ns},
+            {"mtime", format_mtime(a.mtime_ns)}};
+  if (a.type == EntryType::kSymlink) j["target"] = a.symlink_target;
+  return j;
+}
+
+void print_json(const json& j) {
+  fmt::print("{}\n", j.dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
+std::string long_line(const std::string& name, const FileAttrs& a) {
+  std::string shown = name;
+  if (a.type == EntryType::kDirectory) shown += '/';
+  if (a.type == EntryType::kSymlink) shown += " -> " + a.symlink_target;
+  return fmt::format("{} {:>12} {} {}", mode_string(a), a.size, format_mtime(a.mtime_ns), shown);
+}
+
+// Tracks failures of a multi-argument command: 0, 1 or 3 like the transfer.
+struct Outcome {
+  unsigned ok = 0, failed = 0;
+  void fail(const Error& e) {
+    print_error(e);
+    ++failed;
+  }
+  int code() const {
+    if (failed == 0) return kExitOk;
+    return ok > 0 ? kExitPartial : kExitFailure;
+  }
+};
+
+Status list_one(Backend& b, const std::string& root, const std::string& rel, bool longf,
+                bool recursive, bool as_json, Outcome& out) {
+  std::string dir = rel.empty() ? root : join_path(root, rel);
+  std::vector<std::string> subdirs;
+  ListOptions lo;
+  lo.want_attrs = longf || as_json;
+  Status s = b.list(dir, lo, [&](Entry&& e) -> Status {
+    std::string shown = rel.empty() ? e.name : join_path(rel, e.name);
+    if (as_json) {
+      print_json(entry_json(e.name, join_path(dir, e.name), e.attrs.value_or(FileAttrs{})));
+    } else if (longf && e.attrs) {
+      fmt::print("{}\n", long_line(shown, *e.attrs));
+    } else {
+      fmt::print("{}{}\n", shown, e.type == EntryType::kDirectory ? "/" : "");
+    }
+    if (recursive && e.type == EntryType::kDirectory) subdirs.push_back(shown);
+    return ok_status();
+  });
+  if (!s.ok()) return s;
+  for (const auto& sub : subdirs) {
+    Status r = list_one(b, root, sub, longf, recursive, as_json, out);
+    if (!r.ok()) out.fail(r.error());
+  }
+  return ok_status();
+}
+
+}  // namespace
+
+void register_list(CLI::App& app) {
+  struct Args {
+    std::vector<std::string> paths;
+    bool longf = false, recursive = false, json = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("list", "List a directory (entries in listing order)");
+  cmd->alias("ls");
+  cmd->footer(kExitCodesHelp);
+  cmd->add_option("paths", a->paths, "Paths or URLs (default: .)");
+  cmd->add_flag("-l,--long", a->longf, "Mode, size, mtime and name");
+  cmd->add_flag("-R,--recursive", a->recursive, "Recurse into subdirectories");
+  cmd->add_flag("--json", a->json, "One JSON object per entry");
+  cmd->callback([a] {
+    if (a->paths.empty()) a->paths.push_back(".");
+    Outcome out;
+    for (const auto& p : a->paths) {
+      auto ep = open_endpoint(p);
+      if (!ep) {
+        out.fail(ep.error());
+        continue;
+      }
+      auto attrs = ep->backend->stat(ep->url.path);
+      if (!attrs) {
+        out.fail(attrs.error());
+        continue;
+      }
+      if (attrs->type != EntryType::kDirectory) {
+        if (a->json) {
+          print_json(entry_json(base_name(ep->url.path), ep->url.path, *attrs));
+        } else if (a->longf) {
+          fmt::print("{}\n", long_line(ep->url.path, *attrs));
+        } else {
+          fmt::print("{}\n", ep->url.path);
+        }
+        ++out.ok;
+        continue;
+      }
+      if (a->paths.size() > 1 && !a->json) fmt::print("{}:\n", p);
+      Status s = list_one(*ep->backend, ep->url.path, "", a->longf, a->recursive, a->json, out);
+      if (!s.ok()) {
+        out.fail(s.error());
+      } else {
+        ++out.ok;
+      }
+    }
+    context().exit_code = out.code();
+  });
+}
+
+void register_stat(CLI::App& app) {
+  struct Args {
+    std::vector<std::string> paths;
+    bool json = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("stat", "Show type, size, mode and mtime");
+  cmd->footer(kExitCodesHelp);
+  cmd->add_option("paths", a->paths, "Paths or URLs")->required();
+  cmd->add_flag("--json", a->json, "JSON output");
+  cmd->callback([a] {
+    Outcome out;
+    for (const auto& p : a->paths) {
+      auto ep = open_endpoint(p);
+      if (!ep) {
+        out.fail(ep.error());
+        continue;
+      }
+      auto attrs = ep->backend->stat(ep->url.path);
+      if (!attrs) {
+        out.fail(attrs.error());
+        continue;
+      }
+      ++out.ok;
+      if (a->json) {
+        print_json(entry_json(base_name(ep->url.path), ep->url.path, *attrs));
+        continue;
+      }
+      fmt::print("path: {}\ntype: {}\nsize: {}\nmode: {:04o} ({})\nmtime: {} ({} ns)\n",
+                 ep->url.path, to_string(attrs->type), attrs->size, attrs->mode,
+                 mode_string(*attrs), format_mtime(attrs->mtime_ns), attrs->mtime_ns);
+      if (attrs->type == EntryType::kSymlink) fmt::print("target: {}\n", attrs->symlink_target);
+    }
+    context().exit_code = out.code();
+  });
+}
+
+void register_mkdir(CLI::App& app) {
+  struct Args {
+    std::vector<std::string> paths;
+    bool parents = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("mkdir", "Create directories");
+  cmd->footer(kExitCodesHelp);
+  cmd->add_option("paths", a->paths, "Paths or URLs")->required();
+  cmd->add_flag("-p,--parents", a->parents, "Create parents as needed; no error if it exists");
+  cmd->callback([a] {
+    Outcome out;
+    for (const auto& p : a->paths) {
+      auto ep = open_endpoint(p);
+      Status s = ep ? ep->backend->mkdir(ep->url.path, a->parents) : Status(ep.error());
+      if (s.ok()) {
+        ++out.ok;
+      } else {
+        out.fail(s.error());
+      }
+    }
+    context().exit_code = out.code();
+  });
+}
+
+void register_touch(CLI::App& app) {
+  auto paths = std::make_shared<std::vector<std::string>>();
+  CLI::App* cmd = app.add_subcommand("touch", "Create empty files or update their mtime");
+  cmd->footer(kExitCodesHelp);
+  cmd->add_option("paths", *paths, "Paths or URLs")->required();
+  cmd->callback([paths] {
+    Outcome out;
+    for (const auto& p : *paths) {
+      auto ep = open_endpoint(p);
+      Status s = ep ? ep->backend->touch(ep->url.path, std::nullopt) : Status(ep.error());
+      if (s.ok()) {
+        ++out.ok;
+      } else {
+        out.fail(s.error());
+      }
+    }
+    context().exit_code = out.code();
+  });
+}
+
+void register_rename(CLI::App& app) {
+  auto from = std::make_shared<std::string>();
+  auto to = std::make_shared<std::string>();
+  CLI::App* cmd = app.add_subcommand("rename", "Atomically rename inside one endpoint");
+  cmd->footer(kExitCodesHelp);
+  cmd->add_option("from", *from, "Existing path")->required();
+  cmd->add_option("to", *to, "New path")->required();
+  cmd->callback([from, to] {
+    auto a = open_endpoint(*from);
+    auto b = parse_url(*to);
+    if (!a || !b) {
+      print_error(!a ? a.error() : b.error());
+      context().exit_code = kExitFailure;
+      return;
+    }
+    if (a->url.scheme != b->scheme || a->url.host != b->host || a->url.port != b->port) {
+      print_error(make_error(ErrorCode::kCrossDevice, "rename", *from,
+                             "both paths must be on the same endpoint (use move)"));
+      context().exit_code = kExitFailure;
+      return;
+    }
+    Status s = a->backend->rename(a->url.path, b->path);
+    if (!s.ok()) {
+      Error e = s.error();
+      if (e.code == ErrorCode::kCrossDevice) e.detail += "; use 'xfer move' to copy across devices";
+      print_error(e);
+      context().exit_code = kExitFailure;
+    }
+  });
+}
+
+void register_rm(CLI::App& app) {
+  struct Args {
+    std::vector<std::string> paths;
+    bool recursive = false, force = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("rm", "Remove files, symlinks and (with -r) trees");
+  cmd->footer(kExitCodesHelp);
+  cmd->add_option("paths", a->paths, "Paths or URLs")->required();
+  cmd->add_flag("-r,--recursive", a->recursive, "Remove directories and their contents");
+  cmd->add_flag("-f,--force", a->force, "Ignore missing paths");
+  cmd->callback([a] {
+    Outcome out;
+    for (const auto& p : a->paths) {
+      auto ep = open_endpoint(p);
+      if (!ep) {
+        out.fail(ep.error());
+        continue;
+      }
+      auto attrs = ep->backend->stat(ep->url.path);
+      if (!attrs) {
+        if (a->force && attrs.error().code == ErrorCode::kNotFound) {
+          ++out.ok;
+        } else {
+          out.fail(attrs.error());
+        }
+        continue;
+      }
+      if (attrs->type == EntryType::kDirectory && !a->recursive) {
+        out.fail(make_error(ErrorCode::kIsDirectory, "rm", ep->url.path,
+                            "is a directory (use -r)"));
+        continue;
+      }
+      Status s = ep->backend->remove(ep->url.path, a->recursive);
+      if (s.ok()) {
+        ++out.ok;
+      } else {
+        out.fail(s.error());
+      }
+    }
+    context().exit_code = out.code();
+  });
+}
+
+}  // namespace xfer::cli

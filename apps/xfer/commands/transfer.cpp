@@ -1,0 +1,244 @@
+// xfer transfer (alias cp): flags -> TransferRequest -> libxfer, with a live
+// progress line, JSON lines and a one-line summary.
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "../common.hpp"
+#include "xfer/core/units.hpp"
+
+namespace xfer::cli {
+namespace {
+
+using nlohmann::json;
+
+class CliObserver final : public TransferObserver {
+ public:
+  explicit CliObserver(const RenderOptions& r) : render_(r) {}
+
+  void on_error(const Error& e) override {
+    printed_errors_.fetch_add(1);
+    print_error(e);
+    if (render_.json) emit({{"event", "error"}, {"path", e.path}, {"operation", e.operation},
+                            {"code", std::string(to_string(e.code))}, {"message", e.message()}});
+  }
+  void on_warning(const std::string& m) override {
+    if (!render_.quiet) print_warning(m);
+    if (render_.json) emit({{"event", "warning"}, {"message", m}});
+  }
+  void on_planned(const std::string& src, const std::string& dst, std::uint64_t size) override {
+    if (render_.json) {
+      emit({{"event", "planned"}, {"source", src}, {"destination", dst}, {"size", size}});
+    } else {
+      std::lock_guard lock(mu_);
+      fmt::print("{} -> {} ({})\n", src, dst, format_bytes(static_cast<double>(size)));
+    }
+  }
+  void emit(const json& j) {
+    std::lock_guard lock(mu_);
+    std::string line = j.dump(-1, ' ', false, json::error_handler_t::replace);
+    std::fwrite(line.data(), 1, line.size(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+  }
+  unsigned printed_errors() const { return printed_errors_.load(); }
+
+ private:
+  const RenderOptions& render_;
+  std::mutex mu_;
+  std::atomic<unsigned> printed_errors_{0};
+};
+
+json progress_json(const ProgressSnapshot& s) {
+  return {{"event", "progress"},
+          {"elapsed_s", s.elapsed_s},
+          {"bytes_done", s.bytes_done},
+          {"bytes_total", s.bytes_total},
+          {"files_done", s.files_done},
+          {"files_total", s.files_total},
+          {"files_failed", s.files_failed},
+          {"scan_complete", s.scan_complete},
+          {"rate_bps", s.rate_bps},
+          {"percent", s.percent},
+          {"eta_s", s.eta_s}};
+}
+
+std::string progress_line(const ProgressSnapshot& s) {
+  std::string pct = s.percent >= 0 ? fmt::format("{:5.1f}%", s.percent) : "  ...";
+  constexpr int kBar = 24;
+  int filled = s.percent >= 0 ? static_cast<int>(s.percent / 100.0 * kBar) : 0;
+  std::string bar = std::string(static_cast<size_t>(filled), '#') +
+                    std::string(static_cast<size_t>(kBar - filled), '-');
+  std::string files = s.scan_complete ? fmt::format("{}/{}", s.files_done, s.files_total)
+                                      : fmt::format("{}/{}+", s.files_done, s.files_total);
+  return fmt::format("[{}] {} {} / {}  {}/s  files {}  ETA {}", bar, pct,
+                     format_bytes(static_cast<double>(s.bytes_done)),
+                     format_bytes(static_cast<double>(s.bytes_total)),
+                     format_bytes(s.rate_bps), files,
+                     s.eta_s >= 0 ? format_duration(s.eta_s) : "--");
+}
+
+}  // namespace
+
+int run_transfer_with_ui(const TransferRequest& request, const RenderOptions& render) {
+  TransferCounters counters;
+  CliObserver observer(render);
+  const bool tty = ::isatty(STDERR_FILENO) == 1;
+  const bool live = render.progress && !render.quiet && tty;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread renderer;
+  if (live || render.json) {
+    renderer = std::thread([&] {
+      ProgressMeter meter(counters);
+      auto last_json = std::chrono::steady_clock::now();
+      std::unique_lock lock(mu);
+      while (!cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return done; })) {
+        ProgressSnapshot s = meter.sample();
+        if (live) fmt::print(stderr, "\r\033[K{}", progress_line(s));
+        auto now = std::chrono::steady_clock::now();
+        if (render.json && now - last_json >= std::chrono::seconds(1)) {
+          observer.emit(progress_json(s));
+          last_json = now;
+        }
+      }
+      if (live) fmt::print(stderr, "\r\033[K");
+    });
+  }
+
+  auto result = run_transfer(request, counters, &observer, &context().cancel);
+  {
+    std::lock_guard lock(mu);
+    done = true;
+  }
+  cv.notify_all();
+  if (renderer.joinable()) renderer.join();
+
+  if (!result) {
+    if (observer.printed_errors() == 0) {
+      print_error(result.error());
+      if (render.json) {
+        observer.emit({{"event", "error"}, {"path", result.error().path},
+                       {"message", result.error().message()}});
+      }
+    }
+    if (render.json) {
+      observer.emit({{"event", "summary"}, {"ok", false}, {"files", 0}, {"bytes", 0},
+                     {"errors", std::max(1u, observer.printed_errors())}});
+    }
+    return kExitFailure;
+  }
+  const TransferResult& r = *result;
+  const std::uint64_t errors = counters.errors.load();
+  double rate = r.seconds > 0 ? static_cast<double>(r.bytes_done) / r.seconds : 0;
+  int code = kExitOk;
+  if (r.cancelled) {
+    code = kExitInterrupted;
+  } else if (errors > 0) {
+    code = (r.files_done > 0) ? kExitPartial : kExitFailure;
+  }
+  if (render.json) {
+    observer.emit({{"event", "summary"},
+                   {"ok", code == kExitOk},
+                   {"files", r.files_done},
+                   {"files_failed", r.files_failed},
+                   {"files_skipped", r.files_skipped},
+                   {"bytes", r.bytes_done},
+                   {"bytes_zero_copy", counters.bytes_zero_copy.load()},
+                   {"bytes_verified", counters.bytes_verified.load()},
+                   {"chunks", counters.chunks_done.load()},
+                   {"retries", r.retries},
+                   {"errors", errors},
+                   {"seconds", r.seconds},
+                   {"rate_bps", rate},
+                   {"peak_buffer_bytes", r.peak_buffer_bytes},
+                   {"cancelled", r.cancelled},
+                   {"dry_run", request.options.dry_run}});
+  }
+  if (!render.quiet) {
+    fmt::print(stderr, "xfer: {}{} {} files ({}) in {:.2f} s, {}/s, {} errors{}\n",
+               request.options.dry_run ? "would have " : "", render.verb, r.files_done,
+               format_bytes(static_cast<double>(r.bytes_done)), r.seconds, format_bytes(rate),
+               errors, r.cancelled ? " (interrupted)" : "");
+  }
+  return code;
+}
+
+void register_transfer(CLI::App& app) {
+  struct Args {
+    std::vector<std::string> paths;
+    TransferOptions opt;
+    std::string bwlimit, chunk_size, memory;
+    bool json = false, no_progress = false, quiet = false, no_zero_copy = false;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("transfer", "Copy files and trees: SRC... DST");
+  cmd->alias("cp");
+  cmd->footer(kExitCodesHelp);
+  cmd->add_option("paths", args->paths, "SRC... DST (paths or URLs)")->required()->expected(2, -1);
+  cmd->add_flag("-r,--recursive", args->opt.recursive, "Copy directories recursively");
+  cmd->add_flag("-n,--dry-run", args->opt.dry_run, "Show what would be copied; change nothing");
+  cmd->add_flag("--verify", args->opt.verify,
+                "Read back every written piece and compare XXH3 with the source before publishing");
+  cmd->add_option("--bwlimit", args->bwlimit, "Bandwidth limit in bytes/s (e.g. 100M)");
+  cmd->add_option("--workers", args->opt.workers, "Worker threads (default: 32 locally)")
+      ->check(CLI::Range(1, 1024));
+  cmd->add_option("--chunk-size", args->chunk_size, "Chunk size for large files (e.g. 16M)");
+  cmd->add_option("--chunk-parallelism", args->opt.chunk_parallelism,
+                  "Chunks of one file in flight at once (default 4)")
+      ->check(CLI::Range(1, 256));
+  cmd->add_option("--memory", args->memory, "Buffer memory budget (default 256M)");
+  cmd->add_flag("--json", args->json, "Emit JSON lines (progress, errors, summary) on stdout");
+  cmd->add_flag("--no-progress", args->no_progress, "No live progress line");
+  cmd->add_flag("-q,--quiet", args->quiet, "No progress, no summary (errors still print)");
+  cmd->add_flag("--direct", args->opt.direct, "O_DIRECT writes on the destination");
+  cmd->add_flag("--fsync", args->opt.fsync, "fsync each file before publishing it");
+  cmd->add_flag("--no-zero-copy", args->no_zero_copy, "Never use copy_file_range/sendfile");
+  cmd->callback([args] {
+    Context& ctx = context();
+    TransferRequest req;
+    req.options = args->opt;
+    const Config& cfg = ctx.config;
+    auto size_opt = [&](const std::string& text, std::optional<std::uint64_t> from_cfg,
+                        std::uint64_t& out, const char* flag) {
+      if (!text.empty()) {
+        auto v = parse_size(text);
+        if (!v) throw CLI::ValidationError(flag, v.error().detail + ": " + text);
+        out = *v;
+      } else if (from_cfg) {
+        out = *from_cfg;
+      }
+    };
+    size_opt(args->bwlimit, cfg.bwlimit, req.options.bwlimit, "--bwlimit");
+    size_opt(args->chunk_size, cfg.chunk_size, req.options.chunk_size, "--chunk-size");
+    size_opt(args->memory, cfg.memory, req.options.memory_limit, "--memory");
+    if (cfg.small_file_threshold) req.options.small_file_threshold = *cfg.small_file_threshold;
+    if (req.options.workers == 0 && cfg.workers) req.options.workers = *cfg.workers;
+    if (!req.options.verify && cfg.verify) req.options.verify = *cfg.verify;
+    if (!req.options.fsync && cfg.fsync) req.options.fsync = *cfg.fsync;
+    if (args->no_zero_copy) req.options.zero_copy = false;
+    if (req.options.chunk_size != 0 && req.options.chunk_size < 64 * 1024) {
+      throw CLI::ValidationError("--chunk-size", "must be at least 64K");
+    }
+    if (req.options.memory_limit < 4 * req.options.io_size) {
+      throw CLI::ValidationError("--memory", "must be at least 4M");
+    }
+    req.sources.assign(args->paths.begin(), args->paths.end() - 1);
+    req.destination = args->paths.back();
+    RenderOptions render;
+    render.json = args->json;
+    render.progress = !args->no_progress;
+    render.quiet = args->quiet;
+    ctx.exit_code = run_transfer_with_ui(req, render);
+  });
+}
+
+}  // namespace xfer::cli

@@ -1,0 +1,80 @@
+#pragma once
+// Shared pieces of the xfer front end: exit codes, error printing, and the
+// progress renderer. Only this program prints; libxfer never does.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "xfer/backend/backend.hpp"
+#include "xfer/core/config.hpp"
+#include "xfer/engine/transfer.hpp"
+
+namespace xfer::cli {
+
+// Documented in --help and docs/cli.md.
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitFailure = 1,      // nothing (or the only thing asked) could be done
+  kExitUsage = 2,        // bad flags or arguments
+  kExitPartial = 3,      // some items failed, others were done
+  kExitInterrupted = 130,
+};
+
+inline constexpr const char* kExitCodesHelp =
+    "Exit codes: 0 success, 1 failure, 2 usage error, 3 partial failure (some files failed), "
+    "130 interrupted.";
+
+// Process-wide context shared by the commands.
+struct Context {
+  Config config;
+  std::atomic<bool> cancel{false};
+  int exit_code = kExitOk;
+};
+
+Context& context();
+
+// "xfer: error: <message>" on stderr.
+void print_error(const Error& e);
+void print_error(const std::string& message);
+void print_warning(const std::string& message);
+
+// Opens the backend for a URL or bare path.
+struct Endpoint {
+  Url url;
+  std::unique_ptr<Backend> backend;
+};
+Result<Endpoint> open_endpoint(const std::string& text);
+
+// "-rw-r--r--" style mode string.
+std::string mode_string(const FileAttrs& attrs);
+std::string format_mtime(std::int64_t mtime_ns);
+
+// Installs SIGINT/SIGTERM handlers that set context().cancel.
+void install_signal_handlers();
+
+// Command registration (one file each under commands/).
+void register_transfer(CLI::App& app);
+void register_list(CLI::App& app);
+void register_stat(CLI::App& app);
+void register_mkdir(CLI::App& app);
+void register_touch(CLI::App& app);
+void register_rename(CLI::App& app);
+void register_move(CLI::App& app);
+void register_rm(CLI::App& app);
+
+// Runs a transfer with progress rendering and summary (shared by transfer and move).
+struct RenderOptions {
+  bool json = false;
+  bool progress = true;  // live progress on a terminal
+  bool quiet = false;
+  std::string verb = "copied";
+};
+// Returns the exit code.
+int run_transfer_with_ui(const TransferRequest& request, const RenderOptions& render);
+
+}  // namespace xfer::cli

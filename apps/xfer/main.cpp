@@ -1,0 +1,48 @@
+// xfer: the command line. Parses flags, calls libxfer, maps results to exit
+// codes (see common.hpp and docs/cli.md).
+
+#include <fmt/format.h>
+
+#include "common.hpp"
+#include "xfer/core/log.hpp"
+
+int main(int argc, char** argv) {
+  using namespace xfer::cli;
+  CLI::App app{"xfer: fast, verifiable file transfer"};
+  app.set_version_flag("--version", "xfer 0.1.0");
+  app.require_subcommand(1);
+  app.footer(kExitCodesHelp);
+  std::string config_path = xfer::default_config_path();
+  std::string log_level;
+  app.add_option("--config", config_path, "Config file (TOML)");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off");
+
+  register_transfer(app);
+  register_list(app);
+  register_stat(app);
+  register_mkdir(app);
+  register_touch(app);
+  register_rename(app);
+  register_move(app);
+  register_rm(app);
+
+  // Load the config before subcommand callbacks run.
+  app.parse_complete_callback([&] {
+    auto cfg = xfer::load_config(config_path);
+    if (!cfg) throw CLI::ValidationError("--config", cfg.error().message());
+    context().config = *cfg;
+    xfer::init_logging(log_level.empty() ? context().config.log_level : log_level);
+  });
+
+  install_signal_handlers();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+  if (context().cancel.load() && context().exit_code == kExitOk) return kExitInterrupted;
+  return context().exit_code;
+}

@@ -1,0 +1,931 @@
+#!/usr/bin/env python3
+"""xfer benchmark harness (python3 stdlib only, Python >= 3.11).
+
+Times `xfer cp` against peer tools (cp, rsync, rclone) on generated datasets,
+cold cache, with a trailing sync inside the timed region. See bench/README.md.
+
+Scenarios live in SCENARIOS (name -> ScenarioDef); each one builds a
+ScenarioPlan (dataset, one command line per tool, output path, verifier) and
+the generic runner does the timing, cache dropping, verification and
+reporting. Network scenarios (xferd vs scp / rsync over ssh) can be added by
+registering another ScenarioDef with local=False.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import shlex
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+DEFAULT_XFER = os.path.join(REPO, "build", "apps", "xfer", "xfer")
+DEFAULT_WORKDIR = "/var/tmp/xfer-bench"
+DATASET_VERSION = 1
+MARKER = ".xfer-bench-dataset.json"
+ALL_TOOLS = ["cp", "rsync", "rclone", "xfer"]  # extend with network peers (scp, ...) as scenarios gain them
+MiB = 1 << 20
+
+# --------------------------------------------------------------------------
+# small helpers
+
+
+def parse_size(text: str) -> int:
+    """'4G', '256M', '4GiB', '1048576' -> bytes (binary suffixes, like xfer)."""
+    t = text.strip().upper()
+    for suf in ("IB", "B"):
+        if t.endswith(suf) and len(t) > len(suf) and t[-len(suf) - 1] in "KMGT":
+            t = t[: -len(suf)]
+            break
+    mult = 1
+    if t and t[-1] in "KMGT":
+        mult = 1024 ** ("KMGT".index(t[-1]) + 1)
+        t = t[:-1]
+    try:
+        val = float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad size: {text!r}")
+    if val <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return int(val * mult)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def first_line(argv: list[str], need_ok: bool = False) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if need_ok and out.returncode != 0:
+        return None
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0].strip() if text else None
+
+
+def rm_rf(path: str) -> None:
+    # `rm -rf` is much faster than shutil.rmtree on 100k-file trees.
+    if os.path.lexists(path):
+        subprocess.run(["rm", "-rf", "--", path], check=True)
+
+
+# --------------------------------------------------------------------------
+# cache control and timed execution
+
+
+class CacheControl:
+    def __init__(self, enabled: bool = True) -> None:
+        self.cold: bool | None = None if enabled else False  # None = not tried yet
+
+    def drop(self) -> bool:
+        """sync + drop page/dentry/inode caches. Returns True if caches are cold."""
+        os.sync()
+        if self.cold is False:
+            return False
+        try:
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
+            self.cold = True
+        except OSError as e:
+            if self.cold is None:
+                log(f"cannot drop caches ({e}); runs are WARM CACHE")
+            self.cold = False
+        return self.cold
+
+
+@dataclass
+class RunResult:
+    run: int
+    seconds: float | None  # command + trailing sync
+    cmd_seconds: float | None
+    sync_seconds: float | None
+    maxrss_kib: int | None
+    exit_code: int | None
+    cold_cache: bool
+    verified: bool | None = None
+    verify_msg: str = ""
+    error: str = ""
+    log_file: str = ""
+    rss_source: str = ""
+
+
+def _find_gnu_time() -> str | None:
+    for cand in ("/usr/bin/time", shutil.which("time")):
+        if cand and os.access(cand, os.X_OK):
+            v = first_line([cand, "--version"]) or ""
+            if "GNU" in v:
+                return cand
+    return None
+
+
+GNU_TIME = _find_gnu_time()
+# vfork would make every child inherit the harness's RSS high-water mark as its
+# ru_maxrss floor; plain fork only its current RSS. Prefer fork.
+if hasattr(subprocess, "_USE_VFORK"):
+    subprocess._USE_VFORK = False
+
+
+def timed_exec(argv: list[str], log_path: str, timeout: float | None) -> tuple[float, float, int, int, str]:
+    """Run argv directly (no shell), reap it with os.wait4, then os.sync().
+
+    Returns (cmd_seconds, sync_seconds, exit_code, maxrss_kib, rss_source).
+
+    Peak RSS: Linux seeds a child's ru_maxrss with the RSS of the process that
+    forked it (the whole ~10-200 MiB Python harness), so wait4 straight on the
+    tool over-reports small tools. When GNU time is installed the tool is
+    exec'd as `time -f %M -o FILE tool...`: GNU time (a ~2 MiB C process,
+    no shell) forks+execs the tool and reads the tool's own wait4 ru_maxrss,
+    which is what we report; our wait4 then reaps `time` for the exit code.
+    Either way ru_maxrss is the max over the process and the descendants it
+    reaped itself (e.g. rsync's receiver/generator), not a sum.
+    """
+    rss_file = log_path + ".rss"
+    timed_out: list[bool] = []
+    full = [GNU_TIME, "-f", "%M", "-o", rss_file, *argv] if GNU_TIME else argv
+    with open(log_path, "wb") as logf:
+        logf.write(("$ " + shlex.join(argv) + "\n").encode())
+        logf.flush()
+        t0 = time.perf_counter()
+        p = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                             close_fds=True, start_new_session=True)
+        killer = None
+        if timeout:
+            def _expire() -> None:
+                timed_out.append(True)
+                _kill_quiet(p.pid)
+            killer = threading.Timer(timeout, _expire)
+            killer.daemon = True
+            killer.start()
+        try:
+            _, status, ru = os.wait4(p.pid, 0)
+        except BaseException:
+            _kill_quiet(p.pid)
+            try:
+                os.wait4(p.pid, 0)
+            except ChildProcessError:
+                pass
+            p.returncode = -1
+            raise
+        finally:
+            if killer:
+                killer.cancel()
+        t1 = time.perf_counter()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        os.sync()
+        t2 = time.perf_counter()
+    rss, source = ru.ru_maxrss, "wait4 (includes harness RSS floor)"
+    if GNU_TIME:
+        try:
+            with open(rss_file) as f:
+                rss, source = int(f.read().split()[-1]), "GNU time (wait4 of the tool)"
+        except (OSError, ValueError, IndexError):
+            pass
+        try:
+            os.unlink(rss_file)
+        except OSError:
+            pass
+    if timed_out:
+        raise TimeoutError(f"timed out after {timeout:g} s (process group killed)")
+    return t1 - t0, t2 - t1, p.returncode, rss, source
+
+
+def _kill_quiet(pid: int) -> None:
+    """SIGKILL the run's whole process group (it was started in its own session)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# --------------------------------------------------------------------------
+# datasets
+
+
+def _marker_ok(root: str, want: dict) -> bool:
+    try:
+        with open(os.path.join(root, MARKER)) as f:
+            return json.load(f) == want
+    except (OSError, ValueError):
+        return False
+
+
+def _write_marker(root: str, want: dict) -> None:
+    os.sync()
+    tmp = os.path.join(root, MARKER + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(want, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, os.path.join(root, MARKER))
+
+
+def ensure_large_dataset(workdir: str, size: int) -> str:
+    """One file of `size` random bytes. Returns the file path.
+
+    A 64 MiB os.urandom block is reused, but every 4 KiB page gets a unique
+    16-byte header (block index, page offset), so the data is neither
+    compressible nor dedupable at page or block granularity.
+    """
+    root = os.path.join(workdir, "data", f"large-{size}")
+    path = os.path.join(root, "large.bin")
+    want = {"kind": "large", "size": size, "version": DATASET_VERSION}
+    if _marker_ok(root, want) and os.path.isfile(path) and os.path.getsize(path) == size:
+        log(f"large dataset reused: {path} ({human_bytes(size)})")
+        return path
+    rm_rf(root)
+    os.makedirs(root)
+    log(f"generating large dataset {path} ({human_bytes(size)}) ...")
+    t0 = time.perf_counter()
+    block_size = 64 * MiB
+    base = os.urandom(block_size)
+    salt = random.SystemRandom().getrandbits(64)
+    with open(path, "wb", buffering=0) as f:
+        written = 0
+        bi = 0
+        while written < size:
+            n = min(block_size, size - written)
+            blk = bytearray(base[:n])
+            for off in range(0, n - 15, 4096):
+                struct.pack_into("<QQ", blk, off, bi ^ salt, written + off)
+            f.write(blk)
+            written += n
+            bi += 1
+        os.fsync(f.fileno())
+    _write_marker(root, want)
+    log(f"large dataset ready in {time.perf_counter() - t0:.1f} s")
+    return path
+
+
+def ensure_small_dataset(workdir: str, count: int, file_size: int, per_dir: int = 100) -> str:
+    """`count` files of `file_size` random bytes, `per_dir` per folder. Returns tree root."""
+    root = os.path.join(workdir, "data", f"small-{count}x{file_size}")
+    tree = os.path.join(root, "tree")
+    want = {"kind": "small", "count": count, "file_size": file_size, "per_dir": per_dir,
+            "version": DATASET_VERSION}
+    if _marker_ok(root, want) and os.path.isdir(tree):
+        log(f"small dataset reused: {tree} ({count} files)")
+        return tree
+    rm_rf(root)
+    os.makedirs(tree)
+    ndirs = math.ceil(count / per_dir)
+    log(f"generating small dataset {tree} ({count} files x {file_size} B in {ndirs} dirs) ...")
+    t0 = time.perf_counter()
+    done = 0
+    for d in range(ndirs):
+        dpath = os.path.join(tree, f"d{d:05d}")
+        os.mkdir(dpath)
+        for i in range(min(per_dir, count - done)):
+            fd = os.open(os.path.join(dpath, f"f{i:04d}.bin"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(fd, os.urandom(file_size))
+            finally:
+                os.close(fd)
+            done += 1
+    _write_marker(root, want)
+    log(f"small dataset ready in {time.perf_counter() - t0:.1f} s")
+    return tree
+
+
+# --------------------------------------------------------------------------
+# verification
+
+
+def _sha_piece(path: str, off: int, n: int) -> str:
+    with open(path, "rb") as f:
+        f.seek(off)
+        return hashlib.sha256(f.read(n)).hexdigest()
+
+
+def _files_equal(a: str, b: str, chunk: int = 8 * MiB) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x = fa.read(chunk)
+            y = fb.read(chunk)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def verify_large(src: str, dst: str, full: bool, pieces: int = 16) -> tuple[bool, str]:
+    if not os.path.isfile(dst):
+        return False, f"missing output file {dst}"
+    ss, ds = os.path.getsize(src), os.path.getsize(dst)
+    if ss != ds:
+        return False, f"size mismatch: source {ss} B, dest {ds} B"
+    if full:
+        return (True, "full compare ok") if _files_equal(src, dst) else (False, "full compare: contents differ")
+    n = min(MiB, ss)
+    offs = sorted({(ss - n) * i // max(1, pieces - 1) for i in range(pieces)})
+    for off in offs:
+        if _sha_piece(src, off, n) != _sha_piece(dst, off, n):
+            return False, f"sampled checksum mismatch at offset {off}"
+    return True, f"size + {len(offs)} sampled 1 MiB sha256 ok"
+
+
+def list_tree(root: str) -> tuple[set[str], set[str]]:
+    """(relative file paths, relative dir paths) below root."""
+    files, dirs = set(), set()
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(os.path.join(root, rel)) as it:
+            for e in it:
+                r = os.path.join(rel, e.name)
+                if e.is_dir(follow_symlinks=False):
+                    dirs.add(r)
+                    stack.append(r)
+                else:
+                    files.add(r)
+    return files, dirs
+
+
+def make_tree_verifier(src_root: str, sample: int = 200):
+    cache: dict = {}
+
+    def verify(dst_root: str, full: bool) -> tuple[bool, str]:
+        if not os.path.isdir(dst_root):
+            return False, f"missing output directory {dst_root}"
+        if "src" not in cache:
+            cache["src"] = list_tree(src_root)
+        sfiles, sdirs = cache["src"]
+        dfiles, ddirs = list_tree(dst_root)
+        if sfiles != dfiles or sdirs != ddirs:
+            missing = len(sfiles - dfiles)
+            extra = len(dfiles - sfiles)
+            return False, (f"tree mismatch: {len(dfiles)}/{len(sfiles)} files, {len(ddirs)}/{len(sdirs)} dirs,"
+                           f" {missing} missing, {extra} unexpected")
+        names = sorted(sfiles)
+        chosen = names if full else random.Random(len(names)).sample(names, min(sample, len(names)))
+        for rel in chosen:
+            a, b = os.path.join(src_root, rel), os.path.join(dst_root, rel)
+            if os.path.getsize(a) != os.path.getsize(b) or not _files_equal(a, b):
+                return False, f"content mismatch: {rel}"
+        what = "all" if full else f"{len(chosen)} sampled"
+        return True, f"{len(sfiles)} files / {len(sdirs)} dirs present, {what} files equal"
+
+    return verify
+
+
+# --------------------------------------------------------------------------
+# scenarios
+
+
+@dataclass
+class ToolSpec:
+    argv: list[str]          # full command line for one run
+    binary: str              # executable checked for availability
+
+
+@dataclass
+class ScenarioPlan:
+    name: str
+    description: str
+    total_bytes: int
+    total_files: int
+    dest_dir: str                         # emptied + recreated before every run
+    output: str                           # what the tools produce (verified)
+    tools: dict[str, ToolSpec]
+    verify: Callable[[str, bool], tuple[bool, str]]   # (output, full) -> (ok, msg)
+    wants_fio: bool = False
+    cleanup: Callable[[], None] | None = None
+
+
+@dataclass
+class ScenarioDef:
+    build: Callable[["Ctx"], ScenarioPlan]
+    local: bool
+    help: str
+
+
+@dataclass
+class Ctx:
+    args: argparse.Namespace
+    workdir: str
+    xfer: str
+    xfer_args: list[str]
+
+
+def scenario_large(ctx: Ctx) -> ScenarioPlan:
+    size = ctx.args.large_size
+    src = ensure_large_dataset(ctx.workdir, size)
+    dest_dir = os.path.join(ctx.workdir, "dst", "large")
+    out = os.path.join(dest_dir, "large.bin")
+    tools = {
+        "cp": ToolSpec(["cp", src, out], "cp"),
+        "rsync": ToolSpec(["rsync", "-a", src, out], "rsync"),
+        "rclone": ToolSpec(["rclone", "--config", "/dev/null", "copyto", src, out], "rclone"),
+        "xfer": ToolSpec([ctx.xfer, "cp", *ctx.xfer_args, src, out], ctx.xfer),
+    }
+    return ScenarioPlan(
+        name="large",
+        description=f"1 file of {human_bytes(size)}",
+        total_bytes=size, total_files=1, dest_dir=dest_dir, output=out, tools=tools,
+        verify=lambda o, full: verify_large(src, o, full), wants_fio=True)
+
+
+def scenario_small(ctx: Ctx) -> ScenarioPlan:
+    count, fsize = ctx.args.small_count, ctx.args.small_file_size
+    src = ensure_small_dataset(ctx.workdir, count, fsize)
+    dest_dir = os.path.join(ctx.workdir, "dst", "small")
+    out = os.path.join(dest_dir, "tree")
+    # DST is an existing (empty) directory for every tool -> output is DST/tree.
+    tools = {
+        "cp": ToolSpec(["cp", "-r", src, dest_dir + "/"], "cp"),
+        "rsync": ToolSpec(["rsync", "-a", src, dest_dir + "/"], "rsync"),
+        "rclone": ToolSpec(["rclone", "--config", "/dev/null", "copy", "--transfers", "16",
+                            "--checkers", "16", src, out], "rclone"),
+        "xfer": ToolSpec([ctx.xfer, "cp", "-r", *ctx.xfer_args, src, dest_dir + "/"], ctx.xfer),
+    }
+    ndirs = math.ceil(count / 100)
+    return ScenarioPlan(
+        name="small",
+        description=f"{count} files of {human_bytes(fsize)} in {ndirs} dirs",
+        total_bytes=count * fsize, total_files=count, dest_dir=dest_dir, output=out, tools=tools,
+        verify=make_tree_verifier(src))
+
+
+# name -> definition. local=False scenarios (future: xferd vs scp/rsync over
+# ssh) only run when asked for with --scenario.
+SCENARIOS: dict[str, ScenarioDef] = {
+    "large": ScenarioDef(scenario_large, True, "one big random file, cold cache, sync included"),
+    "small": ScenarioDef(scenario_small, True, "many 4 KiB files in 100-file folders, cold cache, sync included"),
+}
+
+
+# --------------------------------------------------------------------------
+# fio disk ceiling
+
+
+def run_fio(workdir: str, size: int) -> dict:
+    if not shutil.which("fio"):
+        return {"error": "fio not installed"}
+    path = os.path.join(workdir, "fio.tmp")
+    res: dict = {"size": size, "bs": "4M", "iodepth": 16, "direct": 1}
+    try:
+        for engine in ("io_uring", "libaio"):
+            ok = True
+            for rw in ("write", "read"):
+                argv = ["fio", f"--name=seq{rw}", f"--filename={path}", f"--rw={rw}", "--bs=4M",
+                        "--iodepth=16", f"--ioengine={engine}", "--direct=1", f"--size={size}",
+                        "--numjobs=1", "--output-format=json"]
+                if rw == "write":
+                    argv.append("--end_fsync=1")
+                log("fio: " + shlex.join(argv))
+                p = subprocess.run(argv, capture_output=True, text=True)
+                try:
+                    data = json.loads(p.stdout[p.stdout.index("{"):])
+                    job = data["jobs"][0]
+                    if job.get("error"):
+                        raise ValueError(f"job error {job['error']}")
+                    bw = job[rw]["bw_bytes"]
+                except (ValueError, KeyError, IndexError) as e:
+                    log(f"fio {rw} with {engine} failed: {e}; {p.stderr.strip()[:300]}")
+                    ok = False
+                    break
+                res[f"{rw}_bytes_per_s"] = bw
+            if ok:
+                res["ioengine"] = engine
+                res["ceiling_bytes_per_s"] = min(res["write_bytes_per_s"], res["read_bytes_per_s"])
+                log(f"fio: write {res['write_bytes_per_s'] / 1e6:.0f} MB/s, "
+                    f"read {res['read_bytes_per_s'] / 1e6:.0f} MB/s ({engine})")
+                return res
+        return {"error": "fio failed with io_uring and libaio (see log)"}
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+# --------------------------------------------------------------------------
+# machine description
+
+
+def machine_info(workdir: str, xfer: str) -> dict:
+    info: dict = {}
+    info["hostname"] = platform.node()
+    info["nproc"] = os.cpu_count()
+    try:
+        info["nproc_available"] = len(os.sched_getaffinity(0))
+    except AttributeError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    info["memory_bytes"] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    u = os.uname()
+    info["kernel"] = f"{u.sysname} {u.release} {u.machine}"
+    fm = first_line(["findmnt", "-n", "-o", "FSTYPE,SOURCE,OPTIONS", "-T", workdir])
+    if fm:
+        parts = fm.split(None, 2)
+        info["workdir_fstype"] = parts[0]
+        info["workdir_device"] = parts[1] if len(parts) > 1 else ""
+        info["workdir_mount_options"] = parts[2] if len(parts) > 2 else ""
+    info["python"] = platform.python_version()
+    versions = {
+        "cp": first_line(["cp", "--version"]),
+        "rsync": first_line(["rsync", "--version"]),
+        "rclone": first_line(["rclone", "--config", "/dev/null", "version"]),
+        "fio": first_line(["fio", "--version"]),
+        "gnuplot": first_line(["gnuplot", "--version"]),
+    }
+    if os.access(xfer, os.X_OK):
+        versions["xfer"] = first_line([xfer, "--version"], need_ok=True) or f"{xfer} (no --version)"
+    else:
+        versions["xfer"] = None
+    info["versions"] = versions
+    return info
+
+
+def machine_markdown(m: dict) -> str:
+    v = m.get("versions", {})
+    lines = [
+        f"- host: {m.get('hostname')}, {m.get('nproc')} CPUs ({m.get('cpu', '?')}), "
+        f"memory {human_bytes(m.get('memory_bytes', 0))}",
+        f"- kernel: {m.get('kernel')}",
+        f"- workdir: {m.get('workdir')} on {m.get('workdir_fstype', '?')} ({m.get('workdir_device', '?')})",
+        "- tools: " + "; ".join(f"{k}: {val or 'not installed'}" for k, val in v.items()),
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# runner
+
+
+@dataclass
+class ToolOutcome:
+    tool: str
+    argv: list[str]
+    status: str = "ok"   # ok | not installed | FAIL
+    runs: list[RunResult] = field(default_factory=list)
+
+
+def tool_available(spec: ToolSpec) -> bool:
+    b = spec.binary
+    if os.sep in b:
+        return os.path.isfile(b) and os.access(b, os.X_OK)
+    return shutil.which(b) is not None
+
+
+def run_scenario(plan: ScenarioPlan, tools: list[str], args, cache: CacheControl, logdir: str) -> dict[str, ToolOutcome]:
+    outcomes: dict[str, ToolOutcome] = {}
+    active: list[str] = []
+    for t in tools:
+        spec = plan.tools.get(t)
+        if spec is None:
+            continue
+        oc = ToolOutcome(t, spec.argv)
+        outcomes[t] = oc
+        if not tool_available(spec):
+            oc.status = "not installed"
+            log(f"{plan.name}/{t}: not installed ({spec.binary})")
+        else:
+            active.append(t)
+    for r in range(args.runs):
+        # round-robin, rotated each round so no tool always runs first
+        order = active[r % len(active):] + active[: r % len(active)] if active else []
+        for t in order:
+            oc = outcomes[t]
+            rm_rf(plan.dest_dir)
+            os.makedirs(plan.dest_dir)
+            cold = cache.drop()
+            log_path = os.path.join(logdir, f"{plan.name}-{t}-run{r + 1}.log")
+            try:
+                cmd_s, sync_s, rc, rss, rss_src = timed_exec(oc.argv, log_path, args.timeout)
+            except OSError as e:  # includes TimeoutError
+                what = str(e) if isinstance(e, TimeoutError) else f"exec failed: {e}"
+                oc.runs.append(RunResult(r + 1, None, None, None, None, None, cold, False, "", what, log_path))
+                oc.status = "FAIL"
+                log(f"FAIL {plan.name}/{t} run {r + 1}: {what}")
+                continue
+            rr = RunResult(r + 1, cmd_s + sync_s, cmd_s, sync_s, rss, rc, cold, log_file=log_path,
+                           rss_source=rss_src)
+            if rc != 0:
+                rr.error = f"exit code {rc}"
+                rr.verified = False
+                tail = _tail(log_path)
+                log(f"FAIL {plan.name}/{t} run {r + 1}: exit code {rc}\n{tail}")
+                oc.status = "FAIL"
+            elif not args.no_verify:
+                ok, msg = plan.verify(plan.output, args.check_full)
+                rr.verified, rr.verify_msg = ok, msg
+                if not ok:
+                    oc.status = "FAIL"
+                    log(f"FAIL {plan.name}/{t} run {r + 1}: wrong result: {msg}")
+            log(f"{plan.name}/{t} run {r + 1}/{args.runs}: {rr.seconds:.3f} s "
+                f"(cmd {cmd_s:.3f} + sync {sync_s:.3f}), maxrss {rss / 1024:.1f} MiB, rc {rc}"
+                + (f", verify: {rr.verify_msg}" if rr.verify_msg else "")
+                + ("" if cold else ", WARM cache"))
+            oc.runs.append(rr)
+    rm_rf(plan.dest_dir)
+    return outcomes
+
+
+def _tail(path: str, n: int = 15) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def summarize(plan: ScenarioPlan, outcomes: dict[str, ToolOutcome], fio: dict | None) -> dict:
+    rows = {}
+    for t, oc in outcomes.items():
+        good = [r for r in oc.runs if r.seconds is not None and r.exit_code == 0 and r.verified is not False]
+        row: dict = {"status": oc.status, "argv": oc.argv, "n_ok": len(good)}
+        if good:
+            secs = [r.seconds for r in good]
+            row["median_s"] = statistics.median(secs)
+            row["min_s"] = min(secs)
+            row["max_s"] = max(secs)
+            row["median_MBps"] = statistics.median(plan.total_bytes / s / 1e6 for s in secs)
+            row["median_files_per_s"] = statistics.median(plan.total_files / s for s in secs)
+            row["peak_rss_kib"] = max(r.maxrss_kib for r in good)
+            if fio and fio.get("ceiling_bytes_per_s"):
+                row["pct_of_disk"] = 100.0 * row["median_MBps"] * 1e6 / fio["ceiling_bytes_per_s"]
+        rows[t] = row
+    x = rows.get("xfer", {}).get("median_s")
+    for t, row in rows.items():
+        if x and row.get("median_s"):
+            row["peer_over_xfer"] = row["median_s"] / x
+    return rows
+
+
+def markdown_table(results: list[dict]) -> str:
+    out = ["| scenario | tool | median s | min-max s | MB/s | files/s | peer/xfer time | % disk ceiling | peak RSS | cache | status |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for sc in results:
+        cache = "cold" if sc.get("cold_cache") else "warm cache"
+        for t, row in sc["tools"].items():
+            if "median_s" not in row:
+                out.append(f"| {sc['name']} | {t} | - | - | - | - | - | - | - | {cache} | {row['status']} |")
+                continue
+            ratio = row.get("peer_over_xfer")
+            ratio_s = "-" if ratio is None else ("1.00 (ref)" if t == "xfer" else f"{ratio:.2f}x")
+            pct = row.get("pct_of_disk")
+            files_s = f"{row['median_files_per_s']:.0f}" if sc["total_files"] > 1 else "-"
+            out.append(
+                f"| {sc['name']} | {t} | {row['median_s']:.3f} | {row['min_s']:.3f}-{row['max_s']:.3f} "
+                f"| {row['median_MBps']:.1f} | {files_s} | {ratio_s} "
+                f"| {'-' if pct is None else f'{pct:.0f}%'} | {row['peak_rss_kib'] / 1024:.1f} MiB "
+                f"| {cache} | {row['status']} ({row['n_ok']} runs) |")
+    return "\n".join(out)
+
+
+def report_markdown(doc: dict) -> str:
+    lines = [f"## xfer benchmark {doc['started']}", "", machine_markdown(doc["machine"]), ""]
+    fio = doc.get("fio")
+    if fio:
+        if fio.get("ceiling_bytes_per_s"):
+            lines.append(f"- fio ({human_bytes(fio['size'])}, bs 4M, iodepth 16, O_DIRECT, {fio['ioengine']}): "
+                         f"write {fio['write_bytes_per_s'] / 1e6:.0f} MB/s, read {fio['read_bytes_per_s'] / 1e6:.0f} MB/s,"
+                         f" ceiling min = {fio['ceiling_bytes_per_s'] / 1e6:.0f} MB/s")
+        else:
+            lines.append(f"- fio: {fio.get('error')}")
+    for sc in doc["scenarios"]:
+        lines.append(f"- {sc['name']}: {sc['description']} ({sc['total_bytes'] / 1e6:.1f} MB); runs: {doc['config']['runs']}")
+    rss_note = ("peak RSS via GNU time (the tool's own wait4 ru_maxrss)" if GNU_TIME
+                else "peak RSS via wait4 on the tool (includes the harness's RSS as a floor; install GNU time)")
+    lines += ["", "MB = 1e6 bytes; times include a trailing sync; peer/xfer time > 1 means xfer is faster; "
+              + rss_note + ".", "",
+              markdown_table(doc["scenarios"]), ""]
+    x = []
+    for sc in doc["scenarios"]:
+        xr = sc["tools"].get("xfer", {})
+        if xr.get("pct_of_disk") is not None:
+            x.append(f"- {sc['name']}: xfer reaches {xr['pct_of_disk']:.0f}% of the fio disk ceiling")
+    lines += x
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------
+# chart
+
+
+def pick_terminal() -> str | None:
+    for term in ("pngcairo", "png"):
+        p = subprocess.run(["gnuplot", "-e", f"set terminal {term}"], capture_output=True, text=True)
+        if p.returncode == 0 and not p.stderr.strip():
+            return term
+    return None
+
+
+def _gp_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def make_chart(doc: dict, path: str) -> str | None:
+    if not shutil.which("gnuplot"):
+        return "gnuplot not installed"
+    term = pick_terminal()
+    if not term:
+        return "no working gnuplot PNG terminal"
+    scen = [sc for sc in doc["scenarios"] if any("median_MBps" in r for r in sc["tools"].values())]
+    if not scen:
+        return "no successful runs to chart"
+    color = {t: i + 1 for i, t in enumerate(ALL_TOOLS)}
+    tmpd = tempfile.mkdtemp(prefix="xfer-bench-gp-")
+    try:
+        width = max(640, 420 * len(scen))
+        font = "sans,10" if term == "pngcairo" else "arial 10"
+        gp = [f"set terminal {term} size {width},480 font {_gp_str(font)}",
+              f"set output {_gp_str(path)}",
+              f"set multiplot layout 1,{len(scen)} title {_gp_str('xfer benchmark: median throughput (MB/s, higher is better), ' + doc['started'])}",
+              "set style fill solid 0.85 border -1", "set boxwidth 0.6", "set grid ytics",
+              "set yrange [0:*]", "set ylabel 'MB/s (1e6 B/s)'", "unset key", "set offsets 0.5,0.5,0,0",
+              "set linetype 1 lc rgb '#4e79a7'", "set linetype 2 lc rgb '#f28e2b'",
+              "set linetype 3 lc rgb '#59a14f'", "set linetype 4 lc rgb '#e15759'", "set linetype 5 lc rgb '#999999'"]
+        for i, sc in enumerate(scen):
+            dat = os.path.join(tmpd, f"s{i}.dat")
+            ymax = 0.0
+            with open(dat, "w") as f:
+                for t, row in sc["tools"].items():
+                    if "median_MBps" not in row:
+                        continue
+                    label = f"{row['median_MBps']:.0f}"
+                    if sc["total_files"] > 1:
+                        label += f"\\n{row['median_files_per_s']:.0f} f/s"
+                    f.write(f"\"{t}\" {row['median_MBps']:.3f} {color.get(t, 5)} \"{label}\"\n")
+                    ymax = max(ymax, row["median_MBps"])
+            title = f"{sc['name']}: {sc['description']}" + ("" if sc.get("cold_cache") else " (WARM cache)")
+            gp.append(f"set title {_gp_str(title)}")
+            fio = doc.get("fio") or {}
+            gp.append("unset arrow; unset label")
+            if sc["name"] == "large" and fio.get("ceiling_bytes_per_s"):
+                c = fio["ceiling_bytes_per_s"] / 1e6
+                ymax = max(ymax, c)
+                gp.append(f"set arrow from graph 0, first {c:.3f} to graph 1, first {c:.3f} nohead dt 2 lw 2 lc rgb '#333333' front")
+                gp.append(f"set label {_gp_str(f'fio ceiling {c:.0f}')} at graph 0.02, first {c:.3f} offset 0,0.7 front")
+            gp.append(f"set yrange [0:{ymax * 1.3:.3f}]")
+            gp.append(f"plot {_gp_str(dat)} using 0:2:3:xtic(1) with boxes lc variable, "
+                      f"'' using 0:2:4 with labels offset 0,{1.9 if sc['total_files'] > 1 else 1.1:.1f}")
+        gp.append("unset multiplot")
+        script = os.path.join(tmpd, "chart.gp")
+        with open(script, "w") as f:
+            f.write("\n".join(gp) + "\n")
+        p = subprocess.run(["gnuplot", script], capture_output=True, text=True)
+        if p.returncode != 0:
+            return f"gnuplot failed: {p.stderr.strip()[:500]}"
+        return None
+    finally:
+        shutil.rmtree(tmpd, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="xfer benchmark harness (cp / rsync / rclone / xfer)")
+    ap.add_argument("--xfer", default=DEFAULT_XFER, help=f"xfer binary (default {DEFAULT_XFER})")
+    ap.add_argument("--xfer-args", default="", help='extra flags for xfer, e.g. "--workers 4 --direct"')
+    ap.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"datasets + destinations (default {DEFAULT_WORKDIR})")
+    ap.add_argument("--scenario", action="append", choices=sorted(SCENARIOS),
+                    help="scenario to run (repeatable); default: all local scenarios")
+    ap.add_argument("--tools", default=",".join(ALL_TOOLS), help=f"comma list of tools (default {','.join(ALL_TOOLS)})")
+    ap.add_argument("--runs", type=int, default=3, help="timed runs per tool (default 3)")
+    ap.add_argument("--large-size", type=parse_size, default=parse_size("4G"), help="large file size (default 4G)")
+    ap.add_argument("--small-count", type=int, default=100_000, help="number of small files (default 100000)")
+    ap.add_argument("--small-file-size", type=parse_size, default=4096, help="small file size (default 4K)")
+    ap.add_argument("--check-full", action="store_true", help="verify outputs by full content comparison")
+    ap.add_argument("--no-verify", action="store_true", help="skip output verification")
+    ap.add_argument("--no-fio", action="store_true", help="skip the fio disk ceiling measurement")
+    ap.add_argument("--warm", action="store_true", help="do not drop caches before runs (results marked warm cache)")
+    ap.add_argument("--timeout", type=float, default=3600, help="kill a run after this many seconds (default 3600)")
+    ap.add_argument("--markdown", help="append the markdown report to this file")
+    ap.add_argument("--json", default=os.path.join(HERE, "results", "latest.json"), help="JSON results file")
+    ap.add_argument("--chart", default=os.path.join(HERE, "results", "latest.png"), help="PNG chart file ('' to skip)")
+    ap.add_argument("--clean", action="store_true", help="delete the generated datasets when done")
+    ap.add_argument("--list", action="store_true", help="list scenarios and exit")
+    args = ap.parse_args(argv)
+
+    if args.list:
+        for name, sd in SCENARIOS.items():
+            print(f"{name:10s} {'local' if sd.local else 'remote'}  {sd.help}")
+        return 0
+    if args.runs < 1:
+        ap.error("--runs must be >= 1")
+    if args.small_count < 1:
+        ap.error("--small-count must be >= 1")
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    bad = [t for t in tools if t not in ALL_TOOLS]
+    if bad:
+        ap.error(f"unknown tool(s) {bad}; known: {ALL_TOOLS}")
+    scenarios = args.scenario or [n for n, sd in SCENARIOS.items() if sd.local]
+
+    workdir = os.path.abspath(args.workdir)
+    os.makedirs(workdir, exist_ok=True)
+    logdir = os.path.join(workdir, "logs")
+    os.makedirs(logdir, exist_ok=True)
+    xfer = os.path.abspath(args.xfer)
+    ctx = Ctx(args, workdir, xfer, shlex.split(args.xfer_args))
+    cache = CacheControl(enabled=not args.warm)
+    if args.warm:
+        log("--warm: page cache is NOT dropped between runs")
+
+    doc: dict = {
+        "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": {**machine_info(workdir, xfer), "workdir": workdir},
+        "config": {"runs": args.runs, "tools": tools, "scenarios": scenarios, "xfer": xfer,
+                   "xfer_args": ctx.xfer_args, "large_size": args.large_size, "small_count": args.small_count,
+                   "small_file_size": args.small_file_size, "check_full": args.check_full},
+        "fio": None,
+        "scenarios": [],
+    }
+    failed = False
+    plans: list[ScenarioPlan] = []
+    try:
+        for name in scenarios:
+            plan = SCENARIOS[name].build(ctx)
+            plans.append(plan)
+            if plan.wants_fio and doc["fio"] is None and not args.no_fio:
+                doc["fio"] = run_fio(workdir, plan.total_bytes)
+            log(f"scenario {name}: {plan.description}; tools {tools}; {args.runs} runs each")
+            outcomes = run_scenario(plan, tools, args, cache, logdir)
+            rows = summarize(plan, outcomes, doc["fio"] if plan.wants_fio else None)
+            failed |= any(oc.status == "FAIL" for oc in outcomes.values())
+            doc["scenarios"].append({
+                "name": plan.name, "description": plan.description, "total_bytes": plan.total_bytes,
+                "total_files": plan.total_files, "cold_cache": bool(cache.cold),
+                "tools": rows,
+                "runs": {t: [dataclasses.asdict(r) for r in oc.runs] for t, oc in outcomes.items()},
+            })
+            if plan.cleanup:
+                plan.cleanup()
+    except KeyboardInterrupt:
+        log("interrupted")
+        failed = True
+    finally:
+        rm_rf(os.path.join(workdir, "dst"))
+        if args.clean:
+            rm_rf(os.path.join(workdir, "data"))
+            log("datasets deleted (--clean)")
+
+    doc["finished"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    doc["failed"] = failed
+    md = report_markdown(doc)
+    print(md)
+    if args.markdown:
+        with open(args.markdown, "a") as f:
+            f.write(md + "\n")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+        log(f"JSON written to {args.json}")
+    if args.chart:
+        os.makedirs(os.path.dirname(os.path.abspath(args.chart)), exist_ok=True)
+        err = make_chart(doc, os.path.abspath(args.chart))
+        log(f"chart: {err}" if err else f"chart written to {args.chart}")
+    if failed:
+        bar = "!" * 72
+        print(f"\n{bar}\nFAIL: at least one run failed or produced a wrong result (see above / JSON)\n{bar}",
+              file=sys.stderr)
+        print("FAIL")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

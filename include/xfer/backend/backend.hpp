@@ -1,0 +1,159 @@
+#pragma once
+// The backend contract: one endpoint (URL scheme + authority). The engine sees
+// only this interface; it never learns which protocol it talks to.
+//
+// Threading: a Backend is shared by all workers of a transfer and every method
+// is safe to call concurrently. A Source may be read concurrently at disjoint
+// or overlapping offsets (positional reads). A Sink may be written
+// concurrently at disjoint offsets when capabilities().parallel_writers is
+// set; commit()/abort() are called once, by the per-file finalizer, after all
+// writes of that file returned (the engine's fence).
+//
+// Paths are the path part of the endpoint's URL, '/'-separated. No method
+// retries on its own: errors carry a RetryClass and the scheduler decides.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "xfer/core/result.hpp"
+#include "xfer/core/types.hpp"
+#include "xfer/core/url.hpp"
+
+namespace xfer {
+
+enum class EntryType : std::uint8_t { kFile, kDirectory, kSymlink, kOther };
+std::string_view to_string(EntryType type);
+
+// Attributes of one namespace entry, never following a final symlink.
+struct FileAttrs {
+  EntryType type = EntryType::kFile;
+  std::uint64_t size = 0;
+  std::uint32_t mode = 0644;       // permission bits (07777)
+  std::int64_t mtime_ns = 0;       // nanoseconds since the epoch
+  std::string symlink_target;      // for kSymlink
+  std::uint64_t allocated = 0;     // bytes actually allocated (sparse detection), 0 = unknown
+  std::uint64_t device = 0;        // identity for loop/self-copy checks, 0 = unknown
+  std::uint64_t inode = 0;
+};
+
+// One entry produced by list(). `attrs` is set when the listing could get it
+// cheaply or when ListOptions::want_attrs asked for it; `type` is always set.
+struct Entry {
+  std::string name;  // a single path component
+  EntryType type = EntryType::kOther;
+  std::optional<FileAttrs> attrs;
+};
+
+struct ListOptions {
+  bool want_attrs = false;  // stat every entry (costs one call per entry locally)
+};
+
+// list() pushes entries here one at a time, so huge directories never sit in
+// memory. Returning an error stops the listing and list() returns that error.
+using EntrySink = std::function<Status(Entry&&)>;
+
+// Stated up front and read by the planner. A backend never fakes what it
+// cannot do: an operation outside its capabilities returns kUnsupported.
+struct Capabilities {
+  bool random_writes = false;     // write_at at any offset, in any order
+  bool parallel_writers = false;  // concurrent write_at on one Sink
+  bool resume = false;            // a partial sink survives and can be reopened
+  bool symlinks = false;
+  bool permissions = false;       // mode bits are stored
+  bool mtime = false;             // modification times are stored
+  bool server_side_copy = false;
+  bool zero_copy_send = false;    // Source exposes a file descriptor for sendfile/copy_file_range
+  std::uint64_t min_part_size = 0;  // smallest chunk except the last (S3: 5 MiB)
+  std::uint64_t max_parts = 0;      // 0 = unlimited
+  std::uint64_t preferred_chunk_size = 16ull << 20;
+  unsigned max_concurrency = 64;    // concurrent requests the endpoint tolerates
+};
+
+// Positional reader of one file. Opened by Backend::open_source.
+class Source {
+ public:
+  virtual ~Source() = default;
+  // Attributes seen when the source was opened.
+  virtual const FileAttrs& attrs() const = 0;
+  // Reads up to buf.size() bytes at `offset`; returns the count, 0 at EOF.
+  // Short reads happen only at end of file.
+  virtual Result<std::size_t> read_at(Offset offset, std::span<std::byte> buf) = 0;
+  // kChanged (RetryFile) when size or mtime differ from attrs(): the file was
+  // modified while it was being copied.
+  virtual Status check_unchanged() = 0;
+  // Native file descriptor for zero-copy paths, or -1.
+  virtual int native_handle() const { return -1; }
+};
+
+struct SinkOptions {
+  std::uint64_t size = 0;   // final size (the sink preallocates it where it can)
+  FileAttrs attrs;          // mode and mtime applied on commit
+  bool sparse = false;      // source has holes: do not preallocate, let holes stay holes
+  bool direct = false;      // O_DIRECT where supported
+  bool fsync = false;       // make the data durable before publishing it
+};
+
+// Positional writer of one file that becomes visible atomically on commit().
+// Destroying a Sink that was not committed aborts it: nothing is left under
+// the final name, and no temporary file either.
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  virtual Status write_at(Offset offset, std::span<const std::byte> data) = 0;
+  // Zero-copy fast path: copy [offset, offset+length) from `source` into the
+  // same offsets here without passing through user space. kUnsupported when
+  // the pair cannot do it; the caller then falls back to read_at/write_at.
+  virtual Result<std::uint64_t> copy_from(Source& source, Offset offset, Length length) {
+    (void)source, (void)offset, (void)length;
+    return make_error(ErrorCode::kUnsupported, "copy_from", "");
+  }
+  // Reads back written bytes (for --verify); kUnsupported where impossible.
+  virtual Result<std::size_t> read_back(Offset offset, std::span<std::byte> buf) {
+    (void)offset, (void)buf;
+    return make_error(ErrorCode::kUnsupported, "read_back", "");
+  }
+  // Applies attributes and publishes the file under its final name atomically.
+  virtual Status commit() = 0;
+  // Discards everything written. Idempotent.
+  virtual Status abort() = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual const Capabilities& capabilities() const = 0;
+  // A short human description ("local", "xfer://host:port").
+  virtual std::string describe() const = 0;
+
+  // Namespace operations.
+  virtual Result<FileAttrs> stat(std::string_view path) = 0;
+  virtual Status list(std::string_view path, const ListOptions& options,
+                      const EntrySink& sink) = 0;
+  virtual Status mkdir(std::string_view path, bool parents) = 0;
+  // Removes a file, symlink or empty directory; with `recursive`, a tree.
+  virtual Status remove(std::string_view path, bool recursive) = 0;
+  // Atomic rename inside this endpoint; kCrossDevice when it cannot be atomic.
+  virtual Status rename(std::string_view from, std::string_view to) = 0;
+  // Creates an empty file or sets the mtime of an existing entry to `mtime_ns`
+  // (now when not given).
+  virtual Status touch(std::string_view path, std::optional<std::int64_t> mtime_ns) = 0;
+  // Creates (or atomically replaces) a symlink at `path` pointing to `target`.
+  virtual Status symlink(std::string_view target, std::string_view path,
+                         const FileAttrs& attrs) = 0;
+  // Applies mode and mtime to an existing entry (directories after a tree copy).
+  virtual Status set_attrs(std::string_view path, const FileAttrs& attrs) = 0;
+
+  // Data.
+  virtual Result<std::unique_ptr<Source>> open_source(std::string_view path) = 0;
+  virtual Result<std::unique_ptr<Sink>> open_sink(std::string_view path,
+                                                  const SinkOptions& options) = 0;
+};
+
+}  // namespace xfer

@@ -1,0 +1,16 @@
+#pragma once
+// Logging through spdlog. The library logs at debug/info for diagnostics; it
+// never prints user-facing output (the front ends do).
+
+#include <spdlog/spdlog.h>
+
+#include <string_view>
+
+namespace xfer {
+
+// Sets up the "xfer" logger writing to stderr at the given level
+// ("trace".."off"). Safe to call more than once.
+void init_logging(std::string_view level);
+spdlog::logger& log();
+
+}  // namespace xfer

@@ -1,0 +1,18 @@
+#pragma once
+// Human sizes: "16M" -> 16 MiB, and back ("1.5 GiB").
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "xfer/core/result.hpp"
+
+namespace xfer {
+
+// Accepts a decimal number with an optional K/M/G/T suffix (powers of 1024,
+// optional trailing "B" or "iB"). Rejects negatives, garbage and overflow.
+Result<std::uint64_t> parse_size(std::string_view text);
+std::string format_bytes(double bytes);          // "12.3 MiB"
+std::string format_duration(double seconds);     // "1m02s", "3.4s"
+
+}  // namespace xfer

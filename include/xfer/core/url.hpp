@@ -1,0 +1,38 @@
+#pragma once
+// Endpoint URLs. A bare path ("/data/x", "rel/dir") and "file:///data/x" are
+// the local scheme; any other "scheme://authority/path" parses generically so
+// later backends (xfer://, sftp://, s3://, http(s)://) need no parser change.
+
+#include <string>
+#include <string_view>
+
+#include "xfer/core/result.hpp"
+
+namespace xfer {
+
+struct Url {
+  std::string scheme;     // "file" for bare paths
+  std::string user;       // from user@host, may be empty
+  std::string host;       // may be empty (file)
+  int port = 0;           // 0 when absent
+  std::string path;       // percent-decoded; for file: as given (relative allowed)
+  bool trailing_slash = false;  // the original ended in '/': "treat as directory"
+
+  bool is_local() const { return scheme == "file"; }
+  // Canonical text form; bare paths print as the path itself.
+  std::string to_string() const;
+  // The same endpoint with another path.
+  Url with_path(std::string new_path) const;
+};
+
+// Parses a bare path or a URL. Errors: kInvalidArgument with a reason.
+Result<Url> parse_url(std::string_view text);
+
+// Joins a directory path and a child name with exactly one '/'.
+std::string join_path(std::string_view dir, std::string_view name);
+// Last path component ("a/b/" -> "b", "/" -> "").
+std::string base_name(std::string_view path);
+// Everything before the last component ("a/b" -> "a", "b" -> ".").
+std::string dir_name(std::string_view path);
+
+}  // namespace xfer

@@ -1,0 +1,53 @@
+#pragma once
+// The transfer engine: scanner -> planner -> scheduler -> workers -> finalizer.
+// See docs/threading.md for the threading model.
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "xfer/core/result.hpp"
+#include "xfer/engine/options.hpp"
+#include "xfer/metrics/metrics.hpp"
+
+namespace xfer {
+
+// Callbacks from the engine. Called from worker threads, concurrently: an
+// implementation must be thread-safe and quick (it runs on the hot path).
+class TransferObserver {
+ public:
+  virtual ~TransferObserver() = default;
+  // A file (or subtree) failed for good; the transfer goes on with the rest.
+  virtual void on_error(const Error& error) { (void)error; }
+  // A non-fatal note: a skipped special file, a retry.
+  virtual void on_warning(const std::string& message) { (void)message; }
+  // --dry-run: what would be copied.
+  virtual void on_planned(const std::string& source, const std::string& destination,
+                          std::uint64_t size) {
+    (void)source, (void)destination, (void)size;
+  }
+};
+
+struct TransferResult {
+  std::uint64_t files_done = 0;
+  std::uint64_t files_failed = 0;
+  std::uint64_t files_skipped = 0;
+  std::uint64_t bytes_done = 0;
+  std::uint64_t retries = 0;
+  double seconds = 0;
+  bool cancelled = false;
+  std::vector<Error> errors;  // the first 100 per-file errors
+  std::uint64_t peak_buffer_bytes = 0;
+};
+
+// Runs one transfer to completion (or cancellation). Returns an Error when
+// nothing could be started (bad destination, every source missing, a
+// destination inside its source); per-file failures are in the result and
+// reported to the observer. `cancel` may be set from any thread (a signal
+// handler included): workers stop at the next piece and abort their sinks.
+Result<TransferResult> run_transfer(const TransferRequest& request, TransferCounters& counters,
+                                    TransferObserver* observer,
+                                    const std::atomic<bool>* cancel = nullptr);
+
+}  // namespace xfer

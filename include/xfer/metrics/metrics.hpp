@@ -1,0 +1,66 @@
+#pragma once
+// Transfer counters (lock-free, updated by workers) and the progress snapshot
+// the front ends render. The library never prints; it only counts.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+namespace xfer {
+
+// All fields are monotonic except while a file is retried (bytes_done drops
+// back by what the failed attempt had counted). Relaxed atomics: readers only
+// need eventually-consistent figures.
+struct TransferCounters {
+  std::atomic<std::uint64_t> bytes_total{0};   // sizes of files opened so far
+  std::atomic<std::uint64_t> bytes_done{0};
+  std::atomic<std::uint64_t> files_total{0};   // entries the scanner found
+  std::atomic<std::uint64_t> files_opened{0};
+  std::atomic<std::uint64_t> files_done{0};
+  std::atomic<std::uint64_t> files_failed{0};
+  std::atomic<std::uint64_t> files_skipped{0};
+  std::atomic<std::uint64_t> dirs_created{0};
+  std::atomic<std::uint64_t> chunks_done{0};
+  std::atomic<std::uint64_t> retries{0};
+  std::atomic<std::uint64_t> errors{0};
+  std::atomic<std::uint64_t> bytes_zero_copy{0};  // moved by copy_file_range/sendfile
+  std::atomic<std::uint64_t> bytes_verified{0};
+  std::atomic<std::uint64_t> active_workers{0};
+  std::atomic<bool> scan_complete{false};
+};
+
+struct ProgressSnapshot {
+  double elapsed_s = 0;
+  std::uint64_t bytes_done = 0;
+  std::uint64_t bytes_total = 0;
+  std::uint64_t files_done = 0;
+  std::uint64_t files_total = 0;
+  std::uint64_t files_failed = 0;
+  std::uint64_t retries = 0;
+  bool scan_complete = false;
+  double rate_bps = 0;     // smoothed bytes per second
+  double files_per_s = 0;  // smoothed
+  double percent = -1;     // -1 while unknown (still scanning)
+  double eta_s = -1;       // -1 while unknown
+};
+
+// Turns successive counter readings into rates and an ETA. Not thread-safe:
+// one renderer thread owns it.
+class ProgressMeter {
+ public:
+  explicit ProgressMeter(const TransferCounters& counters);
+  ProgressSnapshot sample();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  const TransferCounters& counters_;
+  Clock::time_point start_;
+  Clock::time_point last_;
+  std::uint64_t last_bytes_ = 0;
+  std::uint64_t last_files_ = 0;
+  double rate_ = 0;
+  double files_rate_ = 0;
+  bool primed_ = false;
+};
+
+}  // namespace xfer

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs every build, test and benchmark dependency of xfer from Debian's
+# packages. Idempotent: packages already present are skipped, and
+# `apt-get update` runs at most once per invocation (and only when something
+# is missing). Must run as root (or with sudo available) on Debian 12.
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake ninja-build ccache pkg-config clang clang-format
+  # libraries
+  libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev libspdlog-dev
+  libfmt-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libzstd-dev
+  libssl-dev liburing-dev
+  # test and benchmark peers / tools
+  rsync rclone gnuplot-nox fio time python3 util-linux coreutils
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,516 @@
+// Local file system backend. See include/xfer/backend/local.hpp.
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "xfer/backend/local.hpp"
+
+namespace xfer {
+namespace {
+
+std::string path_str(std::string_view p) { return std::string(p.empty() ? "." : p); }
+
+// RAII file descriptor.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() { reset(); }
+  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = o.fd_;
+      o.fd_ = -1;
+    }
+    return *this;
+  }
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  void reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+EntryType type_from_mode(mode_t m) {
+  if (S_ISREG(m)) return EntryType::kFile;
+  if (S_ISDIR(m)) return EntryType::kDirectory;
+  if (S_ISLNK(m)) return EntryType::kSymlink;
+  return EntryType::kOther;
+}
+
+std::int64_t to_ns(const struct timespec& ts) {
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000LL + ts.tv_nsec;
+}
+
+struct timespec from_ns(std::int64_t ns) {
+  struct timespec ts {};
+  ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000LL);
+  ts.tv_nsec = static_cast<long>(ns % 1'000'000'000LL);
+  if (ts.tv_nsec < 0) {
+    ts.tv_nsec += 1'000'000'000L;
+    ts.tv_sec -= 1;
+  }
+  return ts;
+}
+
+FileAttrs attrs_from_stat(const struct stat& st) {
+  FileAttrs a;
+  a.type = type_from_mode(st.st_mode);
+  a.size = static_cast<std::uint64_t>(st.st_size);
+  a.mode = st.st_mode & 07777;
+  a.mtime_ns = to_ns(st.st_mtim);
+  a.allocated = static_cast<std::uint64_t>(st.st_blocks) * 512;
+  a.device = st.st_dev;
+  a.inode = st.st_ino;
+  return a;
+}
+
+Result<std::string> read_link(const std::string& path) {
+  std::vector<char> buf(256);
+  for (;;) {
+    ssize_t n = ::readlink(path.c_str(), buf.data(), buf.size());
+    if (n < 0) return errno_error(errno, "readlink", path);
+    if (static_cast<size_t>(n) < buf.size()) return std::string(buf.data(), static_cast<size_t>(n));
+    buf.resize(buf.size() * 2);
+  }
+}
+
+std::string random_suffix() {
+  thread_local std::mt19937_64 rng{std::random_device{}() ^
+                                   static_cast<std::uint64_t>(::getpid()) << 32};
+  return fmt::format("{:016x}", rng());
+}
+
+std::string temp_name_for(const std::string& final_path) {
+  return join_path(dir_name(final_path),
+                   fmt::format(".{}{}{}", base_name(final_path), kLocalTempInfix, random_suffix()));
+}
+
+// ---------------------------------------------------------------- Source
+
+class LocalSource final : public Source {
+ public:
+  LocalSource(Fd fd, std::string path, FileAttrs attrs)
+      : fd_(std::move(fd)), path_(std::move(path)), attrs_(std::move(attrs)) {}
+
+  const FileAttrs& attrs() const override { return attrs_; }
+
+  Result<std::size_t> read_at(Offset offset, std::span<std::byte> buf) override {
+    std::size_t done = 0;
+    while (done < buf.size()) {
+      ssize_t n = ::pread(fd_.get(), buf.data() + done, buf.size() - done,
+                          static_cast<off_t>(offset.get() + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return errno_error(errno, "read", path_);
+      }
+      if (n == 0) break;
+      done += static_cast<std::size_t>(n);
+    }
+    return done;
+  }
+
+  Status check_unchanged() override {
+    struct stat st {};
+    if (::fstat(fd_.get(), &st) != 0) return errno_error(errno, "stat", path_);
+    if (static_cast<std::uint64_t>(st.st_size) != attrs_.size ||
+        to_ns(st.st_mtim) != attrs_.mtime_ns) {
+      return make_error(ErrorCode::kChanged, "read", path_,
+                        fmt::format("size {} -> {} while copying", attrs_.size, st.st_size),
+                        RetryClass::kRetryFile);
+    }
+    return ok_status();
+  }
+
+  int native_handle() const override { return fd_.get(); }
+
+ private:
+  Fd fd_;
+  std::string path_;
+  FileAttrs attrs_;
+};
+
+// ---------------------------------------------------------------- Sink
+
+class LocalSink final : public Sink {
+ public:
+  // `anonymous`: fd is an O_TMPFILE with no name yet; else temp_path_ names it.
+  LocalSink(Fd fd, std::string final_path, std::string temp_path, bool anonymous,
+            SinkOptions opts)
+      : fd_(std::move(fd)),
+        final_path_(std::move(final_path)),
+        temp_path_(std::move(temp_path)),
+        anonymous_(anonymous),
+        opts_(std::move(opts)) {}
+
+  ~LocalSink() override { (void)abort(); }
+
+  Status write_at(Offset offset, std::span<const std::byte> data) override {
+    std::size_t done = 0;
+    while (done < data.size()) {
+      ssize_t n = ::pwrite(fd_.get(), data.data() + done, data.size() - done,
+                           static_cast<off_t>(offset.get() + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return errno_error(errno, "write", final_path_);
+      }
+      if (n == 0) return errno_error(ENOSPC, "write", final_path_);
+      done += static_cast<std::size_t>(n);
+    }
+    return ok_status();
+  }
+
+  Result<std::uint64_t> copy_from(Source& source, Offset offset, Length length) override {
+    int in_fd = source.native_handle();
+    if (in_fd < 0 || opts_.direct) return make_error(ErrorCode::kUnsupported, "copy_from", "");
+    std::uint64_t done = 0;
+    while (done < length.get()) {
+      loff_t in_off = static_cast<loff_t>(offset.get() + done);
+      loff_t out_off = in_off;
+      ssize_t n = ::copy_file_range(in_fd, &in_off, fd_.get(), &out_off, length.get() - done, 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP ||
+            errno == EBADF) {
+          if (done == 0) return make_error(ErrorCode::kUnsupported, "copy_file_range", "");
+        }
+        return errno_error(errno, "copy", final_path_);
+      }
+      if (n == 0) break;  // source EOF: the caller checks the count
+      done += static_cast<std::uint64_t>(n);
+    }
+    return done;
+  }
+
+  Result<std::size_t> read_back(Offset offset, std::span<std::byte> buf) override {
+    std::size_t done = 0;
+    while (done < buf.size()) {
+      ssize_t n = ::pread(fd_.get(), buf.data() + done, buf.size() - done,
+                          static_cast<off_t>(offset.get() + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return errno_error(errno, "read back", final_path_);
+      }
+      if (n == 0) break;
+      done += static_cast<std::size_t>(n);
+    }
+    return done;
+  }
+
+  Status commit() override {
+    if (!fd_.valid()) return make_error(ErrorCode::kInternal, "commit", final_path_, "not open");
+    // Size first: a sparse tail (or a zero-length file) needs it.
+    struct stat st {};
+    if (::fstat(fd_.get(), &st) != 0) return fail(errno, "stat");
+    if (static_cast<std::uint64_t>(st.st_size) != opts_.size) {
+      if (::ftruncate(fd_.get(), static_cast<off_t>(opts_.size)) != 0) return fail(errno, "truncate");
+    }
+    if (::fchmod(fd_.get(), opts_.attrs.mode & 07777) != 0) return fail(errno, "chmod");
+    if (opts_.fsync && ::fdatasync(fd_.get()) != 0) return fail(errno, "fsync");
+    struct timespec times[2] = {{0, UTIME_OMIT}, from_ns(opts_.attrs.mtime_ns)};
+    if (::futimens(fd_.get(), times) != 0) return fail(errno, "set mtime");
+    if (anonymous_) {
+      std::string proc = fmt::format("/proc/self/fd/{}", fd_.get());
+      if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, final_path_.c_str(), AT_SYMLINK_FOLLOW) ==
+          0) {
+        anonymous_ = false;
+        fd_.reset();
+        committed_ = true;
+        return ok_status();
+      }
+      if (errno != EEXIST) return fail(errno, "publish");
+      // The final name exists: link under a temp name, then rename over it.
+      temp_path_ = temp_name_for(final_path_);
+      if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, temp_path_.c_str(), AT_SYMLINK_FOLLOW) !=
+          0) {
+        return fail(errno, "publish");
+      }
+      anonymous_ = false;
+    }
+    if (::rename(temp_path_.c_str(), final_path_.c_str()) != 0) return fail(errno, "rename");
+    fd_.reset();
+    committed_ = true;
+    return ok_status();
+  }
+
+  Status abort() override {
+    if (committed_) return ok_status();
+    if (!anonymous_ && !temp_path_.empty() && fd_.valid()) ::unlink(temp_path_.c_str());
+    fd_.reset();  // an O_TMPFILE vanishes with its last descriptor
+    committed_ = true;
+    return ok_status();
+  }
+
+ private:
+  Error fail(int err, std::string_view op) {
+    Error e = errno_error(err, op, final_path_);
+    (void)abort();
+    return e;
+  }
+
+  Fd fd_;
+  std::string final_path_;
+  std::string temp_path_;
+  bool anonymous_;
+  SinkOptions opts_;
+  bool committed_ = false;
+};
+
+// ---------------------------------------------------------------- Backend
+
+class LocalBackend final : public Backend {
+ public:
+  LocalBackend() {
+    caps_.random_writes = true;
+    caps_.parallel_writers = true;
+    caps_.resume = true;
+    caps_.symlinks = true;
+    caps_.permissions = true;
+    caps_.mtime = true;
+    caps_.server_side_copy = false;
+    caps_.zero_copy_send = true;
+    caps_.preferred_chunk_size = 16ull << 20;
+    caps_.max_concurrency = 256;
+  }
+
+  const Capabilities& capabilities() const override { return caps_; }
+  std::string describe() const override { return "local"; }
+
+  Result<FileAttrs> stat(std::string_view path) override {
+    std::string p = path_str(path);
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) != 0) return errno_error(errno, "stat", p);
+    FileAttrs a = attrs_from_stat(st);
+    if (a.type == EntryType::kSymlink) {
+      XFER_ASSIGN_OR_RETURN(a.symlink_target, read_link(p));
+    }
+    return a;
+  }
+
+  Status list(std::string_view path, const ListOptions& options, const EntrySink& sink) override {
+    std::string p = path_str(path);
+    Fd dfd(::open(p.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dfd.valid()) return errno_error(errno, "list", p);
+    int dup_fd = ::dup(dfd.get());
+    if (dup_fd < 0) return errno_error(errno, "list", p);
+    DIR* dir = ::fdopendir(dup_fd);
+    if (dir == nullptr) {
+      ::close(dup_fd);
+      return errno_error(errno, "list", p);
+    }
+    struct DirCloser {
+      DIR* d;
+      ~DirCloser() { ::closedir(d); }
+    } closer{dir};
+    for (;;) {
+      errno = 0;
+      struct dirent* de = ::readdir(dir);
+      if (de == nullptr) {
+        if (errno != 0) return errno_error(errno, "list", p);
+        break;
+      }
+      std::string_view name = de->d_name;
+      if (name == "." || name == "..") continue;
+      Entry e;
+      e.name = std::string(name);
+      bool need_stat = options.want_attrs || de->d_type == DT_UNKNOWN;
+      switch (de->d_type) {
+        case DT_REG: e.type = EntryType::kFile; break;
+        case DT_DIR: e.type = EntryType::kDirectory; break;
+        case DT_LNK: e.type = EntryType::kSymlink; break;
+        default: e.type = EntryType::kOther; break;
+      }
+      if (need_stat) {
+        struct stat st {};
+        if (::fstatat(dfd.get(), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+          if (errno == ENOENT) continue;  // vanished between readdir and stat
+          return errno_error(errno, "stat", join_path(p, name));
+        }
+        FileAttrs a = attrs_from_stat(st);
+        e.type = a.type;
+        if (options.want_attrs) {
+          if (a.type == EntryType::kSymlink) {
+            auto t = read_link(join_path(p, name));
+            if (t) a.symlink_target = std::move(t).value();
+          }
+          e.attrs = std::move(a);
+        }
+      }
+      XFER_TRY(sink(std::move(e)));
+    }
+    return ok_status();
+  }
+
+  Status mkdir(std::string_view path, bool parents) override {
+    std::string p = path_str(path);
+    if (::mkdir(p.c_str(), 0777) == 0) return ok_status();
+    int err = errno;
+    if (err == EEXIST) {
+      struct stat st {};
+      if (::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+        if (parents) return ok_status();
+        return errno_error(EEXIST, "mkdir", p);
+      }
+      return errno_error(parents ? ENOTDIR : EEXIST, "mkdir", p);
+    }
+    if (err == ENOENT && parents) {
+      std::string parent = dir_name(p);
+      if (parent != p && parent != "." && parent != "/") XFER_TRY(mkdir(parent, true));
+      if (::mkdir(p.c_str(), 0777) == 0 || errno == EEXIST) return ok_status();
+      err = errno;
+    }
+    return errno_error(err, "mkdir", p);
+  }
+
+  Status remove(std::string_view path, bool recursive) override {
+    std::string p = path_str(path);
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) != 0) return errno_error(errno, "remove", p);
+    if (!S_ISDIR(st.st_mode)) {
+      if (::unlink(p.c_str()) != 0) return errno_error(errno, "remove", p);
+      return ok_status();
+    }
+    if (recursive) {
+      // Collect names first: removing while reading a directory is unspecified.
+      std::vector<std::string> names;
+      XFER_TRY(list(p, {}, [&](Entry&& e) {
+        names.push_back(std::move(e.name));
+        return ok_status();
+      }));
+      for (const auto& n : names) XFER_TRY(remove(join_path(p, n), true));
+    }
+    if (::rmdir(p.c_str()) != 0) return errno_error(errno, "remove", p);
+    return ok_status();
+  }
+
+  Status rename(std::string_view from, std::string_view to) override {
+    std::string f = path_str(from), t = path_str(to);
+    if (::rename(f.c_str(), t.c_str()) != 0) {
+      Error e = errno_error(errno, "rename", f);
+      e.detail = "to " + t;
+      return e;
+    }
+    return ok_status();
+  }
+
+  Status touch(std::string_view path, std::optional<std::int64_t> mtime_ns) override {
+    std::string p = path_str(path);
+    struct timespec times[2];
+    if (mtime_ns) {
+      times[0] = times[1] = from_ns(*mtime_ns);
+    } else {
+      times[0] = times[1] = {0, UTIME_NOW};
+    }
+    if (::utimensat(AT_FDCWD, p.c_str(), times, AT_SYMLINK_NOFOLLOW) == 0) return ok_status();
+    if (errno != ENOENT) return errno_error(errno, "touch", p);
+    Fd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY, 0666));
+    if (!fd.valid()) return errno_error(errno, "touch", p);
+    if (mtime_ns && ::futimens(fd.get(), times) != 0) return errno_error(errno, "touch", p);
+    return ok_status();
+  }
+
+  Status symlink(std::string_view target, std::string_view path, const FileAttrs& attrs) override {
+    std::string p = path_str(path);
+    std::string t(target);
+    std::string tmp = temp_name_for(p);
+    if (::symlink(t.c_str(), tmp.c_str()) != 0) return errno_error(errno, "symlink", p);
+    if (attrs.mtime_ns != 0) {
+      struct timespec times[2] = {{0, UTIME_OMIT}, from_ns(attrs.mtime_ns)};
+      ::utimensat(AT_FDCWD, tmp.c_str(), times, AT_SYMLINK_NOFOLLOW);
+    }
+    if (::rename(tmp.c_str(), p.c_str()) != 0) {
+      int err = errno;
+      ::unlink(tmp.c_str());
+      return errno_error(err, "symlink", p);
+    }
+    return ok_status();
+  }
+
+  Status set_attrs(std::string_view path, const FileAttrs& attrs) override {
+    std::string p = path_str(path);
+    if (attrs.type != EntryType::kSymlink && ::chmod(p.c_str(), attrs.mode & 07777) != 0) {
+      return errno_error(errno, "chmod", p);
+    }
+    struct timespec times[2] = {{0, UTIME_OMIT}, from_ns(attrs.mtime_ns)};
+    if (::utimensat(AT_FDCWD, p.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
+      return errno_error(errno, "set mtime", p);
+    }
+    return ok_status();
+  }
+
+  Result<std::unique_ptr<Source>> open_source(std::string_view path) override {
+    std::string p = path_str(path);
+    int flags = O_RDONLY | O_CLOEXEC | O_NOCTTY;
+    int fd = ::open(p.c_str(), flags | O_NOATIME);
+    if (fd < 0 && errno == EPERM) fd = ::open(p.c_str(), flags);  // O_NOATIME needs ownership
+    if (fd < 0) return errno_error(errno, "open", p);
+    Fd f(fd);
+    struct stat st {};
+    if (::fstat(f.get(), &st) != 0) return errno_error(errno, "stat", p);
+    if (S_ISDIR(st.st_mode)) return errno_error(EISDIR, "open", p);
+    if (!S_ISREG(st.st_mode)) {
+      return make_error(ErrorCode::kUnsupported, "open", p, "not a regular file");
+    }
+    return std::unique_ptr<Source>(new LocalSource(std::move(f), p, attrs_from_stat(st)));
+  }
+
+  Result<std::unique_ptr<Sink>> open_sink(std::string_view path,
+                                          const SinkOptions& options) override {
+    std::string p = path_str(path);
+    int flags = O_RDWR | O_CLOEXEC | (options.direct ? O_DIRECT : 0);
+    std::string dir = dir_name(p);
+    bool anonymous = true;
+    std::string temp;
+    int fd = use_tmpfile_.load(std::memory_order_relaxed)
+                 ? ::open(dir.c_str(), flags | O_TMPFILE, 0600)
+                 : -1;
+    if (fd < 0) {
+      if (use_tmpfile_ && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+        use_tmpfile_ = false;  // this file system has no O_TMPFILE: named temp files
+      } else if (use_tmpfile_) {
+        return errno_error(errno, "create", p);
+      }
+      anonymous = false;
+      temp = temp_name_for(p);
+      fd = ::open(temp.c_str(), flags | O_CREAT | O_EXCL, 0600);
+      if (fd < 0) return errno_error(errno, "create", p);
+    }
+    Fd f(fd);
+    if (options.size > 0 && !options.sparse) {
+      // Preallocation reserves the space up front: disk full shows at once,
+      // and extents come out contiguous. Not every file system supports it.
+      if (::fallocate(f.get(), FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(options.size)) != 0) {
+        int err = errno;
+        if (err == ENOSPC || err == EDQUOT || err == EFBIG) {
+          if (!anonymous) ::unlink(temp.c_str());
+          return errno_error(err, "create", p);
+        }
+      }
+    }
+    return std::unique_ptr<Sink>(new LocalSink(std::move(f), p, temp, anonymous, options));
+  }
+
+ private:
+  Capabilities caps_;
+  std::atomic<bool> use_tmpfile_{true};
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_local_backend() { return std::make_unique<LocalBackend>(); }
+
+}  // namespace xfer

@@ -1,0 +1,52 @@
+#include "xfer/backend/registry.hpp"
+
+#include "xfer/backend/local.hpp"
+
+namespace xfer {
+
+std::string_view to_string(EntryType type) {
+  switch (type) {
+    case EntryType::kFile: return "file";
+    case EntryType::kDirectory: return "directory";
+    case EntryType::kSymlink: return "symlink";
+    case EntryType::kOther: return "other";
+  }
+  return "other";
+}
+
+BackendRegistry& BackendRegistry::instance() {
+  static BackendRegistry* registry = [] {
+    auto* r = new BackendRegistry();
+    r->register_scheme("file", [](const Url&) -> Result<std::unique_ptr<Backend>> {
+      return make_local_backend();
+    });
+    return r;
+  }();
+  return *registry;
+}
+
+void BackendRegistry::register_scheme(std::string scheme, BackendFactory factory) {
+  std::lock_guard lock(mu_);
+  factories_[std::move(scheme)] = std::move(factory);
+}
+
+bool BackendRegistry::has_scheme(const std::string& scheme) const {
+  std::lock_guard lock(mu_);
+  return factories_.count(scheme) != 0;
+}
+
+Result<std::unique_ptr<Backend>> BackendRegistry::create(const Url& url) const {
+  BackendFactory factory;
+  {
+    std::lock_guard lock(mu_);
+    auto it = factories_.find(url.scheme);
+    if (it == factories_.end()) {
+      return make_error(ErrorCode::kUnsupported, "open endpoint", url.to_string(),
+                        "no backend for scheme '" + url.scheme + "'");
+    }
+    factory = it->second;
+  }
+  return factory(url);
+}
+
+}  // namespace xfer

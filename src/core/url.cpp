@@ -1,0 +1,171 @@
+#include "xfer/core/url.hpp"
+
+#include <fmt/format.h>
+
+#include <cctype>
+#include <charconv>
+
+namespace xfer {
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+Result<std::string> percent_decode(std::string_view in, std::string_view whole) {
+  std::string out;
+  out.reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out += in[i];
+      continue;
+    }
+    if (i + 2 >= in.size()) {
+      return make_error(ErrorCode::kInvalidArgument, "parse url", whole, "truncated %-escape");
+    }
+    int hi = hex_value(in[i + 1]);
+    int lo = hex_value(in[i + 2]);
+    if (hi < 0 || lo < 0) {
+      return make_error(ErrorCode::kInvalidArgument, "parse url", whole, "bad %-escape");
+    }
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+bool valid_scheme(std::string_view s) {
+  if (s.empty() || !std::isalpha(static_cast<unsigned char>(s[0]))) return false;
+  for (char c : s) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.') {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string Url::to_string() const {
+  if (scheme == "file" && host.empty()) return path;
+  std::string out = scheme + "://";
+  if (!user.empty()) out += user + "@";
+  if (host.find(':') != std::string::npos) {
+    out += "[" + host + "]";
+  } else {
+    out += host;
+  }
+  if (port != 0) out += fmt::format(":{}", port);
+  if (!path.empty() && path[0] != '/') out += '/';
+  out += path;
+  return out;
+}
+
+Url Url::with_path(std::string new_path) const {
+  Url u = *this;
+  u.path = std::move(new_path);
+  u.trailing_slash = false;
+  return u;
+}
+
+Result<Url> parse_url(std::string_view text) {
+  if (text.empty()) {
+    return make_error(ErrorCode::kInvalidArgument, "parse url", text, "empty path");
+  }
+  Url url;
+  auto sep = text.find("://");
+  bool has_scheme = sep != std::string_view::npos && valid_scheme(text.substr(0, sep));
+  if (!has_scheme) {
+    // A bare local path: taken literally (no percent-decoding), so any file
+    // name, including ones with '%' or ':', can be named.
+    url.scheme = "file";
+    url.path = std::string(text);
+    url.trailing_slash = text.size() > 1 && text.back() == '/';
+    return url;
+  }
+  url.scheme = std::string(text.substr(0, sep));
+  for (auto& c : url.scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::string_view rest = text.substr(sep + 3);
+  auto slash = rest.find('/');
+  std::string_view authority = rest.substr(0, slash);
+  std::string_view raw_path = slash == std::string_view::npos ? "" : rest.substr(slash);
+
+  if (auto at = authority.rfind('@'); at != std::string_view::npos) {
+    url.user = std::string(authority.substr(0, at));
+    authority = authority.substr(at + 1);
+  }
+  std::string_view port_text;
+  if (!authority.empty() && authority[0] == '[') {
+    auto close = authority.find(']');
+    if (close == std::string_view::npos) {
+      return make_error(ErrorCode::kInvalidArgument, "parse url", text, "unclosed '[' in host");
+    }
+    url.host = std::string(authority.substr(1, close - 1));
+    std::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after[0] != ':') {
+        return make_error(ErrorCode::kInvalidArgument, "parse url", text, "junk after host");
+      }
+      port_text = after.substr(1);
+    }
+  } else if (auto colon = authority.rfind(':'); colon != std::string_view::npos) {
+    url.host = std::string(authority.substr(0, colon));
+    port_text = authority.substr(colon + 1);
+  } else {
+    url.host = std::string(authority);
+  }
+  if (!port_text.empty()) {
+    int port = 0;
+    auto [p, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+    if (ec != std::errc{} || p != port_text.data() + port_text.size() || port <= 0 ||
+        port > 65535) {
+      return make_error(ErrorCode::kInvalidArgument, "parse url", text,
+                        fmt::format("bad port '{}'", port_text));
+    }
+    url.port = port;
+  }
+  if (url.scheme == "file" && !url.host.empty() && url.host != "localhost") {
+    return make_error(ErrorCode::kInvalidArgument, "parse url", text,
+                      "file:// URLs cannot name a remote host");
+  }
+  if (url.scheme == "file") url.host.clear();
+  auto decoded = percent_decode(raw_path, text);
+  if (!decoded) return std::move(decoded).error();
+  url.path = std::move(decoded).value();
+  url.trailing_slash = url.path.size() > 1 && url.path.back() == '/';
+  if (url.scheme == "file" && url.path.empty()) {
+    return make_error(ErrorCode::kInvalidArgument, "parse url", text, "file URL without a path");
+  }
+  return url;
+}
+
+std::string join_path(std::string_view dir, std::string_view name) {
+  if (dir.empty()) return std::string(name);
+  if (name.empty()) return std::string(dir);
+  std::string out(dir);
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  if (out != "/") out += '/';
+  while (!name.empty() && name.front() == '/') name.remove_prefix(1);
+  out += name;
+  return out;
+}
+
+std::string base_name(std::string_view path) {
+  while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
+  if (path == "/") return "";
+  auto pos = path.rfind('/');
+  return std::string(pos == std::string_view::npos ? path : path.substr(pos + 1));
+}
+
+std::string dir_name(std::string_view path) {
+  while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
+  auto pos = path.rfind('/');
+  if (pos == std::string_view::npos) return ".";
+  if (pos == 0) return "/";
+  return std::string(path.substr(0, pos));
+}
+
+}  // namespace xfer

@@ -1,0 +1,39 @@
+#include "planner.hpp"
+
+#include <algorithm>
+
+namespace xfer {
+
+FilePlan plan_file(std::uint64_t size, const Capabilities& source, const Capabilities& sink,
+                   const TransferOptions& options) {
+  FilePlan plan;
+  const bool can_split = sink.random_writes && sink.parallel_writers;
+  if (size <= options.small_file_threshold || !can_split) return plan;
+
+  unsigned parallelism = options.chunk_parallelism != 0 ? options.chunk_parallelism : 4;
+  std::uint64_t chunk = options.chunk_size;
+  if (chunk == 0) {
+    // Enough chunks to keep `parallelism` workers busy with room to balance,
+    // within 8..64 MiB (seed table: 4-64 MiB), rounded to 1 MiB.
+    chunk = size / (static_cast<std::uint64_t>(parallelism) * 4);
+    chunk = std::clamp<std::uint64_t>(chunk, 8ull << 20, 64ull << 20);
+    chunk = std::max<std::uint64_t>(chunk, std::min(source.preferred_chunk_size,
+                                                    sink.preferred_chunk_size) / 2);
+    chunk = (chunk + (1ull << 20) - 1) & ~((1ull << 20) - 1);
+  }
+  chunk = std::max<std::uint64_t>(chunk, std::max<std::uint64_t>(sink.min_part_size, 4096));
+  std::uint64_t chunks = (size + chunk - 1) / chunk;
+  if (sink.max_parts != 0 && chunks > sink.max_parts) {
+    chunk = (size + sink.max_parts - 1) / sink.max_parts;
+    chunks = (size + chunk - 1) / chunk;
+  }
+  plan.strategy = chunks > 1 ? Strategy::kChunked : Strategy::kWhole;
+  plan.chunk_size = chunk;
+  plan.chunks = chunks;
+  plan.parallelism = std::max(1u, std::min<unsigned>(parallelism,
+                                                     std::min(source.max_concurrency,
+                                                              sink.max_concurrency)));
+  return plan;
+}
+
+}  // namespace xfer

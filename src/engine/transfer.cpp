@@ -1,0 +1,740 @@
+// The transfer engine. Threading (docs/threading.md): one scanner thread walks
+// the sources and feeds a bounded queue; N worker threads take whole files or
+// chunks of open large files from the Scheduler; the worker that ends the last
+// chunk of a file is its finalizer (the fence: verify, check the source did not
+// change, commit). Directory attributes are applied after all workers joined.
+
+#include "xfer/engine/transfer.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "planner.hpp"
+#include "retry.hpp"
+#include "scheduler.hpp"
+#include "xfer/backend/registry.hpp"
+#include "xfer/core/checksum.hpp"
+#include "xfer/core/log.hpp"
+#include "xfer/io/buffer_pool.hpp"
+#include "xfer/io/rate_limiter.hpp"
+
+namespace xfer {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One (source endpoint, destination endpoint) pair: a top-level SRC argument.
+struct Root {
+  Backend* source = nullptr;
+  Backend* destination = nullptr;
+  std::string source_path;
+  std::string destination_path;
+  FileAttrs source_attrs;
+};
+
+struct DirFixup {
+  std::size_t root;
+  std::string destination;
+  FileAttrs attrs;
+};
+
+bool all_zero(std::span<const std::byte> data) {
+  for (std::byte b : data) {
+    if (b != std::byte{0}) return false;
+  }
+  return true;
+}
+
+class Engine {
+ public:
+  Engine(const TransferRequest& request, TransferCounters& counters, TransferObserver* observer,
+         const std::atomic<bool>* cancel)
+      : req_(request),
+        opt_(request.options),
+        counters_(counters),
+        observer_(observer),
+        cancel_(cancel),
+        governor_(opt_.memory_limit),
+        pool_(governor_, opt_.io_size),
+        limiter_(opt_.bwlimit),
+        retry_(opt_.max_attempts, opt_.retry_base, opt_.retry_cap),
+        scheduler_(4096),
+        zero_copy_(opt_.zero_copy && !opt_.verify && !opt_.direct) {}
+
+  Result<TransferResult> run();
+
+ private:
+  // Setup.
+  Result<Backend*> backend_for(const Url& url);
+  Status resolve_roots();
+
+  // Scanner thread.
+  void scan();
+  void scan_tree(std::size_t root_index);
+
+  // Workers.
+  void worker_loop();
+  void process_file(FileTask task);
+  void process_symlink(const FileTask& task);
+  Status copy_whole(const FileTask& task, Source& source, unsigned attempt);
+  void run_chunk(WorkItem item);
+  void finalize_chunked(std::shared_ptr<ChunkedFile> file);
+  Status start_chunked(const std::shared_ptr<ChunkedFile>& file);
+  Status copy_range(Source& source, Sink& sink, std::uint64_t begin, std::uint64_t end,
+                    bool sparse, std::uint64_t* hashes, std::atomic<std::uint64_t>* counted);
+  Status verify_pieces(Sink& sink, std::uint64_t size, const std::uint64_t* hashes);
+
+  void report(Error e);
+  bool cancelled() const { return cancel_ != nullptr && cancel_->load(std::memory_order_relaxed); }
+  void backoff(unsigned attempt);
+
+  const TransferRequest& req_;
+  const TransferOptions& opt_;
+  TransferCounters& counters_;
+  TransferObserver* observer_;
+  const std::atomic<bool>* cancel_;
+
+  MemoryGovernor governor_;
+  BufferPool pool_;
+  RateLimiter limiter_;
+  RetryPolicy retry_;
+  Scheduler scheduler_;
+  std::atomic<bool> zero_copy_;
+
+  std::vector<std::pair<std::string, std::unique_ptr<Backend>>> backends_;
+  std::vector<Root> roots_;
+  std::vector<DirFixup> dir_fixups_;  // scanner thread only, until it joins
+
+  std::mutex errors_mu_;
+  std::vector<Error> errors_;
+};
+
+void Engine::report(Error e) {
+  if (e.path.empty()) e.path = "?";
+  counters_.errors.fetch_add(1, std::memory_order_relaxed);
+  if (observer_ != nullptr) observer_->on_error(e);
+  std::lock_guard lock(errors_mu_);
+  if (errors_.size() < 100) errors_.push_back(std::move(e));
+}
+
+void Engine::backoff(unsigned attempt) {
+  counters_.retries.fetch_add(1, std::memory_order_relaxed);
+  auto delay = retry_.backoff(attempt);
+  auto until = Clock::now() + delay;
+  while (Clock::now() < until && !cancelled()) {
+    std::this_thread::sleep_for(std::min<Clock::duration>(until - Clock::now(),
+                                                          std::chrono::milliseconds(20)));
+  }
+}
+
+Result<Backend*> Engine::backend_for(const Url& url) {
+  std::string key = url.scheme + "://" + url.user + "@" + url.host + ":" + std::to_string(url.port);
+  for (auto& [k, b] : backends_) {
+    if (k == key) return b.get();
+  }
+  XFER_ASSIGN_OR_RETURN(auto backend, BackendRegistry::instance().create(url));
+  backends_.emplace_back(key, std::move(backend));
+  return backends_.back().second.get();
+}
+
+// cp semantics (docs/cli.md): DST is a directory target when it exists as a
+// directory, ends in '/', or there are several sources.
+Status Engine::resolve_roots() {
+  if (req_.sources.empty()) {
+    return make_error(ErrorCode::kInvalidArgument, "transfer", "", "no source given");
+  }
+  XFER_ASSIGN_OR_RETURN(Url dst_url, parse_url(req_.destination));
+  XFER_ASSIGN_OR_RETURN(Backend * dst, backend_for(dst_url));
+  auto dst_attrs = dst->stat(dst_url.path);
+  bool dst_exists = dst_attrs.ok();
+  if (!dst_exists && dst_attrs.error().code != ErrorCode::kNotFound) return dst_attrs.error();
+  if (dst_exists && dst_attrs->type == EntryType::kSymlink) {
+    // A symlink to a directory counts as that directory, as with cp.
+    std::error_code ec;
+    if (dst_url.is_local() && std::filesystem::is_directory(dst_url.path, ec)) {
+      dst_attrs->type = EntryType::kDirectory;
+    }
+  }
+  bool dst_is_dir = dst_exists && dst_attrs->type == EntryType::kDirectory;
+  bool into_dir = dst_is_dir || dst_url.trailing_slash || req_.sources.size() > 1;
+  if (into_dir && dst_exists && !dst_is_dir) {
+    return make_error(ErrorCode::kNotDirectory, "transfer", dst_url.path,
+                      "destination is not a directory");
+  }
+
+  std::optional<Error> first_error;
+  for (const auto& src_text : req_.sources) {
+    auto fail = [&](Error e) {
+      if (!first_error) first_error = e;
+      report(std::move(e));
+    };
+    auto src_url = parse_url(src_text);
+    if (!src_url) {
+      fail(src_url.error());
+      continue;
+    }
+    auto src = backend_for(*src_url);
+    if (!src) {
+      fail(src.error());
+      continue;
+    }
+    auto attrs = (*src)->stat(src_url->path);
+    if (!attrs) {
+      fail(attrs.error());
+      continue;
+    }
+    if (attrs->type == EntryType::kDirectory && !opt_.recursive) {
+      fail(make_error(ErrorCode::kIsDirectory, "transfer", src_url->path,
+                      "is a directory (use -r)"));
+      continue;
+    }
+    if (attrs->type == EntryType::kOther) {
+      fail(make_error(ErrorCode::kUnsupported, "transfer", src_url->path,
+                      "not a regular file, directory or symlink"));
+      continue;
+    }
+    Root root;
+    root.source = *src;
+    root.destination = dst;
+    root.source_path = src_url->path;
+    root.source_attrs = *attrs;
+    root.destination_path = into_dir ? join_path(dst_url.path, base_name(src_url->path))
+                                     : dst_url.path;
+    if (into_dir && base_name(src_url->path).empty()) {
+      fail(make_error(ErrorCode::kInvalidArgument, "transfer", src_url->path,
+                      "cannot copy the root directory into a directory by name"));
+      continue;
+    }
+    if (src_url->is_local() && dst_url.is_local()) {
+      std::error_code ec1, ec2;
+      auto s = std::filesystem::weakly_canonical(root.source_path, ec1);
+      auto d = std::filesystem::weakly_canonical(root.destination_path, ec2);
+      if (!ec1 && !ec2) {
+        auto ss = s.string(), ds = d.string();
+        if (ds == ss) {
+          fail(make_error(ErrorCode::kInvalidArgument, "transfer", root.source_path,
+                          "source and destination are the same file"));
+          continue;
+        }
+        if (attrs->type == EntryType::kDirectory &&
+            ds.compare(0, ss.size() + 1, ss + "/") == 0) {
+          fail(make_error(ErrorCode::kInvalidArgument, "transfer", root.destination_path,
+                          "destination is inside the source " + root.source_path));
+          continue;
+        }
+      }
+    }
+    auto existing = dst->stat(root.destination_path);
+    if (existing && attrs->type == EntryType::kDirectory &&
+        existing->type != EntryType::kDirectory) {
+      fail(make_error(ErrorCode::kNotDirectory, "transfer", root.destination_path,
+                      "cannot overwrite a non-directory with a directory"));
+      continue;
+    }
+    if (existing && attrs->type != EntryType::kDirectory &&
+        existing->type == EntryType::kDirectory) {
+      fail(make_error(ErrorCode::kIsDirectory, "transfer", root.destination_path,
+                      "cannot overwrite a directory with a non-directory"));
+      continue;
+    }
+    roots_.push_back(std::move(root));
+  }
+  if (roots_.empty()) {
+    return first_error ? *first_error
+                       : make_error(ErrorCode::kInvalidArgument, "transfer", "", "nothing to do");
+  }
+  if (into_dir && !dst_exists && !opt_.dry_run) XFER_TRY(dst->mkdir(dst_url.path, true));
+  return ok_status();
+}
+
+void Engine::scan() {
+  for (std::size_t i = 0; i < roots_.size() && !cancelled(); ++i) {
+    const Root& root = roots_[i];
+    if (root.source_attrs.type == EntryType::kDirectory) {
+      scan_tree(i);
+      continue;
+    }
+    counters_.files_total.fetch_add(1, std::memory_order_relaxed);
+    if (!scheduler_.push_file({i, root.source_path, root.destination_path,
+                               root.source_attrs.type})) {
+      break;
+    }
+  }
+  counters_.scan_complete.store(true, std::memory_order_relaxed);
+  scheduler_.close_input();
+}
+
+// Depth-first walk with an explicit stack of directories. Only directory
+// paths are held (never file entries), so memory is bounded by the tree's
+// breadth of pending directories, not by its number of files.
+void Engine::scan_tree(std::size_t root_index) {
+  const Root& root = roots_[root_index];
+  struct Pending {
+    std::string source;
+    std::string destination;
+  };
+  std::vector<Pending> stack{{root.source_path, root.destination_path}};
+  while (!stack.empty() && !cancelled()) {
+    Pending dir = std::move(stack.back());
+    stack.pop_back();
+    auto attrs = root.source->stat(dir.source);
+    if (!attrs) {
+      report(attrs.error());
+      continue;
+    }
+    if (opt_.dry_run) {
+      if (observer_ != nullptr) observer_->on_planned(dir.source + "/", dir.destination + "/", 0);
+    } else {
+      Status made = root.destination->mkdir(dir.destination, false);
+      if (!made.ok() && made.error().code != ErrorCode::kExists) {
+        report(made.error());
+        continue;  // nothing below can be written
+      }
+      if (!made.ok()) {
+        auto existing = root.destination->stat(dir.destination);
+        if (!existing || existing->type != EntryType::kDirectory) {
+          report(make_error(ErrorCode::kNotDirectory, "mkdir", dir.destination,
+                            "exists and is not a directory"));
+          continue;
+        }
+      } else {
+        counters_.dirs_created.fetch_add(1, std::memory_order_relaxed);
+      }
+      dir_fixups_.push_back({root_index, dir.destination, *attrs});
+    }
+    std::vector<Pending> subdirs;
+    Status listed = root.source->list(dir.source, {}, [&](Entry&& e) -> Status {
+      std::string src = join_path(dir.source, e.name);
+      std::string dst = join_path(dir.destination, e.name);
+      switch (e.type) {
+        case EntryType::kDirectory: subdirs.push_back({std::move(src), std::move(dst)}); break;
+        case EntryType::kFile:
+        case EntryType::kSymlink:
+          counters_.files_total.fetch_add(1, std::memory_order_relaxed);
+          if (!scheduler_.push_file({root_index, std::move(src), std::move(dst), e.type})) {
+            return make_error(ErrorCode::kCancelled, "scan", dir.source);
+          }
+          break;
+        case EntryType::kOther:
+          counters_.files_skipped.fetch_add(1, std::memory_order_relaxed);
+          if (observer_ != nullptr) {
+            observer_->on_warning(fmt::format("skipping {}: not a regular file", src));
+          }
+          break;
+      }
+      return ok_status();
+    });
+    if (!listed.ok()) {
+      if (listed.error().code == ErrorCode::kCancelled) return;
+      report(listed.error());
+    }
+    // Push in reverse so the walk visits subdirectories in listing order.
+    for (auto it = subdirs.rbegin(); it != subdirs.rend(); ++it) stack.push_back(std::move(*it));
+  }
+}
+
+void Engine::worker_loop() {
+  for (;;) {
+    WorkItem item = scheduler_.next();
+    switch (item.kind) {
+      case WorkItem::Kind::kDone: return;
+      case WorkItem::Kind::kFile: process_file(std::move(item.file)); break;
+      case WorkItem::Kind::kChunk: run_chunk(std::move(item)); break;
+    }
+  }
+}
+
+void Engine::process_symlink(const FileTask& task) {
+  const Root& root = roots_[task.root];
+  auto attrs = root.source->stat(task.source);
+  if (!attrs) {
+    counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+    report(attrs.error());
+    return;
+  }
+  counters_.files_opened.fetch_add(1, std::memory_order_relaxed);
+  if (opt_.dry_run) {
+    if (observer_ != nullptr) observer_->on_planned(task.source, task.destination, 0);
+    counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (!root.destination->capabilities().symlinks) {
+    counters_.files_skipped.fetch_add(1, std::memory_order_relaxed);
+    if (observer_ != nullptr) {
+      observer_->on_warning(fmt::format("skipping symlink {}: destination cannot store symlinks",
+                                        task.source));
+    }
+    return;
+  }
+  Status s = root.destination->symlink(attrs->symlink_target, task.destination, *attrs);
+  if (!s.ok()) {
+    counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+    report(s.error());
+    return;
+  }
+  counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Engine::process_file(FileTask task) {
+  if (task.type == EntryType::kSymlink) {
+    process_symlink(task);
+    scheduler_.file_classified();
+    return;
+  }
+  const Root& root = roots_[task.root];
+  unsigned attempt = 1;
+  for (;;) {
+    auto opened = root.source->open_source(task.source);
+    if (!opened) {
+      Error e = opened.error();
+      if (retry_.retry_call(e, attempt) && !cancelled()) {
+        backoff(attempt++);
+        continue;
+      }
+      scheduler_.file_classified();
+      counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+      report(std::move(e));
+      return;
+    }
+    std::unique_ptr<Source> source = std::move(opened).value();
+    const std::uint64_t size = source->attrs().size;
+    if (attempt == 1) {
+      counters_.files_opened.fetch_add(1, std::memory_order_relaxed);
+      counters_.bytes_total.fetch_add(size, std::memory_order_relaxed);
+    }
+    if (opt_.dry_run) {
+      scheduler_.file_classified();
+      if (observer_ != nullptr) observer_->on_planned(task.source, task.destination, size);
+      counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    FilePlan plan = plan_file(size, root.source->capabilities(),
+                              root.destination->capabilities(), opt_);
+    if (plan.strategy == Strategy::kChunked) {
+      auto file = std::make_shared<ChunkedFile>();
+      file->task = std::move(task);
+      file->source = std::move(source);
+      file->size = size;
+      file->chunk_size = plan.chunk_size;
+      file->chunks = plan.chunks;
+      file->parallelism = plan.parallelism;
+      file->attempt = attempt;
+      Status started = start_chunked(file);
+      if (!started.ok()) {
+        scheduler_.file_classified();
+        counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+        report(started.error());
+        return;
+      }
+      auto first = scheduler_.add_chunked(std::move(file));
+      scheduler_.file_classified();
+      if (first) run_chunk(std::move(*first));
+      return;
+    }
+    scheduler_.file_classified();
+    for (;;) {
+      Status s = copy_whole(task, *source, attempt);
+      if (s.ok()) {
+        counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      Error e = s.error();
+      if (e.code != ErrorCode::kCancelled && retry_.retry_file(e, attempt) && !cancelled()) {
+        log().info("retrying {}: {}", task.source, e.message());
+        backoff(attempt++);
+        if (e.retry == RetryClass::kRetryFile) {
+          // Reopen: the source changed, so take a fresh look at it.
+          auto again = root.source->open_source(task.source);
+          if (!again) {
+            e = again.error();
+          } else {
+            source = std::move(again).value();
+            counters_.bytes_total.fetch_add(source->attrs().size, std::memory_order_relaxed);
+            counters_.bytes_total.fetch_sub(size, std::memory_order_relaxed);
+            continue;
+          }
+        } else {
+          continue;
+        }
+      }
+      if (e.code != ErrorCode::kCancelled) {
+        counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+        report(std::move(e));
+      }
+      return;
+    }
+  }
+}
+
+// Moves a whole file with one worker: open the sink, copy, check the source
+// did not change, verify, commit. Any failure leaves nothing under the final
+// name (the Sink aborts when destroyed).
+Status Engine::copy_whole(const FileTask& task, Source& source, unsigned attempt) {
+  (void)attempt;
+  const Root& root = roots_[task.root];
+  const FileAttrs& attrs = source.attrs();
+  SinkOptions so;
+  so.size = attrs.size;
+  so.attrs = attrs;
+  so.sparse = attrs.allocated < attrs.size && attrs.size > 0;
+  so.direct = opt_.direct;
+  so.fsync = opt_.fsync;
+  XFER_ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink,
+                        root.destination->open_sink(task.destination, so));
+  std::vector<std::uint64_t> hashes;
+  if (opt_.verify) hashes.resize((attrs.size + opt_.io_size - 1) / opt_.io_size + 1);
+  std::atomic<std::uint64_t> counted{0};
+  Status copied = copy_range(source, *sink, 0, attrs.size, so.sparse,
+                             opt_.verify ? hashes.data() : nullptr, &counted);
+  if (copied.ok()) copied = source.check_unchanged();
+  if (copied.ok() && opt_.verify) copied = verify_pieces(*sink, attrs.size, hashes.data());
+  if (copied.ok()) copied = sink->commit();
+  if (!copied.ok()) {
+    counters_.bytes_done.fetch_sub(counted.load(), std::memory_order_relaxed);
+    (void)sink->abort();
+    Error e = std::move(copied).error();
+    if (e.path.empty()) e.path = task.source;
+    return e;
+  }
+  counters_.chunks_done.fetch_add(1, std::memory_order_relaxed);
+  return ok_status();
+}
+
+Status Engine::start_chunked(const std::shared_ptr<ChunkedFile>& file) {
+  const Root& root = roots_[file->task.root];
+  const FileAttrs& attrs = file->source->attrs();
+  SinkOptions so;
+  so.size = attrs.size;
+  so.attrs = attrs;
+  so.sparse = attrs.allocated < attrs.size;
+  so.direct = opt_.direct;
+  so.fsync = opt_.fsync;
+  file->sparse = so.sparse;
+  XFER_ASSIGN_OR_RETURN(file->sink, root.destination->open_sink(file->task.destination, so));
+  file->bytes_counted.store(0);
+  if (opt_.verify) {
+    file->pieces = (file->size + opt_.io_size - 1) / opt_.io_size + 1;
+    file->piece_hashes = std::make_unique<std::uint64_t[]>(file->pieces);
+  }
+  return ok_status();
+}
+
+void Engine::run_chunk(WorkItem item) {
+  auto& file = item.chunked;
+  const std::uint64_t begin = item.chunk * file->chunk_size;
+  const std::uint64_t end = std::min(file->size, begin + file->chunk_size);
+  std::optional<Error> failure;
+  for (unsigned attempt = 1;; ++attempt) {
+    Status s = copy_range(*file->source, *file->sink, begin, end, file->sparse,
+                          file->piece_hashes.get(), &file->bytes_counted);
+    if (s.ok()) break;
+    if (s.error().code != ErrorCode::kCancelled && retry_.retry_call(s.error(), attempt) &&
+        !cancelled()) {
+      backoff(attempt);
+      continue;
+    }
+    failure = s.error();
+    break;
+  }
+  if (!failure) counters_.chunks_done.fetch_add(1, std::memory_order_relaxed);
+  if (scheduler_.chunk_finished(file, std::move(failure))) finalize_chunked(std::move(file));
+}
+
+// The fence: runs once per attempt, after every chunk of the file returned.
+void Engine::finalize_chunked(std::shared_ptr<ChunkedFile> file) {
+  std::optional<Error> failure = file->failure;
+  if (!failure && cancelled()) failure = make_error(ErrorCode::kCancelled, "copy", file->task.source);
+  if (!failure) {
+    Status s = file->source->check_unchanged();
+    if (s.ok() && opt_.verify) s = verify_pieces(*file->sink, file->size, file->piece_hashes.get());
+    if (s.ok()) s = file->sink->commit();
+    if (s.ok()) {
+      counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    failure = s.error();
+  }
+  (void)file->sink->abort();
+  counters_.bytes_done.fetch_sub(file->bytes_counted.exchange(0), std::memory_order_relaxed);
+  Error e = *failure;
+  if (e.path.empty()) e.path = file->task.source;
+  if (e.code == ErrorCode::kCancelled || cancelled()) return;
+  if (retry_.retry_file(e, file->attempt)) {
+    log().info("retrying {}: {}", file->task.source, e.message());
+    backoff(file->attempt);
+    ++file->attempt;
+    const Root& root = roots_[file->task.root];
+    auto reopened = root.source->open_source(file->task.source);
+    if (reopened) {
+      const std::uint64_t old_size = file->size;
+      file->source = std::move(reopened).value();
+      file->size = file->source->attrs().size;
+      counters_.bytes_total.fetch_add(file->size, std::memory_order_relaxed);
+      counters_.bytes_total.fetch_sub(old_size, std::memory_order_relaxed);
+      FilePlan plan = plan_file(file->size, root.source->capabilities(),
+                                root.destination->capabilities(), opt_);
+      file->chunk_size = std::max<std::uint64_t>(plan.chunk_size, 1);
+      file->chunks = std::max<std::uint64_t>((file->size + file->chunk_size - 1) /
+                                                 file->chunk_size, 1);
+      Status started = start_chunked(file);
+      if (started.ok()) {
+        auto first = scheduler_.requeue_chunked(file);
+        if (first) run_chunk(std::move(*first));
+        return;
+      }
+      e = started.error();
+    } else {
+      e = reopened.error();
+    }
+  }
+  counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+  report(std::move(e));
+}
+
+// Copies [begin, end) of source into sink at the same offsets. Pieces of
+// io_size go through a pooled buffer (or copy_file_range when allowed);
+// `hashes[i]` receives the XXH3 of piece i (offset / io_size) for --verify.
+Status Engine::copy_range(Source& source, Sink& sink, std::uint64_t begin, std::uint64_t end,
+                          bool sparse, std::uint64_t* hashes,
+                          std::atomic<std::uint64_t>* counted) {
+  const std::uint64_t io = opt_.io_size;
+  std::uint64_t pos = begin;
+  if (zero_copy_.load(std::memory_order_relaxed) && !sparse && hashes == nullptr) {
+    // Zero-copy pieces stay large (4 io units) to amortise the syscall, and
+    // small enough for smooth progress and rate limiting.
+    const std::uint64_t piece = io * 4;
+    while (pos < end) {
+      if (cancelled()) return make_error(ErrorCode::kCancelled, "copy", "");
+      std::uint64_t n = std::min(piece, end - pos);
+      limiter_.acquire(n);
+      auto r = sink.copy_from(source, Offset{pos}, Length{n});
+      if (!r) {
+        if (r.error().code == ErrorCode::kUnsupported && pos == begin) {
+          zero_copy_.store(false, std::memory_order_relaxed);
+          break;  // fall back to buffered copying below
+        }
+        return r.error();
+      }
+      if (*r < n) {
+        return make_error(ErrorCode::kChanged, "read", "", "file shrank while being copied",
+                          RetryClass::kRetryFile);
+      }
+      pos += n;
+      counters_.bytes_done.fetch_add(n, std::memory_order_relaxed);
+      counters_.bytes_zero_copy.fetch_add(n, std::memory_order_relaxed);
+      counted->fetch_add(n, std::memory_order_relaxed);
+    }
+    if (pos >= end) return ok_status();
+  }
+  Buffer buf = pool_.acquire();
+  while (pos < end) {
+    if (cancelled()) return make_error(ErrorCode::kCancelled, "copy", "");
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(io, end - pos));
+    std::span<std::byte> span = buf.writable().subspan(0, n);
+    XFER_ASSIGN_OR_RETURN(std::size_t got, source.read_at(Offset{pos}, span));
+    if (got < n) {
+      return make_error(ErrorCode::kChanged, "read", "", "file shrank while being copied",
+                        RetryClass::kRetryFile);
+    }
+    std::span<const std::byte> data(span.data(), n);
+    if (hashes != nullptr) hashes[pos / io] = xxh3_64(data);
+    limiter_.acquire(n);
+    if (!(sparse && all_zero(data))) XFER_TRY(sink.write_at(Offset{pos}, data));
+    pos += n;
+    counters_.bytes_done.fetch_add(n, std::memory_order_relaxed);
+    counted->fetch_add(n, std::memory_order_relaxed);
+  }
+  return ok_status();
+}
+
+// --verify: read every piece back from the sink and compare its XXH3 with
+// the one taken from the source bytes. A mismatch is kCorrupt/RetryFile.
+Status Engine::verify_pieces(Sink& sink, std::uint64_t size, const std::uint64_t* hashes) {
+  Buffer buf = pool_.acquire();
+  const std::uint64_t io = opt_.io_size;
+  for (std::uint64_t pos = 0; pos < size; pos += io) {
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(io, size - pos));
+    XFER_ASSIGN_OR_RETURN(std::size_t got, sink.read_back(Offset{pos}, buf.writable().subspan(0, n)));
+    if (got != n || xxh3_64({buf.data(), n}) != hashes[pos / io]) {
+      return make_error(ErrorCode::kCorrupt, "verify", "",
+                        fmt::format("destination differs from source at offset {}", pos),
+                        RetryClass::kRetryFile);
+    }
+    counters_.bytes_verified.fetch_add(n, std::memory_order_relaxed);
+  }
+  return ok_status();
+}
+
+Result<TransferResult> Engine::run() {
+  auto start = Clock::now();
+  XFER_TRY(resolve_roots());
+
+  unsigned workers = opt_.workers;
+  if (workers == 0) workers = 32;
+  for (const auto& root : roots_) {
+    workers = std::min({workers, root.source->capabilities().max_concurrency,
+                        root.destination->capabilities().max_concurrency});
+  }
+  workers = std::max(workers, 1u);
+
+  std::thread scanner([this] { scan(); });
+  std::vector<std::thread> pool;
+  pool.reserve(workers);
+  for (unsigned i = 0; i < workers; ++i) pool.emplace_back([this] { worker_loop(); });
+
+  // Cancellation arrives as a flag (maybe from a signal handler): poll it and
+  // tell the scheduler, which wakes every waiting thread.
+  std::atomic<bool> finished{false};
+  std::thread watcher([&] {
+    while (!finished.load()) {
+      if (cancelled()) {
+        scheduler_.cancel();
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  scanner.join();
+  for (auto& t : pool) t.join();
+  finished.store(true);
+  watcher.join();
+
+  // Directory attributes last, children before parents, so a read-only
+  // directory is filled before it becomes read-only and its mtime is final.
+  if (!cancelled()) {
+    for (auto it = dir_fixups_.rbegin(); it != dir_fixups_.rend(); ++it) {
+      Status s = roots_[it->root].destination->set_attrs(it->destination, it->attrs);
+      if (!s.ok()) report(s.error());
+    }
+  }
+
+  TransferResult result;
+  result.files_done = counters_.files_done.load();
+  result.files_failed = counters_.files_failed.load();
+  result.files_skipped = counters_.files_skipped.load();
+  result.bytes_done = counters_.bytes_done.load();
+  result.retries = counters_.retries.load();
+  result.cancelled = cancelled();
+  result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  result.peak_buffer_bytes = governor_.peak();
+  std::lock_guard lock(errors_mu_);
+  result.errors = errors_;
+  return result;
+}
+
+}  // namespace
+
+Result<TransferResult> run_transfer(const TransferRequest& request, TransferCounters& counters,
+                                    TransferObserver* observer, const std::atomic<bool>* cancel) {
+  Engine engine(request, counters, observer, cancel);
+  return engine.run();
+}
+
+}  // namespace xfer
