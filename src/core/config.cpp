@@ -59,7 +59,7 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& origi
   if (const toml::table* t = root["transfer"].as_table()) {
     if (const toml::node* n = t->get("workers")) {
       auto w = n->value<std::int64_t>();
-      if (!w || *w <= 0 || *w > 1024) {
+      if (!n->is_integer() || !w || *w <= 0 || *w > 1024) {
         return make_error(ErrorCode::kInvalidArgument, "config", origin,
                           "transfer.workers must be an integer in 1..1024");
       }
@@ -72,7 +72,7 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& origi
     XFER_ASSIGN_OR_RETURN(cfg.bwlimit, size_field(*t, "bwlimit", origin));
     if (const toml::node* n = t->get("verify")) {
       auto b = n->value<bool>();
-      if (!b) {
+      if (!n->is_boolean() || !b) {
         return make_error(ErrorCode::kInvalidArgument, "config", origin,
                           "transfer.verify must be true or false");
       }
@@ -80,7 +80,7 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& origi
     }
     if (const toml::node* n = t->get("fsync")) {
       auto b = n->value<bool>();
-      if (!b) {
+      if (!n->is_boolean() || !b) {
         return make_error(ErrorCode::kInvalidArgument, "config", origin,
                           "transfer.fsync must be true or false");
       }

@@ -106,7 +106,8 @@ std::size_t count_entries(const fs::path& dir);
 // All entries (recursive, relative paths, lstat) below `dir`, sorted.
 std::vector<std::string> list_relative(const fs::path& dir);
 
-// Compares two regular files by reading both in 1 MiB blocks.
+// Compares two regular files (sizes, then bytes in 1 MiB blocks; a block
+// inside a hole of a sparse file is known to be zeros and is not read).
 ::testing::AssertionResult files_equal(const fs::path& a, const fs::path& b);
 // True if the first `n` bytes of `big` equal all of `small` (size n).
 ::testing::AssertionResult is_prefix_of(const fs::path& small,

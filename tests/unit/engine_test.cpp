@@ -1,0 +1,344 @@
+// Engine pieces (planner, scheduler, retry policy) and whole transfers run
+// in-process through the registry, including a fault-injecting backend that
+// wraps the local one (transient read errors, corrupt writes).
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "engine/planner.hpp"
+#include "engine/retry.hpp"
+#include "engine/scheduler.hpp"
+#include "xfer/backend/local.hpp"
+#include "xfer/backend/registry.hpp"
+#include "xfer/engine/transfer.hpp"
+
+namespace xfer {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(Planner, SmallFilesGoWhole) {
+  Capabilities local;
+  local.random_writes = local.parallel_writers = true;
+  TransferOptions opt;
+  EXPECT_EQ(plan_file(0, local, local, opt).strategy, Strategy::kWhole);
+  EXPECT_EQ(plan_file(opt.small_file_threshold, local, local, opt).strategy, Strategy::kWhole);
+}
+
+TEST(Planner, LargeFilesAreChunkedWithinBounds) {
+  Capabilities local;
+  local.random_writes = local.parallel_writers = true;
+  TransferOptions opt;
+  FilePlan p = plan_file(4ull << 30, local, local, opt);
+  EXPECT_EQ(p.strategy, Strategy::kChunked);
+  EXPECT_GE(p.chunk_size, 8ull << 20);
+  EXPECT_LE(p.chunk_size, 64ull << 20);
+  EXPECT_EQ(p.chunks, ((4ull << 30) + p.chunk_size - 1) / p.chunk_size);
+  opt.chunk_size = 1 << 20;
+  EXPECT_EQ(plan_file(100ull << 20, local, local, opt).chunks, 100u);
+}
+
+TEST(Planner, RespectsSinkPartRules) {
+  Capabilities src, s3;
+  src.random_writes = true;
+  s3.random_writes = s3.parallel_writers = true;
+  s3.min_part_size = 5ull << 20;
+  s3.max_parts = 10;
+  TransferOptions opt;
+  opt.chunk_size = 1 << 20;
+  FilePlan p = plan_file(200ull << 20, src, s3, opt);
+  EXPECT_LE(p.chunks, 10u);
+  EXPECT_GE(p.chunk_size, 5ull << 20);
+  Capabilities sequential;  // no random writes: never split
+  EXPECT_EQ(plan_file(1ull << 30, src, sequential, opt).strategy, Strategy::kWhole);
+}
+
+TEST(RetryPolicy, ClassesAndBackoffBounds) {
+  RetryPolicy p(3, std::chrono::milliseconds(10), std::chrono::milliseconds(100));
+  Error transient = errno_error(EAGAIN, "read", "x");
+  Error fatal = errno_error(ENOENT, "open", "x");
+  Error file = make_error(ErrorCode::kChanged, "read", "x", "", RetryClass::kRetryFile);
+  EXPECT_TRUE(p.retry_call(transient, 1));
+  EXPECT_FALSE(p.retry_call(transient, 3));
+  EXPECT_FALSE(p.retry_call(fatal, 1));
+  EXPECT_FALSE(p.retry_call(file, 1));
+  EXPECT_TRUE(p.retry_file(file, 2));
+  EXPECT_FALSE(p.retry_file(fatal, 1));
+  for (unsigned a = 1; a < 10; ++a) EXPECT_LE(p.backoff(a).count(), 100);
+}
+
+TEST(Scheduler, ChunksBeforeNewFilesAndFenceOnLast) {
+  Scheduler s(8);
+  ASSERT_TRUE(s.push_file({0, "a", "a2", EntryType::kFile}));
+  ASSERT_TRUE(s.push_file({0, "b", "b2", EntryType::kFile}));
+  s.close_input();
+  WorkItem w = s.next();
+  ASSERT_EQ(w.kind, WorkItem::Kind::kFile);
+  EXPECT_EQ(w.file.source, "a");
+  auto f = std::make_shared<ChunkedFile>();
+  f->chunks = 3;
+  f->parallelism = 2;
+  auto first = s.add_chunked(f);
+  s.file_classified();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->chunk, 0u);
+  WorkItem c1 = s.next();  // a chunk is preferred over file "b"
+  ASSERT_EQ(c1.kind, WorkItem::Kind::kChunk);
+  EXPECT_EQ(c1.chunk, 1u);
+  WorkItem b = s.next();  // parallelism 2 reached: the next file comes out
+  ASSERT_EQ(b.kind, WorkItem::Kind::kFile);
+  s.file_classified();
+  EXPECT_FALSE(s.chunk_finished(f, std::nullopt));
+  WorkItem c2 = s.next();
+  EXPECT_EQ(c2.chunk, 2u);
+  EXPECT_FALSE(s.chunk_finished(f, std::nullopt));
+  EXPECT_TRUE(s.chunk_finished(f, std::nullopt));  // last one out finalizes
+  EXPECT_EQ(s.next().kind, WorkItem::Kind::kDone);
+}
+
+TEST(Scheduler, FailureStopsHandingOutChunks) {
+  Scheduler s(8);
+  auto f = std::make_shared<ChunkedFile>();
+  f->chunks = 10;
+  f->parallelism = 4;
+  auto first = s.add_chunked(f);
+  WorkItem second = s.next();
+  ASSERT_EQ(second.kind, WorkItem::Kind::kChunk);
+  EXPECT_FALSE(s.chunk_finished(f, make_error(ErrorCode::kIo, "read", "x")));
+  EXPECT_TRUE(s.chunk_finished(f, std::nullopt));
+  s.close_input();
+  EXPECT_EQ(s.next().kind, WorkItem::Kind::kDone);
+}
+
+// ---------------------------------------------------------------- fault injection
+
+// Wraps the local backend. Reads fail with EAGAIN `read_failures` times in
+// total; writes corrupt one byte of the first `corrupt_writes` writes.
+struct Faults {
+  std::atomic<int> read_failures{0};
+  std::atomic<int> corrupt_writes{0};
+  std::atomic<int> grow_on_read{0};  // appends to the source file during reads
+};
+Faults g_faults;
+
+class FaultySource final : public Source {
+ public:
+  FaultySource(std::unique_ptr<Source> inner, std::string path)
+      : inner_(std::move(inner)), path_(std::move(path)) {}
+  const FileAttrs& attrs() const override { return inner_->attrs(); }
+  Result<std::size_t> read_at(Offset off, std::span<std::byte> buf) override {
+    if (g_faults.read_failures.fetch_sub(1) > 0) return errno_error(EAGAIN, "read", path_);
+    if (g_faults.grow_on_read.fetch_sub(1) > 0) {
+      std::ofstream(path_, std::ios::app) << "more bytes";
+    }
+    return inner_->read_at(off, buf);
+  }
+  Status check_unchanged() override { return inner_->check_unchanged(); }
+
+ private:
+  std::unique_ptr<Source> inner_;
+  std::string path_;
+};
+
+class FaultySink final : public Sink {
+ public:
+  explicit FaultySink(std::unique_ptr<Sink> inner) : inner_(std::move(inner)) {}
+  Status write_at(Offset off, std::span<const std::byte> data) override {
+    if (g_faults.corrupt_writes.fetch_sub(1) > 0 && !data.empty()) {
+      std::vector<std::byte> bad(data.begin(), data.end());
+      bad[0] ^= std::byte{0xff};
+      return inner_->write_at(off, bad);
+    }
+    return inner_->write_at(off, data);
+  }
+  Result<std::size_t> read_back(Offset off, std::span<std::byte> buf) override {
+    return inner_->read_back(off, buf);
+  }
+  Status commit() override { return inner_->commit(); }
+  Status abort() override { return inner_->abort(); }
+
+ private:
+  std::unique_ptr<Sink> inner_;
+};
+
+class FaultyBackend final : public Backend {
+ public:
+  FaultyBackend() : inner_(make_local_backend()) {}
+  const Capabilities& capabilities() const override { return inner_->capabilities(); }
+  std::string describe() const override { return "faulty"; }
+  Result<FileAttrs> stat(std::string_view p) override { return inner_->stat(p); }
+  Status list(std::string_view p, const ListOptions& o, const EntrySink& s) override {
+    return inner_->list(p, o, s);
+  }
+  Status mkdir(std::string_view p, bool parents) override { return inner_->mkdir(p, parents); }
+  Status remove(std::string_view p, bool r) override { return inner_->remove(p, r); }
+  Status rename(std::string_view a, std::string_view b) override { return inner_->rename(a, b); }
+  Status touch(std::string_view p, std::optional<std::int64_t> t) override {
+    return inner_->touch(p, t);
+  }
+  Status symlink(std::string_view t, std::string_view p, const FileAttrs& a) override {
+    return inner_->symlink(t, p, a);
+  }
+  Status set_attrs(std::string_view p, const FileAttrs& a) override {
+    return inner_->set_attrs(p, a);
+  }
+  Result<std::unique_ptr<Source>> open_source(std::string_view p) override {
+    XFER_ASSIGN_OR_RETURN(auto src, inner_->open_source(p));
+    return std::unique_ptr<Source>(new FaultySource(std::move(src), std::string(p)));
+  }
+  Result<std::unique_ptr<Sink>> open_sink(std::string_view p, const SinkOptions& o) override {
+    XFER_ASSIGN_OR_RETURN(auto sink, inner_->open_sink(p, o));
+    return std::unique_ptr<Sink>(new FaultySink(std::move(sink)));
+  }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    BackendRegistry::instance().register_scheme(
+        "faulty", [](const Url&) -> Result<std::unique_ptr<Backend>> {
+          return std::unique_ptr<Backend>(new FaultyBackend());
+        });
+    dir_ = fs::temp_directory_path() / ("xfer_engine_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    g_faults.read_failures = 0;
+    g_faults.corrupt_writes = 0;
+    g_faults.grow_on_read = 0;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string write_file(const std::string& name, std::size_t size) {
+    std::mt19937_64 rng(size);
+    std::string data(size, '\0');
+    for (auto& c : data) c = static_cast<char>(rng());
+    std::ofstream(dir_ / name, std::ios::binary) << data;
+    return data;
+  }
+  static std::string read_file(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  std::string faulty(const std::string& name) { return "faulty://" + (dir_ / name).string(); }
+
+  fs::path dir_;
+};
+
+TEST_F(EngineTest, TransientReadErrorsAreRetried) {
+  std::string data = write_file("src.bin", 3 << 20);
+  g_faults.read_failures = 2;
+  TransferRequest req{{faulty("src.bin")}, (dir_ / "dst.bin").string(), {}};
+  req.options.zero_copy = false;
+  TransferCounters counters;
+  auto r = run_transfer(req, counters, nullptr);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->files_done, 1u);
+  EXPECT_EQ(r->files_failed, 0u);
+  EXPECT_GE(r->retries, 2u);
+  EXPECT_TRUE(read_file(dir_ / "dst.bin") == data);
+}
+
+TEST_F(EngineTest, VerifyCatchesCorruptWriteAndRecopies) {
+  std::string data = write_file("src.bin", 20 << 20);  // chunked
+  g_faults.corrupt_writes = 1;
+  TransferRequest req{{faulty("src.bin")}, faulty("dst.bin"), {}};
+  req.options.verify = true;
+  req.options.chunk_size = 4 << 20;
+  TransferCounters counters;
+  auto r = run_transfer(req, counters, nullptr);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->files_done, 1u);
+  EXPECT_GE(r->retries, 1u);
+  EXPECT_TRUE(read_file(dir_ / "dst.bin") == data);
+}
+
+TEST_F(EngineTest, WithoutVerifyCorruptionIsNotDetectedLocally) {
+  // Documents the contract: --verify is what catches a bad write.
+  write_file("src.bin", 1 << 20);
+  g_faults.corrupt_writes = 1;
+  TransferRequest req{{faulty("src.bin")}, faulty("dst.bin"), {}};
+  TransferCounters counters;
+  auto r = run_transfer(req, counters, nullptr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(read_file(dir_ / "dst.bin") != read_file(dir_ / "src.bin"));
+}
+
+TEST_F(EngineTest, PersistentErrorsFailTheFileAndLeaveNothing) {
+  write_file("src.bin", 2 << 20);
+  g_faults.read_failures = 1000;
+  TransferRequest req{{faulty("src.bin")}, (dir_ / "dst.bin").string(), {}};
+  req.options.retry_base = std::chrono::milliseconds(1);
+  TransferCounters counters;
+  auto r = run_transfer(req, counters, nullptr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->files_failed, 1u);
+  ASSERT_EQ(r->errors.size(), 1u);
+  EXPECT_EQ(r->errors[0].code, ErrorCode::kUnavailable);
+  EXPECT_FALSE(fs::exists(dir_ / "dst.bin"));
+  for (auto& e : fs::directory_iterator(dir_)) EXPECT_EQ(e.path().filename(), "src.bin");
+}
+
+TEST_F(EngineTest, SourceGrowingDuringCopyIsRetriedThenConsistent) {
+  write_file("src.bin", 30 << 20);
+  g_faults.grow_on_read = 1;  // first read appends; the retry sees a stable file
+  TransferRequest req{{faulty("src.bin")}, (dir_ / "dst.bin").string(), {}};
+  req.options.chunk_size = 4 << 20;
+  req.options.zero_copy = false;
+  TransferCounters counters;
+  auto r = run_transfer(req, counters, nullptr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->files_done, 1u);
+  EXPECT_GE(r->retries, 1u);
+  EXPECT_TRUE(read_file(dir_ / "dst.bin") == read_file(dir_ / "src.bin"));
+}
+
+TEST_F(EngineTest, CancelLeavesNoPartialFile) {
+  write_file("src.bin", 64 << 20);
+  TransferRequest req{{(dir_ / "src.bin").string()}, (dir_ / "dst.bin").string(), {}};
+  req.options.bwlimit = 8 << 20;  // slow enough to cancel mid-way
+  req.options.chunk_size = 4 << 20;
+  std::atomic<bool> cancel{false};
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    cancel = true;
+  });
+  TransferCounters counters;
+  auto r = run_transfer(req, counters, nullptr, &cancel);
+  canceller.join();
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->cancelled);
+  EXPECT_FALSE(fs::exists(dir_ / "dst.bin"));
+  std::size_t entries = 0;
+  for (auto& e : fs::directory_iterator(dir_)) {
+    (void)e;
+    ++entries;
+  }
+  EXPECT_EQ(entries, 1u);  // no temp file left behind either
+}
+
+TEST_F(EngineTest, ChunkedCopyMatchesWithAndWithoutZeroCopy) {
+  std::string data = write_file("src.bin", (40 << 20) + 12345);
+  for (bool zc : {true, false}) {
+    TransferRequest req{{(dir_ / "src.bin").string()}, (dir_ / "dst.bin").string(), {}};
+    req.options.chunk_size = 3 << 20;
+    req.options.zero_copy = zc;
+    TransferCounters counters;
+    auto r = run_transfer(req, counters, nullptr);
+    ASSERT_TRUE(r.ok());
+    EXPECT_TRUE(read_file(dir_ / "dst.bin") == data) << "zero_copy=" << zc;
+    EXPECT_EQ(counters.chunks_done.load(), 14u);
+  }
+}
+
+}  // namespace
+}  // namespace xfer
