@@ -613,7 +613,7 @@ Status Engine::copy_range(Source& source, Sink& sink, std::uint64_t begin, std::
     while (pos < end) {
       if (cancelled()) return make_error(ErrorCode::kCancelled, "copy", "");
       std::uint64_t n = std::min(piece, end - pos);
-      limiter_.acquire(n);
+      if (!limiter_.acquire(n, cancel_)) return make_error(ErrorCode::kCancelled, "copy", "");
       auto r = sink.copy_from(source, Offset{pos}, Length{n});
       if (!r) {
         if (r.error().code == ErrorCode::kUnsupported && pos == begin) {
@@ -645,7 +645,7 @@ Status Engine::copy_range(Source& source, Sink& sink, std::uint64_t begin, std::
     }
     std::span<const std::byte> data(span.data(), n);
     if (hashes != nullptr) hashes[pos / io] = xxh3_64(data);
-    limiter_.acquire(n);
+    if (!limiter_.acquire(n, cancel_)) return make_error(ErrorCode::kCancelled, "copy", "");
     if (!(sparse && all_zero(data))) XFER_TRY(sink.write_at(Offset{pos}, data));
     pos += n;
     counters_.bytes_done.fetch_add(n, std::memory_order_relaxed);

@@ -11,8 +11,8 @@ RateLimiter::RateLimiter(std::uint64_t bytes_per_second)
       tokens_(burst_),
       last_(Clock::now()) {}
 
-void RateLimiter::acquire(std::uint64_t bytes) {
-  if (rate_ == 0 || bytes == 0) return;
+bool RateLimiter::acquire(std::uint64_t bytes, const std::atomic<bool>* cancel) {
+  if (rate_ == 0 || bytes == 0) return true;
   Clock::duration wait{};
   {
     std::lock_guard lock(mu_);
@@ -28,7 +28,13 @@ void RateLimiter::acquire(std::uint64_t bytes) {
           std::chrono::duration<double>(-tokens_ / static_cast<double>(rate_)));
     }
   }
-  if (wait > Clock::duration::zero()) std::this_thread::sleep_for(wait);
+  auto until = Clock::now() + wait;
+  for (;;) {
+    if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) return false;
+    auto now = Clock::now();
+    if (now >= until) return true;
+    std::this_thread::sleep_for(std::min<Clock::duration>(until - now, std::chrono::milliseconds(20)));
+  }
 }
 
 }  // namespace xfer

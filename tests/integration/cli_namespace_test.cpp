@@ -94,7 +94,8 @@ TEST_F(List, LongFormat) {
   for (const auto& line : lines) {
     EXPECT_GE(tokens(line).size(), 4u)
         << "expected 'mode size mtime name': " << line;
-    if (line.size() >= 5 && line.compare(line.size() - 5, 5, "a.txt") == 0) {
+    auto t = tokens(line);
+    if (!t.empty() && t.back() == "a.txt" && line.find("->") == std::string::npos) {
       found_a = true;
       EXPECT_TRUE(has_token(line, "12345")) << "size missing: " << line;
       EXPECT_TRUE(has_token(line, "-rw-r-----") || has_token(line, "0640") ||
@@ -367,6 +368,17 @@ TEST_F(Rename, AcrossDevicesFails) {
   EXPECT_FALSE(lexists(tmp() / "f"));
 }
 
+TEST_F(Rename, OntoNonEmptyDirectoryFails) {
+  fs::create_directory(tmp() / "a");
+  write_file(tmp() / "a" / "x", "a's");
+  fs::create_directory(tmp() / "b");
+  write_file(tmp() / "b" / "y", "b's");
+  auto r = run_xfer({"rename", S(tmp() / "a"), S(tmp() / "b")});
+  EXPECT_EXIT_CODE(r, 1);
+  EXPECT_EQ(read_file(tmp() / "a" / "x"), "a's");
+  EXPECT_EQ(read_file(tmp() / "b" / "y"), "b's");
+}
+
 TEST_F(Rename, MissingSourceFails) {
   auto r = run_xfer({"rename", S(tmp() / "a"), S(tmp() / "b")});
   EXPECT_EXIT_CODE(r, 1);
@@ -440,6 +452,44 @@ TEST_F(Move, TreeAcrossDevices) {
   ASSERT_EXIT_CODE(r, 0);
   EXPECT_FALSE(lexists(shm / "tree")) << "source tree still there";
   EXPECT_TRUE(compare_trees(tmp() / "reference", tmp() / "tree"));
+}
+
+TEST_F(Move, IntoOwnSubdirectoryRefused) {
+  TreeSpec spec;
+  spec.seed = 303;
+  spec.files = 30;
+  generate_tree(tmp() / "tree", spec);
+  generate_tree(tmp() / "reference", spec);
+  auto r = run_xfer({"mv", S(tmp() / "tree"), S(tmp() / "tree" / "d0000")}, 60s);
+  EXPECT_EXIT_CODE(r, 1);
+  EXPECT_TRUE(compare_trees(tmp() / "reference", tmp() / "tree"));
+}
+
+TEST_F(Move, AcrossDevicesFailureLosesNothing) {
+  // Moving a 12 MiB tree from /dev/shm into an 8 MiB tmpfs must fail, and
+  // every file must still exist complete on one side or the other
+  // (normally: the whole source is still there).
+  fs::path shm = make_temp_dir_under("/dev/shm");
+  auto mnt = mount_tmpfs("small", "size=8m");
+  if (!mnt) GTEST_SKIP() << "cannot mount tmpfs here: " << std::strerror(errno);
+  TreeSpec spec;
+  spec.seed = 304;
+  spec.dirs = 4;
+  spec.files = 24;
+  spec.min_size = 512 * 1024;
+  spec.max_size = 512 * 1024;
+  generate_tree(shm / "tree", spec);
+  generate_tree(tmp() / "reference", spec);
+  auto r = run_xfer({"mv", S(shm / "tree"), S(*mnt / "tree")}, 60s);
+  EXPECT_NE(r.exit_code, 0) << r.describe();
+  EXPECT_TRUE(icontains(r.err, "No space left")) << r.describe();
+  for (const auto& rel : list_relative(tmp() / "reference")) {
+    fs::path ref = tmp() / "reference" / rel;
+    if (!fs::is_regular_file(fs::symlink_status(ref))) continue;
+    bool in_src = lexists(shm / "tree" / rel) && files_equal(ref, shm / "tree" / rel);
+    bool in_dst = lexists(*mnt / "tree" / rel) && files_equal(ref, *mnt / "tree" / rel);
+    EXPECT_TRUE(in_src || in_dst) << "data lost: " << rel;
+  }
 }
 
 TEST_F(Move, MissingSourceFails) {

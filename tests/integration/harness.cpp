@@ -165,6 +165,7 @@ std::string RunResult::describe() const {
   std::ostringstream o;
   o << "command:";
   for (const auto& a : argv) o << ' ' << quote(a);
+  if (!cwd.empty()) o << "\ncwd: " << cwd;
   o << "\nexit code: " << exit_code;
   if (term_signal) o << " (killed by signal " << term_signal << ")";
   if (timed_out) o << " (TIMED OUT, killed by the test runner)";
@@ -181,9 +182,11 @@ RunResult run(const std::vector<std::string>& argv,
 
 RunResult run(const std::vector<std::string>& argv,
               std::chrono::seconds timeout,
-              const std::function<void(pid_t)>& on_spawn) {
+              const std::function<void(pid_t)>& on_spawn,
+              const std::string& cwd) {
   RunResult res;
   res.argv = argv;
+  res.cwd = cwd;
   if (argv.empty()) throw std::invalid_argument("run: empty argv");
 
   std::vector<char*> cargv;
@@ -201,6 +204,11 @@ RunResult run(const std::vector<std::string>& argv,
   if (pid == 0) {
     // Child: only async-signal-safe calls from here on.
     ::setpgid(0, 0);
+    if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) {
+      const char msg[] = "harness: chdir failed\n";
+      (void)!::write(errp[1], msg, sizeof msg - 1);
+      ::_exit(127);
+    }
     int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, 0);
     ::dup2(outp[1], 1);
@@ -284,12 +292,13 @@ RunResult run_xfer(const std::vector<std::string>& args,
 
 RunResult run_xfer(const std::vector<std::string>& args,
                    std::chrono::seconds timeout,
-                   const std::function<void(pid_t)>& on_spawn) {
+                   const std::function<void(pid_t)>& on_spawn,
+                   const std::string& cwd) {
   std::vector<std::string> argv;
   argv.reserve(args.size() + 1);
   argv.push_back(xfer_bin());
   argv.insert(argv.end(), args.begin(), args.end());
-  return run(argv, timeout, on_spawn);
+  return run(argv, timeout, on_spawn, cwd);
 }
 
 // ---------------------------------------------------------------- fixture

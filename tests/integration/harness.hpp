@@ -32,6 +32,7 @@ struct RunResult {
   std::string err;          // captured stderr
   double seconds = 0.0;     // wall time
   std::vector<std::string> argv;
+  std::string cwd;
 
   // Human-readable dump for failure messages.
   std::string describe() const;
@@ -45,9 +46,11 @@ RunResult run(const std::vector<std::string>& argv,
 
 // Same, and calls on_spawn(pid) in the parent right after the child started
 // (e.g. to start a thread that signals the child or mutates its input).
+// If cwd is not empty the child runs in that directory.
 RunResult run(const std::vector<std::string>& argv,
               std::chrono::seconds timeout,
-              const std::function<void(pid_t)>& on_spawn);
+              const std::function<void(pid_t)>& on_spawn,
+              const std::string& cwd = {});
 
 // Path of the xfer binary from $XFER_BIN ("" if unset).
 std::string xfer_bin();
@@ -57,7 +60,8 @@ RunResult run_xfer(const std::vector<std::string>& args,
                    std::chrono::seconds timeout = std::chrono::seconds(120));
 RunResult run_xfer(const std::vector<std::string>& args,
                    std::chrono::seconds timeout,
-                   const std::function<void(pid_t)>& on_spawn);
+                   const std::function<void(pid_t)>& on_spawn,
+                   const std::string& cwd = {});
 
 // ---------------------------------------------------------------- fixture
 

@@ -164,9 +164,9 @@ int run_transfer_with_ui(const TransferRequest& request, const RenderOptions& re
                    {"dry_run", request.options.dry_run}});
   }
   if (!render.quiet) {
-    fmt::print(stderr, "xfer: {}{} {} files ({}) in {:.2f} s, {}/s, {} errors{}\n",
+    fmt::print(stderr, "xfer: {}{} {} files ({} bytes) in {:.2f} s, {}/s, {} errors{}\n",
                request.options.dry_run ? "would have " : "", render.verb, r.files_done,
-               format_bytes(static_cast<double>(r.bytes_done)), r.seconds, format_bytes(rate),
+               r.bytes_done, r.seconds, format_bytes(rate),
                errors, r.cancelled ? " (interrupted)" : "");
   }
   return code;

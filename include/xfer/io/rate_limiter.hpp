@@ -4,6 +4,7 @@
 // second of traffic (at least one request) so the long-run rate holds.
 // Thread-safe. A rate of 0 disables limiting.
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
@@ -13,7 +14,10 @@ namespace xfer {
 class RateLimiter {
  public:
   explicit RateLimiter(std::uint64_t bytes_per_second);
-  void acquire(std::uint64_t bytes);
+  // Blocks until `bytes` may pass. When `cancel` is given the wait is cut
+  // short (in slices of at most 20 ms) once it becomes true; returns false
+  // then, true when the bytes were granted.
+  bool acquire(std::uint64_t bytes, const std::atomic<bool>* cancel = nullptr);
   std::uint64_t rate() const { return rate_; }
 
  private:

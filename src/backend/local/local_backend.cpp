@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <mutex>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -95,10 +97,39 @@ std::string random_suffix() {
   return fmt::format("{:016x}", rng());
 }
 
+// A hidden sibling name. Names near the 255-byte limit get a short form
+// (hash of the name instead of the name) so the temp name always fits.
 std::string temp_name_for(const std::string& final_path) {
+  std::string base = base_name(final_path);
+  if (base.size() + kLocalTempInfix.size() + 18 > 255) {
+    base = fmt::format("{:016x}", std::hash<std::string>{}(base));
+  }
   return join_path(dir_name(final_path),
-                   fmt::format(".{}{}{}", base_name(final_path), kLocalTempInfix, random_suffix()));
+                   fmt::format(".{}{}{}", base, kLocalTempInfix, random_suffix()));
 }
+
+// The process umask, read without changing it (umask(2) would race with
+// other threads creating files).
+mode_t current_umask() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  mode_t mask = 022;
+  if (f == nullptr) return mask;
+  char line[256];
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    unsigned m = 0;
+    if (std::sscanf(line, "Umask: %o", &m) == 1) {
+      mask = static_cast<mode_t>(m);
+      break;
+    }
+  }
+  std::fclose(f);
+  return mask;
+}
+
+constexpr std::size_t kDirectAlign = 4096;
+// Files below this size are not preallocated: delayed allocation handles
+// them well, and fallocate costs a syscall and an extent update per file.
+constexpr std::uint64_t kPreallocateMin = 1ull << 20;
 
 // ---------------------------------------------------------------- Source
 
@@ -149,20 +180,29 @@ class LocalSource final : public Source {
 class LocalSink final : public Sink {
  public:
   // `anonymous`: fd is an O_TMPFILE with no name yet; else temp_path_ names it.
+  // `mode_is_final`: the file was created with its final permission bits, so
+  // commit() need not chmod it.
   LocalSink(Fd fd, std::string final_path, std::string temp_path, bool anonymous,
-            SinkOptions opts)
+            SinkOptions opts, bool mode_is_final)
       : fd_(std::move(fd)),
         final_path_(std::move(final_path)),
         temp_path_(std::move(temp_path)),
         anonymous_(anonymous),
-        opts_(std::move(opts)) {}
+        opts_(std::move(opts)),
+        mode_is_final_(mode_is_final) {}
 
   ~LocalSink() override { (void)abort(); }
 
   Status write_at(Offset offset, std::span<const std::byte> data) override {
+    int fd = fd_.get();
+    if (opts_.direct && !aligned(offset, data)) {
+      // O_DIRECT needs aligned offsets, lengths and memory; the odd tail of a
+      // file goes through a second, buffered descriptor of the same file.
+      XFER_ASSIGN_OR_RETURN(fd, buffered_fd());
+    }
     std::size_t done = 0;
     while (done < data.size()) {
-      ssize_t n = ::pwrite(fd_.get(), data.data() + done, data.size() - done,
+      ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done,
                            static_cast<off_t>(offset.get() + done));
       if (n < 0) {
         if (errno == EINTR) continue;
@@ -219,7 +259,10 @@ class LocalSink final : public Sink {
     if (static_cast<std::uint64_t>(st.st_size) != opts_.size) {
       if (::ftruncate(fd_.get(), static_cast<off_t>(opts_.size)) != 0) return fail(errno, "truncate");
     }
-    if (::fchmod(fd_.get(), opts_.attrs.mode & 07777) != 0) return fail(errno, "chmod");
+    if (buffered_.valid() && opts_.direct) buffered_.reset();
+    if (!mode_is_final_ && ::fchmod(fd_.get(), opts_.attrs.mode & 07777) != 0) {
+      return fail(errno, "chmod");
+    }
     if (opts_.fsync && ::fdatasync(fd_.get()) != 0) return fail(errno, "fsync");
     struct timespec times[2] = {{0, UTIME_OMIT}, from_ns(opts_.attrs.mtime_ns)};
     if (::futimens(fd_.get(), times) != 0) return fail(errno, "set mtime");
@@ -250,6 +293,7 @@ class LocalSink final : public Sink {
   Status abort() override {
     if (committed_) return ok_status();
     if (!anonymous_ && !temp_path_.empty() && fd_.valid()) ::unlink(temp_path_.c_str());
+    buffered_.reset();
     fd_.reset();  // an O_TMPFILE vanishes with its last descriptor
     committed_ = true;
     return ok_status();
@@ -262,12 +306,30 @@ class LocalSink final : public Sink {
     return e;
   }
 
+  static bool aligned(Offset offset, std::span<const std::byte> data) {
+    return offset.get() % kDirectAlign == 0 && data.size() % kDirectAlign == 0 &&
+           reinterpret_cast<std::uintptr_t>(data.data()) % kDirectAlign == 0;
+  }
+
+  Result<int> buffered_fd() {
+    std::lock_guard lock(buffered_mu_);
+    if (!buffered_.valid()) {
+      std::string proc = fmt::format("/proc/self/fd/{}", fd_.get());
+      buffered_ = Fd(::open(proc.c_str(), O_RDWR | O_CLOEXEC));
+      if (!buffered_.valid()) return errno_error(errno, "open", final_path_);
+    }
+    return buffered_.get();
+  }
+
   Fd fd_;
   std::string final_path_;
   std::string temp_path_;
   bool anonymous_;
   SinkOptions opts_;
+  bool mode_is_final_;
   bool committed_ = false;
+  std::mutex buffered_mu_;
+  Fd buffered_;  // lazily opened for unaligned writes under O_DIRECT
 };
 
 // ---------------------------------------------------------------- Backend
@@ -475,8 +537,13 @@ class LocalBackend final : public Backend {
     std::string dir = dir_name(p);
     bool anonymous = true;
     std::string temp;
+    // Create the file with its final mode when the umask leaves it intact (no
+    // chmod at commit); special bits always go through fchmod.
+    const mode_t want = options.attrs.mode & 07777;
+    const bool mode_is_final = (want & 07000) == 0 && (want & umask_) == 0;
+    const mode_t create_mode = mode_is_final ? want : 0600;
     int fd = use_tmpfile_.load(std::memory_order_relaxed)
-                 ? ::open(dir.c_str(), flags | O_TMPFILE, 0600)
+                 ? ::open(dir.c_str(), flags | O_TMPFILE, create_mode)
                  : -1;
     if (fd < 0) {
       if (use_tmpfile_ && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
@@ -486,11 +553,11 @@ class LocalBackend final : public Backend {
       }
       anonymous = false;
       temp = temp_name_for(p);
-      fd = ::open(temp.c_str(), flags | O_CREAT | O_EXCL, 0600);
+      fd = ::open(temp.c_str(), flags | O_CREAT | O_EXCL, create_mode);
       if (fd < 0) return errno_error(errno, "create", p);
     }
     Fd f(fd);
-    if (options.size > 0 && !options.sparse) {
+    if (options.size >= kPreallocateMin && !options.sparse) {
       // Preallocation reserves the space up front: disk full shows at once,
       // and extents come out contiguous. Not every file system supports it.
       if (::fallocate(f.get(), FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(options.size)) != 0) {
@@ -501,11 +568,13 @@ class LocalBackend final : public Backend {
         }
       }
     }
-    return std::unique_ptr<Sink>(new LocalSink(std::move(f), p, temp, anonymous, options));
+    return std::unique_ptr<Sink>(
+        new LocalSink(std::move(f), p, temp, anonymous, options, mode_is_final));
   }
 
  private:
   Capabilities caps_;
+  const mode_t umask_ = current_umask();
   std::atomic<bool> use_tmpfile_{true};
 };
 
