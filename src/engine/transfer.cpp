@@ -677,7 +677,7 @@ Result<TransferResult> Engine::run() {
   XFER_TRY(resolve_roots());
 
   unsigned workers = opt_.workers;
-  if (workers == 0) workers = 32;
+  if (workers == 0) workers = 64;  // measured: small files keep improving up to 64 here
   for (const auto& root : roots_) {
     workers = std::min({workers, root.source->capabilities().max_concurrency,
                         root.destination->capabilities().max_concurrency});

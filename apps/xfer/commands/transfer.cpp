@@ -189,7 +189,7 @@ void register_transfer(CLI::App& app) {
   cmd->add_flag("--verify", args->opt.verify,
                 "Read back every written piece and compare XXH3 with the source before publishing");
   cmd->add_option("--bwlimit", args->bwlimit, "Bandwidth limit in bytes/s (e.g. 100M)");
-  cmd->add_option("--workers", args->opt.workers, "Worker threads (default: 32 locally)")
+  cmd->add_option("--workers", args->opt.workers, "Worker threads (default: 64 locally)")
       ->check(CLI::Range(1, 1024));
   cmd->add_option("--chunk-size", args->chunk_size, "Chunk size for large files (e.g. 16M)");
   cmd->add_option("--chunk-parallelism", args->opt.chunk_parallelism,

@@ -16,7 +16,7 @@ struct TransferOptions {
   bool fsync = false;    // fdatasync each file before publishing it
   bool direct = false;   // O_DIRECT on the destination
   bool zero_copy = true; // allow copy_file_range/sendfile fast paths
-  unsigned workers = 0;  // 0: chosen from the endpoints (local: 32)
+  unsigned workers = 0;  // 0: chosen from the endpoints (local: 64)
   unsigned chunk_parallelism = 0;       // chunks of one file in flight; 0: auto (4)
   std::uint64_t chunk_size = 0;         // 0: chosen per file by the planner
   std::uint64_t small_file_threshold = 8ull << 20;  // at or below: one worker, whole file
