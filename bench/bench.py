@@ -14,6 +14,7 @@ registering another ScenarioDef with local=False.
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -395,6 +396,109 @@ def make_tree_verifier(src_root: str, sample: int = 200):
     return verify
 
 
+
+# --------------------------------------------------------------------------
+# fresh journaled ext4 destination (small scenario)
+#
+# The root fs of some machines is ext4 *without a journal*. There, ext4's
+# inode allocator (find_inode_bit -> recently_deleted) skips every free inode
+# whose i_dtime is less than dirty_expire_centisecs/100 (+5 if its inode-table
+# block is dirty), i.e. ~30-35 s, old. Right after the `rm -rf` of a 100k-file
+# destination every create then scans the inode bitmap, looking up buffer
+# heads, and file creation becomes CPU-bound in the kernel for every tool. To
+# measure the tools and not that scan, the `small` scenario writes each run
+# into a freshly made journaled ext4 (an image file in the workdir, attached
+# with `losetup --direct-io=on`, so its I/O goes to the same disk without a
+# second page cache). mkfs + mount are not timed.
+
+FRESH_IMAGE_SIZE = 8 << 30
+MKFS_ARGV = ["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"]
+_LIVE_FS: list["FreshExt4"] = []
+
+
+def _run_quiet(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run(argv, capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{shlex.join(argv)} failed (rc {p.returncode}): {(p.stderr or p.stdout).strip()[:500]}")
+    return p
+
+
+class FreshExt4:
+    """An ext4 (with journal) made anew on an image file before every run."""
+
+    description = ("fresh journaled ext4 per run: 8 GiB image file in the workdir, "
+                   "`losetup --direct-io=on`, `" + shlex.join(MKFS_ARGV) + "`, default mount options")
+
+    def __init__(self, image: str, mnt: str, size: int = FRESH_IMAGE_SIZE) -> None:
+        self.image, self.mnt, self.size = image, mnt, size
+        self.loop: str | None = None
+        self.mounted = False
+        _LIVE_FS.append(self)
+        self._cleanup_stale()
+
+    def _cleanup_stale(self) -> None:
+        """Undo what an earlier, killed harness may have left behind."""
+        if _run_quiet(["findmnt", "-n", self.mnt], check=False).returncode == 0:
+            log(f"unmounting stale {self.mnt}")
+            _run_quiet(["umount", self.mnt], check=False)
+        if os.path.exists(self.image):
+            out = _run_quiet(["losetup", "-j", self.image], check=False).stdout
+            for line in out.splitlines():
+                dev = line.split(":", 1)[0].strip()
+                if dev:
+                    log(f"detaching stale {dev}")
+                    _run_quiet(["losetup", "-d", dev], check=False)
+
+    def create(self) -> None:
+        """(Re-)create: unmount/detach, attach the image, mkfs.ext4, mount. Not timed."""
+        self.destroy()
+        if not os.path.exists(self.image):
+            with open(self.image, "wb") as f:
+                f.truncate(self.size)
+        self.loop = _run_quiet(["losetup", "--direct-io=on", "-f", "--show", self.image]).stdout.strip()
+        _run_quiet([*MKFS_ARGV, self.loop])
+        os.makedirs(self.mnt, exist_ok=True)
+        _run_quiet(["mount", "-t", "ext4", self.loop, self.mnt])
+        self.mounted = True
+
+    def destroy(self) -> None:
+        """Unmount and detach the loop device (idempotent, never raises)."""
+        if self.mounted:
+            os.sync()
+            if _run_quiet(["umount", self.mnt], check=False).returncode != 0:
+                log(f"umount {self.mnt} failed; lazy unmount")
+                _run_quiet(["umount", "-l", self.mnt], check=False)
+            self.mounted = False
+        if self.loop:
+            if _run_quiet(["losetup", "-d", self.loop], check=False).returncode != 0:
+                log(f"losetup -d {self.loop} failed")
+            self.loop = None
+
+    def remove(self) -> None:
+        self.destroy()
+        for fn in (lambda: os.unlink(self.image), lambda: os.rmdir(self.mnt)):
+            try:
+                fn()
+            except OSError:
+                pass
+        try:
+            os.rmdir(os.path.dirname(self.mnt))
+        except OSError:
+            pass
+        if self in _LIVE_FS:
+            _LIVE_FS.remove(self)
+
+
+@atexit.register
+def _destroy_all_fresh_fs() -> None:
+    for fs in list(_LIVE_FS):
+        fs.remove()
+
+
+def _sigterm(signum, frame):  # turn SIGTERM/SIGHUP into a clean exit: finally blocks + atexit run
+    raise SystemExit(128 + signum)
+
+
 # --------------------------------------------------------------------------
 # scenarios
 
@@ -417,6 +521,10 @@ class ScenarioPlan:
     verify: Callable[[str, bool], tuple[bool, str]]   # (output, full) -> (ok, msg)
     wants_fio: bool = False
     cleanup: Callable[[], None] | None = None
+    prepare_run: Callable[[], None] | None = None   # before each run, untimed (e.g. mkfs + mount)
+    finish_run: Callable[[], None] | None = None    # after each run + verification (e.g. umount)
+    pause_after_delete: float = 0.0                 # untimed sleep after deleting the previous DST
+    destination: str = ""                            # where DST lives (reported)
 
 
 @dataclass
@@ -424,6 +532,7 @@ class ScenarioDef:
     build: Callable[["Ctx"], ScenarioPlan]
     local: bool
     help: str
+    default: bool = True      # run when no --scenario is given
 
 
 @dataclass
@@ -432,6 +541,11 @@ class Ctx:
     workdir: str
     xfer: str
     xfer_args: list[str]
+
+
+def xfer_quiet(ctx: Ctx) -> list[str]:
+    """`-q` unless the user already silenced the progress line: it must never be drawn."""
+    return [] if any(a in ("-q", "--quiet", "--no-progress") for a in ctx.xfer_args) else ["-q"]
 
 
 def scenario_large(ctx: Ctx) -> ScenarioPlan:
@@ -443,19 +557,19 @@ def scenario_large(ctx: Ctx) -> ScenarioPlan:
         "cp": ToolSpec(["cp", src, out], "cp"),
         "rsync": ToolSpec(["rsync", "-a", src, out], "rsync"),
         "rclone": ToolSpec(["rclone", "--config", "/dev/null", "copyto", src, out], "rclone"),
-        "xfer": ToolSpec([ctx.xfer, "cp", *ctx.xfer_args, src, out], ctx.xfer),
+        "xfer": ToolSpec([ctx.xfer, "cp", *xfer_quiet(ctx), *ctx.xfer_args, src, out], ctx.xfer),
     }
     return ScenarioPlan(
         name="large",
         description=f"1 file of {human_bytes(size)}",
         total_bytes=size, total_files=1, dest_dir=dest_dir, output=out, tools=tools,
-        verify=lambda o, full: verify_large(src, o, full), wants_fio=True)
+        verify=lambda o, full: verify_large(src, o, full), wants_fio=True,
+        destination=f"workdir ({dest_dir}, root fs)")
 
 
-def scenario_small(ctx: Ctx) -> ScenarioPlan:
+def _small_plan(ctx: Ctx, name: str, dest_dir: str) -> ScenarioPlan:
     count, fsize = ctx.args.small_count, ctx.args.small_file_size
     src = ensure_small_dataset(ctx.workdir, count, fsize)
-    dest_dir = os.path.join(ctx.workdir, "dst", "small")
     out = os.path.join(dest_dir, "tree")
     # DST is an existing (empty) directory for every tool -> output is DST/tree.
     tools = {
@@ -463,21 +577,49 @@ def scenario_small(ctx: Ctx) -> ScenarioPlan:
         "rsync": ToolSpec(["rsync", "-a", src, dest_dir + "/"], "rsync"),
         "rclone": ToolSpec(["rclone", "--config", "/dev/null", "copy", "--transfers", "16",
                             "--checkers", "16", src, out], "rclone"),
-        "xfer": ToolSpec([ctx.xfer, "cp", "-r", *ctx.xfer_args, src, dest_dir + "/"], ctx.xfer),
+        "xfer": ToolSpec([ctx.xfer, "cp", "-r", *xfer_quiet(ctx), *ctx.xfer_args, src, dest_dir + "/"], ctx.xfer),
     }
     ndirs = math.ceil(count / 100)
     return ScenarioPlan(
-        name="small",
+        name=name,
         description=f"{count} files of {human_bytes(fsize)} in {ndirs} dirs",
         total_bytes=count * fsize, total_files=count, dest_dir=dest_dir, output=out, tools=tools,
         verify=make_tree_verifier(src))
+
+
+def scenario_small(ctx: Ctx) -> ScenarioPlan:
+    if ctx.args.small_dest == "workdir":
+        dest_dir = os.path.join(ctx.workdir, "dst", "small")
+        plan = _small_plan(ctx, "small", dest_dir)
+        plan.destination = f"workdir ({dest_dir}, root fs), no pause after deleting the previous DST"
+        return plan
+    fs = FreshExt4(os.path.join(ctx.workdir, "small-dest.img"), os.path.join(ctx.workdir, "mnt", "small"))
+    plan = _small_plan(ctx, "small", os.path.join(fs.mnt, "dst"))
+    plan.prepare_run, plan.finish_run, plan.cleanup = fs.create, fs.destroy, fs.remove
+    plan.destination = FreshExt4.description
+    return plan
+
+
+SMALL_ROOTFS_PAUSE = 40.0
+
+
+def scenario_small_rootfs(ctx: Ctx) -> ScenarioPlan:
+    dest_dir = os.path.join(ctx.workdir, "dst", "small-rootfs")
+    plan = _small_plan(ctx, "small-rootfs", dest_dir)
+    plan.pause_after_delete = SMALL_ROOTFS_PAUSE
+    plan.destination = (f"workdir ({dest_dir}, root fs), {SMALL_ROOTFS_PAUSE:.0f} s untimed pause after "
+                        "deleting the previous DST")
+    return plan
 
 
 # name -> definition. local=False scenarios (future: xferd vs scp/rsync over
 # ssh) only run when asked for with --scenario.
 SCENARIOS: dict[str, ScenarioDef] = {
     "large": ScenarioDef(scenario_large, True, "one big random file, cold cache, sync included"),
-    "small": ScenarioDef(scenario_small, True, "many 4 KiB files in 100-file folders, cold cache, sync included"),
+    "small": ScenarioDef(scenario_small, True, "many 4 KiB files in 100-file folders, cold cache, sync included;"
+                         " DST on a fresh journaled ext4 per run (--small-dest)"),
+    "small-rootfs": ScenarioDef(scenario_small_rootfs, True, "as small, DST in the workdir on the root fs,"
+                                f" {SMALL_ROOTFS_PAUSE:.0f} s pause after each delete (only when named)", default=False),
 }
 
 
@@ -606,6 +748,40 @@ def tool_available(spec: ToolSpec) -> bool:
     return shutil.which(b) is not None
 
 
+def _one_run(plan: ScenarioPlan, oc: "ToolOutcome", t: str, r: int, args, cold: bool, log_path: str) -> None:
+    try:
+        cmd_s, sync_s, rc, rss, rss_src = timed_exec(oc.argv, log_path, args.timeout)
+    except OSError as e:  # includes TimeoutError
+        what = str(e) if isinstance(e, TimeoutError) else f"exec failed: {e}"
+        oc.runs.append(RunResult(r + 1, None, None, None, None, None, cold, False, "", what, log_path))
+        oc.status = "FAIL"
+        log(f"FAIL {plan.name}/{t} run {r + 1}: {what}")
+        return
+    rr = RunResult(r + 1, cmd_s + sync_s, cmd_s, sync_s, rss, rc, cold, log_file=log_path,
+                   rss_source=rss_src)
+    if rc != 0:
+        rr.error = f"exit code {rc}"
+        rr.verified = False
+        tail = _tail(log_path)
+        log(f"FAIL {plan.name}/{t} run {r + 1}: exit code {rc}\n{tail}")
+        oc.status = "FAIL"
+    elif not args.no_verify:
+        ok, msg = plan.verify(plan.output, args.check_full)
+        rr.verified, rr.verify_msg = ok, msg
+        if not ok:
+            oc.status = "FAIL"
+            log(f"FAIL {plan.name}/{t} run {r + 1}: wrong result: {msg}")
+    log(f"{plan.name}/{t} run {r + 1}/{runs_for(args, t)}: {rr.seconds:.3f} s "
+        f"(cmd {cmd_s:.3f} + sync {sync_s:.3f}), maxrss {rss / 1024:.1f} MiB, rc {rc}"
+        + (f", verify: {rr.verify_msg}" if rr.verify_msg else "")
+        + ("" if cold else ", WARM cache"))
+    oc.runs.append(rr)
+
+
+def runs_for(args, tool: str) -> int:
+    return (getattr(args, "tool_runs", None) or {}).get(tool, args.runs)
+
+
 def run_scenario(plan: ScenarioPlan, tools: list[str], args, cache: CacheControl, logdir: str) -> dict[str, ToolOutcome]:
     outcomes: dict[str, ToolOutcome] = {}
     active: list[str] = []
@@ -620,42 +796,27 @@ def run_scenario(plan: ScenarioPlan, tools: list[str], args, cache: CacheControl
             log(f"{plan.name}/{t}: not installed ({spec.binary})")
         else:
             active.append(t)
-    for r in range(args.runs):
+    for r in range(max([runs_for(args, t) for t in active], default=0)):
         # round-robin, rotated each round so no tool always runs first
         order = active[r % len(active):] + active[: r % len(active)] if active else []
         for t in order:
-            oc = outcomes[t]
-            rm_rf(plan.dest_dir)
-            os.makedirs(plan.dest_dir)
-            cold = cache.drop()
-            log_path = os.path.join(logdir, f"{plan.name}-{t}-run{r + 1}.log")
-            try:
-                cmd_s, sync_s, rc, rss, rss_src = timed_exec(oc.argv, log_path, args.timeout)
-            except OSError as e:  # includes TimeoutError
-                what = str(e) if isinstance(e, TimeoutError) else f"exec failed: {e}"
-                oc.runs.append(RunResult(r + 1, None, None, None, None, None, cold, False, "", what, log_path))
-                oc.status = "FAIL"
-                log(f"FAIL {plan.name}/{t} run {r + 1}: {what}")
+            if r >= runs_for(args, t):
                 continue
-            rr = RunResult(r + 1, cmd_s + sync_s, cmd_s, sync_s, rss, rc, cold, log_file=log_path,
-                           rss_source=rss_src)
-            if rc != 0:
-                rr.error = f"exit code {rc}"
-                rr.verified = False
-                tail = _tail(log_path)
-                log(f"FAIL {plan.name}/{t} run {r + 1}: exit code {rc}\n{tail}")
-                oc.status = "FAIL"
-            elif not args.no_verify:
-                ok, msg = plan.verify(plan.output, args.check_full)
-                rr.verified, rr.verify_msg = ok, msg
-                if not ok:
-                    oc.status = "FAIL"
-                    log(f"FAIL {plan.name}/{t} run {r + 1}: wrong result: {msg}")
-            log(f"{plan.name}/{t} run {r + 1}/{args.runs}: {rr.seconds:.3f} s "
-                f"(cmd {cmd_s:.3f} + sync {sync_s:.3f}), maxrss {rss / 1024:.1f} MiB, rc {rc}"
-                + (f", verify: {rr.verify_msg}" if rr.verify_msg else "")
-                + ("" if cold else ", WARM cache"))
-            oc.runs.append(rr)
+            oc = outcomes[t]
+            try:
+                if plan.prepare_run:
+                    plan.prepare_run()
+                rm_rf(plan.dest_dir)
+                os.makedirs(plan.dest_dir)
+                if plan.pause_after_delete:
+                    log(f"{plan.name}: pausing {plan.pause_after_delete:.0f} s (untimed) after deleting DST")
+                    time.sleep(plan.pause_after_delete)
+                cold = cache.drop()
+                log_path = os.path.join(logdir, f"{plan.name}-{t}-run{r + 1}.log")
+                _one_run(plan, oc, t, r, args, cold, log_path)
+            finally:
+                if plan.finish_run:
+                    plan.finish_run()
     rm_rf(plan.dest_dir)
     return outcomes
 
@@ -723,7 +884,11 @@ def report_markdown(doc: dict) -> str:
         else:
             lines.append(f"- fio: {fio.get('error')}")
     for sc in doc["scenarios"]:
-        lines.append(f"- {sc['name']}: {sc['description']} ({sc['total_bytes'] / 1e6:.1f} MB); runs: {doc['config']['runs']}")
+        rpt = sc.get("runs_per_tool") or {}
+        runs = (", ".join(f"{t} {n}" for t, n in rpt.items()) if len(set(rpt.values())) > 1
+                else str(doc["config"]["runs"] if not rpt else next(iter(rpt.values()))))
+        lines.append(f"- {sc['name']}: {sc['description']} ({sc['total_bytes'] / 1e6:.1f} MB); runs: {runs}; "
+                     f"DST: {sc.get('destination') or 'workdir'}")
     rss_note = ("peak RSS via GNU time (the tool's own wait4 ru_maxrss)" if GNU_TIME
                 else "peak RSS via wait4 on the tool (includes the harness's RSS as a floor; install GNU time)")
     lines += ["", "MB = 1e6 bytes; times include a trailing sync; peer/xfer time > 1 means xfer is faster; "
@@ -824,6 +989,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="scenario to run (repeatable); default: all local scenarios")
     ap.add_argument("--tools", default=",".join(ALL_TOOLS), help=f"comma list of tools (default {','.join(ALL_TOOLS)})")
     ap.add_argument("--runs", type=int, default=3, help="timed runs per tool (default 3)")
+    ap.add_argument("--tool-runs", default="", metavar="TOOL=N,...",
+                    help="fewer (or more) runs for some tools, e.g. cp=2,rsync=2 (default: --runs for all)")
+    ap.add_argument("--small-dest", choices=["fresh-ext4", "workdir"], default="fresh-ext4",
+                    help="DST of the small scenario: a fresh journaled ext4 made before every run "
+                         "(default) or the workdir itself")
     ap.add_argument("--large-size", type=parse_size, default=parse_size("4G"), help="large file size (default 4G)")
     ap.add_argument("--small-count", type=int, default=100_000, help="number of small files (default 100000)")
     ap.add_argument("--small-file-size", type=parse_size, default=4096, help="small file size (default 4K)")
@@ -841,18 +1011,33 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.list:
         for name, sd in SCENARIOS.items():
-            print(f"{name:10s} {'local' if sd.local else 'remote'}  {sd.help}")
+            print(f"{name:13s} {'local' if sd.local else 'remote'} {'default' if sd.default else 'on request'}  {sd.help}")
         return 0
     if args.runs < 1:
         ap.error("--runs must be >= 1")
     if args.small_count < 1:
         ap.error("--small-count must be >= 1")
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    try:
+        args.tool_runs = {k.strip(): int(v) for k, v in
+                          (item.split("=", 1) for item in args.tool_runs.split(",") if item.strip())}
+    except ValueError:
+        ap.error("--tool-runs wants TOOL=N[,TOOL=N...]")
+    if any(n < 1 for n in args.tool_runs.values()):
+        ap.error("--tool-runs: N must be >= 1")
     bad = [t for t in tools if t not in ALL_TOOLS]
     if bad:
         ap.error(f"unknown tool(s) {bad}; known: {ALL_TOOLS}")
-    scenarios = args.scenario or [n for n, sd in SCENARIOS.items() if sd.local]
+    scenarios = args.scenario or [n for n, sd in SCENARIOS.items() if sd.local and sd.default]
 
+    if "small" in scenarios and args.small_dest == "fresh-ext4":
+        if os.geteuid() != 0:
+            ap.error("--small-dest fresh-ext4 needs root (losetup, mkfs.ext4, mount); use --small-dest workdir")
+        missing = [b for b in ("losetup", "mkfs.ext4", "mount", "umount", "findmnt") if not shutil.which(b)]
+        if missing:
+            ap.error(f"--small-dest fresh-ext4 needs {missing}")
+    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGHUP, _sigterm)
     workdir = os.path.abspath(args.workdir)
     os.makedirs(workdir, exist_ok=True)
     logdir = os.path.join(workdir, "logs")
@@ -868,7 +1053,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {**machine_info(workdir, xfer), "workdir": workdir},
         "config": {"runs": args.runs, "tools": tools, "scenarios": scenarios, "xfer": xfer,
                    "xfer_args": ctx.xfer_args, "large_size": args.large_size, "small_count": args.small_count,
-                   "small_file_size": args.small_file_size, "check_full": args.check_full},
+                   "small_file_size": args.small_file_size, "check_full": args.check_full,
+                   "tool_runs": args.tool_runs, "small_dest": args.small_dest,
+                   "argv": [sys.executable, *sys.argv]},
         "fio": None,
         "scenarios": [],
     }
@@ -887,6 +1074,8 @@ def main(argv: list[str] | None = None) -> int:
             doc["scenarios"].append({
                 "name": plan.name, "description": plan.description, "total_bytes": plan.total_bytes,
                 "total_files": plan.total_files, "cold_cache": bool(cache.cold),
+                "destination": plan.destination,
+                "runs_per_tool": {t: runs_for(args, t) for t in outcomes},
                 "tools": rows,
                 "runs": {t: [dataclasses.asdict(r) for r in oc.runs] for t, oc in outcomes.items()},
             })
@@ -896,6 +1085,9 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted")
         failed = True
     finally:
+        for plan in plans:   # unmount / detach / delete images even after an error
+            if plan.cleanup:
+                plan.cleanup()
         rm_rf(os.path.join(workdir, "dst"))
         if args.clean:
             rm_rf(os.path.join(workdir, "data"))

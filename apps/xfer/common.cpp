@@ -26,10 +26,14 @@ const char* line_reset() {
   return tty ? "\r\033[K" : "";
 }
 
-void on_signal(int) { context().cancel.store(true); }
+void on_signal(int) {
+  context().cancel.store(true);
+}
 }  // namespace
 
-void print_error(const Error& e) { print_error(e.message()); }
+void print_error(const Error& e) {
+  print_error(e.message());
+}
 
 void print_error(const std::string& message) {
   std::lock_guard lock(g_print_mu);
@@ -50,10 +54,17 @@ Result<Endpoint> open_endpoint(const std::string& text) {
 std::string mode_string(const FileAttrs& a) {
   std::string s(10, '-');
   switch (a.type) {
-    case EntryType::kDirectory: s[0] = 'd'; break;
-    case EntryType::kSymlink: s[0] = 'l'; break;
-    case EntryType::kOther: s[0] = '?'; break;
-    default: break;
+    case EntryType::kDirectory:
+      s[0] = 'd';
+      break;
+    case EntryType::kSymlink:
+      s[0] = 'l';
+      break;
+    case EntryType::kOther:
+      s[0] = '?';
+      break;
+    default:
+      break;
   }
   static constexpr const char* kRwx = "rwxrwxrwx";
   for (int i = 0; i < 9; ++i) {

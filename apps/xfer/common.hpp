@@ -19,9 +19,9 @@ namespace xfer::cli {
 // Documented in --help and docs/cli.md.
 enum ExitCode : int {
   kExitOk = 0,
-  kExitFailure = 1,      // nothing (or the only thing asked) could be done
-  kExitUsage = 2,        // bad flags or arguments
-  kExitPartial = 3,      // some items failed, others were done
+  kExitFailure = 1,  // nothing (or the only thing asked) could be done
+  kExitUsage = 2,    // bad flags or arguments
+  kExitPartial = 3,  // some items failed, others were done
   kExitInterrupted = 130,
 };
 

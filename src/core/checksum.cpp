@@ -13,7 +13,9 @@ struct Xxh3Stream::State {
   XXH3_state_t st;
 };
 
-Xxh3Stream::Xxh3Stream() : state_(std::make_unique<State>()) { XXH3_64bits_reset(&state_->st); }
+Xxh3Stream::Xxh3Stream() : state_(std::make_unique<State>()) {
+  XXH3_64bits_reset(&state_->st);
+}
 Xxh3Stream::~Xxh3Stream() = default;
 Xxh3Stream::Xxh3Stream(Xxh3Stream&&) noexcept = default;
 Xxh3Stream& Xxh3Stream::operator=(Xxh3Stream&&) noexcept = default;
@@ -22,6 +24,8 @@ void Xxh3Stream::update(std::span<const std::byte> data) {
   XXH3_64bits_update(&state_->st, data.data(), data.size());
 }
 
-std::uint64_t Xxh3Stream::digest() const { return XXH3_64bits_digest(&state_->st); }
+std::uint64_t Xxh3Stream::digest() const {
+  return XXH3_64bits_digest(&state_->st);
+}
 
 }  // namespace xfer

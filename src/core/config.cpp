@@ -2,10 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <toml++/toml.h>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "xfer/core/units.hpp"
 
@@ -66,8 +66,7 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& origi
       cfg.workers = static_cast<unsigned>(*w);
     }
     XFER_ASSIGN_OR_RETURN(cfg.chunk_size, size_field(*t, "chunk_size", origin));
-    XFER_ASSIGN_OR_RETURN(cfg.small_file_threshold,
-                          size_field(*t, "small_file_threshold", origin));
+    XFER_ASSIGN_OR_RETURN(cfg.small_file_threshold, size_field(*t, "small_file_threshold", origin));
     XFER_ASSIGN_OR_RETURN(cfg.memory, size_field(*t, "memory", origin));
     XFER_ASSIGN_OR_RETURN(cfg.bwlimit, size_field(*t, "bwlimit", origin));
     if (const toml::node* n = t->get("verify")) {

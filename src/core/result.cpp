@@ -8,32 +8,52 @@ namespace xfer {
 
 std::string_view to_string(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kOk: return "ok";
-    case ErrorCode::kNotFound: return "not found";
-    case ErrorCode::kExists: return "already exists";
-    case ErrorCode::kPermission: return "permission denied";
-    case ErrorCode::kNoSpace: return "no space left";
-    case ErrorCode::kIsDirectory: return "is a directory";
-    case ErrorCode::kNotDirectory: return "not a directory";
-    case ErrorCode::kNotEmpty: return "directory not empty";
-    case ErrorCode::kInvalidArgument: return "invalid argument";
-    case ErrorCode::kUnsupported: return "unsupported";
-    case ErrorCode::kIo: return "i/o error";
-    case ErrorCode::kChanged: return "source changed during transfer";
-    case ErrorCode::kCorrupt: return "corrupt data";
-    case ErrorCode::kCrossDevice: return "cross-device";
-    case ErrorCode::kCancelled: return "cancelled";
-    case ErrorCode::kUnavailable: return "unavailable";
-    case ErrorCode::kInternal: return "internal error";
+    case ErrorCode::kOk:
+      return "ok";
+    case ErrorCode::kNotFound:
+      return "not found";
+    case ErrorCode::kExists:
+      return "already exists";
+    case ErrorCode::kPermission:
+      return "permission denied";
+    case ErrorCode::kNoSpace:
+      return "no space left";
+    case ErrorCode::kIsDirectory:
+      return "is a directory";
+    case ErrorCode::kNotDirectory:
+      return "not a directory";
+    case ErrorCode::kNotEmpty:
+      return "directory not empty";
+    case ErrorCode::kInvalidArgument:
+      return "invalid argument";
+    case ErrorCode::kUnsupported:
+      return "unsupported";
+    case ErrorCode::kIo:
+      return "i/o error";
+    case ErrorCode::kChanged:
+      return "source changed during transfer";
+    case ErrorCode::kCorrupt:
+      return "corrupt data";
+    case ErrorCode::kCrossDevice:
+      return "cross-device";
+    case ErrorCode::kCancelled:
+      return "cancelled";
+    case ErrorCode::kUnavailable:
+      return "unavailable";
+    case ErrorCode::kInternal:
+      return "internal error";
   }
   return "unknown";
 }
 
 std::string_view to_string(RetryClass retry) {
   switch (retry) {
-    case RetryClass::kRetryCall: return "retry-call";
-    case RetryClass::kRetryFile: return "retry-file";
-    case RetryClass::kFatal: return "fatal";
+    case RetryClass::kRetryCall:
+      return "retry-call";
+    case RetryClass::kRetryFile:
+      return "retry-file";
+    case RetryClass::kFatal:
+      return "fatal";
   }
   return "unknown";
 }
@@ -65,22 +85,42 @@ Error errno_error(int err, std::string_view operation, std::string_view path) {
   e.path = std::string(path);
   e.retry = RetryClass::kFatal;
   switch (err) {
-    case ENOENT: e.code = ErrorCode::kNotFound; break;
-    case EEXIST: e.code = ErrorCode::kExists; break;
+    case ENOENT:
+      e.code = ErrorCode::kNotFound;
+      break;
+    case EEXIST:
+      e.code = ErrorCode::kExists;
+      break;
     case EACCES:
     case EPERM:
-    case EROFS: e.code = ErrorCode::kPermission; break;
+    case EROFS:
+      e.code = ErrorCode::kPermission;
+      break;
     case ENOSPC:
     case EDQUOT:
-    case EFBIG: e.code = ErrorCode::kNoSpace; break;
-    case EISDIR: e.code = ErrorCode::kIsDirectory; break;
-    case ENOTDIR: e.code = ErrorCode::kNotDirectory; break;
-    case ENOTEMPTY: e.code = ErrorCode::kNotEmpty; break;
+    case EFBIG:
+      e.code = ErrorCode::kNoSpace;
+      break;
+    case EISDIR:
+      e.code = ErrorCode::kIsDirectory;
+      break;
+    case ENOTDIR:
+      e.code = ErrorCode::kNotDirectory;
+      break;
+    case ENOTEMPTY:
+      e.code = ErrorCode::kNotEmpty;
+      break;
     case EINVAL:
     case ENAMETOOLONG:
-    case ELOOP: e.code = ErrorCode::kInvalidArgument; break;
-    case EXDEV: e.code = ErrorCode::kCrossDevice; break;
-    case EOPNOTSUPP: e.code = ErrorCode::kUnsupported; break;
+    case ELOOP:
+      e.code = ErrorCode::kInvalidArgument;
+      break;
+    case EXDEV:
+      e.code = ErrorCode::kCrossDevice;
+      break;
+    case EOPNOTSUPP:
+      e.code = ErrorCode::kUnsupported;
+      break;
     case EINTR:
     case EAGAIN:
     case ETIMEDOUT:
@@ -97,7 +137,9 @@ Error errno_error(int err, std::string_view operation, std::string_view path) {
       e.code = ErrorCode::kIo;
       e.retry = RetryClass::kRetryFile;
       break;
-    default: e.code = ErrorCode::kIo; break;
+    default:
+      e.code = ErrorCode::kIo;
+      break;
   }
   return e;
 }

@@ -28,17 +28,28 @@ Result<std::uint64_t> parse_size(std::string_view text) {
   double mult = 1;
   if (!suffix.empty()) {
     switch (std::toupper(static_cast<unsigned char>(suffix[0]))) {
-      case 'B': mult = 1; break;
-      case 'K': mult = 1024.0; break;
-      case 'M': mult = 1024.0 * 1024; break;
-      case 'G': mult = 1024.0 * 1024 * 1024; break;
-      case 'T': mult = 1024.0 * 1024 * 1024 * 1024; break;
-      default: return bad("unknown unit (use K, M, G or T)");
+      case 'B':
+        mult = 1;
+        break;
+      case 'K':
+        mult = 1024.0;
+        break;
+      case 'M':
+        mult = 1024.0 * 1024;
+        break;
+      case 'G':
+        mult = 1024.0 * 1024 * 1024;
+        break;
+      case 'T':
+        mult = 1024.0 * 1024 * 1024 * 1024;
+        break;
+      default:
+        return bad("unknown unit (use K, M, G or T)");
     }
     const char unit = static_cast<char>(std::toupper(static_cast<unsigned char>(suffix[0])));
     std::string_view tail = suffix.substr(1);
-    bool tail_ok = tail.empty() || (unit != 'B' && (tail == "B" || tail == "b" || tail == "iB" ||
-                                                     tail == "ib"));
+    bool tail_ok = tail.empty() ||
+                   (unit != 'B' && (tail == "B" || tail == "b" || tail == "iB" || tail == "ib"));
     if (!tail_ok) return bad("unknown unit (use K, M, G or T)");
   }
   double v = number * mult;

@@ -17,8 +17,8 @@ FilePlan plan_file(std::uint64_t size, const Capabilities& source, const Capabil
     // within 8..64 MiB (seed table: 4-64 MiB), rounded to 1 MiB.
     chunk = size / (static_cast<std::uint64_t>(parallelism) * 4);
     chunk = std::clamp<std::uint64_t>(chunk, 8ull << 20, 64ull << 20);
-    chunk = std::max<std::uint64_t>(chunk, std::min(source.preferred_chunk_size,
-                                                    sink.preferred_chunk_size) / 2);
+    chunk = std::max<std::uint64_t>(
+        chunk, std::min(source.preferred_chunk_size, sink.preferred_chunk_size) / 2);
     chunk = (chunk + (1ull << 20) - 1) & ~((1ull << 20) - 1);
   }
   chunk = std::max<std::uint64_t>(chunk, std::max<std::uint64_t>(sink.min_part_size, 4096));
@@ -30,9 +30,8 @@ FilePlan plan_file(std::uint64_t size, const Capabilities& source, const Capabil
   plan.strategy = chunks > 1 ? Strategy::kChunked : Strategy::kWhole;
   plan.chunk_size = chunk;
   plan.chunks = chunks;
-  plan.parallelism = std::max(1u, std::min<unsigned>(parallelism,
-                                                     std::min(source.max_concurrency,
-                                                              sink.max_concurrency)));
+  plan.parallelism = std::max(
+      1u, std::min<unsigned>(parallelism, std::min(source.max_concurrency, sink.max_concurrency)));
   return plan;
 }
 

@@ -16,7 +16,7 @@ struct FilePlan {
   Strategy strategy = Strategy::kWhole;
   std::uint64_t chunk_size = 0;  // kChunked only
   std::uint64_t chunks = 1;
-  unsigned parallelism = 1;      // chunks of this file in flight at once
+  unsigned parallelism = 1;  // chunks of this file in flight at once
 };
 
 FilePlan plan_file(std::uint64_t size, const Capabilities& source, const Capabilities& sink,

@@ -87,8 +87,8 @@ class Engine {
   void run_chunk(WorkItem item);
   void finalize_chunked(std::shared_ptr<ChunkedFile> file);
   Status start_chunked(const std::shared_ptr<ChunkedFile>& file);
-  Status copy_range(Source& source, Sink& sink, std::uint64_t begin, std::uint64_t end,
-                    bool sparse, std::uint64_t* hashes, std::atomic<std::uint64_t>* counted);
+  Status copy_range(Source& source, Sink& sink, std::uint64_t begin, std::uint64_t end, bool sparse,
+                    std::uint64_t* hashes, std::atomic<std::uint64_t>* counted);
   Status verify_pieces(Sink& sink, std::uint64_t size, const std::uint64_t* hashes);
 
   void report(Error e);
@@ -129,8 +129,8 @@ void Engine::backoff(unsigned attempt) {
   auto delay = retry_.backoff(attempt);
   auto until = Clock::now() + delay;
   while (Clock::now() < until && !cancelled()) {
-    std::this_thread::sleep_for(std::min<Clock::duration>(until - Clock::now(),
-                                                          std::chrono::milliseconds(20)));
+    std::this_thread::sleep_for(
+        std::min<Clock::duration>(until - Clock::now(), std::chrono::milliseconds(20)));
   }
 }
 
@@ -205,8 +205,8 @@ Status Engine::resolve_roots() {
     root.destination = dst;
     root.source_path = src_url->path;
     root.source_attrs = *attrs;
-    root.destination_path = into_dir ? join_path(dst_url.path, base_name(src_url->path))
-                                     : dst_url.path;
+    root.destination_path =
+        into_dir ? join_path(dst_url.path, base_name(src_url->path)) : dst_url.path;
     if (into_dir && base_name(src_url->path).empty()) {
       fail(make_error(ErrorCode::kInvalidArgument, "transfer", src_url->path,
                       "cannot copy the root directory into a directory by name"));
@@ -223,8 +223,7 @@ Status Engine::resolve_roots() {
                           "source and destination are the same file"));
           continue;
         }
-        if (attrs->type == EntryType::kDirectory &&
-            ds.compare(0, ss.size() + 1, ss + "/") == 0) {
+        if (attrs->type == EntryType::kDirectory && ds.compare(0, ss.size() + 1, ss + "/") == 0) {
           fail(make_error(ErrorCode::kInvalidArgument, "transfer", root.destination_path,
                           "destination is inside the source " + root.source_path));
           continue;
@@ -262,8 +261,8 @@ void Engine::scan() {
       continue;
     }
     counters_.files_total.fetch_add(1, std::memory_order_relaxed);
-    if (!scheduler_.push_file({i, root.source_path, root.destination_path,
-                               root.source_attrs.type})) {
+    if (!scheduler_.push_file(
+            {i, root.source_path, root.destination_path, root.source_attrs.type})) {
       break;
     }
   }
@@ -314,7 +313,9 @@ void Engine::scan_tree(std::size_t root_index) {
       std::string src = join_path(dir.source, e.name);
       std::string dst = join_path(dir.destination, e.name);
       switch (e.type) {
-        case EntryType::kDirectory: subdirs.push_back({std::move(src), std::move(dst)}); break;
+        case EntryType::kDirectory:
+          subdirs.push_back({std::move(src), std::move(dst)});
+          break;
         case EntryType::kFile:
         case EntryType::kSymlink:
           counters_.files_total.fetch_add(1, std::memory_order_relaxed);
@@ -344,9 +345,14 @@ void Engine::worker_loop() {
   for (;;) {
     WorkItem item = scheduler_.next();
     switch (item.kind) {
-      case WorkItem::Kind::kDone: return;
-      case WorkItem::Kind::kFile: process_file(std::move(item.file)); break;
-      case WorkItem::Kind::kChunk: run_chunk(std::move(item)); break;
+      case WorkItem::Kind::kDone:
+        return;
+      case WorkItem::Kind::kFile:
+        process_file(std::move(item.file));
+        break;
+      case WorkItem::Kind::kChunk:
+        run_chunk(std::move(item));
+        break;
     }
   }
 }
@@ -368,8 +374,8 @@ void Engine::process_symlink(const FileTask& task) {
   if (!root.destination->capabilities().symlinks) {
     counters_.files_skipped.fetch_add(1, std::memory_order_relaxed);
     if (observer_ != nullptr) {
-      observer_->on_warning(fmt::format("skipping symlink {}: destination cannot store symlinks",
-                                        task.source));
+      observer_->on_warning(
+          fmt::format("skipping symlink {}: destination cannot store symlinks", task.source));
     }
     return;
   }
@@ -415,8 +421,8 @@ void Engine::process_file(FileTask task) {
       counters_.files_done.fetch_add(1, std::memory_order_relaxed);
       return;
     }
-    FilePlan plan = plan_file(size, root.source->capabilities(),
-                              root.destination->capabilities(), opt_);
+    FilePlan plan =
+        plan_file(size, root.source->capabilities(), root.destination->capabilities(), opt_);
     if (plan.strategy == Strategy::kChunked) {
       auto file = std::make_shared<ChunkedFile>();
       file->task = std::move(task);
@@ -550,7 +556,8 @@ void Engine::run_chunk(WorkItem item) {
 // The fence: runs once per attempt, after every chunk of the file returned.
 void Engine::finalize_chunked(std::shared_ptr<ChunkedFile> file) {
   std::optional<Error> failure = file->failure;
-  if (!failure && cancelled()) failure = make_error(ErrorCode::kCancelled, "copy", file->task.source);
+  if (!failure && cancelled())
+    failure = make_error(ErrorCode::kCancelled, "copy", file->task.source);
   if (!failure) {
     Status s = file->source->check_unchanged();
     if (s.ok() && opt_.verify) s = verify_pieces(*file->sink, file->size, file->piece_hashes.get());
@@ -581,8 +588,8 @@ void Engine::finalize_chunked(std::shared_ptr<ChunkedFile> file) {
       FilePlan plan = plan_file(file->size, root.source->capabilities(),
                                 root.destination->capabilities(), opt_);
       file->chunk_size = std::max<std::uint64_t>(plan.chunk_size, 1);
-      file->chunks = std::max<std::uint64_t>((file->size + file->chunk_size - 1) /
-                                                 file->chunk_size, 1);
+      file->chunks =
+          std::max<std::uint64_t>((file->size + file->chunk_size - 1) / file->chunk_size, 1);
       Status started = start_chunked(file);
       if (started.ok()) {
         auto first = scheduler_.requeue_chunked(file);
@@ -602,8 +609,7 @@ void Engine::finalize_chunked(std::shared_ptr<ChunkedFile> file) {
 // io_size go through a pooled buffer (or copy_file_range when allowed);
 // `hashes[i]` receives the XXH3 of piece i (offset / io_size) for --verify.
 Status Engine::copy_range(Source& source, Sink& sink, std::uint64_t begin, std::uint64_t end,
-                          bool sparse, std::uint64_t* hashes,
-                          std::atomic<std::uint64_t>* counted) {
+                          bool sparse, std::uint64_t* hashes, std::atomic<std::uint64_t>* counted) {
   const std::uint64_t io = opt_.io_size;
   std::uint64_t pos = begin;
   if (zero_copy_.load(std::memory_order_relaxed) && !sparse && hashes == nullptr) {
@@ -661,7 +667,8 @@ Status Engine::verify_pieces(Sink& sink, std::uint64_t size, const std::uint64_t
   const std::uint64_t io = opt_.io_size;
   for (std::uint64_t pos = 0; pos < size; pos += io) {
     std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(io, size - pos));
-    XFER_ASSIGN_OR_RETURN(std::size_t got, sink.read_back(Offset{pos}, buf.writable().subspan(0, n)));
+    XFER_ASSIGN_OR_RETURN(std::size_t got,
+                          sink.read_back(Offset{pos}, buf.writable().subspan(0, n)));
     if (got != n || xxh3_64({buf.data(), n}) != hashes[pos / io]) {
       return make_error(ErrorCode::kCorrupt, "verify", "",
                         fmt::format("destination differs from source at offset {}", pos),

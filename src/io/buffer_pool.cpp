@@ -5,7 +5,9 @@
 
 namespace xfer {
 
-Buffer::~Buffer() { release(); }
+Buffer::~Buffer() {
+  release();
+}
 
 Buffer::Buffer(Buffer&& other) noexcept
     : pool_(other.pool_), data_(other.data_), capacity_(other.capacity_), size_(other.size_) {
@@ -36,8 +38,7 @@ void Buffer::release() {
 }
 
 BufferPool::BufferPool(MemoryGovernor& governor, std::size_t buffer_size)
-    : governor_(governor),
-      buffer_size_((buffer_size + kAlignment - 1) / kAlignment * kAlignment) {}
+    : governor_(governor), buffer_size_((buffer_size + kAlignment - 1) / kAlignment * kAlignment) {}
 
 BufferPool::~BufferPool() {
   for (std::byte* p : free_) std::free(p);

@@ -33,7 +33,8 @@ bool RateLimiter::acquire(std::uint64_t bytes, const std::atomic<bool>* cancel) 
     if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) return false;
     auto now = Clock::now();
     if (now >= until) return true;
-    std::this_thread::sleep_for(std::min<Clock::duration>(until - now, std::chrono::milliseconds(20)));
+    std::this_thread::sleep_for(
+        std::min<Clock::duration>(until - now, std::chrono::milliseconds(20)));
   }
 }
 

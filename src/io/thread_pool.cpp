@@ -8,7 +8,9 @@ ThreadPool::ThreadPool(std::size_t threads, std::size_t queue_capacity) : queue_
   for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
 }
 
-ThreadPool::~ThreadPool() { shutdown(); }
+ThreadPool::~ThreadPool() {
+  shutdown();
+}
 
 bool ThreadPool::submit(std::function<void()> task) {
   {

@@ -23,7 +23,8 @@ ProgressSnapshot ProgressMeter::sample() {
   double dt = std::chrono::duration<double>(now - last_).count();
   if (dt > 0.05) {
     double inst = static_cast<double>(s.bytes_done - std::min(s.bytes_done, last_bytes_)) / dt;
-    double inst_files = static_cast<double>(s.files_done - std::min(s.files_done, last_files_)) / dt;
+    double inst_files =
+        static_cast<double>(s.files_done - std::min(s.files_done, last_files_)) / dt;
     // Exponential smoothing with a ~2 s horizon; the first sample seeds it.
     double alpha = std::min(1.0, dt / 2.0);
     rate_ = primed_ ? rate_ + alpha * (inst - rate_) : inst;
@@ -40,11 +41,14 @@ ProgressSnapshot ProgressMeter::sample() {
     bool sizes_known = rd(counters_.files_opened) + rd(counters_.files_skipped) >= s.files_total;
     if (sizes_known && s.bytes_total > 0) {
       s.percent = 100.0 * static_cast<double>(s.bytes_done) / static_cast<double>(s.bytes_total);
-      if (rate_ > 0) s.eta_s = static_cast<double>(s.bytes_total - std::min(s.bytes_total, s.bytes_done)) / rate_;
+      if (rate_ > 0)
+        s.eta_s =
+            static_cast<double>(s.bytes_total - std::min(s.bytes_total, s.bytes_done)) / rate_;
     } else {
       s.percent = 100.0 * static_cast<double>(s.files_done) / static_cast<double>(s.files_total);
       if (files_rate_ > 0) {
-        s.eta_s = static_cast<double>(s.files_total - std::min(s.files_total, s.files_done)) / files_rate_;
+        s.eta_s = static_cast<double>(s.files_total - std::min(s.files_total, s.files_done)) /
+                  files_rate_;
       }
     }
     s.percent = std::clamp(s.percent, 0.0, 100.0);

@@ -16,12 +16,12 @@ namespace {
 
 using namespace std::chrono_literals;
 
-#define EXPECT_EXIT_CODE(res, code) \
-  EXPECT_EQ((res).exit_code, (code)) << (res).describe()
-#define ASSERT_EXIT_CODE(res, code) \
-  ASSERT_EQ((res).exit_code, (code)) << (res).describe()
+#define EXPECT_EXIT_CODE(res, code) EXPECT_EQ((res).exit_code, (code)) << (res).describe()
+#define ASSERT_EXIT_CODE(res, code) ASSERT_EQ((res).exit_code, (code)) << (res).describe()
 
-std::string S(const fs::path& p) { return p.string(); }
+std::string S(const fs::path& p) {
+  return p.string();
+}
 
 std::set<std::string> line_set(const std::string& out) {
   auto v = split_lines(out);
@@ -65,8 +65,7 @@ class List : public XferTest {
 TEST_F(List, NamesOnePerLineDirectoriesWithSlash) {
   auto r = run_xfer({"ls", S(d_)});
   ASSERT_EXIT_CODE(r, 0);
-  EXPECT_EQ(line_set(r.out),
-            (std::set<std::string>{"a.txt", "b.bin", "link", "sub/"}))
+  EXPECT_EQ(line_set(r.out), (std::set<std::string>{"a.txt", "b.bin", "link", "sub/"}))
       << r.describe();
   EXPECT_EQ(split_lines(r.out).size(), 4u) << r.describe();
 }
@@ -74,8 +73,7 @@ TEST_F(List, NamesOnePerLineDirectoriesWithSlash) {
 TEST_F(List, ListCommandNameWorksToo) {
   auto r = run_xfer({"list", S(d_ / "sub")});
   ASSERT_EXIT_CODE(r, 0);
-  EXPECT_EQ(line_set(r.out), (std::set<std::string>{"deeper/", "inner.txt"}))
-      << r.describe();
+  EXPECT_EQ(line_set(r.out), (std::set<std::string>{"deeper/", "inner.txt"})) << r.describe();
 }
 
 TEST_F(List, EmptyDirectoryPrintsNothing) {
@@ -92,8 +90,7 @@ TEST_F(List, LongFormat) {
   ASSERT_EQ(lines.size(), 4u) << r.describe();
   bool found_a = false;
   for (const auto& line : lines) {
-    EXPECT_GE(tokens(line).size(), 4u)
-        << "expected 'mode size mtime name': " << line;
+    EXPECT_GE(tokens(line).size(), 4u) << "expected 'mode size mtime name': " << line;
     auto t = tokens(line);
     if (!t.empty() && t.back() == "a.txt" && line.find("->") == std::string::npos) {
       found_a = true;
@@ -110,8 +107,7 @@ TEST_F(List, Recursive) {
   auto r = run_xfer({"ls", "-R", S(d_)});
   ASSERT_EXIT_CODE(r, 0);
   EXPECT_EQ(line_set(r.out),
-            (std::set<std::string>{"a.txt", "b.bin", "link", "sub/",
-                                   "sub/inner.txt", "sub/deeper/",
+            (std::set<std::string>{"a.txt", "b.bin", "link", "sub/", "sub/inner.txt", "sub/deeper/",
                                    "sub/deeper/x"}))
       << r.describe();
 }
@@ -123,8 +119,7 @@ TEST_F(List, RecursiveDoesNotFollowSymlinkedDirectories) {
   ASSERT_EQ(::symlink(outside.c_str(), (d_ / "sub" / "to_outside").c_str()), 0);
   auto r = run_xfer({"ls", "-R", S(d_)}, 30s);
   ASSERT_EXIT_CODE(r, 0);
-  EXPECT_EQ(r.out.find("should_not_be_listed"), std::string::npos)
-      << r.describe();
+  EXPECT_EQ(r.out.find("should_not_be_listed"), std::string::npos) << r.describe();
 }
 
 TEST_F(List, Json) {
@@ -137,17 +132,15 @@ TEST_F(List, Json) {
     EXPECT_TRUE(is_json_object(line, &why)) << why << ": " << line;
   }
   for (const char* name : {"\"a.txt\"", "\"b.bin\"", "\"link\"", "\"sub"})
-    EXPECT_NE(r.out.find(name), std::string::npos)
-        << "missing " << name << "\n" << r.describe();
-  EXPECT_NE(r.out.find("12345"), std::string::npos)
-      << "size of a.txt missing\n" << r.describe();
+    EXPECT_NE(r.out.find(name), std::string::npos) << "missing " << name << "\n" << r.describe();
+  EXPECT_NE(r.out.find("12345"), std::string::npos) << "size of a.txt missing\n" << r.describe();
 }
 
 TEST_F(List, JsonEscapesUnusualNames) {
   fs::path w = tmp() / "weird";
   fs::create_directory(w);
   const std::vector<std::string> names = {"new\nline", "quote\"d", "back\\slash",
-                                          "tab\tx", "日本語", "ctrl\x01"};
+                                          "tab\tx",    "日本語",   "ctrl\x01"};
   for (const auto& n : names) write_file(w / n, "x");
   auto r = run_xfer({"ls", "--json", S(w)});
   ASSERT_EXIT_CODE(r, 0);
@@ -193,15 +186,16 @@ TEST_F(Stat, RegularFile) {
   auto r = run_xfer({"stat", S(f)});
   ASSERT_EXIT_CODE(r, 0);
   EXPECT_NE(r.out.find("4321"), std::string::npos) << "size\n" << r.describe();
-  EXPECT_TRUE(icontains(r.out, "file") || icontains(r.out, "regular"))
-      << "type\n" << r.describe();
+  EXPECT_TRUE(icontains(r.out, "file") || icontains(r.out, "regular")) << "type\n" << r.describe();
   EXPECT_TRUE(r.out.find("640") != std::string::npos ||
               r.out.find("rw-r-----") != std::string::npos)
-      << "mode\n" << r.describe();
+      << "mode\n"
+      << r.describe();
   // The mtime in some form: epoch seconds or a 2020 date.
   EXPECT_TRUE(r.out.find("1600000000") != std::string::npos ||
               r.out.find("2020") != std::string::npos)
-      << "mtime\n" << r.describe();
+      << "mtime\n"
+      << r.describe();
 }
 
 TEST_F(Stat, DirectoryAndSymlink) {
@@ -211,8 +205,8 @@ TEST_F(Stat, DirectoryAndSymlink) {
   ASSERT_EXIT_CODE(r, 0);
   EXPECT_TRUE(icontains(r.out, "dir")) << r.describe();
   EXPECT_TRUE(icontains(r.out, "link")) << r.describe();
-  EXPECT_NE(r.out.find("some/target/path"), std::string::npos)
-      << "symlink target\n" << r.describe();
+  EXPECT_NE(r.out.find("some/target/path"), std::string::npos) << "symlink target\n"
+                                                               << r.describe();
 }
 
 TEST_F(Stat, Json) {
@@ -225,8 +219,7 @@ TEST_F(Stat, Json) {
   std::string why;
   bool whole = is_json_object(out, &why);
   bool per_line = true;
-  for (const auto& line : split_lines(r.out))
-    per_line = per_line && is_json_object(line);
+  for (const auto& line : split_lines(r.out)) per_line = per_line && is_json_object(line);
   EXPECT_TRUE(whole || per_line) << "not JSON (" << why << ")\n" << r.describe();
   EXPECT_NE(r.out.find("777"), std::string::npos) << r.describe();
 }
@@ -418,8 +411,7 @@ TEST_F(Move, FileAcrossDevices) {
   struct stat s1, s2;
   ASSERT_EQ(::stat(shm.c_str(), &s1), 0);
   ASSERT_EQ(::stat(tmp().c_str(), &s2), 0);
-  if (s1.st_dev == s2.st_dev)
-    GTEST_SKIP() << "/dev/shm and " << tmp() << " are on the same device";
+  if (s1.st_dev == s2.st_dev) GTEST_SKIP() << "/dev/shm and " << tmp() << " are on the same device";
 
   std::mt19937_64 rng(301);
   const std::string content = random_bytes(rng, (3 << 20) + 5);

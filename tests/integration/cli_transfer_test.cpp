@@ -21,16 +21,15 @@ using namespace std::chrono_literals;
 
 class Transfer : public XferTest {};
 
-#define EXPECT_EXIT_CODE(res, code) \
-  EXPECT_EQ((res).exit_code, (code)) << (res).describe()
-#define ASSERT_EXIT_CODE(res, code) \
-  ASSERT_EQ((res).exit_code, (code)) << (res).describe()
+#define EXPECT_EXIT_CODE(res, code) EXPECT_EQ((res).exit_code, (code)) << (res).describe()
+#define ASSERT_EXIT_CODE(res, code) ASSERT_EQ((res).exit_code, (code)) << (res).describe()
 
-std::string S(const fs::path& p) { return p.string(); }
+std::string S(const fs::path& p) {
+  return p.string();
+}
 
 // Writes `size` seeded random bytes to p in 8 MiB pieces.
-void write_random_file(const fs::path& p, std::uint64_t seed,
-                       std::uint64_t size) {
+void write_random_file(const fs::path& p, std::uint64_t seed, std::uint64_t size) {
   std::mt19937_64 rng(seed);
   int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   ASSERT_GE(fd, 0) << p << ": " << std::strerror(errno);
@@ -127,15 +126,13 @@ TEST_F(Transfer, ChunkBoundarySizes) {
   fs::path src = tmp() / "src";
   fs::create_directory(src);
   const std::size_t K = 64 * 1024;
-  const std::size_t sizes[] = {1, 4095, 4096, 4097, K - 1, K, K + 1,
-                               3 * K, 3 * K + 1, 16 * K - 1};
+  const std::size_t sizes[] = {1, 4095, 4096, 4097, K - 1, K, K + 1, 3 * K, 3 * K + 1, 16 * K - 1};
   std::mt19937_64 rng(15);
-  for (std::size_t s : sizes)
-    write_file(src / ("size_" + std::to_string(s)), random_bytes(rng, s));
+  for (std::size_t s : sizes) write_file(src / ("size_" + std::to_string(s)), random_bytes(rng, s));
   stamp_mtimes(src, 15);
 
-  auto r = run_xfer({"cp", "-r", "--chunk-size", "64K", "--workers", "3",
-                     "--memory", "8M", S(src), S(tmp() / "dst")});
+  auto r = run_xfer({"cp", "-r", "--chunk-size", "64K", "--workers", "3", "--memory", "8M", S(src),
+                     S(tmp() / "dst")});
   ASSERT_EXIT_CODE(r, 0);
   EXPECT_TRUE(compare_trees(src, tmp() / "dst"));
 }
@@ -146,9 +143,8 @@ TEST_F(Transfer, FlagsWithSizeSuffixesAccepted) {
   spec.files = 30;
   spec.max_size = 300000;
   generate_tree(tmp() / "src", spec);
-  auto r = run_xfer({"cp", "-r", "--workers", "2", "--chunk-size", "1M",
-                     "--memory", "64M", "--bwlimit", "1G", "--no-progress",
-                     S(tmp() / "src"), S(tmp() / "dst")});
+  auto r = run_xfer({"cp", "-r", "--workers", "2", "--chunk-size", "1M", "--memory", "64M",
+                     "--bwlimit", "1G", "--no-progress", S(tmp() / "src"), S(tmp() / "dst")});
   ASSERT_EXIT_CODE(r, 0);
   EXPECT_TRUE(compare_trees(tmp() / "src", tmp() / "dst"));
 }
@@ -170,10 +166,8 @@ TEST_F(Transfer, DirectIoWithUnalignedSizes) {
   fs::path src = tmp() / "src";
   fs::create_directory(src);
   std::mt19937_64 rng(18);
-  const std::size_t sizes[] = {0, 1, 511, 4095, 4097, (1u << 20) + 3,
-                               (5u << 20) + 4096 + 7};
-  for (std::size_t s : sizes)
-    write_file(src / ("f" + std::to_string(s)), random_bytes(rng, s));
+  const std::size_t sizes[] = {0, 1, 511, 4095, 4097, (1u << 20) + 3, (5u << 20) + 4096 + 7};
+  for (std::size_t s : sizes) write_file(src / ("f" + std::to_string(s)), random_bytes(rng, s));
   stamp_mtimes(src, 18);
   auto r = run_xfer({"cp", "-r", "--direct", S(src), S(tmp() / "dst")});
   ASSERT_EXIT_CODE(r, 0);
@@ -198,7 +192,8 @@ TEST_F(Transfer, SummaryLineOnStderr) {
   // docs/cli.md: "(S bytes)": the byte count, in bytes.
   const std::string bytes = "(" + std::to_string(total) + " bytes)";
   EXPECT_NE(r.err.find(bytes), std::string::npos)
-      << "expected '" << bytes << "' in the summary line\n" << r.describe();
+      << "expected '" << bytes << "' in the summary line\n"
+      << r.describe();
   EXPECT_NE(r.err.find("0 errors"), std::string::npos) << r.describe();
 }
 
@@ -219,11 +214,10 @@ TEST_F(Transfer, SparseFile3GiB) {
                                      kSize - 4096 - 5000,
                                      kSize - 333};
     for (std::uint64_t off : offsets) {
-      std::size_t len = static_cast<std::size_t>(
-          std::min<std::uint64_t>(200000 + rng() % 100000, kSize - off));
+      std::size_t len =
+          static_cast<std::size_t>(std::min<std::uint64_t>(200000 + rng() % 100000, kSize - off));
       std::string data = random_bytes(rng, len);
-      ASSERT_EQ(::pwrite(fd, data.data(), len, static_cast<off_t>(off)),
-                static_cast<ssize_t>(len));
+      ASSERT_EQ(::pwrite(fd, data.data(), len, static_cast<off_t>(off)), static_cast<ssize_t>(len));
     }
     ::close(fd);
   }
@@ -243,8 +237,8 @@ TEST_F(Transfer, SparseFile3GiB) {
   struct stat st;
   ASSERT_EQ(::stat(dst.c_str(), &st), 0);
   RecordProperty("dst_allocated_bytes", std::to_string(st.st_blocks * 512));
-  std::printf("[info] sparse copy took %.2f s, destination allocates %lld bytes\n",
-              r.seconds, static_cast<long long>(st.st_blocks) * 512);
+  std::printf("[info] sparse copy took %.2f s, destination allocates %lld bytes\n", r.seconds,
+              static_cast<long long>(st.st_blocks) * 512);
 }
 
 TEST_F(Transfer, TwentyThousandTinyFiles) {
@@ -518,8 +512,7 @@ TEST_F(TransferTree, SeveralSourcesIntoMissingDirectory) {
   write_file(tmp() / "loose.txt", "loose file");
   set_mtime(tmp() / "loose.txt", 1300000000, 7);
   fs::path dst = tmp() / "multi";
-  auto r = run_xfer(
-      {"cp", "-r", S(tmp() / "src"), S(tmp() / "loose.txt"), S(dst)});
+  auto r = run_xfer({"cp", "-r", S(tmp() / "src"), S(tmp() / "loose.txt"), S(dst)});
   ASSERT_EXIT_CODE(r, 0);
   EXPECT_TRUE(compare_trees(tmp() / "src", dst / "src"));
   EXPECT_TRUE(compare_trees(tmp() / "loose.txt", dst / "loose.txt"));
@@ -569,8 +562,8 @@ TEST_F(Transfer, MissingSourceFails) {
   auto r = run_xfer({"cp", S(missing), S(dst)});
   EXPECT_EXIT_CODE(r, 1);
   EXPECT_TRUE(icontains(r.err, "no such file")) << r.describe();
-  EXPECT_NE(r.err.find("no_such_thing"), std::string::npos)
-      << "the error should name the path\n" << r.describe();
+  EXPECT_NE(r.err.find("no_such_thing"), std::string::npos) << "the error should name the path\n"
+                                                            << r.describe();
   EXPECT_FALSE(lexists(dst));
 
   // Same with -r and an existing destination directory: nothing created.
@@ -594,8 +587,7 @@ TEST_F(Transfer, OneMissingSourceAmongSeveralIsPartialFailure) {
   write_file(tmp() / "present.txt", "here");
   fs::path dst = tmp() / "out";
   fs::create_directory(dst);
-  auto r = run_xfer({"cp", S(tmp() / "present.txt"), S(tmp() / "absent.txt"),
-                     S(dst)});
+  auto r = run_xfer({"cp", S(tmp() / "present.txt"), S(tmp() / "absent.txt"), S(dst)});
   // Exit code 3: some files were copied, some failed.
   EXPECT_EXIT_CODE(r, 3);
   EXPECT_TRUE(icontains(r.err, "no such file")) << r.describe();
@@ -699,19 +691,16 @@ TEST_F(Transfer, DiskFullLeavesNoFile) {
   EXPECT_NE(r.exit_code, 0) << r.describe();
   EXPECT_EXIT_CODE(r, 1);  // nothing could be done
   EXPECT_TRUE(icontains(r.err, "No space left")) << r.describe();
-  EXPECT_FALSE(lexists(*mnt / "big.bin"))
-      << "a partial file was left under the final name";
+  EXPECT_FALSE(lexists(*mnt / "big.bin")) << "a partial file was left under the final name";
   auto left = list_relative(*mnt);
-  EXPECT_TRUE(left.empty()) << "left behind in the destination: "
-                            << testing::PrintToString(left);
+  EXPECT_TRUE(left.empty()) << "left behind in the destination: " << testing::PrintToString(left);
 
   // Same with an explicit destination file name.
   auto r2 = run_xfer({"cp", S(src), S(*mnt / "named.bin")});
   EXPECT_EXIT_CODE(r2, 1);
   EXPECT_TRUE(icontains(r2.err, "No space left")) << r2.describe();
   auto left2 = list_relative(*mnt);
-  EXPECT_TRUE(left2.empty()) << "left behind in the destination: "
-                             << testing::PrintToString(left2);
+  EXPECT_TRUE(left2.empty()) << "left behind in the destination: " << testing::PrintToString(left2);
 }
 
 TEST_F(Transfer, DiskFullWithSparseSourceLeavesNoFile) {
@@ -727,16 +716,14 @@ TEST_F(Transfer, DiskFullWithSparseSourceLeavesNoFile) {
     std::mt19937_64 rng(55);
     const std::string block = random_bytes(rng, 1 << 20);
     for (off_t off = 0; off < (40 << 20); off += 2 << 20)  // 20 MiB of data
-      ASSERT_EQ(::pwrite(fd, block.data(), block.size(), off),
-                static_cast<ssize_t>(block.size()));
+      ASSERT_EQ(::pwrite(fd, block.data(), block.size(), off), static_cast<ssize_t>(block.size()));
     ::close(fd);
   }
   auto r = run_xfer({"cp", S(src), S(*mnt)});
   EXPECT_EXIT_CODE(r, 1);
   EXPECT_TRUE(icontains(r.err, "No space left")) << r.describe();
   auto left = list_relative(*mnt);
-  EXPECT_TRUE(left.empty()) << "left behind in the destination: "
-                            << testing::PrintToString(left);
+  EXPECT_TRUE(left.empty()) << "left behind in the destination: " << testing::PrintToString(left);
 }
 
 TEST_F(Transfer, DiskFullReplacingExistingFileKeepsOldContent) {
@@ -831,7 +818,8 @@ TEST_F(TransferTree, DryRunCreatesNothing) {
   EXPECT_FALSE(lexists(tmp() / "new"));
   EXPECT_TRUE(r.out.find("f00000.bin") != std::string::npos ||
               r.err.find("f00000.bin") != std::string::npos)
-      << "--dry-run should print what would be copied\n" << r.describe();
+      << "--dry-run should print what would be copied\n"
+      << r.describe();
 
   // Existing destination directory stays empty.
   fs::path existing = tmp() / "existing";
@@ -875,13 +863,11 @@ void expect_json_lines(const RunResult& r) {
   for (std::size_t i = 0; i < lines.size(); ++i) {
     std::string why;
     EXPECT_TRUE(is_json_object(lines[i], &why))
-        << "stdout line " << i + 1 << " is not a JSON object (" << why
-        << "): " << lines[i];
+        << "stdout line " << i + 1 << " is not a JSON object (" << why << "): " << lines[i];
   }
   EXPECT_NE(lines.back().find("\"event\":\"summary\""), std::string::npos)
       << "last line is not the summary: " << lines.back();
-  EXPECT_FALSE(r.out.empty() || r.out.back() != '\n')
-      << "stdout does not end with a newline";
+  EXPECT_FALSE(r.out.empty() || r.out.back() != '\n') << "stdout does not end with a newline";
 }
 
 TEST_F(TransferTree, JsonOutput) {
@@ -893,13 +879,11 @@ TEST_F(TransferTree, JsonOutput) {
   const std::string& last = lines.back();
   // The tree holds spec_.files regular files and spec_.symlinks symlinks;
   // counting the symlinks as files is acceptable.
-  EXPECT_TRUE(
-      last.find("\"files\":" + std::to_string(spec_.files) + ",") !=
-          std::string::npos ||
-      last.find("\"files\":" + std::to_string(spec_.files + spec_.symlinks) +
-                ",") != std::string::npos)
-      << "summary should count " << spec_.files << " files (+"
-      << spec_.symlinks << " symlinks): " << last;
+  EXPECT_TRUE(last.find("\"files\":" + std::to_string(spec_.files) + ",") != std::string::npos ||
+              last.find("\"files\":" + std::to_string(spec_.files + spec_.symlinks) + ",") !=
+                  std::string::npos)
+      << "summary should count " << spec_.files << " files (+" << spec_.symlinks
+      << " symlinks): " << last;
   EXPECT_NE(last.find("\"errors\":0"), std::string::npos) << last;
   EXPECT_TRUE(compare_trees(tmp() / "src", tmp() / "dst"));
 }
@@ -946,10 +930,10 @@ TEST_F(Transfer, SourceGrowingDuringCopy) {
   }
   stop = true;
   appender.join();
-  std::printf("[info] exit %d after %.2f s, %llu bytes appended during the run; "
-              "stderr: %s\n",
-              r.exit_code, r.seconds,
-              static_cast<unsigned long long>(appended.load()), r.err.c_str());
+  std::printf(
+      "[info] exit %d after %.2f s, %llu bytes appended during the run; "
+      "stderr: %s\n",
+      r.exit_code, r.seconds, static_cast<unsigned long long>(appended.load()), r.err.c_str());
 
   ASSERT_FALSE(r.timed_out) << r.describe();
   ASSERT_GE(r.exit_code, 0) << r.describe();
@@ -959,14 +943,12 @@ TEST_F(Transfer, SourceGrowingDuringCopy) {
         << "silently truncated copy: exit 0 but the destination is shorter "
            "than the source was when the copy started\n"
         << r.describe();
-    EXPECT_TRUE(is_prefix_of(dst, src))
-        << "destination is not a consistent snapshot of the source";
+    EXPECT_TRUE(is_prefix_of(dst, src)) << "destination is not a consistent snapshot of the source";
   } else {
-    EXPECT_NE(r.err.find("growing.bin"), std::string::npos)
-        << "a failure must name the path\n" << r.describe();
+    EXPECT_NE(r.err.find("growing.bin"), std::string::npos) << "a failure must name the path\n"
+                                                            << r.describe();
     if (lexists(dst)) {
-      EXPECT_GE(lsize(dst), initial)
-          << "a truncated file was left under the final name";
+      EXPECT_GE(lsize(dst), initial) << "a truncated file was left under the final name";
       EXPECT_TRUE(is_prefix_of(dst, src));
     }
   }
@@ -982,32 +964,30 @@ TEST_F(Transfer, SourceShrinkingDuringCopy) {
   write_random_file(src, 72, initial);
   fs::path dst = tmp() / "shrinking.copy";
   std::thread truncator;
-  auto r = run_xfer({"cp", "--bwlimit", "32M", S(src), S(dst)}, 60s,
-                    [&](pid_t) {
-                      truncator = std::thread([&] {
-                        std::this_thread::sleep_for(700ms);
-                        ::truncate(src.c_str(), static_cast<off_t>(truncated));
-                      });
-                    });
+  auto r = run_xfer({"cp", "--bwlimit", "32M", S(src), S(dst)}, 60s, [&](pid_t) {
+    truncator = std::thread([&] {
+      std::this_thread::sleep_for(700ms);
+      ::truncate(src.c_str(), static_cast<off_t>(truncated));
+    });
+  });
   if (truncator.joinable()) truncator.join();
-  std::printf("[info] exit %d after %.2f s; stderr: %s\n", r.exit_code, r.seconds,
-              r.err.c_str());
+  std::printf("[info] exit %d after %.2f s; stderr: %s\n", r.exit_code, r.seconds, r.err.c_str());
   ASSERT_FALSE(r.timed_out) << r.describe();
   if (r.exit_code == 0) {
     ASSERT_TRUE(lexists(dst));
     const std::uint64_t got = lsize(dst);
     EXPECT_TRUE(got == initial || got == truncated)
         << "exit 0 but the destination has " << got << " bytes, neither the "
-        << "size before (" << initial << ") nor after (" << truncated
-        << ") the truncation\n" << r.describe();
+        << "size before (" << initial << ") nor after (" << truncated << ") the truncation\n"
+        << r.describe();
     if (got <= lsize(src)) {
       EXPECT_TRUE(files_equal(dst, src));
     } else {
       EXPECT_TRUE(is_prefix_of(src, dst));
     }
   } else {
-    EXPECT_NE(r.err.find("shrinking.bin"), std::string::npos)
-        << "a failure must name the path\n" << r.describe();
+    EXPECT_NE(r.err.find("shrinking.bin"), std::string::npos) << "a failure must name the path\n"
+                                                              << r.describe();
     EXPECT_FALSE(lexists(dst) && lsize(dst) != truncated && lsize(dst) != initial)
         << "a partial file was left under the final name";
   }
@@ -1039,8 +1019,7 @@ TEST_F(Transfer, InterruptLeavesNoPartialFile) {
   for (int sig : {SIGINT, SIGTERM}) {
     SCOPED_TRACE(sig == SIGINT ? "SIGINT" : "SIGTERM");
     fs::path dst = tmp() / "slow.copy";
-    auto r = run_and_signal({"cp", "--bwlimit", "8M", S(src), S(dst)}, sig,
-                            1500ms);
+    auto r = run_and_signal({"cp", "--bwlimit", "8M", S(src), S(dst)}, sig, 1500ms);
     ASSERT_FALSE(r.exit_code == 0 && r.seconds < 1.5)
         << "the copy finished before the signal: --bwlimit 8M was not "
            "honoured (64 MiB should take ~8 s)\n"
@@ -1067,17 +1046,14 @@ TEST_F(Transfer, InterruptDuringTreeCopyLeavesOnlyCompleteFiles) {
     write_file(src / ("f" + std::to_string(i)), random_bytes(rng, 1 << 20));
   stamp_mtimes(src, 81);
   fs::path dst = tmp() / "dst";
-  auto r = run_and_signal({"cp", "-r", "--bwlimit", "8M", S(src), S(dst)},
-                          SIGINT, 1500ms);
+  auto r = run_and_signal({"cp", "-r", "--bwlimit", "8M", S(src), S(dst)}, SIGINT, 1500ms);
   EXPECT_EXIT_CODE(r, 130);
-  EXPECT_LT(r.seconds, 4.5)
-      << "xfer kept copying after SIGINT (the whole tree takes ~10 s)\n"
-      << r.describe();
+  EXPECT_LT(r.seconds, 4.5) << "xfer kept copying after SIGINT (the whole tree takes ~10 s)\n"
+                            << r.describe();
   std::size_t present = 0;
   if (lexists(dst)) {
     for (const auto& rel : list_relative(dst)) {
-      EXPECT_TRUE(lexists(src / rel))
-          << "unexpected entry (temporary file left behind?): " << rel;
+      EXPECT_TRUE(lexists(src / rel)) << "unexpected entry (temporary file left behind?): " << rel;
       if (!lexists(src / rel)) continue;
       ++present;
       auto eq = files_equal(src / rel, dst / rel);
@@ -1086,8 +1062,8 @@ TEST_F(Transfer, InterruptDuringTreeCopyLeavesOnlyCompleteFiles) {
   }
   EXPECT_LT(present, static_cast<std::size_t>(kFiles))
       << "every file was copied although the run was interrupted";
-  std::printf("[info] %zu of %d files present after the interrupt, exit after %.2f s\n",
-              present, kFiles, r.seconds);
+  std::printf("[info] %zu of %d files present after the interrupt, exit after %.2f s\n", present,
+              kFiles, r.seconds);
 }
 
 TEST_F(Transfer, BwlimitIsHonoured) {
@@ -1105,8 +1081,7 @@ TEST_F(Transfer, LargeFileManyChunksInParallel) {
   fs::path src = tmp() / "big.bin";
   write_random_file(src, 83, (64u << 20) + 12345);
   set_mtime(src, 1650000000, 987654321);
-  auto r = run_xfer({"cp", "--workers", "4", "--chunk-size", "1M", S(src),
-                     S(tmp() / "big.copy")});
+  auto r = run_xfer({"cp", "--workers", "4", "--chunk-size", "1M", S(src), S(tmp() / "big.copy")});
   ASSERT_EXIT_CODE(r, 0);
   EXPECT_TRUE(compare_trees(src, tmp() / "big.copy"));
 }

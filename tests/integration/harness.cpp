@@ -53,8 +53,8 @@ std::string quote(std::string_view s) {
 
 std::string truncate_for_log(const std::string& s, std::size_t max = 4000) {
   if (s.size() <= max) return s;
-  return s.substr(0, max / 2) + "\n...[" + std::to_string(s.size() - max) +
-         " bytes elided]...\n" + s.substr(s.size() - max / 2);
+  return s.substr(0, max / 2) + "\n...[" + std::to_string(s.size() - max) + " bytes elided]...\n" +
+         s.substr(s.size() - max / 2);
 }
 
 std::uint64_t fnv1a(std::string_view s, std::uint64_t seed) {
@@ -83,8 +83,7 @@ const char* type_name(mode_t m) {
 
 std::string fmt_ts(const struct timespec& ts) {
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%lld.%09ld", static_cast<long long>(ts.tv_sec),
-                ts.tv_nsec);
+  std::snprintf(buf, sizeof buf, "%lld.%09ld", static_cast<long long>(ts.tv_sec), ts.tv_nsec);
   return buf;
 }
 
@@ -175,15 +174,12 @@ std::string RunResult::describe() const {
   return o.str();
 }
 
-RunResult run(const std::vector<std::string>& argv,
-              std::chrono::seconds timeout) {
+RunResult run(const std::vector<std::string>& argv, std::chrono::seconds timeout) {
   return run(argv, timeout, {});
 }
 
-RunResult run(const std::vector<std::string>& argv,
-              std::chrono::seconds timeout,
-              const std::function<void(pid_t)>& on_spawn,
-              const std::string& cwd) {
+RunResult run(const std::vector<std::string>& argv, std::chrono::seconds timeout,
+              const std::function<void(pid_t)>& on_spawn, const std::string& cwd) {
   RunResult res;
   res.argv = argv;
   res.cwd = cwd;
@@ -240,8 +236,7 @@ RunResult run(const std::vector<std::string>& argv,
       break;
     }
     int ms = static_cast<int>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now)
-            .count());
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count());
     int pr = ::poll(fds, 2, std::min(ms, 1000));
     if (pr < 0) {
       if (errno == EINTR) continue;
@@ -268,9 +263,7 @@ RunResult run(const std::vector<std::string>& argv,
   while (::waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) throw_errno("waitpid");
   }
-  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                              start)
-                    .count();
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (WIFEXITED(status)) {
     res.exit_code = WEXITSTATUS(status);
   } else if (WIFSIGNALED(status)) {
@@ -285,15 +278,12 @@ std::string xfer_bin() {
   return b ? std::string(b) : std::string();
 }
 
-RunResult run_xfer(const std::vector<std::string>& args,
-                   std::chrono::seconds timeout) {
+RunResult run_xfer(const std::vector<std::string>& args, std::chrono::seconds timeout) {
   return run_xfer(args, timeout, {});
 }
 
-RunResult run_xfer(const std::vector<std::string>& args,
-                   std::chrono::seconds timeout,
-                   const std::function<void(pid_t)>& on_spawn,
-                   const std::string& cwd) {
+RunResult run_xfer(const std::vector<std::string>& args, std::chrono::seconds timeout,
+                   const std::function<void(pid_t)>& on_spawn, const std::string& cwd) {
   std::vector<std::string> argv;
   argv.reserve(args.size() + 1);
   argv.push_back(xfer_bin());
@@ -309,13 +299,11 @@ void XferTest::SetUp() {
       << "environment variable XFER_BIN is not set: it must point to the xfer "
          "binary (CTest sets it; by hand: XFER_BIN=build/apps/xfer/xfer)";
   ASSERT_EQ(::access(bin.c_str(), X_OK), 0)
-      << "XFER_BIN=" << bin << " is not an executable file: "
-      << std::strerror(errno);
+      << "XFER_BIN=" << bin << " is not an executable file: " << std::strerror(errno);
 
   ::umask(022);
   const char* base_env = std::getenv("XFER_TEST_TMP");
-  fs::path base = (base_env && *base_env) ? fs::path(base_env)
-                                          : fs::path("/var/tmp");
+  fs::path base = (base_env && *base_env) ? fs::path(base_env) : fs::path("/var/tmp");
   tmp_ = make_temp_dir_under(base);
 }
 
@@ -331,8 +319,7 @@ fs::path XferTest::make_temp_dir_under(const fs::path& base) {
   return p;
 }
 
-std::optional<fs::path> XferTest::mount_tmpfs(const std::string& name,
-                                              const std::string& options) {
+std::optional<fs::path> XferTest::mount_tmpfs(const std::string& name, const std::string& options) {
   fs::path dir = tmp_ / name;
   fs::create_directories(dir);
   unsigned long flags = MS_NOSUID | MS_NODEV;
@@ -347,8 +334,7 @@ std::optional<fs::path> XferTest::mount_tmpfs(const std::string& name,
       data += opt;
     }
   }
-  if (::mount("tmpfs", dir.c_str(), "tmpfs", flags,
-              data.empty() ? nullptr : data.c_str()) != 0) {
+  if (::mount("tmpfs", dir.c_str(), "tmpfs", flags, data.empty() ? nullptr : data.c_str()) != 0) {
     return std::nullopt;
   }
   mounts_.push_back(dir);
@@ -368,8 +354,7 @@ void XferTest::TearDown() {
   }
   mounts_.clear();
   if (std::getenv("XFER_TEST_KEEP") && HasFailure()) {
-    for (auto& d : extra_dirs_)
-      std::fprintf(stderr, "[harness] keeping %s\n", d.c_str());
+    for (auto& d : extra_dirs_) std::fprintf(stderr, "[harness] keeping %s\n", d.c_str());
     return;
   }
   for (auto& d : extra_dirs_) {
@@ -379,8 +364,7 @@ void XferTest::TearDown() {
       for (auto i = fs::recursive_directory_iterator(
                d, fs::directory_options::skip_permission_denied, ec);
            !ec && i != fs::recursive_directory_iterator(); i.increment(ec)) {
-        if (i->is_directory(ec) && !i->is_symlink(ec))
-          ::chmod(i->path().c_str(), 0755);
+        if (i->is_directory(ec) && !i->is_symlink(ec)) ::chmod(i->path().c_str(), 0755);
       }
       ::chmod(d.c_str(), 0755);
     }
@@ -446,8 +430,7 @@ void set_mtime(const fs::path& p, std::int64_t sec, long nsec, bool no_follow) {
   ts[0].tv_nsec = nsec;
   ts[1].tv_sec = static_cast<time_t>(sec);
   ts[1].tv_nsec = nsec;
-  if (::utimensat(AT_FDCWD, p.c_str(), ts, no_follow ? AT_SYMLINK_NOFOLLOW : 0) !=
-      0)
+  if (::utimensat(AT_FDCWD, p.c_str(), ts, no_follow ? AT_SYMLINK_NOFOLLOW : 0) != 0)
     throw_errno("utimensat " + p.string());
 }
 
@@ -470,15 +453,15 @@ bool lexists(const fs::path& p) {
 
 std::vector<std::string> list_relative(const fs::path& dir) {
   std::vector<std::string> out;
-  std::function<void(const fs::path&, const std::string&)> walk =
-      [&](const fs::path& d, const std::string& prefix) {
-        for (const auto& n : dir_names(d)) {
-          std::string rel = prefix.empty() ? n : prefix + "/" + n;
-          out.push_back(rel);
-          struct stat st;
-          if (lstat_path(d / n, st) && S_ISDIR(st.st_mode)) walk(d / n, rel);
-        }
-      };
+  std::function<void(const fs::path&, const std::string&)> walk = [&](const fs::path& d,
+                                                                      const std::string& prefix) {
+    for (const auto& n : dir_names(d)) {
+      std::string rel = prefix.empty() ? n : prefix + "/" + n;
+      out.push_back(rel);
+      struct stat st;
+      if (lstat_path(d / n, st) && S_ISDIR(st.st_mode)) walk(d / n, rel);
+    }
+  };
   walk(dir, "");
   std::sort(out.begin(), out.end());
   return out;
@@ -543,21 +526,18 @@ class BlockReader {
 ::testing::AssertionResult files_equal(const fs::path& a, const fs::path& b) {
   int fa = ::open(a.c_str(), O_RDONLY | O_CLOEXEC);
   if (fa < 0)
-    return ::testing::AssertionFailure()
-           << "cannot open " << a << ": " << std::strerror(errno);
+    return ::testing::AssertionFailure() << "cannot open " << a << ": " << std::strerror(errno);
   Fd ga(fa);
   int fb = ::open(b.c_str(), O_RDONLY | O_CLOEXEC);
   if (fb < 0)
-    return ::testing::AssertionFailure()
-           << "cannot open " << b << ": " << std::strerror(errno);
+    return ::testing::AssertionFailure() << "cannot open " << b << ": " << std::strerror(errno);
   Fd gb(fb);
   struct stat sa, sb;
   if (::fstat(fa, &sa) != 0 || ::fstat(fb, &sb) != 0)
     return ::testing::AssertionFailure() << "fstat: " << std::strerror(errno);
   if (sa.st_size != sb.st_size)
-    return ::testing::AssertionFailure()
-           << "sizes differ: " << a << " has " << sa.st_size << " bytes, "
-           << b << " has " << sb.st_size << " bytes";
+    return ::testing::AssertionFailure() << "sizes differ: " << a << " has " << sa.st_size
+                                         << " bytes, " << b << " has " << sb.st_size << " bytes";
   ::posix_fadvise(fa, 0, 0, POSIX_FADV_SEQUENTIAL);
   ::posix_fadvise(fb, 0, 0, POSIX_FADV_SEQUENTIAL);
   const std::uint64_t size = static_cast<std::uint64_t>(sa.st_size);
@@ -565,8 +545,7 @@ class BlockReader {
   std::unique_ptr<char[]> ba(new char[kBlock]), bb(new char[kBlock]);
   BlockReader ra(fa), rb(fb);
   for (std::uint64_t off = 0; off < size; off += kBlock) {
-    const std::size_t n =
-        static_cast<std::size_t>(std::min<std::uint64_t>(kBlock, size - off));
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(kBlock, size - off));
     if (!ra.fill(off, ba.get(), n))
       return ::testing::AssertionFailure()
              << "short read of " << a << " at " << off << " (file changed?)";
@@ -577,24 +556,20 @@ class BlockReader {
       std::size_t i = 0;
       while (ba[i] == bb[i]) ++i;
       return ::testing::AssertionFailure()
-             << "contents differ at byte offset " << off + i << ": " << a
-             << " vs " << b;
+             << "contents differ at byte offset " << off + i << ": " << a << " vs " << b;
     }
   }
   return ::testing::AssertionSuccess();
 }
 
-::testing::AssertionResult is_prefix_of(const fs::path& small,
-                                        const fs::path& big) {
+::testing::AssertionResult is_prefix_of(const fs::path& small, const fs::path& big) {
   int fs_ = ::open(small.c_str(), O_RDONLY | O_CLOEXEC);
   if (fs_ < 0)
-    return ::testing::AssertionFailure()
-           << "cannot open " << small << ": " << std::strerror(errno);
+    return ::testing::AssertionFailure() << "cannot open " << small << ": " << std::strerror(errno);
   Fd g1(fs_);
   int fb = ::open(big.c_str(), O_RDONLY | O_CLOEXEC);
   if (fb < 0)
-    return ::testing::AssertionFailure()
-           << "cannot open " << big << ": " << std::strerror(errno);
+    return ::testing::AssertionFailure() << "cannot open " << big << ": " << std::strerror(errno);
   Fd g2(fb);
   constexpr std::size_t kBlock = 1 << 20;
   std::unique_ptr<char[]> b1(new char[kBlock]), b2(new char[kBlock]);
@@ -609,9 +584,8 @@ class BlockReader {
     if (std::memcmp(b1.get(), b2.get(), n1) != 0) {
       std::size_t i = 0;
       while (b1[i] == b2[i]) ++i;
-      return ::testing::AssertionFailure()
-             << small << " is not a prefix of " << big
-             << ": first difference at byte offset " << off + i;
+      return ::testing::AssertionFailure() << small << " is not a prefix of " << big
+                                           << ": first difference at byte offset " << off + i;
     }
     off += n1;
   }
@@ -663,8 +637,7 @@ void generate_tree(const fs::path& root, const TreeSpec& spec) {
     dirs.push_back({rel, parent.depth + 1});
   }
 
-  static const mode_t kFileModes[] = {0644, 0644, 0644, 0600, 0444, 0755, 0700,
-                                      0640};
+  static const mode_t kFileModes[] = {0644, 0644, 0644, 0600, 0444, 0755, 0700, 0640};
   static const mode_t kDirModes[] = {0755, 0755, 0750, 0700};
 
   std::vector<fs::path> files;
@@ -676,9 +649,8 @@ void generate_tree(const fs::path& root, const TreeSpec& spec) {
     fs::path rel = d.rel / name;
     std::size_t size = spec.min_size + static_cast<std::size_t>(rng() % span);
     write_file(root / rel, random_bytes(rng, size));
-    mode_t m = spec.random_modes
-                   ? kFileModes[rng() % (sizeof kFileModes / sizeof *kFileModes)]
-                   : 0644;
+    mode_t m =
+        spec.random_modes ? kFileModes[rng() % (sizeof kFileModes / sizeof *kFileModes)] : 0644;
     if (::chmod((root / rel).c_str(), m) != 0) throw_errno("chmod");
     files.push_back(rel);
   }
@@ -690,8 +662,7 @@ void generate_tree(const fs::path& root, const TreeSpec& spec) {
     std::snprintf(name, sizeof name, "l%04d", i);
     fs::path link_rel = d.rel / name;
     fs::path link_target = target.lexically_relative(d.rel.empty() ? fs::path(".") : d.rel);
-    if (::symlink(link_target.c_str(), (root / link_rel).c_str()) != 0)
-      throw_errno("symlink");
+    if (::symlink(link_target.c_str(), (root / link_rel).c_str()) != 0) throw_errno("symlink");
   }
 
   for (int i = 0; i < spec.empty_dirs; ++i) {
@@ -710,8 +681,7 @@ void generate_tree(const fs::path& root, const TreeSpec& spec) {
   stamp_mtimes(root, spec.seed);
 }
 
-::testing::AssertionResult compare_trees(const fs::path& src,
-                                         const fs::path& dst,
+::testing::AssertionResult compare_trees(const fs::path& src, const fs::path& dst,
                                          const CompareOptions& opt) {
   std::vector<std::string> diffs;
   std::size_t compared = 0;
@@ -721,88 +691,72 @@ void generate_tree(const fs::path& root, const TreeSpec& spec) {
   auto full = [&]() { return diffs.size() >= opt.max_diffs; };
 
   // Compares the entry at rel (already known to exist on both sides by name).
-  std::function<void(const std::string&, bool)> cmp =
-      [&](const std::string& rel, bool is_root) {
+  std::function<void(const std::string&, bool)> cmp = [&](const std::string& rel, bool is_root) {
+    if (full()) return;
+    fs::path a = rel.empty() ? src : src / rel;
+    fs::path b = rel.empty() ? dst : dst / rel;
+    const std::string shown = quote(rel.empty() ? "." : rel);
+    struct stat sa, sb;
+    if (!lstat_path(a, sa)) {
+      add("cannot lstat source " + quote(a.string()) + ": " + std::strerror(errno));
+      return;
+    }
+    if (!lstat_path(b, sb)) {
+      add("missing in destination: " + shown + " (" + std::strerror(errno) + ")");
+      return;
+    }
+    ++compared;
+    if ((sa.st_mode & S_IFMT) != (sb.st_mode & S_IFMT)) {
+      add(shown + ": type differs: source is " + type_name(sa.st_mode) + ", destination is " +
+          type_name(sb.st_mode));
+      return;
+    }
+    const bool check_meta = !is_root || opt.compare_root;
+    if (check_meta && !S_ISLNK(sa.st_mode) && (sa.st_mode & 07777) != (sb.st_mode & 07777)) {
+      add(shown + ": mode differs: " + fmt_mode(sa.st_mode) + " vs " + fmt_mode(sb.st_mode));
+    }
+    const bool want_mtime =
+        check_meta && (S_ISREG(sa.st_mode) || (S_ISDIR(sa.st_mode) && opt.compare_dir_mtime) ||
+                       (S_ISLNK(sa.st_mode) && opt.compare_symlink_mtime));
+    if (want_mtime &&
+        (sa.st_mtim.tv_sec != sb.st_mtim.tv_sec || sa.st_mtim.tv_nsec != sb.st_mtim.tv_nsec)) {
+      add(shown + " (" + type_name(sa.st_mode) + "): mtime differs: " + fmt_ts(sa.st_mtim) +
+          " vs " + fmt_ts(sb.st_mtim));
+    }
+    if (S_ISREG(sa.st_mode)) {
+      if (sa.st_size != sb.st_size) {
+        add(shown + ": size differs: " + std::to_string(sa.st_size) + " vs " +
+            std::to_string(sb.st_size));
+        return;
+      }
+      auto eq = files_equal(a, b);
+      if (!eq) add(shown + ": " + eq.message());
+    } else if (S_ISLNK(sa.st_mode)) {
+      std::string ta = read_link(a), tb = read_link(b);
+      if (ta != tb) add(shown + ": symlink target differs: " + quote(ta) + " vs " + quote(tb));
+    } else if (S_ISDIR(sa.st_mode)) {
+      auto na = dir_names(a), nb = dir_names(b);
+      std::vector<std::string> only_a, only_b;
+      std::set_difference(na.begin(), na.end(), nb.begin(), nb.end(), std::back_inserter(only_a));
+      std::set_difference(nb.begin(), nb.end(), na.begin(), na.end(), std::back_inserter(only_b));
+      auto join = [&](const std::string& n) { return rel.empty() ? n : rel + "/" + n; };
+      for (const auto& n : only_a) add("missing in destination: " + quote(join(n)));
+      for (const auto& n : only_b) add("extra in destination: " + quote(join(n)));
+      for (const auto& n : na) {
         if (full()) return;
-        fs::path a = rel.empty() ? src : src / rel;
-        fs::path b = rel.empty() ? dst : dst / rel;
-        const std::string shown = quote(rel.empty() ? "." : rel);
-        struct stat sa, sb;
-        if (!lstat_path(a, sa)) {
-          add("cannot lstat source " + quote(a.string()) + ": " +
-              std::strerror(errno));
-          return;
-        }
-        if (!lstat_path(b, sb)) {
-          add("missing in destination: " + shown + " (" +
-              std::strerror(errno) + ")");
-          return;
-        }
-        ++compared;
-        if ((sa.st_mode & S_IFMT) != (sb.st_mode & S_IFMT)) {
-          add(shown + ": type differs: source is " + type_name(sa.st_mode) +
-              ", destination is " + type_name(sb.st_mode));
-          return;
-        }
-        const bool check_meta = !is_root || opt.compare_root;
-        if (check_meta && !S_ISLNK(sa.st_mode) &&
-            (sa.st_mode & 07777) != (sb.st_mode & 07777)) {
-          add(shown + ": mode differs: " + fmt_mode(sa.st_mode) + " vs " +
-              fmt_mode(sb.st_mode));
-        }
-        const bool want_mtime =
-            check_meta && (S_ISREG(sa.st_mode) ||
-                           (S_ISDIR(sa.st_mode) && opt.compare_dir_mtime) ||
-                           (S_ISLNK(sa.st_mode) && opt.compare_symlink_mtime));
-        if (want_mtime && (sa.st_mtim.tv_sec != sb.st_mtim.tv_sec ||
-                           sa.st_mtim.tv_nsec != sb.st_mtim.tv_nsec)) {
-          add(shown + " (" + type_name(sa.st_mode) + "): mtime differs: " +
-              fmt_ts(sa.st_mtim) + " vs " + fmt_ts(sb.st_mtim));
-        }
-        if (S_ISREG(sa.st_mode)) {
-          if (sa.st_size != sb.st_size) {
-            add(shown + ": size differs: " + std::to_string(sa.st_size) +
-                " vs " + std::to_string(sb.st_size));
-            return;
-          }
-          auto eq = files_equal(a, b);
-          if (!eq) add(shown + ": " + eq.message());
-        } else if (S_ISLNK(sa.st_mode)) {
-          std::string ta = read_link(a), tb = read_link(b);
-          if (ta != tb)
-            add(shown + ": symlink target differs: " + quote(ta) + " vs " +
-                quote(tb));
-        } else if (S_ISDIR(sa.st_mode)) {
-          auto na = dir_names(a), nb = dir_names(b);
-          std::vector<std::string> only_a, only_b;
-          std::set_difference(na.begin(), na.end(), nb.begin(), nb.end(),
-                              std::back_inserter(only_a));
-          std::set_difference(nb.begin(), nb.end(), na.begin(), na.end(),
-                              std::back_inserter(only_b));
-          auto join = [&](const std::string& n) {
-            return rel.empty() ? n : rel + "/" + n;
-          };
-          for (const auto& n : only_a)
-            add("missing in destination: " + quote(join(n)));
-          for (const auto& n : only_b)
-            add("extra in destination: " + quote(join(n)));
-          for (const auto& n : na) {
-            if (full()) return;
-            if (std::binary_search(nb.begin(), nb.end(), n)) cmp(join(n), false);
-          }
-        }
-      };
+        if (std::binary_search(nb.begin(), nb.end(), n)) cmp(join(n), false);
+      }
+    }
+  };
 
   try {
     cmp("", true);
   } catch (const std::exception& e) {
     add(std::string("exception while comparing: ") + e.what());
   }
-  if (diffs.empty())
-    return ::testing::AssertionSuccess() << compared << " entries identical";
+  if (diffs.empty()) return ::testing::AssertionSuccess() << compared << " entries identical";
   auto r = ::testing::AssertionFailure();
-  r << "trees differ (" << src << " vs " << dst << "); first "
-    << diffs.size() << " difference(s):";
+  r << "trees differ (" << src << " vs " << dst << "); first " << diffs.size() << " difference(s):";
   for (const auto& d : diffs) r << "\n  - " << d;
   return r;
 }
@@ -817,14 +771,11 @@ struct JsonChecker {
   int depth = 0;
 
   bool fail(const std::string& what) {
-    if (err.empty())
-      err = what + " at offset " + std::to_string(i);
+    if (err.empty()) err = what + " at offset " + std::to_string(i);
     return false;
   }
   void ws() {
-    while (i < s.size() &&
-           (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
-      ++i;
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) ++i;
   }
   bool lit(std::string_view w) {
     if (s.substr(i, w.size()) != w) return fail("bad literal");
@@ -847,8 +798,7 @@ struct JsonChecker {
         char e = s[i];
         if (e == 'u') {
           for (int k = 1; k <= 4; ++k)
-            if (i + k >= s.size() ||
-                !std::isxdigit(static_cast<unsigned char>(s[i + k])))
+            if (i + k >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + k])))
               return fail("bad \\u escape");
           i += 5;
           continue;
@@ -865,8 +815,7 @@ struct JsonChecker {
   bool num() {
     std::size_t st = i;
     if (i < s.size() && s[i] == '-') ++i;
-    if (i >= s.size() || !std::isdigit(static_cast<unsigned char>(s[i])))
-      return fail("bad number");
+    if (i >= s.size() || !std::isdigit(static_cast<unsigned char>(s[i]))) return fail("bad number");
     if (s[i] == '0') {
       ++i;
     } else {
@@ -893,13 +842,27 @@ struct JsonChecker {
     if (i >= s.size()) return fail("unexpected end");
     bool ok;
     switch (s[i]) {
-      case '{': ok = object(); break;
-      case '[': ok = array(); break;
-      case '"': ok = str(); break;
-      case 't': ok = lit("true"); break;
-      case 'f': ok = lit("false"); break;
-      case 'n': ok = lit("null"); break;
-      default: ok = num(); break;
+      case '{':
+        ok = object();
+        break;
+      case '[':
+        ok = array();
+        break;
+      case '"':
+        ok = str();
+        break;
+      case 't':
+        ok = lit("true");
+        break;
+      case 'f':
+        ok = lit("false");
+        break;
+      case 'n':
+        ok = lit("null");
+        break;
+      default:
+        ok = num();
+        break;
     }
     --depth;
     ws();
@@ -972,11 +935,10 @@ bool is_json_object(std::string_view line, std::string* why) {
 }
 
 bool icontains(std::string_view hay, std::string_view needle) {
-  auto it = std::search(hay.begin(), hay.end(), needle.begin(), needle.end(),
-                        [](char a, char b) {
-                          return std::tolower(static_cast<unsigned char>(a)) ==
-                                 std::tolower(static_cast<unsigned char>(b));
-                        });
+  auto it = std::search(hay.begin(), hay.end(), needle.begin(), needle.end(), [](char a, char b) {
+    return std::tolower(static_cast<unsigned char>(a)) ==
+           std::tolower(static_cast<unsigned char>(b));
+  });
   return it != hay.end() || needle.empty();
 }
 

@@ -25,12 +25,12 @@ namespace fs = std::filesystem;
 // ---------------------------------------------------------------- processes
 
 struct RunResult {
-  int exit_code = -1;       // WEXITSTATUS, or -1 if killed by a signal
-  int term_signal = 0;      // signal number if the child was killed
-  bool timed_out = false;   // the runner killed the child after the timeout
-  std::string out;          // captured stdout
-  std::string err;          // captured stderr
-  double seconds = 0.0;     // wall time
+  int exit_code = -1;      // WEXITSTATUS, or -1 if killed by a signal
+  int term_signal = 0;     // signal number if the child was killed
+  bool timed_out = false;  // the runner killed the child after the timeout
+  std::string out;         // captured stdout
+  std::string err;         // captured stderr
+  double seconds = 0.0;    // wall time
   std::vector<std::string> argv;
   std::string cwd;
 
@@ -47,10 +47,8 @@ RunResult run(const std::vector<std::string>& argv,
 // Same, and calls on_spawn(pid) in the parent right after the child started
 // (e.g. to start a thread that signals the child or mutates its input).
 // If cwd is not empty the child runs in that directory.
-RunResult run(const std::vector<std::string>& argv,
-              std::chrono::seconds timeout,
-              const std::function<void(pid_t)>& on_spawn,
-              const std::string& cwd = {});
+RunResult run(const std::vector<std::string>& argv, std::chrono::seconds timeout,
+              const std::function<void(pid_t)>& on_spawn, const std::string& cwd = {});
 
 // Path of the xfer binary from $XFER_BIN ("" if unset).
 std::string xfer_bin();
@@ -58,10 +56,8 @@ std::string xfer_bin();
 // run({xfer_bin(), args...}).
 RunResult run_xfer(const std::vector<std::string>& args,
                    std::chrono::seconds timeout = std::chrono::seconds(120));
-RunResult run_xfer(const std::vector<std::string>& args,
-                   std::chrono::seconds timeout,
-                   const std::function<void(pid_t)>& on_spawn,
-                   const std::string& cwd = {});
+RunResult run_xfer(const std::vector<std::string>& args, std::chrono::seconds timeout,
+                   const std::function<void(pid_t)>& on_spawn, const std::string& cwd = {});
 
 // ---------------------------------------------------------------- fixture
 
@@ -82,8 +78,7 @@ class XferTest : public ::testing::Test {
   // Mounts a tmpfs with `options` (e.g. "size=8m" or "ro") on a new directory
   // `name` under tmp(). Returns nullopt if mounting is not permitted (the
   // caller should GTEST_SKIP). Unmounted in TearDown.
-  std::optional<fs::path> mount_tmpfs(const std::string& name,
-                                      const std::string& options);
+  std::optional<fs::path> mount_tmpfs(const std::string& name, const std::string& options);
 
   // Remounts an already mounted (by mount_tmpfs) dir read-only.
   bool remount_readonly(const fs::path& mountpoint);
@@ -99,8 +94,7 @@ class XferTest : public ::testing::Test {
 std::string random_bytes(std::mt19937_64& rng, std::size_t n);
 void write_file(const fs::path& p, std::string_view content);
 std::string read_file(const fs::path& p);
-void set_mtime(const fs::path& p, std::int64_t sec, long nsec,
-               bool no_follow = true);
+void set_mtime(const fs::path& p, std::int64_t sec, long nsec, bool no_follow = true);
 struct timespec get_mtime(const fs::path& p);  // lstat
 mode_t get_mode(const fs::path& p);            // lstat, & 07777
 // Exists in the lstat sense (dangling symlinks count).
@@ -114,21 +108,20 @@ std::vector<std::string> list_relative(const fs::path& dir);
 // inside a hole of a sparse file is known to be zeros and is not read).
 ::testing::AssertionResult files_equal(const fs::path& a, const fs::path& b);
 // True if the first `n` bytes of `big` equal all of `small` (size n).
-::testing::AssertionResult is_prefix_of(const fs::path& small,
-                                        const fs::path& big);
+::testing::AssertionResult is_prefix_of(const fs::path& small, const fs::path& big);
 
 // ---------------------------------------------------------------- trees
 
 struct TreeSpec {
   std::uint64_t seed = 1;
-  int dirs = 10;               // number of directories (besides the root)
-  int max_depth = 3;           // directories are nested up to this depth
-  int files = 100;             // number of regular files
-  std::size_t min_size = 0;    // file sizes uniformly in [min_size, max_size]
+  int dirs = 10;             // number of directories (besides the root)
+  int max_depth = 3;         // directories are nested up to this depth
+  int files = 100;           // number of regular files
+  std::size_t min_size = 0;  // file sizes uniformly in [min_size, max_size]
   std::size_t max_size = 4096;
-  int symlinks = 0;            // relative symlinks to files of the tree
-  int empty_dirs = 0;          // extra empty leaf directories
-  bool random_modes = true;    // a mix of 0644/0600/0444/0755/0700 for files
+  int symlinks = 0;          // relative symlinks to files of the tree
+  int empty_dirs = 0;        // extra empty leaf directories
+  bool random_modes = true;  // a mix of 0644/0600/0444/0755/0700 for files
 };
 
 // Deterministic: the same spec produces byte-identical trees with identical
@@ -144,15 +137,14 @@ struct CompareOptions {
   bool compare_root = true;       // compare the roots' type/mode/mtime too
   bool compare_dir_mtime = true;  // directories' mtimes (nanoseconds)
   bool compare_symlink_mtime = false;
-  std::size_t max_diffs = 10;     // stop after this many differences
+  std::size_t max_diffs = 10;  // stop after this many differences
 };
 
 // Walks both trees (lstat, never following symlinks) and checks, for each
 // entry: same set of names, same type, same size and bytes (files), same
 // st_mode & 07777, same mtime to the nanosecond (files, directories),
 // same readlink() target (symlinks). Reports the first differences.
-::testing::AssertionResult compare_trees(const fs::path& src,
-                                         const fs::path& dst,
+::testing::AssertionResult compare_trees(const fs::path& src, const fs::path& dst,
                                          const CompareOptions& opt = {});
 
 // Strict RFC 8259 JSON syntax check of one complete value; on failure *why

@@ -208,8 +208,9 @@ class EngineTest : public ::testing::Test {
         "faulty", [](const Url&) -> Result<std::unique_ptr<Backend>> {
           return std::unique_ptr<Backend>(new FaultyBackend());
         });
-    dir_ = fs::temp_directory_path() / ("xfer_engine_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("xfer_engine_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     g_faults.read_failures = 0;

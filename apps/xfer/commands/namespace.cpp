@@ -48,6 +48,22 @@ struct Outcome {
   }
 };
 
+// Runs `op` on the backend of every path and records the outcome.
+template <typename Op>
+int for_each_endpoint(const std::vector<std::string>& paths, Op op) {
+  Outcome out;
+  for (const auto& p : paths) {
+    auto ep = open_endpoint(p);
+    Status s = ep ? op(*ep) : Status(ep.error());
+    if (s.ok()) {
+      ++out.ok;
+    } else {
+      out.fail(s.error());
+    }
+  }
+  return out.code();
+}
+
 Status list_one(Backend& b, const std::string& root, const std::string& rel, bool longf,
                 bool recursive, bool as_json, Outcome& out) {
   std::string dir = rel.empty() ? root : join_path(root, rel);
@@ -174,17 +190,8 @@ void register_mkdir(CLI::App& app) {
   cmd->add_option("paths", a->paths, "Paths or URLs")->required();
   cmd->add_flag("-p,--parents", a->parents, "Create parents as needed; no error if it exists");
   cmd->callback([a] {
-    Outcome out;
-    for (const auto& p : a->paths) {
-      auto ep = open_endpoint(p);
-      Status s = ep ? ep->backend->mkdir(ep->url.path, a->parents) : Status(ep.error());
-      if (s.ok()) {
-        ++out.ok;
-      } else {
-        out.fail(s.error());
-      }
-    }
-    context().exit_code = out.code();
+    context().exit_code = for_each_endpoint(
+        a->paths, [&](Endpoint& ep) { return ep.backend->mkdir(ep.url.path, a->parents); });
   });
 }
 
@@ -194,17 +201,8 @@ void register_touch(CLI::App& app) {
   cmd->footer(kExitCodesHelp);
   cmd->add_option("paths", *paths, "Paths or URLs")->required();
   cmd->callback([paths] {
-    Outcome out;
-    for (const auto& p : *paths) {
-      auto ep = open_endpoint(p);
-      Status s = ep ? ep->backend->touch(ep->url.path, std::nullopt) : Status(ep.error());
-      if (s.ok()) {
-        ++out.ok;
-      } else {
-        out.fail(s.error());
-      }
-    }
-    context().exit_code = out.code();
+    context().exit_code = for_each_endpoint(
+        *paths, [](Endpoint& ep) { return ep.backend->touch(ep.url.path, std::nullopt); });
   });
 }
 
@@ -268,8 +266,8 @@ void register_rm(CLI::App& app) {
         continue;
       }
       if (attrs->type == EntryType::kDirectory && !a->recursive) {
-        out.fail(make_error(ErrorCode::kIsDirectory, "rm", ep->url.path,
-                            "is a directory (use -r)"));
+        out.fail(
+            make_error(ErrorCode::kIsDirectory, "rm", ep->url.path, "is a directory (use -r)"));
         continue;
       }
       Status s = ep->backend->remove(ep->url.path, a->recursive);

@@ -25,8 +25,12 @@ class CliObserver final : public TransferObserver {
   void on_error(const Error& e) override {
     printed_errors_.fetch_add(1);
     print_error(e);
-    if (render_.json) emit({{"event", "error"}, {"path", e.path}, {"operation", e.operation},
-                            {"code", std::string(to_string(e.code))}, {"message", e.message()}});
+    if (render_.json)
+      emit({{"event", "error"},
+            {"path", e.path},
+            {"operation", e.operation},
+            {"code", std::string(to_string(e.code))},
+            {"message", e.message()}});
   }
   void on_warning(const std::string& m) override {
     if (!render_.quiet) print_warning(m);
@@ -79,9 +83,8 @@ std::string progress_line(const ProgressSnapshot& s) {
                                       : fmt::format("{}/{}+", s.files_done, s.files_total);
   return fmt::format("[{}] {} {} / {}  {}/s  files {}  ETA {}", bar, pct,
                      format_bytes(static_cast<double>(s.bytes_done)),
-                     format_bytes(static_cast<double>(s.bytes_total)),
-                     format_bytes(s.rate_bps), files,
-                     s.eta_s >= 0 ? format_duration(s.eta_s) : "--");
+                     format_bytes(static_cast<double>(s.bytes_total)), format_bytes(s.rate_bps),
+                     files, s.eta_s >= 0 ? format_duration(s.eta_s) : "--");
 }
 
 }  // namespace
@@ -126,12 +129,16 @@ int run_transfer_with_ui(const TransferRequest& request, const RenderOptions& re
     if (observer.printed_errors() == 0) {
       print_error(result.error());
       if (render.json) {
-        observer.emit({{"event", "error"}, {"path", result.error().path},
+        observer.emit({{"event", "error"},
+                       {"path", result.error().path},
                        {"message", result.error().message()}});
       }
     }
     if (render.json) {
-      observer.emit({{"event", "summary"}, {"ok", false}, {"files", 0}, {"bytes", 0},
+      observer.emit({{"event", "summary"},
+                     {"ok", false},
+                     {"files", 0},
+                     {"bytes", 0},
                      {"errors", std::max(1u, observer.printed_errors())}});
     }
     return kExitFailure;
@@ -166,8 +173,8 @@ int run_transfer_with_ui(const TransferRequest& request, const RenderOptions& re
   if (!render.quiet) {
     fmt::print(stderr, "xfer: {}{} {} files ({} bytes) in {:.2f} s, {}/s, {} errors{}\n",
                request.options.dry_run ? "would have " : "", render.verb, r.files_done,
-               r.bytes_done, r.seconds, format_bytes(rate),
-               errors, r.cancelled ? " (interrupted)" : "");
+               r.bytes_done, r.seconds, format_bytes(rate), errors,
+               r.cancelled ? " (interrupted)" : "");
   }
   return code;
 }

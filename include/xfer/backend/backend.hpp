@@ -34,11 +34,11 @@ std::string_view to_string(EntryType type);
 struct FileAttrs {
   EntryType type = EntryType::kFile;
   std::uint64_t size = 0;
-  std::uint32_t mode = 0644;       // permission bits (07777)
-  std::int64_t mtime_ns = 0;       // nanoseconds since the epoch
-  std::string symlink_target;      // for kSymlink
-  std::uint64_t allocated = 0;     // bytes actually allocated (sparse detection), 0 = unknown
-  std::uint64_t device = 0;        // identity for loop/self-copy checks, 0 = unknown
+  std::uint32_t mode = 0644;    // permission bits (07777)
+  std::int64_t mtime_ns = 0;    // nanoseconds since the epoch
+  std::string symlink_target;   // for kSymlink
+  std::uint64_t allocated = 0;  // bytes actually allocated (sparse detection), 0 = unknown
+  std::uint64_t device = 0;     // identity for loop/self-copy checks, 0 = unknown
   std::uint64_t inode = 0;
 };
 
@@ -65,14 +65,14 @@ struct Capabilities {
   bool parallel_writers = false;  // concurrent write_at on one Sink
   bool resume = false;            // a partial sink survives and can be reopened
   bool symlinks = false;
-  bool permissions = false;       // mode bits are stored
-  bool mtime = false;             // modification times are stored
+  bool permissions = false;  // mode bits are stored
+  bool mtime = false;        // modification times are stored
   bool server_side_copy = false;
-  bool zero_copy_send = false;    // Source exposes a file descriptor for sendfile/copy_file_range
+  bool zero_copy_send = false;      // Source exposes a file descriptor for sendfile/copy_file_range
   std::uint64_t min_part_size = 0;  // smallest chunk except the last (S3: 5 MiB)
   std::uint64_t max_parts = 0;      // 0 = unlimited
   std::uint64_t preferred_chunk_size = 16ull << 20;
-  unsigned max_concurrency = 64;    // concurrent requests the endpoint tolerates
+  unsigned max_concurrency = 64;  // concurrent requests the endpoint tolerates
 };
 
 // Positional reader of one file. Opened by Backend::open_source.
@@ -92,11 +92,11 @@ class Source {
 };
 
 struct SinkOptions {
-  std::uint64_t size = 0;   // final size (the sink preallocates it where it can)
-  FileAttrs attrs;          // mode and mtime applied on commit
-  bool sparse = false;      // source has holes: do not preallocate, let holes stay holes
-  bool direct = false;      // O_DIRECT where supported
-  bool fsync = false;       // make the data durable before publishing it
+  std::uint64_t size = 0;  // final size (the sink preallocates it where it can)
+  FileAttrs attrs;         // mode and mtime applied on commit
+  bool sparse = false;     // source has holes: do not preallocate, let holes stay holes
+  bool direct = false;     // O_DIRECT where supported
+  bool fsync = false;      // make the data durable before publishing it
 };
 
 // Positional writer of one file that becomes visible atomically on commit().
@@ -134,8 +134,7 @@ class Backend {
 
   // Namespace operations.
   virtual Result<FileAttrs> stat(std::string_view path) = 0;
-  virtual Status list(std::string_view path, const ListOptions& options,
-                      const EntrySink& sink) = 0;
+  virtual Status list(std::string_view path, const ListOptions& options, const EntrySink& sink) = 0;
   virtual Status mkdir(std::string_view path, bool parents) = 0;
   // Removes a file, symlink or empty directory; with `recursive`, a tree.
   virtual Status remove(std::string_view path, bool recursive) = 0;

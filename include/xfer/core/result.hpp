@@ -25,11 +25,11 @@ enum class ErrorCode {
   kInvalidArgument,
   kUnsupported,
   kIo,
-  kChanged,       // the source changed while being copied
-  kCorrupt,       // checksum mismatch or malformed data
-  kCrossDevice,   // rename across file systems
+  kChanged,      // the source changed while being copied
+  kCorrupt,      // checksum mismatch or malformed data
+  kCrossDevice,  // rename across file systems
   kCancelled,
-  kUnavailable,   // transient: try the same call again
+  kUnavailable,  // transient: try the same call again
   kInternal,
 };
 
@@ -46,10 +46,10 @@ std::string_view to_string(RetryClass retry);
 struct Error {
   ErrorCode code = ErrorCode::kInternal;
   RetryClass retry = RetryClass::kFatal;
-  int sys_errno = 0;       // errno when the error came from the OS, else 0
-  std::string operation;   // "open", "read", "rename", ...
-  std::string path;        // path or URL the operation was about
-  std::string detail;      // extra human-readable reason
+  int sys_errno = 0;      // errno when the error came from the OS, else 0
+  std::string operation;  // "open", "read", "rename", ...
+  std::string path;       // path or URL the operation was about
+  std::string detail;     // extra human-readable reason
 
   // "open /a/b: No such file or directory (detail)".
   std::string message() const;
@@ -64,7 +64,7 @@ Error make_error(ErrorCode code, std::string_view operation, std::string_view pa
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit
+  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}      // NOLINT: implicit
   Result(Error error) : v_(std::in_place_index<1>, std::move(error)) {}  // NOLINT: implicit
 
   bool ok() const { return v_.index() == 0; }
@@ -102,7 +102,9 @@ class [[nodiscard]] Result<void> {
 };
 
 using Status = Result<void>;
-inline Status ok_status() { return {}; }
+inline Status ok_status() {
+  return {};
+}
 
 }  // namespace xfer
 
@@ -110,12 +112,12 @@ inline Status ok_status() { return {}; }
 #define XFER_CONCAT(a, b) XFER_CONCAT_INNER(a, b)
 
 // Propagates the error of a Status/Result expression.
-#define XFER_TRY(expr)                                \
-  do {                                                \
-    auto&& xfer_try_result_ = (expr);                 \
-    if (!xfer_try_result_.ok()) {                     \
-      return std::move(xfer_try_result_).error();     \
-    }                                                 \
+#define XFER_TRY(expr)                            \
+  do {                                            \
+    auto&& xfer_try_result_ = (expr);             \
+    if (!xfer_try_result_.ok()) {                 \
+      return std::move(xfer_try_result_).error(); \
+    }                                             \
   } while (0)
 
 // Declares `lhs` from the value of a Result expression, or propagates its error.

@@ -32,9 +32,15 @@ using Length = StrongInt<LengthTag>;
 using FileId = StrongInt<FileIdTag>;
 using ChunkId = StrongInt<ChunkIdTag, std::uint32_t>;
 
-constexpr Offset operator+(Offset o, Length l) { return Offset{o.get() + l.get()}; }
-constexpr Length operator-(Offset a, Offset b) { return Length{a.get() - b.get()}; }
-constexpr Length operator+(Length a, Length b) { return Length{a.get() + b.get()}; }
+constexpr Offset operator+(Offset o, Length l) {
+  return Offset{o.get() + l.get()};
+}
+constexpr Length operator-(Offset a, Offset b) {
+  return Length{a.get() - b.get()};
+}
+constexpr Length operator+(Length a, Length b) {
+  return Length{a.get() + b.get()};
+}
 
 inline constexpr std::uint64_t kKiB = 1024;
 inline constexpr std::uint64_t kMiB = 1024 * kKiB;

@@ -12,7 +12,7 @@ namespace xfer {
 // Accepts a decimal number with an optional K/M/G/T suffix (powers of 1024,
 // optional trailing "B" or "iB"). Rejects negatives, garbage and overflow.
 Result<std::uint64_t> parse_size(std::string_view text);
-std::string format_bytes(double bytes);          // "12.3 MiB"
-std::string format_duration(double seconds);     // "1m02s", "3.4s"
+std::string format_bytes(double bytes);       // "12.3 MiB"
+std::string format_duration(double seconds);  // "1m02s", "3.4s"
 
 }  // namespace xfer

@@ -11,11 +11,11 @@
 namespace xfer {
 
 struct Url {
-  std::string scheme;     // "file" for bare paths
-  std::string user;       // from user@host, may be empty
-  std::string host;       // may be empty (file)
-  int port = 0;           // 0 when absent
-  std::string path;       // percent-decoded; for file: as given (relative allowed)
+  std::string scheme;           // "file" for bare paths
+  std::string user;             // from user@host, may be empty
+  std::string host;             // may be empty (file)
+  int port = 0;                 // 0 when absent
+  std::string path;             // percent-decoded; for file: as given (relative allowed)
   bool trailing_slash = false;  // the original ended in '/': "treat as directory"
 
   bool is_local() const { return scheme == "file"; }

@@ -12,9 +12,9 @@ namespace xfer {
 // back by what the failed attempt had counted). Relaxed atomics: readers only
 // need eventually-consistent figures.
 struct TransferCounters {
-  std::atomic<std::uint64_t> bytes_total{0};   // sizes of files opened so far
+  std::atomic<std::uint64_t> bytes_total{0};  // sizes of files opened so far
   std::atomic<std::uint64_t> bytes_done{0};
-  std::atomic<std::uint64_t> files_total{0};   // entries the scanner found
+  std::atomic<std::uint64_t> files_total{0};  // entries the scanner found
   std::atomic<std::uint64_t> files_opened{0};
   std::atomic<std::uint64_t> files_done{0};
   std::atomic<std::uint64_t> files_failed{0};

@@ -9,8 +9,8 @@
 
 #include <atomic>
 #include <cstdio>
-#include <mutex>
 #include <cstring>
+#include <mutex>
 #include <random>
 #include <vector>
 
@@ -19,7 +19,9 @@
 namespace xfer {
 namespace {
 
-std::string path_str(std::string_view p) { return std::string(p.empty() ? "." : p); }
+std::string path_str(std::string_view p) {
+  return std::string(p.empty() ? "." : p);
+}
 
 // RAII file descriptor.
 class Fd {
@@ -92,8 +94,8 @@ Result<std::string> read_link(const std::string& path) {
 }
 
 std::string random_suffix() {
-  thread_local std::mt19937_64 rng{std::random_device{}() ^
-                                   static_cast<std::uint64_t>(::getpid()) << 32};
+  thread_local std::mt19937_64 rng{std::random_device{}() ^ static_cast<std::uint64_t>(::getpid())
+                                                                << 32};
   return fmt::format("{:016x}", rng());
 }
 
@@ -131,6 +133,23 @@ constexpr std::size_t kDirectAlign = 4096;
 // them well, and fallocate costs a syscall and an extent update per file.
 constexpr std::uint64_t kPreallocateMin = 1ull << 20;
 
+// Reads until `buf` is full or end of file; retries EINTR.
+Result<std::size_t> pread_full(int fd, Offset offset, std::span<std::byte> buf, std::string_view op,
+                               const std::string& path) {
+  std::size_t done = 0;
+  while (done < buf.size()) {
+    ssize_t n =
+        ::pread(fd, buf.data() + done, buf.size() - done, static_cast<off_t>(offset.get() + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno_error(errno, op, path);
+    }
+    if (n == 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  return done;
+}
+
 // ---------------------------------------------------------------- Source
 
 class LocalSource final : public Source {
@@ -141,18 +160,7 @@ class LocalSource final : public Source {
   const FileAttrs& attrs() const override { return attrs_; }
 
   Result<std::size_t> read_at(Offset offset, std::span<std::byte> buf) override {
-    std::size_t done = 0;
-    while (done < buf.size()) {
-      ssize_t n = ::pread(fd_.get(), buf.data() + done, buf.size() - done,
-                          static_cast<off_t>(offset.get() + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return errno_error(errno, "read", path_);
-      }
-      if (n == 0) break;
-      done += static_cast<std::size_t>(n);
-    }
-    return done;
+    return pread_full(fd_.get(), offset, buf, "read", path_);
   }
 
   Status check_unchanged() override {
@@ -182,8 +190,8 @@ class LocalSink final : public Sink {
   // `anonymous`: fd is an O_TMPFILE with no name yet; else temp_path_ names it.
   // `mode_is_final`: the file was created with its final permission bits, so
   // commit() need not chmod it.
-  LocalSink(Fd fd, std::string final_path, std::string temp_path, bool anonymous,
-            SinkOptions opts, bool mode_is_final)
+  LocalSink(Fd fd, std::string final_path, std::string temp_path, bool anonymous, SinkOptions opts,
+            bool mode_is_final)
       : fd_(std::move(fd)),
         final_path_(std::move(final_path)),
         temp_path_(std::move(temp_path)),
@@ -237,18 +245,7 @@ class LocalSink final : public Sink {
   }
 
   Result<std::size_t> read_back(Offset offset, std::span<std::byte> buf) override {
-    std::size_t done = 0;
-    while (done < buf.size()) {
-      ssize_t n = ::pread(fd_.get(), buf.data() + done, buf.size() - done,
-                          static_cast<off_t>(offset.get() + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return errno_error(errno, "read back", final_path_);
-      }
-      if (n == 0) break;
-      done += static_cast<std::size_t>(n);
-    }
-    return done;
+    return pread_full(fd_.get(), offset, buf, "read back", final_path_);
   }
 
   Status commit() override {
@@ -257,7 +254,8 @@ class LocalSink final : public Sink {
     struct stat st {};
     if (::fstat(fd_.get(), &st) != 0) return fail(errno, "stat");
     if (static_cast<std::uint64_t>(st.st_size) != opts_.size) {
-      if (::ftruncate(fd_.get(), static_cast<off_t>(opts_.size)) != 0) return fail(errno, "truncate");
+      if (::ftruncate(fd_.get(), static_cast<off_t>(opts_.size)) != 0)
+        return fail(errno, "truncate");
     }
     if (buffered_.valid() && opts_.direct) buffered_.reset();
     if (!mode_is_final_ && ::fchmod(fd_.get(), opts_.attrs.mode & 07777) != 0) {
@@ -268,8 +266,7 @@ class LocalSink final : public Sink {
     if (::futimens(fd_.get(), times) != 0) return fail(errno, "set mtime");
     if (anonymous_) {
       std::string proc = fmt::format("/proc/self/fd/{}", fd_.get());
-      if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, final_path_.c_str(), AT_SYMLINK_FOLLOW) ==
-          0) {
+      if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, final_path_.c_str(), AT_SYMLINK_FOLLOW) == 0) {
         anonymous_ = false;
         fd_.reset();
         committed_ = true;
@@ -278,8 +275,7 @@ class LocalSink final : public Sink {
       if (errno != EEXIST) return fail(errno, "publish");
       // The final name exists: link under a temp name, then rename over it.
       temp_path_ = temp_name_for(final_path_);
-      if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, temp_path_.c_str(), AT_SYMLINK_FOLLOW) !=
-          0) {
+      if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, temp_path_.c_str(), AT_SYMLINK_FOLLOW) != 0) {
         return fail(errno, "publish");
       }
       anonymous_ = false;
@@ -391,10 +387,18 @@ class LocalBackend final : public Backend {
       e.name = std::string(name);
       bool need_stat = options.want_attrs || de->d_type == DT_UNKNOWN;
       switch (de->d_type) {
-        case DT_REG: e.type = EntryType::kFile; break;
-        case DT_DIR: e.type = EntryType::kDirectory; break;
-        case DT_LNK: e.type = EntryType::kSymlink; break;
-        default: e.type = EntryType::kOther; break;
+        case DT_REG:
+          e.type = EntryType::kFile;
+          break;
+        case DT_DIR:
+          e.type = EntryType::kDirectory;
+          break;
+        case DT_LNK:
+          e.type = EntryType::kSymlink;
+          break;
+        default:
+          e.type = EntryType::kOther;
+          break;
       }
       if (need_stat) {
         struct stat st {};
@@ -580,6 +584,8 @@ class LocalBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_local_backend() { return std::make_unique<LocalBackend>(); }
+std::unique_ptr<Backend> make_local_backend() {
+  return std::make_unique<LocalBackend>();
+}
 
 }  // namespace xfer
