@@ -465,8 +465,13 @@ class FreshExt4:
         """Unmount and detach the loop device (idempotent, never raises)."""
         if self.mounted:
             os.sync()
-            if _run_quiet(["umount", self.mnt], check=False).returncode != 0:
-                log(f"umount {self.mnt} failed; lazy unmount")
+            for attempt in range(20):  # a just-killed tool may still hold the fs for a moment
+                p = _run_quiet(["umount", self.mnt], check=False)
+                if p.returncode == 0:
+                    break
+                time.sleep(0.25)
+            else:
+                log(f"umount {self.mnt} failed ({p.stderr.strip()}); lazy unmount")
                 _run_quiet(["umount", "-l", self.mnt], check=False)
             self.mounted = False
         if self.loop:
@@ -1036,6 +1041,7 @@ def main(argv: list[str] | None = None) -> int:
         missing = [b for b in ("losetup", "mkfs.ext4", "mount", "umount", "findmnt") if not shutil.which(b)]
         if missing:
             ap.error(f"--small-dest fresh-ext4 needs {missing}")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     signal.signal(signal.SIGTERM, _sigterm)
     signal.signal(signal.SIGHUP, _sigterm)
     workdir = os.path.abspath(args.workdir)

@@ -66,6 +66,8 @@ void register_touch(CLI::App& app);
 void register_rename(CLI::App& app);
 void register_move(CLI::App& app);
 void register_rm(CLI::App& app);
+void register_jobs(CLI::App& app);
+void register_resume(CLI::App& app);
 
 // Runs a transfer with progress rendering and summary (shared by transfer and move).
 struct RenderOptions {

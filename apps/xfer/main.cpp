@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   register_rename(app);
   register_move(app);
   register_rm(app);
+  register_jobs(app);
+  register_resume(app);
 
   // Load the config before subcommand callbacks run.
   app.parse_complete_callback([&] {

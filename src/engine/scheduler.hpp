@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "xfer/backend/backend.hpp"
 
@@ -30,6 +31,9 @@ struct FileTask {
 // scheduler-owned counters are touched by the worker that owns the phase.
 struct ChunkedFile {
   FileTask task;
+  std::uint64_t key = 0;          // checkpoint key (XXH3 of the destination path)
+  std::vector<bool> resume_done;  // chunks already at the destination (resume)
+  std::vector<std::uint64_t> resume_hashes;
   std::unique_ptr<Source> source;
   std::unique_ptr<Sink> sink;
   std::uint64_t size = 0;

@@ -8,8 +8,13 @@
 
 #include <fmt/format.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -20,8 +25,10 @@
 #include "retry.hpp"
 #include "scheduler.hpp"
 #include "xfer/backend/registry.hpp"
+#include "xfer/checkpoint/checkpoint.hpp"
 #include "xfer/core/checksum.hpp"
 #include "xfer/core/log.hpp"
+#include "xfer/engine/jobs.hpp"
 #include "xfer/io/buffer_pool.hpp"
 #include "xfer/io/rate_limiter.hpp"
 
@@ -74,6 +81,9 @@ class Engine {
   // Setup.
   Result<Backend*> backend_for(const Url& url);
   Status resolve_roots();
+  Status open_job();
+  void close_job(TransferResult& result);
+  bool skip_if_done(const FileTask& task, const FileAttrs& attrs);
 
   // Scanner thread.
   void scan();
@@ -88,7 +98,9 @@ class Engine {
   void finalize_chunked(std::shared_ptr<ChunkedFile> file);
   Status start_chunked(const std::shared_ptr<ChunkedFile>& file);
   Status copy_range(Source& source, Sink& sink, std::uint64_t begin, std::uint64_t end, bool sparse,
-                    std::uint64_t* hashes, std::atomic<std::uint64_t>* counted);
+                    std::uint64_t* hashes, std::atomic<std::uint64_t>* counted,
+                    Xxh3Stream* chunk_hash = nullptr);
+  Result<bool> resumed_chunk_intact(ChunkedFile& file, std::uint64_t chunk);
   Status verify_pieces(Sink& sink, std::uint64_t size, const std::uint64_t* hashes);
 
   void report(Error e);
@@ -114,6 +126,12 @@ class Engine {
 
   std::mutex errors_mu_;
   std::vector<Error> errors_;
+
+  // Checkpointing (null when off or --dry-run).
+  std::unique_ptr<checkpoint::Checkpoint> ckpt_;
+  std::string state_root_;
+  JobInfo job_;
+  int lock_fd_ = -1;
 };
 
 void Engine::report(Error e) {
@@ -421,10 +439,15 @@ void Engine::process_file(FileTask task) {
       counters_.files_done.fetch_add(1, std::memory_order_relaxed);
       return;
     }
+    if (attempt == 1 && skip_if_done(task, source->attrs())) {
+      scheduler_.file_classified();
+      return;
+    }
     FilePlan plan =
         plan_file(size, root.source->capabilities(), root.destination->capabilities(), opt_);
     if (plan.strategy == Strategy::kChunked) {
       auto file = std::make_shared<ChunkedFile>();
+      file->key = checkpoint::file_key(task.destination);
       file->task = std::move(task);
       file->source = std::move(source);
       file->size = size;
@@ -510,6 +533,12 @@ Status Engine::copy_whole(const FileTask& task, Source& source, unsigned attempt
     return e;
   }
   counters_.chunks_done.fetch_add(1, std::memory_order_relaxed);
+  if (ckpt_) {
+    // Asynchronous: the file is already published; should this record be
+    // lost in a crash, the re-run finds the destination complete anyway.
+    (void)ckpt_->finish_file({checkpoint::file_key(task.destination), attrs.size, attrs.mtime_ns},
+                             false);
+  }
   return ok_status();
 }
 
@@ -523,7 +552,26 @@ Status Engine::start_chunked(const std::shared_ptr<ChunkedFile>& file) {
   so.direct = opt_.direct;
   so.fsync = opt_.fsync;
   file->sparse = so.sparse;
-  XFER_ASSIGN_OR_RETURN(file->sink, root.destination->open_sink(file->task.destination, so));
+  file->resume_done.clear();
+  file->resume_hashes.clear();
+  if (ckpt_ && root.destination->capabilities().resume) {
+    checkpoint::FileBegin begin{file->key,        attrs.size,        attrs.mtime_ns,
+                                file->chunk_size, file->task.source, file->task.destination};
+    checkpoint::Progress progress = ckpt_->begin_file(begin);
+    so.resume_name = job_.id.substr(0, 12);
+    so.resume_existing = progress.done_count() > 0;
+    XFER_ASSIGN_OR_RETURN(file->sink, root.destination->open_sink(file->task.destination, so));
+    if (so.resume_existing && !file->sink->resumed()) {
+      // The partial is gone (deleted by hand?): start the file over.
+      ckpt_->reset_file(file->key);
+      (void)ckpt_->begin_file(begin);
+    } else if (so.resume_existing) {
+      file->resume_done = std::move(progress.done);
+      file->resume_hashes = std::move(progress.hashes);
+    }
+  } else {
+    XFER_ASSIGN_OR_RETURN(file->sink, root.destination->open_sink(file->task.destination, so));
+  }
   file->bytes_counted.store(0);
   if (opt_.verify) {
     file->pieces = (file->size + opt_.io_size - 1) / opt_.io_size + 1;
@@ -537,10 +585,28 @@ void Engine::run_chunk(WorkItem item) {
   const std::uint64_t begin = item.chunk * file->chunk_size;
   const std::uint64_t end = std::min(file->size, begin + file->chunk_size);
   std::optional<Error> failure;
-  for (unsigned attempt = 1;; ++attempt) {
-    Status s = copy_range(*file->source, *file->sink, begin, end, file->sparse,
-                          file->piece_hashes.get(), &file->bytes_counted);
-    if (s.ok()) break;
+  if (item.chunk < file->resume_done.size() && file->resume_done[item.chunk]) {
+    // Already at the destination from an earlier run. With --verify it is
+    // checked first (journal hash, or a comparison with the source).
+    auto intact = opt_.verify ? resumed_chunk_intact(*file, item.chunk) : Result<bool>(true);
+    if (intact && *intact) {
+      counters_.bytes_resumed.fetch_add(end - begin, std::memory_order_relaxed);
+      counters_.chunks_done.fetch_add(1, std::memory_order_relaxed);
+      if (scheduler_.chunk_finished(file, std::nullopt)) finalize_chunked(std::move(file));
+      return;
+    }
+    if (!intact) failure = intact.error();
+  }
+  std::uint64_t chunk_hash = 0;
+  for (unsigned attempt = 1; !failure; ++attempt) {
+    Xxh3Stream hasher;
+    Status s =
+        copy_range(*file->source, *file->sink, begin, end, file->sparse, file->piece_hashes.get(),
+                   &file->bytes_counted, opt_.verify ? &hasher : nullptr);
+    if (s.ok()) {
+      if (opt_.verify) chunk_hash = hasher.digest();
+      break;
+    }
     if (s.error().code != ErrorCode::kCancelled && retry_.retry_call(s.error(), attempt) &&
         !cancelled()) {
       backoff(attempt);
@@ -549,8 +615,39 @@ void Engine::run_chunk(WorkItem item) {
     failure = s.error();
     break;
   }
-  if (!failure) counters_.chunks_done.fetch_add(1, std::memory_order_relaxed);
+  if (!failure) {
+    counters_.chunks_done.fetch_add(1, std::memory_order_relaxed);
+    if (ckpt_) ckpt_->chunk_done(file->key, item.chunk, chunk_hash);
+  }
   if (scheduler_.chunk_finished(file, std::move(failure))) finalize_chunked(std::move(file));
+}
+
+// --verify on resume: is chunk `chunk` of the partial intact? Compared with
+// the XXH3 the journal recorded, or, when none was (zero-copy), with the
+// source's bytes. Fills the piece hashes the final verification reads.
+Result<bool> Engine::resumed_chunk_intact(ChunkedFile& file, std::uint64_t chunk) {
+  const std::uint64_t begin = chunk * file.chunk_size;
+  const std::uint64_t end = std::min(file.size, begin + file.chunk_size);
+  const std::uint64_t recorded = chunk < file.resume_hashes.size() ? file.resume_hashes[chunk] : 0;
+  Buffer dst = pool_.acquire();
+  Xxh3Stream dst_hash, src_hash;
+  for (std::uint64_t pos = begin; pos < end; pos += opt_.io_size) {
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(opt_.io_size, end - pos));
+    XFER_ASSIGN_OR_RETURN(std::size_t got,
+                          file.sink->read_back(Offset{pos}, dst.writable().subspan(0, n)));
+    if (got != n) return false;
+    std::span<const std::byte> bytes(dst.data(), n);
+    dst_hash.update(bytes);
+    if (file.piece_hashes) file.piece_hashes[pos / opt_.io_size] = xxh3_64(bytes);
+    if (recorded == 0) {
+      Buffer src = pool_.acquire();
+      XFER_ASSIGN_OR_RETURN(std::size_t sgot,
+                            file.source->read_at(Offset{pos}, src.writable().subspan(0, n)));
+      if (sgot != n) return false;
+      src_hash.update({src.data(), n});
+    }
+  }
+  return dst_hash.digest() == (recorded != 0 ? recorded : src_hash.digest());
 }
 
 // The fence: runs once per attempt, after every chunk of the file returned.
@@ -562,13 +659,25 @@ void Engine::finalize_chunked(std::shared_ptr<ChunkedFile> file) {
     Status s = file->source->check_unchanged();
     if (s.ok() && opt_.verify) s = verify_pieces(*file->sink, file->size, file->piece_hashes.get());
     if (s.ok()) s = file->sink->commit();
+    if (s.ok() && ckpt_) {
+      // The last synchronous flush of this file: done in the journal and the
+      // done-index before we call it done.
+      const FileAttrs& a = file->source->attrs();
+      s = ckpt_->finish_file({file->key, a.size, a.mtime_ns}, true);
+    }
     if (s.ok()) {
       counters_.files_done.fetch_add(1, std::memory_order_relaxed);
       return;
     }
     failure = s.error();
   }
+  if (failure->code == ErrorCode::kCancelled || cancelled()) {
+    // Keep the partial and its journal: the next run resumes from here.
+    (void)file->sink->suspend();
+    return;
+  }
   (void)file->sink->abort();
+  if (ckpt_) ckpt_->reset_file(file->key);
   counters_.bytes_done.fetch_sub(file->bytes_counted.exchange(0), std::memory_order_relaxed);
   Error e = *failure;
   if (e.path.empty()) e.path = file->task.source;
@@ -609,10 +718,12 @@ void Engine::finalize_chunked(std::shared_ptr<ChunkedFile> file) {
 // io_size go through a pooled buffer (or copy_file_range when allowed);
 // `hashes[i]` receives the XXH3 of piece i (offset / io_size) for --verify.
 Status Engine::copy_range(Source& source, Sink& sink, std::uint64_t begin, std::uint64_t end,
-                          bool sparse, std::uint64_t* hashes, std::atomic<std::uint64_t>* counted) {
+                          bool sparse, std::uint64_t* hashes, std::atomic<std::uint64_t>* counted,
+                          Xxh3Stream* chunk_hash) {
   const std::uint64_t io = opt_.io_size;
   std::uint64_t pos = begin;
-  if (zero_copy_.load(std::memory_order_relaxed) && !sparse && hashes == nullptr) {
+  if (zero_copy_.load(std::memory_order_relaxed) && !sparse && hashes == nullptr &&
+      chunk_hash == nullptr) {
     // Zero-copy pieces stay large (4 io units) to amortise the syscall, and
     // small enough for smooth progress and rate limiting.
     const std::uint64_t piece = io * 4;
@@ -651,6 +762,7 @@ Status Engine::copy_range(Source& source, Sink& sink, std::uint64_t begin, std::
     }
     std::span<const std::byte> data(span.data(), n);
     if (hashes != nullptr) hashes[pos / io] = xxh3_64(data);
+    if (chunk_hash != nullptr) chunk_hash->update(data);
     if (!limiter_.acquire(n, cancel_)) return make_error(ErrorCode::kCancelled, "copy", "");
     if (!(sparse && all_zero(data))) XFER_TRY(sink.write_at(Offset{pos}, data));
     pos += n;
@@ -682,6 +794,7 @@ Status Engine::verify_pieces(Sink& sink, std::uint64_t size, const std::uint64_t
 Result<TransferResult> Engine::run() {
   auto start = Clock::now();
   XFER_TRY(resolve_roots());
+  if (opt_.checkpoint && !opt_.dry_run) XFER_TRY(open_job());
 
   unsigned workers = opt_.workers;
   if (workers == 0) workers = 64;  // measured: small files keep improving up to 64 here
@@ -731,9 +844,107 @@ Result<TransferResult> Engine::run() {
   result.cancelled = cancelled();
   result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   result.peak_buffer_bytes = governor_.peak();
-  std::lock_guard lock(errors_mu_);
-  result.errors = errors_;
+  {
+    std::lock_guard lock(errors_mu_);
+    result.errors = errors_;
+  }
+  result.files_resumed = counters_.files_resumed.load();
+  result.bytes_resumed = counters_.bytes_resumed.load();
+  if (ckpt_) close_job(result);
   return result;
+}
+
+// Finds (or creates) the job's state, takes its lock, and opens the
+// checkpoint, recovering whatever an earlier run left.
+Status Engine::open_job() {
+  state_root_ = opt_.state_root.empty() ? default_state_root() : opt_.state_root;
+  job_.id = opt_.job_id.empty() ? derive_job_id(req_) : opt_.job_id;
+  const std::string dir = job_dir(state_root_, job_.id);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return errno_error(ec.value(), "mkdir", dir);
+  lock_fd_ = ::open((dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0) return errno_error(errno, "open", dir + "/lock");
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return make_error(ErrorCode::kUnavailable, "start job", job_.id,
+                      "another xfer process is running this job");
+  }
+  auto previous = read_job(state_root_, job_.id);
+  job_.created_s = static_cast<std::int64_t>(std::time(nullptr));
+  if (previous) {
+    job_.created_s = previous->created_s;
+    if (previous->status == "done") {
+      // A finished job run again is a new copy: start from empty state.
+      for (const char* f : {"journal", "done.idx"}) std::filesystem::remove(dir + "/" + f, ec);
+      std::filesystem::remove_all(dir + "/snapshots", ec);
+    }
+  }
+  job_.request = req_;
+  job_.request.options.job_id.clear();
+  job_.status = "running";
+  job_.pid = static_cast<int>(::getpid());
+  job_.updated_s = static_cast<std::int64_t>(std::time(nullptr));
+  XFER_TRY(write_job(state_root_, job_));
+  checkpoint::Options co;
+  co.dir = dir;
+  XFER_ASSIGN_OR_RETURN(ckpt_, checkpoint::Checkpoint::open(co));
+  return ok_status();
+}
+
+void Engine::close_job(TransferResult& result) {
+  Status flushed = ckpt_->flush();
+  if (!flushed.ok()) report(flushed.error());
+  const auto& st = ckpt_->stats();
+  result.job_id = job_.id;
+  result.journal_records = st.records.load();
+  result.journal_fsyncs = st.fsyncs.load();
+  result.journal_bytes = st.journal_bytes_total.load();
+  result.snapshots = st.snapshots.load();
+  result.checkpoint_max_queue = st.max_queue_depth.load();
+  result.checkpoint_max_lag_us = st.max_flush_lag_us.load();
+  result.checkpoint_backpressure = st.backpressure_waits.load();
+  ckpt_.reset();  // stops the flusher
+  const std::uint64_t errors = counters_.errors.load();
+  if (result.cancelled) {
+    job_.status = "interrupted";
+  } else if (errors == 0) {
+    job_.status = "done";
+  } else {
+    job_.status = result.files_done > 0 ? "partial" : "failed";
+  }
+  job_.updated_s = static_cast<std::int64_t>(std::time(nullptr));
+  job_.files_total = counters_.files_total.load();
+  job_.files_done = result.files_done;
+  job_.bytes_total = counters_.bytes_total.load();
+  job_.bytes_done = result.bytes_done + result.bytes_resumed;
+  const std::string dir = job_dir(state_root_, job_.id);
+  std::error_code ec;
+  if (job_.status == "done") {
+    // Nothing left to resume: keep only job.json (for `xfer jobs --all`).
+    for (const char* f : {"journal", "done.idx"}) std::filesystem::remove(dir + "/" + f, ec);
+    std::filesystem::remove_all(dir + "/snapshots", ec);
+  }
+  Status w = write_job(state_root_, job_);
+  if (!w.ok()) report(w.error());
+  ::close(lock_fd_);
+  lock_fd_ = -1;
+}
+
+// Resume of a whole file: the done-index says it was copied with this size
+// and mtime, and the destination still has them.
+bool Engine::skip_if_done(const FileTask& task, const FileAttrs& attrs) {
+  if (!ckpt_) return false;
+  auto done = ckpt_->done(checkpoint::file_key(task.destination));
+  if (!done || done->size != attrs.size || done->mtime_ns != attrs.mtime_ns) return false;
+  auto dst = roots_[task.root].destination->stat(task.destination);
+  if (!dst || dst->type != EntryType::kFile || dst->size != attrs.size) return false;
+  if (roots_[task.root].destination->capabilities().mtime && dst->mtime_ns != attrs.mtime_ns) {
+    return false;
+  }
+  counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+  counters_.files_resumed.fetch_add(1, std::memory_order_relaxed);
+  counters_.bytes_resumed.fetch_add(attrs.size, std::memory_order_relaxed);
+  return true;
 }
 
 }  // namespace

@@ -12,7 +12,7 @@ ProgressSnapshot ProgressMeter::sample() {
   ProgressSnapshot s;
   auto rd = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   s.elapsed_s = std::chrono::duration<double>(now - start_).count();
-  s.bytes_done = rd(counters_.bytes_done);
+  s.bytes_done = rd(counters_.bytes_done) + rd(counters_.bytes_resumed);
   s.bytes_total = rd(counters_.bytes_total);
   s.files_done = rd(counters_.files_done);
   s.files_total = rd(counters_.files_total);

@@ -1013,25 +1013,52 @@ RunResult run_and_signal(const std::vector<std::string>& args, int sig,
 
 TEST_F(Transfer, InterruptLeavesNoPartialFile) {
   // SIGINT / SIGTERM during a (rate-limited) copy: exit 130 and no
-  // half-written file under the final name, no temporary file left.
+  // half-written file under the final name. With --no-checkpoint no
+  // temporary file is left either; by default (checkpointing) the only
+  // thing left is the hidden resumable partial, and the same command run
+  // again resumes it and completes the copy.
   fs::path src = tmp() / "slow.bin";
   write_random_file(src, 80, 64u << 20);
-  for (int sig : {SIGINT, SIGTERM}) {
-    SCOPED_TRACE(sig == SIGINT ? "SIGINT" : "SIGTERM");
-    fs::path dst = tmp() / "slow.copy";
-    auto r = run_and_signal({"cp", "--bwlimit", "8M", S(src), S(dst)}, sig, 1500ms);
-    ASSERT_FALSE(r.exit_code == 0 && r.seconds < 1.5)
-        << "the copy finished before the signal: --bwlimit 8M was not "
-           "honoured (64 MiB should take ~8 s)\n"
-        << r.describe();
-    EXPECT_EXIT_CODE(r, 130);
-    EXPECT_LT(r.seconds, 4.5) << "slow to react to the signal\n" << r.describe();
-    std::printf("[info] exit after %.2f s (signal at 1.5 s)\n", r.seconds);
-    EXPECT_FALSE(lexists(dst)) << "half-written file under the final name";
-    EXPECT_EQ(list_relative(tmp()), std::vector<std::string>{"slow.bin"})
-        << "temporary files were left behind";
-    std::error_code ec;
-    fs::remove(dst, ec);
+  for (bool checkpoint : {false, true}) {
+    for (int sig : {SIGINT, SIGTERM}) {
+      SCOPED_TRACE(std::string(sig == SIGINT ? "SIGINT" : "SIGTERM") +
+                   (checkpoint ? " checkpoint" : " --no-checkpoint"));
+      fs::path dst = tmp() / "slow.copy";
+      // 1 MiB chunks: several complete (and are journaled) before the signal.
+      std::vector<std::string> args = {"cp", "--bwlimit", "8M",  "--chunk-size",
+                                       "1M", S(src),      S(dst)};
+      if (!checkpoint) args.insert(args.begin() + 1, "--no-checkpoint");
+      auto r = run_and_signal(args, sig, 1500ms);
+      ASSERT_FALSE(r.exit_code == 0 && r.seconds < 1.5)
+          << "the copy finished before the signal: --bwlimit 8M was not "
+             "honoured (64 MiB should take ~8 s)\n"
+          << r.describe();
+      EXPECT_EXIT_CODE(r, 130);
+      EXPECT_LT(r.seconds, 4.5) << "slow to react to the signal\n" << r.describe();
+      std::printf("[info] exit after %.2f s (signal at 1.5 s)\n", r.seconds);
+      EXPECT_FALSE(lexists(dst)) << "half-written file under the final name";
+      auto left = list_relative(tmp());
+      if (!checkpoint) {
+        EXPECT_EQ(left, std::vector<std::string>{"slow.bin"}) << "temporary files were left behind";
+      } else {
+        ASSERT_EQ(left.size(), 2u) << "expected slow.bin and one hidden partial";
+        EXPECT_EQ(left[1], "slow.bin");
+        EXPECT_EQ(left[0].rfind(".slow.copy.xfer-part-", 0), 0u) << left[0];
+        // Resume: no rate limit now; it must finish with the right bytes and
+        // report what was already there.
+        auto again = run_xfer({"cp", "--json", "--chunk-size", "1M", S(src), S(dst)});
+        EXPECT_EXIT_CODE(again, 0);
+        EXPECT_TRUE(files_equal(src, dst)) << "resumed copy differs from the source";
+        EXPECT_NE(again.out.find("\"bytes_resumed\":"), std::string::npos) << again.describe();
+        EXPECT_EQ(again.out.find("\"bytes_resumed\":0,"), std::string::npos)
+            << "nothing was resumed\n"
+            << again.describe();
+        EXPECT_EQ(list_relative(tmp()), (std::vector<std::string>{"slow.bin", "slow.copy"}))
+            << "the partial must be gone after the resumed copy";
+      }
+      std::error_code ec;
+      fs::remove(dst, ec);
+    }
   }
 }
 

@@ -305,6 +305,10 @@ void XferTest::SetUp() {
   const char* base_env = std::getenv("XFER_TEST_TMP");
   fs::path base = (base_env && *base_env) ? fs::path(base_env) : fs::path("/var/tmp");
   tmp_ = make_temp_dir_under(base);
+  // Job state (checkpoints) of this test's runs goes to a folder of its own,
+  // outside tmp() so tree comparisons do not see it; removed in TearDown.
+  state_dir_ = make_temp_dir_under(base);
+  ::setenv("XFER_STATE_DIR", state_dir_.c_str(), 1);
 }
 
 fs::path XferTest::make_temp_dir_under(const fs::path& base) {

@@ -85,6 +85,7 @@ class XferTest : public ::testing::Test {
 
  private:
   fs::path tmp_;
+  fs::path state_dir_;  // $XFER_STATE_DIR for the runs of this test
   std::vector<fs::path> extra_dirs_;
   std::vector<fs::path> mounts_;
 };

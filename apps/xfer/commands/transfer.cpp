@@ -168,7 +168,22 @@ int run_transfer_with_ui(const TransferRequest& request, const RenderOptions& re
                    {"rate_bps", rate},
                    {"peak_buffer_bytes", r.peak_buffer_bytes},
                    {"cancelled", r.cancelled},
-                   {"dry_run", request.options.dry_run}});
+                   {"dry_run", request.options.dry_run},
+                   {"job", r.job_id},
+                   {"files_resumed", r.files_resumed},
+                   {"bytes_resumed", r.bytes_resumed},
+                   {"checkpoint",
+                    {{"records", r.journal_records},
+                     {"fsyncs", r.journal_fsyncs},
+                     {"journal_bytes", r.journal_bytes},
+                     {"snapshots", r.snapshots},
+                     {"max_queue_depth", r.checkpoint_max_queue},
+                     {"max_flush_lag_us", r.checkpoint_max_lag_us},
+                     {"backpressure_waits", r.checkpoint_backpressure}}}});
+  }
+  if (!render.quiet && r.bytes_resumed > 0) {
+    fmt::print(stderr, "xfer: resumed job {}: {} files and {} bytes were already there\n", r.job_id,
+               r.files_resumed, r.bytes_resumed);
   }
   if (!render.quiet) {
     fmt::print(stderr, "xfer: {}{} {} files ({} bytes) in {:.2f} s, {}/s, {} errors{}\n",
@@ -185,6 +200,7 @@ void register_transfer(CLI::App& app) {
     TransferOptions opt;
     std::string bwlimit, chunk_size, memory;
     bool json = false, no_progress = false, quiet = false, no_zero_copy = false;
+    bool no_checkpoint = false;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("transfer", "Copy files and trees: SRC... DST");
@@ -209,6 +225,10 @@ void register_transfer(CLI::App& app) {
   cmd->add_flag("--direct", args->opt.direct, "O_DIRECT writes on the destination");
   cmd->add_flag("--fsync", args->opt.fsync, "fsync each file before publishing it");
   cmd->add_flag("--no-zero-copy", args->no_zero_copy, "Never use copy_file_range/sendfile");
+  cmd->add_option("--job", args->opt.job_id,
+                  "Job id for checkpoints (default: derived from sources, destination, options)");
+  cmd->add_flag("--no-checkpoint", args->no_checkpoint,
+                "Do not journal progress (an interrupted run cannot resume)");
   cmd->callback([args] {
     Context& ctx = context();
     TransferRequest req;
@@ -232,6 +252,7 @@ void register_transfer(CLI::App& app) {
     if (!req.options.verify && cfg.verify) req.options.verify = *cfg.verify;
     if (!req.options.fsync && cfg.fsync) req.options.fsync = *cfg.fsync;
     if (args->no_zero_copy) req.options.zero_copy = false;
+    if (args->no_checkpoint) req.options.checkpoint = false;
     if (req.options.chunk_size != 0 && req.options.chunk_size < 64 * 1024) {
       throw CLI::ValidationError("--chunk-size", "must be at least 64K");
     }

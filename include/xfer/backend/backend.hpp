@@ -97,11 +97,18 @@ struct SinkOptions {
   bool sparse = false;     // source has holes: do not preallocate, let holes stay holes
   bool direct = false;     // O_DIRECT where supported
   bool fsync = false;      // make the data durable before publishing it
+  // Resumable sinks (capabilities().resume): a non-empty resume_name names a
+  // partial that survives the process (locally a hidden sibling file derived
+  // from it). With resume_existing the partial is reopened as it is;
+  // otherwise it starts empty.
+  std::string resume_name;
+  bool resume_existing = false;
 };
 
 // Positional writer of one file that becomes visible atomically on commit().
-// Destroying a Sink that was not committed aborts it: nothing is left under
-// the final name, and no temporary file either.
+// Destroying a Sink that was not committed aborts it (a resumable one is
+// suspended): nothing is ever left under the final name, and no temporary
+// file either unless it was opened as a resumable partial.
 class Sink {
  public:
   virtual ~Sink() = default;
@@ -122,6 +129,11 @@ class Sink {
   virtual Status commit() = 0;
   // Discards everything written. Idempotent.
   virtual Status abort() = 0;
+  // Stops writing but keeps a resumable partial (cancellation). Sinks that are
+  // not resumable discard instead.
+  virtual Status suspend() { return abort(); }
+  // True when open_sink reopened an existing partial (resume_existing).
+  virtual bool resumed() const { return false; }
 };
 
 class Backend {

@@ -23,7 +23,12 @@ struct TransferOptions {
   std::uint64_t io_size = 1ull << 20;               // bytes per read/write call and per buffer
   std::uint64_t memory_limit = 256ull << 20;        // buffer budget (hard limit)
   std::uint64_t bwlimit = 0;                        // bytes per second, 0 = unlimited
-  unsigned max_attempts = 4;                        // per call and per file, first try included
+  // Checkpoints (docs/journal-format.md): progress is journaled so a re-run
+  // of the same request (same job id) resumes without re-sending.
+  bool checkpoint = true;
+  std::string job_id;         // empty: derived from the request
+  std::string state_root;     // empty: default_state_root()
+  unsigned max_attempts = 4;  // per call and per file, first try included
   std::chrono::milliseconds retry_base{50};
   std::chrono::milliseconds retry_cap{5000};
 };

@@ -39,6 +39,17 @@ struct TransferResult {
   bool cancelled = false;
   std::vector<Error> errors;  // the first 100 per-file errors
   std::uint64_t peak_buffer_bytes = 0;
+  // Checkpointing (empty job_id when off).
+  std::string job_id;
+  std::uint64_t files_resumed = 0;
+  std::uint64_t bytes_resumed = 0;
+  std::uint64_t journal_records = 0;
+  std::uint64_t journal_fsyncs = 0;
+  std::uint64_t journal_bytes = 0;
+  std::uint64_t snapshots = 0;
+  std::uint64_t checkpoint_max_queue = 0;
+  std::uint64_t checkpoint_max_lag_us = 0;
+  std::uint64_t checkpoint_backpressure = 0;
 };
 
 // Runs one transfer to completion (or cancellation). Returns an Error when

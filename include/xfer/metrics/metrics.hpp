@@ -25,6 +25,8 @@ struct TransferCounters {
   std::atomic<std::uint64_t> errors{0};
   std::atomic<std::uint64_t> bytes_zero_copy{0};  // moved by copy_file_range/sendfile
   std::atomic<std::uint64_t> bytes_verified{0};
+  std::atomic<std::uint64_t> files_resumed{0};  // found complete by the checkpoint: skipped
+  std::atomic<std::uint64_t> bytes_resumed{0};  // not sent again thanks to the checkpoint
   std::atomic<std::uint64_t> active_workers{0};
   std::atomic<bool> scan_complete{false};
 };

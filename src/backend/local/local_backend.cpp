@@ -128,6 +128,15 @@ mode_t current_umask() {
   return mask;
 }
 
+// The deterministic partial name of a resumable sink.
+std::string resumable_name_for(const std::string& final_path, const std::string& token) {
+  std::string base = base_name(final_path);
+  if (base.size() + kLocalTempInfix.size() + token.size() + 2 > 255) {
+    base = fmt::format("{:016x}", std::hash<std::string>{}(base));
+  }
+  return join_path(dir_name(final_path), fmt::format(".{}{}{}", base, kLocalTempInfix, token));
+}
+
 constexpr std::size_t kDirectAlign = 4096;
 // Files below this size are not preallocated: delayed allocation handles
 // them well, and fallocate costs a syscall and an extent update per file.
@@ -199,7 +208,25 @@ class LocalSink final : public Sink {
         opts_(std::move(opts)),
         mode_is_final_(mode_is_final) {}
 
-  ~LocalSink() override { (void)abort(); }
+  ~LocalSink() override {
+    if (resumable()) {
+      (void)suspend();
+    } else {
+      (void)abort();
+    }
+  }
+
+  Status suspend() override {
+    if (!resumable()) return abort();
+    if (committed_) return ok_status();
+    buffered_.reset();
+    fd_.reset();  // the named partial stays for the next run
+    committed_ = true;
+    return ok_status();
+  }
+
+  bool resumed() const override { return resumed_; }
+  void set_resumed(bool r) { resumed_ = r; }
 
   Status write_at(Offset offset, std::span<const std::byte> data) override {
     int fd = fd_.get();
@@ -322,8 +349,11 @@ class LocalSink final : public Sink {
   std::string temp_path_;
   bool anonymous_;
   SinkOptions opts_;
+  bool resumable() const { return !opts_.resume_name.empty() && !anonymous_; }
+
   bool mode_is_final_;
   bool committed_ = false;
+  bool resumed_ = false;
   std::mutex buffered_mu_;
   Fd buffered_;  // lazily opened for unaligned writes under O_DIRECT
 };
@@ -546,6 +576,7 @@ class LocalBackend final : public Backend {
     const mode_t want = options.attrs.mode & 07777;
     const bool mode_is_final = (want & 07000) == 0 && (want & umask_) == 0;
     const mode_t create_mode = mode_is_final ? want : 0600;
+    if (!options.resume_name.empty()) return open_resumable(p, options, flags, mode_is_final);
     int fd = use_tmpfile_.load(std::memory_order_relaxed)
                  ? ::open(dir.c_str(), flags | O_TMPFILE, create_mode)
                  : -1;
@@ -577,6 +608,39 @@ class LocalBackend final : public Backend {
   }
 
  private:
+  // A named partial ".<name>.xfer-part-<resume_name>" that survives the
+  // process, reopened as it is with resume_existing.
+  Result<std::unique_ptr<Sink>> open_resumable(const std::string& p, const SinkOptions& options,
+                                               int flags, bool mode_is_final) {
+    std::string temp = resumable_name_for(p, options.resume_name);
+    bool existed = false;
+    int fd = -1;
+    if (options.resume_existing) {
+      fd = ::open(temp.c_str(), flags);
+      existed = fd >= 0;
+    }
+    if (fd < 0) {
+      fd = ::open(temp.c_str(), flags | O_CREAT | O_TRUNC,
+                  mode_is_final ? options.attrs.mode & 07777 : 0600);
+    }
+    if (fd < 0) return errno_error(errno, "create", p);
+    Fd f(fd);
+    if (!existed && options.size >= kPreallocateMin && !options.sparse) {
+      if (::fallocate(f.get(), FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(options.size)) != 0) {
+        int err = errno;
+        if (err == ENOSPC || err == EDQUOT || err == EFBIG) {
+          ::unlink(temp.c_str());
+          return errno_error(err, "create", p);
+        }
+      }
+    }
+    // An existing partial may have been created under another umask or mode.
+    auto sink = std::make_unique<LocalSink>(std::move(f), p, temp, false, options,
+                                            mode_is_final && !existed);
+    sink->set_resumed(existed);
+    return std::unique_ptr<Sink>(std::move(sink));
+  }
+
   Capabilities caps_;
   const mode_t umask_ = current_umask();
   std::atomic<bool> use_tmpfile_{true};

@@ -1,0 +1,155 @@
+#include "xfer/engine/jobs.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "xfer/core/checksum.hpp"
+#include "xfer/core/url.hpp"
+
+namespace xfer {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string absolute_if_local(const std::string& text) {
+  auto url = parse_url(text);
+  if (!url || !url->is_local()) return text;
+  std::error_code ec;
+  auto abs = fs::absolute(url->path, ec);
+  if (ec) return text;
+  std::string s = abs.lexically_normal().string();
+  if (url->trailing_slash && (s.empty() || s.back() != '/')) s += '/';
+  return s;
+}
+
+json options_json(const TransferOptions& o) {
+  return {{"recursive", o.recursive},   {"verify", o.verify},
+          {"fsync", o.fsync},           {"direct", o.direct},
+          {"zero_copy", o.zero_copy},   {"workers", o.workers},
+          {"chunk_size", o.chunk_size}, {"chunk_parallelism", o.chunk_parallelism},
+          {"bwlimit", o.bwlimit},       {"memory_limit", o.memory_limit}};
+}
+
+void options_from_json(const json& j, TransferOptions& o) {
+  o.recursive = j.value("recursive", o.recursive);
+  o.verify = j.value("verify", o.verify);
+  o.fsync = j.value("fsync", o.fsync);
+  o.direct = j.value("direct", o.direct);
+  o.zero_copy = j.value("zero_copy", o.zero_copy);
+  o.workers = j.value("workers", o.workers);
+  o.chunk_size = j.value("chunk_size", o.chunk_size);
+  o.chunk_parallelism = j.value("chunk_parallelism", o.chunk_parallelism);
+  o.bwlimit = j.value("bwlimit", o.bwlimit);
+  o.memory_limit = j.value("memory_limit", o.memory_limit);
+}
+
+}  // namespace
+
+bool JobInfo::alive() const {
+  return status == "running" && pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
+}
+
+std::string default_state_root() {
+  if (const char* p = std::getenv("XFER_STATE_DIR"); p && *p) return p;
+  if (const char* x = std::getenv("XDG_STATE_HOME"); x && *x) return std::string(x) + "/xfer";
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : "") + "/.local/state/xfer";
+}
+
+std::string job_dir(const std::string& state_root, const std::string& id) {
+  return state_root + "/jobs/" + id;
+}
+
+std::string derive_job_id(const TransferRequest& request) {
+  std::string key = "xfer-job-v1\n";
+  for (const auto& s : request.sources) key += absolute_if_local(s) + "\n";
+  key += "->" + absolute_if_local(request.destination) + "\n";
+  key += fmt::format("r={} c={}", request.options.recursive, request.options.chunk_size);
+  return fmt::format("{:016x}", xxh3_64(std::as_bytes(std::span(key.data(), key.size()))));
+}
+
+Status write_job(const std::string& state_root, const JobInfo& job) {
+  std::string dir = job_dir(state_root, job.id);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return errno_error(ec.value(), "mkdir", dir);
+  json j = {{"id", job.id},
+            {"status", job.status},
+            {"sources", job.request.sources},
+            {"destination", job.request.destination},
+            {"options", options_json(job.request.options)},
+            {"pid", job.pid},
+            {"created_s", job.created_s},
+            {"updated_s", job.updated_s},
+            {"files_total", job.files_total},
+            {"files_done", job.files_done},
+            {"bytes_total", job.bytes_total},
+            {"bytes_done", job.bytes_done}};
+  std::string path = dir + "/job.json";
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+    if (!out) return errno_error(EIO, "write", tmp);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return errno_error(errno, "rename", tmp);
+  return ok_status();
+}
+
+Result<JobInfo> read_job(const std::string& state_root, const std::string& id) {
+  std::string dir = job_dir(state_root, id);
+  std::ifstream in(dir + "/job.json");
+  if (!in) return make_error(ErrorCode::kNotFound, "read job", id, "no such job");
+  JobInfo job;
+  try {
+    json j = json::parse(in);
+    job.id = j.at("id").get<std::string>();
+    job.status = j.value("status", "unknown");
+    job.request.sources = j.at("sources").get<std::vector<std::string>>();
+    job.request.destination = j.at("destination").get<std::string>();
+    if (j.contains("options")) options_from_json(j["options"], job.request.options);
+    job.pid = j.value("pid", 0);
+    job.created_s = j.value("created_s", std::int64_t{0});
+    job.updated_s = j.value("updated_s", std::int64_t{0});
+    job.files_total = j.value("files_total", std::uint64_t{0});
+    job.files_done = j.value("files_done", std::uint64_t{0});
+    job.bytes_total = j.value("bytes_total", std::uint64_t{0});
+    job.bytes_done = j.value("bytes_done", std::uint64_t{0});
+  } catch (const std::exception& e) {
+    return make_error(ErrorCode::kCorrupt, "read job", dir + "/job.json", e.what());
+  }
+  job.dir = dir;
+  return job;
+}
+
+std::vector<JobInfo> list_jobs(const std::string& state_root) {
+  std::vector<JobInfo> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(state_root + "/jobs", ec)) {
+    if (!e.is_directory()) continue;
+    auto job = read_job(state_root, e.path().filename().string());
+    if (job) out.push_back(std::move(job).value());
+  }
+  std::sort(out.begin(), out.end(),
+            [](const JobInfo& a, const JobInfo& b) { return a.updated_s > b.updated_s; });
+  return out;
+}
+
+Status remove_job(const std::string& state_root, const std::string& id) {
+  std::error_code ec;
+  fs::remove_all(job_dir(state_root, id), ec);
+  if (ec) return errno_error(ec.value(), "remove", job_dir(state_root, id));
+  return ok_status();
+}
+
+}  // namespace xfer
