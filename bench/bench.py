@@ -136,6 +136,9 @@ class RunResult:
     error: str = ""
     log_file: str = ""
     rss_source: str = ""
+    foreign_cpu_s: float | None = None     # CPU time used by other processes during the run
+    foreign_top: str = ""                   # the biggest of them ("comm 1.2s, ...")
+    busy: bool = False                      # foreign_cpu_s above BUSY_THRESHOLD: machine was not quiet
 
 
 def _find_gnu_time() -> str | None:
@@ -216,6 +219,57 @@ def timed_exec(argv: list[str], log_path: str, timeout: float | None) -> tuple[f
     if timed_out:
         raise TimeoutError(f"timed out after {timeout:g} s (process group killed)")
     return t1 - t0, t2 - t1, p.returncode, rss, source
+
+
+# ----- "is the machine quiet?" guard
+# A run is flagged BUSY when processes other than the harness and the tool used
+# more than max(BUSY_MIN_S, BUSY_FRACTION * run time) of CPU while it ran (e.g.
+# a build started in another terminal). Counted from /proc/PID/stat utime +
+# stime + cutime + cstime of every user-space process (so short-lived
+# compilers are seen through the parent that reaps them); kernel threads
+# (writeback, loop workers) are not counted.
+BUSY_MIN_S = 0.5
+BUSY_FRACTION = 0.02
+_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_snapshot() -> dict[int, tuple[str, float]]:
+    snap: dict[int, tuple[str, float]] = {}
+    me = os.getpid()
+    try:
+        pids = [d for d in os.listdir("/proc") if d.isdigit()]
+    except OSError:
+        return snap
+    for d in pids:
+        pid = int(d)
+        if pid == me:
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                data = f.read()
+        except OSError:
+            continue
+        r = data.rfind(")")
+        fields = data[r + 2:].split()
+        try:
+            if int(fields[6]) & 0x00200000:  # PF_KTHREAD
+                continue
+            ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        except (IndexError, ValueError):
+            continue
+        snap[pid] = (data[data.find("(") + 1:r], ticks / _HZ)
+    return snap
+
+
+def foreign_cpu(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> tuple[float, str]:
+    used = []
+    for pid, (comm, t) in after.items():
+        prev = before.get(pid)
+        d = t - (prev[1] if prev and prev[0] == comm else 0.0)
+        if d > 0:
+            used.append((d, comm))
+    used.sort(reverse=True)
+    return sum(d for d, _ in used), ", ".join(f"{c} {d:.1f}s" for d, c in used[:3])
 
 
 def _kill_quiet(pid: int) -> None:
@@ -716,6 +770,13 @@ def machine_info(workdir: str, xfer: str) -> dict:
     }
     if os.access(xfer, os.X_OK):
         versions["xfer"] = first_line([xfer, "--version"], need_ok=True) or f"{xfer} (no --version)"
+        try:
+            with open(xfer, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            mtime = _dt.datetime.fromtimestamp(os.path.getmtime(xfer)).astimezone().isoformat(timespec="seconds")
+            info["xfer_binary"] = {"path": xfer, "sha256": digest, "mtime": mtime}
+        except OSError:
+            pass
     else:
         versions["xfer"] = None
     info["versions"] = versions
@@ -731,6 +792,9 @@ def machine_markdown(m: dict) -> str:
         f"- workdir: {m.get('workdir')} on {m.get('workdir_fstype', '?')} ({m.get('workdir_device', '?')})",
         "- tools: " + "; ".join(f"{k}: {val or 'not installed'}" for k, val in v.items()),
     ]
+    xb = m.get("xfer_binary")
+    if xb:
+        lines.append(f"- xfer binary: {xb['path']}, sha256 {xb['sha256'][:16]}..., built {xb['mtime']}")
     return "\n".join(lines)
 
 
@@ -754,6 +818,7 @@ def tool_available(spec: ToolSpec) -> bool:
 
 
 def _one_run(plan: ScenarioPlan, oc: "ToolOutcome", t: str, r: int, args, cold: bool, log_path: str) -> None:
+    before = cpu_snapshot()
     try:
         cmd_s, sync_s, rc, rss, rss_src = timed_exec(oc.argv, log_path, args.timeout)
     except OSError as e:  # includes TimeoutError
@@ -764,6 +829,12 @@ def _one_run(plan: ScenarioPlan, oc: "ToolOutcome", t: str, r: int, args, cold: 
         return
     rr = RunResult(r + 1, cmd_s + sync_s, cmd_s, sync_s, rss, rc, cold, log_file=log_path,
                    rss_source=rss_src)
+    rr.foreign_cpu_s, rr.foreign_top = foreign_cpu(before, cpu_snapshot())
+    # the tool itself was reaped by GNU time / the harness: it never shows up in `after`
+    if rr.foreign_cpu_s > max(BUSY_MIN_S, BUSY_FRACTION * rr.seconds):
+        rr.busy = True
+        log(f"WARNING {plan.name}/{t} run {r + 1}: machine NOT quiet: other processes used "
+            f"{rr.foreign_cpu_s:.1f} s CPU during the run ({rr.foreign_top})")
     if rc != 0:
         rr.error = f"exit code {rc}"
         rr.verified = False
@@ -838,7 +909,8 @@ def summarize(plan: ScenarioPlan, outcomes: dict[str, ToolOutcome], fio: dict | 
     rows = {}
     for t, oc in outcomes.items():
         good = [r for r in oc.runs if r.seconds is not None and r.exit_code == 0 and r.verified is not False]
-        row: dict = {"status": oc.status, "argv": oc.argv, "n_ok": len(good)}
+        row: dict = {"status": oc.status, "argv": oc.argv, "n_ok": len(good),
+                     "busy_runs": sum(1 for r in oc.runs if r.busy)}
         if good:
             secs = [r.seconds for r in good]
             row["median_s"] = statistics.median(secs)
@@ -874,7 +946,8 @@ def markdown_table(results: list[dict]) -> str:
                 f"| {sc['name']} | {t} | {row['median_s']:.3f} | {row['min_s']:.3f}-{row['max_s']:.3f} "
                 f"| {row['median_MBps']:.1f} | {files_s} | {ratio_s} "
                 f"| {'-' if pct is None else f'{pct:.0f}%'} | {row['peak_rss_kib'] / 1024:.1f} MiB "
-                f"| {cache} | {row['status']} ({row['n_ok']} runs) |")
+                f"| {cache} | {row['status']} ({row['n_ok']} runs"
+                + (f", {row['busy_runs']} BUSY" if row.get("busy_runs") else "") + ") |")
     return "\n".join(out)
 
 
@@ -905,6 +978,10 @@ def report_markdown(doc: dict) -> str:
         if xr.get("pct_of_disk") is not None:
             x.append(f"- {sc['name']}: xfer reaches {xr['pct_of_disk']:.0f}% of the fio disk ceiling")
     lines += x
+    busy = sum(r.get("busy_runs", 0) for sc in doc["scenarios"] for r in sc["tools"].values())
+    if busy:
+        lines += ["", f"**WARNING: {busy} run(s) flagged BUSY: other processes used CPU while they ran "
+                  "(see busy/foreign_cpu_s/foreign_top in the JSON). These numbers are not trustworthy.**"]
     return "\n".join(lines) + "\n"
 
 
@@ -1100,8 +1177,20 @@ def main(argv: list[str] | None = None) -> int:
             log("datasets deleted (--clean)")
 
     doc["finished"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    xb = doc["machine"].get("xfer_binary")
+    if xb:
+        try:
+            now = _dt.datetime.fromtimestamp(os.path.getmtime(xfer)).astimezone().isoformat(timespec="seconds")
+        except OSError:
+            now = "missing"
+        if now != xb["mtime"]:
+            doc["xfer_binary_changed"] = now
+            log(f"WARNING: {xfer} changed during the benchmark (mtime {xb['mtime']} -> {now}): results mix binaries")
     doc["failed"] = failed
     md = report_markdown(doc)
+    if doc.get("xfer_binary_changed"):
+        md += (f"\n**WARNING: the xfer binary changed during the benchmark (mtime now "
+               f"{doc['xfer_binary_changed']}); results mix binaries.**\n")
     print(md)
     if args.markdown:
         with open(args.markdown, "a") as f:

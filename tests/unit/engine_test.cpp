@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -213,11 +214,16 @@ class EngineTest : public ::testing::Test {
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
+    state_ = dir_.string() + ".state";  // job state outside the compared folder
+    fs::remove_all(state_);
     g_faults.read_failures = 0;
     g_faults.corrupt_writes = 0;
     g_faults.grow_on_read = 0;
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override {
+    fs::remove_all(dir_);
+    fs::remove_all(state_);
+  }
 
   std::string write_file(const std::string& name, std::size_t size) {
     std::mt19937_64 rng(size);
@@ -233,12 +239,14 @@ class EngineTest : public ::testing::Test {
   std::string faulty(const std::string& name) { return "faulty://" + (dir_ / name).string(); }
 
   fs::path dir_;
+  fs::path state_;
 };
 
 TEST_F(EngineTest, TransientReadErrorsAreRetried) {
   std::string data = write_file("src.bin", 3 << 20);
   g_faults.read_failures = 2;
   TransferRequest req{{faulty("src.bin")}, (dir_ / "dst.bin").string(), {}};
+  req.options.state_root = state_.string();
   req.options.zero_copy = false;
   TransferCounters counters;
   auto r = run_transfer(req, counters, nullptr);
@@ -253,6 +261,7 @@ TEST_F(EngineTest, VerifyCatchesCorruptWriteAndRecopies) {
   std::string data = write_file("src.bin", 20 << 20);  // chunked
   g_faults.corrupt_writes = 1;
   TransferRequest req{{faulty("src.bin")}, faulty("dst.bin"), {}};
+  req.options.state_root = state_.string();
   req.options.verify = true;
   req.options.chunk_size = 4 << 20;
   TransferCounters counters;
@@ -268,6 +277,7 @@ TEST_F(EngineTest, WithoutVerifyCorruptionIsNotDetectedLocally) {
   write_file("src.bin", 1 << 20);
   g_faults.corrupt_writes = 1;
   TransferRequest req{{faulty("src.bin")}, faulty("dst.bin"), {}};
+  req.options.state_root = state_.string();
   TransferCounters counters;
   auto r = run_transfer(req, counters, nullptr);
   ASSERT_TRUE(r.ok());
@@ -278,6 +288,7 @@ TEST_F(EngineTest, PersistentErrorsFailTheFileAndLeaveNothing) {
   write_file("src.bin", 2 << 20);
   g_faults.read_failures = 1000;
   TransferRequest req{{faulty("src.bin")}, (dir_ / "dst.bin").string(), {}};
+  req.options.state_root = state_.string();
   req.options.retry_base = std::chrono::milliseconds(1);
   TransferCounters counters;
   auto r = run_transfer(req, counters, nullptr);
@@ -293,6 +304,7 @@ TEST_F(EngineTest, SourceGrowingDuringCopyIsRetriedThenConsistent) {
   write_file("src.bin", 30 << 20);
   g_faults.grow_on_read = 1;  // first read appends; the retry sees a stable file
   TransferRequest req{{faulty("src.bin")}, (dir_ / "dst.bin").string(), {}};
+  req.options.state_root = state_.string();
   req.options.chunk_size = 4 << 20;
   req.options.zero_copy = false;
   TransferCounters counters;
@@ -304,33 +316,51 @@ TEST_F(EngineTest, SourceGrowingDuringCopyIsRetriedThenConsistent) {
 }
 
 TEST_F(EngineTest, CancelLeavesNoPartialFile) {
+  // Without checkpoints nothing at all is left; with them only the hidden
+  // resumable partial, and a second run resumes it.
   write_file("src.bin", 64 << 20);
-  TransferRequest req{{(dir_ / "src.bin").string()}, (dir_ / "dst.bin").string(), {}};
-  req.options.bwlimit = 8 << 20;  // slow enough to cancel mid-way
-  req.options.chunk_size = 4 << 20;
-  std::atomic<bool> cancel{false};
-  std::thread canceller([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    cancel = true;
-  });
-  TransferCounters counters;
-  auto r = run_transfer(req, counters, nullptr, &cancel);
-  canceller.join();
-  ASSERT_TRUE(r.ok());
-  EXPECT_TRUE(r->cancelled);
-  EXPECT_FALSE(fs::exists(dir_ / "dst.bin"));
-  std::size_t entries = 0;
-  for (auto& e : fs::directory_iterator(dir_)) {
-    (void)e;
-    ++entries;
+  for (bool checkpoint : {false, true}) {
+    TransferRequest req{{(dir_ / "src.bin").string()}, (dir_ / "dst.bin").string(), {}};
+    req.options.state_root = state_.string();
+    req.options.checkpoint = checkpoint;
+    req.options.bwlimit = 16 << 20;  // slow enough to cancel mid-way
+    req.options.chunk_size = 1 << 20;
+    std::atomic<bool> cancel{false};
+    std::thread canceller([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(600));
+      cancel = true;
+    });
+    TransferCounters counters;
+    auto r = run_transfer(req, counters, nullptr, &cancel);
+    canceller.join();
+    ASSERT_TRUE(r.ok());
+    EXPECT_TRUE(r->cancelled);
+    EXPECT_FALSE(fs::exists(dir_ / "dst.bin"));
+    std::vector<std::string> names;
+    for (auto& e : fs::directory_iterator(dir_)) names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    if (!checkpoint) {
+      EXPECT_EQ(names, std::vector<std::string>{"src.bin"});
+      continue;
+    }
+    ASSERT_EQ(names.size(), 2u);
+    EXPECT_EQ(names[0].rfind(".dst.bin.xfer-part-", 0), 0u) << names[0];
+    req.options.bwlimit = 0;
+    TransferCounters again;
+    auto r2 = run_transfer(req, again, nullptr);
+    ASSERT_TRUE(r2.ok());
+    EXPECT_EQ(r2->files_done, 1u);
+    EXPECT_GT(r2->bytes_resumed, 0u);
+    EXPECT_EQ(r2->bytes_resumed + r2->bytes_done, 64u << 20);
+    EXPECT_TRUE(read_file(dir_ / "dst.bin") == read_file(dir_ / "src.bin"));
   }
-  EXPECT_EQ(entries, 1u);  // no temp file left behind either
 }
 
 TEST_F(EngineTest, ChunkedCopyMatchesWithAndWithoutZeroCopy) {
   std::string data = write_file("src.bin", (40 << 20) + 12345);
   for (bool zc : {true, false}) {
     TransferRequest req{{(dir_ / "src.bin").string()}, (dir_ / "dst.bin").string(), {}};
+    req.options.state_root = state_.string();
     req.options.chunk_size = 3 << 20;
     req.options.zero_copy = zc;
     TransferCounters counters;
