@@ -272,6 +272,27 @@ def foreign_cpu(before: dict[int, tuple[str, float]], after: dict[int, tuple[str
     return sum(d for d, _ in used), ", ".join(f"{c} {d:.1f}s" for d, c in used[:3])
 
 
+def wait_quiet(max_wait: float, window: float = 2.0, limit: float = 0.05) -> bool:
+    """Wait (up to max_wait s) until other processes use < limit CPU-seconds per second
+    over a `window`-second sample. Returns True if the machine became quiet."""
+    deadline = time.monotonic() + max_wait
+    told = False
+    while True:
+        a = cpu_snapshot()
+        time.sleep(window)
+        used, top = foreign_cpu(a, cpu_snapshot())
+        if used < limit * window:
+            if told:
+                log("machine quiet again")
+            return True
+        if time.monotonic() >= deadline:
+            log(f"machine still busy after waiting {max_wait:.0f} s ({top}); running anyway")
+            return False
+        if not told:
+            log(f"waiting for the machine to be quiet: other processes use {used / window:.2f} CPUs ({top})")
+            told = True
+
+
 def _kill_quiet(pid: int) -> None:
     """SIGKILL the run's whole process group (it was started in its own session)."""
     try:
@@ -808,6 +829,7 @@ class ToolOutcome:
     argv: list[str]
     status: str = "ok"   # ok | not installed | FAIL
     runs: list[RunResult] = field(default_factory=list)
+    discarded: list[RunResult] = field(default_factory=list)   # BUSY runs that were redone
 
 
 def tool_available(spec: ToolSpec) -> bool:
@@ -879,22 +901,37 @@ def run_scenario(plan: ScenarioPlan, tools: list[str], args, cache: CacheControl
             if r >= runs_for(args, t):
                 continue
             oc = outcomes[t]
-            try:
-                if plan.prepare_run:
-                    plan.prepare_run()
-                rm_rf(plan.dest_dir)
-                os.makedirs(plan.dest_dir)
-                if plan.pause_after_delete:
-                    log(f"{plan.name}: pausing {plan.pause_after_delete:.0f} s (untimed) after deleting DST")
-                    time.sleep(plan.pause_after_delete)
-                cold = cache.drop()
-                log_path = os.path.join(logdir, f"{plan.name}-{t}-run{r + 1}.log")
-                _one_run(plan, oc, t, r, args, cold, log_path)
-            finally:
-                if plan.finish_run:
-                    plan.finish_run()
+            for attempt in range(1 + args.busy_retries):
+                if attempt:
+                    dropped = oc.runs.pop()
+                    oc.discarded.append(dropped)
+                    log(f"{plan.name}/{t} run {r + 1}: BUSY, discarded ({dropped.seconds:.3f} s, "
+                        f"{dropped.foreign_top}); retry {attempt}/{args.busy_retries}")
+                _prepare_and_run(plan, oc, t, r, args, cache, logdir)
+                if not (oc.runs and oc.runs[-1].busy):
+                    break
     rm_rf(plan.dest_dir)
     return outcomes
+
+
+def _prepare_and_run(plan: ScenarioPlan, oc: "ToolOutcome", t: str, r: int, args, cache: "CacheControl",
+                     logdir: str) -> None:
+    try:
+        if plan.prepare_run:
+            plan.prepare_run()
+        rm_rf(plan.dest_dir)
+        os.makedirs(plan.dest_dir)
+        if plan.pause_after_delete:
+            log(f"{plan.name}: pausing {plan.pause_after_delete:.0f} s (untimed) after deleting DST")
+            time.sleep(plan.pause_after_delete)
+        if args.wait_quiet > 0:
+            wait_quiet(args.wait_quiet)
+        cold = cache.drop()
+        log_path = os.path.join(logdir, f"{plan.name}-{t}-run{r + 1}.log")
+        _one_run(plan, oc, t, r, args, cold, log_path)
+    finally:
+        if plan.finish_run:
+            plan.finish_run()
 
 
 def _tail(path: str, n: int = 15) -> str:
@@ -1073,6 +1110,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="timed runs per tool (default 3)")
     ap.add_argument("--tool-runs", default="", metavar="TOOL=N,...",
                     help="fewer (or more) runs for some tools, e.g. cp=2,rsync=2 (default: --runs for all)")
+    ap.add_argument("--wait-quiet", type=float, default=120, metavar="S",
+                    help="before each run, wait up to S s until no other process uses CPU (default 120; 0 = off)")
+    ap.add_argument("--busy-retries", type=int, default=2, metavar="N",
+                    help="redo a run flagged BUSY (other processes used CPU during it) up to N times (default 2)")
     ap.add_argument("--small-dest", choices=["fresh-ext4", "workdir"], default="fresh-ext4",
                     help="DST of the small scenario: a fresh journaled ext4 made before every run "
                          "(default) or the workdir itself")
@@ -1138,6 +1179,7 @@ def main(argv: list[str] | None = None) -> int:
                    "xfer_args": ctx.xfer_args, "large_size": args.large_size, "small_count": args.small_count,
                    "small_file_size": args.small_file_size, "check_full": args.check_full,
                    "tool_runs": args.tool_runs, "small_dest": args.small_dest,
+                   "wait_quiet": args.wait_quiet, "busy_retries": args.busy_retries,
                    "argv": [sys.executable, *sys.argv]},
         "fio": None,
         "scenarios": [],
@@ -1161,6 +1203,8 @@ def main(argv: list[str] | None = None) -> int:
                 "runs_per_tool": {t: runs_for(args, t) for t in outcomes},
                 "tools": rows,
                 "runs": {t: [dataclasses.asdict(r) for r in oc.runs] for t, oc in outcomes.items()},
+                "discarded_busy_runs": {t: [dataclasses.asdict(r) for r in oc.discarded]
+                                        for t, oc in outcomes.items() if oc.discarded},
             })
             if plan.cleanup:
                 plan.cleanup()

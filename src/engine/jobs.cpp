@@ -89,6 +89,7 @@ Status write_job(const std::string& state_root, const JobInfo& job) {
             {"destination", job.request.destination},
             {"options", options_json(job.request.options)},
             {"pid", job.pid},
+            {"into_dir", job.into_dir},
             {"created_s", job.created_s},
             {"updated_s", job.updated_s},
             {"files_total", job.files_total},
@@ -119,6 +120,7 @@ Result<JobInfo> read_job(const std::string& state_root, const std::string& id) {
     job.request.destination = j.at("destination").get<std::string>();
     if (j.contains("options")) options_from_json(j["options"], job.request.options);
     job.pid = j.value("pid", 0);
+    job.into_dir = j.value("into_dir", -1);
     job.created_s = j.value("created_s", std::int64_t{0});
     job.updated_s = j.value("updated_s", std::int64_t{0});
     job.files_total = j.value("files_total", std::uint64_t{0});

@@ -132,6 +132,9 @@ class Engine {
   std::string state_root_;
   JobInfo job_;
   int lock_fd_ = -1;
+  bool resuming_ = false;  // an interrupted run of this job left state
+  std::optional<bool> forced_into_dir_;  // from the interrupted run's job.json
+  bool into_dir_ = false;
 };
 
 void Engine::report(Error e) {
@@ -182,6 +185,8 @@ Status Engine::resolve_roots() {
   }
   bool dst_is_dir = dst_exists && dst_attrs->type == EntryType::kDirectory;
   bool into_dir = dst_is_dir || dst_url.trailing_slash || req_.sources.size() > 1;
+  if (forced_into_dir_) into_dir = *forced_into_dir_;
+  into_dir_ = into_dir;
   if (into_dir && dst_exists && !dst_is_dir) {
     return make_error(ErrorCode::kNotDirectory, "transfer", dst_url.path,
                       "destination is not a directory");
@@ -793,6 +798,14 @@ Status Engine::verify_pieces(Sink& sink, std::uint64_t size, const std::uint64_t
 
 Result<TransferResult> Engine::run() {
   auto start = Clock::now();
+  if (opt_.checkpoint && !opt_.dry_run) {
+    // Resuming: resolve the destination the way the interrupted run did.
+    std::string root = opt_.state_root.empty() ? default_state_root() : opt_.state_root;
+    auto previous = read_job(root, opt_.job_id.empty() ? derive_job_id(req_) : opt_.job_id);
+    if (previous && previous->status != "done" && previous->into_dir >= 0) {
+      forced_into_dir_ = previous->into_dir == 1;
+    }
+  }
   XFER_TRY(resolve_roots());
   if (opt_.checkpoint && !opt_.dry_run) XFER_TRY(open_job());
 
@@ -873,6 +886,7 @@ Status Engine::open_job() {
   job_.created_s = static_cast<std::int64_t>(std::time(nullptr));
   if (previous) {
     job_.created_s = previous->created_s;
+    resuming_ = previous->status != "done";
     if (previous->status == "done") {
       // A finished job run again is a new copy: start from empty state.
       for (const char* f : {"journal", "done.idx"}) std::filesystem::remove(dir + "/" + f, ec);
@@ -882,6 +896,7 @@ Status Engine::open_job() {
   job_.request = req_;
   job_.request.options.job_id.clear();
   job_.status = "running";
+  job_.into_dir = into_dir_ ? 1 : 0;
   job_.pid = static_cast<int>(::getpid());
   job_.updated_s = static_cast<std::int64_t>(std::time(nullptr));
   XFER_TRY(write_job(state_root_, job_));
@@ -935,7 +950,11 @@ void Engine::close_job(TransferResult& result) {
 bool Engine::skip_if_done(const FileTask& task, const FileAttrs& attrs) {
   if (!ckpt_) return false;
   auto done = ckpt_->done(checkpoint::file_key(task.destination));
-  if (!done || done->size != attrs.size || done->mtime_ns != attrs.mtime_ns) return false;
+  const bool recorded = done && done->size == attrs.size && done->mtime_ns == attrs.mtime_ns;
+  // When resuming, a destination with the source's size and mtime was
+  // published by the interrupted run even if its done record did not reach
+  // the disk (xfer sets the mtime at commit): the rsync quick check.
+  if (!recorded && !resuming_) return false;
   auto dst = roots_[task.root].destination->stat(task.destination);
   if (!dst || dst->type != EntryType::kFile || dst->size != attrs.size) return false;
   if (roots_[task.root].destination->capabilities().mtime && dst->mtime_ns != attrs.mtime_ns) {

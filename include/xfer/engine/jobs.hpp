@@ -25,6 +25,10 @@ struct JobInfo {
   std::uint64_t files_done = 0;
   std::uint64_t bytes_total = 0;
   std::uint64_t bytes_done = 0;
+  // How the destination was resolved on the first run (1: copy into it as a
+  // directory, 0: it is the target itself, -1: unknown). A resumed run must
+  // not change its mind because the first run created the directory.
+  int into_dir = -1;
   std::string dir;  // filled by read/list
   // A "running" job whose pid no longer exists was killed: it can be resumed.
   bool alive() const;

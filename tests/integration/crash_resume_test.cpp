@@ -1,0 +1,192 @@
+// kill -9 at random moments, then the same command again: every byte ends up
+// right, and what was already written is not sent again (beyond the chunks in
+// flight). Bytes written per run come from /proc/<pid>/io (wchar), read just
+// before the SIGKILL; runs use --no-zero-copy so every data byte is a write.
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "harness.hpp"
+
+namespace xfer_it {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string S(const fs::path& p) {
+  return p.string();
+}
+
+std::uint64_t wchar_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/io");
+  std::string key;
+  std::uint64_t value = 0;
+  while (in >> key >> value) {
+    if (key == "wchar:") return value;
+  }
+  return 0;
+}
+
+struct KillOutcome {
+  RunResult result;
+  std::uint64_t written = 0;  // wchar just before the kill
+  bool killed = false;
+};
+
+// Runs xfer and SIGKILLs it after `delay` (unless it finished first).
+KillOutcome run_and_kill(const std::vector<std::string>& args, std::chrono::milliseconds delay) {
+  KillOutcome out;
+  std::thread killer;
+  int pidfd = -1;
+  out.result = run_xfer(args, 120s, [&](pid_t pid) {
+    pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    killer = std::thread([&, pid] {
+      std::this_thread::sleep_for(delay);
+      out.written = wchar_of(pid);
+      if (pidfd >= 0 && ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0) == 0) {
+        out.killed = true;
+      }
+    });
+  });
+  if (killer.joinable()) killer.join();
+  if (pidfd >= 0) ::close(pidfd);
+  out.killed = out.killed && out.result.exit_code != 0;
+  return out;
+}
+
+std::uint64_t json_number(const std::string& out, const std::string& key) {
+  auto pos = out.rfind("\"" + key + "\":");
+  if (pos == std::string::npos) return 0;
+  return std::strtoull(out.c_str() + pos + key.size() + 3, nullptr, 10);
+}
+
+class CrashResume : public XferTest {};
+
+TEST_F(CrashResume, LargeFileKilled20TimesResumesWithoutResending) {
+  constexpr std::uint64_t kSize = 512ull << 20, kChunk = 2ull << 20;
+  constexpr int kStreams = 4, kKills = 20;
+  fs::path src = tmp() / "big.bin";
+  {
+    std::mt19937_64 rng(7);
+    write_file(src, random_bytes(rng, kSize));
+  }
+  fs::path dst = tmp() / "big.copy";
+  const std::vector<std::string> args = {"cp",
+                                         "--json",
+                                         "--no-zero-copy",
+                                         "--bwlimit",
+                                         "40M",
+                                         "--chunk-size",
+                                         "2M",
+                                         "--chunk-parallelism",
+                                         std::to_string(kStreams),
+                                         S(src),
+                                         S(dst)};
+  std::mt19937_64 rng(2026);
+  std::uniform_int_distribution<int> delay_ms(120, 350);
+  std::uint64_t written = 0;
+  int kills = 0;
+  bool finished = false;
+  for (int i = 0; i < kKills; ++i) {
+    auto k = run_and_kill(args, std::chrono::milliseconds(delay_ms(rng)));
+    if (!k.killed) {
+      ASSERT_EQ(k.result.exit_code, 0) << k.result.describe();
+      written += json_number(k.result.out, "bytes");
+      finished = true;
+      break;  // it finished before the kill
+    }
+    ++kills;
+    written += k.written;
+    if (std::getenv("XFER_TEST_VERBOSE")) {
+      std::printf("[run %d] killed after %.2f s, %llu bytes written\n", i, k.result.seconds,
+                  static_cast<unsigned long long>(k.written));
+    }
+    // Killed after the commit is fine; anything under the final name must be
+    // the complete file.
+    if (lexists(dst)) ASSERT_TRUE(files_equal(src, dst)) << "partial file under the final name";
+  }
+  if (!finished) {
+    auto last = run_xfer(args);
+    ASSERT_EQ(last.exit_code, 0) << last.describe();
+    written += json_number(last.out, "bytes");
+  }
+  ASSERT_TRUE(files_equal(src, dst));
+  EXPECT_EQ(list_relative(tmp()), (std::vector<std::string>{"big.bin", "big.copy"}))
+      << "the partial must be published, not left beside the file";
+  const std::uint64_t resent = written > kSize ? written - kSize : 0;
+  std::printf(
+      "[info] %d kills; %.1f MiB written in all for a %.0f MiB file: %.1f MiB re-sent "
+      "(%.2f chunks of %llu MiB per kill per stream)\n",
+      kills, written / 1048576.0, kSize / 1048576.0, resent / 1048576.0,
+      kills ? resent / double(kChunk) / kills / kStreams : 0.0,
+      static_cast<unsigned long long>(kChunk >> 20));
+  // At most the chunks in flight on each stream, plus what completed during
+  // the last journal fsync, per kill (and a little for state files).
+  EXPECT_LE(resent, static_cast<std::uint64_t>(kills) * kStreams * kChunk + (1u << 20));
+  EXPECT_GE(kills, 10) << "the runs finished too fast to be killed mid-way";
+}
+
+TEST_F(CrashResume, TreeKilled20TimesEndsIdentical) {
+  TreeSpec spec;
+  spec.seed = 11;
+  spec.dirs = 40;
+  spec.files = 3000;
+  spec.min_size = 16 << 10;
+  spec.max_size = 128 << 10;
+  spec.symlinks = 20;
+  fs::path src = tmp() / "tree";
+  generate_tree(src, spec);
+  std::uint64_t total = 0;
+  for (auto& e : fs::recursive_directory_iterator(src)) {
+    if (e.is_regular_file() && !e.is_symlink()) total += e.file_size();
+  }
+  fs::path dst = tmp() / "copy";
+  constexpr int kWorkers = 8;
+  const std::vector<std::string> args = {"cp",        "-r",  "--json",    "--no-zero-copy",
+                                         "--bwlimit", "20M", "--workers", std::to_string(kWorkers),
+                                         S(src),      S(dst)};
+  std::mt19937_64 rng(99);
+  std::uniform_int_distribution<int> delay_ms(100, 300);
+  std::uint64_t written = 0;
+  int kills = 0;
+  bool finished = false;
+  for (int i = 0; i < 20; ++i) {
+    auto k = run_and_kill(args, std::chrono::milliseconds(delay_ms(rng)));
+    if (!k.killed) {
+      ASSERT_EQ(k.result.exit_code, 0) << k.result.describe();
+      written += json_number(k.result.out, "bytes");
+      finished = true;
+      break;
+    }
+    ++kills;
+    written += k.written;
+    if (std::getenv("XFER_TEST_VERBOSE")) {
+      std::printf("[run %d] killed after %.2f s, %llu bytes written\n", i, k.result.seconds,
+                  static_cast<unsigned long long>(k.written));
+    }
+  }
+  if (!finished) {
+    auto last = run_xfer(args);
+    ASSERT_EQ(last.exit_code, 0) << last.describe();
+    written += json_number(last.out, "bytes");
+  }
+  EXPECT_TRUE(compare_trees(src, dst));
+  const std::uint64_t resent = written > total ? written - total : 0;
+  std::printf("[info] %d kills; %.1f MiB written for %.1f MiB of files: %.1f MiB re-sent\n", kills,
+              written / 1048576.0, total / 1048576.0, resent / 1048576.0);
+  // Per kill at most the files in flight (one per worker, 128 KiB at most)
+  // plus those finished during the last journal fsync.
+  EXPECT_LE(resent, static_cast<std::uint64_t>(kills) * 2 * kWorkers * (128u << 10) + (1u << 20));
+  EXPECT_GE(kills, 10);
+}
+
+}  // namespace
+}  // namespace xfer_it
