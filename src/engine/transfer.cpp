@@ -825,11 +825,23 @@ Result<TransferResult> Engine::run() {
   // Cancellation arrives as a flag (maybe from a signal handler): poll it and
   // tell the scheduler, which wakes every waiting thread.
   std::atomic<bool> finished{false};
+  // It also refreshes job.json's progress every 2 s so `xfer jobs` can show
+  // how far a job got, even one that is later killed.
   std::thread watcher([&] {
+    auto last_job_write = Clock::now();
     while (!finished.load()) {
       if (cancelled()) {
         scheduler_.cancel();
         return;
+      }
+      if (ckpt_ && Clock::now() - last_job_write >= std::chrono::seconds(2)) {
+        job_.updated_s = static_cast<std::int64_t>(std::time(nullptr));
+        job_.files_total = counters_.files_total.load();
+        job_.files_done = counters_.files_done.load();
+        job_.bytes_total = counters_.bytes_total.load();
+        job_.bytes_done = counters_.bytes_done.load() + counters_.bytes_resumed.load();
+        (void)write_job(state_root_, job_);
+        last_job_write = Clock::now();
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
