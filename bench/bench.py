@@ -1191,6 +1191,8 @@ def main(argv: list[str] | None = None) -> int:
             plan = SCENARIOS[name].build(ctx)
             plans.append(plan)
             if plan.wants_fio and doc["fio"] is None and not args.no_fio:
+                if args.wait_quiet > 0:
+                    wait_quiet(args.wait_quiet)
                 doc["fio"] = run_fio(workdir, plan.total_bytes)
             log(f"scenario {name}: {plan.description}; tools {tools}; {args.runs} runs each")
             outcomes = run_scenario(plan, tools, args, cache, logdir)

@@ -166,6 +166,42 @@ TYPED_TEST(BackendConformance, AbortAndDestroyLeaveNothing) {
   EXPECT_TRUE(this->names("").empty());
 }
 
+TYPED_TEST(BackendConformance, ResumableSinkKeepsItsPartialAcrossOpens) {
+  auto& b = *this->backend_;
+  auto data = pattern(3 * 65536, 9);
+  SinkOptions so;
+  so.size = data.size();
+  so.resume_name = "job42";
+  if (!b.capabilities().resume) GTEST_SKIP() << "backend cannot resume";
+  {
+    auto sink = b.open_sink(this->p("r.bin"), so);
+    ASSERT_TRUE(sink.ok());
+    EXPECT_FALSE((*sink)->resumed());
+    ASSERT_TRUE((*sink)->write_at(Offset{0}, {data.data(), 65536}).ok());
+    ASSERT_TRUE((*sink)->suspend().ok());
+  }
+  EXPECT_FALSE(b.stat(this->p("r.bin")).ok()) << "a suspended partial is not published";
+  so.resume_existing = true;
+  auto sink = b.open_sink(this->p("r.bin"), so);
+  ASSERT_TRUE(sink.ok());
+  EXPECT_TRUE((*sink)->resumed());
+  std::vector<std::byte> first(65536);
+  auto n = (*sink)->read_back(Offset{0}, first);
+  ASSERT_TRUE(n.ok());
+  EXPECT_TRUE(std::equal(first.begin(), first.end(), data.begin())) << "partial content kept";
+  ASSERT_TRUE((*sink)->write_at(Offset{65536}, {data.data() + 65536, data.size() - 65536}).ok());
+  ASSERT_TRUE((*sink)->commit().ok());
+  EXPECT_TRUE(this->get("r.bin") == data);
+  EXPECT_EQ(this->names(""), std::set<std::string>{"r.bin"}) << "no partial left after commit";
+  // Aborting a resumable sink discards its partial.
+  so.resume_existing = false;
+  auto again = b.open_sink(this->p("s.bin"), so);
+  ASSERT_TRUE(again.ok());
+  ASSERT_TRUE((*again)->write_at(Offset{0}, {data.data(), 100}).ok());
+  ASSERT_TRUE((*again)->abort().ok());
+  EXPECT_EQ(this->names(""), std::set<std::string>{"r.bin"});
+}
+
 TYPED_TEST(BackendConformance, CommitReplacesExistingAtomically) {
   this->put("r.bin", pattern(1000, 4));
   auto second = pattern(2000, 5);
