@@ -19,6 +19,7 @@
 
 #include "xfer/core/checksum.hpp"
 #include "xfer/core/log.hpp"
+#include "xfer/io/unique_fd.hpp"
 
 namespace xfer::checkpoint {
 namespace {
@@ -26,28 +27,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr char kSnapshotMagic[8] = {'X', 'F', 'S', 'N', 'A', 'P', '0', '1'};
 
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      if (fd_ >= 0) ::close(fd_);
-      fd_ = o.fd_;
-      o.fd_ = -1;
-    }
-    return *this;
-  }
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-
- private:
-  int fd_ = -1;
-};
+using Fd = UniqueFd;
 
 Status write_all(int fd, std::span<const std::byte> data, const std::string& path) {
   std::size_t done = 0;

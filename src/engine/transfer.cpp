@@ -132,7 +132,7 @@ class Engine {
   std::string state_root_;
   JobInfo job_;
   int lock_fd_ = -1;
-  bool resuming_ = false;  // an interrupted run of this job left state
+  bool resuming_ = false;                // an interrupted run of this job left state
   std::optional<bool> forced_into_dir_;  // from the interrupted run's job.json
   bool into_dir_ = false;
 };

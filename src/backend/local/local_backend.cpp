@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "xfer/backend/local.hpp"
+#include "xfer/io/unique_fd.hpp"
 
 namespace xfer {
 namespace {
@@ -23,31 +24,7 @@ std::string path_str(std::string_view p) {
   return std::string(p.empty() ? "." : p);
 }
 
-// RAII file descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = o.fd_;
-      o.fd_ = -1;
-    }
-    return *this;
-  }
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
+using Fd = UniqueFd;
 
 EntryType type_from_mode(mode_t m) {
   if (S_ISREG(m)) return EntryType::kFile;
