@@ -193,15 +193,20 @@ class CheckpointImpl final : public Checkpoint {
   }
 
   std::optional<FileDone> done(std::uint64_t key) const override {
-    std::lock_guard lock(done_mu_);
-    auto it = done_.find(key);
-    if (it == done_.end()) return std::nullopt;
+    const DoneShard& ds = done_shard(key);
+    std::lock_guard lock(ds.mu);
+    auto it = ds.done.find(key);
+    if (it == ds.done.end()) return std::nullopt;
     return it->second;
   }
 
   std::size_t done_count() const override {
-    std::lock_guard lock(done_mu_);
-    return done_.size();
+    std::size_t n = 0;
+    for (const auto& ds : done_shards_) {
+      std::lock_guard lock(ds.mu);
+      n += ds.done.size();
+    }
+    return n;
   }
 
   Progress begin_file(const FileBegin& b) override {
@@ -244,18 +249,33 @@ class CheckpointImpl final : public Checkpoint {
   }
 
   Status finish_file(const FileDone& d, bool sync) override {
+    if (!sync) {
+      // A whole file, already published under its final name: its record
+      // only spares a resumed run a look at the destination. It waits in its
+      // done shard (one lock, no queue) until the flusher appends a batch to
+      // the done-index, riding on the next fsync.
+      DoneShard& ds = done_shard(d.file_key);
+      bool nudge = false;
+      {
+        std::lock_guard lock(ds.mu);
+        ds.done[d.file_key] = d;
+        ds.pending.push_back(d);
+        nudge = ds.pending.size() == kSoftBatch;
+      }
+      if (nudge) q_cv_.notify_one();
+      return ok_status();
+    }
     {
       Shard& sh = shard(d.file_key);
       std::lock_guard lock(sh.mu);
       sh.files.erase(d.file_key);
     }
     {
-      std::lock_guard lock(done_mu_);
-      done_[d.file_key] = d;
+      DoneShard& ds = done_shard(d.file_key);
+      std::lock_guard lock(ds.mu);
+      ds.done[d.file_key] = d;
     }
-    std::uint64_t seq = enqueue(d);
-    if (sync) return wait_durable(seq);
-    return ok_status();
+    return wait_durable(enqueue(d));
   }
 
   Status flush() override {
@@ -287,12 +307,21 @@ class CheckpointImpl final : public Checkpoint {
     Record record;
     Clock::time_point enqueued;
   };
+  struct DoneShard {
+    mutable std::mutex mu;
+    std::unordered_map<std::uint64_t, FileDone> done;
+    std::vector<FileDone> pending;  // soft records not yet in the done-index
+  };
   struct SnapshotClock {
     unsigned updates = 0;
     Clock::time_point last = Clock::now();
   };
 
   Shard& shard(std::uint64_t key) { return shards_[key % shards_.size()]; }
+  DoneShard& done_shard(std::uint64_t key) { return done_shards_[key % done_shards_.size()]; }
+  const DoneShard& done_shard(std::uint64_t key) const {
+    return done_shards_[key % done_shards_.size()];
+  }
   std::string journal_path() const { return opt_.dir + "/journal"; }
   std::string done_path() const { return opt_.dir + "/done.idx"; }
   std::string snap_dir() const { return opt_.dir + "/snapshots"; }
@@ -307,10 +336,11 @@ class CheckpointImpl final : public Checkpoint {
       q_cv_.notify_all();
       space_cv_.wait(lock, [&] { return queue_.size() < opt_.queue_capacity || stop_; });
     }
-    const bool was_empty = queue_.empty();
     queue_.push_back({std::move(r), Clock::now()});
     std::uint64_t seq = ++enqueued_seq_;
-    if (was_empty) q_cv_.notify_one();
+    // Group commit: the first record of a batch wakes the flusher; records
+    // that arrive during its fsync form the next batch.
+    if (queue_.size() == 1) q_cv_.notify_one();
     std::uint64_t depth = queue_.size();
     stats_.queue_depth.store(depth, std::memory_order_relaxed);
     if (depth > stats_.max_queue_depth.load(std::memory_order_relaxed)) {
@@ -332,6 +362,7 @@ class CheckpointImpl final : public Checkpoint {
       std::vector<Pending> batch;
       std::uint64_t batch_seq = 0;
       bool stopping = false;
+      bool force_sync = false;
       {
         std::unique_lock lock(q_mu_);
         // Group commit: write as soon as there is anything; records that
@@ -341,12 +372,21 @@ class CheckpointImpl final : public Checkpoint {
                        [&] { return stop_ || flush_requested_ || !queue_.empty(); });
         batch.swap(queue_);
         batch_seq = enqueued_seq_;
+        force_sync = flush_requested_ || stop_;
         flush_requested_ = false;
         stopping = stop_;
         stats_.queue_depth.store(0, std::memory_order_relaxed);
       }
       space_cv_.notify_all();
-      Status s = batch.empty() ? ok_status() : write_batch(batch);
+      std::vector<FileDone> soft;
+      for (auto& ds : done_shards_) {
+        std::lock_guard lock(ds.mu);
+        soft.insert(soft.end(), ds.pending.begin(), ds.pending.end());
+        ds.pending.clear();
+      }
+      Status s = (batch.empty() && soft.empty() && !force_sync)
+                     ? ok_status()
+                     : write_batch(batch, soft, force_sync);
       if (s.ok()) s = maybe_snapshot_and_compact(batch);
       {
         std::lock_guard lock(q_mu_);
@@ -364,22 +404,32 @@ class CheckpointImpl final : public Checkpoint {
     }
   }
 
-  Status write_batch(const std::vector<Pending>& batch) {
+  Status write_batch(const std::vector<Pending>& batch, const std::vector<FileDone>& soft,
+                     bool force_sync) {
     std::vector<std::byte> journal_bytes, done_bytes;
+    bool hard_done = false;
     for (const auto& p : batch) {
+      if (const auto* d = std::get_if<FileDone>(&p.record)) {
+        encode(*d, done_bytes);
+        hard_done = true;
+      }
       encode(p.record, journal_bytes);
-      if (const auto* d = std::get_if<FileDone>(&p.record)) encode(*d, done_bytes);
     }
-    XFER_TRY(write_all(journal_fd_.get(), journal_bytes, journal_path()));
-    if (!done_bytes.empty()) {
-      XFER_TRY(write_all(done_fd_.get(), done_bytes, done_path()));
-      if (::fdatasync(done_fd_.get()) != 0) return errno_error(errno, "fsync", done_path());
+    for (const auto& d : soft) encode(d, done_bytes);
+    if (!done_bytes.empty()) XFER_TRY(write_all(done_fd_.get(), done_bytes, done_path()));
+    if ((hard_done || force_sync) && ::fdatasync(done_fd_.get()) != 0) {
+      return errno_error(errno, "fsync", done_path());
     }
-    if (::fdatasync(journal_fd_.get()) != 0) return errno_error(errno, "fsync", journal_path());
-    stats_.fsyncs.fetch_add(1, std::memory_order_relaxed);
-    stats_.records.fetch_add(batch.size(), std::memory_order_relaxed);
+    if (!journal_bytes.empty()) {
+      XFER_TRY(write_all(journal_fd_.get(), journal_bytes, journal_path()));
+      if (::fdatasync(journal_fd_.get()) != 0) return errno_error(errno, "fsync", journal_path());
+      stats_.fsyncs.fetch_add(1, std::memory_order_relaxed);
+    }
+    stats_.records.fetch_add(batch.size() + soft.size(), std::memory_order_relaxed);
+    stats_.done_bytes_total.fetch_add(done_bytes.size(), std::memory_order_relaxed);
     stats_.journal_bytes.fetch_add(journal_bytes.size(), std::memory_order_relaxed);
     stats_.journal_bytes_total.fetch_add(journal_bytes.size(), std::memory_order_relaxed);
+    if (batch.empty()) return ok_status();
     auto lag = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() -
                                                                      batch.front().enqueued);
     auto lag_us = static_cast<std::uint64_t>(lag.count());
@@ -488,7 +538,7 @@ class CheckpointImpl final : public Checkpoint {
 
   Status recover_done_index() {
     return replay(done_path(), done_fd_, [&](const Record& r) {
-      if (const auto* d = std::get_if<FileDone>(&r)) done_[d->file_key] = *d;
+      if (const auto* d = std::get_if<FileDone>(&r)) done_shard(d->file_key).done[d->file_key] = *d;
     });
   }
 
@@ -514,7 +564,7 @@ class CheckpointImpl final : public Checkpoint {
         ::unlink(path.c_str());
         continue;
       }
-      if (done_.count(st->begin.file_key) != 0) {
+      if (done_shard(st->begin.file_key).done.count(st->begin.file_key) != 0) {
         ::unlink(path.c_str());
         continue;
       }
@@ -544,7 +594,7 @@ class CheckpointImpl final : public Checkpoint {
               }
             } else if constexpr (std::is_same_v<T, FileDone>) {
               files.erase(v.file_key);
-              done_[v.file_key] = v;
+              done_shard(v.file_key).done[v.file_key] = v;
             } else {
               files.erase(v.file_key);
             }
@@ -568,8 +618,7 @@ class CheckpointImpl final : public Checkpoint {
   const Options opt_;
   Stats stats_;
   std::array<Shard, 16> shards_;
-  mutable std::mutex done_mu_;
-  std::unordered_map<std::uint64_t, FileDone> done_;
+  std::array<DoneShard, 16> done_shards_;
 
   std::mutex q_mu_;
   std::condition_variable q_cv_;
@@ -580,6 +629,7 @@ class CheckpointImpl final : public Checkpoint {
   std::uint64_t durable_seq_ = 0;
   bool flush_requested_ = false;
   bool stop_ = false;
+  static constexpr std::size_t kSoftBatch = 1024;  // soft records per shard that wake the flusher
   Status flusher_error_;
 
   // Flusher thread only (and recovery before it starts).

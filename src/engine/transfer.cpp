@@ -926,6 +926,8 @@ void Engine::close_job(TransferResult& result) {
   result.journal_records = st.records.load();
   result.journal_fsyncs = st.fsyncs.load();
   result.journal_bytes = st.journal_bytes_total.load();
+  result.done_index_bytes = st.done_bytes_total.load();
+  result.compactions = st.compactions.load();
   result.snapshots = st.snapshots.load();
   result.checkpoint_max_queue = st.max_queue_depth.load();
   result.checkpoint_max_lag_us = st.max_flush_lag_us.load();

@@ -108,6 +108,7 @@ TEST_F(CheckpointTest, RecoversChunksAndDoneFiles) {
     cp->begin_file(file(2));
     cp->chunk_done(2, 1, 0);
     ASSERT_TRUE(cp->finish_file({2, 10 * 1024, 123}, true).ok());
+    ASSERT_TRUE(cp->finish_file({3, 77, 1}, false).ok());  // a whole file: soft record
     ASSERT_TRUE(cp->flush().ok());
   }  // a clean stop; the crash cases follow
   auto cp = open();
@@ -120,6 +121,8 @@ TEST_F(CheckpointTest, RecoversChunksAndDoneFiles) {
   ASSERT_TRUE(d.has_value());
   EXPECT_EQ(d->size, 10u * 1024);
   EXPECT_FALSE(cp->done(1).has_value());
+  ASSERT_TRUE(cp->done(3).has_value());
+  EXPECT_EQ(cp->done(3)->size, 77u);
   EXPECT_EQ(cp->stats().recovered_chunks.load(), 3u);
 }
 

@@ -176,6 +176,8 @@ int run_transfer_with_ui(const TransferRequest& request, const RenderOptions& re
                     {{"records", r.journal_records},
                      {"fsyncs", r.journal_fsyncs},
                      {"journal_bytes", r.journal_bytes},
+                     {"done_index_bytes", r.done_index_bytes},
+                     {"compactions", r.compactions},
                      {"snapshots", r.snapshots},
                      {"max_queue_depth", r.checkpoint_max_queue},
                      {"max_flush_lag_us", r.checkpoint_max_lag_us},

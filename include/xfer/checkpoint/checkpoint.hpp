@@ -43,6 +43,7 @@ struct Stats {
   std::atomic<std::uint64_t> compactions{0};
   std::atomic<std::uint64_t> journal_bytes{0};        // current journal size
   std::atomic<std::uint64_t> journal_bytes_total{0};  // appended over the run
+  std::atomic<std::uint64_t> done_bytes_total{0};     // appended to the done-index
   std::atomic<std::uint64_t> queue_depth{0};
   std::atomic<std::uint64_t> max_queue_depth{0};
   std::atomic<std::uint64_t> backpressure_waits{0};  // a worker found the queue full

@@ -46,6 +46,8 @@ struct TransferResult {
   std::uint64_t journal_records = 0;
   std::uint64_t journal_fsyncs = 0;
   std::uint64_t journal_bytes = 0;
+  std::uint64_t done_index_bytes = 0;
+  std::uint64_t compactions = 0;
   std::uint64_t snapshots = 0;
   std::uint64_t checkpoint_max_queue = 0;
   std::uint64_t checkpoint_max_lag_us = 0;
