@@ -98,6 +98,18 @@ def rm_rf(path: str) -> None:
         subprocess.run(["rm", "-rf", "--", path], check=True)
 
 
+# xfer checkpoints every transfer under $XFER_STATE_DIR (default
+# ~/.local/state/xfer). main() points it at WORKDIR/xfer-state, which is
+# emptied before every run (a run killed by --timeout must not be resumed by
+# the next one) and deleted at the end.
+STATE_DIR: str | None = None
+
+
+def reset_xfer_state() -> None:
+    if STATE_DIR:
+        rm_rf(STATE_DIR)
+
+
 # --------------------------------------------------------------------------
 # cache control and timed execution
 
@@ -139,6 +151,7 @@ class RunResult:
     foreign_cpu_s: float | None = None     # CPU time used by other processes during the run
     foreign_top: str = ""                   # the biggest of them ("comm 1.2s, ...")
     busy: bool = False                      # foreign_cpu_s above BUSY_THRESHOLD: machine was not quiet
+    summary: dict | None = None             # xfer --json: the last {"event":"summary"} line
 
 
 def _find_gnu_time() -> str | None:
@@ -605,6 +618,9 @@ class ScenarioPlan:
     finish_run: Callable[[], None] | None = None    # after each run + verification (e.g. umount)
     pause_after_delete: float = 0.0                 # untimed sleep after deleting the previous DST
     destination: str = ""                            # where DST lives (reported)
+    tool_names: list[str] | None = None             # the scenario's own tools (ignores --tools), e.g. xfer vs xfer-nockpt
+    compare: tuple[str, str] | None = None          # (tool, baseline): report the tool's throughput cost vs baseline
+    runner: Callable[..., dict] | None = None       # custom runner (args, cache, logdir) -> scenario entry for the JSON
 
 
 @dataclass
@@ -699,6 +715,273 @@ def scenario_small_rootfs(ctx: Ctx) -> ScenarioPlan:
     return plan
 
 
+# ----- checkpoints (issue 4): xfer with its default checkpointing vs --no-checkpoint, and kill + resume
+# Both ckpt tools get `-q --json` (the summary line lands in the run's log and
+# gives the journal figures); they differ only by --no-checkpoint.
+
+CKPT_TOOLS = ["xfer", "xfer-nockpt"]
+
+
+def _ckpt_tools(ctx: Ctx, pre: list[str], post: list[str]) -> dict[str, ToolSpec]:
+    base = [ctx.xfer, "cp", *pre, *xfer_quiet(ctx), "--json", *ctx.xfer_args]
+    return {"xfer": ToolSpec([*base, *post], ctx.xfer),
+            "xfer-nockpt": ToolSpec([*base, "--no-checkpoint", *post], ctx.xfer)}
+
+
+def scenario_ckpt_large(ctx: Ctx) -> ScenarioPlan:
+    plan = scenario_large(ctx)
+    plan.name, plan.wants_fio = "ckpt-large", False
+    plan.dest_dir = os.path.join(ctx.workdir, "dst", "ckpt-large")
+    plan.output = os.path.join(plan.dest_dir, "large.bin")
+    src = ensure_large_dataset(ctx.workdir, ctx.args.large_size)
+    plan.tools = _ckpt_tools(ctx, [], [src, plan.output])
+    plan.tool_names, plan.compare = CKPT_TOOLS, ("xfer", "xfer-nockpt")
+    plan.destination = f"workdir ({plan.dest_dir}, root fs)"
+    return plan
+
+
+def scenario_ckpt_small(ctx: Ctx) -> ScenarioPlan:
+    fs = FreshExt4(os.path.join(ctx.workdir, "ckpt-small-dest.img"), os.path.join(ctx.workdir, "mnt", "ckpt-small"))
+    dest_dir = os.path.join(fs.mnt, "dst")
+    plan = _small_plan(ctx, "ckpt-small", dest_dir)
+    src = ensure_small_dataset(ctx.workdir, ctx.args.small_count, ctx.args.small_file_size)
+    plan.tools = _ckpt_tools(ctx, ["-r"], [src, dest_dir + "/"])
+    plan.tool_names, plan.compare = CKPT_TOOLS, ("xfer", "xfer-nockpt")
+    plan.prepare_run, plan.finish_run, plan.cleanup = fs.create, fs.destroy, fs.remove
+    plan.destination = FreshExt4.description + "; xfer state in the workdir (root fs)"
+    return plan
+
+
+RESUME_KILL_FRACTION = 0.5
+RESUME_POLL_S = 0.005
+DEFAULT_STREAMS = 4      # xfer's default --chunk-parallelism
+
+
+def _proc_wchar(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                if line.startswith("wchar:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def kill_at_wchar(argv: list[str], threshold: int, log_path: str, timeout: float | None) -> dict:
+    """Start argv (no GNU time: we need the tool's own PID), poll /proc/PID/io every
+    RESUME_POLL_S s and SIGKILL it once wchar >= threshold. The wchar reported is read
+    after the kill, from the zombie (waitid WNOWAIT), so it counts every byte written."""
+    res: dict = {"threshold": threshold}
+    with open(log_path, "wb") as logf:
+        logf.write(("$ " + shlex.join(argv) + f"   # SIGKILL at wchar >= {threshold}\n").encode())
+        logf.flush()
+        t0 = time.perf_counter()
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                             close_fds=True, start_new_session=True)
+        try:
+            last = 0
+            while True:
+                w = _proc_wchar(p.pid)
+                if w is not None:
+                    last = w
+                if w is not None and w >= threshold:
+                    os.kill(p.pid, signal.SIGKILL)
+                    res["killed"] = True
+                    res["wchar_before_kill"] = w
+                    break
+                if p.poll() is not None:
+                    res["killed"] = False
+                    break
+                if timeout and time.perf_counter() - t0 > timeout:
+                    _kill_quiet(p.pid)
+                    res["killed"] = False
+                    res["error"] = f"wchar stayed below {threshold} for {timeout:g} s"
+                    break
+                time.sleep(RESUME_POLL_S)
+            res["kill_after_s"] = time.perf_counter() - t0
+            if res.get("killed"):
+                os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)
+                w = _proc_wchar(p.pid)
+                res["wchar_at_kill"] = w if w is not None and w >= res["wchar_before_kill"] else res["wchar_before_kill"]
+            else:
+                res["wchar_at_kill"] = last
+        except BaseException:
+            _kill_quiet(p.pid)
+            raise
+        finally:
+            try:
+                p.wait()
+            except ChildProcessError:
+                pass
+    res["exit_code"] = p.returncode
+    if not res.get("killed") and "error" not in res:
+        res["error"] = f"exited (rc {p.returncode}) before wchar reached {threshold} (last {res['wchar_at_kill']})"
+    return res
+
+
+def _partials(dest_dir: str, name: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(dest_dir) if n.startswith(f".{name}.xfer-part-"))
+    except OSError:
+        return []
+
+
+def _state_files() -> list[str]:
+    out = []
+    if STATE_DIR and os.path.isdir(STATE_DIR):
+        for d, _, fs in os.walk(STATE_DIR):
+            out += [os.path.relpath(os.path.join(d, f), STATE_DIR) for f in fs]
+    return sorted(out)
+
+
+def _streams(xfer_args: list[str]) -> int:
+    for i, a in enumerate(xfer_args):
+        if a.startswith("--chunk-parallelism="):
+            return int(a.split("=", 1)[1])
+        if a == "--chunk-parallelism" and i + 1 < len(xfer_args):
+            return int(xfer_args[i + 1])
+    return DEFAULT_STREAMS
+
+
+def scenario_resume_large(ctx: Ctx) -> ScenarioPlan:
+    size = ctx.args.large_size
+    src = ensure_large_dataset(ctx.workdir, size)
+    dest_dir = os.path.join(ctx.workdir, "dst", "resume-large")
+    out = os.path.join(dest_dir, "large.bin")
+    # --no-zero-copy: every data byte goes through pwrite, so /proc/PID/io wchar counts it
+    argv = [ctx.xfer, "cp", *xfer_quiet(ctx), "--json", "--no-zero-copy", *ctx.xfer_args, src, out]
+    plan = ScenarioPlan(
+        name="resume-large",
+        description=f"1 file of {human_bytes(size)}, --no-zero-copy: full runs vs SIGKILL at "
+                    f"{RESUME_KILL_FRACTION:.0%} (wchar) + resume",
+        total_bytes=size, total_files=1, dest_dir=dest_dir, output=out,
+        tools={"xfer": ToolSpec(argv, ctx.xfer)},
+        verify=lambda o, full: verify_large(src, o, full),
+        destination=f"workdir ({dest_dir}, root fs)", tool_names=["xfer"])
+    plan.runner = lambda args, cache, logdir: run_resume(plan, ctx, args, cache, logdir)
+    return plan
+
+
+def run_resume(plan: ScenarioPlan, ctx: Ctx, args, cache: "CacheControl", logdir: str) -> dict:
+    """Each round: one full timed run, then one kill/resume pair:
+    cold cache -> run, SIGKILL at wchar >= 50% of the size -> (untimed) sync + drop caches ->
+    the same command again, timed like any run (command + sync): the time to finish.
+    re-sent bytes = wchar at the kill + the resumed run's summary "bytes" - size."""
+    size = plan.total_bytes
+    spec = plan.tools["xfer"]
+    full = ToolOutcome("xfer", spec.argv)
+    resumed = ToolOutcome("xfer-resume", spec.argv)
+    pairs: list[dict] = []
+    streams = _streams(ctx.xfer_args)
+    if not tool_available(spec):
+        full.status = resumed.status = "not installed"
+        log(f"{plan.name}: xfer not installed ({spec.binary})")
+    else:
+        for r in range(args.runs):
+            _run_with_retries(plan, full, "xfer", r, args, cache, logdir)
+            for attempt in range(1 + args.busy_retries):
+                if attempt:
+                    resumed.discarded.append(resumed.runs.pop())
+                    pairs[-1]["discarded"] = True
+                    log(f"{plan.name} pair {r + 1}: resumed run BUSY, pair redone ({attempt}/{args.busy_retries})")
+                pairs.append(_kill_resume_pair(plan, resumed, r, args, cache, logdir, size))
+                if pairs[-1].get("seconds") is None or not resumed.runs[-1].busy:
+                    break
+    rm_rf(plan.dest_dir)
+    reset_xfer_state()
+    rows = summarize(plan, {"xfer": full, "xfer-resume": resumed}, None)
+    kept = [p for p in pairs if not p.get("discarded")]
+    good = [p for p in kept if p.get("ok")]
+    res: dict = {"kill_fraction": RESUME_KILL_FRACTION, "poll_s": RESUME_POLL_S, "streams": streams,
+                 "pairs": pairs, "n_ok": len(good), "n_pairs": len(kept)}
+    full_med = rows["xfer"].get("median_s")
+    res["full_median_s"] = full_med
+    chunks = [p["summary"].get("chunks") for p in good if p.get("summary") and p["summary"].get("chunks")]
+    if chunks:
+        res["chunk_size"] = math.ceil(size / chunks[0])
+        res["bound_bytes"] = streams * res["chunk_size"]
+    for p in good:
+        p["pct_of_full"] = 100.0 * p["seconds"] / full_med if full_med else None
+    if good:
+        res["median_resent_bytes"] = statistics.median(p["resent_bytes"] for p in good)
+        res["max_resent_bytes"] = max(p["resent_bytes"] for p in good)
+        res["median_finish_s"] = statistics.median(p["seconds"] for p in good)
+        if full_med:
+            res["median_finish_pct"] = 100.0 * res["median_finish_s"] / full_med
+            res["max_finish_pct"] = max(p["pct_of_full"] for p in good)
+    failed = full.status == "FAIL" or resumed.status == "FAIL" or len(good) < len(kept)
+    return {
+        "name": plan.name, "description": plan.description, "total_bytes": size, "total_files": 1,
+        "cold_cache": bool(cache.cold), "destination": plan.destination,
+        "runs_per_tool": {"xfer": args.runs, "xfer-resume": args.runs},
+        "tools": {},   # not a throughput comparison: kept out of the main table and the chart
+        "full_runs": rows["xfer"], "resumed_runs": rows["xfer-resume"], "resume": res,
+        "runs": {t: [dataclasses.asdict(x) for x in oc.runs] for t, oc in (("xfer", full), ("xfer-resume", resumed))},
+        "discarded_busy_runs": {t: [dataclasses.asdict(x) for x in oc.discarded]
+                                for t, oc in (("xfer", full), ("xfer-resume", resumed)) if oc.discarded},
+        "failed": failed,
+    }
+
+
+def _kill_resume_pair(plan: ScenarioPlan, oc: "ToolOutcome", r: int, args, cache: "CacheControl",
+                      logdir: str, size: int) -> dict:
+    pair: dict = {"run": r + 1, "ok": False}
+    try:
+        if plan.prepare_run:
+            plan.prepare_run()
+        rm_rf(plan.dest_dir)
+        reset_xfer_state()
+        os.makedirs(plan.dest_dir)
+        if args.wait_quiet > 0:
+            wait_quiet(args.wait_quiet)
+        cache.drop()
+        k = kill_at_wchar(oc.argv, int(size * RESUME_KILL_FRACTION),
+                          os.path.join(logdir, f"{plan.name}-kill-run{r + 1}.log"), args.timeout)
+        pair["kill"] = k
+        name = os.path.basename(plan.output)
+        pair["partials_after_kill"] = _partials(plan.dest_dir, name)
+        pair["state_after_kill"] = _state_files()
+        if not k.get("killed"):
+            oc.status = "FAIL"
+            pair["error"] = k.get("error", "not killed")
+            log(f"FAIL {plan.name} pair {r + 1}: {pair['error']}")
+            return pair
+        log(f"{plan.name} pair {r + 1}: SIGKILL after {k['kill_after_s']:.2f} s at wchar "
+            f"{k['wchar_at_kill']} ({100.0 * k['wchar_at_kill'] / size:.1f}%); partial {pair['partials_after_kill']}")
+        cold = cache.drop()   # not timed: flushes the killed run's dirty pages, then cold cache
+        _one_run(plan, oc, "xfer-resume", r, args, cold, os.path.join(logdir, f"{plan.name}-resume-run{r + 1}.log"))
+        rr = oc.runs[-1]
+        pair["seconds"] = rr.seconds
+        pair["summary"] = rr.summary
+        pair["partials_after_resume"] = _partials(plan.dest_dir, name)
+        pair["state_after_resume"] = _state_files()
+        if rr.exit_code != 0 or rr.verified is False or rr.seconds is None:
+            pair["error"] = rr.error or rr.verify_msg or "resumed run failed"
+            return pair
+        s = rr.summary or {}
+        if "bytes" not in s:
+            oc.status = "FAIL"
+            pair["error"] = "no --json summary in the resumed run's log"
+            log(f"FAIL {plan.name} pair {r + 1}: {pair['error']}")
+            return pair
+        pair["bytes"] = s["bytes"]
+        pair["bytes_resumed"] = s.get("bytes_resumed")
+        pair["resent_bytes"] = k["wchar_at_kill"] + s["bytes"] - size
+        if pair["partials_after_resume"]:
+            oc.status = "FAIL"
+            pair["error"] = f"partial left after the resumed run: {pair['partials_after_resume']}"
+            log(f"FAIL {plan.name} pair {r + 1}: {pair['error']}")
+            return pair
+        pair["ok"] = True
+        log(f"{plan.name} pair {r + 1}: resumed in {rr.seconds:.3f} s, sent {s['bytes']} B, "
+            f"bytes_resumed {s.get('bytes_resumed')}, re-sent {pair['resent_bytes'] / MiB:.1f} MiB")
+        return pair
+    finally:
+        if plan.finish_run:
+            plan.finish_run()
+
+
 # name -> definition. local=False scenarios (future: xferd vs scp/rsync over
 # ssh) only run when asked for with --scenario.
 SCENARIOS: dict[str, ScenarioDef] = {
@@ -707,6 +990,13 @@ SCENARIOS: dict[str, ScenarioDef] = {
                          " DST on a fresh journaled ext4 per run (--small-dest)"),
     "small-rootfs": ScenarioDef(scenario_small_rootfs, True, "as small, DST in the workdir on the root fs,"
                                 f" {SMALL_ROOTFS_PAUSE:.0f} s pause after each delete (only when named)", default=False),
+    "ckpt-large": ScenarioDef(scenario_ckpt_large, True, "as large, xfer vs xfer --no-checkpoint: cost of"
+                              " checkpointing (only when named)", default=False),
+    "ckpt-small": ScenarioDef(scenario_ckpt_small, True, "as small (fresh ext4), xfer vs xfer --no-checkpoint,"
+                              " plus the journal figures of xfer's --json summary (only when named)", default=False),
+    "resume-large": ScenarioDef(scenario_resume_large, True, "large with --no-zero-copy: full runs, and SIGKILL at"
+                                " 50% (wchar) + resume: re-sent bytes, time to finish (only when named)",
+                                default=False),
 }
 
 
@@ -864,6 +1154,8 @@ def _one_run(plan: ScenarioPlan, oc: "ToolOutcome", t: str, r: int, args, cold: 
         rr.busy = True
         log(f"WARNING {plan.name}/{t} run {r + 1}: machine NOT quiet: other processes used "
             f"{rr.foreign_cpu_s:.1f} s CPU during the run ({rr.foreign_top})")
+    if "--json" in oc.argv:
+        rr.summary = xfer_summary(log_path)
     if rc != 0:
         rr.error = f"exit code {rc}"
         rr.verified = False
@@ -881,6 +1173,25 @@ def _one_run(plan: ScenarioPlan, oc: "ToolOutcome", t: str, r: int, args, cold: 
         + (f", verify: {rr.verify_msg}" if rr.verify_msg else "")
         + ("" if cold else ", WARM cache"))
     oc.runs.append(rr)
+
+
+def xfer_summary(log_path: str) -> dict | None:
+    """The last `{"event":"summary",...}` JSON line of an `xfer cp --json` log, or None."""
+    try:
+        with open(log_path, errors="replace") as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                d = json.loads(line)
+            except ValueError:
+                continue
+            if d.get("event") == "summary":
+                return d
+    return None
 
 
 def runs_for(args, tool: str) -> int:
@@ -907,18 +1218,23 @@ def run_scenario(plan: ScenarioPlan, tools: list[str], args, cache: CacheControl
         for t in order:
             if r >= runs_for(args, t):
                 continue
-            oc = outcomes[t]
-            for attempt in range(1 + args.busy_retries):
-                if attempt:
-                    dropped = oc.runs.pop()
-                    oc.discarded.append(dropped)
-                    log(f"{plan.name}/{t} run {r + 1}: BUSY, discarded ({dropped.seconds:.3f} s, "
-                        f"{dropped.foreign_top}); retry {attempt}/{args.busy_retries}")
-                _prepare_and_run(plan, oc, t, r, args, cache, logdir)
-                if not (oc.runs and oc.runs[-1].busy):
-                    break
+            _run_with_retries(plan, outcomes[t], t, r, args, cache, logdir)
     rm_rf(plan.dest_dir)
     return outcomes
+
+
+def _run_with_retries(plan: ScenarioPlan, oc: "ToolOutcome", t: str, r: int, args, cache: "CacheControl",
+                      logdir: str) -> None:
+    """One timed run; redone (up to --busy-retries times) while it is flagged BUSY."""
+    for attempt in range(1 + args.busy_retries):
+        if attempt:
+            dropped = oc.runs.pop()
+            oc.discarded.append(dropped)
+            log(f"{plan.name}/{t} run {r + 1}: BUSY, discarded ({dropped.seconds:.3f} s, "
+                f"{dropped.foreign_top}); retry {attempt}/{args.busy_retries}")
+        _prepare_and_run(plan, oc, t, r, args, cache, logdir)
+        if not (oc.runs and oc.runs[-1].busy):
+            break
 
 
 def _prepare_and_run(plan: ScenarioPlan, oc: "ToolOutcome", t: str, r: int, args, cache: "CacheControl",
@@ -926,7 +1242,8 @@ def _prepare_and_run(plan: ScenarioPlan, oc: "ToolOutcome", t: str, r: int, args
     try:
         if plan.prepare_run:
             plan.prepare_run()
-        rm_rf(plan.dest_dir)
+        rm_rf(plan.dest_dir)   # also removes xfer's partials (DST/.NAME.xfer-part-*) of a killed run
+        reset_xfer_state()     # no job of an earlier (killed) run may be resumed
         os.makedirs(plan.dest_dir)
         if plan.pause_after_delete:
             os.sync()  # freed inodes in clean table blocks: 60 s window, not 360 s (until a create dirties them)
@@ -972,6 +1289,83 @@ def summarize(plan: ScenarioPlan, outcomes: dict[str, ToolOutcome], fio: dict | 
         if x and row.get("median_s"):
             row["peer_over_xfer"] = row["median_s"] / x
     return rows
+
+
+CKPT_KEYS = ["records", "fsyncs", "journal_bytes", "done_index_bytes", "compactions", "snapshots",
+             "max_queue_depth", "max_flush_lag_us", "backpressure_waits"]
+
+
+def ckpt_compare(plan: ScenarioPlan, outcomes: dict[str, ToolOutcome], rows: dict) -> dict:
+    """Throughput cost of `tool` vs `baseline` (plan.compare), from the medians and per round
+    (the two runs of a round are back to back), plus the checkpoint figures of tool's --json summaries."""
+    t, b = plan.compare
+    res: dict = {"tool": t, "baseline": b}
+    mt, mb = rows.get(t, {}).get("median_MBps"), rows.get(b, {}).get("median_MBps")
+    if mt and mb:
+        res["cost_pct"] = 100.0 * (1.0 - mt / mb)   # throughput lost, % of the baseline's
+    ok = lambda r: r.seconds is not None and r.exit_code == 0 and r.verified is not False
+    tr = {r.run: r for r in outcomes[t].runs if ok(r)} if t in outcomes else {}
+    br = {r.run: r for r in outcomes[b].runs if ok(r)} if b in outcomes else {}
+    paired = [100.0 * (1.0 - br[n].seconds / tr[n].seconds) for n in sorted(tr) if n in br]
+    if paired:
+        res["paired_cost_pct"] = paired
+        res["median_paired_cost_pct"] = statistics.median(paired)
+    sums = [r.summary.get("checkpoint") for r in tr.values() if r.summary and r.summary.get("checkpoint")]
+    if sums:
+        res["checkpoint_runs"] = sums
+        res["checkpoint"] = {k: {"median": statistics.median(c.get(k, 0) for c in sums),
+                                 "min": min(c.get(k, 0) for c in sums), "max": max(c.get(k, 0) for c in sums)}
+                             for k in CKPT_KEYS}
+    return res
+
+
+def checkpoint_markdown(doc: dict) -> list[str]:
+    lines: list[str] = []
+    for sc in doc["scenarios"]:
+        c = sc.get("compare")
+        if c:
+            cost = c.get("cost_pct")
+            paired = c.get("paired_cost_pct") or []
+            lines.append(f"- {sc['name']}: throughput cost of checkpointing ({c['tool']} vs {c['baseline']}) = "
+                         + ("-" if cost is None else f"**{cost:.1f}%** (medians)")
+                         + (f"; per round {', '.join(f'{x:.1f}%' for x in paired)} (median "
+                            f"{c['median_paired_cost_pct']:.1f}%)" if paired else ""))
+            ck = c.get("checkpoint")
+            if ck:
+                lines.append(f"  - {c['tool']} --json checkpoint figures (median, min-max over runs): "
+                             + ", ".join(f"{k} {ck[k]['median']:.0f} ({ck[k]['min']:.0f}-{ck[k]['max']:.0f})"
+                                         for k in CKPT_KEYS))
+        rs = sc.get("resume")
+        if rs:
+            full = sc.get("full_runs", {})
+            bound = rs.get("bound_bytes")
+            lines.append(f"- {sc['name']}: full run median {full.get('median_s', float('nan')):.3f} s "
+                         f"({full.get('min_s', float('nan')):.3f}-{full.get('max_s', float('nan')):.3f}); "
+                         f"{rs['n_ok']}/{rs['n_pairs']} kill/resume pairs ok; bound = {rs['streams']} streams x "
+                         + (f"{human_bytes(rs['chunk_size'])} = {human_bytes(bound)}" if bound else "?"))
+            lines += ["", "| pair | killed after s | wchar at kill | resumed run s | % of full run | bytes sent | "
+                          "bytes_resumed | re-sent | re-sent / bound |",
+                      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for p in rs["pairs"]:
+                k = p.get("kill", {})
+                if not p.get("ok"):
+                    lines.append(f"| {p['run']} | {k.get('kill_after_s', float('nan')):.2f} | {k.get('wchar_at_kill', '-')} "
+                                 f"| - | - | - | - | - | FAIL: {p.get('error', '')} |")
+                    continue
+                pct = "-" if p.get("pct_of_full") is None else f"{p['pct_of_full']:.1f}%"
+                ratio = "-" if not bound else f"{p['resent_bytes'] / bound:.2f}"
+                lines.append(
+                    f"| {p['run']}{' (BUSY, discarded)' if p.get('discarded') else ''} | {k['kill_after_s']:.2f} "
+                    f"| {k['wchar_at_kill']} ({100.0 * k['wchar_at_kill'] / sc['total_bytes']:.1f}%) "
+                    f"| {p['seconds']:.3f} | {pct} | {p['bytes']} | {p['bytes_resumed']} "
+                    f"| {human_bytes(p['resent_bytes'])} | {ratio} |")
+            if rs.get("median_resent_bytes") is not None:
+                lines += ["", f"  median re-sent {human_bytes(rs['median_resent_bytes'])}, max "
+                              f"{human_bytes(rs['max_resent_bytes'])} (bound {human_bytes(bound) if bound else '?'}); "
+                              f"time to finish median {rs['median_finish_s']:.3f} s = "
+                              + (f"**{rs['median_finish_pct']:.1f}%** of the full run (max {rs['max_finish_pct']:.1f}%)"
+                                 if rs.get("median_finish_pct") is not None else "?")]
+    return lines
 
 
 def markdown_table(results: list[dict]) -> str:
@@ -1023,6 +1417,9 @@ def report_markdown(doc: dict) -> str:
         if xr.get("pct_of_disk") is not None:
             x.append(f"- {sc['name']}: xfer reaches {xr['pct_of_disk']:.0f}% of the fio disk ceiling")
     lines += x
+    ck = checkpoint_markdown(doc)
+    if ck:
+        lines += ["", "### Checkpoints", ""] + ck
     busy = sum(r.get("busy_runs", 0) for sc in doc["scenarios"] for r in sc["tools"].values())
     if busy:
         lines += ["", f"**WARNING: {busy} run(s) flagged BUSY: other processes used CPU while they ran "
@@ -1163,7 +1560,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown tool(s) {bad}; known: {ALL_TOOLS}")
     scenarios = args.scenario or [n for n, sd in SCENARIOS.items() if sd.local and sd.default]
 
-    if "small" in scenarios and args.small_dest == "fresh-ext4":
+    if "ckpt-small" in scenarios or ("small" in scenarios and args.small_dest == "fresh-ext4"):
         if os.geteuid() != 0:
             ap.error("--small-dest fresh-ext4 needs root (losetup, mkfs.ext4, mount); use --small-dest workdir")
         missing = [b for b in ("losetup", "mkfs.ext4", "mount", "umount", "findmnt") if not shutil.which(b)]
@@ -1177,6 +1574,10 @@ def main(argv: list[str] | None = None) -> int:
     logdir = os.path.join(workdir, "logs")
     os.makedirs(logdir, exist_ok=True)
     xfer = os.path.abspath(args.xfer)
+    global STATE_DIR
+    STATE_DIR = os.path.join(workdir, "xfer-state")
+    os.environ["XFER_STATE_DIR"] = STATE_DIR   # inherited by every xfer run
+    reset_xfer_state()
     ctx = Ctx(args, workdir, xfer, shlex.split(args.xfer_args))
     cache = CacheControl(enabled=not args.warm)
     if args.warm:
@@ -1190,7 +1591,7 @@ def main(argv: list[str] | None = None) -> int:
                    "small_file_size": args.small_file_size, "check_full": args.check_full,
                    "tool_runs": args.tool_runs, "small_dest": args.small_dest,
                    "wait_quiet": args.wait_quiet, "busy_retries": args.busy_retries,
-                   "rootfs_pause": args.rootfs_pause,
+                   "rootfs_pause": args.rootfs_pause, "xfer_state_dir": STATE_DIR,
                    "argv": [sys.executable, *sys.argv]},
         "fio": None,
         "scenarios": [],
@@ -1205,8 +1606,16 @@ def main(argv: list[str] | None = None) -> int:
                 if args.wait_quiet > 0:
                     wait_quiet(args.wait_quiet)
                 doc["fio"] = run_fio(workdir, plan.total_bytes)
-            log(f"scenario {name}: {plan.description}; tools {tools}; {args.runs} runs each")
-            outcomes = run_scenario(plan, tools, args, cache, logdir)
+            ptools = plan.tool_names or tools
+            log(f"scenario {name}: {plan.description}; tools {ptools}; {args.runs} runs each")
+            if plan.runner:
+                entry = plan.runner(args, cache, logdir)
+                failed |= bool(entry.get("failed"))
+                doc["scenarios"].append(entry)
+                if plan.cleanup:
+                    plan.cleanup()
+                continue
+            outcomes = run_scenario(plan, ptools, args, cache, logdir)
             rows = summarize(plan, outcomes, doc["fio"] if plan.wants_fio else None)
             failed |= any(oc.status == "FAIL" for oc in outcomes.values())
             doc["scenarios"].append({
@@ -1219,6 +1628,8 @@ def main(argv: list[str] | None = None) -> int:
                 "discarded_busy_runs": {t: [dataclasses.asdict(r) for r in oc.discarded]
                                         for t, oc in outcomes.items() if oc.discarded},
             })
+            if plan.compare:
+                doc["scenarios"][-1]["compare"] = ckpt_compare(plan, outcomes, rows)
             if plan.cleanup:
                 plan.cleanup()
     except KeyboardInterrupt:
@@ -1229,6 +1640,7 @@ def main(argv: list[str] | None = None) -> int:
             if plan.cleanup:
                 plan.cleanup()
         rm_rf(os.path.join(workdir, "dst"))
+        reset_xfer_state()
         if args.clean:
             rm_rf(os.path.join(workdir, "data"))
             log("datasets deleted (--clean)")

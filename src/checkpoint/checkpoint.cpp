@@ -278,13 +278,15 @@ class CheckpointImpl final : public Checkpoint {
     return wait_durable(enqueue(d));
   }
 
+  // A full flusher pass that starts after this call: it takes the queue and
+  // every soft record pending in the done shards, and fsyncs both files.
   Status flush() override {
-    std::uint64_t seq;
-    {
-      std::lock_guard lock(q_mu_);
-      seq = enqueued_seq_;
-    }
-    return wait_durable(seq);
+    std::unique_lock lock(q_mu_);
+    const std::uint64_t target = passes_started_ + 1;
+    flush_requested_ = true;
+    q_cv_.notify_all();
+    durable_cv_.wait(lock, [&] { return passes_done_ >= target || !flusher_error_.ok(); });
+    return flusher_error_;
   }
 
   const Stats& stats() const override { return stats_; }
@@ -363,6 +365,7 @@ class CheckpointImpl final : public Checkpoint {
       std::uint64_t batch_seq = 0;
       bool stopping = false;
       bool force_sync = false;
+      std::uint64_t pass = 0;
       {
         std::unique_lock lock(q_mu_);
         // Group commit: write as soon as there is anything; records that
@@ -372,6 +375,7 @@ class CheckpointImpl final : public Checkpoint {
                        [&] { return stop_ || flush_requested_ || !queue_.empty(); });
         batch.swap(queue_);
         batch_seq = enqueued_seq_;
+        pass = ++passes_started_;
         force_sync = flush_requested_ || stop_;
         flush_requested_ = false;
         stopping = stop_;
@@ -395,6 +399,7 @@ class CheckpointImpl final : public Checkpoint {
           log().error("checkpoint: {}", s.error().message());
         }
         durable_seq_ = batch_seq;
+        passes_done_ = pass;
       }
       durable_cv_.notify_all();
       if (stopping) {
@@ -417,8 +422,9 @@ class CheckpointImpl final : public Checkpoint {
     }
     for (const auto& d : soft) encode(d, done_bytes);
     if (!done_bytes.empty()) XFER_TRY(write_all(done_fd_.get(), done_bytes, done_path()));
-    if ((hard_done || force_sync) && ::fdatasync(done_fd_.get()) != 0) {
-      return errno_error(errno, "fsync", done_path());
+    if (hard_done || force_sync) {
+      if (::fdatasync(done_fd_.get()) != 0) return errno_error(errno, "fsync", done_path());
+      stats_.fsyncs.fetch_add(1, std::memory_order_relaxed);
     }
     if (!journal_bytes.empty()) {
       XFER_TRY(write_all(journal_fd_.get(), journal_bytes, journal_path()));
@@ -628,6 +634,8 @@ class CheckpointImpl final : public Checkpoint {
   std::uint64_t enqueued_seq_ = 0;
   std::uint64_t durable_seq_ = 0;
   bool flush_requested_ = false;
+  std::uint64_t passes_started_ = 0;  // flusher passes, for flush()
+  std::uint64_t passes_done_ = 0;
   bool stop_ = false;
   static constexpr std::size_t kSoftBatch = 1024;  // soft records per shard that wake the flusher
   Status flusher_error_;

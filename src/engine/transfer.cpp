@@ -807,7 +807,22 @@ Result<TransferResult> Engine::run() {
     }
   }
   XFER_TRY(resolve_roots());
-  if (opt_.checkpoint && !opt_.dry_run) XFER_TRY(open_job());
+  if (opt_.checkpoint && !opt_.dry_run) {
+    Status opened = open_job();
+    if (!opened.ok()) {
+      // Two processes must not run one job (they would share its partials).
+      if (opened.error().code == ErrorCode::kUnavailable) return opened.error();
+      // Anything else (a read-only or full state folder) costs resumability,
+      // not the transfer: say so and go on without checkpoints.
+      ckpt_.reset();
+      if (lock_fd_ >= 0) ::close(lock_fd_);
+      lock_fd_ = -1;
+      if (observer_ != nullptr) {
+        observer_->on_warning("checkpoints disabled (this transfer cannot be resumed): " +
+                              opened.error().message());
+      }
+    }
+  }
 
   unsigned workers = opt_.workers;
   if (workers == 0) workers = 64;  // measured: small files keep improving up to 64 here

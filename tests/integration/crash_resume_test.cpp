@@ -190,3 +190,53 @@ TEST_F(CrashResume, TreeKilled20TimesEndsIdentical) {
 
 }  // namespace
 }  // namespace xfer_it
+
+namespace xfer_it {
+namespace {
+
+TEST_F(CrashResume, UnwritableStateFolderOnlyCostsResumability) {
+  fs::path src = tmp() / "f.bin";
+  std::mt19937_64 rng(5);
+  write_file(src, random_bytes(rng, 3 << 20));
+  const char* saved = std::getenv("XFER_STATE_DIR");
+  std::string keep = saved ? saved : "";
+  ::setenv("XFER_STATE_DIR", "/proc/xfer-cannot-write-here", 1);
+  auto r = run_xfer({"cp", S(src), S(tmp() / "g.bin")});
+  ::setenv("XFER_STATE_DIR", keep.c_str(), 1);
+  EXPECT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.err.find("checkpoints disabled"), std::string::npos) << r.describe();
+  EXPECT_TRUE(files_equal(src, tmp() / "g.bin"));
+}
+
+TEST_F(CrashResume, JobsListsKilledJobAndResumeFinishesIt) {
+  fs::path src = tmp() / "big.bin";
+  std::mt19937_64 rng(6);
+  write_file(src, random_bytes(rng, 64u << 20));
+  fs::path dst = tmp() / "copy.bin";
+  auto k = run_and_kill(
+      {"cp", "--bwlimit", "16M", "--chunk-size", "1M", "--job", "nightly", S(src), S(dst)},
+      std::chrono::milliseconds(1200));
+  ASSERT_TRUE(k.killed) << k.result.describe();
+  auto jobs = run_xfer({"jobs"});
+  EXPECT_EQ(jobs.exit_code, 0) << jobs.describe();
+  EXPECT_NE(jobs.out.find("nightly"), std::string::npos) << jobs.describe();
+  EXPECT_NE(jobs.out.find("killed"), std::string::npos) << jobs.describe();
+  auto resumed = run_xfer({"resume", "--json", "nightly"});
+  EXPECT_EQ(resumed.exit_code, 0) << resumed.describe();
+  EXPECT_TRUE(files_equal(src, dst));
+  EXPECT_GT(json_number(resumed.out, "bytes_resumed"), 0u) << resumed.describe();
+  auto after = run_xfer({"jobs"});
+  EXPECT_EQ(after.out.find("nightly"), std::string::npos) << "a finished job is not listed\n"
+                                                          << after.describe();
+  auto all = run_xfer({"jobs", "--all"});
+  EXPECT_NE(all.out.find("nightly"), std::string::npos) << all.describe();
+  auto clean = run_xfer({"jobs", "--clean"});
+  EXPECT_EQ(clean.exit_code, 0);
+  EXPECT_EQ(run_xfer({"jobs", "--all"}).out.find("nightly"), std::string::npos);
+  auto missing = run_xfer({"resume", "nope"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("no such job"), std::string::npos) << missing.describe();
+}
+
+}  // namespace
+}  // namespace xfer_it

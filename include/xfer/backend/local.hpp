@@ -12,8 +12,10 @@ namespace xfer {
 
 std::unique_ptr<Backend> make_local_backend();
 
-// Prefix of the hidden temporary names a local Sink writes to before commit
-// (used when O_TMPFILE is unavailable): ".<name>.xfer-part-<random>".
+// Hidden names beside a destination: ".<name>.xfer-part-<token>" for a
+// resumable partial; ".<name>.xfer-tmp-{file,swap,link}" for the brief
+// temporaries of an atomic publish (deterministic, so a killed run's stray is
+// replaced by the next run).
 inline constexpr std::string_view kLocalTempInfix = ".xfer-part-";
 
 // Where a resumable local sink keeps its partial: ".<name>.xfer-part-<token>"

@@ -11,7 +11,6 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
-#include <random>
 #include <vector>
 
 #include "xfer/backend/local.hpp"
@@ -70,21 +69,29 @@ Result<std::string> read_link(const std::string& path) {
   }
 }
 
-std::string random_suffix() {
-  thread_local std::mt19937_64 rng{std::random_device{}() ^ static_cast<std::uint64_t>(::getpid())
-                                                                << 32};
-  return fmt::format("{:016x}", rng());
-}
-
-// A hidden sibling name. Names near the 255-byte limit get a short form
-// (hash of the name instead of the name) so the temp name always fits.
-std::string temp_name_for(const std::string& final_path) {
+// A hidden sibling name ".<name>.xfer-tmp-<purpose>" ("link", "swap",
+// "file"). Deterministic on purpose: if the process dies between creating it
+// and renaming it over the final name, the next run for the same file finds
+// and replaces it instead of leaving a stray behind. Names near the 255-byte
+// limit get a short form (a hash of the name) so the temp name always fits.
+std::string temp_name_for(const std::string& final_path, std::string_view purpose) {
   std::string base = base_name(final_path);
-  if (base.size() + kLocalTempInfix.size() + 18 > 255) {
+  if (base.size() + purpose.size() + 11 > 255) {
     base = fmt::format("{:016x}", std::hash<std::string>{}(base));
   }
-  return join_path(dir_name(final_path),
-                   fmt::format(".{}{}{}", base, kLocalTempInfix, random_suffix()));
+  return join_path(dir_name(final_path), fmt::format(".{}.xfer-tmp-{}", base, purpose));
+}
+
+// Runs `make(path)` (a syscall creating `path`); when a stale entry of an
+// earlier, killed run is in the way (EEXIST), removes it and tries once more.
+template <typename Make>
+int create_replacing_stale(const std::string& path, Make make) {
+  int r = make(path);
+  if (r < 0 && errno == EEXIST) {
+    ::unlink(path.c_str());
+    r = make(path);
+  }
+  return r;
 }
 
 // The process umask, read without changing it (umask(2) would race with
@@ -278,8 +285,10 @@ class LocalSink final : public Sink {
       }
       if (errno != EEXIST) return fail(errno, "publish");
       // The final name exists: link under a temp name, then rename over it.
-      temp_path_ = temp_name_for(final_path_);
-      if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, temp_path_.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+      temp_path_ = temp_name_for(final_path_, "swap");
+      if (create_replacing_stale(temp_path_, [&](const std::string& t) {
+            return ::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, t.c_str(), AT_SYMLINK_FOLLOW);
+          }) != 0) {
         return fail(errno, "publish");
       }
       anonymous_ = false;
@@ -499,8 +508,11 @@ class LocalBackend final : public Backend {
   Status symlink(std::string_view target, std::string_view path, const FileAttrs& attrs) override {
     std::string p = path_str(path);
     std::string t(target);
-    std::string tmp = temp_name_for(p);
-    if (::symlink(t.c_str(), tmp.c_str()) != 0) return errno_error(errno, "symlink", p);
+    std::string tmp = temp_name_for(p, "link");
+    if (create_replacing_stale(
+            tmp, [&](const std::string& n) { return ::symlink(t.c_str(), n.c_str()); }) != 0) {
+      return errno_error(errno, "symlink", p);
+    }
     if (attrs.mtime_ns != 0) {
       struct timespec times[2] = {{0, UTIME_OMIT}, from_ns(attrs.mtime_ns)};
       ::utimensat(AT_FDCWD, tmp.c_str(), times, AT_SYMLINK_NOFOLLOW);
@@ -564,8 +576,10 @@ class LocalBackend final : public Backend {
         return errno_error(errno, "create", p);
       }
       anonymous = false;
-      temp = temp_name_for(p);
-      fd = ::open(temp.c_str(), flags | O_CREAT | O_EXCL, create_mode);
+      temp = temp_name_for(p, "file");
+      fd = create_replacing_stale(temp, [&](const std::string& n) {
+        return ::open(n.c_str(), flags | O_CREAT | O_EXCL, create_mode);
+      });
       if (fd < 0) return errno_error(errno, "create", p);
     }
     Fd f(fd);
