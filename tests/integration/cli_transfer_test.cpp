@@ -14,6 +14,8 @@
 
 #include "harness.hpp"
 
+#include <optional>
+
 namespace xfer_it {
 namespace {
 
@@ -636,12 +638,18 @@ TEST_F(Transfer, UsageErrors) {
 }
 
 TEST_F(Transfer, UnreadableSourceFile) {
-  if (::geteuid() == 0) GTEST_SKIP() << "root bypasses file permissions";
   fs::path src = tmp() / "src";
   fs::create_directory(src);
   write_file(src / "ok.txt", "fine");
   write_file(src / "locked.txt", "locked");
   ::chmod((src / "locked.txt").c_str(), 0000);
+  // Root bypasses permissions: run xfer as nobody, owning the test's folders.
+  std::optional<AsUser> as_nobody;
+  if (::geteuid() == 0) {
+    chown_tree(tmp(), kNobody);
+    chown_tree(state_dir(), kNobody);
+    as_nobody.emplace(kNobody);
+  }
   auto r = run_xfer({"cp", "-r", S(src), S(tmp() / "dst")});
   EXPECT_EXIT_CODE(r, 3);
   EXPECT_TRUE(icontains(r.err, "permission denied")) << r.describe();
@@ -651,11 +659,16 @@ TEST_F(Transfer, UnreadableSourceFile) {
 }
 
 TEST_F(Transfer, UnwritableDestinationDirectory) {
-  if (::geteuid() == 0) GTEST_SKIP() << "root bypasses file permissions";
   write_file(tmp() / "f.txt", "data");
   fs::path dir = tmp() / "ro";
   fs::create_directory(dir);
   ::chmod(dir.c_str(), 0555);
+  std::optional<AsUser> as_nobody;
+  if (::geteuid() == 0) {
+    chown_tree(tmp(), kNobody);
+    chown_tree(state_dir(), kNobody);
+    as_nobody.emplace(kNobody);
+  }
   auto r = run_xfer({"cp", S(tmp() / "f.txt"), S(dir)});
   EXPECT_EXIT_CODE(r, 1);
   EXPECT_TRUE(icontains(r.err, "permission denied")) << r.describe();

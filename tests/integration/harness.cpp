@@ -1,5 +1,8 @@
 #include "harness.hpp"
 
+#include <grp.h>
+#include <atomic>
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -174,6 +177,26 @@ std::string RunResult::describe() const {
   return o.str();
 }
 
+namespace {
+std::atomic<int> g_child_uid{-1};
+}  // namespace
+
+int child_uid() {
+  return g_child_uid.load();
+}
+
+AsUser::AsUser(int uid) : previous_(g_child_uid.exchange(uid)) {}
+AsUser::~AsUser() {
+  g_child_uid.store(previous_);
+}
+
+void chown_tree(const fs::path& root, int uid) {
+  ::lchown(root.c_str(), static_cast<uid_t>(uid), static_cast<gid_t>(uid));
+  for (auto& e : fs::recursive_directory_iterator(root)) {
+    ::lchown(e.path().c_str(), static_cast<uid_t>(uid), static_cast<gid_t>(uid));
+  }
+}
+
 RunResult run(const std::vector<std::string>& argv, std::chrono::seconds timeout) {
   return run(argv, timeout, {});
 }
@@ -209,6 +232,15 @@ RunResult run(const std::vector<std::string>& argv, std::chrono::seconds timeout
     if (devnull >= 0) ::dup2(devnull, 0);
     ::dup2(outp[1], 1);
     ::dup2(errp[1], 2);
+    if (const int uid = child_uid(); uid >= 0) {
+      // Drop root for this child (permission tests): no groups, then gid, uid.
+      if (::setgroups(0, nullptr) != 0 || ::setgid(static_cast<gid_t>(uid)) != 0 ||
+          ::setuid(static_cast<uid_t>(uid)) != 0) {
+        const char msg[] = "harness: cannot drop privileges\n";
+        (void)!::write(2, msg, sizeof msg - 1);
+        ::_exit(127);
+      }
+    }
     ::execvp(cargv[0], cargv.data());
     const char msg[] = "harness: execvp failed: ";
     (void)!::write(2, msg, sizeof msg - 1);

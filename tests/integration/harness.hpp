@@ -50,6 +50,23 @@ RunResult run(const std::vector<std::string>& argv,
 RunResult run(const std::vector<std::string>& argv, std::chrono::seconds timeout,
               const std::function<void(pid_t)>& on_spawn, const std::string& cwd = {});
 
+// While an AsUser is alive, children started by run() drop root and run as
+// `uid` (gid = uid, no supplementary groups): permission tests as root.
+class AsUser {
+ public:
+  explicit AsUser(int uid);
+  ~AsUser();
+  AsUser(const AsUser&) = delete;
+  AsUser& operator=(const AsUser&) = delete;
+
+ private:
+  int previous_;
+};
+int child_uid();  // -1: run children as ourselves
+inline constexpr int kNobody = 65534;
+// lchown of root and everything below it to uid:uid.
+void chown_tree(const fs::path& root, int uid);
+
 // Path of the xfer binary from $XFER_BIN ("" if unset).
 std::string xfer_bin();
 
@@ -71,6 +88,7 @@ class XferTest : public ::testing::Test {
 
   // The per-test directory.
   const fs::path& tmp() const { return tmp_; }
+  const fs::path& state_dir() const { return state_dir_; }  // $XFER_STATE_DIR of this test
 
   // Another per-test directory under `base` (e.g. /dev/shm), cleaned up too.
   fs::path make_temp_dir_under(const fs::path& base);
