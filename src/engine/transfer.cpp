@@ -81,8 +81,10 @@ class Engine {
   // Setup.
   Result<Backend*> backend_for(const Url& url);
   Status resolve_roots();
+  Status lock_job();
   Status open_job();
   void close_job(TransferResult& result);
+  void fill_job_progress(std::uint64_t files_done, std::uint64_t bytes_done);
   bool skip_if_done(const FileTask& task, const FileAttrs& attrs);
 
   // Scanner thread.
@@ -133,6 +135,7 @@ class Engine {
   JobInfo job_;
   int lock_fd_ = -1;
   bool resuming_ = false;                // an interrupted run of this job left state
+  std::optional<JobInfo> previous_job_;  // job.json of an earlier run, read under the lock
   std::optional<bool> forced_into_dir_;  // from the interrupted run's job.json
   bool into_dir_ = false;
 };
@@ -798,20 +801,22 @@ Status Engine::verify_pieces(Sink& sink, std::uint64_t size, const std::uint64_t
 
 Result<TransferResult> Engine::run() {
   auto start = Clock::now();
-  if (opt_.checkpoint && !opt_.dry_run) {
-    // Resuming: resolve the destination the way the interrupted run did.
-    std::string root = opt_.state_root.empty() ? default_state_root() : opt_.state_root;
-    auto previous = read_job(root, opt_.job_id.empty() ? derive_job_id(req_) : opt_.job_id);
-    if (previous && previous->status != "done" && previous->into_dir >= 0) {
-      forced_into_dir_ = previous->into_dir == 1;
+  const bool checkpointing = opt_.checkpoint && !opt_.dry_run;
+  Status locked = checkpointing ? lock_job() : ok_status();
+  // Two processes must not run one job (they would share its partials).
+  if (!locked.ok() && locked.error().code == ErrorCode::kUnavailable) return locked.error();
+  if (Status resolved = resolve_roots(); !resolved.ok()) {
+    // Nothing started: leave no empty job folder behind for a new job.
+    if (checkpointing && locked.ok() && !previous_job_) {
+      ::close(lock_fd_);
+      lock_fd_ = -1;
+      (void)remove_job(state_root_, job_.id);
     }
+    return std::move(resolved).error();
   }
-  XFER_TRY(resolve_roots());
-  if (opt_.checkpoint && !opt_.dry_run) {
-    Status opened = open_job();
+  if (checkpointing) {
+    Status opened = locked.ok() ? open_job() : locked;
     if (!opened.ok()) {
-      // Two processes must not run one job (they would share its partials).
-      if (opened.error().code == ErrorCode::kUnavailable) return opened.error();
       // Anything else (a read-only or full state folder) costs resumability,
       // not the transfer: say so and go on without checkpoints.
       ckpt_.reset();
@@ -850,11 +855,8 @@ Result<TransferResult> Engine::run() {
         return;
       }
       if (ckpt_ && Clock::now() - last_job_write >= std::chrono::seconds(2)) {
-        job_.updated_s = static_cast<std::int64_t>(std::time(nullptr));
-        job_.files_total = counters_.files_total.load();
-        job_.files_done = counters_.files_done.load();
-        job_.bytes_total = counters_.bytes_total.load();
-        job_.bytes_done = counters_.bytes_done.load() + counters_.bytes_resumed.load();
+        fill_job_progress(counters_.files_done.load(),
+                          counters_.bytes_done.load() + counters_.bytes_resumed.load());
         (void)write_job(state_root_, job_);
         last_job_write = Clock::now();
       }
@@ -894,9 +896,18 @@ Result<TransferResult> Engine::run() {
   return result;
 }
 
-// Finds (or creates) the job's state, takes its lock, and opens the
-// checkpoint, recovering whatever an earlier run left.
-Status Engine::open_job() {
+// Drops a job's checkpoint files (journal, done-index, snapshots); job.json
+// and the lock stay.
+void clear_checkpoint_files(const std::string& dir) {
+  std::error_code ec;
+  for (const char* f : {"journal", "done.idx"}) std::filesystem::remove(dir + "/" + f, ec);
+  std::filesystem::remove_all(dir + "/snapshots", ec);
+}
+
+// Finds (or creates) the job's folder, takes its lock and reads what an
+// earlier run left in job.json. Runs before the roots are resolved: a
+// resumed job resolves its destination the way the interrupted run did.
+Status Engine::lock_job() {
   state_root_ = opt_.state_root.empty() ? default_state_root() : opt_.state_root;
   job_.id = opt_.job_id.empty() ? derive_job_id(req_) : opt_.job_id;
   const std::string dir = job_dir(state_root_, job_.id);
@@ -909,16 +920,23 @@ Status Engine::open_job() {
     return make_error(ErrorCode::kUnavailable, "start job", job_.id,
                       "another xfer process is running this job");
   }
-  auto previous = read_job(state_root_, job_.id);
+  if (auto previous = read_job(state_root_, job_.id)) {
+    previous_job_ = std::move(previous).value();
+    resuming_ = previous_job_->status != "done";
+    if (resuming_ && previous_job_->into_dir >= 0) forced_into_dir_ = previous_job_->into_dir == 1;
+  }
+  return ok_status();
+}
+
+// Records the job as running and opens its checkpoint, recovering whatever
+// an earlier run left.
+Status Engine::open_job() {
+  const std::string dir = job_dir(state_root_, job_.id);
   job_.created_s = static_cast<std::int64_t>(std::time(nullptr));
-  if (previous) {
-    job_.created_s = previous->created_s;
-    resuming_ = previous->status != "done";
-    if (previous->status == "done") {
-      // A finished job run again is a new copy: start from empty state.
-      for (const char* f : {"journal", "done.idx"}) std::filesystem::remove(dir + "/" + f, ec);
-      std::filesystem::remove_all(dir + "/snapshots", ec);
-    }
+  if (previous_job_) {
+    job_.created_s = previous_job_->created_s;
+    // A finished job run again is a new copy: start from empty state.
+    if (!resuming_) clear_checkpoint_files(dir);
   }
   job_.request = req_;
   job_.request.options.job_id.clear();
@@ -931,6 +949,14 @@ Status Engine::open_job() {
   co.dir = dir;
   XFER_ASSIGN_OR_RETURN(ckpt_, checkpoint::Checkpoint::open(co));
   return ok_status();
+}
+
+void Engine::fill_job_progress(std::uint64_t files_done, std::uint64_t bytes_done) {
+  job_.updated_s = static_cast<std::int64_t>(std::time(nullptr));
+  job_.files_total = counters_.files_total.load();
+  job_.files_done = files_done;
+  job_.bytes_total = counters_.bytes_total.load();
+  job_.bytes_done = bytes_done;
 }
 
 void Engine::close_job(TransferResult& result) {
@@ -956,18 +982,9 @@ void Engine::close_job(TransferResult& result) {
   } else {
     job_.status = result.files_done > 0 ? "partial" : "failed";
   }
-  job_.updated_s = static_cast<std::int64_t>(std::time(nullptr));
-  job_.files_total = counters_.files_total.load();
-  job_.files_done = result.files_done;
-  job_.bytes_total = counters_.bytes_total.load();
-  job_.bytes_done = result.bytes_done + result.bytes_resumed;
-  const std::string dir = job_dir(state_root_, job_.id);
-  std::error_code ec;
-  if (job_.status == "done") {
-    // Nothing left to resume: keep only job.json (for `xfer jobs --all`).
-    for (const char* f : {"journal", "done.idx"}) std::filesystem::remove(dir + "/" + f, ec);
-    std::filesystem::remove_all(dir + "/snapshots", ec);
-  }
+  fill_job_progress(result.files_done, result.bytes_done + result.bytes_resumed);
+  // Nothing left to resume: keep only job.json (for `xfer jobs --all`).
+  if (job_.status == "done") clear_checkpoint_files(job_dir(state_root_, job_.id));
   Status w = write_job(state_root_, job_);
   if (!w.ok()) report(w.error());
   ::close(lock_fd_);
