@@ -8,6 +8,7 @@ set -euo pipefail
 PACKAGES=(
   # toolchain
   build-essential cmake ninja-build ccache pkg-config clang clang-format
+  libclang-rt-14-dev
   # libraries
   libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev libspdlog-dev
   libfmt-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libzstd-dev

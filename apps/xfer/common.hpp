@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 
 #include "xfer/backend/backend.hpp"
+#include "xfer/backend/registry.hpp"
 #include "xfer/core/config.hpp"
 #include "xfer/engine/transfer.hpp"
 
@@ -34,6 +35,9 @@ struct Context {
   Config config;
   std::atomic<bool> cancel{false};
   int exit_code = kExitOk;
+  // --token, --streams, --encrypt/--no-encrypt, --tls, --tls-ca: how to
+  // reach remote endpoints (xfer://).
+  EndpointOptions endpoint;
 };
 
 Context& context();

@@ -16,6 +16,18 @@ int main(int argc, char** argv) {
   std::string log_level;
   app.add_option("--config", config_path, "Config file (TOML)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off");
+  // Remote endpoints (xfer://). Accepted before or after the command.
+  app.fallthrough();
+  xfer::EndpointOptions& ep = context().endpoint;
+  bool encrypt = false, no_encrypt = false;
+  app.add_option("--token", ep.token,
+                 "Bearer token for xfer:// servers (default: $XFER_TOKEN, credentials.toml)");
+  app.add_option("--streams", ep.streams, "Data connections per xfer:// server (default 4)")
+      ->check(CLI::Range(1, 64));
+  app.add_flag("--encrypt", encrypt, "Seal the data channel (AES-256-GCM), also on loopback");
+  app.add_flag("--no-encrypt", no_encrypt, "Plaintext data channel, also between hosts");
+  app.add_flag("--tls", ep.tls, "TLS on the control channel (system CA bundle)");
+  app.add_option("--tls-ca", ep.tls_ca, "CA bundle for the control channel's TLS (implies --tls)");
 
   register_transfer(app);
   register_list(app);
@@ -33,6 +45,10 @@ int main(int argc, char** argv) {
     auto cfg = xfer::load_config(config_path);
     if (!cfg) throw CLI::ValidationError("--config", cfg.error().message());
     context().config = *cfg;
+    if (encrypt && no_encrypt)
+      throw CLI::ValidationError("--encrypt", "conflicts with --no-encrypt");
+    if (encrypt) context().endpoint.encrypt = 1;
+    if (no_encrypt) context().endpoint.encrypt = 0;
     xfer::init_logging(log_level.empty() ? context().config.log_level : log_level);
   });
 

@@ -1,6 +1,7 @@
 #include "xfer/backend/registry.hpp"
 
 #include "xfer/backend/local.hpp"
+#include "xfer/backend/xfer.hpp"
 
 namespace xfer {
 
@@ -21,9 +22,11 @@ std::string_view to_string(EntryType type) {
 BackendRegistry& BackendRegistry::instance() {
   static BackendRegistry* registry = [] {
     auto* r = new BackendRegistry();
-    r->register_scheme("file", [](const Url&) -> Result<std::unique_ptr<Backend>> {
-      return make_local_backend();
-    });
+    r->register_scheme("file",
+                       [](const Url&, const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
+                         return make_local_backend();
+                       });
+    r->register_scheme("xfer", make_xfer_backend);
     return r;
   }();
   return *registry;
@@ -39,7 +42,8 @@ bool BackendRegistry::has_scheme(const std::string& scheme) const {
   return factories_.count(scheme) != 0;
 }
 
-Result<std::unique_ptr<Backend>> BackendRegistry::create(const Url& url) const {
+Result<std::unique_ptr<Backend>> BackendRegistry::create(const Url& url,
+                                                         const EndpointOptions& options) const {
   BackendFactory factory;
   {
     std::lock_guard lock(mu_);
@@ -50,7 +54,7 @@ Result<std::unique_ptr<Backend>> BackendRegistry::create(const Url& url) const {
     }
     factory = it->second;
   }
-  return factory(url);
+  return factory(url, options);
 }
 
 }  // namespace xfer

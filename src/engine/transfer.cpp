@@ -79,7 +79,7 @@ class Engine {
 
  private:
   // Setup.
-  Result<Backend*> backend_for(const Url& url);
+  Result<Backend*> backend_for(const Url& url, const EndpointOptions& options);
   Status resolve_roots();
   Status lock_job();
   Status open_job();
@@ -158,12 +158,12 @@ void Engine::backoff(unsigned attempt) {
   }
 }
 
-Result<Backend*> Engine::backend_for(const Url& url) {
+Result<Backend*> Engine::backend_for(const Url& url, const EndpointOptions& options) {
   std::string key = url.scheme + "://" + url.user + "@" + url.host + ":" + std::to_string(url.port);
   for (auto& [k, b] : backends_) {
     if (k == key) return b.get();
   }
-  XFER_ASSIGN_OR_RETURN(auto backend, BackendRegistry::instance().create(url));
+  XFER_ASSIGN_OR_RETURN(auto backend, BackendRegistry::instance().create(url, options));
   backends_.emplace_back(key, std::move(backend));
   return backends_.back().second.get();
 }
@@ -175,7 +175,7 @@ Status Engine::resolve_roots() {
     return make_error(ErrorCode::kInvalidArgument, "transfer", "", "no source given");
   }
   XFER_ASSIGN_OR_RETURN(Url dst_url, parse_url(req_.destination));
-  XFER_ASSIGN_OR_RETURN(Backend * dst, backend_for(dst_url));
+  XFER_ASSIGN_OR_RETURN(Backend * dst, backend_for(dst_url, opt_.destination_endpoint));
   auto dst_attrs = dst->stat(dst_url.path);
   bool dst_exists = dst_attrs.ok();
   if (!dst_exists && dst_attrs.error().code != ErrorCode::kNotFound) return dst_attrs.error();
@@ -206,7 +206,7 @@ Status Engine::resolve_roots() {
       fail(src_url.error());
       continue;
     }
-    auto src = backend_for(*src_url);
+    auto src = backend_for(*src_url, opt_.source_endpoint);
     if (!src) {
       fail(src.error());
       continue;

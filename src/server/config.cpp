@@ -1,1 +1,360 @@
-// placeholder: being written
+#include "xfer/server/config.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <toml++/toml.h>
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string_view>
+
+namespace xfer::server {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view kOp = "config";
+
+// Every table and key the file may contain; anything else is an error.
+struct Section {
+  std::string_view name;
+  std::initializer_list<std::string_view> keys;
+};
+const Section kSections[] = {
+    {"server", {"listen", "data_listen", "root", "state_dir"}},
+    {"tls", {"cert", "key"}},
+    {"auth", {"secret", "secret_file", "required"}},
+    {"limits", {"max_sessions", "max_streams_per_session", "session_idle_seconds", "max_jobs"}},
+    {"data", {"encrypt"}},
+};
+
+// A secret file holds one line; anything bigger is not a secret file.
+constexpr std::size_t kMaxSecretFileSize = 64 * 1024;
+
+// Reports errors as "config <origin>: [line N: ]<detail>".
+class Reader {
+ public:
+  explicit Reader(const std::string& origin) : origin_(origin) {}
+
+  Error error(std::string detail, const toml::node* at = nullptr) const {
+    if (at != nullptr && at->source().begin.line > 0) {
+      detail = fmt::format("line {}: {}", at->source().begin.line, detail);
+    }
+    return make_error(ErrorCode::kInvalidArgument, kOp, origin_, detail);
+  }
+
+  Result<std::optional<std::string>> string(const toml::table* t, std::string_view section,
+                                            std::string_view key) const {
+    const toml::node* n = t ? t->get(key) : nullptr;
+    if (n == nullptr) return std::optional<std::string>{};
+    if (!n->is_string()) return error(fmt::format("{}.{} must be a string", section, key), n);
+    std::string v = *n->value<std::string>();
+    if (v.empty()) return error(fmt::format("{}.{} must not be empty", section, key), n);
+    return std::optional<std::string>{std::move(v)};
+  }
+
+  Result<std::optional<bool>> boolean(const toml::table* t, std::string_view section,
+                                      std::string_view key) const {
+    const toml::node* n = t ? t->get(key) : nullptr;
+    if (n == nullptr) return std::optional<bool>{};
+    if (!n->is_boolean()) {
+      return error(fmt::format("{}.{} must be true or false", section, key), n);
+    }
+    return std::optional<bool>{*n->value<bool>()};
+  }
+
+  // An integer in [lo, hi] into `out`; `out` keeps its default when absent.
+  Status uint(const toml::table* t, std::string_view section, std::string_view key, unsigned lo,
+              unsigned hi, unsigned& out) const {
+    const toml::node* n = t ? t->get(key) : nullptr;
+    if (n == nullptr) return ok_status();
+    auto v = n->value<std::int64_t>();
+    if (!n->is_integer() || !v || *v < static_cast<std::int64_t>(lo) ||
+        *v > static_cast<std::int64_t>(hi)) {
+      return error(fmt::format("{}.{} must be an integer in {}..{}", section, key, lo, hi), n);
+    }
+    out = static_cast<unsigned>(*v);
+    return ok_status();
+  }
+
+ private:
+  const std::string& origin_;
+};
+
+std::string errno_text(int err) {
+  return std::strerror(err);
+}
+
+// Whole file into memory, at most `limit` bytes (errno-style failures).
+Result<std::string> read_file(const std::string& path, std::size_t limit) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno_error(errno, "read", path);
+  std::string data;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      return errno_error(err, "read", path);
+    }
+    if (n == 0) break;
+    data.append(buf, static_cast<std::size_t>(n));
+    if (data.size() > limit) {
+      ::close(fd);
+      return make_error(ErrorCode::kInvalidArgument, "read", path,
+                        fmt::format("larger than {} bytes", limit));
+    }
+  }
+  ::close(fd);
+  return data;
+}
+
+bool is_hostname(std::string_view host) {
+  if (host.empty() || host.size() > 253 || host.front() == '-' || host.front() == '.') {
+    return false;
+  }
+  return std::all_of(host.begin(), host.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.';
+  });
+}
+
+// "host:port", "1.2.3.4:port" or "[v6]:port", port 0..65535 (0 = any free
+// port). Returns the reason when the address is not acceptable.
+std::optional<std::string> check_listen_address(std::string_view addr) {
+  std::string_view host;
+  std::string_view port;
+  if (addr.starts_with('[')) {
+    std::size_t close = addr.find(']');
+    if (close == std::string_view::npos || close + 1 >= addr.size() || addr[close + 1] != ':') {
+      return "expected [v6-address]:port";
+    }
+    host = addr.substr(1, close - 1);
+    port = addr.substr(close + 2);
+    in6_addr a6{};
+    if (::inet_pton(AF_INET6, std::string(host).c_str(), &a6) != 1) {
+      return fmt::format("\"{}\" is not an IPv6 address", host);
+    }
+  } else {
+    std::size_t colon = addr.rfind(':');
+    if (colon == std::string_view::npos) return "expected host:port";
+    host = addr.substr(0, colon);
+    port = addr.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      return "IPv6 addresses need brackets, as in [::1]:7400";
+    }
+    if (host.empty()) return "the host is missing (use 0.0.0.0 or [::] for all addresses)";
+    bool numeric = std::all_of(host.begin(), host.end(),
+                               [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
+    in_addr a4{};
+    if (numeric ? ::inet_pton(AF_INET, std::string(host).c_str(), &a4) != 1 : !is_hostname(host)) {
+      return fmt::format("\"{}\" is not a host name or IPv4 address", host);
+    }
+  }
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+      std::stoul(std::string(port)) > 65535) {
+    return fmt::format("\"{}\" is not a port number (0..65535)", port);
+  }
+  return std::nullopt;
+}
+
+// $XDG_STATE_HOME/xferd, else ~/.local/state/xferd, else /var/lib/xferd (no
+// home at all: a system service). Deliberately outside the served root:
+// clients must not read or change checkpoints.
+std::string default_state_dir() {
+  if (const char* x = std::getenv("XDG_STATE_HOME"); x && *x == '/') {
+    return std::string(x) + "/xferd";
+  }
+  if (const char* home = std::getenv("HOME"); home && *home == '/') {
+    return std::string(home) + "/.local/state/xferd";
+  }
+  return "/var/lib/xferd";
+}
+
+bool is_inside(const std::string& path, const std::string& dir) {
+  if (dir == "/") return true;
+  return path == dir || (path.starts_with(dir) && path[dir.size()] == '/');
+}
+
+}  // namespace
+
+Result<ServerConfig> parse_server_config(std::string_view toml_text, const std::string& origin) {
+  Reader rd(origin);
+  toml::table doc;
+  try {
+    doc = toml::parse(toml_text, origin);
+  } catch (const toml::parse_error& e) {
+    return make_error(ErrorCode::kInvalidArgument, kOp, origin,
+                      fmt::format("line {}: {}", e.source().begin.line, e.description()));
+  }
+
+  // Unknown tables and keys first: a typo must not silently fall back to a
+  // default (say "requried = true").
+  for (auto&& [name, node] : doc) {
+    const Section* sec = nullptr;
+    for (const Section& s : kSections) {
+      if (s.name == name.str()) sec = &s;
+    }
+    if (sec == nullptr) {
+      return rd.error(node.is_table() ? fmt::format("unknown table [{}]", name.str())
+                                      : fmt::format("unknown key {}", name.str()),
+                      &node);
+    }
+    const toml::table* t = node.as_table();
+    if (t == nullptr)
+      return rd.error(fmt::format("{} must be a table ([{}])", sec->name, sec->name), &node);
+    for (auto&& [key, value] : *t) {
+      if (std::find(sec->keys.begin(), sec->keys.end(), key.str()) == sec->keys.end()) {
+        return rd.error(fmt::format("unknown key {}.{}", sec->name, key.str()), &value);
+      }
+    }
+  }
+  const toml::table* server = doc["server"].as_table();
+  const toml::table* tls = doc["tls"].as_table();
+  const toml::table* auth = doc["auth"].as_table();
+  const toml::table* limits = doc["limits"].as_table();
+  const toml::table* data = doc["data"].as_table();
+
+  ServerConfig cfg;
+
+  // [server]
+  XFER_ASSIGN_OR_RETURN(auto listen, rd.string(server, "server", "listen"));
+  if (listen) cfg.listen = *listen;
+  if (auto why = check_listen_address(cfg.listen)) {
+    return rd.error(fmt::format("server.listen \"{}\": {}", cfg.listen, *why),
+                    server ? server->get("listen") : nullptr);
+  }
+  XFER_ASSIGN_OR_RETURN(auto data_listen, rd.string(server, "server", "data_listen"));
+  if (data_listen) cfg.data_listen = *data_listen;
+  if (auto why = check_listen_address(cfg.data_listen)) {
+    return rd.error(fmt::format("server.data_listen \"{}\": {}", cfg.data_listen, *why),
+                    server ? server->get("data_listen") : nullptr);
+  }
+  XFER_ASSIGN_OR_RETURN(auto root, rd.string(server, "server", "root"));
+  if (!root) return rd.error("server.root is required");
+  {
+    std::unique_ptr<char, decltype(&std::free)> real(::realpath(root->c_str(), nullptr),
+                                                     &std::free);
+    if (!real) {
+      return rd.error(fmt::format("server.root {}: {}", *root, errno_text(errno)),
+                      server->get("root"));
+    }
+    struct stat st {};
+    if (::stat(real.get(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return rd.error(fmt::format("server.root {}: not a directory", *root), server->get("root"));
+    }
+    cfg.root = real.get();
+  }
+  XFER_ASSIGN_OR_RETURN(auto state_dir, rd.string(server, "server", "state_dir"));
+  cfg.state_dir = state_dir ? *state_dir : default_state_dir();
+  {
+    // It may not exist yet (xferd creates it); compare what it would be.
+    std::error_code ec;
+    fs::path p = fs::weakly_canonical(fs::absolute(cfg.state_dir), ec);
+    if (!ec) cfg.state_dir = p.string();
+    if (cfg.root != "/" && is_inside(cfg.state_dir, cfg.root)) {
+      return rd.error(
+          fmt::format("server.state_dir {}{} is inside server.root: clients could read it",
+                      cfg.state_dir, state_dir ? "" : " (the default)"),
+          server ? server->get("state_dir") : nullptr);
+    }
+  }
+
+  // [tls]
+  XFER_ASSIGN_OR_RETURN(auto cert, rd.string(tls, "tls", "cert"));
+  XFER_ASSIGN_OR_RETURN(auto key, rd.string(tls, "tls", "key"));
+  if (cert.has_value() != key.has_value()) {
+    return rd.error("tls.cert and tls.key must be given together", tls);
+  }
+  if (cert) {
+    for (auto [name, file] : {std::pair{"tls.cert", &*cert}, std::pair{"tls.key", &*key}}) {
+      int fd = ::open(file->c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return rd.error(fmt::format("{} {}: {}", name, *file, errno_text(errno)), tls);
+      ::close(fd);
+    }
+    cfg.tls_cert = *cert;
+    cfg.tls_key = *key;
+  }
+
+  // [auth]
+  XFER_ASSIGN_OR_RETURN(auto secret, rd.string(auth, "auth", "secret"));
+  XFER_ASSIGN_OR_RETURN(auto secret_file, rd.string(auth, "auth", "secret_file"));
+  XFER_ASSIGN_OR_RETURN(auto required, rd.boolean(auth, "auth", "required"));
+  if (secret && secret_file) {
+    return rd.error("auth.secret and auth.secret_file are mutually exclusive", auth);
+  }
+  if (secret) cfg.secret = *secret;
+  if (secret_file) {
+    auto text = read_file(*secret_file, kMaxSecretFileSize);
+    if (!text.ok()) {
+      return rd.error(fmt::format("auth.secret_file: {}", text.error().message()),
+                      auth->get("secret_file"));
+    }
+    std::string_view s = *text;
+    constexpr std::string_view kSpace = " \t\r\n\f\v";
+    std::size_t b = s.find_first_not_of(kSpace);
+    s = b == std::string_view::npos ? std::string_view{} : s.substr(b);
+    s = s.substr(0, s.find_last_not_of(kSpace) + 1);
+    if (s.empty()) {
+      return rd.error(fmt::format("auth.secret_file {} is empty", *secret_file),
+                      auth->get("secret_file"));
+    }
+    cfg.secret = std::string(s);
+  }
+  if (required) cfg.auth_required = *required;
+  if (cfg.auth_required && cfg.secret.empty()) {
+    return rd.error(
+        "auth.required is true (the default) but neither auth.secret nor "
+        "auth.secret_file is set",
+        auth);
+  }
+
+  // [limits]
+  XFER_TRY(rd.uint(limits, "limits", "max_sessions", 1, 65536, cfg.max_sessions));
+  XFER_TRY(
+      rd.uint(limits, "limits", "max_streams_per_session", 1, 1024, cfg.max_streams_per_session));
+  XFER_TRY(rd.uint(limits, "limits", "session_idle_seconds", 1, 7 * 24 * 3600,
+                   cfg.session_idle_seconds));
+  XFER_TRY(rd.uint(limits, "limits", "max_jobs", 1, 1024, cfg.max_jobs));
+
+  // [data]
+  XFER_ASSIGN_OR_RETURN(auto encrypt, rd.string(data, "data", "encrypt"));
+  if (encrypt) {
+    if (*encrypt == "auto") {
+      cfg.encrypt = EncryptPolicy::kAuto;
+    } else if (*encrypt == "always") {
+      cfg.encrypt = EncryptPolicy::kAlways;
+    } else if (*encrypt == "never") {
+      cfg.encrypt = EncryptPolicy::kNever;
+    } else {
+      return rd.error(
+          fmt::format("data.encrypt must be \"auto\", \"always\" or \"never\", not \"{}\"",
+                      *encrypt),
+          data->get("encrypt"));
+    }
+  }
+  return cfg;
+}
+
+Result<ServerConfig> load_server_config(const std::string& path) {
+  auto text = read_file(path, 1024 * 1024);
+  if (!text.ok()) {
+    Error e = std::move(text).error();
+    e.operation = std::string(kOp);
+    return e;
+  }
+  return parse_server_config(*text, path);
+}
+
+}  // namespace xfer::server

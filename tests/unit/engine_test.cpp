@@ -206,7 +206,7 @@ class EngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
     BackendRegistry::instance().register_scheme(
-        "faulty", [](const Url&) -> Result<std::unique_ptr<Backend>> {
+        "faulty", [](const Url&, const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
           return std::unique_ptr<Backend>(new FaultyBackend());
         });
     dir_ = fs::temp_directory_path() /

@@ -11,7 +11,9 @@
 #include <thread>
 
 #include "../common.hpp"
+#include "xfer/backend/xfer.hpp"
 #include "xfer/core/units.hpp"
+#include "xfer/metrics/streams.hpp"
 
 namespace xfer::cli {
 namespace {
@@ -87,6 +89,50 @@ std::string progress_line(const ProgressSnapshot& s) {
                      files, s.eta_s >= 0 ? format_duration(s.eta_s) : "--");
 }
 
+bool is_xfer_url(const std::string& text) {
+  return text.rfind("xfer://", 0) == 0;
+}
+
+// Both ends on xfer servers: the source server sends straight to the
+// destination (third-party); this process only follows the job.
+Result<TransferResult> run_or_delegate(const TransferRequest& request, TransferCounters& counters,
+                                       CliObserver& observer) {
+  bool third_party = is_xfer_url(request.destination);
+  for (const auto& s : request.sources) third_party = third_party && is_xfer_url(s);
+  if (!third_party || request.options.dry_run) {
+    return run_transfer(request, counters, &observer, &context().cancel);
+  }
+  XFER_ASSIGN_OR_RETURN(ThirdPartyResult tp, run_third_party(request, counters, &context().cancel));
+  TransferResult r;
+  r.files_done = tp.files_done;
+  r.bytes_done = tp.bytes_done;
+  r.seconds = tp.seconds;
+  r.job_id = tp.job_id;
+  r.cancelled = tp.exit_code == kExitInterrupted;
+  if (tp.exit_code != 0 && !r.cancelled) {
+    if (counters.errors.load() == 0) counters.errors.store(1);
+    observer.on_error(make_error(ErrorCode::kIo, "third-party transfer", tp.job_id,
+                                 tp.message.empty() ? "failed on the source server" : tp.message));
+  }
+  return r;
+}
+
+json streams_json() {
+  json out = json::array();
+  for (const auto& s : StreamStatsBoard::instance().snapshot("")) {
+    out.push_back({{"endpoint", s.endpoint},
+                   {"index", s.index},
+                   {"bytes_sent", s.bytes_sent},
+                   {"bytes_received", s.bytes_received},
+                   {"seconds", s.seconds},
+                   {"throughput_bps", s.throughput_bps()},
+                   {"rtt_ms", s.rtt_ms},
+                   {"cwnd", s.cwnd},
+                   {"retransmits", s.retransmits}});
+  }
+  return out;
+}
+
 }  // namespace
 
 int run_transfer_with_ui(const TransferRequest& request, const RenderOptions& render) {
@@ -117,7 +163,7 @@ int run_transfer_with_ui(const TransferRequest& request, const RenderOptions& re
     });
   }
 
-  auto result = run_transfer(request, counters, &observer, &context().cancel);
+  Result<TransferResult> result = run_or_delegate(request, counters, observer);
   {
     std::lock_guard lock(mu);
     done = true;
@@ -171,6 +217,7 @@ int run_transfer_with_ui(const TransferRequest& request, const RenderOptions& re
                    {"dry_run", request.options.dry_run},
                    {"job", r.job_id},
                    {"files_resumed", r.files_resumed},
+                   {"streams", streams_json()},
                    {"bytes_resumed", r.bytes_resumed},
                    {"checkpoint",
                     {{"records", r.journal_records},
@@ -235,6 +282,8 @@ void register_transfer(CLI::App& app) {
     Context& ctx = context();
     TransferRequest req;
     req.options = args->opt;
+    req.options.source_endpoint = ctx.endpoint;
+    req.options.destination_endpoint = ctx.endpoint;
     const Config& cfg = ctx.config;
     auto size_opt = [&](const std::string& text, std::optional<std::uint64_t> from_cfg,
                         std::uint64_t& out, const char* flag) {

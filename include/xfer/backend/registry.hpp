@@ -12,7 +12,19 @@
 
 namespace xfer {
 
-using BackendFactory = std::function<Result<std::unique_ptr<Backend>>(const Url&)>;
+// How to reach an endpoint beyond its URL: credentials and connection
+// choices. Backends ignore what does not apply to them.
+struct EndpointOptions {
+  std::string token;        // bearer token (xfer://); empty: $XFER_TOKEN, then credentials.toml
+  unsigned streams = 0;     // data connections; 0: the backend's default
+  int encrypt = -1;         // data-channel sealing: -1 auto (off on loopback), 0 off, 1 on
+  std::string tls_ca;       // CA bundle that signs the server's control-channel certificate
+  bool tls = false;         // use TLS on the control channel
+  std::string stats_group;  // per-stream statistics are filed under this name
+};
+
+using BackendFactory =
+    std::function<Result<std::unique_ptr<Backend>>(const Url&, const EndpointOptions&)>;
 
 // Thread-safe.
 class BackendRegistry {
@@ -23,7 +35,8 @@ class BackendRegistry {
   void register_scheme(std::string scheme, BackendFactory factory);
   bool has_scheme(const std::string& scheme) const;
   // kUnsupported naming the scheme when nothing is registered for it.
-  Result<std::unique_ptr<Backend>> create(const Url& url) const;
+  Result<std::unique_ptr<Backend>> create(const Url& url,
+                                          const EndpointOptions& options = {}) const;
 
  private:
   mutable std::mutex mu_;

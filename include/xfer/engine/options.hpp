@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "xfer/backend/registry.hpp"
+
 namespace xfer {
 
 struct TransferOptions {
@@ -31,6 +33,9 @@ struct TransferOptions {
   unsigned max_attempts = 4;  // per call and per file, first try included
   std::chrono::milliseconds retry_base{50};
   std::chrono::milliseconds retry_cap{5000};
+  // Credentials and connection choices for remote endpoints (xfer://, ...).
+  EndpointOptions source_endpoint;
+  EndpointOptions destination_endpoint;
 };
 
 struct TransferRequest {

@@ -41,21 +41,22 @@ inline constexpr std::array<std::uint8_t, 8> kMagic = {'X', 'F', 'E', 'R', 'D', 
 inline constexpr std::uint16_t kProtocolVersion = 1;
 
 enum class FrameType : std::uint8_t {
-  kHello = 1,       // c->s: Hello payload (first frame of a connection)
-  kHelloOk = 2,     // s->c: HelloOk payload
-  kError = 3,       // either way: ErrorBody payload; id = failed request
-  kOpenWrite = 4,   // c->s: OpenWrite payload; id = new handle
-  kOpenOk = 5,      // s->c: reply to kOpenWrite / kOpenRead; payload OpenReply
-  kData = 6,        // c->s (upload) or s->c (read reply): id, offset, bytes
-  kAck = 7,         // s->c: id = handle, offset = acknowledged offset, aux = bytes
-  kCommit = 8,      // c->s: id = handle; reply kAck (offset = 0, aux = 0) or kError
-  kAbort = 9,       // c->s: id = handle; reply kAck
-  kPutFile = 10,    // c->s: whole small file: PutFile payload; reply kAck or kError
-  kOpenRead = 11,   // c->s: OpenRead payload; id = new handle; reply kOpenOk
-  kRead = 12,       // c->s: id = handle, offset, aux = length; reply kData (aux = bytes, may be short at EOF)
-  kClose = 13,      // c->s: id = handle; reply kAck
-  kSuspend = 14,    // c->s: id = handle: keep the resumable partial; reply kAck
-  kPing = 15,       // either way; reply kPong with the same id
+  kHello = 1,      // c->s: Hello payload (first frame of a connection)
+  kHelloOk = 2,    // s->c: HelloOk payload
+  kError = 3,      // either way: ErrorBody payload; id = failed request
+  kOpenWrite = 4,  // c->s: OpenWrite payload; id = new handle
+  kOpenOk = 5,     // s->c: reply to kOpenWrite / kOpenRead; payload OpenReply
+  kData = 6,       // c->s (upload) or s->c (read reply): id, offset, bytes
+  kAck = 7,        // s->c: id = handle, offset = acknowledged offset, aux = bytes
+  kCommit = 8,     // c->s: id = handle; reply kAck (offset = 0, aux = 0) or kError
+  kAbort = 9,      // c->s: id = handle; reply kAck
+  kPutFile = 10,   // c->s: whole small file: PutFile payload; reply kAck or kError
+  kOpenRead = 11,  // c->s: OpenRead payload; id = new handle; reply kOpenOk
+  kRead = 12,  // c->s: id = handle, offset, aux = length; reply kData (aux = bytes, may be short at
+               // EOF)
+  kClose = 13,    // c->s: id = handle; reply kAck
+  kSuspend = 14,  // c->s: id = handle: keep the resumable partial; reply kAck
+  kPing = 15,     // either way; reply kPong with the same id
   kPong = 16,
 };
 
@@ -90,21 +91,21 @@ std::string_view to_string(FrameType type);
 
 struct Hello {
   std::uint16_t version = kProtocolVersion;
-  std::uint16_t flags = 0;  // bit 0: the client asks for sealed frames
-  std::string data_token;   // from OpenSession
+  std::uint16_t flags = 0;                    // bit 0: the client asks for sealed frames
+  std::string data_token;                     // from OpenSession
   std::array<std::uint8_t, 32> public_key{};  // client X25519 public key (zeros when not sealing)
   std::array<std::uint8_t, 16> nonce{};       // client random
 };
 struct HelloOk {
   std::uint16_t version = kProtocolVersion;
-  std::uint16_t flags = 0;  // bit 0: sealed frames follow (both directions)
+  std::uint16_t flags = 0;                    // bit 0: sealed frames follow (both directions)
   std::array<std::uint8_t, 32> public_key{};  // server X25519 public key
   std::array<std::uint8_t, 16> nonce{};       // server random
   std::uint64_t connection_id = 0;
 };
 struct ErrorBody {
-  std::uint32_t code = 0;        // xfer::ErrorCode
-  std::uint32_t retry = 0;       // xfer::RetryClass
+  std::uint32_t code = 0;   // xfer::ErrorCode
+  std::uint32_t retry = 0;  // xfer::RetryClass
   std::string message;
 };
 struct FileMeta {  // what the server needs to create a file
@@ -126,7 +127,7 @@ struct OpenReply {
   std::uint64_t size = 0;
   std::uint32_t mode = 0;
   std::int64_t mtime_ns = 0;
-  std::uint32_t flags = 0;          // bit 0: resumed partial (OpenWrite); bit 1: data inlined
+  std::uint32_t flags = 0;             // bit 0: resumed partial (OpenWrite); bit 1: data inlined
   std::vector<std::byte> inline_data;  // whole file when bit 1 is set
 };
 struct PutFile {

@@ -35,9 +35,9 @@ struct TokenScope {
 Result<std::string> issue_token(std::string_view secret, TokenScope scope);
 // Verifies signature, structure and expiry (at `now`). kPermission with
 // "token expired" / "bad token signature" / "malformed token" details.
-Result<TokenScope> verify_token(std::string_view secret, std::string_view token,
-                                std::chrono::system_clock::time_point now =
-                                    std::chrono::system_clock::now());
+Result<TokenScope> verify_token(
+    std::string_view secret, std::string_view token,
+    std::chrono::system_clock::time_point now = std::chrono::system_clock::now());
 
 // Normalises a client path to "/a/b": collapses '//' and '.', removes a
 // trailing '/', refuses '..' components, NUL bytes and empty input

@@ -1,0 +1,117 @@
+// xferd: serves one folder over the xfer protocol (docs/server.md).
+//
+//   xferd --config FILE            run in the foreground until SIGTERM/SIGINT
+//   xferd token --config FILE ...  print a bearer token signed with the secret
+
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include <fmt/format.h>
+#include <CLI/CLI.hpp>
+
+#include "xfer/core/log.hpp"
+#include "xfer/server/auth.hpp"
+#include "xfer/server/config.hpp"
+#include "xfer/server/server.hpp"
+
+namespace {
+
+int run_server(const std::string& config_path) {
+  auto config = xfer::server::load_server_config(config_path);
+  if (!config) {
+    fmt::print(stderr, "xferd: error: {}\n", config.error().message());
+    return 2;
+  }
+  // Signals are taken synchronously by this thread; every other thread
+  // (gRPC, data connections, jobs) inherits the blocked mask.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto server = xfer::server::Server::start(*config);
+  if (!server) {
+    fmt::print(stderr, "xferd: error: {}\n", server.error().message());
+    return 1;
+  }
+  fmt::print("xferd: listening control={} data={}\n", (*server)->control_address(),
+             (*server)->data_address());
+  std::fflush(stdout);
+  xfer::log().info("serving {} (control {}, data {})", config->root, (*server)->control_address(),
+                   (*server)->data_address());
+  int sig = 0;
+  sigwait(&set, &sig);
+  xfer::log().info("received {}, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  (*server)->shutdown(10);
+  (*server)->wait();
+  server->reset();
+  return 0;
+}
+
+int print_token(const std::string& config_path, const std::string& prefix, bool write,
+                std::int64_t ttl, const std::string& subject) {
+  auto config = xfer::server::load_server_config(config_path);
+  if (!config) {
+    fmt::print(stderr, "xferd: error: {}\n", config.error().message());
+    return 2;
+  }
+  if (config->secret.empty()) {
+    fmt::print(stderr, "xferd: error: {} has no auth.secret to sign tokens with\n", config_path);
+    return 2;
+  }
+  auto norm = xfer::server::normalize_server_path(prefix);
+  if (!norm) {
+    fmt::print(stderr, "xferd: error: {}\n", norm.error().message());
+    return 2;
+  }
+  xfer::server::TokenScope scope;
+  scope.subject = subject;
+  scope.prefix = *norm;
+  scope.write = write;
+  scope.expires_at = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count() +
+                     ttl;
+  auto token = xfer::server::issue_token(config->secret, scope);
+  if (!token) {
+    fmt::print(stderr, "xferd: error: {}\n", token.error().message());
+    return 1;
+  }
+  fmt::print("{}\n", *token);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"xferd: the xfer server. Serves one folder over gRPC (control) and TCP (data)."};
+  app.set_version_flag("--version", "xferd 0.1.0");
+  std::string config_path;
+  app.add_option("-c,--config", config_path, "TOML configuration file (docs/server.md)");
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+
+  auto* token = app.add_subcommand("token", "Print a bearer token signed with the server's secret");
+  std::string prefix = "/";
+  bool write = false;
+  std::int64_t ttl = 86400;
+  std::string subject = "xferd token";
+  token->add_option("-c,--config", config_path, "TOML configuration file")->required();
+  token->add_option("--prefix", prefix, "Path prefix the token may touch")->capture_default_str();
+  token->add_flag("--write", write, "Allow writing (default: read-only)");
+  token->add_option("--ttl", ttl, "Lifetime in seconds")->capture_default_str();
+  token->add_option("--subject", subject, "Who the token is for (logged)");
+
+  CLI11_PARSE(app, argc, argv);
+  xfer::init_logging(log_level);
+  if (*token) return print_token(config_path, prefix, write, ttl, subject);
+  if (config_path.empty()) {
+    fmt::print(stderr, "xferd: error: --config FILE is required\n");
+    return 2;
+  }
+  return run_server(config_path);
+}

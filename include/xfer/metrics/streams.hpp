@@ -1,0 +1,56 @@
+#pragma once
+// Per-connection statistics of data streams (TCP_INFO and byte counts),
+// filed by group (the CLI uses one group per process; xferd one per job).
+// Backends register a provider per live set of connections and remove it
+// when they close: the last snapshot is kept, so a summary printed after
+// the transfer still sees the figures.
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace xfer {
+
+struct StreamStat {
+  std::string endpoint;  // "xfer://host:port"
+  unsigned index = 0;    // connection number within its session
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t bytes_received = 0;
+  double seconds = 0;  // connection lifetime so far
+  double rtt_ms = 0;
+  std::uint32_t cwnd = 0;  // segments
+  std::uint64_t retransmits = 0;
+  double throughput_bps() const {
+    return seconds > 0 ? static_cast<double>(bytes_sent + bytes_received) / seconds : 0;
+  }
+};
+
+class StreamStatsBoard {
+ public:
+  using Provider = std::function<std::vector<StreamStat>()>;
+  static StreamStatsBoard& instance();
+  std::uint64_t add(std::string group, Provider provider);
+  // Takes a final snapshot from the provider and keeps it.
+  void remove(std::uint64_t id);
+  // Keeps `final_stats` as the entry's last figures (for providers that can
+  // no longer be called, e.g. from a destructor).
+  void remove(std::uint64_t id, std::vector<StreamStat> final_stats);
+  // Live and finished streams of `group` ("" = every group).
+  std::vector<StreamStat> snapshot(const std::string& group);
+  void clear(const std::string& group);
+
+ private:
+  struct Entry {
+    std::string group;
+    Provider provider;             // empty once removed
+    std::vector<StreamStat> last;  // final figures after remove()
+  };
+  std::mutex mu_;
+  std::uint64_t next_ = 1;
+  std::map<std::uint64_t, Entry> entries_;
+};
+
+}  // namespace xfer

@@ -1,0 +1,30 @@
+#pragma once
+// xferd: the gRPC control service, the TCP data server and the job runner
+// over one served root (docs/server.md). One Server per process.
+
+#include <memory>
+#include <string>
+
+#include "xfer/core/result.hpp"
+#include "xfer/server/config.hpp"
+
+namespace xfer::server {
+
+class Server {
+ public:
+  // Binds both listeners and starts serving. Errors name what failed
+  // (address in use, unreadable certificate, missing root).
+  static Result<std::unique_ptr<Server>> start(const ServerConfig& config);
+  virtual ~Server() = default;
+  virtual std::string control_address() const = 0;
+  virtual std::string data_address() const = 0;
+  // Graceful stop: refuses new work, cancels running jobs (their partials
+  // and checkpoints stay for a resume), closes data connections (open
+  // temporaries are removed, resumable partials kept) and waits for
+  // in-flight calls up to `grace_seconds`.
+  virtual void shutdown(int grace_seconds) = 0;
+  // Blocks until shutdown() completed.
+  virtual void wait() = 0;
+};
+
+}  // namespace xfer::server

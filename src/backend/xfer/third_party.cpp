@@ -1,0 +1,186 @@
+// Third-party transfers (xfer://A -> xfer://B): the client only gives the
+// order. See include/xfer/backend/xfer.hpp and docs/protocol.md.
+
+#include <grpcpp/grpcpp.h>
+
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "protocol/grpc_errors.hpp"
+#include "xfer/backend/xfer.hpp"
+#include "xfer/core/log.hpp"
+#include "xfer/metrics/streams.hpp"
+#include "xfer/v1/xfer.grpc.pb.h"
+
+namespace xfer {
+namespace {
+
+namespace v1 = ::xfer::v1;
+
+std::string host_port(const Url& url) {
+  std::string host = url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host;
+  return fmt::format("{}:{}", host, url.port > 0 ? url.port : kDefaultXferPort);
+}
+
+std::unique_ptr<v1::Xfer::Stub> stub_for(const Url& url, const EndpointOptions& o) {
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (o.tls || !o.tls_ca.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    creds = grpc::SslCredentials(ssl);
+  }
+  return v1::Xfer::NewStub(grpc::CreateChannel(host_port(url), creds));
+}
+
+void prepare(grpc::ClientContext& ctx, const std::string& token, std::chrono::seconds timeout) {
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+}
+
+std::string parent_of(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  if (slash == std::string::npos || slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+}  // namespace
+
+Result<ThirdPartyResult> run_third_party(const TransferRequest& request, TransferCounters& counters,
+                                         const std::atomic<bool>* cancel) {
+  const TransferOptions& opt = request.options;
+  XFER_ASSIGN_OR_RETURN(Url dst, parse_url(request.destination));
+  std::vector<std::string> source_paths;
+  std::optional<Url> src;
+  for (const auto& s : request.sources) {
+    XFER_ASSIGN_OR_RETURN(Url u, parse_url(s));
+    if (u.scheme != "xfer") {
+      return make_error(ErrorCode::kInvalidArgument, "transfer", s,
+                        "a third-party transfer needs xfer:// sources");
+    }
+    if (src && (src->host != u.host || src->port != u.port)) {
+      return make_error(ErrorCode::kInvalidArgument, "transfer", s,
+                        "all sources of a third-party transfer must be on one server");
+    }
+    source_paths.push_back(u.path.empty() ? "/" : u.path);
+    src = u;
+  }
+  const std::string src_token = find_xfer_token(*src, opt.source_endpoint);
+  const std::string dst_token = find_xfer_token(dst, opt.destination_endpoint);
+
+  // 1. B issues a token for the destination only; A will present it.
+  auto b = stub_for(dst, opt.destination_endpoint);
+  v1::IssueTokenRequest ireq;
+  std::string dst_path = dst.path.empty() ? "/" : dst.path;
+  ireq.set_prefix(dst.trailing_slash || request.sources.size() > 1 ? dst_path
+                                                                   : parent_of(dst_path));
+  ireq.set_write(true);
+  ireq.set_ttl_seconds(86400);
+  ireq.set_subject("third-party from " + host_port(*src));
+  v1::IssuedToken issued;
+  {
+    grpc::ClientContext ctx;
+    prepare(ctx, dst_token, std::chrono::seconds(30));
+    grpc::Status st = b->IssueToken(&ctx, ireq, &issued);
+    if (!st.ok()) return protocol::from_grpc(st, ctx, "issue token", request.destination);
+  }
+
+  // 2. A runs the transfer.
+  auto a = stub_for(*src, opt.source_endpoint);
+  v1::JobRequest jreq;
+  for (auto& p : source_paths) jreq.add_sources(p);
+  jreq.set_destination(fmt::format("xfer://{}{}{}", host_port(dst), dst_path,
+                                   dst.trailing_slash && dst_path != "/" ? "/" : ""));
+  jreq.set_destination_token(issued.token());
+  auto* o = jreq.mutable_options();
+  o->set_recursive(opt.recursive);
+  o->set_verify(opt.verify);
+  o->set_fsync(opt.fsync);
+  o->set_bwlimit(opt.bwlimit);
+  o->set_checkpoint(opt.checkpoint);
+  o->set_job_id(opt.job_id);
+  o->set_streams(opt.destination_endpoint.streams);
+  o->set_encrypt(opt.destination_endpoint.encrypt == 1);
+  o->set_no_encrypt(opt.destination_endpoint.encrypt == 0);
+  v1::JobAccepted accepted;
+  {
+    grpc::ClientContext ctx;
+    prepare(ctx, src_token, std::chrono::seconds(30));
+    grpc::Status st = a->SubmitJob(&ctx, jreq, &accepted);
+    if (!st.ok()) return protocol::from_grpc(st, ctx, "submit job", request.sources.front());
+  }
+
+  // 3. Follow its progress; a cancel here cancels it there.
+  ThirdPartyResult result;
+  result.job_id = accepted.job_id();
+  v1::JobId id;
+  id.set_job_id(accepted.job_id());
+  grpc::ClientContext watch;
+  prepare(watch, src_token, std::chrono::seconds(7 * 86400));
+  std::atomic<bool> finished{false};
+  std::thread canceller([&] {
+    while (!finished.load()) {
+      if (cancel != nullptr && cancel->load()) {
+        grpc::ClientContext ctx;
+        prepare(ctx, src_token, std::chrono::seconds(10));
+        v1::Empty e;
+        (void)a->CancelJob(&ctx, id, &e);
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+  auto reader = a->WatchJob(&watch, id);
+  v1::JobProgress p;
+  bool final_seen = false;
+  std::uint64_t stats_id = 0;
+  auto last = std::make_shared<std::vector<StreamStat>>();
+  auto last_mu = std::make_shared<std::mutex>();
+  stats_id =
+      StreamStatsBoard::instance().add(opt.destination_endpoint.stats_group, [last, last_mu] {
+        std::lock_guard lock(*last_mu);
+        return *last;
+      });
+  while (reader->Read(&p)) {
+    counters.files_done.store(p.files_done());
+    counters.files_total.store(p.files_total());
+    counters.bytes_done.store(p.bytes_done());
+    counters.bytes_total.store(p.bytes_total());
+    counters.errors.store(p.errors());
+    {
+      std::lock_guard lock(*last_mu);
+      last->clear();
+      for (const auto& s : p.streams()) {
+        StreamStat st;
+        st.endpoint = fmt::format("{} -> {}", host_port(*src), host_port(dst));
+        st.index = s.index();
+        st.bytes_sent = s.bytes();
+        st.rtt_ms = s.rtt_ms();
+        st.cwnd = s.cwnd();
+        st.retransmits = s.retransmits();
+        st.seconds =
+            s.throughput_bps() > 0 ? static_cast<double>(s.bytes()) / s.throughput_bps() : 0;
+        last->push_back(st);
+      }
+    }
+    if (p.state() != "running") {
+      final_seen = true;
+      result.files_done = p.files_done();
+      result.bytes_done = p.bytes_done();
+      result.seconds = p.elapsed_seconds();
+      result.exit_code = p.exit_code();
+      result.message = p.message();
+    }
+  }
+  grpc::Status st = reader->Finish();
+  finished.store(true);
+  canceller.join();
+  StreamStatsBoard::instance().remove(stats_id);
+  if (!final_seen) {
+    if (!st.ok()) return protocol::from_grpc(st, watch, "watch job", result.job_id);
+    return make_error(ErrorCode::kUnavailable, "watch job", result.job_id,
+                      "the source server stopped reporting", RetryClass::kRetryCall);
+  }
+  return result;
+}
+
+}  // namespace xfer

@@ -1,0 +1,941 @@
+// The xfer:// backend (include/xfer/backend/xfer.hpp, docs/protocol.md).
+//
+// Threading: one XferClient per Backend, shared by all workers. Namespace
+// calls are independent gRPC calls. Data calls are multiplexed over the
+// session's data connections: a worker sends its request frame under the
+// connection's send lock and waits for the reply, which that connection's
+// reader thread routes back by (handle id, offset). Chunks of one file go
+// to whichever connection is next in turn, so they stripe across all.
+
+#include "xfer/backend/xfer.hpp"
+
+#include <grpcpp/grpcpp.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include "protocol/conn.hpp"
+#include "protocol/grpc_errors.hpp"
+#include "xfer/core/log.hpp"
+#include "xfer/metrics/streams.hpp"
+#include "xfer/protocol/crypto.hpp"
+#include "xfer/protocol/frame.hpp"
+#include "xfer/v1/xfer.grpc.pb.h"
+
+namespace xfer {
+namespace {
+
+namespace v1 = ::xfer::v1;
+using protocol::FrameConn;
+using protocol::FrameHeader;
+using protocol::FrameType;
+
+constexpr std::uint64_t kPutFileLimit = 1u << 20;  // files up to this travel in one frame
+constexpr std::uint32_t kInlineLimit = 1u << 20;   // downloads up to this come inline
+constexpr auto kCallTimeout = std::chrono::seconds(120);
+constexpr auto kRpcTimeout = std::chrono::seconds(60);
+
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+std::string endpoint_name(const Url& url) {
+  std::string host = url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host;
+  return fmt::format("{}:{}", host, url.port > 0 ? url.port : kDefaultXferPort);
+}
+
+// ---- protobuf <-> xfer --------------------------------------------------
+
+EntryType from_pb(v1::EntryType t) {
+  switch (t) {
+    case v1::ENTRY_FILE:
+      return EntryType::kFile;
+    case v1::ENTRY_DIRECTORY:
+      return EntryType::kDirectory;
+    case v1::ENTRY_SYMLINK:
+      return EntryType::kSymlink;
+    default:
+      return EntryType::kOther;
+  }
+}
+
+v1::EntryType to_pb(EntryType t) {
+  switch (t) {
+    case EntryType::kFile:
+      return v1::ENTRY_FILE;
+    case EntryType::kDirectory:
+      return v1::ENTRY_DIRECTORY;
+    case EntryType::kSymlink:
+      return v1::ENTRY_SYMLINK;
+    default:
+      return v1::ENTRY_OTHER;
+  }
+}
+
+FileAttrs from_pb(const v1::FileAttrs& p) {
+  FileAttrs a;
+  a.type = from_pb(p.type());
+  a.size = p.size();
+  a.mode = p.mode();
+  a.mtime_ns = p.mtime_ns();
+  a.symlink_target = p.symlink_target();
+  a.allocated = p.allocated();
+  return a;
+}
+
+void to_pb(const FileAttrs& a, v1::FileAttrs* p) {
+  p->set_type(to_pb(a.type));
+  p->set_size(a.size);
+  p->set_mode(a.mode);
+  p->set_mtime_ns(a.mtime_ns);
+  p->set_symlink_target(a.symlink_target);
+  p->set_allocated(a.allocated);
+}
+
+Error remote_error(const std::vector<std::byte>& body, std::string_view op, std::string_view path) {
+  auto e = protocol::decode_error(body);
+  if (!e) return make_error(ErrorCode::kCorrupt, op, path, "unreadable error frame from server");
+  int code = static_cast<int>(e->code);
+  int retry = static_cast<int>(e->retry);
+  if (code <= 0 || code > static_cast<int>(ErrorCode::kInternal))
+    code = static_cast<int>(ErrorCode::kInternal);
+  if (retry < 0 || retry > static_cast<int>(RetryClass::kFatal))
+    retry = static_cast<int>(RetryClass::kFatal);
+  return make_error(static_cast<ErrorCode>(code), op, path, "server: " + e->message,
+                    static_cast<RetryClass>(retry));
+}
+
+// ---- one data connection ------------------------------------------------
+
+struct Pending {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  FrameHeader reply;
+  std::vector<std::byte> body;   // payload of non-data replies
+  std::span<std::byte> target;   // where a kData reply's payload goes
+  std::size_t received = 0;      // bytes written into target
+  std::optional<Error> failure;  // connection-level failure
+};
+
+class ClientConn {
+ public:
+  ClientConn(UniqueFd fd, unsigned index)
+      : fc_(std::move(fd)), index_(index), started_(std::chrono::steady_clock::now()) {}
+  ~ClientConn() { close(); }
+
+  FrameConn& frames() { return fc_; }
+  unsigned index() const { return index_; }
+  bool alive() const { return alive_.load(); }
+
+  void start_reader() {
+    reader_ = std::thread([this] { read_loop(); });
+  }
+
+  void close() {
+    alive_.store(false);
+    fc_.shutdown();
+    if (reader_.joinable() && reader_.get_id() != std::this_thread::get_id()) reader_.join();
+  }
+
+  // Sends a request and waits for its reply. `target` receives a kData
+  // reply's payload. The reply header is returned; kError replies become
+  // errors.
+  Result<FrameHeader> call(const FrameHeader& req, std::span<const std::byte> a,
+                           std::span<const std::byte> b, std::vector<std::byte>* body,
+                           std::span<std::byte> target, std::string_view op, std::string_view path,
+                           const std::function<Status()>& sender = nullptr) {
+    auto p = std::make_shared<Pending>();
+    p->target = target;
+    const Key key{req.id, req.offset};
+    {
+      std::lock_guard lock(mu_);
+      if (!alive_.load()) return dead_error();
+      if (!pending_.emplace(key, p).second) {
+        return make_error(ErrorCode::kInternal, op, path, "duplicate request in flight");
+      }
+    }
+    Status sent = sender ? sender() : fc_.send(req, a, b);
+    if (!sent.ok()) {
+      {
+        std::lock_guard lock(mu_);
+        pending_.erase(key);
+      }
+      // A failed send leaves the stream in an unknown state.
+      if (sent.error().code != ErrorCode::kChanged)
+        alive_.store(false), fc_.shutdown();
+      else
+        alive_.store(false), fc_.shutdown();
+      return sent.error();
+    }
+    std::unique_lock lock(p->mu);
+    if (!p->cv.wait_for(lock, kCallTimeout, [&] { return p->done; })) {
+      lock.unlock();
+      {
+        std::lock_guard l2(mu_);
+        pending_.erase(key);
+      }
+      alive_.store(false);
+      fc_.shutdown();
+      return make_error(ErrorCode::kUnavailable, op, path, "server did not answer in 120 s",
+                        RetryClass::kRetryCall);
+    }
+    if (p->failure) {
+      Error e = *p->failure;
+      e.operation = std::string(op);
+      e.path = std::string(path);
+      return e;
+    }
+    if (p->reply.type == FrameType::kError) return remote_error(p->body, op, path);
+    if (body) *body = std::move(p->body);
+    return p->reply;
+  }
+
+  // Fire-and-forget (kClose of a read handle): the reply is dropped.
+  void post(const FrameHeader& req) { (void)fc_.send(req, {}); }
+
+  StreamStat stat(const std::string& endpoint) const {
+    StreamStat s;
+    s.endpoint = endpoint;
+    s.index = index_;
+    s.bytes_sent = fc_.bytes_sent();
+    s.bytes_received = fc_.bytes_received();
+    s.seconds = std::chrono::duration<double>(
+                    (closed_at_ ? *closed_at_ : std::chrono::steady_clock::now()) - started_)
+                    .count();
+    auto t = fc_.tcp_stats();
+    s.rtt_ms = t.rtt_ms;
+    s.cwnd = t.cwnd;
+    s.retransmits = t.retransmits;
+    return s;
+  }
+
+ private:
+  struct Key {
+    std::uint64_t id, offset;
+    bool operator<(const Key& o) const { return id != o.id ? id < o.id : offset < o.offset; }
+  };
+
+  static Error dead_error() {
+    return make_error(ErrorCode::kUnavailable, "send", "data connection", "connection lost",
+                      RetryClass::kRetryCall);
+  }
+
+  void read_loop() {
+    Error failure = dead_error();
+    std::vector<std::byte> scratch;
+    while (true) {
+      auto h = fc_.recv_header();
+      if (!h) {
+        failure = h.error();
+        break;
+      }
+      std::shared_ptr<Pending> p;
+      {
+        std::lock_guard lock(mu_);
+        auto it = pending_.find(Key{h->id, h->offset});
+        if (it != pending_.end()) {
+          p = it->second;
+          pending_.erase(it);
+        }
+      }
+      Status rs = ok_status();
+      if (!p) {
+        // A reply nobody waits for (kClose acks, a timed-out call).
+        rs = fc_.recv_payload(*h, scratch);
+        if (!rs.ok() && rs.error().retry == RetryClass::kFatal) {
+          failure = rs.error();
+          break;
+        }
+        continue;
+      }
+      const std::uint32_t plain = fc_.plain_length(*h);
+      if (h->type == FrameType::kData) {
+        if (plain > p->target.size() || h->aux != plain) {
+          failure = make_error(ErrorCode::kCorrupt, "recv", "data connection",
+                               "data reply larger than requested");
+          complete(p, *h, failure);
+          break;
+        }
+        rs = fc_.recv_payload(*h, p->target.subspan(0, plain));
+        p->received = plain;
+      } else {
+        rs = fc_.recv_payload(*h, p->body);
+      }
+      if (!rs.ok()) {
+        complete(p, *h, rs.error());
+        if (rs.error().retry == RetryClass::kFatal || rs.error().code == ErrorCode::kUnavailable) {
+          failure = rs.error();
+          break;
+        }
+        continue;
+      }
+      complete(p, *h, std::nullopt);
+    }
+    alive_.store(false);
+    closed_at_ = std::chrono::steady_clock::now();
+    std::map<Key, std::shared_ptr<Pending>> left;
+    {
+      std::lock_guard lock(mu_);
+      left.swap(pending_);
+    }
+    if (failure.code == ErrorCode::kUnavailable || failure.code == ErrorCode::kIo) {
+      failure.code = ErrorCode::kUnavailable;
+      failure.retry = RetryClass::kRetryCall;
+      if (failure.detail.empty() || failure.detail == "connection closed by peer") {
+        failure.detail = "data connection to the server lost";
+      }
+    }
+    for (auto& [k, p] : left) complete(p, FrameHeader{}, failure);
+  }
+
+  static void complete(const std::shared_ptr<Pending>& p, const FrameHeader& h,
+                       std::optional<Error> failure) {
+    std::lock_guard lock(p->mu);
+    p->reply = h;
+    p->failure = std::move(failure);
+    p->done = true;
+    p->cv.notify_all();
+  }
+
+  FrameConn fc_;
+  unsigned index_;
+  std::chrono::steady_clock::time_point started_;
+  std::optional<std::chrono::steady_clock::time_point> closed_at_;
+  std::atomic<bool> alive_{true};
+  std::mutex mu_;
+  std::map<Key, std::shared_ptr<Pending>> pending_;
+  std::thread reader_;
+};
+
+// ---- the client (gRPC + data session) ---------------------------------------
+
+class XferClient : public std::enable_shared_from_this<XferClient> {
+ public:
+  XferClient(Url url, EndpointOptions options, std::string token)
+      : url_(std::move(url)),
+        options_(std::move(options)),
+        token_(std::move(token)),
+        name_("xfer://" + endpoint_name(url_)) {}
+
+  ~XferClient() {
+    std::vector<std::shared_ptr<ClientConn>> conns;
+    {
+      std::lock_guard lock(mu_);
+      conns.swap(conns_);
+    }
+    if (stats_id_) {
+      std::vector<StreamStat> last;
+      for (auto& c : conns) last.push_back(c->stat(name_));
+      StreamStatsBoard::instance().remove(stats_id_, std::move(last));
+    }
+    for (auto& c : conns) c->close();
+    if (!session_id_.empty()) {
+      v1::CloseSessionRequest req;
+      req.set_session_id(session_id_);
+      v1::Empty resp;
+      grpc::ClientContext ctx;
+      prepare(ctx, std::chrono::seconds(5));
+      (void)stub_->CloseSession(&ctx, req, &resp);
+    }
+  }
+
+  Status connect_control() {
+    std::shared_ptr<grpc::ChannelCredentials> creds;
+    if (options_.tls || !options_.tls_ca.empty()) {
+      grpc::SslCredentialsOptions ssl;
+      if (!options_.tls_ca.empty()) {
+        std::ifstream in(options_.tls_ca);
+        if (!in) return errno_error(errno, "read CA bundle", options_.tls_ca);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        ssl.pem_root_certs = ss.str();
+      }
+      creds = grpc::SslCredentials(ssl);
+    } else {
+      creds = grpc::InsecureChannelCredentials();
+    }
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    channel_ = grpc::CreateCustomChannel(endpoint_name(url_), creds, args);
+    stub_ = v1::Xfer::NewStub(channel_);
+    return ok_status();
+  }
+
+  v1::Xfer::Stub& stub() { return *stub_; }
+  const std::string& name() const { return name_; }
+
+  void prepare(grpc::ClientContext& ctx, std::chrono::seconds timeout = kRpcTimeout) const {
+    ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+    if (!token_.empty()) ctx.AddMetadata("authorization", "Bearer " + token_);
+  }
+
+  // The next connection in turn, opening the session and (re)connecting
+  // streams as needed.
+  Result<std::shared_ptr<ClientConn>> pick() {
+    std::lock_guard lock(mu_);
+    if (conns_.empty()) XFER_TRY(open_session_locked());
+    const std::size_t n = conns_.size();
+    for (std::size_t tries = 0; tries < n; ++tries) {
+      auto& c = conns_[rr_++ % n];
+      if (c->alive()) return c;
+    }
+    // Every connection is down: the server restarted or the network broke.
+    // Reconnect (a new session if the old one is gone).
+    for (auto& c : conns_) c->close();
+    conns_.clear();
+    XFER_TRY(open_session_locked());
+    return conns_[rr_++ % conns_.size()];
+  }
+
+  std::uint64_t next_handle() { return next_handle_.fetch_add(1); }
+  bool sealed() {
+    std::lock_guard lock(mu_);
+    return encrypt_;
+  }
+
+ private:
+  Status open_session_locked() {
+    v1::OpenSessionRequest req;
+    const unsigned want = options_.streams > 0 ? options_.streams : 4;
+    req.set_streams(want);
+    bool enc = options_.encrypt == 1 || (options_.encrypt == -1 && !is_loopback(url_.host));
+    req.set_encrypt(enc);
+    v1::Session session;
+    grpc::ClientContext ctx;
+    prepare(ctx);
+    grpc::Status st = stub_->OpenSession(&ctx, req, &session);
+    if (!st.ok()) return protocol::from_grpc(st, ctx, "open session", name_);
+    session_id_ = session.session_id();
+    encrypt_ = session.encrypt();
+    if (session.data_addresses().empty()) {
+      return make_error(ErrorCode::kCorrupt, "open session", name_, "server sent no data address");
+    }
+    // The server reports the address it listens on; a wildcard listener
+    // ("0.0.0.0", "::") is reached at the host the control channel used.
+    XFER_ASSIGN_OR_RETURN(auto hp, protocol::split_host_port(session.data_addresses(0)));
+    std::string host = hp.first;
+    if (host == "0.0.0.0" || host == "::" || host.empty()) host = url_.host;
+    const unsigned streams = std::max(1u, std::min(session.streams(), want));
+    for (unsigned i = 0; i < streams; ++i) {
+      XFER_ASSIGN_OR_RETURN(UniqueFd fd, protocol::tcp_connect(host, hp.second));
+      auto conn = std::make_shared<ClientConn>(std::move(fd), i);
+      XFER_TRY(hello(*conn, session.data_token(), encrypt_));
+      conn->start_reader();
+      conns_.push_back(std::move(conn));
+    }
+    if (stats_id_ == 0) {
+      std::weak_ptr<XferClient> weak = weak_from_this();
+      stats_id_ = StreamStatsBoard::instance().add(options_.stats_group, [weak] {
+        std::vector<StreamStat> out;
+        if (auto self = weak.lock()) {
+          std::lock_guard lock(self->mu_);
+          for (auto& c : self->conns_) out.push_back(c->stat(self->name_));
+        }
+        return out;
+      });
+    }
+    return ok_status();
+  }
+
+  Status hello(ClientConn& conn, const std::string& data_token, bool seal) {
+    FrameConn& fc = conn.frames();
+    XFER_TRY(fc.send_raw(std::as_bytes(std::span(protocol::kMagic))));
+    protocol::Hello h;
+    h.data_token = data_token;
+    std::optional<protocol::KeyPair> pair;
+    if (seal) {
+      XFER_ASSIGN_OR_RETURN(auto kp, protocol::KeyPair::generate());
+      pair.emplace(std::move(kp));
+      h.flags = 1;
+      h.public_key = pair->public_key();
+      XFER_TRY(protocol::random_bytes(h.nonce));
+    }
+    std::vector<std::byte> payload;
+    protocol::encode(h, payload);
+    FrameHeader fh;
+    fh.type = FrameType::kHello;
+    XFER_TRY(fc.send(fh, payload));
+    XFER_ASSIGN_OR_RETURN(FrameHeader reply, fc.recv_header());
+    if (reply.length > 4096) {
+      return make_error(ErrorCode::kCorrupt, "handshake", name_, "oversized handshake reply");
+    }
+    std::vector<std::byte> body;
+    XFER_TRY(fc.recv_payload(reply, body));
+    if (reply.type == FrameType::kError) return remote_error(body, "handshake", name_);
+    if (reply.type != FrameType::kHelloOk) {
+      return make_error(ErrorCode::kCorrupt, "handshake", name_, "unexpected handshake reply");
+    }
+    XFER_ASSIGN_OR_RETURN(auto ok, protocol::decode_hello_ok(body));
+    if (ok.version != protocol::kProtocolVersion) {
+      return make_error(ErrorCode::kUnsupported, "handshake", name_,
+                        fmt::format("server speaks protocol version {}", ok.version));
+    }
+    if (seal) {
+      if ((ok.flags & 1u) == 0) {
+        return make_error(ErrorCode::kPermission, "handshake", name_,
+                          "server refused to seal the data channel");
+      }
+      XFER_ASSIGN_OR_RETURN(auto shared,
+                            pair->agree(std::span<const std::uint8_t, 32>(ok.public_key)));
+      XFER_ASSIGN_OR_RETURN(auto keys,
+                            protocol::derive_keys(shared, data_token, h.nonce, ok.nonce));
+      XFER_ASSIGN_OR_RETURN(auto send, protocol::FrameCipher::create(keys.client_to_server));
+      XFER_ASSIGN_OR_RETURN(auto recv, protocol::FrameCipher::create(keys.server_to_client));
+      fc.enable_sealing(std::move(send), std::move(recv));
+    }
+    return ok_status();
+  }
+
+  Url url_;
+  EndpointOptions options_;
+  std::string token_;
+  std::string name_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Xfer::Stub> stub_;
+  std::mutex mu_;
+  std::vector<std::shared_ptr<ClientConn>> conns_;
+  std::size_t rr_ = 0;
+  std::string session_id_;
+  bool encrypt_ = false;
+  std::atomic<std::uint64_t> next_handle_{1};
+  std::uint64_t stats_id_ = 0;
+};
+
+// ---- sources and sinks ------------------------------------------------------
+
+class XferSource final : public Source {
+ public:
+  XferSource(std::shared_ptr<XferClient> client, std::string path, std::uint64_t handle,
+             FileAttrs attrs, std::vector<std::byte> inline_data, bool inlined)
+      : client_(std::move(client)),
+        path_(std::move(path)),
+        handle_(handle),
+        attrs_(std::move(attrs)),
+        inline_(std::move(inline_data)),
+        inlined_(inlined) {}
+  ~XferSource() override {
+    if (inlined_) return;
+    auto c = client_->pick();
+    if (c) {
+      FrameHeader h;
+      h.type = FrameType::kClose;
+      h.id = handle_;
+      (*c)->post(h);
+    }
+  }
+  const FileAttrs& attrs() const override { return attrs_; }
+
+  Result<std::size_t> read_at(Offset offset, std::span<std::byte> buf) override {
+    if (inlined_) {
+      if (offset.get() >= inline_.size()) return std::size_t{0};
+      std::size_t n = std::min<std::size_t>(buf.size(), inline_.size() - offset.get());
+      std::memcpy(buf.data(), inline_.data() + offset.get(), n);
+      return n;
+    }
+    std::size_t done = 0;
+    const std::size_t max_piece = protocol::kMaxPayload - protocol::kTagSize;
+    while (done < buf.size()) {
+      std::size_t want = std::min(buf.size() - done, max_piece);
+      XFER_ASSIGN_OR_RETURN(auto conn, client_->pick());
+      FrameHeader req;
+      req.type = FrameType::kRead;
+      req.id = handle_;
+      req.offset = offset.get() + done;
+      req.aux = static_cast<std::uint32_t>(want);
+      XFER_ASSIGN_OR_RETURN(FrameHeader reply, conn->call(req, {}, {}, nullptr,
+                                                          buf.subspan(done, want), "read", path_));
+      if (reply.type != FrameType::kData) {
+        return make_error(ErrorCode::kCorrupt, "read", path_, "unexpected reply to a read");
+      }
+      done += reply.aux;
+      if (reply.aux < want) break;  // end of file
+    }
+    return done;
+  }
+
+  Status check_unchanged() override {
+    if (inlined_) return ok_status();  // read whole and checked by the server
+    v1::PathRequest req;
+    req.set_path(path_);
+    v1::FileAttrs resp;
+    grpc::ClientContext ctx;
+    client_->prepare(ctx);
+    grpc::Status st = client_->stub().Stat(&ctx, req, &resp);
+    if (!st.ok()) return protocol::from_grpc(st, ctx, "stat", path_);
+    if (resp.size() != attrs_.size || resp.mtime_ns() != attrs_.mtime_ns) {
+      return make_error(ErrorCode::kChanged, "read", path_, "file changed while being copied",
+                        RetryClass::kRetryFile);
+    }
+    return ok_status();
+  }
+
+ private:
+  std::shared_ptr<XferClient> client_;
+  std::string path_;
+  std::uint64_t handle_;
+  FileAttrs attrs_;
+  std::vector<std::byte> inline_;
+  bool inlined_;
+};
+
+protocol::FileMeta meta_for(std::string_view path, const SinkOptions& o) {
+  protocol::FileMeta m;
+  m.path = std::string(path);
+  m.size = o.size;
+  m.mode = o.attrs.mode;
+  m.mtime_ns = o.attrs.mtime_ns;
+  m.flags = (o.sparse ? 1u : 0u) | (o.fsync ? 2u : 0u) | (o.resume_existing ? 4u : 0u);
+  m.resume_name = o.resume_name;
+  return m;
+}
+
+// Small files: buffered here, sent whole in one kPutFile frame on commit.
+class XferSmallSink final : public Sink {
+ public:
+  XferSmallSink(std::shared_ptr<XferClient> client, std::string path, const SinkOptions& o)
+      : client_(std::move(client)),
+        path_(std::move(path)),
+        meta_(meta_for(path_, o)),
+        data_(o.size) {}
+  Status write_at(Offset offset, std::span<const std::byte> data) override {
+    if (offset.get() + data.size() > data_.size()) {
+      return make_error(ErrorCode::kInvalidArgument, "write", path_,
+                        "write past the announced size");
+    }
+    if (!data.empty()) std::memcpy(data_.data() + offset.get(), data.data(), data.size());
+    return ok_status();
+  }
+  // The bytes have not left this process before commit; the server checks
+  // the frame's XXH3 against them on arrival (docs/protocol.md).
+  Result<std::size_t> read_back(Offset offset, std::span<std::byte> buf) override {
+    if (offset.get() >= data_.size()) return std::size_t{0};
+    std::size_t n = std::min<std::size_t>(buf.size(), data_.size() - offset.get());
+    std::memcpy(buf.data(), data_.data() + offset.get(), n);
+    return n;
+  }
+  Status commit() override {
+    std::vector<std::byte> meta;
+    protocol::encode_put_file_meta(meta_, meta);
+    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick());
+    FrameHeader req;
+    req.type = FrameType::kPutFile;
+    req.id = client_->next_handle();
+    XFER_ASSIGN_OR_RETURN(FrameHeader reply,
+                          conn->call(req, meta, data_, nullptr, {}, "write", path_));
+    if (reply.type != FrameType::kAck) {
+      return make_error(ErrorCode::kCorrupt, "write", path_, "unexpected reply to a file");
+    }
+    committed_ = true;
+    return ok_status();
+  }
+  Status abort() override { return ok_status(); }
+
+ private:
+  std::shared_ptr<XferClient> client_;
+  std::string path_;
+  protocol::FileMeta meta_;
+  std::vector<std::byte> data_;
+  bool committed_ = false;
+};
+
+// Larger files: a server-side handle; chunks are written at offsets over
+// every connection; commit publishes.
+class XferSink final : public Sink {
+ public:
+  XferSink(std::shared_ptr<XferClient> client, std::string path, std::uint64_t handle, bool resumed)
+      : client_(std::move(client)), path_(std::move(path)), handle_(handle), resumed_(resumed) {}
+  ~XferSink() override {
+    if (!finished_) (void)finish(FrameType::kAbort);
+  }
+
+  Status write_at(Offset offset, std::span<const std::byte> data) override {
+    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick());
+    FrameHeader req;
+    req.type = FrameType::kData;
+    req.id = handle_;
+    req.offset = offset.get();
+    XFER_ASSIGN_OR_RETURN(FrameHeader reply,
+                          conn->call(req, data, {}, nullptr, {}, "write", path_));
+    return expect_ack(reply);
+  }
+
+  Result<std::uint64_t> copy_from(Source& source, Offset offset, Length length) override {
+    const int fd = source.native_handle();
+    if (fd < 0 || client_->sealed()) {
+      return make_error(ErrorCode::kUnsupported, "copy_from", path_);
+    }
+    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick());
+    FrameHeader req;
+    req.type = FrameType::kData;
+    req.id = handle_;
+    req.offset = offset.get();
+    const auto n = static_cast<std::uint32_t>(
+        std::min<std::uint64_t>(length.get(), protocol::kMaxPayload - protocol::kTagSize));
+    FrameConn& fc = conn->frames();
+    XFER_ASSIGN_OR_RETURN(FrameHeader reply,
+                          conn->call(req, {}, {}, nullptr, {}, "write", path_, [&]() -> Status {
+                            return fc.send_file(req, fd, offset.get(), n);
+                          }));
+    XFER_TRY(expect_ack(reply));
+    return std::uint64_t{n};
+  }
+
+  Result<std::size_t> read_back(Offset offset, std::span<std::byte> buf) override {
+    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick());
+    FrameHeader req;
+    req.type = FrameType::kRead;
+    req.id = handle_;
+    req.offset = offset.get();
+    req.aux = static_cast<std::uint32_t>(buf.size());
+    XFER_ASSIGN_OR_RETURN(FrameHeader reply,
+                          conn->call(req, {}, {}, nullptr, buf, "verify", path_));
+    return std::size_t{reply.aux};
+  }
+
+  Status commit() override { return finish(FrameType::kCommit); }
+  Status abort() override { return finish(FrameType::kAbort); }
+  Status suspend() override { return finish(FrameType::kSuspend); }
+  bool resumed() const override { return resumed_; }
+
+ private:
+  Status expect_ack(const FrameHeader& reply) {
+    if (reply.type != FrameType::kAck) {
+      return make_error(ErrorCode::kCorrupt, "write", path_, "unexpected reply to a write");
+    }
+    return ok_status();
+  }
+  Status finish(FrameType type) {
+    if (finished_) return ok_status();
+    finished_ = true;
+    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick());
+    FrameHeader req;
+    req.type = type;
+    req.id = handle_;
+    const char* op = type == FrameType::kCommit ? "commit" : "abort";
+    XFER_ASSIGN_OR_RETURN(FrameHeader reply, conn->call(req, {}, {}, nullptr, {}, op, path_));
+    return expect_ack(reply);
+  }
+
+  std::shared_ptr<XferClient> client_;
+  std::string path_;
+  std::uint64_t handle_;
+  bool resumed_;
+  bool finished_ = false;
+};
+
+// ---- the backend --------------------------------------------------------------
+
+class XferBackend final : public Backend {
+ public:
+  explicit XferBackend(std::shared_ptr<XferClient> client) : client_(std::move(client)) {
+    caps_.random_writes = true;
+    caps_.parallel_writers = true;
+    caps_.resume = true;
+    caps_.symlinks = true;
+    caps_.permissions = true;
+    caps_.mtime = true;
+    caps_.preferred_chunk_size = 64ull << 20;
+    caps_.max_concurrency = 64;
+  }
+
+  const Capabilities& capabilities() const override { return caps_; }
+  std::string describe() const override { return client_->name(); }
+
+  Result<FileAttrs> stat(std::string_view path) override {
+    v1::PathRequest req;
+    req.set_path(std::string(path));
+    v1::FileAttrs resp;
+    grpc::ClientContext ctx;
+    client_->prepare(ctx);
+    grpc::Status st = client_->stub().Stat(&ctx, req, &resp);
+    if (!st.ok()) return protocol::from_grpc(st, ctx, "stat", path);
+    return from_pb(resp);
+  }
+
+  Status list(std::string_view path, const ListOptions& options, const EntrySink& sink) override {
+    v1::ListRequest req;
+    req.set_path(std::string(path));
+    req.set_want_attrs(options.want_attrs);
+    grpc::ClientContext ctx;
+    client_->prepare(ctx, std::chrono::seconds(3600));
+    auto reader = client_->stub().List(&ctx, req);
+    v1::ListReply reply;
+    Status stop = ok_status();
+    while (reader->Read(&reply)) {
+      for (const auto& e : reply.entries()) {
+        Entry entry;
+        entry.name = e.name();
+        entry.type = from_pb(e.type());
+        if (e.has_attrs()) entry.attrs = from_pb(e.attrs());
+        stop = sink(std::move(entry));
+        if (!stop.ok()) break;
+      }
+      if (!stop.ok()) {
+        ctx.TryCancel();
+        break;
+      }
+    }
+    grpc::Status st = reader->Finish();
+    if (!stop.ok()) return stop;
+    if (!st.ok()) return protocol::from_grpc(st, ctx, "list", path);
+    return ok_status();
+  }
+
+  Status mkdir(std::string_view path, bool parents) override {
+    v1::MkdirRequest req;
+    req.set_path(std::string(path));
+    req.set_parents(parents);
+    return unary(&v1::Xfer::Stub::Mkdir, req, "mkdir", path);
+  }
+  Status remove(std::string_view path, bool recursive) override {
+    v1::RemoveRequest req;
+    req.set_path(std::string(path));
+    req.set_recursive(recursive);
+    return unary(&v1::Xfer::Stub::Remove, req, "remove", path);
+  }
+  Status rename(std::string_view from, std::string_view to) override {
+    v1::RenameRequest req;
+    req.set_from(std::string(from));
+    req.set_to(std::string(to));
+    return unary(&v1::Xfer::Stub::Rename, req, "rename", from);
+  }
+  Status touch(std::string_view path, std::optional<std::int64_t> mtime_ns) override {
+    v1::TouchRequest req;
+    req.set_path(std::string(path));
+    if (mtime_ns) {
+      req.set_has_mtime(true);
+      req.set_mtime_ns(*mtime_ns);
+    }
+    return unary(&v1::Xfer::Stub::Touch, req, "touch", path);
+  }
+  Status symlink(std::string_view target, std::string_view path, const FileAttrs& attrs) override {
+    v1::SymlinkRequest req;
+    req.set_target(std::string(target));
+    req.set_path(std::string(path));
+    to_pb(attrs, req.mutable_attrs());
+    return unary(&v1::Xfer::Stub::Symlink, req, "symlink", path);
+  }
+  Status set_attrs(std::string_view path, const FileAttrs& attrs) override {
+    v1::SetAttrsRequest req;
+    req.set_path(std::string(path));
+    to_pb(attrs, req.mutable_attrs());
+    return unary(&v1::Xfer::Stub::SetAttrs, req, "set attributes", path);
+  }
+
+  Result<std::unique_ptr<Source>> open_source(std::string_view path) override {
+    protocol::OpenRead orq;
+    orq.path = std::string(path);
+    orq.inline_limit = kInlineLimit;
+    std::vector<std::byte> payload;
+    protocol::encode(orq, payload);
+    const std::uint64_t handle = client_->next_handle();
+    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick());
+    FrameHeader req;
+    req.type = FrameType::kOpenRead;
+    req.id = handle;
+    std::vector<std::byte> body;
+    XFER_ASSIGN_OR_RETURN(FrameHeader reply, conn->call(req, payload, {}, &body, {}, "open", path));
+    if (reply.type != FrameType::kOpenOk) {
+      return make_error(ErrorCode::kCorrupt, "open", path, "unexpected reply to an open");
+    }
+    XFER_ASSIGN_OR_RETURN(auto r, protocol::decode_open_reply(body));
+    FileAttrs a;
+    a.type = EntryType::kFile;
+    a.size = r.size;
+    a.mode = r.mode;
+    a.mtime_ns = r.mtime_ns;
+    const bool inlined = (r.flags & 2u) != 0;
+    if (inlined && r.inline_data.size() != r.size) {
+      return make_error(ErrorCode::kCorrupt, "open", path, "inline data does not match the size");
+    }
+    return std::unique_ptr<Source>(
+        new XferSource(client_, std::string(path), handle, a, std::move(r.inline_data), inlined));
+  }
+
+  Result<std::unique_ptr<Sink>> open_sink(std::string_view path,
+                                          const SinkOptions& options) override {
+    if (options.size <= kPutFileLimit && options.resume_name.empty()) {
+      return std::unique_ptr<Sink>(new XferSmallSink(client_, std::string(path), options));
+    }
+    protocol::OpenWrite ow;
+    ow.meta = meta_for(path, options);
+    std::vector<std::byte> payload;
+    protocol::encode(ow, payload);
+    const std::uint64_t handle = client_->next_handle();
+    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick());
+    FrameHeader req;
+    req.type = FrameType::kOpenWrite;
+    req.id = handle;
+    std::vector<std::byte> body;
+    XFER_ASSIGN_OR_RETURN(FrameHeader reply, conn->call(req, payload, {}, &body, {}, "open", path));
+    if (reply.type != FrameType::kOpenOk) {
+      return make_error(ErrorCode::kCorrupt, "open", path, "unexpected reply to an open");
+    }
+    XFER_ASSIGN_OR_RETURN(auto r, protocol::decode_open_reply(body));
+    return std::unique_ptr<Sink>(
+        new XferSink(client_, std::string(path), handle, (r.flags & 1u) != 0));
+  }
+
+ private:
+  template <typename Method, typename Req>
+  Status unary(Method method, const Req& req, std::string_view op, std::string_view path) {
+    v1::Empty resp;
+    grpc::ClientContext ctx;
+    client_->prepare(ctx);
+    grpc::Status st = (client_->stub().*method)(&ctx, req, &resp);
+    if (!st.ok()) return protocol::from_grpc(st, ctx, op, path);
+    return ok_status();
+  }
+
+  std::shared_ptr<XferClient> client_;
+  Capabilities caps_;
+};
+
+}  // namespace
+
+std::string find_xfer_token(const Url& url, const EndpointOptions& options) {
+  if (!options.token.empty()) return options.token;
+  if (const char* env = std::getenv("XFER_TOKEN"); env != nullptr && *env != '\0') return env;
+  std::string path;
+  if (const char* x = std::getenv("XFER_CREDENTIALS"); x != nullptr && *x != '\0') {
+    path = x;
+  } else if (const char* xdg = std::getenv("XDG_CONFIG_HOME"); xdg != nullptr && *xdg != '\0') {
+    path = std::string(xdg) + "/xfer/credentials.toml";
+  } else if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
+    path = std::string(home) + "/.config/xfer/credentials.toml";
+  }
+  if (path.empty()) return {};
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  try {
+    auto table = toml::parse_file(path);
+    if (auto t = table[endpoint_name(url)]["token"].value<std::string>()) return *t;
+  } catch (const toml::parse_error& e) {
+    log().warn("ignoring {}: {}", path, e.description());
+  }
+  return {};
+}
+
+Result<std::unique_ptr<Backend>> make_xfer_backend(const Url& url, const EndpointOptions& options) {
+  if (url.host.empty()) {
+    return make_error(ErrorCode::kInvalidArgument, "open endpoint", url.to_string(),
+                      "xfer:// needs a host (xfer://host:port/path)");
+  }
+  auto client = std::make_shared<XferClient>(url, options, find_xfer_token(url, options));
+  XFER_TRY(client->connect_control());
+  return std::unique_ptr<Backend>(new XferBackend(std::move(client)));
+}
+
+}  // namespace xfer

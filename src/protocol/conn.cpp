@@ -1,0 +1,465 @@
+#include "protocol/conn.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "xfer/core/checksum.hpp"
+
+namespace xfer::protocol {
+namespace {
+
+constexpr std::size_t kReadBuffer = 256 * 1024;
+
+Error conn_error(int err, std::string_view op) {
+  Error e = errno_error(err, op, "data connection");
+  // A broken connection is transient for the call: the client reconnects.
+  if (err == ECONNRESET || err == EPIPE || err == ETIMEDOUT || err == ECONNREFUSED ||
+      err == ENOTCONN || err == ECONNABORTED) {
+    e.code = ErrorCode::kUnavailable;
+    e.retry = RetryClass::kRetryCall;
+  }
+  return e;
+}
+
+Error closed_error() {
+  return make_error(ErrorCode::kUnavailable, "recv", "data connection", "connection closed by peer",
+                    RetryClass::kRetryCall);
+}
+
+}  // namespace
+
+FrameConn::FrameConn(UniqueFd fd) : fd_(std::move(fd)), rbuf_(kReadBuffer) {}
+
+void FrameConn::enable_sealing(FrameCipher send, FrameCipher recv) {
+  std::lock_guard lock(send_mu_);
+  send_cipher_.emplace(std::move(send));
+  recv_cipher_.emplace(std::move(recv));
+}
+
+Status FrameConn::write_all(std::span<const std::byte> a, std::span<const std::byte> b,
+                            std::span<const std::byte> c) {
+  iovec iov[3];
+  int n = 0;
+  for (auto s : {a, b, c}) {
+    if (s.empty()) continue;
+    iov[n].iov_base = const_cast<std::byte*>(s.data());
+    iov[n].iov_len = s.size();
+    ++n;
+  }
+  int first = 0;
+  std::uint64_t total = 0;
+  while (first < n) {
+    ssize_t w = ::writev(fd_.get(), iov + first, n - first);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return conn_error(errno, "send");
+    }
+    total += static_cast<std::uint64_t>(w);
+    auto left = static_cast<std::size_t>(w);
+    while (first < n && left >= iov[first].iov_len) {
+      left -= iov[first].iov_len;
+      ++first;
+    }
+    if (first < n) {
+      iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + left;
+      iov[first].iov_len -= left;
+    }
+  }
+  bytes_sent_.fetch_add(total, std::memory_order_relaxed);
+  return ok_status();
+}
+
+Status FrameConn::send_raw(std::span<const std::byte> bytes) {
+  std::lock_guard lock(send_mu_);
+  return write_all(bytes, {}, {});
+}
+
+Status FrameConn::send(FrameHeader h, std::span<const std::byte> a, std::span<const std::byte> b) {
+  const std::size_t plain = a.size() + b.size();
+  if (plain + kTagSize > kMaxPayload) {
+    return make_error(ErrorCode::kInvalidArgument, "send frame", "", "payload too large");
+  }
+  std::lock_guard lock(send_mu_);
+  if (!send_cipher_) {
+    h.flags = 0;
+    h.length = static_cast<std::uint32_t>(plain);
+    if (plain == 0) {
+      h.payload_hash = 0;
+    } else if (b.empty()) {
+      h.payload_hash = payload_hash(a);
+    } else {
+      Xxh3Stream s;
+      s.update(a);
+      s.update(b);
+      h.payload_hash = s.digest();
+    }
+    auto hdr = encode_header(h);
+    return write_all(hdr, a, b);
+  }
+  h.flags = kFlagSealed;
+  h.length = static_cast<std::uint32_t>(plain + kTagSize);
+  h.payload_hash = 0;  // the tag authenticates sealed payloads
+  auto hdr = encode_header(h);
+  seal_scratch_.resize(plain + kTagSize);
+  if (!a.empty()) std::memcpy(seal_scratch_.data(), a.data(), a.size());
+  if (!b.empty()) std::memcpy(seal_scratch_.data() + a.size(), b.data(), b.size());
+  std::span<std::byte> body(seal_scratch_.data(), plain);
+  std::span<std::byte, kTagSize> tag(seal_scratch_.data() + plain, kTagSize);
+  XFER_TRY(send_cipher_->seal(hdr, body, tag));
+  return write_all(hdr, seal_scratch_, {});
+}
+
+Status FrameConn::send_file(FrameHeader h, int file_fd, std::uint64_t offset,
+                            std::uint32_t length) {
+  if (sealed() || length == 0) {
+    std::vector<std::byte> data(length);
+    std::size_t got = 0;
+    while (got < length) {
+      ssize_t r =
+          ::pread(file_fd, data.data() + got, length - got, static_cast<off_t>(offset + got));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return errno_error(errno, "read", "");
+      if (r == 0) {
+        return make_error(ErrorCode::kChanged, "read", "", "file shrank while being sent",
+                          RetryClass::kRetryFile);
+      }
+      got += static_cast<std::size_t>(r);
+    }
+    return send(h, data);
+  }
+  // Plaintext: hash the page-cache pages through a read-only mapping, then
+  // hand the same pages to the socket with sendfile.
+  const long page = ::sysconf(_SC_PAGESIZE);
+  const std::uint64_t map_off = offset & ~static_cast<std::uint64_t>(page - 1);
+  const std::size_t delta = static_cast<std::size_t>(offset - map_off);
+  const std::size_t map_len = delta + length;
+  struct stat st {};
+  if (::fstat(file_fd, &st) != 0) return errno_error(errno, "stat", "");
+  if (static_cast<std::uint64_t>(st.st_size) < offset + length) {
+    return make_error(ErrorCode::kChanged, "read", "", "file shrank while being sent",
+                      RetryClass::kRetryFile);
+  }
+  void* map = ::mmap(nullptr, map_len, PROT_READ, MAP_SHARED, file_fd, static_cast<off_t>(map_off));
+  if (map == MAP_FAILED) return errno_error(errno, "mmap", "");
+  ::madvise(map, map_len, MADV_SEQUENTIAL);
+  h.payload_hash = payload_hash({static_cast<const std::byte*>(map) + delta, length});
+  ::munmap(map, map_len);
+  h.flags = 0;
+  h.length = length;
+  auto hdr = encode_header(h);
+  std::lock_guard lock(send_mu_);
+  XFER_TRY(write_all(hdr, {}, {}));
+  off_t pos = static_cast<off_t>(offset);
+  std::uint64_t left = length;
+  while (left > 0) {
+    ssize_t w = ::sendfile(fd_.get(), file_fd, &pos, left);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return conn_error(errno, "sendfile");
+    }
+    if (w == 0) {
+      // The file shrank after the check: the frame cannot be completed, so
+      // the connection is unusable. The receiver sees a short frame.
+      return make_error(ErrorCode::kChanged, "sendfile", "", "file shrank while being sent",
+                        RetryClass::kRetryFile);
+    }
+    left -= static_cast<std::uint64_t>(w);
+    bytes_sent_.fetch_add(static_cast<std::uint64_t>(w), std::memory_order_relaxed);
+  }
+  return ok_status();
+}
+
+Status FrameConn::read_exact(std::span<std::byte> out) {
+  std::size_t done = 0;
+  // Serve from the buffer first.
+  if (rpos_ < rend_) {
+    std::size_t n = std::min(out.size(), rend_ - rpos_);
+    std::memcpy(out.data(), rbuf_.data() + rpos_, n);
+    rpos_ += n;
+    done = n;
+  }
+  while (done < out.size()) {
+    const std::size_t want = out.size() - done;
+    ssize_t r;
+    if (want >= rbuf_.size() / 2) {
+      // Large payloads go straight to their destination.
+      r = ::recv(fd_.get(), out.data() + done, want, 0);
+      if (r > 0) {
+        done += static_cast<std::size_t>(r);
+        bytes_received_.fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
+        continue;
+      }
+    } else {
+      r = ::recv(fd_.get(), rbuf_.data(), rbuf_.size(), 0);
+      if (r > 0) {
+        bytes_received_.fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
+        rpos_ = 0;
+        rend_ = static_cast<std::size_t>(r);
+        std::size_t n = std::min(want, rend_);
+        std::memcpy(out.data() + done, rbuf_.data(), n);
+        rpos_ = n;
+        done += n;
+        continue;
+      }
+    }
+    if (r == 0) {
+      if (done == 0) return closed_error();
+      return make_error(ErrorCode::kUnavailable, "recv", "data connection",
+                        "connection closed in the middle of a frame", RetryClass::kRetryCall);
+    }
+    if (errno == EINTR) continue;
+    return conn_error(errno, "recv");
+  }
+  return ok_status();
+}
+
+Status FrameConn::recv_raw(std::span<std::byte> out) {
+  return read_exact(out);
+}
+
+Result<FrameHeader> FrameConn::recv_header() {
+  std::array<std::byte, kHeaderSize> raw;
+  XFER_TRY(read_exact(raw));
+  XFER_ASSIGN_OR_RETURN(FrameHeader h, decode_header(raw));
+  const bool is_sealed = (h.flags & kFlagSealed) != 0;
+  if (is_sealed != recv_cipher_.has_value()) {
+    return make_error(ErrorCode::kCorrupt, "recv frame", "data connection",
+                      is_sealed ? "sealed frame on a plaintext connection"
+                                : "plaintext frame on a sealed connection");
+  }
+  if (is_sealed && h.length < kTagSize) {
+    return make_error(ErrorCode::kCorrupt, "recv frame", "data connection",
+                      "sealed frame shorter than its tag");
+  }
+  return h;
+}
+
+std::uint32_t FrameConn::plain_length(const FrameHeader& h) const {
+  return (h.flags & kFlagSealed) ? h.length - static_cast<std::uint32_t>(kTagSize) : h.length;
+}
+
+Status FrameConn::recv_payload(const FrameHeader& h, std::span<std::byte> out) {
+  if (out.size() != plain_length(h)) {
+    return make_error(ErrorCode::kInternal, "recv frame", "", "payload size mismatch");
+  }
+  XFER_TRY(read_exact(out));
+  if (h.flags & kFlagSealed) {
+    std::array<std::byte, kTagSize> tag;
+    XFER_TRY(read_exact(tag));
+    auto hdr = encode_header(h);
+    Status s = recv_cipher_->open(hdr, out, tag);
+    if (!s.ok()) {
+      Error e = s.error();
+      e.retry = RetryClass::kFatal;
+      return e;
+    }
+    return ok_status();
+  }
+  if (payload_hash(out) != h.payload_hash) {
+    return make_error(ErrorCode::kCorrupt, "recv frame", "data connection",
+                      fmt::format("payload checksum mismatch (id {}, offset {})", h.id, h.offset),
+                      RetryClass::kRetryCall);
+  }
+  return ok_status();
+}
+
+Status FrameConn::recv_payload(const FrameHeader& h, std::vector<std::byte>& out) {
+  out.resize(plain_length(h));
+  return recv_payload(h, std::span<std::byte>(out));
+}
+
+Status FrameConn::recv_payload_pieces(
+    const FrameHeader& h, std::span<std::byte> scratch, std::vector<std::byte>& whole,
+    const std::function<Status(std::span<const std::byte>, std::uint64_t)>& consume) {
+  if (h.flags & kFlagSealed) {
+    XFER_TRY(recv_payload(h, whole));
+    return consume(whole, 0);
+  }
+  Xxh3Stream hash;
+  Status first_error = ok_status();
+  std::uint64_t pos = 0;
+  while (pos < h.length) {
+    const std::size_t n =
+        static_cast<std::size_t>(std::min<std::uint64_t>(scratch.size(), h.length - pos));
+    std::span<std::byte> piece = scratch.subspan(0, n);
+    XFER_TRY(read_exact(piece));
+    hash.update(piece);
+    if (first_error.ok()) first_error = consume(piece, pos);
+    pos += n;
+  }
+  const std::uint64_t got = h.length == 0 ? 0 : hash.digest();
+  if (got != h.payload_hash) {
+    return make_error(ErrorCode::kCorrupt, "recv frame", "data connection",
+                      fmt::format("payload checksum mismatch (id {}, offset {})", h.id, h.offset),
+                      RetryClass::kRetryCall);
+  }
+  return first_error;
+}
+
+Status FrameConn::skip_payload(const FrameHeader& h) {
+  std::vector<std::byte> sink;
+  sink.resize(std::min<std::uint32_t>(h.length, 1u << 20));
+  std::uint64_t left = h.length;
+  while (left > 0) {
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(left, sink.size()));
+    XFER_TRY(read_exact({sink.data(), n}));
+    left -= n;
+  }
+  // A sealed frame's counter must advance even when skipped; callers skip
+  // only on plaintext connections or right before closing.
+  return ok_status();
+}
+
+void FrameConn::shutdown() {
+  if (fd_.valid()) ::shutdown(fd_.get(), SHUT_RDWR);
+}
+
+TcpStats FrameConn::tcp_stats() const {
+  TcpStats s;
+  tcp_info info{};
+  socklen_t len = sizeof(info);
+  if (::getsockopt(fd_.get(), IPPROTO_TCP, TCP_INFO, &info, &len) == 0) {
+    s.rtt_ms = info.tcpi_rtt / 1000.0;
+    s.cwnd = info.tcpi_snd_cwnd;
+    s.retransmits = info.tcpi_total_retrans;
+  }
+  return s;
+}
+
+Result<std::pair<std::string, std::uint16_t>> split_host_port(std::string_view text) {
+  std::string host;
+  std::string_view port_text;
+  if (!text.empty() && text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return make_error(ErrorCode::kInvalidArgument, "parse address", std::string(text),
+                        "expected [v6-address]:port");
+    }
+    host = std::string(text.substr(1, close - 1));
+    port_text = text.substr(close + 2);
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string_view::npos || colon == 0) {
+      return make_error(ErrorCode::kInvalidArgument, "parse address", std::string(text),
+                        "expected host:port");
+    }
+    host = std::string(text.substr(0, colon));
+    port_text = text.substr(colon + 1);
+  }
+  unsigned port = 0;
+  if (port_text.empty() || port_text.size() > 5) {
+    return make_error(ErrorCode::kInvalidArgument, "parse address", std::string(text), "bad port");
+  }
+  for (char c : port_text) {
+    if (c < '0' || c > '9') {
+      return make_error(ErrorCode::kInvalidArgument, "parse address", std::string(text),
+                        "bad port");
+    }
+    port = port * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (port > 65535) {
+    return make_error(ErrorCode::kInvalidArgument, "parse address", std::string(text),
+                      "port out of range");
+  }
+  return std::make_pair(host, static_cast<std::uint16_t>(port));
+}
+
+void tune_data_socket(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  int buf = 4 << 20;
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+}
+
+Result<UniqueFd> tcp_connect(const std::string& host, std::uint16_t port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  std::string port_text = std::to_string(port);
+  int rc = ::getaddrinfo(host.c_str(), port_text.c_str(), &hints, &res);
+  if (rc != 0) {
+    return make_error(ErrorCode::kNotFound, "resolve", host, ::gai_strerror(rc));
+  }
+  int last = ECONNREFUSED;
+  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+    UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
+    if (!fd.valid()) {
+      last = errno;
+      continue;
+    }
+    tune_data_socket(fd.get());
+    if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) == 0) {
+      ::freeaddrinfo(res);
+      return fd;
+    }
+    last = errno;
+  }
+  ::freeaddrinfo(res);
+  Error e = conn_error(last, "connect");
+  e.path = fmt::format("{}:{}", host, port);
+  return e;
+}
+
+Result<UniqueFd> tcp_listen(const std::string& host, std::uint16_t port, int backlog) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST;
+  addrinfo* res = nullptr;
+  std::string port_text = std::to_string(port);
+  int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), port_text.c_str(), &hints, &res);
+  if (rc != 0) {
+    return make_error(ErrorCode::kInvalidArgument, "listen", host, ::gai_strerror(rc));
+  }
+  int last = EADDRNOTAVAIL;
+  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+    UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
+    if (!fd.valid()) {
+      last = errno;
+      continue;
+    }
+    int one = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd.get(), backlog) == 0) {
+      ::freeaddrinfo(res);
+      return fd;
+    }
+    last = errno;
+  }
+  ::freeaddrinfo(res);
+  return errno_error(last, "listen", fmt::format("{}:{}", host, port));
+}
+
+std::string local_address(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
+  char host[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+    return fmt::format("{}:{}", host, ntohs(a->sin_port));
+  }
+  auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+  ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+  return fmt::format("[{}]:{}", host, ntohs(a->sin6_port));
+}
+
+}  // namespace xfer::protocol

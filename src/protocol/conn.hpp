@@ -1,0 +1,113 @@
+#pragma once
+// One data-channel TCP connection carrying frames (docs/protocol.md):
+// buffered frame reading, sealing/opening when the session is encrypted,
+// sendfile for plaintext file payloads, TCP_INFO for the metrics.
+//
+// Threading: send_*() are thread-safe (one send mutex: a frame is written
+// whole, never interleaved). recv_*() belong to one reader thread.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "xfer/core/result.hpp"
+#include "xfer/io/unique_fd.hpp"
+#include "xfer/protocol/crypto.hpp"
+#include "xfer/protocol/frame.hpp"
+
+namespace xfer::protocol {
+
+struct TcpStats {
+  double rtt_ms = 0;
+  std::uint32_t cwnd = 0;  // segments
+  std::uint64_t retransmits = 0;
+};
+
+class FrameConn {
+ public:
+  explicit FrameConn(UniqueFd fd);
+  FrameConn(const FrameConn&) = delete;
+  FrameConn& operator=(const FrameConn&) = delete;
+
+  int fd() const { return fd_.get(); }
+  // From now on every frame is sealed in both directions.
+  void enable_sealing(FrameCipher send, FrameCipher recv);
+  bool sealed() const { return send_cipher_.has_value(); }
+
+  // Sends one frame whose payload is the concatenation of `a` and `b` (b may
+  // be empty). Fills length, flags and payload_hash.
+  Status send(FrameHeader h, std::span<const std::byte> a, std::span<const std::byte> b = {});
+  // Sends a kData-like frame whose payload is [offset, offset+length) of
+  // `file_fd`: plaintext connections hash the range through mmap and send it
+  // with sendfile (no copy through user space); sealed connections read it.
+  // Returns kChanged when the file is shorter than the range.
+  Status send_file(FrameHeader h, int file_fd, std::uint64_t offset, std::uint32_t length);
+  // Raw bytes before the first frame (the magic).
+  Status send_raw(std::span<const std::byte> bytes);
+
+  // Reads and validates the next header. kUnavailable on a clean EOF at a
+  // frame boundary, kCorrupt on garbage, kIo on socket errors.
+  Result<FrameHeader> recv_header();
+  // Bytes of plaintext the frame carries (length minus the tag when sealed).
+  std::uint32_t plain_length(const FrameHeader& h) const;
+  // Reads the payload of `h` into `out` (exactly plain_length(h) bytes),
+  // opens it when sealed and checks payload_hash when not. A checksum
+  // mismatch is kCorrupt/kRetryCall and leaves the stream in sync; a failed
+  // tag is kCorrupt/kFatal (the connection cannot be trusted).
+  Status recv_payload(const FrameHeader& h, std::span<std::byte> out);
+  Status recv_payload(const FrameHeader& h, std::vector<std::byte>& out);
+  Status skip_payload(const FrameHeader& h);
+  // Reads the payload of `h` in pieces of at most scratch.size() bytes and
+  // hands each to `consume(piece, position_in_payload)`, so a large frame
+  // never needs a buffer of its own size (plaintext; a sealed frame is read
+  // whole into `whole` first, since its tag covers all of it). The stream
+  // stays in sync whatever happens: after a failed consume the rest is
+  // drained and that error returned; a checksum mismatch is reported after
+  // the last piece (kCorrupt/kRetryCall).
+  Status recv_payload_pieces(
+      const FrameHeader& h, std::span<std::byte> scratch, std::vector<std::byte>& whole,
+      const std::function<Status(std::span<const std::byte>, std::uint64_t)>& consume);
+  Status recv_raw(std::span<std::byte> out);
+
+  // Unblocks a reader blocked in recv (shutdown(SHUT_RDWR)).
+  void shutdown();
+  TcpStats tcp_stats() const;
+  std::uint64_t bytes_sent() const { return bytes_sent_.load(std::memory_order_relaxed); }
+  std::uint64_t bytes_received() const { return bytes_received_.load(std::memory_order_relaxed); }
+
+ private:
+  Status write_all(std::span<const std::byte> a, std::span<const std::byte> b,
+                   std::span<const std::byte> c);
+  Status read_exact(std::span<std::byte> out);
+
+  UniqueFd fd_;
+  std::mutex send_mu_;
+  std::optional<FrameCipher> send_cipher_;
+  std::optional<FrameCipher> recv_cipher_;
+  std::vector<std::byte> seal_scratch_;  // guarded by send_mu_
+  // Receive buffer: small frames are parsed from it, large payloads bypass it.
+  std::vector<std::byte> rbuf_;
+  std::size_t rpos_ = 0, rend_ = 0;
+  std::atomic<std::uint64_t> bytes_sent_{0};
+  std::atomic<std::uint64_t> bytes_received_{0};
+};
+
+// Socket helpers shared by the client and the server.
+// Parses "host:port" / "[v6]:port"; kInvalidArgument otherwise.
+Result<std::pair<std::string, std::uint16_t>> split_host_port(std::string_view text);
+// Connects with TCP_NODELAY and large buffers.
+Result<UniqueFd> tcp_connect(const std::string& host, std::uint16_t port);
+// Listens (SO_REUSEADDR); port 0 picks a free one.
+Result<UniqueFd> tcp_listen(const std::string& host, std::uint16_t port, int backlog = 256);
+// "host:port" of a bound socket.
+std::string local_address(int fd);
+// Tuning applied to every data socket.
+void tune_data_socket(int fd);
+
+}  // namespace xfer::protocol
