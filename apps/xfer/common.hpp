@@ -72,6 +72,7 @@ void register_move(CLI::App& app);
 void register_rm(CLI::App& app);
 void register_jobs(CLI::App& app);
 void register_resume(CLI::App& app);
+void register_serve(CLI::App& app);
 
 // Runs a transfer with progress rendering and summary (shared by transfer and move).
 struct RenderOptions {

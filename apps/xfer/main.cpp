@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   register_rm(app);
   register_jobs(app);
   register_resume(app);
+  register_serve(app);
 
   // Load the config before subcommand callbacks run.
   app.parse_complete_callback([&] {

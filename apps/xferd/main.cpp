@@ -3,8 +3,6 @@
 //   xferd --config FILE            run in the foreground until SIGTERM/SIGINT
 //   xferd token --config FILE ...  print a bearer token signed with the secret
 
-#include <signal.h>
-
 #include <chrono>
 #include <cstdio>
 
@@ -17,40 +15,6 @@
 #include "xfer/server/server.hpp"
 
 namespace {
-
-int run_server(const std::string& config_path) {
-  auto config = xfer::server::load_server_config(config_path);
-  if (!config) {
-    fmt::print(stderr, "xferd: error: {}\n", config.error().message());
-    return 2;
-  }
-  // Signals are taken synchronously by this thread; every other thread
-  // (gRPC, data connections, jobs) inherits the blocked mask.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-
-  auto server = xfer::server::Server::start(*config);
-  if (!server) {
-    fmt::print(stderr, "xferd: error: {}\n", server.error().message());
-    return 1;
-  }
-  fmt::print("xferd: listening control={} data={}\n", (*server)->control_address(),
-             (*server)->data_address());
-  std::fflush(stdout);
-  xfer::log().info("serving {} (control {}, data {})", config->root, (*server)->control_address(),
-                   (*server)->data_address());
-  int sig = 0;
-  sigwait(&set, &sig);
-  xfer::log().info("received {}, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-  (*server)->shutdown(10);
-  (*server)->wait();
-  server->reset();
-  return 0;
-}
 
 int print_token(const std::string& config_path, const std::string& prefix, bool write,
                 std::int64_t ttl, const std::string& subject) {
@@ -113,5 +77,5 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "xferd: error: --config FILE is required\n");
     return 2;
   }
-  return run_server(config_path);
+  return xfer::server::run_foreground(config_path, "xferd");
 }

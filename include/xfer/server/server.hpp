@@ -27,4 +27,10 @@ class Server {
   virtual void wait() = 0;
 };
 
+// Loads the config, starts the server, prints the ready line on stdout
+// ("xferd: listening control=ADDR data=ADDR"), serves until SIGTERM/SIGINT,
+// then shuts down gracefully. Returns the process exit code (0, or 1/2 with
+// "<program>: error: ..." on stderr).
+int run_foreground(const std::string& config_path, const char* program);
+
 }  // namespace xfer::server
