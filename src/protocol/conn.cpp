@@ -24,6 +24,8 @@ namespace xfer::protocol {
 namespace {
 
 constexpr std::size_t kReadBuffer = 256 * 1024;
+constexpr std::size_t kDeferMax = 64 * 1024;     // larger frames are never queued
+constexpr std::size_t kDeferFlush = 256 * 1024;  // queue size that forces a flush
 
 Error conn_error(int err, std::string_view op) {
   Error e = errno_error(err, op, "data connection");
@@ -84,6 +86,18 @@ Status FrameConn::write_all(std::span<const std::byte> a, std::span<const std::b
   return ok_status();
 }
 
+Status FrameConn::flush_locked() {
+  if (out_.empty()) return ok_status();
+  Status s = write_all(out_, {}, {});
+  out_.clear();
+  return s;
+}
+
+Status FrameConn::flush() {
+  std::lock_guard lock(send_mu_);
+  return flush_locked();
+}
+
 Status FrameConn::send_raw(std::span<const std::byte> bytes) {
   std::lock_guard lock(send_mu_);
   return write_all(bytes, {}, {});
@@ -109,6 +123,13 @@ Status FrameConn::send(FrameHeader h, std::span<const std::byte> a, std::span<co
       h.payload_hash = s.digest();
     }
     auto hdr = encode_header(h);
+    if (deferred_ && kHeaderSize + plain <= kDeferMax) {
+      out_.insert(out_.end(), hdr.begin(), hdr.end());
+      out_.insert(out_.end(), a.begin(), a.end());
+      out_.insert(out_.end(), b.begin(), b.end());
+      return out_.size() >= kDeferFlush ? flush_locked() : ok_status();
+    }
+    XFER_TRY(flush_locked());
     return write_all(hdr, a, b);
   }
   h.flags = kFlagSealed;
@@ -121,6 +142,12 @@ Status FrameConn::send(FrameHeader h, std::span<const std::byte> a, std::span<co
   std::span<std::byte> body(seal_scratch_.data(), plain);
   std::span<std::byte, kTagSize> tag(seal_scratch_.data() + plain, kTagSize);
   XFER_TRY(send_cipher_->seal(hdr, body, tag));
+  if (deferred_ && kHeaderSize + seal_scratch_.size() <= kDeferMax) {
+    out_.insert(out_.end(), hdr.begin(), hdr.end());
+    out_.insert(out_.end(), seal_scratch_.begin(), seal_scratch_.end());
+    return out_.size() >= kDeferFlush ? flush_locked() : ok_status();
+  }
+  XFER_TRY(flush_locked());
   return write_all(hdr, seal_scratch_, {});
 }
 
@@ -163,6 +190,7 @@ Status FrameConn::send_file(FrameHeader h, int file_fd, std::uint64_t offset,
   h.length = length;
   auto hdr = encode_header(h);
   std::lock_guard lock(send_mu_);
+  XFER_TRY(flush_locked());
   XFER_TRY(write_all(hdr, {}, {}));
   off_t pos = static_cast<off_t>(offset);
   std::uint64_t left = length;

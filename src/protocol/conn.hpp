@@ -75,6 +75,14 @@ class FrameConn {
       const std::function<Status(std::span<const std::byte>, std::uint64_t)>& consume);
   Status recv_raw(std::span<std::byte> out);
 
+  // Deferred mode (the server's replies): small frames are queued and go out
+  // together on flush(), so a burst of requests costs one send for all its
+  // replies. Large frames flush the queue and go out at once.
+  void set_deferred(bool on) { deferred_ = on; }
+  Status flush();
+  // Bytes already received and not yet parsed.
+  std::size_t buffered_input() const { return rend_ - rpos_; }
+
   // Unblocks a reader blocked in recv (shutdown(SHUT_RDWR)).
   void shutdown();
   TcpStats tcp_stats() const;
@@ -85,12 +93,15 @@ class FrameConn {
   Status write_all(std::span<const std::byte> a, std::span<const std::byte> b,
                    std::span<const std::byte> c);
   Status read_exact(std::span<std::byte> out);
+  Status flush_locked();
 
   UniqueFd fd_;
   std::mutex send_mu_;
   std::optional<FrameCipher> send_cipher_;
   std::optional<FrameCipher> recv_cipher_;
   std::vector<std::byte> seal_scratch_;  // guarded by send_mu_
+  bool deferred_ = false;
+  std::vector<std::byte> out_;  // queued frames (deferred mode), guarded by send_mu_
   // Receive buffer: small frames are parsed from it, large payloads bypass it.
   std::vector<std::byte> rbuf_;
   std::size_t rpos_ = 0, rend_ = 0;

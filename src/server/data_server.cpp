@@ -235,6 +235,7 @@ void DataServer::serve(const std::shared_ptr<Conn>& conn) {
   }
   set_recv_timeout(fc.fd(), idle_timeout_);
   Status s = serve_frames(fc, *session);
+  (void)fc.flush();  // a final error reply may still be queued
   if (!s.ok() && s.error().code != ErrorCode::kUnavailable && !stopping_.load()) {
     log().info("data connection closed: {}", s.error().message());
   }
@@ -396,10 +397,15 @@ Status DataServer::serve_frames(FrameConn& fc, DataSession& session) {
     return o;
   };
 
+  fc.set_deferred(true);
   while (!stopping_.load()) {
+    // Replies queue up while more requests are already here; they go out
+    // before this thread can block waiting for the client.
+    if (fc.buffered_input() < protocol::kHeaderSize) XFER_TRY(fc.flush());
     auto hr = fc.recv_header();
     if (!hr) {
       if (hr.error().code == ErrorCode::kCorrupt) (void)send_error(fc, 0, 0, hr.error());
+      (void)fc.flush();
       return hr.error();
     }
     const FrameHeader h = *hr;
