@@ -2,8 +2,10 @@
 
 #include <fmt/format.h>
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/kdf.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
@@ -14,6 +16,7 @@
 #include <limits>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace xfer::protocol {
 namespace {
@@ -295,6 +298,59 @@ Status random_bytes(std::span<std::uint8_t> out) {
     if (RAND_bytes(out.data() + pos, n) != 1) return ssl_error("RAND_bytes");
   }
   return ok_status();
+}
+
+}  // namespace xfer::protocol
+
+namespace xfer::protocol {
+namespace {
+
+std::string hello_proof(std::string_view data_token, std::span<const std::uint8_t, 32> public_key,
+                        std::span<const std::uint8_t, 16> nonce) {
+  static constexpr std::string_view kLabel = "xfer/1 hello";
+  std::array<std::uint8_t, kLabel.size() + 32 + 16> msg{};
+  std::memcpy(msg.data(), kLabel.data(), kLabel.size());
+  std::memcpy(msg.data() + kLabel.size(), public_key.data(), 32);
+  std::memcpy(msg.data() + kLabel.size() + 32, nonce.data(), 16);
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (HMAC(EVP_sha256(), data_token.data(), static_cast<int>(data_token.size()), msg.data(),
+           msg.size(), mac, &len) == nullptr) {
+    return {};
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(len * 2);
+  for (unsigned i = 0; i < len; ++i) {
+    out += kHex[mac[i] >> 4];
+    out += kHex[mac[i] & 15];
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string hello_credential(std::string_view session_id, std::string_view data_token,
+                             std::span<const std::uint8_t, 32> public_key,
+                             std::span<const std::uint8_t, 16> nonce) {
+  return std::string(session_id) + ":" + hello_proof(data_token, public_key, nonce);
+}
+
+bool split_hello_credential(std::string_view credential, std::string& session_id,
+                            std::string& proof) {
+  auto colon = credential.find(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 >= credential.size()) return false;
+  session_id = std::string(credential.substr(0, colon));
+  proof = std::string(credential.substr(colon + 1));
+  return true;
+}
+
+bool check_hello_proof(std::string_view proof, std::string_view data_token,
+                       std::span<const std::uint8_t, 32> public_key,
+                       std::span<const std::uint8_t, 16> nonce) {
+  std::string want = hello_proof(data_token, public_key, nonce);
+  if (want.empty() || want.size() != proof.size()) return false;
+  return CRYPTO_memcmp(want.data(), proof.data(), want.size()) == 0;
 }
 
 }  // namespace xfer::protocol

@@ -86,35 +86,38 @@ Result<std::shared_ptr<DataSession>> SessionRegistry::create(TokenScope scope, u
   s->expires = std::chrono::steady_clock::now() + lifetime;
   std::lock_guard lock(mu_);
   expire_locked();
-  if (by_token_.size() >= max_sessions_) {
+  if (by_id_.size() >= max_sessions_) {
     return make_error(ErrorCode::kUnavailable, "open session", "", "server is at its session limit",
                       RetryClass::kRetryCall);
   }
-  by_token_[s->data_token] = s;
+  by_id_[s->id] = s;
   return s;
 }
 
 void SessionRegistry::expire_locked() {
   const auto now = std::chrono::steady_clock::now();
-  for (auto it = by_token_.begin(); it != by_token_.end();) {
+  for (auto it = by_id_.begin(); it != by_id_.end();) {
     bool idle;
     {
       std::lock_guard slock(it->second->mu);
       idle = it->second->connections == 0;
     }
     if (idle && it->second->expires < now) {
-      it = by_token_.erase(it);
+      it = by_id_.erase(it);
     } else {
       ++it;
     }
   }
 }
 
-std::shared_ptr<DataSession> SessionRegistry::find_by_token(const std::string& token) {
+std::shared_ptr<DataSession> SessionRegistry::find_by_id(const std::string& id) {
   std::lock_guard lock(mu_);
-  auto it = by_token_.find(token);
-  if (it == by_token_.end()) return nullptr;
-  if (it->second->expires < std::chrono::steady_clock::now()) return nullptr;
+  auto it = by_id_.find(id);
+  if (it == by_id_.end()) return nullptr;
+  if (it->second->expires < std::chrono::steady_clock::now()) {
+    std::lock_guard slock(it->second->mu);
+    if (it->second->connections == 0) return nullptr;
+  }
   return it->second;
 }
 
@@ -122,12 +125,10 @@ void SessionRegistry::close(const std::string& id) {
   std::shared_ptr<DataSession> dropped;
   {
     std::lock_guard lock(mu_);
-    for (auto it = by_token_.begin(); it != by_token_.end(); ++it) {
-      if (it->second->id == id) {
-        dropped = it->second;
-        by_token_.erase(it);
-        break;
-      }
+    auto it = by_id_.find(id);
+    if (it != by_id_.end()) {
+      dropped = it->second;
+      by_id_.erase(it);
     }
   }
   if (dropped) {
@@ -142,7 +143,7 @@ void SessionRegistry::close(const std::string& id) {
 
 std::size_t SessionRegistry::size() {
   std::lock_guard lock(mu_);
-  return by_token_.size();
+  return by_id_.size();
 }
 
 // ---- connections ----------------------------------------------------------
@@ -276,7 +277,14 @@ Status DataServer::handshake(FrameConn& fc, std::shared_ptr<DataSession>& sessio
     (void)send_error(fc, 0, 0, e);
     return e;
   }
-  session = sessions_.find_by_token(hello->data_token);
+  std::string session_id, proof;
+  if (protocol::split_hello_credential(hello->data_token, session_id, proof)) {
+    session = sessions_.find_by_id(session_id);
+  }
+  if (session &&
+      !protocol::check_hello_proof(proof, session->data_token, hello->public_key, hello->nonce)) {
+    session = nullptr;
+  }
   if (!session) {
     Error e = make_error(ErrorCode::kPermission, "handshake", "", "invalid or expired data token");
     (void)send_error(fc, 0, 0, e);

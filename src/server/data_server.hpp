@@ -53,7 +53,7 @@ class SessionRegistry {
   explicit SessionRegistry(unsigned max_sessions) : max_sessions_(max_sessions) {}
   Result<std::shared_ptr<DataSession>> create(TokenScope scope, unsigned streams, bool encrypt,
                                               std::chrono::seconds lifetime);
-  std::shared_ptr<DataSession> find_by_token(const std::string& token);
+  std::shared_ptr<DataSession> find_by_id(const std::string& id);
   // Drops the session: its open sinks are aborted (resumable ones suspended).
   void close(const std::string& id);
   std::size_t size();
@@ -62,7 +62,7 @@ class SessionRegistry {
   void expire_locked();
   unsigned max_sessions_;
   std::mutex mu_;
-  std::unordered_map<std::string, std::shared_ptr<DataSession>> by_token_;
+  std::unordered_map<std::string, std::shared_ptr<DataSession>> by_id_;
 };
 
 class DataServer {

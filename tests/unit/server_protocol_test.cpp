@@ -188,22 +188,64 @@ class ServerProtocol : public ::testing::Test {
     return f;
   }
 
-  // Magic + an unsealed Hello with `data_token`; returns the reply frame.
-  static Result<Frame> plain_hello(FrameConn& fc, const std::string& data_token) {
+  // Magic + an unsealed Hello carrying `credential` verbatim; returns the
+  // reply frame.
+  static Result<Frame> raw_hello(FrameConn& fc, const std::string& credential,
+                                 const protocol::Hello& base = {}) {
     XFER_TRY(send_magic(fc));
-    protocol::Hello hello;
-    hello.data_token = data_token;
+    protocol::Hello hello = base;
+    hello.data_token = credential;
     std::vector<std::byte> payload;
     protocol::encode(hello, payload);
     XFER_TRY(fc.send(header(FrameType::kHello), payload));
     return recv_frame(fc);
   }
 
+  // Magic + an unsealed Hello with the session's credential (a proof of
+  // `data_token`, docs/protocol.md "Handshake"); returns the reply frame.
+  static Result<Frame> plain_hello(FrameConn& fc, const std::string& session_id,
+                                   const std::string& data_token) {
+    protocol::Hello hello;
+    XFER_TRY(protocol::random_bytes(hello.nonce));
+    return raw_hello(
+        fc, protocol::hello_credential(session_id, data_token, hello.public_key, hello.nonce),
+        hello);
+  }
+
+  // Magic + a sealed Hello; on HelloOk the connection is switched to sealed
+  // frames. Returns the reply frame.
+  static Result<Frame> sealed_hello(FrameConn& fc, const v1::Session& session) {
+    XFER_ASSIGN_OR_RETURN(auto pair, protocol::KeyPair::generate());
+    protocol::Hello hello;
+    hello.flags = 1;
+    hello.public_key = pair.public_key();
+    XFER_TRY(protocol::random_bytes(hello.nonce));
+    XFER_ASSIGN_OR_RETURN(
+        Frame reply,
+        raw_hello(fc,
+                  protocol::hello_credential(session.session_id(), session.data_token(),
+                                             hello.public_key, hello.nonce),
+                  hello));
+    if (reply.h.type != FrameType::kHelloOk) return reply;
+    XFER_ASSIGN_OR_RETURN(auto ok, protocol::decode_hello_ok(reply.body));
+    if ((ok.flags & 1u) == 0) {
+      return make_error(ErrorCode::kCorrupt, "test", "", "HelloOk without the seal flag");
+    }
+    XFER_ASSIGN_OR_RETURN(auto shared,
+                          pair.agree(std::span<const std::uint8_t, 32>(ok.public_key)));
+    XFER_ASSIGN_OR_RETURN(
+        auto keys, protocol::derive_keys(shared, session.data_token(), hello.nonce, ok.nonce));
+    XFER_ASSIGN_OR_RETURN(auto send, protocol::FrameCipher::create(keys.client_to_server));
+    XFER_ASSIGN_OR_RETURN(auto recv, protocol::FrameCipher::create(keys.server_to_client));
+    fc.enable_sealing(std::move(send), std::move(recv));
+    return reply;
+  }
+
   // A data connection past a successful (unsealed) handshake.
   std::unique_ptr<FrameConn> connected(const v1::Session& session) {
     auto fc = dial(session);
     if (!fc) return nullptr;
-    auto reply = plain_hello(*fc, session.data_token());
+    auto reply = plain_hello(*fc, session.session_id(), session.data_token());
     EXPECT_TRUE(reply.ok()) << (reply.ok() ? "" : reply.error().message());
     if (!reply) return nullptr;
     EXPECT_EQ(reply->h.type, FrameType::kHelloOk) << describe(*reply);
@@ -341,19 +383,53 @@ TEST_F(ServerProtocol, CorruptDataPayloadIsRetryableAndStreamStaysInSync) {
   EXPECT_TRUE(read_local(root_ / "p.bin") == small);
 }
 
-// 2. A Hello with a data token the server never issued.
+// 2. A Hello whose credential does not prove the session's data token (or
+// names no session, or is the bare token of the old protocol): refused with
+// "invalid or expired data token", then the connection is closed.
 TEST_F(ServerProtocol, WrongDataTokenIsRefusedAndClosed) {
   auto session = open_session(token());
-  auto fc = dial(session);
-  ASSERT_TRUE(fc);
   std::string wrong = session.data_token();
   wrong[0] = wrong[0] == 'a' ? 'b' : 'a';
-  auto reply = plain_hello(*fc, wrong);
-  ASSERT_TRUE(reply.ok()) << reply.error().message();
-  auto e = error_of(*reply);
-  EXPECT_EQ(e.code, static_cast<std::uint32_t>(ErrorCode::kPermission));
-  EXPECT_NE(e.message.find("invalid or expired data token"), std::string::npos) << e.message;
-  expect_closed(*fc);
+  protocol::Hello zero;
+  const std::vector<std::pair<std::string, std::string>> credentials = {
+      {"proof of another token",
+       protocol::hello_credential(session.session_id(), wrong, zero.public_key, zero.nonce)},
+      {"unknown session id",
+       protocol::hello_credential("0123456789abcdef", session.data_token(), zero.public_key,
+                                  zero.nonce)},
+      {"bare data token", session.data_token()},
+      {"empty", ""},
+      {"id without proof", session.session_id() + ":"},
+  };
+  for (const auto& [what, credential] : credentials) {
+    SCOPED_TRACE(what);
+    auto fc = dial(session);
+    ASSERT_TRUE(fc);
+    auto reply = raw_hello(*fc, credential, zero);
+    ASSERT_TRUE(reply.ok()) << reply.error().message();
+    auto e = error_of(*reply);
+    EXPECT_EQ(reply->h.id, 0u);
+    EXPECT_EQ(e.code, static_cast<std::uint32_t>(ErrorCode::kPermission)) << e.message;
+    EXPECT_NE(e.message.find("invalid or expired data token"), std::string::npos) << e.message;
+    expect_closed(*fc);
+  }
+  // A proof made for another nonce does not transfer to this Hello.
+  {
+    auto fc = dial(session);
+    ASSERT_TRUE(fc);
+    protocol::Hello other = zero;
+    other.nonce[0] = 1;
+    auto reply = raw_hello(
+        *fc,
+        protocol::hello_credential(session.session_id(), session.data_token(), zero.public_key,
+                                   zero.nonce),
+        other);
+    ASSERT_TRUE(reply.ok()) << reply.error().message();
+    EXPECT_EQ(error_of(*reply).code, static_cast<std::uint32_t>(ErrorCode::kPermission));
+    expect_closed(*fc);
+  }
+  // The session itself still works.
+  EXPECT_TRUE(connected(session) != nullptr);
 }
 
 // 3. Something that is not an xfer client: closed without a word, and the
@@ -387,6 +463,7 @@ TEST_F(ServerProtocol, DamagedHeaderIsAnErrorThenClose) {
   ASSERT_TRUE(reply.ok()) << reply.error().message();
   auto e = error_of(*reply);
   EXPECT_EQ(e.code, static_cast<std::uint32_t>(ErrorCode::kCorrupt)) << e.message;
+  EXPECT_EQ(e.retry, static_cast<std::uint32_t>(RetryClass::kFatal)) << e.message;
   EXPECT_EQ(reply->h.id, 0u) << "the id of a damaged header is not trusted";
   expect_closed(*fc);
 }
@@ -481,7 +558,7 @@ TEST_F(ServerProtocol, SealedSessionRefusesPlainHelloAndCarriesSealedFrames) {
   {
     auto fc = dial(session);
     ASSERT_TRUE(fc);
-    auto reply = plain_hello(*fc, session.data_token());
+    auto reply = plain_hello(*fc, session.session_id(), session.data_token());
     ASSERT_TRUE(reply.ok()) << reply.error().message();
     auto e = error_of(*reply);
     EXPECT_EQ(e.code, static_cast<std::uint32_t>(ErrorCode::kPermission));
@@ -490,32 +567,11 @@ TEST_F(ServerProtocol, SealedSessionRefusesPlainHelloAndCarriesSealedFrames) {
   }
   auto fc = dial(session);
   ASSERT_TRUE(fc);
-  auto pair = protocol::KeyPair::generate();
-  ASSERT_TRUE(pair.ok());
-  protocol::Hello hello;
-  hello.flags = 1;
-  hello.data_token = session.data_token();
-  hello.public_key = pair->public_key();
-  ASSERT_TRUE(protocol::random_bytes(hello.nonce).ok());
-  std::vector<std::byte> payload;
-  protocol::encode(hello, payload);
-  ASSERT_TRUE(send_magic(*fc).ok());
-  ASSERT_TRUE(fc->send(header(FrameType::kHello), payload).ok());
-  auto reply = recv_frame(*fc);
+  auto reply = sealed_hello(*fc, session);
   ASSERT_TRUE(reply.ok()) << reply.error().message();
   ASSERT_EQ(reply->h.type, FrameType::kHelloOk) << describe(*reply);
   EXPECT_EQ(reply->h.flags & protocol::kFlagSealed, 0) << "HelloOk itself is never sealed";
-  auto ok = protocol::decode_hello_ok(reply->body);
-  ASSERT_TRUE(ok.ok());
-  EXPECT_EQ(ok->flags & 1u, 1u);
-  auto shared = pair->agree(std::span<const std::uint8_t, 32>(ok->public_key));
-  ASSERT_TRUE(shared.ok());
-  auto keys = protocol::derive_keys(*shared, session.data_token(), hello.nonce, ok->nonce);
-  ASSERT_TRUE(keys.ok());
-  auto send = protocol::FrameCipher::create(keys->client_to_server);
-  auto recv = protocol::FrameCipher::create(keys->server_to_client);
-  ASSERT_TRUE(send.ok() && recv.ok());
-  fc->enable_sealing(std::move(*send), std::move(*recv));
+  ASSERT_TRUE(fc->sealed());
 
   auto data = pattern(70'000, 7);
   auto put = call(*fc, header(FrameType::kPutFile, 1), encode_put_file("/sealed.bin", data));
@@ -548,14 +604,12 @@ TEST_F(ServerProtocol, SealedFrameWithBadTagIsAnErrorThenClose) {
   ASSERT_TRUE(pair.ok());
   protocol::Hello hello;
   hello.flags = 1;
-  hello.data_token = session.data_token();
   hello.public_key = pair->public_key();
   ASSERT_TRUE(protocol::random_bytes(hello.nonce).ok());
-  std::vector<std::byte> payload;
-  protocol::encode(hello, payload);
-  ASSERT_TRUE(send_magic(*fc).ok());
-  ASSERT_TRUE(fc->send(header(FrameType::kHello), payload).ok());
-  auto reply = recv_frame(*fc);
+  auto reply = raw_hello(*fc,
+                         protocol::hello_credential(session.session_id(), session.data_token(),
+                                                    hello.public_key, hello.nonce),
+                         hello);
   ASSERT_TRUE(reply.ok());
   ASSERT_EQ(reply->h.type, FrameType::kHelloOk) << describe(*reply);
   auto ok = protocol::decode_hello_ok(reply->body);

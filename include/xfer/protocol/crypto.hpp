@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 
 #include "xfer/core/result.hpp"
@@ -66,6 +67,21 @@ class FrameCipher {
   void* ctx_ = nullptr;  // EVP_CIPHER_CTX*
   std::uint64_t counter_ = 0;
 };
+
+// What a Hello carries instead of the data token (docs/protocol.md,
+// "Handshake"): "<session_id>:<proof>", proof = lowercase hex
+// HMAC-SHA256(key = data_token, "xfer/1 hello" || public_key || nonce).
+// The data token itself never travels on the data connection.
+std::string hello_credential(std::string_view session_id, std::string_view data_token,
+                             std::span<const std::uint8_t, 32> public_key,
+                             std::span<const std::uint8_t, 16> nonce);
+// Splits a credential into session id and proof; false when malformed.
+bool split_hello_credential(std::string_view credential, std::string& session_id,
+                            std::string& proof);
+// Recomputes the proof and compares in constant time.
+bool check_hello_proof(std::string_view proof, std::string_view data_token,
+                       std::span<const std::uint8_t, 32> public_key,
+                       std::span<const std::uint8_t, 16> nonce);
 
 // Cryptographically random bytes (RAND_bytes).
 Status random_bytes(std::span<std::uint8_t> out);

@@ -431,7 +431,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     for (unsigned i = 0; i < streams; ++i) {
       XFER_ASSIGN_OR_RETURN(UniqueFd fd, protocol::tcp_connect(host, hp.second));
       auto conn = std::make_shared<ClientConn>(std::move(fd), i);
-      XFER_TRY(hello(*conn, session.data_token(), encrypt_));
+      XFER_TRY(hello(*conn, session.session_id(), session.data_token(), encrypt_));
       conn->start_reader();
       conns_.push_back(std::move(conn));
     }
@@ -449,19 +449,21 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     return ok_status();
   }
 
-  Status hello(ClientConn& conn, const std::string& data_token, bool seal) {
+  Status hello(ClientConn& conn, const std::string& session_id, const std::string& data_token,
+               bool seal) {
     FrameConn& fc = conn.frames();
     XFER_TRY(fc.send_raw(std::as_bytes(std::span(protocol::kMagic))));
     protocol::Hello h;
-    h.data_token = data_token;
     std::optional<protocol::KeyPair> pair;
+    XFER_TRY(protocol::random_bytes(h.nonce));
     if (seal) {
       XFER_ASSIGN_OR_RETURN(auto kp, protocol::KeyPair::generate());
       pair.emplace(std::move(kp));
       h.flags = 1;
       h.public_key = pair->public_key();
-      XFER_TRY(protocol::random_bytes(h.nonce));
     }
+    // The data token never travels here: only a proof of it.
+    h.data_token = protocol::hello_credential(session_id, data_token, h.public_key, h.nonce);
     std::vector<std::byte> payload;
     protocol::encode(h, payload);
     FrameHeader fh;
