@@ -321,7 +321,7 @@ Status DataServer::handshake(FrameConn& fc, std::shared_ptr<DataSession>& sessio
       auto shared = pair->agree(std::span<const std::uint8_t, 32>(hello->public_key));
       if (shared) {
         XFER_TRY(protocol::random_bytes(ok.nonce));
-        auto k = protocol::derive_keys(*shared, hello->data_token, hello->nonce, ok.nonce);
+        auto k = protocol::derive_keys(*shared, session->data_token, hello->nonce, ok.nonce);
         if (k)
           keys = *k;
         else

@@ -19,6 +19,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <future>
 #include <random>
 #include <set>
 #include <thread>
@@ -61,18 +62,20 @@ struct LocalTraits {
 // A full xferd in this process (gRPC control + TCP data server) serving a
 // fresh temporary root, with authentication on; the backend talks to it
 // over loopback with a read-write token for the whole root. Paths are
-// server paths ("/a/b").
-struct XferTraits {
-  static constexpr const char* kName = "xfer";
+// server paths ("/a/b"). kSealed: the data channel is sealed (AES-GCM), as
+// it is by default for every server that is not on loopback.
+template <bool kSealed>
+struct XferTraitsT {
+  static constexpr const char* kName = kSealed ? "xfer_sealed" : "xfer";
   static constexpr bool kHasIdentity = false;
-  static constexpr bool kSmallSourcesAreSnapshots = true;
+  static constexpr bool kSmallSourcesAreSnapshots = false;
   static constexpr const char* kSecret = "conformance-secret-0123456789abcdef";
   std::filesystem::path base;  // holds root/ and state/ (state_dir outside the root)
   std::filesystem::path dir;   // the served root
   std::unique_ptr<server::Server> server;
   std::string token;
 
-  XferTraits() {
+  XferTraitsT() {
     base = std::filesystem::temp_directory_path() /
            ("xfer_confx_" + std::to_string(::getpid()) + "_" + std::to_string(traits_counter()++));
     dir = base / "root";
@@ -107,7 +110,7 @@ struct XferTraits {
     }
     token = *issued;
   }
-  ~XferTraits() {
+  ~XferTraitsT() {
     if (server) server->shutdown(2);
     server.reset();
     std::filesystem::remove_all(base);
@@ -121,6 +124,7 @@ struct XferTraits {
     }
     EndpointOptions options;
     options.token = token;
+    options.encrypt = kSealed ? 1 : -1;  // -1: auto, plaintext on loopback
     auto b = make_xfer_backend(*url, options);
     if (!b) {
       ADD_FAILURE() << "make_xfer_backend: " << b.error().message();
@@ -130,6 +134,8 @@ struct XferTraits {
   }
   std::string root() const { return "/"; }
 };
+using XferTraits = XferTraitsT<false>;
+using XferSealedTraits = XferTraitsT<true>;
 
 std::vector<std::byte> pattern(std::size_t n, std::uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -682,6 +688,49 @@ TYPED_TEST(BackendConformance, IdentityFieldsWhenKnown) {
     EXPECT_EQ(a->device, 0u);
     EXPECT_EQ(a->inode, 0u);
   }
+}
+
+// ---- sealed sessions -----------------------------------------------------------
+//
+// What every xfer:// transfer to a server that is not on loopback uses by
+// default. Not (yet) a BackendTypes entry: while sealed data connections are
+// broken every call waits for the client's 120 s reply timeout, so this test
+// runs the round trips under a watchdog that stops the server after 10 s.
+// Once it passes, XferSealedTraits can join BackendTypes.
+TEST(XferSealedConformance, FilesRoundTripOverASealedSession) {
+  XferSealedTraits traits;
+  std::unique_ptr<Backend> backend = traits.make();
+  ASSERT_TRUE(backend != nullptr);
+  auto work = std::async(std::launch::async, [&]() -> std::string {
+    // 0 bytes and 100 KiB: whole-file frames and inline reads; 3 MiB + 1:
+    // open/write/commit and streamed reads.
+    for (std::size_t size :
+         {std::size_t{0}, std::size_t{100 * 1024}, std::size_t{(3u << 20) + 1}}) {
+      const std::string path = "/sealed" + std::to_string(size);
+      auto data = pattern(size, 70 + size);
+      SinkOptions so;
+      so.size = size;
+      auto sink = backend->open_sink(path, so);
+      if (!sink) return path + ": open_sink: " + sink.error().message();
+      if (Status w = (*sink)->write_at(Offset{0}, data); !w.ok())
+        return path + ": write: " + w.error().message();
+      if (Status c = (*sink)->commit(); !c.ok()) return path + ": commit: " + c.error().message();
+      auto src = backend->open_source(path);
+      if (!src) return path + ": open_source: " + src.error().message();
+      std::vector<std::byte> back(size);
+      auto n = (*src)->read_at(Offset{0}, back);
+      if (!n) return path + ": read: " + n.error().message();
+      back.resize(*n);
+      if (back != data) return path + ": read back differs";
+    }
+    return "";
+  });
+  if (work.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+    ADD_FAILURE() << "no answer in 10 s over a sealed session; stopping the server";
+    traits.server->shutdown(0);
+  }
+  EXPECT_EQ(work.get(), "");
+  backend.reset();
 }
 
 }  // namespace

@@ -160,7 +160,7 @@ class ServerProtocol : public ::testing::Test {
     return session;
   }
 
-  // A TCP connection to the data server; reads time out after 5 s so a
+  // A TCP connection to the data server; reads time out after 3 s so a
   // server that never answers fails the test instead of hanging it.
   std::unique_ptr<FrameConn> dial(const v1::Session& session) {
     std::string address =
@@ -172,7 +172,7 @@ class ServerProtocol : public ::testing::Test {
     EXPECT_TRUE(fd.ok()) << (fd.ok() ? "" : fd.error().message());
     if (!fd) return nullptr;
     timeval tv{};
-    tv.tv_sec = 5;
+    tv.tv_sec = 3;
     ::setsockopt(fd->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     return std::make_unique<FrameConn>(std::move(*fd));
   }
@@ -220,12 +220,9 @@ class ServerProtocol : public ::testing::Test {
     hello.flags = 1;
     hello.public_key = pair.public_key();
     XFER_TRY(protocol::random_bytes(hello.nonce));
-    XFER_ASSIGN_OR_RETURN(
-        Frame reply,
-        raw_hello(fc,
-                  protocol::hello_credential(session.session_id(), session.data_token(),
-                                             hello.public_key, hello.nonce),
-                  hello));
+    const std::string credential = protocol::hello_credential(
+        session.session_id(), session.data_token(), hello.public_key, hello.nonce);
+    XFER_ASSIGN_OR_RETURN(Frame reply, raw_hello(fc, credential, hello));
     if (reply.h.type != FrameType::kHelloOk) return reply;
     XFER_ASSIGN_OR_RETURN(auto ok, protocol::decode_hello_ok(reply.body));
     if ((ok.flags & 1u) == 0) {
@@ -277,8 +274,12 @@ class ServerProtocol : public ::testing::Test {
     return e.ok() ? *e : protocol::ErrorBody{};
   }
 
-  // The peer closed the connection (EOF or reset), rather than going quiet.
+  // The peer closed the connection (EOF or reset) rather than going quiet:
+  // nothing more arrives, and the end comes within 1 s.
   static void expect_closed(FrameConn& fc) {
+    timeval tv{};
+    tv.tv_sec = 1;
+    ::setsockopt(fc.fd(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     auto h = fc.recv_header();
     ASSERT_FALSE(h.ok()) << "got another frame: " << protocol::to_string(h->type);
     EXPECT_NE(h.error().sys_errno, EAGAIN) << "connection still open (read timed out)";
@@ -394,9 +395,8 @@ TEST_F(ServerProtocol, WrongDataTokenIsRefusedAndClosed) {
   const std::vector<std::pair<std::string, std::string>> credentials = {
       {"proof of another token",
        protocol::hello_credential(session.session_id(), wrong, zero.public_key, zero.nonce)},
-      {"unknown session id",
-       protocol::hello_credential("0123456789abcdef", session.data_token(), zero.public_key,
-                                  zero.nonce)},
+      {"unknown session id", protocol::hello_credential("0123456789abcdef", session.data_token(),
+                                                        zero.public_key, zero.nonce)},
       {"bare data token", session.data_token()},
       {"empty", ""},
       {"id without proof", session.session_id() + ":"},
@@ -419,11 +419,10 @@ TEST_F(ServerProtocol, WrongDataTokenIsRefusedAndClosed) {
     ASSERT_TRUE(fc);
     protocol::Hello other = zero;
     other.nonce[0] = 1;
-    auto reply = raw_hello(
-        *fc,
-        protocol::hello_credential(session.session_id(), session.data_token(), zero.public_key,
-                                   zero.nonce),
-        other);
+    auto reply = raw_hello(*fc,
+                           protocol::hello_credential(session.session_id(), session.data_token(),
+                                                      zero.public_key, zero.nonce),
+                           other);
     ASSERT_TRUE(reply.ok()) << reply.error().message();
     EXPECT_EQ(error_of(*reply).code, static_cast<std::uint32_t>(ErrorCode::kPermission));
     expect_closed(*fc);
