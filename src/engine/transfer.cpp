@@ -684,8 +684,17 @@ void Engine::finalize_chunked(std::shared_ptr<ChunkedFile> file) {
     (void)file->sink->suspend();
     return;
   }
-  (void)file->sink->abort();
-  if (ckpt_) ckpt_->reset_file(file->key);
+  // An unreachable endpoint (connection lost, server restarted) says nothing
+  // about the bytes already at the destination: keep the resumable partial
+  // and its journal, so the retry below (or a re-run) sends only the rest.
+  const bool keep_partial = ckpt_ && failure->code == ErrorCode::kUnavailable &&
+                            roots_[file->task.root].destination->capabilities().resume;
+  if (keep_partial) {
+    (void)file->sink->suspend();
+  } else {
+    (void)file->sink->abort();
+    if (ckpt_) ckpt_->reset_file(file->key);
+  }
   counters_.bytes_done.fetch_sub(file->bytes_counted.exchange(0), std::memory_order_relaxed);
   Error e = *failure;
   if (e.path.empty()) e.path = file->task.source;

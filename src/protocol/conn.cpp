@@ -226,14 +226,14 @@ Status FrameConn::read_exact(std::span<std::byte> out) {
     ssize_t r;
     if (want >= rbuf_.size() / 2) {
       // Large payloads go straight to their destination.
-      r = ::recv(fd_.get(), out.data() + done, want, 0);
+      r = ::read(fd_.get(), out.data() + done, want);
       if (r > 0) {
         done += static_cast<std::size_t>(r);
         bytes_received_.fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
         continue;
       }
     } else {
-      r = ::recv(fd_.get(), rbuf_.data(), rbuf_.size(), 0);
+      r = ::read(fd_.get(), rbuf_.data(), rbuf_.size());
       if (r > 0) {
         bytes_received_.fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
         rpos_ = 0;

@@ -92,6 +92,7 @@ class FrameConn {
  private:
   Status write_all(std::span<const std::byte> a, std::span<const std::byte> b,
                    std::span<const std::byte> c);
+  // read(2), not recv(2): the bytes then show in /proc/PID/io (rchar).
   Status read_exact(std::span<std::byte> out);
   Status flush_locked();
 

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "harness.hpp"
+#include "xferd_harness.hpp"
 
 namespace xfer_it {
 namespace {
@@ -25,14 +26,18 @@ std::string S(const fs::path& p) {
   return p.string();
 }
 
-std::uint64_t wchar_of(pid_t pid) {
+std::uint64_t io_counter(pid_t pid, const std::string& name) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/io");
   std::string key;
   std::uint64_t value = 0;
   while (in >> key >> value) {
-    if (key == "wchar:") return value;
+    if (key == name + ":") return value;
   }
   return 0;
+}
+
+std::uint64_t wchar_of(pid_t pid) {
+  return io_counter(pid, "wchar");
 }
 
 struct KillOutcome {
@@ -188,6 +193,197 @@ TEST_F(CrashResume, TreeKilled20TimesEndsIdentical) {
   EXPECT_GE(kills, 10);
 }
 
+// ---- client -> xferd (issue 4: the same guarantees over the xfer protocol) ----
+
+class CrashResumeXferd : public XferTest {
+ protected:
+  void SetUp() override {
+    XferTest::SetUp();
+    if (xferd_bin().empty()) GTEST_SKIP() << "XFERD_BIN not set";
+    server_ = std::make_unique<XferdProcess>(tmp() / "server");
+    ASSERT_TRUE(server_->start());
+    token_ = server_->token("/", true);
+  }
+  void TearDown() override {
+    server_.reset();
+    XferTest::TearDown();
+  }
+  std::vector<std::string> remote(std::vector<std::string> args) {
+    args.push_back("--token");
+    args.push_back(token_);
+    return args;
+  }
+  std::unique_ptr<XferdProcess> server_;
+  std::string token_;
+};
+
+TEST_F(CrashResumeXferd, ClientKilled20TimesLargeUploadResumesWithoutResending) {
+  constexpr std::uint64_t kSize = 256ull << 20, kChunk = 2ull << 20;
+  constexpr int kStreams = 4, kKills = 20;
+  fs::path src = tmp() / "big.bin";
+  {
+    std::mt19937_64 rng(17);
+    write_file(src, random_bytes(rng, kSize));
+  }
+  const auto args = remote({"cp", "--json", "--no-zero-copy", "--bwlimit", "40M", "--chunk-size",
+                            "2M", "--chunk-parallelism", std::to_string(kStreams), "--streams",
+                            std::to_string(kStreams), S(src), server_->url("/big.copy")});
+  const fs::path dst = server_->root() / "big.copy";
+  std::mt19937_64 rng(4242);
+  std::uniform_int_distribution<int> delay_ms(150, 400);
+  std::uint64_t written = 0;
+  int kills = 0;
+  bool finished = false;
+  for (int i = 0; i < kKills; ++i) {
+    auto k = run_and_kill(args, std::chrono::milliseconds(delay_ms(rng)));
+    if (!k.killed) {
+      ASSERT_EQ(k.result.exit_code, 0) << k.result.describe();
+      written += json_number(k.result.out, "bytes");
+      finished = true;
+      break;
+    }
+    ++kills;
+    written += k.written;
+    if (lexists(dst)) ASSERT_TRUE(files_equal(src, dst)) << "partial file under the final name";
+  }
+  if (!finished) {
+    auto last = run_xfer(args);
+    ASSERT_EQ(last.exit_code, 0) << last.describe();
+    written += json_number(last.out, "bytes");
+  }
+  ASSERT_TRUE(files_equal(src, dst));
+  // The server dropped each killed client's session; the resumable partial
+  // was published by the last run: nothing hidden is left.
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(xfer_hidden_files(server_->root()), std::vector<std::string>{});
+  const std::uint64_t resent = written > kSize ? written - kSize : 0;
+  std::printf(
+      "[info] %d client kills; %.1f MiB sent for a %.0f MiB file: %.1f MiB re-sent "
+      "(%.2f chunks per kill per stream)\n",
+      kills, written / 1048576.0, kSize / 1048576.0, resent / 1048576.0,
+      kills ? resent / double(kChunk) / kills / kStreams : 0.0);
+  EXPECT_LE(resent, static_cast<std::uint64_t>(kills) * kStreams * kChunk + (1u << 20));
+  EXPECT_GE(kills, 10) << "the runs finished too fast to be killed mid-way";
+}
+
+TEST_F(CrashResumeXferd, ClientKilled20TimesTreeUploadEndsIdentical) {
+  TreeSpec spec;
+  spec.seed = 12;
+  spec.dirs = 30;
+  spec.files = 2000;
+  spec.min_size = 16 << 10;
+  spec.max_size = 128 << 10;
+  spec.symlinks = 10;
+  fs::path src = tmp() / "tree";
+  generate_tree(src, spec);
+  std::uint64_t total = 0;
+  for (auto& e : fs::recursive_directory_iterator(src)) {
+    if (e.is_regular_file() && !e.is_symlink()) total += e.file_size();
+  }
+  constexpr int kWorkers = 8;
+  const auto args = remote({"cp", "-r", "--json", "--no-zero-copy", "--bwlimit", "20M", "--workers",
+                            std::to_string(kWorkers), S(src), server_->url("/copy")});
+  std::mt19937_64 rng(77);
+  std::uniform_int_distribution<int> delay_ms(150, 350);
+  std::uint64_t written = 0;
+  int kills = 0;
+  bool finished = false;
+  for (int i = 0; i < 20; ++i) {
+    auto k = run_and_kill(args, std::chrono::milliseconds(delay_ms(rng)));
+    if (!k.killed) {
+      ASSERT_EQ(k.result.exit_code, 0) << k.result.describe();
+      written += json_number(k.result.out, "bytes");
+      finished = true;
+      break;
+    }
+    ++kills;
+    written += k.written;
+  }
+  if (!finished) {
+    auto last = run_xfer(args);
+    ASSERT_EQ(last.exit_code, 0) << last.describe();
+    written += json_number(last.out, "bytes");
+  }
+  EXPECT_TRUE(compare_trees(src, server_->root() / "copy"));
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(xfer_hidden_files(server_->root()), std::vector<std::string>{});
+  const std::uint64_t resent = written > total ? written - total : 0;
+  std::printf("[info] %d client kills; %.1f MiB sent for %.1f MiB of files: %.1f MiB re-sent\n",
+              kills, written / 1048576.0, total / 1048576.0, resent / 1048576.0);
+  // Per kill at most the files in flight (one per worker, 128 KiB at most),
+  // those finished during the last journal fsync, and frame overhead.
+  EXPECT_LE(resent, static_cast<std::uint64_t>(kills) * 2 * kWorkers * (128u << 10) + (2u << 20));
+  EXPECT_GE(kills, 10);
+}
+
+// The server is SIGKILLed at random moments while a client uploads; the
+// client reports the lost server and gives up after its retries; the server
+// is restarted and the same command resumes. Bytes the servers received in
+// all, minus the file, is what was sent twice.
+TEST_F(CrashResumeXferd, ServerKilled20TimesLargeUploadResumes) {
+  constexpr std::uint64_t kSize = 256ull << 20, kChunk = 2ull << 20;
+  constexpr int kStreams = 4, kKills = 20;
+  fs::path src = tmp() / "big.bin";
+  {
+    std::mt19937_64 rng(23);
+    write_file(src, random_bytes(rng, kSize));
+  }
+  const auto args = remote({"cp", "--json", "--no-zero-copy", "--bwlimit", "40M", "--chunk-size",
+                            "2M", "--chunk-parallelism", std::to_string(kStreams), "--streams",
+                            std::to_string(kStreams), S(src), server_->url("/big.copy")});
+  const fs::path dst = server_->root() / "big.copy";
+  std::mt19937_64 rng(5151);
+  std::uniform_int_distribution<int> delay_ms(150, 400);
+  std::uint64_t received = 0;
+  int kills = 0;
+  bool finished = false;
+  for (int i = 0; i < kKills && !finished; ++i) {
+    std::thread killer;
+    std::uint64_t got = 0;
+    std::atomic<bool> killed{false};
+    const pid_t server_pid = server_->pid();
+    auto r = run_xfer(args, 120s, [&](pid_t) {
+      killer = std::thread([&, server_pid] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
+        got = io_counter(server_pid, "rchar");
+        server_->kill9();
+        killed = true;
+      });
+    });
+    if (killer.joinable()) killer.join();
+    if (r.exit_code == 0) {
+      // Finished before the kill landed.
+      received += got;
+      finished = true;
+      ASSERT_TRUE(server_->restart());
+      break;
+    }
+    ASSERT_TRUE(killed.load());
+    ++kills;
+    received += got;
+    EXPECT_TRUE(icontains(r.err, "server") || icontains(r.err, "connect"))
+        << "the client must say what went wrong: " << r.describe();
+    EXPECT_LT(r.seconds, 60.0) << "the client must give up in bounded time";
+    if (lexists(dst)) ASSERT_TRUE(files_equal(src, dst)) << "partial file under the final name";
+    ASSERT_TRUE(server_->restart());
+  }
+  if (!finished) {
+    const std::uint64_t before = io_counter(server_->pid(), "rchar");
+    auto last = run_xfer(args);
+    ASSERT_EQ(last.exit_code, 0) << last.describe();
+    received += io_counter(server_->pid(), "rchar") - before;
+  }
+  ASSERT_TRUE(files_equal(src, dst));
+  EXPECT_EQ(xfer_hidden_files(server_->root()), std::vector<std::string>{});
+  const std::uint64_t resent = received > kSize ? received - kSize : 0;
+  std::printf(
+      "[info] %d server kills; servers received %.1f MiB for a %.0f MiB file: %.1f MiB "
+      "twice (%.2f chunks per kill per stream)\n",
+      kills, received / 1048576.0, kSize / 1048576.0, resent / 1048576.0,
+      kills ? resent / double(kChunk) / kills / kStreams : 0.0);
+  EXPECT_LE(resent, static_cast<std::uint64_t>(kills) * kStreams * kChunk + (2u << 20));
+  EXPECT_GE(kills, 10);
+}
 }  // namespace
 }  // namespace xfer_it
 
