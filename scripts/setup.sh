@@ -13,8 +13,10 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev libspdlog-dev
   libfmt-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libzstd-dev
   libssl-dev liburing-dev zlib1g-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   # test and benchmark peers / tools
-  rsync rclone gnuplot-nox fio time python3 util-linux coreutils
+  rsync rclone gnuplot-nox fio time python3 util-linux coreutils openssl
+  openssh-server openssh-client iperf3
 )
 
 missing=()
