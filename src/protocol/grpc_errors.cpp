@@ -105,7 +105,8 @@ Error from_grpc(const grpc::Status& status, const grpc::ClientContext& context,
   }
   std::string detail = status.error_message();
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE && !exact) {
-    detail = "server unreachable: " + detail;
+    detail = "server unreachable (is xferd running there, and does it use TLS: --tls/--tls-ca?): " +
+             detail;
   }
   return make_error(code, operation, path, detail, retry);
 }
