@@ -226,6 +226,10 @@ void DataServer::accept_loop() {
 
 void DataServer::serve(const std::shared_ptr<Conn>& conn) {
   FrameConn& fc = conn->fc;
+  struct ShutdownOnExit {
+    FrameConn& fc;
+    ~ShutdownOnExit() { fc.shutdown(); }
+  } shutdown_on_exit{fc};
   std::shared_ptr<DataSession> session;
   // A client that connects and says nothing is dropped after 10 s.
   set_recv_timeout(fc.fd(), std::chrono::seconds(10));
@@ -432,6 +436,7 @@ Status DataServer::serve_frames(FrameConn& fc, DataSession& session) {
             });
         if (!rs.ok() && rs.error().retry == RetryClass::kFatal &&
             rs.error().code == ErrorCode::kCorrupt && fc.sealed()) {
+          (void)send_error(fc, h.id, h.offset, rs.error());
           return rs;  // a frame that fails authentication ends the connection
         }
         if (!rs.ok() && rs.error().code == ErrorCode::kUnavailable) return rs;
@@ -453,7 +458,10 @@ Status DataServer::serve_frames(FrameConn& fc, DataSession& session) {
         buf.resize(plain);
         Status rs = fc.recv_payload(h, std::span<std::byte>(buf));
         if (!rs.ok()) {
-          if (rs.error().retry == RetryClass::kFatal) return rs;
+          if (rs.error().retry == RetryClass::kFatal) {
+            (void)send_error(fc, h.id, h.offset, rs.error());
+            return rs;
+          }
           XFER_TRY(send_error(fc, h.id, 0, rs.error()));
           break;
         }

@@ -68,7 +68,7 @@ template <bool kSealed>
 struct XferTraitsT {
   static constexpr const char* kName = kSealed ? "xfer_sealed" : "xfer";
   static constexpr bool kHasIdentity = false;
-  static constexpr bool kSmallSourcesAreSnapshots = false;
+  static constexpr bool kSmallSourcesAreSnapshots = true;
   static constexpr const char* kSecret = "conformance-secret-0123456789abcdef";
   std::filesystem::path base;  // holds root/ and state/ (state_dir outside the root)
   std::filesystem::path dir;   // the served root
@@ -188,14 +188,14 @@ class BackendConformance : public ::testing::Test {
   std::unique_ptr<Backend> backend_;
 };
 
-// Test names read "BackendConformance/local.X" and "BackendConformance/xfer.X".
+// Test names read "BackendConformance/local.X", ".../xfer.X", ".../xfer_sealed.X".
 struct TraitsName {
   template <typename T>
   static std::string GetName(int) {
     return T::kName;
   }
 };
-using BackendTypes = ::testing::Types<LocalTraits, XferTraits>;
+using BackendTypes = ::testing::Types<LocalTraits, XferTraits, XferSealedTraits>;
 TYPED_TEST_SUITE(BackendConformance, BackendTypes, TraitsName);
 
 TYPED_TEST(BackendConformance, StatMissingIsNotFound) {
@@ -692,11 +692,10 @@ TYPED_TEST(BackendConformance, IdentityFieldsWhenKnown) {
 
 // ---- sealed sessions -----------------------------------------------------------
 //
-// What every xfer:// transfer to a server that is not on loopback uses by
-// default. Not (yet) a BackendTypes entry: while sealed data connections are
-// broken every call waits for the client's 120 s reply timeout, so this test
-// runs the round trips under a watchdog that stops the server after 10 s.
-// Once it passes, XferSealedTraits can join BackendTypes.
+// A canary for the typed xfer_sealed runs: a sealed handshake that goes wrong
+// can leave every call waiting for the client's 120 s reply timeout, so this
+// runs a few round trips under a watchdog that stops the server after 10 s
+// and says plainly what broke.
 TEST(XferSealedConformance, FilesRoundTripOverASealedSession) {
   XferSealedTraits traits;
   std::unique_ptr<Backend> backend = traits.make();

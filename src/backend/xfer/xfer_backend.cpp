@@ -628,6 +628,7 @@ class XferSmallSink final : public Sink {
     return n;
   }
   Status commit() override {
+    if (aborted_) return make_error(ErrorCode::kInvalidArgument, "commit", path_, "aborted");
     std::vector<std::byte> meta;
     protocol::encode_put_file_meta(meta_, meta);
     XFER_ASSIGN_OR_RETURN(auto conn, client_->pick());
@@ -642,7 +643,10 @@ class XferSmallSink final : public Sink {
     committed_ = true;
     return ok_status();
   }
-  Status abort() override { return ok_status(); }
+  Status abort() override {
+    aborted_ = true;
+    return ok_status();
+  }
 
  private:
   std::shared_ptr<XferClient> client_;
@@ -650,16 +654,22 @@ class XferSmallSink final : public Sink {
   protocol::FileMeta meta_;
   std::vector<std::byte> data_;
   bool committed_ = false;
+  bool aborted_ = false;
 };
 
 // Larger files: a server-side handle; chunks are written at offsets over
 // every connection; commit publishes.
 class XferSink final : public Sink {
  public:
-  XferSink(std::shared_ptr<XferClient> client, std::string path, std::uint64_t handle, bool resumed)
-      : client_(std::move(client)), path_(std::move(path)), handle_(handle), resumed_(resumed) {}
+  XferSink(std::shared_ptr<XferClient> client, std::string path, std::uint64_t handle, bool resumed,
+           bool resumable)
+      : client_(std::move(client)),
+        path_(std::move(path)),
+        handle_(handle),
+        resumed_(resumed),
+        resumable_(resumable) {}
   ~XferSink() override {
-    if (!finished_) (void)finish(FrameType::kAbort);
+    if (!finished_) (void)finish(resumable_ ? FrameType::kSuspend : FrameType::kAbort);
   }
 
   Status write_at(Offset offset, std::span<const std::byte> data) override {
@@ -734,6 +744,7 @@ class XferSink final : public Sink {
   std::string path_;
   std::uint64_t handle_;
   bool resumed_;
+  bool resumable_;
   bool finished_ = false;
 };
 
@@ -886,8 +897,8 @@ class XferBackend final : public Backend {
       return make_error(ErrorCode::kCorrupt, "open", path, "unexpected reply to an open");
     }
     XFER_ASSIGN_OR_RETURN(auto r, protocol::decode_open_reply(body));
-    return std::unique_ptr<Sink>(
-        new XferSink(client_, std::string(path), handle, (r.flags & 1u) != 0));
+    return std::unique_ptr<Sink>(new XferSink(client_, std::string(path), handle,
+                                              (r.flags & 1u) != 0, !options.resume_name.empty()));
   }
 
  private:
