@@ -58,6 +58,9 @@ int main(int argc, char** argv) {
   app.add_option("-c,--config", config_path, "TOML configuration file (docs/server.md)");
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+  std::string log_format = "text";
+  app.add_option("--log-format", log_format, "text or json (one JSON object per line)")
+      ->check(CLI::IsMember({"text", "json"}));
 
   auto* token = app.add_subcommand("token", "Print a bearer token signed with the server's secret");
   std::string prefix = "/";
@@ -72,6 +75,7 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   xfer::init_logging(log_level);
+  if (log_format == "json") xfer::use_json_logs();
   if (*token) return print_token(config_path, prefix, write, ttl, subject);
   if (config_path.empty()) {
     fmt::print(stderr, "xferd: error: --config FILE is required\n");

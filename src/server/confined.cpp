@@ -101,6 +101,18 @@ class ConfinedBackend final : public Backend {
 
 }  // namespace
 
+Result<std::string> check_token_scope(const ServerRoot& root, const TokenScope& scope,
+                                      std::string_view path, bool write, std::string_view op) {
+  XFER_ASSIGN_OR_RETURN(auto r, root.resolve(path));
+  if (!scope.covers(r.server_path) || !scope.covers(r.canonical_path)) {
+    return make_error(ErrorCode::kPermission, op, r.server_path, "path outside the token's scope");
+  }
+  if (write && !scope.write) {
+    return make_error(ErrorCode::kPermission, op, r.server_path, "token is read-only");
+  }
+  return r.server_path;
+}
+
 std::unique_ptr<Backend> make_confined_backend(std::shared_ptr<const ServerRoot> root) {
   return std::make_unique<ConfinedBackend>(std::move(root));
 }

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "protocol/conn.hpp"
+#include "server/confined.hpp"
 #include "xfer/core/log.hpp"
 #include "xfer/protocol/crypto.hpp"
 #include "xfer/protocol/frame.hpp"
@@ -63,11 +64,6 @@ Status send_ack(FrameConn& fc, std::uint64_t id, std::uint64_t offset, std::uint
   h.offset = offset;
   h.aux = aux;
   return fc.send(h, {});
-}
-
-Error scope_error(std::string_view op, const std::string& path, bool write) {
-  return make_error(ErrorCode::kPermission, op, path,
-                    write ? "token does not allow writing here" : "path outside the token's scope");
 }
 
 }  // namespace
@@ -155,9 +151,13 @@ struct DataServer::Conn {
   std::atomic<bool> done{false};
 };
 
-DataServer::DataServer(std::shared_ptr<Backend> root_backend, SessionRegistry& sessions,
+DataServer::DataServer(std::shared_ptr<Backend> root_backend,
+                       std::shared_ptr<const ServerRoot> root, SessionRegistry& sessions,
                        std::chrono::seconds idle_timeout)
-    : backend_(std::move(root_backend)), sessions_(sessions), idle_timeout_(idle_timeout) {}
+    : backend_(std::move(root_backend)),
+      root_(std::move(root)),
+      sessions_(sessions),
+      idle_timeout_(idle_timeout) {}
 
 DataServer::~DataServer() {
   stop();
@@ -390,10 +390,8 @@ Status DataServer::serve_frames(FrameConn& fc, DataSession& session) {
                       fmt::format("unknown file handle {}", id));
   };
   auto check_scope = [&](const std::string& path, bool write) -> Status {
-    auto norm = normalize_server_path(path);
-    if (!norm) return norm.error();
-    if (!session.scope.covers(*norm)) return scope_error("open", *norm, false);
-    if (write && !session.scope.write) return scope_error("open", *norm, true);
+    auto checked = check_token_scope(*root_, session.scope, path, write, "open");
+    if (!checked) return checked.error();
     return ok_status();
   };
   auto sink_options = [](const protocol::FileMeta& m) {

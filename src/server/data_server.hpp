@@ -21,6 +21,7 @@
 
 #include "xfer/backend/backend.hpp"
 #include "xfer/server/auth.hpp"
+#include "xfer/server/root.hpp"
 
 namespace xfer::protocol {
 class FrameConn;
@@ -67,8 +68,8 @@ class SessionRegistry {
 
 class DataServer {
  public:
-  DataServer(std::shared_ptr<Backend> root_backend, SessionRegistry& sessions,
-             std::chrono::seconds idle_timeout);
+  DataServer(std::shared_ptr<Backend> root_backend, std::shared_ptr<const ServerRoot> root,
+             SessionRegistry& sessions, std::chrono::seconds idle_timeout);
   ~DataServer();
   Status start(const std::string& listen_address);
   std::string address() const { return address_; }
@@ -85,6 +86,7 @@ class DataServer {
   Status serve_frames(protocol::FrameConn& fc, DataSession& session);
 
   std::shared_ptr<Backend> backend_;
+  std::shared_ptr<const ServerRoot> root_;
   SessionRegistry& sessions_;
   std::chrono::seconds idle_timeout_;
   int listen_fd_ = -1;

@@ -67,33 +67,64 @@ Result<ServerRoot::Resolved> ServerRoot::resolve(std::string_view client_path) c
   out.local_path = root_ == "/" ? out.server_path : root_ + out.server_path;
 
   std::size_t last_slash = out.server_path.rfind('/');
+  out.canonical_path = out.server_path;
   if (last_slash == 0) return out;  // the parent is the root itself
-  // "a/b" for "/a/b/c": relative to the root fd.
-  std::string parent = out.server_path.substr(1, last_slash - 1);
+  // "a/b" for "/a/b/c": relative to the root fd; `rest` is what follows it.
+  std::string prefix = out.server_path.substr(1, last_slash - 1);
+  std::string rest = out.server_path.substr(last_slash + 1);
 
-  // One openat2 walks the longest existing prefix of the parent: the kernel
+  // openat2 walks the longest existing prefix of the parent: the kernel
   // stops at the first missing component (ENOENT) or non-directory
   // (ENOTDIR), and fails with EXDEV as soon as a component (a symlink, or a
   // ".." inside a symlink's target) would leave the root, including when the
-  // escaping symlink dangles. Everything it walked before stopping is
-  // therefore beneath the root.
-  for (int attempt = 0;; ++attempt) {
-    long fd = openat2_beneath(fd_.get(), parent.c_str());
+  // escaping symlink dangles. The deepest existing folder is then opened and
+  // its real path read back: that gives the canonical server path (symlinks
+  // on the way resolved), which token scopes are checked against.
+  for (int attempt = 0;;) {
+    long fd = openat2_beneath(fd_.get(), prefix.c_str());
     if (fd >= 0) {
+      char buf[PATH_MAX];
+      std::string link = "/proc/self/fd/" + std::to_string(fd);
+      ssize_t n = ::readlink(link.c_str(), buf, sizeof(buf) - 1);
       ::close(static_cast<int>(fd));
+      if (n <= 0) return errno_error(errno, kResolveOp, out.server_path);
+      std::string real(buf, static_cast<std::size_t>(n));
+      std::string inside;
+      if (root_ == "/") {
+        inside = real;
+      } else if (real == root_) {
+        inside = "/";
+      } else if (real.size() > root_.size() && real.compare(0, root_.size(), root_) == 0 &&
+                 real[root_.size()] == '/') {
+        inside = real.substr(root_.size());
+      } else {
+        return make_error(ErrorCode::kPermission, kResolveOp, out.server_path,
+                          "path escapes the root");
+      }
+      out.canonical_path = inside == "/" ? "/" + rest : inside + "/" + rest;
       return out;
     }
     int err = errno;
     switch (err) {
       case ENOENT:   // creation below a folder that does not exist yet: the
-      case ENOTDIR:  // caller's own call fails with the same errno
-        return out;
+      case ENOTDIR:  // caller's own call fails with the same errno; resolve
+                     // the part that exists
+      {
+        auto slash = prefix.rfind('/');
+        if (slash == std::string::npos) {
+          out.canonical_path = "/" + prefix + "/" + rest;
+          return out;
+        }
+        rest = prefix.substr(slash + 1) + "/" + rest;
+        prefix.resize(slash);
+        continue;
+      }
       case EXDEV:
         return make_error(ErrorCode::kPermission, kResolveOp, out.server_path,
                           "path escapes the root");
       case EINTR:
       case EAGAIN:  // RESOLVE_BENEATH: a concurrent rename/mount raced the walk
-        if (attempt < 16) continue;
+        if (++attempt < 16) continue;
         break;
       case ENOSYS:
         return openat2_unsupported(root_);

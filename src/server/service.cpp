@@ -205,10 +205,12 @@ class JobManager {
 
 class Service final : public v1::Xfer::Service {
  public:
-  Service(const ServerConfig& config, std::shared_ptr<Backend> backend, SessionRegistry& sessions,
-          JobManager& jobs, std::string data_address)
+  Service(const ServerConfig& config, std::shared_ptr<Backend> backend,
+          std::shared_ptr<const ServerRoot> root, SessionRegistry& sessions, JobManager& jobs,
+          std::string data_address)
       : config_(config),
         backend_(std::move(backend)),
+        root_(std::move(root)),
         sessions_(sessions),
         jobs_(jobs),
         data_address_(std::move(data_address)) {}
@@ -494,14 +496,7 @@ class Service final : public v1::Xfer::Service {
 
   Result<std::string> check_scope(const TokenScope& scope, const std::string& path, bool write,
                                   std::string_view op) {
-    XFER_ASSIGN_OR_RETURN(std::string norm, normalize_server_path(path));
-    if (!scope.covers(norm)) {
-      return make_error(ErrorCode::kPermission, op, norm, "path outside the token's scope");
-    }
-    if (write && !scope.write) {
-      return make_error(ErrorCode::kPermission, op, norm, "token is read-only");
-    }
-    return norm;
+    return check_token_scope(*root_, scope, path, write, op);
   }
 
   Result<std::string> authorize(grpc::ServerContext* ctx, const std::string& path, bool write,
@@ -536,6 +531,7 @@ class Service final : public v1::Xfer::Service {
  private:
   const ServerConfig& config_;
   std::shared_ptr<Backend> backend_;
+  std::shared_ptr<const ServerRoot> root_;
   SessionRegistry& sessions_;
   JobManager& jobs_;
   std::string data_address_;
@@ -604,11 +600,12 @@ class ServerImpl final : public Server {
           return std::unique_ptr<Backend>(new SharedBackend(std::move(b)));
         });
     sessions_ = std::make_unique<SessionRegistry>(config_.max_sessions);
-    data_ = std::make_unique<DataServer>(backend_, *sessions_,
+    data_ = std::make_unique<DataServer>(backend_, shared_root, *sessions_,
                                          std::chrono::seconds(config_.session_idle_seconds));
     XFER_TRY(data_->start(config_.data_listen));
     jobs_ = std::make_unique<JobManager>(config_.max_jobs);
-    service_ = std::make_unique<Service>(config_, backend_, *sessions_, *jobs_, data_->address());
+    service_ = std::make_unique<Service>(config_, backend_, shared_root, *sessions_, *jobs_,
+                                         data_->address());
     service_->root_path_ = shared_root->path();
 
     std::shared_ptr<grpc::ServerCredentials> creds;

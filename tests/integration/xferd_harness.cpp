@@ -146,7 +146,8 @@ std::string XferdProcess::log() const {
 }
 
 ::testing::AssertionResult XferdProcess::start(std::chrono::seconds timeout) {
-  if (alive()) return ::testing::AssertionFailure() << "xferd is already running (pid " << pid_ << ")";
+  if (alive())
+    return ::testing::AssertionFailure() << "xferd is already running (pid " << pid_ << ")";
   const std::string bin = xferd_bin();
   if (bin.empty())
     return ::testing::AssertionFailure()
@@ -236,9 +237,9 @@ std::string XferdProcess::log() const {
     int st = 0;
     if (reap_nonblocking(&st)) {
       reaped_ = exit_from_status(st);
-      return ::testing::AssertionFailure() << "xferd " << describe_status(st)
-                                           << " before it was ready; its output:\n"
-                                           << log();
+      return ::testing::AssertionFailure()
+             << "xferd " << describe_status(st) << " before it was ready; its output:\n"
+             << log();
     }
     if (Clock::now() >= deadline) {
       kill9();
@@ -308,8 +309,8 @@ std::string XferdProcess::url(std::string_view path) const {
 }
 
 std::string XferdProcess::token(const std::string& prefix, bool write, long ttl) const {
-  std::vector<std::string> args = {xferd_bin(), "token",  "--config",           config_.string(),
-                                   "--prefix",  prefix,   "--ttl",              std::to_string(ttl),
+  std::vector<std::string> args = {xferd_bin(), "token",  "--config", config_.string(),
+                                   "--prefix",  prefix,   "--ttl",    std::to_string(ttl),
                                    "--subject", "xfer-it"};
   if (write) args.push_back("--write");
   RunResult r = run(args, std::chrono::seconds(30));

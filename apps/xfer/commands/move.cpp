@@ -73,6 +73,8 @@ void register_move(CLI::App& app) {
       req.sources = {s};
       req.destination = dst->url.with_path(target).to_string();
       req.options.recursive = true;
+      req.options.source_endpoint = context().endpoint;
+      req.options.destination_endpoint = context().endpoint;
       RenderOptions render;
       render.json = a->json;
       render.quiet = a->quiet;

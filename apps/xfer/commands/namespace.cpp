@@ -119,7 +119,10 @@ void register_list(CLI::App& app) {
         out.fail(attrs.error());
         continue;
       }
-      if (attrs->type != EntryType::kDirectory) {
+      // "link/" asks for what the link points to, as with ls(1): list it
+      // (a server refuses to follow a link; that error is reported).
+      const bool follow = ep->url.trailing_slash && attrs->type == EntryType::kSymlink;
+      if (attrs->type != EntryType::kDirectory && !follow) {
         if (a->json) {
           print_json(entry_json(base_name(ep->url.path), ep->url.path, *attrs));
         } else if (a->longf) {

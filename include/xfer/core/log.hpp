@@ -11,6 +11,9 @@ namespace xfer {
 // Sets up the "xfer" logger writing to stderr at the given level
 // ("trace".."off"). Safe to call more than once.
 void init_logging(std::string_view level);
+// Switches the logger to one JSON object per line on stderr
+// ({"ts","level","thread","msg"}): structured logs for xferd.
+void use_json_logs();
 spdlog::logger& log();
 
 }  // namespace xfer

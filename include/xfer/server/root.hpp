@@ -30,6 +30,10 @@ class ServerRoot {
   struct Resolved {
     std::string server_path;  // "/a/b"
     std::string local_path;   // "<root>/a/b"
+    // server_path with the symlinks of its existing folders resolved (the
+    // final component as given): what token scopes are checked against, so
+    // a link inside a token's prefix cannot lead outside it.
+    std::string canonical_path;
   };
   Result<Resolved> resolve(std::string_view client_path) const;
 
