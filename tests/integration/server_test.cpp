@@ -331,6 +331,25 @@ TEST_F(Server, NoEncryptFlagDeliversTheSameBytes) {
   EXPECT_FALSE(lexists(srv->root() / "g.bin"));
 }
 
+// Over loopback the client sends buffered by default; sendfile (the path a
+// real network uses) is forced here so it stays tested: same bytes, and the
+// summary counts them as zero-copy.
+TEST_F(Server, SendfilePathDeliversTheSameBytes) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  const std::string token = srv->token();
+  fs::path f = tmp() / "f.bin";
+  ASSERT_NO_FATAL_FAILURE(write_random_file(f, 4, (24u << 20) + 12345));
+  ::setenv("XFER_LOOPBACK_SENDFILE", "1", 1);
+  auto r = xfer(token, {"--no-encrypt", "transfer", "--json", S(f), srv->url("/f.bin")});
+  ::unsetenv("XFER_LOOPBACK_SENDFILE");
+  ASSERT_EXIT_CODE(r, 0);
+  EXPECT_TRUE(files_equal(f, srv->root() / "f.bin"));
+  EXPECT_NE(r.out.find("\"bytes_zero_copy\":" + std::to_string((24u << 20) + 12345)),
+            std::string::npos)
+      << r.out;
+}
+
 // ------------------------------------------------------ 2. namespace commands
 
 TEST_F(Server, ListShowsAllOf3000Entries) {
