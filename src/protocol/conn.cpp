@@ -407,6 +407,22 @@ Result<std::pair<std::string, std::uint16_t>> split_host_port(std::string_view t
   return std::make_pair(host, static_cast<std::uint16_t>(port));
 }
 
+bool peer_is_loopback(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return false;
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    if (IN6_IS_ADDR_LOOPBACK(&a->sin6_addr)) return true;
+    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) return a->sin6_addr.s6_addr[12] == 127;
+  }
+  return false;
+}
+
 void tune_data_socket(int fd) {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

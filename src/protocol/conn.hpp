@@ -119,6 +119,8 @@ Result<UniqueFd> tcp_connect(const std::string& host, std::uint16_t port);
 Result<UniqueFd> tcp_listen(const std::string& host, std::uint16_t port, int backlog = 256);
 // "host:port" of a bound socket.
 std::string local_address(int fd);
+// True when the connected peer's address is a loopback address.
+bool peer_is_loopback(int fd);
 // Tuning applied to every data socket.
 void tune_data_socket(int fd);
 

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -408,6 +409,10 @@ Status DataServer::serve_frames(FrameConn& fc, DataSession& session) {
   };
 
   fc.set_deferred(true);
+  // As on the client: sendfile pays on a real network; over loopback the
+  // buffered path measured faster (docs/protocol.md, "Sessions and flows").
+  const bool peer_loopback =
+      protocol::peer_is_loopback(fc.fd()) && std::getenv("XFER_LOOPBACK_SENDFILE") == nullptr;
   while (!stopping_.load()) {
     // Replies queue up while more requests are already here; they go out
     // before this thread can block waiting for the client.
@@ -579,7 +584,8 @@ Status DataServer::serve_frames(FrameConn& fc, DataSession& session) {
           XFER_TRY(send_error(fc, h.id, h.offset, no_handle(h.id)));
           break;
         }
-        if (handle->source && handle->source->native_handle() >= 0 && !fc.sealed()) {
+        if (handle->source && handle->source->native_handle() >= 0 && !fc.sealed() &&
+            !peer_loopback) {
           const std::uint64_t size = handle->source->attrs().size;
           const std::uint32_t n = static_cast<std::uint32_t>(
               h.offset >= size ? 0 : std::min<std::uint64_t>(want, size - h.offset));
