@@ -395,6 +395,25 @@ Status DataServer::serve_frames(FrameConn& fc, DataSession& session) {
     if (!checked) return checked.error();
     return ok_status();
   };
+  auto add_handle = [&](std::uint64_t id, std::shared_ptr<Handle> handle) -> Status {
+    std::lock_guard lock(session.mu);
+    const std::string path = handle->server_path;
+    if (!session.handles.emplace(id, std::move(handle)).second) {
+      return make_error(ErrorCode::kInvalidArgument, "open", path, "file handle already in use");
+    }
+    return ok_status();
+  };
+  // kOpenOk with `reply`, or kError when the open failed.
+  auto reply_open = [&](std::uint64_t id, const Status& opened,
+                        const protocol::OpenReply& reply) -> Status {
+    if (!opened.ok()) return send_error(fc, id, 0, opened.error());
+    out.clear();
+    protocol::encode(reply, out);
+    FrameHeader r;
+    r.type = FrameType::kOpenOk;
+    r.id = id;
+    return fc.send(r, out);
+  };
   auto sink_options = [](const protocol::FileMeta& m) {
     SinkOptions o;
     o.size = m.size;
@@ -496,23 +515,9 @@ Status DataServer::serve_frames(FrameConn& fc, DataSession& session) {
           auto handle = std::make_shared<Handle>();
           handle->server_path = ow.meta.path;
           handle->sink = std::move(sink);
-          std::lock_guard lock(session.mu);
-          if (!session.handles.emplace(h.id, std::move(handle)).second) {
-            return make_error(ErrorCode::kInvalidArgument, "open", ow.meta.path,
-                              "file handle already in use");
-          }
-          return ok_status();
+          return add_handle(h.id, std::move(handle));
         }();
-        if (!os.ok()) {
-          XFER_TRY(send_error(fc, h.id, 0, os.error()));
-          break;
-        }
-        out.clear();
-        protocol::encode(reply, out);
-        FrameHeader r;
-        r.type = FrameType::kOpenOk;
-        r.id = h.id;
-        XFER_TRY(fc.send(r, out));
+        XFER_TRY(reply_open(h.id, os, reply));
         break;
       }
       case FrameType::kOpenRead: {
@@ -551,23 +556,9 @@ Status DataServer::serve_frames(FrameConn& fc, DataSession& session) {
           auto handle = std::make_shared<Handle>();
           handle->server_path = orq.path;
           handle->source = std::move(src);
-          std::lock_guard lock(session.mu);
-          if (!session.handles.emplace(h.id, std::move(handle)).second) {
-            return make_error(ErrorCode::kInvalidArgument, "open", orq.path,
-                              "file handle already in use");
-          }
-          return ok_status();
+          return add_handle(h.id, std::move(handle));
         }();
-        if (!os.ok()) {
-          XFER_TRY(send_error(fc, h.id, 0, os.error()));
-          break;
-        }
-        out.clear();
-        protocol::encode(reply, out);
-        FrameHeader r;
-        r.type = FrameType::kOpenOk;
-        r.id = h.id;
-        XFER_TRY(fc.send(r, out));
+        XFER_TRY(reply_open(h.id, os, reply));
         break;
       }
       case FrameType::kRead: {

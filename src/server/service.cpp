@@ -15,6 +15,7 @@
 
 #include "protocol/conn.hpp"
 #include "protocol/grpc_errors.hpp"
+#include "protocol/pb_convert.hpp"
 #include "server/confined.hpp"
 #include "server/data_server.hpp"
 #include "xfer/backend/registry.hpp"
@@ -36,49 +37,8 @@ using protocol::to_grpc;
 
 constexpr const char* kRootScheme = "xferd";  // xferd://root/<server path>, jobs only
 
-v1::EntryType to_pb(EntryType t) {
-  switch (t) {
-    case EntryType::kFile:
-      return v1::ENTRY_FILE;
-    case EntryType::kDirectory:
-      return v1::ENTRY_DIRECTORY;
-    case EntryType::kSymlink:
-      return v1::ENTRY_SYMLINK;
-    default:
-      return v1::ENTRY_OTHER;
-  }
-}
-
-void to_pb(const FileAttrs& a, v1::FileAttrs* p) {
-  p->set_type(to_pb(a.type));
-  p->set_size(a.size);
-  p->set_mode(a.mode);
-  p->set_mtime_ns(a.mtime_ns);
-  p->set_symlink_target(a.symlink_target);
-  p->set_allocated(a.allocated);
-}
-
-FileAttrs from_pb(const v1::FileAttrs& p) {
-  FileAttrs a;
-  switch (p.type()) {
-    case v1::ENTRY_FILE:
-      a.type = EntryType::kFile;
-      break;
-    case v1::ENTRY_DIRECTORY:
-      a.type = EntryType::kDirectory;
-      break;
-    case v1::ENTRY_SYMLINK:
-      a.type = EntryType::kSymlink;
-      break;
-    default:
-      a.type = EntryType::kOther;
-  }
-  a.size = p.size();
-  a.mode = p.mode() & 07777;
-  a.mtime_ns = p.mtime_ns();
-  a.symlink_target = p.symlink_target();
-  return a;
-}
+using protocol::from_pb;
+using protocol::to_pb;
 
 // ---- jobs -------------------------------------------------------------------
 

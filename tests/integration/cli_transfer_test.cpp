@@ -30,27 +30,6 @@ std::string S(const fs::path& p) {
   return p.string();
 }
 
-// Writes `size` seeded random bytes to p in 8 MiB pieces.
-void write_random_file(const fs::path& p, std::uint64_t seed, std::uint64_t size) {
-  std::mt19937_64 rng(seed);
-  int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  ASSERT_GE(fd, 0) << p << ": " << std::strerror(errno);
-  std::uint64_t left = size;
-  while (left > 0) {
-    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(left, 8u << 20));
-    std::string buf = random_bytes(rng, n);
-    ASSERT_EQ(::write(fd, buf.data(), n), static_cast<ssize_t>(n));
-    left -= n;
-  }
-  ::close(fd);
-}
-
-std::uint64_t lsize(const fs::path& p) {
-  struct stat st;
-  if (::lstat(p.c_str(), &st) != 0) return 0;
-  return static_cast<std::uint64_t>(st.st_size);
-}
-
 // ------------------------------------------------------------ basic copies
 
 TEST_F(Transfer, SingleFileCopy) {

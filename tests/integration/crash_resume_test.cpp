@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <thread>
 
@@ -73,6 +74,44 @@ std::uint64_t json_number(const std::string& out, const std::string& key) {
   return std::strtoull(out.c_str() + pos + key.size() + 3, nullptr, 10);
 }
 
+// Runs `args` and SIGKILLs it at a random moment (delay drawn from `delay`),
+// up to `max_kills` times or until a run finishes first, then once more to
+// completion if needed. `after_kill` runs after every kill (checks of what a
+// killed run left behind). Returns the kills and the bytes the runs wrote in
+// all (wchar before each kill, the summary's bytes for a finished run).
+struct KillLoop {
+  int kills = 0;
+  std::uint64_t written = 0;
+};
+KillLoop kill_until_done(const std::vector<std::string>& args, int max_kills, std::mt19937_64& rng,
+                         std::uniform_int_distribution<int> delay,
+                         const std::function<void()>& after_kill = nullptr) {
+  KillLoop out;
+  bool finished = false;
+  for (int i = 0; i < max_kills; ++i) {
+    auto k = run_and_kill(args, std::chrono::milliseconds(delay(rng)));
+    if (!k.killed) {
+      EXPECT_EQ(k.result.exit_code, 0) << k.result.describe();
+      out.written += json_number(k.result.out, "bytes");
+      finished = true;
+      break;  // it finished before the kill
+    }
+    ++out.kills;
+    out.written += k.written;
+    if (std::getenv("XFER_TEST_VERBOSE")) {
+      std::printf("[run %d] killed after %.2f s, %llu bytes written\n", i, k.result.seconds,
+                  static_cast<unsigned long long>(k.written));
+    }
+    if (after_kill) after_kill();
+  }
+  if (!finished) {
+    auto last = run_xfer(args);
+    EXPECT_EQ(last.exit_code, 0) << last.describe();
+    out.written += json_number(last.out, "bytes");
+  }
+  return out;
+}
+
 class CrashResume : public XferTest {};
 
 TEST_F(CrashResume, LargeFileKilled20TimesResumesWithoutResending) {
@@ -97,32 +136,11 @@ TEST_F(CrashResume, LargeFileKilled20TimesResumesWithoutResending) {
                                          S(dst)};
   std::mt19937_64 rng(2026);
   std::uniform_int_distribution<int> delay_ms(120, 350);
-  std::uint64_t written = 0;
-  int kills = 0;
-  bool finished = false;
-  for (int i = 0; i < kKills; ++i) {
-    auto k = run_and_kill(args, std::chrono::milliseconds(delay_ms(rng)));
-    if (!k.killed) {
-      ASSERT_EQ(k.result.exit_code, 0) << k.result.describe();
-      written += json_number(k.result.out, "bytes");
-      finished = true;
-      break;  // it finished before the kill
-    }
-    ++kills;
-    written += k.written;
-    if (std::getenv("XFER_TEST_VERBOSE")) {
-      std::printf("[run %d] killed after %.2f s, %llu bytes written\n", i, k.result.seconds,
-                  static_cast<unsigned long long>(k.written));
-    }
-    // Killed after the commit is fine; anything under the final name must be
-    // the complete file.
+  auto loop = kill_until_done(args, kKills, rng, delay_ms, [&] {
     if (lexists(dst)) ASSERT_TRUE(files_equal(src, dst)) << "partial file under the final name";
-  }
-  if (!finished) {
-    auto last = run_xfer(args);
-    ASSERT_EQ(last.exit_code, 0) << last.describe();
-    written += json_number(last.out, "bytes");
-  }
+  });
+  const int kills = loop.kills;
+  const std::uint64_t written = loop.written;
   ASSERT_TRUE(files_equal(src, dst));
   EXPECT_EQ(list_relative(tmp()), (std::vector<std::string>{"big.bin", "big.copy"}))
       << "the partial must be published, not left beside the file";
@@ -160,29 +178,9 @@ TEST_F(CrashResume, TreeKilled20TimesEndsIdentical) {
                                          S(src),      S(dst)};
   std::mt19937_64 rng(99);
   std::uniform_int_distribution<int> delay_ms(100, 300);
-  std::uint64_t written = 0;
-  int kills = 0;
-  bool finished = false;
-  for (int i = 0; i < 20; ++i) {
-    auto k = run_and_kill(args, std::chrono::milliseconds(delay_ms(rng)));
-    if (!k.killed) {
-      ASSERT_EQ(k.result.exit_code, 0) << k.result.describe();
-      written += json_number(k.result.out, "bytes");
-      finished = true;
-      break;
-    }
-    ++kills;
-    written += k.written;
-    if (std::getenv("XFER_TEST_VERBOSE")) {
-      std::printf("[run %d] killed after %.2f s, %llu bytes written\n", i, k.result.seconds,
-                  static_cast<unsigned long long>(k.written));
-    }
-  }
-  if (!finished) {
-    auto last = run_xfer(args);
-    ASSERT_EQ(last.exit_code, 0) << last.describe();
-    written += json_number(last.out, "bytes");
-  }
+  auto loop = kill_until_done(args, 20, rng, delay_ms);
+  const int kills = loop.kills;
+  const std::uint64_t written = loop.written;
   EXPECT_TRUE(compare_trees(src, dst));
   const std::uint64_t resent = written > total ? written - total : 0;
   std::printf("[info] %d kills; %.1f MiB written for %.1f MiB of files: %.1f MiB re-sent\n", kills,
@@ -231,26 +229,11 @@ TEST_F(CrashResumeXferd, ClientKilled20TimesLargeUploadResumesWithoutResending) 
   const fs::path dst = server_->root() / "big.copy";
   std::mt19937_64 rng(4242);
   std::uniform_int_distribution<int> delay_ms(150, 400);
-  std::uint64_t written = 0;
-  int kills = 0;
-  bool finished = false;
-  for (int i = 0; i < kKills; ++i) {
-    auto k = run_and_kill(args, std::chrono::milliseconds(delay_ms(rng)));
-    if (!k.killed) {
-      ASSERT_EQ(k.result.exit_code, 0) << k.result.describe();
-      written += json_number(k.result.out, "bytes");
-      finished = true;
-      break;
-    }
-    ++kills;
-    written += k.written;
+  auto loop = kill_until_done(args, kKills, rng, delay_ms, [&] {
     if (lexists(dst)) ASSERT_TRUE(files_equal(src, dst)) << "partial file under the final name";
-  }
-  if (!finished) {
-    auto last = run_xfer(args);
-    ASSERT_EQ(last.exit_code, 0) << last.describe();
-    written += json_number(last.out, "bytes");
-  }
+  });
+  const int kills = loop.kills;
+  const std::uint64_t written = loop.written;
   ASSERT_TRUE(files_equal(src, dst));
   // The server dropped each killed client's session; the resumable partial
   // was published by the last run: nothing hidden is left.
@@ -285,25 +268,9 @@ TEST_F(CrashResumeXferd, ClientKilled20TimesTreeUploadEndsIdentical) {
                             std::to_string(kWorkers), S(src), server_->url("/copy")});
   std::mt19937_64 rng(77);
   std::uniform_int_distribution<int> delay_ms(150, 350);
-  std::uint64_t written = 0;
-  int kills = 0;
-  bool finished = false;
-  for (int i = 0; i < 20; ++i) {
-    auto k = run_and_kill(args, std::chrono::milliseconds(delay_ms(rng)));
-    if (!k.killed) {
-      ASSERT_EQ(k.result.exit_code, 0) << k.result.describe();
-      written += json_number(k.result.out, "bytes");
-      finished = true;
-      break;
-    }
-    ++kills;
-    written += k.written;
-  }
-  if (!finished) {
-    auto last = run_xfer(args);
-    ASSERT_EQ(last.exit_code, 0) << last.describe();
-    written += json_number(last.out, "bytes");
-  }
+  auto loop = kill_until_done(args, 20, rng, delay_ms);
+  const int kills = loop.kills;
+  const std::uint64_t written = loop.written;
   EXPECT_TRUE(compare_trees(src, server_->root() / "copy"));
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(xfer_hidden_files(server_->root()), std::vector<std::string>{});

@@ -111,6 +111,10 @@ class XferTest : public ::testing::Test {
 // ---------------------------------------------------------------- files
 
 std::string random_bytes(std::mt19937_64& rng, std::size_t n);
+// Writes `size` seeded random bytes to p in 8 MiB pieces (gtest assertions).
+void write_random_file(const fs::path& p, std::uint64_t seed, std::uint64_t size);
+// lstat size, 0 when missing.
+std::uint64_t lsize(const fs::path& p);
 void write_file(const fs::path& p, std::string_view content);
 std::string read_file(const fs::path& p);
 void set_mtime(const fs::path& p, std::int64_t sec, long nsec, bool no_follow = true);

@@ -231,6 +231,12 @@ class LocalSink final : public Sink {
       // file goes through a second, buffered descriptor of the same file.
       XFER_ASSIGN_OR_RETURN(fd, buffered_fd());
     }
+    // Buffered writes to one file are serialised by the kernel anyway (the
+    // inode lock); waiting here, asleep, is cheaper than the kernel's
+    // optimistic spinning on that lock, which on a small VM burned 3x the
+    // CPU of the copy itself (4 GiB download to tmpfs: 22 s system time).
+    std::unique_lock<std::mutex> serial;
+    if (fd != fd_.get() || !opts_.direct) serial = std::unique_lock<std::mutex>(write_mu_);
     std::size_t done = 0;
     while (done < data.size()) {
       ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done,
@@ -342,6 +348,7 @@ class LocalSink final : public Sink {
     return buffered_.get();
   }
 
+  std::mutex write_mu_;  // buffered writes, see write_at
   Fd fd_;
   std::string final_path_;
   std::string temp_path_;

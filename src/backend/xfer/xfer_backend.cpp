@@ -27,6 +27,7 @@
 
 #include "protocol/conn.hpp"
 #include "protocol/grpc_errors.hpp"
+#include "protocol/pb_convert.hpp"
 #include "xfer/core/log.hpp"
 #include "xfer/metrics/streams.hpp"
 #include "xfer/protocol/crypto.hpp"
@@ -57,51 +58,8 @@ std::string endpoint_name(const Url& url) {
 
 // ---- protobuf <-> xfer --------------------------------------------------
 
-EntryType from_pb(v1::EntryType t) {
-  switch (t) {
-    case v1::ENTRY_FILE:
-      return EntryType::kFile;
-    case v1::ENTRY_DIRECTORY:
-      return EntryType::kDirectory;
-    case v1::ENTRY_SYMLINK:
-      return EntryType::kSymlink;
-    default:
-      return EntryType::kOther;
-  }
-}
-
-v1::EntryType to_pb(EntryType t) {
-  switch (t) {
-    case EntryType::kFile:
-      return v1::ENTRY_FILE;
-    case EntryType::kDirectory:
-      return v1::ENTRY_DIRECTORY;
-    case EntryType::kSymlink:
-      return v1::ENTRY_SYMLINK;
-    default:
-      return v1::ENTRY_OTHER;
-  }
-}
-
-FileAttrs from_pb(const v1::FileAttrs& p) {
-  FileAttrs a;
-  a.type = from_pb(p.type());
-  a.size = p.size();
-  a.mode = p.mode();
-  a.mtime_ns = p.mtime_ns();
-  a.symlink_target = p.symlink_target();
-  a.allocated = p.allocated();
-  return a;
-}
-
-void to_pb(const FileAttrs& a, v1::FileAttrs* p) {
-  p->set_type(to_pb(a.type));
-  p->set_size(a.size);
-  p->set_mode(a.mode);
-  p->set_mtime_ns(a.mtime_ns);
-  p->set_symlink_target(a.symlink_target);
-  p->set_allocated(a.allocated);
-}
+using protocol::from_pb;
+using protocol::to_pb;
 
 Error remote_error(const std::vector<std::byte>& body, std::string_view op, std::string_view path) {
   auto e = protocol::decode_error(body);
@@ -864,16 +822,7 @@ class XferBackend final : public Backend {
     std::vector<std::byte> payload;
     protocol::encode(orq, payload);
     const std::uint64_t handle = client_->next_handle();
-    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick());
-    FrameHeader req;
-    req.type = FrameType::kOpenRead;
-    req.id = handle;
-    std::vector<std::byte> body;
-    XFER_ASSIGN_OR_RETURN(FrameHeader reply, conn->call(req, payload, {}, &body, {}, "open", path));
-    if (reply.type != FrameType::kOpenOk) {
-      return make_error(ErrorCode::kCorrupt, "open", path, "unexpected reply to an open");
-    }
-    XFER_ASSIGN_OR_RETURN(auto r, protocol::decode_open_reply(body));
+    XFER_ASSIGN_OR_RETURN(auto r, open_remote(FrameType::kOpenRead, handle, payload, path));
     FileAttrs a;
     a.type = EntryType::kFile;
     a.size = r.size;
@@ -897,21 +846,28 @@ class XferBackend final : public Backend {
     std::vector<std::byte> payload;
     protocol::encode(ow, payload);
     const std::uint64_t handle = client_->next_handle();
+    XFER_ASSIGN_OR_RETURN(auto r, open_remote(FrameType::kOpenWrite, handle, payload, path));
+    return std::unique_ptr<Sink>(new XferSink(client_, std::string(path), handle,
+                                              (r.flags & 1u) != 0, !options.resume_name.empty()));
+  }
+
+ private:
+  // kOpenRead/kOpenWrite of `handle`; the server's OpenReply.
+  Result<protocol::OpenReply> open_remote(FrameType type, std::uint64_t handle,
+                                          std::span<const std::byte> payload,
+                                          std::string_view path) {
     XFER_ASSIGN_OR_RETURN(auto conn, client_->pick());
     FrameHeader req;
-    req.type = FrameType::kOpenWrite;
+    req.type = type;
     req.id = handle;
     std::vector<std::byte> body;
     XFER_ASSIGN_OR_RETURN(FrameHeader reply, conn->call(req, payload, {}, &body, {}, "open", path));
     if (reply.type != FrameType::kOpenOk) {
       return make_error(ErrorCode::kCorrupt, "open", path, "unexpected reply to an open");
     }
-    XFER_ASSIGN_OR_RETURN(auto r, protocol::decode_open_reply(body));
-    return std::unique_ptr<Sink>(new XferSink(client_, std::string(path), handle,
-                                              (r.flags & 1u) != 0, !options.resume_name.empty()));
+    return protocol::decode_open_reply(body);
   }
 
- private:
   template <typename Method, typename Req>
   Status unary(Method method, const Req& req, std::string_view op, std::string_view path) {
     v1::Empty resp;
