@@ -329,6 +329,25 @@ TEST_F(Server, SendfilePathDeliversTheSameBytes) {
       << r.out;
 }
 
+// A small sparse file travels whole in one frame; its holes (never written
+// by the engine) must arrive as zeros.
+TEST_F(Server, SmallSparseFileArrivesWithZeroHoles) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  const std::string token = srv->token();
+  fs::path f = tmp() / "holey";
+  {
+    int fd = ::open(f.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, 900 * 1024), 0);
+    ASSERT_EQ(::pwrite(fd, "abc", 3, 500000), 3);
+    ::close(fd);
+  }
+  auto r = xfer(token, {"transfer", S(f), srv->url("/holey")});
+  ASSERT_EXIT_CODE(r, 0);
+  EXPECT_TRUE(files_equal(f, srv->root() / "holey"));
+}
+
 // ------------------------------------------------------ 2. namespace commands
 
 TEST_F(Server, ListShowsAllOf3000Entries) {

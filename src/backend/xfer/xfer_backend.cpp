@@ -578,21 +578,22 @@ class XferSmallSink final : public Sink {
       : client_(std::move(client)),
         path_(std::move(path)),
         meta_(meta_for(path_, o)),
-        data_(o.size) {}
+        data_(new std::byte[o.size]),
+        size_(o.size) {}
   Status write_at(Offset offset, std::span<const std::byte> data) override {
-    if (offset.get() + data.size() > data_.size()) {
+    if (offset.get() + data.size() > size_) {
       return make_error(ErrorCode::kInvalidArgument, "write", path_,
                         "write past the announced size");
     }
-    if (!data.empty()) std::memcpy(data_.data() + offset.get(), data.data(), data.size());
+    if (!data.empty()) std::memcpy(data_.get() + offset.get(), data.data(), data.size());
     return ok_status();
   }
   // The bytes have not left this process before commit; the server checks
   // the frame's XXH3 against them on arrival (docs/protocol.md).
   Result<std::size_t> read_back(Offset offset, std::span<std::byte> buf) override {
-    if (offset.get() >= data_.size()) return std::size_t{0};
-    std::size_t n = std::min<std::size_t>(buf.size(), data_.size() - offset.get());
-    std::memcpy(buf.data(), data_.data() + offset.get(), n);
+    if (offset.get() >= size_) return std::size_t{0};
+    std::size_t n = std::min<std::size_t>(buf.size(), size_ - offset.get());
+    std::memcpy(buf.data(), data_.get() + offset.get(), n);
     return n;
   }
   Status commit() override {
@@ -604,7 +605,7 @@ class XferSmallSink final : public Sink {
     req.type = FrameType::kPutFile;
     req.id = client_->next_handle();
     XFER_ASSIGN_OR_RETURN(FrameHeader reply,
-                          conn->call(req, meta, data_, nullptr, {}, "write", path_));
+                          conn->call(req, meta, {data_.get(), size_}, nullptr, {}, "write", path_));
     if (reply.type != FrameType::kAck) {
       return make_error(ErrorCode::kCorrupt, "write", path_, "unexpected reply to a file");
     }
@@ -620,7 +621,11 @@ class XferSmallSink final : public Sink {
   std::shared_ptr<XferClient> client_;
   std::string path_;
   protocol::FileMeta meta_;
-  std::vector<std::byte> data_;
+  // Uninitialised unless the file is sparse: the engine writes every piece
+  // before commit, except all-zero pieces of sparse files, which must read
+  // as zeros here.
+  std::unique_ptr<std::byte[]> data_;
+  std::size_t size_;
   bool committed_ = false;
   bool aborted_ = false;
 };
