@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -53,20 +54,12 @@ void FrameConn::enable_sealing(FrameCipher send, FrameCipher recv) {
   recv_cipher_.emplace(std::move(recv));
 }
 
-Status FrameConn::write_all(std::span<const std::byte> a, std::span<const std::byte> b,
-                            std::span<const std::byte> c) {
-  iovec iov[3];
-  int n = 0;
-  for (auto s : {a, b, c}) {
-    if (s.empty()) continue;
-    iov[n].iov_base = const_cast<std::byte*>(s.data());
-    iov[n].iov_len = s.size();
-    ++n;
-  }
+Status FrameConn::write_iov(iovec* iov, int n) {
   int first = 0;
   std::uint64_t total = 0;
   while (first < n) {
-    ssize_t w = ::writev(fd_.get(), iov + first, n - first);
+    const int count = std::min(n - first, IOV_MAX);
+    ssize_t w = ::writev(fd_.get(), iov + first, count);
     if (w < 0) {
       if (errno == EINTR) continue;
       return conn_error(errno, "send");
@@ -84,6 +77,64 @@ Status FrameConn::write_all(std::span<const std::byte> a, std::span<const std::b
   }
   bytes_sent_.fetch_add(total, std::memory_order_relaxed);
   return ok_status();
+}
+
+Status FrameConn::write_all(std::span<const std::byte> a, std::span<const std::byte> b,
+                            std::span<const std::byte> c) {
+  iovec iov[3];
+  int n = 0;
+  for (auto s : {a, b, c}) {
+    if (s.empty()) continue;
+    iov[n].iov_base = const_cast<std::byte*>(s.data());
+    iov[n].iov_len = s.size();
+    ++n;
+  }
+  return write_iov(iov, n);
+}
+
+// Plaintext frames from many threads: whoever finds no sender active becomes
+// the leader and writes the frames queued meanwhile together, in one writev
+// per batch (flat combining), so a burst of small files costs one syscall
+// per batch instead of one per file. A frame is complete on the socket
+// before its sender returns (callers own the payload memory).
+Status FrameConn::send_combined(const std::array<std::byte, kHeaderSize>& hdr,
+                                std::span<const std::byte> a, std::span<const std::byte> b) {
+  Outgoing me{&hdr, a, b};
+  std::unique_lock q(queue_mu_);
+  queue_.push_back(&me);
+  while (!me.done && leader_) queue_cv_.wait(q);
+  if (me.done) return me.status;
+  leader_ = true;
+  std::vector<Outgoing*> batch;
+  std::vector<iovec> iov;
+  // A bounded number of rounds, then leadership passes to a waiter, so no
+  // caller keeps sending for others forever.
+  for (int round = 0; round < 16 && !queue_.empty(); ++round) {
+    batch.clear();
+    batch.swap(queue_);
+    q.unlock();
+    iov.clear();
+    for (Outgoing* o : batch) {
+      for (auto sp : {std::span<const std::byte>(*o->hdr), o->a, o->b}) {
+        if (sp.empty()) continue;
+        iov.push_back({const_cast<std::byte*>(sp.data()), sp.size()});
+      }
+    }
+    Status st = ok_status();
+    {
+      std::lock_guard w(send_mu_);
+      st = write_iov(iov.data(), static_cast<int>(iov.size()));
+    }
+    q.lock();
+    for (Outgoing* o : batch) {
+      o->status = st;
+      o->done = true;
+    }
+    queue_cv_.notify_all();
+  }
+  leader_ = false;
+  queue_cv_.notify_all();  // a waiter whose frame is still queued takes over
+  return me.status;
 }
 
 Status FrameConn::flush_locked() {
@@ -108,8 +159,8 @@ Status FrameConn::send(FrameHeader h, std::span<const std::byte> a, std::span<co
   if (plain + kTagSize > kMaxPayload) {
     return make_error(ErrorCode::kInvalidArgument, "send frame", "", "payload too large");
   }
-  std::lock_guard lock(send_mu_);
   if (!send_cipher_) {
+    // Hashing needs no lock: only the write is serialised.
     h.flags = 0;
     h.length = static_cast<std::uint32_t>(plain);
     if (plain == 0) {
@@ -123,6 +174,8 @@ Status FrameConn::send(FrameHeader h, std::span<const std::byte> a, std::span<co
       h.payload_hash = s.digest();
     }
     auto hdr = encode_header(h);
+    if (!deferred_) return send_combined(hdr, a, b);
+    std::lock_guard lock(send_mu_);
     if (deferred_ && kHeaderSize + plain <= kDeferMax) {
       out_.insert(out_.end(), hdr.begin(), hdr.end());
       out_.insert(out_.end(), a.begin(), a.end());
@@ -132,6 +185,7 @@ Status FrameConn::send(FrameHeader h, std::span<const std::byte> a, std::span<co
     XFER_TRY(flush_locked());
     return write_all(hdr, a, b);
   }
+  std::lock_guard lock(send_mu_);  // sealing must follow the wire order
   h.flags = kFlagSealed;
   h.length = static_cast<std::uint32_t>(plain + kTagSize);
   h.payload_hash = 0;  // the tag authenticates sealed payloads

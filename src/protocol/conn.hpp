@@ -6,7 +6,11 @@
 // Threading: send_*() are thread-safe (one send mutex: a frame is written
 // whole, never interleaved). recv_*() belong to one reader thread.
 
+#include <sys/uio.h>
+
+#include <array>
 #include <atomic>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -36,7 +40,8 @@ class FrameConn {
   FrameConn& operator=(const FrameConn&) = delete;
 
   int fd() const { return fd_.get(); }
-  // From now on every frame is sealed in both directions.
+  // From now on every frame is sealed in both directions. Called once,
+  // before the connection is shared between threads.
   void enable_sealing(FrameCipher send, FrameCipher recv);
   bool sealed() const { return send_cipher_.has_value(); }
 
@@ -95,9 +100,23 @@ class FrameConn {
   // read(2), not recv(2): the bytes then show in /proc/PID/io (rchar).
   Status read_exact(std::span<std::byte> out);
   Status flush_locked();
+  Status write_iov(::iovec* iov, int n);
+  Status send_combined(const std::array<std::byte, kHeaderSize>& hdr, std::span<const std::byte> a,
+                       std::span<const std::byte> b);
 
   UniqueFd fd_;
-  std::mutex send_mu_;
+  std::mutex send_mu_;  // held while writing to the socket
+  // Flat combining of plaintext frames (send_combined).
+  struct Outgoing {
+    const std::array<std::byte, kHeaderSize>* hdr;
+    std::span<const std::byte> a, b;
+    bool done = false;
+    Status status = ok_status();
+  };
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::vector<Outgoing*> queue_;
+  bool leader_ = false;
   std::optional<FrameCipher> send_cipher_;
   std::optional<FrameCipher> recv_cipher_;
   std::vector<std::byte> seal_scratch_;  // guarded by send_mu_
