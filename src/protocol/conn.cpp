@@ -27,6 +27,7 @@ namespace {
 constexpr std::size_t kReadBuffer = 256 * 1024;
 constexpr std::size_t kDeferMax = 64 * 1024;     // larger frames are never queued
 constexpr std::size_t kDeferFlush = 256 * 1024;  // queue size that forces a flush
+constexpr std::size_t kCombineMax = 64 * 1024;   // frames up to this are combined
 
 Error conn_error(int err, std::string_view op) {
   Error e = errno_error(err, op, "data connection");
@@ -174,7 +175,10 @@ Status FrameConn::send(FrameHeader h, std::span<const std::byte> a, std::span<co
       h.payload_hash = s.digest();
     }
     auto hdr = encode_header(h);
-    if (!deferred_) return send_combined(hdr, a, b);
+    // Small frames are combined; a large one is written by its own thread
+    // (its writev already amortises the syscall, and it would only make
+    // another sender wait behind it).
+    if (!deferred_ && kHeaderSize + plain <= kCombineMax) return send_combined(hdr, a, b);
     std::lock_guard lock(send_mu_);
     if (deferred_ && kHeaderSize + plain <= kDeferMax) {
       out_.insert(out_.end(), hdr.begin(), hdr.end());
