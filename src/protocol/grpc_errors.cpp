@@ -43,9 +43,7 @@ grpc::StatusCode grpc_code(ErrorCode code) {
 grpc::Status to_grpc(grpc::ServerContext& context, const Error& error) {
   context.AddTrailingMetadata(kErrorTrailer, std::to_string(static_cast<int>(error.code)) + ":" +
                                                  std::to_string(static_cast<int>(error.retry)));
-  std::string message = error.detail.empty() ? error.message() : error.detail;
-  if (error.sys_errno != 0 && error.detail.empty()) message = error.message();
-  return grpc::Status(grpc_code(error.code), message);
+  return grpc::Status(grpc_code(error.code), error.detail.empty() ? error.message() : error.detail);
 }
 
 Error from_grpc(const grpc::Status& status, const grpc::ClientContext& context,

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -303,6 +305,33 @@ Status DataServer::handshake(FrameConn& fc, std::shared_ptr<DataSession>& sessio
     (void)send_error(fc, 0, 0, e);
     return e;
   }
+  protocol::HelloOk ok;
+  static std::atomic<std::uint64_t> next_conn{1};
+  ok.connection_id = next_conn.fetch_add(1);
+  // Sealed sessions: the server's half of the key agreement, done before
+  // the connection counts against the session.
+  auto make_ciphers = [&]() -> Result<std::pair<protocol::FrameCipher, protocol::FrameCipher>> {
+    XFER_ASSIGN_OR_RETURN(auto pair, protocol::KeyPair::generate());
+    ok.public_key = pair.public_key();
+    XFER_ASSIGN_OR_RETURN(auto shared,
+                          pair.agree(std::span<const std::uint8_t, 32>(hello->public_key)));
+    XFER_TRY(protocol::random_bytes(ok.nonce));
+    XFER_ASSIGN_OR_RETURN(
+        auto keys, protocol::derive_keys(shared, session->data_token, hello->nonce, ok.nonce));
+    XFER_ASSIGN_OR_RETURN(auto send, protocol::FrameCipher::create(keys.server_to_client));
+    XFER_ASSIGN_OR_RETURN(auto recv, protocol::FrameCipher::create(keys.client_to_server));
+    ok.flags = 1;
+    return std::make_pair(std::move(send), std::move(recv));
+  };
+  std::optional<std::pair<protocol::FrameCipher, protocol::FrameCipher>> ciphers;
+  if (want_seal) {
+    auto made = make_ciphers();
+    if (!made) {
+      (void)send_error(fc, 0, 0, made.error());
+      return made.error();
+    }
+    ciphers.emplace(std::move(*made));
+  }
   {
     std::lock_guard lock(session->mu);
     if (session->connections >= std::max(session->streams, 1u) * 2) {
@@ -312,58 +341,18 @@ Status DataServer::handshake(FrameConn& fc, std::shared_ptr<DataSession>& sessio
       return e;
     }
     ++session->connections;
-    session->ever_connected = true;
-  }
-  protocol::HelloOk ok;
-  static std::atomic<std::uint64_t> next_conn{1};
-  ok.connection_id = next_conn.fetch_add(1);
-  std::optional<protocol::SessionKeys> keys;
-  if (want_seal) {
-    auto pair = protocol::KeyPair::generate();
-    Status bad = ok_status();
-    if (pair) {
-      ok.public_key = pair->public_key();
-      auto shared = pair->agree(std::span<const std::uint8_t, 32>(hello->public_key));
-      if (shared) {
-        XFER_TRY(protocol::random_bytes(ok.nonce));
-        auto k = protocol::derive_keys(*shared, session->data_token, hello->nonce, ok.nonce);
-        if (k)
-          keys = *k;
-        else
-          bad = k.error();
-      } else {
-        bad = shared.error();
-      }
-    } else {
-      bad = pair.error();
-    }
-    if (!bad.ok()) {
-      {
-        std::lock_guard lock(session->mu);
-        --session->connections;
-      }
-      (void)send_error(fc, 0, 0, bad.error());
-      return bad;
-    }
-    ok.flags = 1;
   }
   std::vector<std::byte> out;
   protocol::encode(ok, out);
   FrameHeader reply;
   reply.type = FrameType::kHelloOk;
   Status sent = fc.send(reply, out);
-  if (sent.ok() && keys) {
-    auto send = protocol::FrameCipher::create(keys->server_to_client);
-    auto recv = protocol::FrameCipher::create(keys->client_to_server);
-    if (!send || !recv)
-      sent = send ? recv.error() : send.error();
-    else
-      fc.enable_sealing(std::move(*send), std::move(*recv));
-  }
   if (!sent.ok()) {
     std::lock_guard lock(session->mu);
     --session->connections;
+    return sent;
   }
+  if (ciphers) fc.enable_sealing(std::move(ciphers->first), std::move(ciphers->second));
   return sent;
 }
 
@@ -581,15 +570,10 @@ Status DataServer::serve_frames(FrameConn& fc, DataSession& session) {
           const std::uint32_t n = static_cast<std::uint32_t>(
               h.offset >= size ? 0 : std::min<std::uint64_t>(want, size - h.offset));
           r.aux = n;
-          Status s = fc.send_file(r, handle->source->native_handle(), h.offset, n);
-          if (!s.ok()) {
-            if (s.error().code == ErrorCode::kChanged) {
-              // Nothing was written yet when the size check failed; if
-              // sendfile itself came up short the stream is broken.
-              return s;
-            }
-            return s;
-          }
+          // Any failure here (the file shrank under sendfile, a socket
+          // error) may leave a frame half-sent: the connection ends and the
+          // client retries the read on another one.
+          XFER_TRY(fc.send_file(r, handle->source->native_handle(), h.offset, n));
           break;
         }
         buf.resize(want);

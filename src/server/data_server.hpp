@@ -46,7 +46,6 @@ struct DataSession {
   std::mutex mu;
   std::unordered_map<std::uint64_t, std::shared_ptr<Handle>> handles;
   unsigned connections = 0;
-  bool ever_connected = false;
 };
 
 class SessionRegistry {

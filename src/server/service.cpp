@@ -467,9 +467,11 @@ class Service final : public v1::Xfer::Service {
 
   // Errors name the server path, never the local one.
   grpc::Status fail(grpc::ServerContext& ctx, Error e, const std::string& server_path) {
-    if (!e.path.empty() && e.path.rfind(root_prefix(), 0) == 0) {
-      e.path = e.path.substr(root_prefix().size() - 1);
-      if (e.path.empty()) e.path = "/";
+    const std::string prefix = root_->path() + "/";
+    if (!e.path.empty() && e.path.rfind(prefix, 0) == 0) {
+      e.path = e.path.substr(prefix.size() - 1);
+    } else if (e.path == root_->path()) {
+      e.path = "/";
     } else if (e.path.empty()) {
       e.path = server_path;
     }
@@ -479,16 +481,6 @@ class Service final : public v1::Xfer::Service {
     if (s.ok()) return grpc::Status::OK;
     return fail(ctx, s.error(), server_path);
   }
-  const std::string& root_prefix() const {
-    static thread_local std::string p;
-    p = root_path_ + "/";
-    return p;
-  }
-
- public:
-  std::string root_path_;
-
- private:
   const ServerConfig& config_;
   std::shared_ptr<Backend> backend_;
   std::shared_ptr<const ServerRoot> root_;
@@ -566,7 +558,6 @@ class ServerImpl final : public Server {
     jobs_ = std::make_unique<JobManager>(config_.max_jobs);
     service_ = std::make_unique<Service>(config_, backend_, shared_root, *sessions_, *jobs_,
                                          data_->address());
-    service_->root_path_ = shared_root->path();
 
     std::shared_ptr<grpc::ServerCredentials> creds;
     if (!config_.tls_cert.empty()) {

@@ -40,29 +40,6 @@ std::array<std::uint8_t, N> fill_array(std::uint8_t start) {
   return a;
 }
 
-// Field-wise views for EXPECT_EQ (the structs have no operator==).
-auto fields(const FrameHeader& h) {
-  return std::tie(h.type, h.flags, h.length, h.id, h.offset, h.payload_hash, h.aux);
-}
-auto fields(const Hello& v) {
-  return std::tie(v.version, v.flags, v.data_token, v.public_key, v.nonce);
-}
-auto fields(const HelloOk& v) {
-  return std::tie(v.version, v.flags, v.public_key, v.nonce, v.connection_id);
-}
-auto fields(const ErrorBody& v) {
-  return std::tie(v.code, v.retry, v.message);
-}
-auto fields(const FileMeta& m) {
-  return std::tie(m.path, m.size, m.mode, m.mtime_ns, m.flags, m.resume_name);
-}
-auto fields(const OpenRead& v) {
-  return std::tie(v.path, v.inline_limit);
-}
-auto fields(const OpenReply& v) {
-  return std::tie(v.size, v.mode, v.mtime_ns, v.flags, v.inline_data);
-}
-
 FrameHeader sample_header() {
   FrameHeader h;
   h.type = FrameType::kData;
@@ -183,7 +160,7 @@ TEST(FrameHeaderTest, RoundTrip) {
   const auto bytes = encode_header(h);
   auto d = decode_header(bytes);
   ASSERT_TRUE(d.ok()) << d.error().message();
-  EXPECT_EQ(fields(*d), fields(h));
+  EXPECT_EQ(*d, h);
 }
 
 TEST(FrameHeaderTest, WireLayoutIsLittleEndian) {
@@ -230,7 +207,7 @@ TEST(FrameHeaderTest, LongerSpanReadsOnlyTheHeader) {
   frame.resize(frame.size() + 10, std::byte{0xEE});
   auto d = decode_header(frame);
   ASSERT_TRUE(d.ok()) << d.error().message();
-  EXPECT_EQ(fields(*d), fields(sample_header()));
+  EXPECT_EQ(*d, sample_header());
 }
 
 TEST(FrameHeaderTest, EveryTruncatedPrefixIsRefused) {
@@ -317,7 +294,7 @@ TEST(FrameHeaderTest, PayloadHash) {
 TEST(FrameBodyTest, HelloRoundTrip) {
   auto d = decode_hello(encoded(sample_hello()));
   ASSERT_TRUE(d.ok()) << d.error().message();
-  EXPECT_EQ(fields(*d), fields(sample_hello()));
+  EXPECT_EQ(*d, sample_hello());
 }
 
 TEST(FrameBodyTest, HelloLayout) {
@@ -335,14 +312,14 @@ TEST(FrameBodyTest, HelloLayout) {
 TEST(FrameBodyTest, HelloOkRoundTrip) {
   auto d = decode_hello_ok(encoded(sample_hello_ok()));
   ASSERT_TRUE(d.ok()) << d.error().message();
-  EXPECT_EQ(fields(*d), fields(sample_hello_ok()));
+  EXPECT_EQ(*d, sample_hello_ok());
   EXPECT_EQ(encoded(sample_hello_ok()).size(), 2 + 2 + 32 + 16 + 8u);
 }
 
 TEST(FrameBodyTest, ErrorBodyRoundTrip) {
   auto d = decode_error(encoded(sample_error()));
   ASSERT_TRUE(d.ok()) << d.error().message();
-  EXPECT_EQ(fields(*d), fields(sample_error()));
+  EXPECT_EQ(*d, sample_error());
 }
 
 TEST(FrameBodyTest, OverlongErrorMessageIsCutNotRefused) {
@@ -362,7 +339,7 @@ TEST(FrameBodyTest, OpenWriteRoundTrip) {
   const OpenWrite v{sample_meta(1ull << 40)};
   auto d = decode_open_write(encoded(v));
   ASSERT_TRUE(d.ok()) << d.error().message();
-  EXPECT_EQ(fields(d->meta), fields(v.meta));
+  EXPECT_EQ(d->meta, v.meta);
 }
 
 TEST(FrameBodyTest, OpenWriteWithEmptyResumeName) {
@@ -370,26 +347,26 @@ TEST(FrameBodyTest, OpenWriteWithEmptyResumeName) {
   v.meta.resume_name.clear();
   auto d = decode_open_write(encoded(v));
   ASSERT_TRUE(d.ok()) << d.error().message();
-  EXPECT_EQ(fields(d->meta), fields(v.meta));
+  EXPECT_EQ(d->meta, v.meta);
 }
 
 TEST(FrameBodyTest, OpenReadRoundTrip) {
   auto d = decode_open_read(encoded(sample_open_read()));
   ASSERT_TRUE(d.ok()) << d.error().message();
-  EXPECT_EQ(fields(*d), fields(sample_open_read()));
+  EXPECT_EQ(*d, sample_open_read());
 }
 
 TEST(FrameBodyTest, OpenReplyRoundTrip) {
   auto d = decode_open_reply(encoded(sample_open_reply()));
   ASSERT_TRUE(d.ok()) << d.error().message();
-  EXPECT_EQ(fields(*d), fields(sample_open_reply()));
+  EXPECT_EQ(*d, sample_open_reply());
 
   OpenReply not_inlined;
   not_inlined.size = 1ull << 33;
   not_inlined.flags = 0b01;  // resumed partial
   d = decode_open_reply(encoded(not_inlined));
   ASSERT_TRUE(d.ok()) << d.error().message();
-  EXPECT_EQ(fields(*d), fields(not_inlined));
+  EXPECT_EQ(*d, not_inlined);
 }
 
 TEST(FrameBodyTest, OpenReplyInlineDataMustMatchFlagAndSize) {
@@ -410,7 +387,7 @@ TEST(FrameBodyTest, PutFileRoundTrip) {
   const Bytes b = encoded(v);
   auto d = decode_put_file(b);
   ASSERT_TRUE(d.ok()) << d.error().message();
-  EXPECT_EQ(fields(d->meta), fields(v.meta));
+  EXPECT_EQ(d->meta, v.meta);
   EXPECT_EQ(Bytes(d->data.begin(), d->data.end()), v.data);
   // The data is a view into the payload, at its end.
   EXPECT_EQ(d->data.data() + d->data.size(), b.data() + b.size());

@@ -72,6 +72,8 @@ struct FrameHeader {
   std::uint64_t offset = 0;
   std::uint64_t payload_hash = 0;
   std::uint32_t aux = 0;
+
+  bool operator==(const FrameHeader&) const = default;  // field-wise (tests, fuzzer)
 };
 
 // Serialises `h` (computing header_check) into exactly kHeaderSize bytes.
@@ -95,6 +97,8 @@ struct Hello {
   std::string data_token;                     // from OpenSession
   std::array<std::uint8_t, 32> public_key{};  // client X25519 public key (zeros when not sealing)
   std::array<std::uint8_t, 16> nonce{};       // client random
+
+  bool operator==(const Hello&) const = default;  // field-wise (tests, fuzzer)
 };
 struct HelloOk {
   std::uint16_t version = kProtocolVersion;
@@ -102,11 +106,15 @@ struct HelloOk {
   std::array<std::uint8_t, 32> public_key{};  // server X25519 public key
   std::array<std::uint8_t, 16> nonce{};       // server random
   std::uint64_t connection_id = 0;
+
+  bool operator==(const HelloOk&) const = default;  // field-wise (tests, fuzzer)
 };
 struct ErrorBody {
   std::uint32_t code = 0;   // xfer::ErrorCode
   std::uint32_t retry = 0;  // xfer::RetryClass
   std::string message;
+
+  bool operator==(const ErrorBody&) const = default;  // field-wise (tests, fuzzer)
 };
 struct FileMeta {  // what the server needs to create a file
   std::string path;
@@ -115,13 +123,19 @@ struct FileMeta {  // what the server needs to create a file
   std::int64_t mtime_ns = 0;
   std::uint32_t flags = 0;  // bit 0 sparse, bit 1 fsync, bit 2 resume_existing
   std::string resume_name;  // empty: not resumable
+
+  bool operator==(const FileMeta&) const = default;  // field-wise (tests, fuzzer)
 };
 struct OpenWrite {
   FileMeta meta;
+
+  bool operator==(const OpenWrite&) const = default;  // field-wise (tests, fuzzer)
 };
 struct OpenRead {
   std::string path;
   std::uint32_t inline_limit = 0;  // server may inline the whole file when size <= this
+
+  bool operator==(const OpenRead&) const = default;  // field-wise (tests, fuzzer)
 };
 struct OpenReply {
   std::uint64_t size = 0;
@@ -129,10 +143,14 @@ struct OpenReply {
   std::int64_t mtime_ns = 0;
   std::uint32_t flags = 0;             // bit 0: resumed partial (OpenWrite); bit 1: data inlined
   std::vector<std::byte> inline_data;  // whole file when bit 1 is set
+
+  bool operator==(const OpenReply&) const = default;  // field-wise (tests, fuzzer)
 };
 struct PutFile {
   FileMeta meta;
   std::vector<std::byte> data;  // exactly meta.size bytes
+
+  bool operator==(const PutFile&) const = default;  // field-wise (tests, fuzzer)
 };
 
 void encode(const Hello& v, std::vector<std::byte>& out);

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "backend/xfer/control.hpp"
 #include "protocol/grpc_errors.hpp"
 #include "xfer/backend/xfer.hpp"
 #include "xfer/core/log.hpp"
@@ -17,25 +18,6 @@ namespace xfer {
 namespace {
 
 namespace v1 = ::xfer::v1;
-
-std::string host_port(const Url& url) {
-  std::string host = url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host;
-  return fmt::format("{}:{}", host, url.port > 0 ? url.port : kDefaultXferPort);
-}
-
-std::unique_ptr<v1::Xfer::Stub> stub_for(const Url& url, const EndpointOptions& o) {
-  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
-  if (o.tls || !o.tls_ca.empty()) {
-    grpc::SslCredentialsOptions ssl;
-    creds = grpc::SslCredentials(ssl);
-  }
-  return v1::Xfer::NewStub(grpc::CreateChannel(host_port(url), creds));
-}
-
-void prepare(grpc::ClientContext& ctx, const std::string& token, std::chrono::seconds timeout) {
-  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
-  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
-}
 
 std::string parent_of(const std::string& path) {
   auto slash = path.find_last_of('/');
@@ -68,27 +50,27 @@ Result<ThirdPartyResult> run_third_party(const TransferRequest& request, Transfe
   const std::string dst_token = find_xfer_token(dst, opt.destination_endpoint);
 
   // 1. B issues a token for the destination only; A will present it.
-  auto b = stub_for(dst, opt.destination_endpoint);
+  XFER_ASSIGN_OR_RETURN(auto b, make_control_stub(dst, opt.destination_endpoint));
   v1::IssueTokenRequest ireq;
   std::string dst_path = dst.path.empty() ? "/" : dst.path;
   ireq.set_prefix(dst.trailing_slash || request.sources.size() > 1 ? dst_path
                                                                    : parent_of(dst_path));
   ireq.set_write(true);
   ireq.set_ttl_seconds(86400);
-  ireq.set_subject("third-party from " + host_port(*src));
+  ireq.set_subject("third-party from " + endpoint_name(*src));
   v1::IssuedToken issued;
   {
     grpc::ClientContext ctx;
-    prepare(ctx, dst_token, std::chrono::seconds(30));
+    prepare_call(ctx, dst_token, std::chrono::seconds(30));
     grpc::Status st = b->IssueToken(&ctx, ireq, &issued);
     if (!st.ok()) return protocol::from_grpc(st, ctx, "issue token", request.destination);
   }
 
   // 2. A runs the transfer.
-  auto a = stub_for(*src, opt.source_endpoint);
+  XFER_ASSIGN_OR_RETURN(auto a, make_control_stub(*src, opt.source_endpoint));
   v1::JobRequest jreq;
   for (auto& p : source_paths) jreq.add_sources(p);
-  jreq.set_destination(fmt::format("xfer://{}{}{}", host_port(dst), dst_path,
+  jreq.set_destination(fmt::format("xfer://{}{}{}", endpoint_name(dst), dst_path,
                                    dst.trailing_slash && dst_path != "/" ? "/" : ""));
   jreq.set_destination_token(issued.token());
   auto* o = jreq.mutable_options();
@@ -104,7 +86,7 @@ Result<ThirdPartyResult> run_third_party(const TransferRequest& request, Transfe
   v1::JobAccepted accepted;
   {
     grpc::ClientContext ctx;
-    prepare(ctx, src_token, std::chrono::seconds(30));
+    prepare_call(ctx, src_token, std::chrono::seconds(30));
     grpc::Status st = a->SubmitJob(&ctx, jreq, &accepted);
     if (!st.ok()) return protocol::from_grpc(st, ctx, "submit job", request.sources.front());
   }
@@ -115,13 +97,13 @@ Result<ThirdPartyResult> run_third_party(const TransferRequest& request, Transfe
   v1::JobId id;
   id.set_job_id(accepted.job_id());
   grpc::ClientContext watch;
-  prepare(watch, src_token, std::chrono::seconds(7 * 86400));
+  prepare_call(watch, src_token, std::chrono::seconds(7 * 86400));
   std::atomic<bool> finished{false};
   std::thread canceller([&] {
     while (!finished.load()) {
       if (cancel != nullptr && cancel->load()) {
         grpc::ClientContext ctx;
-        prepare(ctx, src_token, std::chrono::seconds(10));
+        prepare_call(ctx, src_token, std::chrono::seconds(10));
         v1::Empty e;
         (void)a->CancelJob(&ctx, id, &e);
         return;
@@ -151,7 +133,7 @@ Result<ThirdPartyResult> run_third_party(const TransferRequest& request, Transfe
       last->clear();
       for (const auto& s : p.streams()) {
         StreamStat st;
-        st.endpoint = fmt::format("{} -> {}", host_port(*src), host_port(dst));
+        st.endpoint = fmt::format("{} -> {}", endpoint_name(*src), endpoint_name(dst));
         st.index = s.index();
         st.bytes_sent = s.bytes();
         st.rtt_ms = s.rtt_ms();

@@ -16,15 +16,14 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include "backend/xfer/control.hpp"
 #include "protocol/conn.hpp"
 #include "protocol/grpc_errors.hpp"
 #include "protocol/pb_convert.hpp"
@@ -49,11 +48,6 @@ constexpr auto kRpcTimeout = std::chrono::seconds(60);
 
 bool is_loopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
-}
-
-std::string endpoint_name(const Url& url) {
-  std::string host = url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host;
-  return fmt::format("{}:{}", host, url.port > 0 ? url.port : kDefaultXferPort);
 }
 
 // ---- protobuf <-> xfer --------------------------------------------------
@@ -89,11 +83,16 @@ struct Pending {
 
 class ClientConn {
  public:
-  ClientConn(UniqueFd fd, unsigned index)
-      : fc_(std::move(fd)), index_(index), started_(std::chrono::steady_clock::now()) {}
+  ClientConn(UniqueFd fd, unsigned index, std::uint64_t session)
+      : fc_(std::move(fd)),
+        index_(index),
+        session_(session),
+        started_(std::chrono::steady_clock::now()) {}
   ~ClientConn() { close(); }
 
   FrameConn& frames() { return fc_; }
+  // Which data session (of this client) the connection belongs to.
+  std::uint64_t session() const { return session_; }
   unsigned index() const { return index_; }
   bool alive() const { return alive_.load(); }
 
@@ -131,10 +130,8 @@ class ClientConn {
         pending_.erase(key);
       }
       // A failed send leaves the stream in an unknown state.
-      if (sent.error().code != ErrorCode::kChanged)
-        alive_.store(false), fc_.shutdown();
-      else
-        alive_.store(false), fc_.shutdown();
+      alive_.store(false);
+      fc_.shutdown();
       return sent.error();
     }
     std::unique_lock lock(p->mu);
@@ -269,6 +266,7 @@ class ClientConn {
 
   FrameConn fc_;
   unsigned index_;
+  std::uint64_t session_;
   std::chrono::steady_clock::time_point started_;
   std::optional<std::chrono::steady_clock::time_point> closed_at_;
   std::atomic<bool> alive_{true};
@@ -310,24 +308,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   }
 
   Status connect_control() {
-    std::shared_ptr<grpc::ChannelCredentials> creds;
-    if (options_.tls || !options_.tls_ca.empty()) {
-      grpc::SslCredentialsOptions ssl;
-      if (!options_.tls_ca.empty()) {
-        std::ifstream in(options_.tls_ca);
-        if (!in) return errno_error(errno, "read CA bundle", options_.tls_ca);
-        std::stringstream ss;
-        ss << in.rdbuf();
-        ssl.pem_root_certs = ss.str();
-      }
-      creds = grpc::SslCredentials(ssl);
-    } else {
-      creds = grpc::InsecureChannelCredentials();
-    }
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(64 << 20);
-    channel_ = grpc::CreateCustomChannel(endpoint_name(url_), creds, args);
-    stub_ = v1::Xfer::NewStub(channel_);
+    XFER_ASSIGN_OR_RETURN(stub_, make_control_stub(url_, options_));
     return ok_status();
   }
 
@@ -335,8 +316,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   const std::string& name() const { return name_; }
 
   void prepare(grpc::ClientContext& ctx, std::chrono::seconds timeout = kRpcTimeout) const {
-    ctx.set_deadline(std::chrono::system_clock::now() + timeout);
-    if (!token_.empty()) ctx.AddMetadata("authorization", "Bearer " + token_);
+    prepare_call(ctx, token_, timeout);
   }
 
   // The next connection in turn, opening the session and (re)connecting
@@ -357,6 +337,23 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     return conns_[rr_++ % conns_.size()];
   }
 
+  // A live connection of data session `session`, never reconnecting: a file
+  // handle exists only in the session that opened it, so when that session
+  // is gone (server restarted, every connection lost) the call fails with
+  // kUnavailable/kRetryFile and the engine reopens the file — resuming its
+  // partial — through pick().
+  Result<std::shared_ptr<ClientConn>> pick_in(std::uint64_t session) {
+    std::lock_guard lock(mu_);
+    const std::size_t n = conns_.size();
+    for (std::size_t tries = 0; tries < n; ++tries) {
+      auto& c = conns_[rr_++ % n];
+      if (c->session() == session && c->alive()) return c;
+    }
+    return make_error(ErrorCode::kUnavailable, "data session", name_,
+                      "the connection to the server that held this file was lost",
+                      RetryClass::kRetryFile);
+  }
+
   std::uint64_t next_handle() { return next_handle_.fetch_add(1); }
   // sendfile saves the sender a copy on a real network. Over loopback the
   // receiver copies anyway and page-cache skbs cost more than they save:
@@ -375,6 +372,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
 
  private:
   Status open_session_locked() {
+    ++session_gen_;
     v1::OpenSessionRequest req;
     const unsigned want = options_.streams > 0 ? options_.streams : 4;
     req.set_streams(want);
@@ -398,7 +396,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     const unsigned streams = std::max(1u, std::min(session.streams(), want));
     for (unsigned i = 0; i < streams; ++i) {
       XFER_ASSIGN_OR_RETURN(UniqueFd fd, protocol::tcp_connect(host, hp.second));
-      auto conn = std::make_shared<ClientConn>(std::move(fd), i);
+      auto conn = std::make_shared<ClientConn>(std::move(fd), i, session_gen_);
       XFER_TRY(hello(*conn, session.session_id(), session.data_token(), encrypt_));
       conn->start_reader();
       conns_.push_back(std::move(conn));
@@ -472,11 +470,11 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   EndpointOptions options_;
   std::string token_;
   std::string name_;
-  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Xfer::Stub> stub_;
   std::mutex mu_;
   std::vector<std::shared_ptr<ClientConn>> conns_;
   std::size_t rr_ = 0;
+  std::uint64_t session_gen_ = 0;  // bumped by every OpenSession
   std::string session_id_;
   bool encrypt_ = false;
   std::atomic<std::uint64_t> next_handle_{1};
@@ -488,16 +486,18 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
 class XferSource final : public Source {
  public:
   XferSource(std::shared_ptr<XferClient> client, std::string path, std::uint64_t handle,
-             FileAttrs attrs, std::vector<std::byte> inline_data, bool inlined)
+             std::uint64_t session, FileAttrs attrs, std::vector<std::byte> inline_data,
+             bool inlined)
       : client_(std::move(client)),
         path_(std::move(path)),
         handle_(handle),
+        session_(session),
         attrs_(std::move(attrs)),
         inline_(std::move(inline_data)),
         inlined_(inlined) {}
   ~XferSource() override {
     if (inlined_) return;
-    auto c = client_->pick();
+    auto c = client_->pick_in(session_);
     if (c) {
       FrameHeader h;
       h.type = FrameType::kClose;
@@ -518,7 +518,7 @@ class XferSource final : public Source {
     const std::size_t max_piece = protocol::kMaxPayload - protocol::kTagSize;
     while (done < buf.size()) {
       std::size_t want = std::min(buf.size() - done, max_piece);
-      XFER_ASSIGN_OR_RETURN(auto conn, client_->pick());
+      XFER_ASSIGN_OR_RETURN(auto conn, client_->pick_in(session_));
       FrameHeader req;
       req.type = FrameType::kRead;
       req.id = handle_;
@@ -555,6 +555,7 @@ class XferSource final : public Source {
   std::shared_ptr<XferClient> client_;
   std::string path_;
   std::uint64_t handle_;
+  std::uint64_t session_;  // the data session the handle lives in
   FileAttrs attrs_;
   std::vector<std::byte> inline_;
   bool inlined_;
@@ -609,7 +610,6 @@ class XferSmallSink final : public Sink {
     if (reply.type != FrameType::kAck) {
       return make_error(ErrorCode::kCorrupt, "write", path_, "unexpected reply to a file");
     }
-    committed_ = true;
     return ok_status();
   }
   Status abort() override {
@@ -626,7 +626,6 @@ class XferSmallSink final : public Sink {
   // as zeros here.
   std::unique_ptr<std::byte[]> data_;
   std::size_t size_;
-  bool committed_ = false;
   bool aborted_ = false;
 };
 
@@ -634,11 +633,12 @@ class XferSmallSink final : public Sink {
 // every connection; commit publishes.
 class XferSink final : public Sink {
  public:
-  XferSink(std::shared_ptr<XferClient> client, std::string path, std::uint64_t handle, bool resumed,
-           bool resumable)
+  XferSink(std::shared_ptr<XferClient> client, std::string path, std::uint64_t handle,
+           std::uint64_t session, bool resumed, bool resumable)
       : client_(std::move(client)),
         path_(std::move(path)),
         handle_(handle),
+        session_(session),
         resumed_(resumed),
         resumable_(resumable) {}
   ~XferSink() override {
@@ -646,7 +646,7 @@ class XferSink final : public Sink {
   }
 
   Status write_at(Offset offset, std::span<const std::byte> data) override {
-    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick());
+    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick_in(session_));
     FrameHeader req;
     req.type = FrameType::kData;
     req.id = handle_;
@@ -661,7 +661,7 @@ class XferSink final : public Sink {
     if (fd < 0 || client_->sealed() || !client_->sendfile_pays()) {
       return make_error(ErrorCode::kUnsupported, "copy_from", path_);
     }
-    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick());
+    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick_in(session_));
     FrameHeader req;
     req.type = FrameType::kData;
     req.id = handle_;
@@ -678,7 +678,7 @@ class XferSink final : public Sink {
   }
 
   Result<std::size_t> read_back(Offset offset, std::span<std::byte> buf) override {
-    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick());
+    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick_in(session_));
     FrameHeader req;
     req.type = FrameType::kRead;
     req.id = handle_;
@@ -704,7 +704,7 @@ class XferSink final : public Sink {
   Status finish(FrameType type) {
     if (finished_) return ok_status();
     finished_ = true;
-    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick());
+    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick_in(session_));
     FrameHeader req;
     req.type = type;
     req.id = handle_;
@@ -716,6 +716,7 @@ class XferSink final : public Sink {
   std::shared_ptr<XferClient> client_;
   std::string path_;
   std::uint64_t handle_;
+  std::uint64_t session_;  // the data session the handle lives in
   bool resumed_;
   bool resumable_;
   bool finished_ = false;
@@ -827,7 +828,8 @@ class XferBackend final : public Backend {
     std::vector<std::byte> payload;
     protocol::encode(orq, payload);
     const std::uint64_t handle = client_->next_handle();
-    XFER_ASSIGN_OR_RETURN(auto r, open_remote(FrameType::kOpenRead, handle, payload, path));
+    XFER_ASSIGN_OR_RETURN(auto opened, open_remote(FrameType::kOpenRead, handle, payload, path));
+    protocol::OpenReply& r = opened.reply;
     FileAttrs a;
     a.type = EntryType::kFile;
     a.size = r.size;
@@ -837,8 +839,8 @@ class XferBackend final : public Backend {
     if (inlined && r.inline_data.size() != r.size) {
       return make_error(ErrorCode::kCorrupt, "open", path, "inline data does not match the size");
     }
-    return std::unique_ptr<Source>(
-        new XferSource(client_, std::string(path), handle, a, std::move(r.inline_data), inlined));
+    return std::unique_ptr<Source>(new XferSource(
+        client_, std::string(path), handle, opened.session, a, std::move(r.inline_data), inlined));
   }
 
   Result<std::unique_ptr<Sink>> open_sink(std::string_view path,
@@ -851,16 +853,20 @@ class XferBackend final : public Backend {
     std::vector<std::byte> payload;
     protocol::encode(ow, payload);
     const std::uint64_t handle = client_->next_handle();
-    XFER_ASSIGN_OR_RETURN(auto r, open_remote(FrameType::kOpenWrite, handle, payload, path));
-    return std::unique_ptr<Sink>(new XferSink(client_, std::string(path), handle,
-                                              (r.flags & 1u) != 0, !options.resume_name.empty()));
+    XFER_ASSIGN_OR_RETURN(auto opened, open_remote(FrameType::kOpenWrite, handle, payload, path));
+    return std::unique_ptr<Sink>(new XferSink(client_, std::string(path), handle, opened.session,
+                                              (opened.reply.flags & 1u) != 0,
+                                              !options.resume_name.empty()));
   }
 
  private:
   // kOpenRead/kOpenWrite of `handle`; the server's OpenReply.
-  Result<protocol::OpenReply> open_remote(FrameType type, std::uint64_t handle,
-                                          std::span<const std::byte> payload,
-                                          std::string_view path) {
+  struct Opened {
+    protocol::OpenReply reply;
+    std::uint64_t session;  // the data session the handle now lives in
+  };
+  Result<Opened> open_remote(FrameType type, std::uint64_t handle,
+                             std::span<const std::byte> payload, std::string_view path) {
     XFER_ASSIGN_OR_RETURN(auto conn, client_->pick());
     FrameHeader req;
     req.type = type;
@@ -870,7 +876,8 @@ class XferBackend final : public Backend {
     if (reply.type != FrameType::kOpenOk) {
       return make_error(ErrorCode::kCorrupt, "open", path, "unexpected reply to an open");
     }
-    return protocol::decode_open_reply(body);
+    XFER_ASSIGN_OR_RETURN(auto r, protocol::decode_open_reply(body));
+    return Opened{std::move(r), conn->session()};
   }
 
   template <typename Method, typename Req>

@@ -1,0 +1,44 @@
+#include "backend/xfer/control.hpp"
+
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "xfer/backend/xfer.hpp"
+
+namespace xfer {
+
+std::string endpoint_name(const Url& url) {
+  std::string host = url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host;
+  return fmt::format("{}:{}", host, url.port > 0 ? url.port : kDefaultXferPort);
+}
+
+Result<std::unique_ptr<xfer::v1::Xfer::Stub>> make_control_stub(const Url& url,
+                                                                const EndpointOptions& options) {
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  if (options.tls || !options.tls_ca.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    if (!options.tls_ca.empty()) {
+      std::ifstream in(options.tls_ca);
+      if (!in) return errno_error(errno, "read CA bundle", options.tls_ca);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      ssl.pem_root_certs = ss.str();
+    }
+    creds = grpc::SslCredentials(ssl);
+  } else {
+    creds = grpc::InsecureChannelCredentials();
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  return xfer::v1::Xfer::NewStub(grpc::CreateCustomChannel(endpoint_name(url), creds, args));
+}
+
+void prepare_call(grpc::ClientContext& ctx, const std::string& token,
+                  std::chrono::seconds timeout) {
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+}
+
+}  // namespace xfer
