@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "xfer/core/checksum.hpp"
+#include "xfer/core/names.hpp"
 #include "xfer/core/url.hpp"
 
 namespace xfer {
@@ -108,6 +109,7 @@ Status write_job(const std::string& state_root, const JobInfo& job) {
 }
 
 Result<JobInfo> read_job(const std::string& state_root, const std::string& id) {
+  XFER_TRY(validate_id(id, "job id"));
   std::string dir = job_dir(state_root, id);
   std::ifstream in(dir + "/job.json");
   if (!in) return make_error(ErrorCode::kNotFound, "read job", id, "no such job");
@@ -148,6 +150,7 @@ std::vector<JobInfo> list_jobs(const std::string& state_root) {
 }
 
 Status remove_job(const std::string& state_root, const std::string& id) {
+  XFER_TRY(validate_id(id, "job id"));
   std::error_code ec;
   fs::remove_all(job_dir(state_root, id), ec);
   if (ec) return errno_error(ec.value(), "remove", job_dir(state_root, id));

@@ -28,6 +28,7 @@
 #include "xfer/checkpoint/checkpoint.hpp"
 #include "xfer/core/checksum.hpp"
 #include "xfer/core/log.hpp"
+#include "xfer/core/names.hpp"
 #include "xfer/engine/jobs.hpp"
 #include "xfer/io/buffer_pool.hpp"
 #include "xfer/io/rate_limiter.hpp"
@@ -919,6 +920,8 @@ void clear_checkpoint_files(const std::string& dir) {
 Status Engine::lock_job() {
   state_root_ = opt_.state_root.empty() ? default_state_root() : opt_.state_root;
   job_.id = opt_.job_id.empty() ? derive_job_id(req_) : opt_.job_id;
+  // The id becomes a folder name (and, on xferd, arrives from a client).
+  XFER_TRY(validate_id(job_.id, "job id"));
   const std::string dir = job_dir(state_root_, job_.id);
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);

@@ -29,11 +29,12 @@ struct Section {
   std::initializer_list<std::string_view> keys;
 };
 const Section kSections[] = {
-    {"server", {"listen", "data_listen", "root", "state_dir"}},
+    {"server", {"listen", "data_listen", "root", "state_dir", "user", "allow_special_bits"}},
     {"tls", {"cert", "key"}},
     {"auth", {"secret", "secret_file", "required"}},
-    {"limits", {"max_sessions", "max_streams_per_session", "session_idle_seconds", "max_jobs"}},
+    {"limits", {}},  // kLimitKeys
     {"data", {"encrypt"}},
+    {"jobs", {"peers", "tls_ca"}},
 };
 
 // A secret file holds one line; anything bigger is not a secret file.
@@ -215,7 +216,11 @@ Result<ServerConfig> parse_server_config(std::string_view toml_text, const std::
     if (t == nullptr)
       return rd.error(fmt::format("{} must be a table ([{}])", sec->name, sec->name), &node);
     for (auto&& [key, value] : *t) {
-      if (std::find(sec->keys.begin(), sec->keys.end(), key.str()) == sec->keys.end()) {
+      bool known = std::find(sec->keys.begin(), sec->keys.end(), key.str()) != sec->keys.end();
+      if (sec->name == "limits") {
+        for (std::size_t i = 0; i < kLimitKeyCount; ++i) known |= key.str() == kLimitKeys[i].name;
+      }
+      if (!known) {
         return rd.error(fmt::format("unknown key {}.{}", sec->name, key.str()), &value);
       }
     }
@@ -320,13 +325,55 @@ Result<ServerConfig> parse_server_config(std::string_view toml_text, const std::
         auth);
   }
 
+  if (!cfg.secret.empty() && cfg.secret.size() < kMinSecretBytes) {
+    return rd.error(fmt::format("the auth secret is {} bytes; at least {} are required "
+                                "(openssl rand -hex 32)",
+                                cfg.secret.size(), kMinSecretBytes),
+                    auth);
+  }
+
   // [limits]
-  XFER_TRY(rd.uint(limits, "limits", "max_sessions", 1, 65536, cfg.max_sessions));
-  XFER_TRY(
-      rd.uint(limits, "limits", "max_streams_per_session", 1, 1024, cfg.max_streams_per_session));
-  XFER_TRY(rd.uint(limits, "limits", "session_idle_seconds", 1, 7 * 24 * 3600,
-                   cfg.session_idle_seconds));
-  XFER_TRY(rd.uint(limits, "limits", "max_jobs", 1, 1024, cfg.max_jobs));
+  for (std::size_t i = 0; i < kLimitKeyCount; ++i) {
+    const LimitKey& k = kLimitKeys[i];
+    XFER_TRY(rd.uint(limits, "limits", k.name, k.lo, k.hi, cfg.*k.member));
+  }
+  if (cfg.max_sessions_per_subject > cfg.max_sessions) {
+    cfg.max_sessions_per_subject = cfg.max_sessions;
+  }
+  if (cfg.max_jobs_per_subject > cfg.max_jobs) cfg.max_jobs_per_subject = cfg.max_jobs;
+
+  // [server] user, allow_special_bits
+  XFER_ASSIGN_OR_RETURN(auto user, rd.string(server, "server", "user"));
+  if (user) cfg.user = *user;
+  XFER_ASSIGN_OR_RETURN(auto special, rd.boolean(server, "server", "allow_special_bits"));
+  if (special) cfg.allow_special_bits = *special;
+
+  // [jobs]
+  const toml::table* jobs = doc["jobs"].as_table();
+  if (const toml::node* peers = jobs ? jobs->get("peers") : nullptr) {
+    const toml::array* list = peers->as_array();
+    if (list == nullptr) return rd.error("jobs.peers must be an array of \"host:port\"", peers);
+    for (const auto& item : *list) {
+      auto v = item.value<std::string>();
+      if (!item.is_string() || !v || v->empty()) {
+        return rd.error("jobs.peers must be an array of \"host:port\"", &item);
+      }
+      if (auto why = check_listen_address(*v)) {
+        return rd.error(fmt::format("jobs.peers \"{}\": {}", *v, *why), &item);
+      }
+      cfg.job_peers.push_back(*v);
+    }
+  }
+  XFER_ASSIGN_OR_RETURN(auto tls_ca, rd.string(jobs, "jobs", "tls_ca"));
+  if (tls_ca) {
+    int fd = ::open(tls_ca->c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      return rd.error(fmt::format("jobs.tls_ca {}: {}", *tls_ca, errno_text(errno)),
+                      jobs->get("tls_ca"));
+    }
+    ::close(fd);
+    cfg.job_tls_ca = *tls_ca;
+  }
 
   // [data]
   XFER_ASSIGN_OR_RETURN(auto encrypt, rd.string(data, "data", "encrypt"));
@@ -356,5 +403,40 @@ Result<ServerConfig> load_server_config(const std::string& path) {
   }
   return parse_server_config(*text, path);
 }
+
+const LimitKey kLimitKeys[] = {
+    {"max_sessions", &ServerConfig::max_sessions, 1, 65536, "data sessions in total"},
+    {"max_sessions_per_subject", &ServerConfig::max_sessions_per_subject, 1, 65536,
+     "data sessions of one token subject"},
+    {"max_streams_per_session", &ServerConfig::max_streams_per_session, 1, 1024,
+     "data connections granted to one session"},
+    {"max_handles_per_session", &ServerConfig::max_handles_per_session, 1, 65536,
+     "files open at once in one session"},
+    {"session_idle_seconds", &ServerConfig::session_idle_seconds, 1, 7 * 24 * 3600,
+     "a session without connections is closed after this"},
+    {"max_connections", &ServerConfig::max_connections, 1, 1 << 20, "data connections in total"},
+    {"max_connections_per_address", &ServerConfig::max_connections_per_address, 1, 1 << 20,
+     "data connections from one address"},
+    {"max_unauthenticated", &ServerConfig::max_unauthenticated, 1, 1 << 20,
+     "data connections still in their handshake"},
+    {"max_unauthenticated_per_address", &ServerConfig::max_unauthenticated_per_address, 1, 1 << 20,
+     "handshaking data connections from one address"},
+    {"handshake_seconds", &ServerConfig::handshake_seconds, 1, 300,
+     "the whole data handshake, from accept to HelloOk"},
+    {"connection_buffer_kib", &ServerConfig::connection_buffer_kib, 64, 65536,
+     "largest frame a data connection buffers whole (KiB)"},
+    {"max_jobs", &ServerConfig::max_jobs, 1, 1024, "server-run jobs running at once"},
+    {"max_jobs_per_subject", &ServerConfig::max_jobs_per_subject, 1, 1024,
+     "running jobs of one token subject"},
+    {"job_retention_seconds", &ServerConfig::job_retention_seconds, 0, 30 * 24 * 3600,
+     "a finished job is forgotten after this"},
+    {"max_finished_jobs", &ServerConfig::max_finished_jobs, 0, 65536,
+     "finished jobs remembered at most (the oldest go first)"},
+    {"max_grpc_connections_idle_seconds", &ServerConfig::max_grpc_connections_idle_seconds, 1,
+     7 * 24 * 3600, "an idle control connection is closed after this"},
+    {"log_refusals_per_minute", &ServerConfig::log_refusals_per_minute, 0, 1 << 20,
+     "audit lines for refused requests (the rest are counted)"},
+};
+const std::size_t kLimitKeyCount = sizeof(kLimitKeys) / sizeof(kLimitKeys[0]);
 
 }  // namespace xfer::server

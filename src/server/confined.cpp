@@ -1,105 +1,160 @@
+// The confined, fd-relative backend over xferd's root (confined.hpp).
+// Called from gRPC threads, data-connection threads and job threads.
+
 #include "server/confined.hpp"
 
-#include <sys/stat.h>
+#include <fcntl.h>
 
+#include "backend/local/fs_at.hpp"
 #include "xfer/backend/local.hpp"
+#include "xfer/core/names.hpp"
 
 namespace xfer::server {
+
+class ConfinedRoot {
+ public:
+  ConfinedRoot(std::shared_ptr<const ServerRoot> root, ConfinedOptions options)
+      : root_(std::move(root)) {
+    policy_.confined = true;
+    policy_.allow_special_bits = options.allow_special_bits;
+    auto probe = make_local_backend();
+    caps_ = probe->capabilities();
+    env_.umask = fs::current_umask();
+  }
+  const ServerRoot& root() const { return *root_; }
+  const fs::FsPolicy& policy() const { return policy_; }
+  fs::SinkEnv& env() { return env_; }
+  const Capabilities& caps() const { return caps_; }
+
+ private:
+  std::shared_ptr<const ServerRoot> root_;
+  fs::FsPolicy policy_;
+  fs::SinkEnv env_;
+  Capabilities caps_;
+};
+
 namespace {
+
+constexpr std::size_t kMaxSymlinkTarget = 4096;
 
 class ConfinedBackend final : public Backend {
  public:
-  explicit ConfinedBackend(std::shared_ptr<const ServerRoot> root)
-      : root_(std::move(root)), local_(make_local_backend()) {}
+  ConfinedBackend(std::shared_ptr<ConfinedRoot> root, std::optional<TokenScope> scope)
+      : root_(std::move(root)), scope_(std::move(scope)) {}
 
-  const Capabilities& capabilities() const override { return local_->capabilities(); }
-  std::string describe() const override { return "root " + root_->path(); }
+  const Capabilities& capabilities() const override { return root_->caps(); }
+  std::string describe() const override { return "root " + root_->root().path(); }
 
   Result<FileAttrs> stat(std::string_view path) override {
-    XFER_ASSIGN_OR_RETURN(auto r, root_->resolve(path));
-    return local_->stat(r.local_path);
+    XFER_ASSIGN_OR_RETURN(auto p, open(path, false, "stat"));
+    return fs::stat_at(at(p));
   }
   Status list(std::string_view path, const ListOptions& options, const EntrySink& sink) override {
-    XFER_ASSIGN_OR_RETURN(auto r, resolve_no_link(path, "list"));
-    return local_->list(r.local_path, options, sink);
+    XFER_ASSIGN_OR_RETURN(auto p, open(path, false, "list"));
+    return fs::list_at(at(p), options, sink, root_->policy());
   }
   Status mkdir(std::string_view path, bool parents) override {
-    XFER_ASSIGN_OR_RETURN(auto r, root_->resolve(path));
-    if (parents) {
-      // Create one level at a time so every level is checked by resolve().
-      std::string server = r.server_path;
-      for (std::size_t pos = 1; pos <= server.size(); ++pos) {
-        if (pos != server.size() && server[pos] != '/') continue;
-        XFER_ASSIGN_OR_RETURN(auto level, root_->resolve(server.substr(0, pos)));
-        Status s = local_->mkdir(level.local_path, false);
-        if (!s.ok() && s.error().code != ErrorCode::kExists) return s;
-      }
-      XFER_ASSIGN_OR_RETURN(FileAttrs a, local_->stat(r.local_path));
-      if (a.type != EntryType::kDirectory) {
-        return make_error(ErrorCode::kNotDirectory, "mkdir", r.server_path, "not a directory");
-      }
-      return ok_status();
+    if (!parents) {
+      XFER_ASSIGN_OR_RETURN(auto p, open(path, true, "mkdir"));
+      if (p.name == ".") return errno_error(EEXIST, "mkdir", "/");
+      return fs::mkdir_at(at(p), false);
     }
-    return local_->mkdir(r.local_path, false);
+    // One level at a time, each resolved beneath the root and checked.
+    XFER_ASSIGN_OR_RETURN(std::string server, normalize_server_path(path));
+    for (std::size_t pos = 1; pos <= server.size(); ++pos) {
+      if (pos != server.size() && server[pos] != '/') continue;
+      XFER_ASSIGN_OR_RETURN(auto level, open(server.substr(0, pos), true, "mkdir"));
+      if (level.name == ".") continue;
+      XFER_TRY(fs::mkdir_at(at(level), true));
+    }
+    return ok_status();
   }
   Status remove(std::string_view path, bool recursive) override {
-    XFER_ASSIGN_OR_RETURN(auto r, root_->resolve(path));
-    if (r.server_path == "/") {
+    XFER_ASSIGN_OR_RETURN(auto p, open(path, true, "remove"));
+    if (p.name == ".") {
       return make_error(ErrorCode::kPermission, "remove", "/", "refusing to remove the root");
     }
-    return local_->remove(r.local_path, recursive);
+    return fs::remove_at(at(p), recursive);
   }
   Status rename(std::string_view from, std::string_view to) override {
-    XFER_ASSIGN_OR_RETURN(auto a, root_->resolve(from));
-    XFER_ASSIGN_OR_RETURN(auto b, root_->resolve(to));
-    if (a.server_path == "/" || b.server_path == "/") {
+    XFER_ASSIGN_OR_RETURN(auto a, open(from, true, "rename"));
+    XFER_ASSIGN_OR_RETURN(auto b, open(to, true, "rename"));
+    if (a.name == "." || b.name == ".") {
       return make_error(ErrorCode::kPermission, "rename", "/", "refusing to rename the root");
     }
-    return local_->rename(a.local_path, b.local_path);
+    return fs::rename_at(at(a), at(b));
   }
   Status touch(std::string_view path, std::optional<std::int64_t> mtime_ns) override {
-    XFER_ASSIGN_OR_RETURN(auto r, root_->resolve(path));
-    return local_->touch(r.local_path, mtime_ns);
+    XFER_ASSIGN_OR_RETURN(auto p, open(path, true, "touch"));
+    return fs::touch_at(at(p), mtime_ns);
   }
   Status symlink(std::string_view target, std::string_view path, const FileAttrs& attrs) override {
-    XFER_ASSIGN_OR_RETURN(auto r, root_->resolve(path));
-    return local_->symlink(target, r.local_path, attrs);
+    XFER_ASSIGN_OR_RETURN(auto p, open(path, true, "symlink"));
+    if (p.name == ".") return errno_error(EEXIST, "symlink", "/");
+    if (target.empty() || target.size() > kMaxSymlinkTarget ||
+        target.find('\0') != std::string_view::npos) {
+      return make_error(ErrorCode::kInvalidArgument, "symlink", p.server_path,
+                        "invalid symlink target (empty, NUL byte or over 4096 bytes)");
+    }
+    return fs::symlink_at(std::string(target), at(p), attrs);
   }
   Status set_attrs(std::string_view path, const FileAttrs& attrs) override {
-    XFER_ASSIGN_OR_RETURN(auto r, resolve_no_link(path, "set attributes"));
-    return local_->set_attrs(r.local_path, attrs);
+    XFER_ASSIGN_OR_RETURN(auto p, open(path, true, "set attributes"));
+    return fs::set_attrs_at(at(p), attrs, root_->policy());
   }
   Result<std::unique_ptr<Source>> open_source(std::string_view path) override {
-    XFER_ASSIGN_OR_RETURN(auto r, resolve_no_link(path, "open"));
-    return local_->open_source(r.local_path);
+    XFER_ASSIGN_OR_RETURN(auto p, open(path, false, "open"));
+    return fs::open_source_at(at(p), root_->policy());
   }
   Result<std::unique_ptr<Sink>> open_sink(std::string_view path,
                                           const SinkOptions& options) override {
-    XFER_ASSIGN_OR_RETURN(auto r, root_->resolve(path));
-    if (r.server_path == "/") {
+    XFER_ASSIGN_OR_RETURN(auto p, open(path, true, "open"));
+    if (p.name == ".") {
       return make_error(ErrorCode::kIsDirectory, "open", "/", "the root is a directory");
     }
-    // The local sink publishes with linkat/rename, which replaces a final
-    // symlink instead of following it.
-    return local_->open_sink(r.local_path, options);
+    // The resume name becomes part of a hidden file name beside the target.
+    if (!options.resume_name.empty()) XFER_TRY(validate_id(options.resume_name, "resume name"));
+    fs::At where = at(p);
+    // The sink keeps the parent's descriptor: commit publishes into that
+    // very folder (linkat/renameat), whatever happens to its name meanwhile.
+    return fs::open_sink_at(std::move(p.dir), std::move(where), options, root_->policy(),
+                            root_->env());
   }
 
  private:
-  Result<ServerRoot::Resolved> resolve_no_link(std::string_view path, std::string_view op) {
-    XFER_ASSIGN_OR_RETURN(auto r, root_->resolve(path));
-    struct stat st {};
-    if (::lstat(r.local_path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
-      return make_error(ErrorCode::kPermission, op, r.server_path,
-                        "refusing to follow a symlink on the server");
+  // Resolves `path` once and checks the token's scope on that resolution.
+  Result<ServerRoot::Parent> open(std::string_view path, bool write, std::string_view op) {
+    XFER_ASSIGN_OR_RETURN(auto p, root_->root().open_parent(path));
+    if (scope_) {
+      if (!scope_->covers(p.server_path) || !scope_->covers(p.canonical_path)) {
+        return make_error(ErrorCode::kPermission, op, p.server_path,
+                          "path outside the token's scope");
+      }
+      if (write && !scope_->write) {
+        return make_error(ErrorCode::kPermission, op, p.server_path, "token is read-only");
+      }
     }
-    return r;
+    return p;
+  }
+  static fs::At at(const ServerRoot::Parent& p) {
+    return fs::At{p.dir.get(), p.name, p.server_path};
   }
 
-  std::shared_ptr<const ServerRoot> root_;
-  std::unique_ptr<Backend> local_;
+  std::shared_ptr<ConfinedRoot> root_;
+  std::optional<TokenScope> scope_;
 };
 
 }  // namespace
+
+std::shared_ptr<ConfinedRoot> make_confined_root(std::shared_ptr<const ServerRoot> root,
+                                                 ConfinedOptions options) {
+  return std::make_shared<ConfinedRoot>(std::move(root), options);
+}
+
+std::unique_ptr<Backend> make_confined_backend(std::shared_ptr<ConfinedRoot> root,
+                                               std::optional<TokenScope> scope) {
+  return std::make_unique<ConfinedBackend>(std::move(root), std::move(scope));
+}
 
 Result<std::string> check_token_scope(const ServerRoot& root, const TokenScope& scope,
                                       std::string_view path, bool write, std::string_view op) {
@@ -111,10 +166,6 @@ Result<std::string> check_token_scope(const ServerRoot& root, const TokenScope& 
     return make_error(ErrorCode::kPermission, op, r.server_path, "token is read-only");
   }
   return r.server_path;
-}
-
-std::unique_ptr<Backend> make_confined_backend(std::shared_ptr<const ServerRoot> root) {
-  return std::make_unique<ConfinedBackend>(std::move(root));
 }
 
 }  // namespace xfer::server

@@ -1,12 +1,19 @@
 #pragma once
-// A Backend over xferd's root: every path is a server path ("/a/b") that is
-// resolved by ServerRoot (no '..', no symlink on the way out of the root)
-// and then handed to the local backend. On top of the root's rules, the
-// operations that would follow a final symlink (open_source, list,
-// set_attrs) refuse one: a link inside the root may point anywhere, and
-// following it would read or change what lies outside.
+// A Backend over xferd's root: every path is a server path ("/a/b"),
+// resolved once by ServerRoot::open_parent (beneath the root, no '..', no
+// symlink on the way out) and checked against the caller's token scope on
+// that same resolution; the operation then runs with *at(2) calls on the
+// parent's descriptor (backend/local/fs_at.hpp), so no path string is ever
+// re-resolved between the check and the use. A final symlink is never
+// followed (open, list, set_attrs refuse it), only regular files, folders
+// and symlinks are opened, and setuid/setgid/sticky bits are dropped unless
+// the configuration allows them.
+//
+// Threading: stateless apart from shared, thread-safe state; one instance
+// may serve many threads.
 
 #include <memory>
+#include <optional>
 
 #include "xfer/backend/backend.hpp"
 #include "xfer/server/auth.hpp"
@@ -14,7 +21,20 @@
 
 namespace xfer::server {
 
-std::unique_ptr<Backend> make_confined_backend(std::shared_ptr<const ServerRoot> root);
+struct ConfinedOptions {
+  bool allow_special_bits = false;  // config: server.allow_setuid
+};
+
+// The root's shared state (policy, umask, O_TMPFILE support).
+class ConfinedRoot;
+std::shared_ptr<ConfinedRoot> make_confined_root(std::shared_ptr<const ServerRoot> root,
+                                                 ConfinedOptions options);
+
+// A backend on `root` limited to `scope` (prefix, read-only) when given;
+// without a scope it reaches the whole root (server-run jobs, whose paths
+// were checked against the submitter's scope).
+std::unique_ptr<Backend> make_confined_backend(std::shared_ptr<ConfinedRoot> root,
+                                               std::optional<TokenScope> scope = std::nullopt);
 
 // May a token with `scope` touch `path` (for writing when `write`)? Checked
 // on the path as given and on its canonical form (ServerRoot::Resolved), so

@@ -1,5 +1,12 @@
+// The data-channel server of xferd (data_server.hpp): admission and limits,
+// the handshake, and one handler per frame type. The acceptor and the
+// watchdog are one thread each; every connection has its own thread.
+
 #include "server/data_server.hpp"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -13,7 +20,6 @@
 #include <fmt/format.h>
 
 #include "protocol/conn.hpp"
-#include "server/confined.hpp"
 #include "xfer/core/log.hpp"
 #include "xfer/protocol/crypto.hpp"
 #include "xfer/protocol/frame.hpp"
@@ -26,10 +32,17 @@ using protocol::FrameType;
 
 namespace {
 
-constexpr std::uint32_t kMaxControlPayload = 1u << 20;  // Hello, OpenWrite, OpenRead, ...
-constexpr std::uint32_t kInlineMax = 1u << 20;          // largest file inlined in kOpenOk
-constexpr std::uint32_t kMaxPutFile = 16u << 20;        // largest whole-file frame
-constexpr std::size_t kScratch = 512 * 1024;            // per-connection receive piece
+constexpr std::uint32_t kMaxControlPayload = 64u << 10;  // OpenWrite, OpenRead (path <= 4 KiB)
+constexpr std::uint32_t kMaxSmallPayload = 4096;         // Commit, Close, Ping, ...
+constexpr std::uint32_t kInlineMax = 1u << 20;           // largest file inlined in kOpenOk
+constexpr std::size_t kScratch = 512 * 1024;             // per-connection receive piece
+// Hellos one session accepts over its life (its connections, reconnects
+// included): bounds the replay-protection set.
+constexpr std::size_t kMaxHellos = 4096;
+// Descriptors a handle holds: a sink keeps its file and its folder, a
+// source its file.
+constexpr std::size_t kSinkFds = 2;
+constexpr std::size_t kSourceFds = 1;
 
 std::string random_hex(std::size_t bytes) {
   std::vector<std::uint8_t> raw(bytes);
@@ -40,10 +53,34 @@ std::string random_hex(std::size_t bytes) {
   return out;
 }
 
+std::int64_t now_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 void set_recv_timeout(int fd, std::chrono::seconds t) {
   timeval tv{};
   tv.tv_sec = static_cast<time_t>(t.count());
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+// The peer's IP address as text ("127.0.0.1", "::1"); "?" when unknown.
+std::string peer_ip(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    ::inet_ntop(AF_INET, &a->sin_addr, buf, sizeof(buf));
+  } else if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    ::inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof(buf));
+  } else {
+    return "?";
+  }
+  return buf;
 }
 
 Status send_error(FrameConn& fc, std::uint64_t id, std::uint64_t offset, const Error& e) {
@@ -69,39 +106,86 @@ Status send_ack(FrameConn& fc, std::uint64_t id, std::uint64_t offset, std::uint
   return fc.send(h, {});
 }
 
+// Tells a refused peer why, without waiting for it (the socket buffer takes
+// one small frame), then the caller closes.
+void refuse_connection(int fd, const std::string& why) {
+  protocol::ErrorBody body;
+  body.code = static_cast<std::uint32_t>(ErrorCode::kUnavailable);
+  body.retry = static_cast<std::uint32_t>(RetryClass::kRetryCall);
+  body.message = "xferd: " + why;
+  std::vector<std::byte> payload;
+  protocol::encode(body, payload);
+  FrameHeader h;
+  h.type = FrameType::kError;
+  h.length = static_cast<std::uint32_t>(payload.size());
+  h.payload_hash = protocol::payload_hash(payload);
+  auto hdr = protocol::encode_header(h);
+  std::vector<std::byte> out(hdr.begin(), hdr.end());
+  out.insert(out.end(), payload.begin(), payload.end());
+  (void)::send(fd, out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
 }  // namespace
+
+// ---- descriptors ----------------------------------------------------------
+
+bool FdBudget::try_acquire(std::size_t n) {
+  std::size_t cur = used_.load();
+  while (true) {
+    if (cur + n > capacity_) return false;
+    if (used_.compare_exchange_weak(cur, cur + n)) return true;
+  }
+}
+
+void FdBudget::release(std::size_t n) {
+  used_.fetch_sub(n);
+}
 
 // ---- sessions -------------------------------------------------------------
 
 Result<std::shared_ptr<DataSession>> SessionRegistry::create(TokenScope scope, unsigned streams,
                                                              bool encrypt,
-                                                             std::chrono::seconds lifetime) {
+                                                             std::chrono::seconds idle_lifetime,
+                                                             std::shared_ptr<Backend> fs) {
   auto s = std::make_shared<DataSession>();
   s->id = random_hex(8);
   s->data_token = random_hex(32);
+  s->token_expires_at = scope.expires_at;
   s->scope = std::move(scope);
   s->encrypt = encrypt;
   s->streams = streams;
-  s->expires = std::chrono::steady_clock::now() + lifetime;
+  s->idle_expires = std::chrono::steady_clock::now() + idle_lifetime;
+  s->fs = std::move(fs);
+  std::vector<std::shared_ptr<DataSession>> dropped;  // destroyed outside the lock
   std::lock_guard lock(mu_);
-  expire_locked();
+  expire_locked(dropped);
   if (by_id_.size() >= max_sessions_) {
     return make_error(ErrorCode::kUnavailable, "open session", "", "server is at its session limit",
+                      RetryClass::kRetryCall);
+  }
+  unsigned mine = 0;
+  for (const auto& [id, other] : by_id_) mine += other->scope.subject == s->scope.subject;
+  if (mine >= max_per_subject_) {
+    return make_error(ErrorCode::kUnavailable, "open session", "",
+                      fmt::format("'{}' has {} sessions open, the most one token subject may have",
+                                  s->scope.subject, mine),
                       RetryClass::kRetryCall);
   }
   by_id_[s->id] = s;
   return s;
 }
 
-void SessionRegistry::expire_locked() {
+void SessionRegistry::expire_locked(std::vector<std::shared_ptr<DataSession>>& dropped) {
   const auto now = std::chrono::steady_clock::now();
+  const std::int64_t now_s = now_seconds();
   for (auto it = by_id_.begin(); it != by_id_.end();) {
     bool idle;
     {
       std::lock_guard slock(it->second->mu);
       idle = it->second->connections == 0;
     }
-    if (idle && it->second->expires < now) {
+    if (it->second->token_expired(now_s) || (idle && it->second->idle_expires < now)) {
+      dropped.push_back(it->second);
       it = by_id_.erase(it);
     } else {
       ++it;
@@ -109,11 +193,25 @@ void SessionRegistry::expire_locked() {
   }
 }
 
+void SessionRegistry::expire() {
+  std::vector<std::shared_ptr<DataSession>> dropped;
+  {
+    std::lock_guard lock(mu_);
+    expire_locked(dropped);
+  }
+  for (auto& s : dropped) {
+    std::unordered_map<std::uint64_t, std::shared_ptr<Handle>> handles;
+    std::lock_guard slock(s->mu);
+    handles.swap(s->handles);
+  }
+}
+
 std::shared_ptr<DataSession> SessionRegistry::find_by_id(const std::string& id) {
   std::lock_guard lock(mu_);
   auto it = by_id_.find(id);
   if (it == by_id_.end()) return nullptr;
-  if (it->second->expires < std::chrono::steady_clock::now()) {
+  if (it->second->token_expired(now_seconds())) return nullptr;
+  if (it->second->idle_expires < std::chrono::steady_clock::now()) {
     std::lock_guard slock(it->second->mu);
     if (it->second->connections == 0) return nullptr;
   }
@@ -148,19 +246,20 @@ std::size_t SessionRegistry::size() {
 // ---- connections ----------------------------------------------------------
 
 struct DataServer::Conn {
-  explicit Conn(UniqueFd fd) : fc(std::move(fd)) {}
+  Conn(UniqueFd fd, std::string addr) : fc(std::move(fd)), address(std::move(addr)) {}
   FrameConn fc;
+  std::string address;
   std::thread thread;
   std::atomic<bool> done{false};
+  // Guarded by DataServer::conns_mu_.
+  bool authenticated = false;
+  bool counted_unauth = true;
+  std::chrono::steady_clock::time_point deadline;  // of the handshake
+  std::shared_ptr<DataSession> session;
 };
 
-DataServer::DataServer(std::shared_ptr<Backend> root_backend,
-                       std::shared_ptr<const ServerRoot> root, SessionRegistry& sessions,
-                       std::chrono::seconds idle_timeout)
-    : backend_(std::move(root_backend)),
-      root_(std::move(root)),
-      sessions_(sessions),
-      idle_timeout_(idle_timeout) {}
+DataServer::DataServer(SessionRegistry& sessions, DataLimits limits, FdBudget& fds, Audit& audit)
+    : sessions_(sessions), limits_(limits), fds_(fds), audit_(audit) {}
 
 DataServer::~DataServer() {
   stop();
@@ -171,7 +270,9 @@ Status DataServer::start(const std::string& listen_address) {
   XFER_ASSIGN_OR_RETURN(UniqueFd fd, protocol::tcp_listen(hp.first, hp.second));
   address_ = protocol::local_address(fd.get());
   listen_fd_ = fd.release();
+  reserve_fd_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   acceptor_ = std::thread([this] { accept_loop(); });
+  watchdog_ = std::thread([this] { watchdog_loop(); });
   return ok_status();
 }
 
@@ -179,6 +280,8 @@ void DataServer::stop() {
   if (stopping_.exchange(true)) return;
   if (listen_fd_ >= 0) ::shutdown(listen_fd_, SHUT_RDWR);
   if (acceptor_.joinable()) acceptor_.join();
+  watchdog_cv_.notify_all();
+  if (watchdog_.joinable()) watchdog_.join();
   if (listen_fd_ >= 0) ::close(listen_fd_);
   listen_fd_ = -1;
   std::list<std::shared_ptr<Conn>> conns;
@@ -192,38 +295,161 @@ void DataServer::stop() {
   }
 }
 
+void DataServer::reap_locked() {
+  for (auto it = conns_.begin(); it != conns_.end();) {
+    if ((*it)->done.load()) {
+      if ((*it)->thread.joinable()) (*it)->thread.join();
+      it = conns_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+std::shared_ptr<DataServer::Conn> DataServer::admit_locked(UniqueFd fd,
+                                                           const std::string& address) {
+  auto refuse = [&](const std::string& why) -> std::shared_ptr<Conn> {
+    audit_.refused(address, "data connection", why);
+    refuse_connection(fd.get(), why);
+    return nullptr;
+  };
+  reap_locked();
+  if (conns_.size() >= limits_.max_connections) {
+    return refuse(
+        fmt::format("server is at its limit of {} data connections", limits_.max_connections));
+  }
+  if (per_address_[address] >= limits_.max_connections_per_address) {
+    return refuse(
+        fmt::format("{} data connections from {} already", per_address_[address], address));
+  }
+  if (unauth_per_address_[address] >= limits_.max_unauthenticated_per_address) {
+    return refuse(fmt::format("{} handshakes from {} in progress already",
+                              unauth_per_address_[address], address));
+  }
+  if (unauthenticated_ >= limits_.max_unauthenticated) {
+    // Make room by dropping the oldest handshake still waiting: an honest
+    // handshake takes a round trip, so the oldest is the likeliest to be a
+    // connection that never meant to finish.
+    for (auto& c : conns_) {
+      if (!c->authenticated && c->counted_unauth && !c->done.load()) {
+        audit_.refused(c->address, "data connection", "evicted: too many handshakes in progress");
+        c->fc.shutdown();
+        c->counted_unauth = false;
+        --unauthenticated_;
+        if (--unauth_per_address_[c->address] == 0) unauth_per_address_.erase(c->address);
+        break;
+      }
+    }
+  }
+  if (!fds_.try_acquire(1)) return refuse("server is out of file descriptors");
+  auto conn = std::make_shared<Conn>(std::move(fd), address);
+  conn->deadline = std::chrono::steady_clock::now() + limits_.handshake;
+  ++per_address_[address];
+  ++unauth_per_address_[address];
+  ++unauthenticated_;
+  return conn;
+}
+
 void DataServer::accept_loop() {
+  auto backoff = std::chrono::milliseconds(5);
   while (!stopping_.load()) {
     int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
+      const int err = errno;
+      if (err == EINTR || err == ECONNABORTED) continue;
       if (stopping_.load()) break;
-      if (errno == EMFILE || errno == ENFILE) {
-        log().warn("data server: out of file descriptors, pausing accepts");
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        // Out of descriptors: give up the reserve to take the pending
+        // connection off the queue and close it (otherwise it would wake us
+        // forever), then back off and let the watchdog reap.
+        audit_.refused("?", "data connection", "out of file descriptors");
+        if (reserve_fd_.valid()) {
+          reserve_fd_.reset();
+          int victim = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+          if (victim >= 0) ::close(victim);
+          reserve_fd_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        }
+        std::this_thread::sleep_for(backoff);
+        backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+        {
+          std::lock_guard lock(conns_mu_);
+          reap_locked();
+        }
         continue;
       }
-      break;
+      log().error("data server: accept failed: {}", std::strerror(err));
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
     }
-    protocol::tune_data_socket(fd);
-    auto conn = std::make_shared<Conn>(UniqueFd(fd));
+    backoff = std::chrono::milliseconds(5);
+    UniqueFd owned(fd);
+    const std::string address = peer_ip(fd);
     std::lock_guard lock(conns_mu_);
-    // Reap finished connections so the list stays bounded.
-    for (auto it = conns_.begin(); it != conns_.end();) {
-      if ((*it)->done.load()) {
-        if ((*it)->thread.joinable()) (*it)->thread.join();
-        it = conns_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    auto conn = admit_locked(std::move(owned), address);
+    if (!conn) continue;
+    protocol::tune_data_socket(conn->fc.fd());
     conns_.push_back(conn);
     ++live_;
-    conn->thread = std::thread([this, conn] {
-      serve(conn);
+    try {
+      conn->thread = std::thread([this, conn] {
+        serve(conn);
+        {
+          std::lock_guard l(conns_mu_);
+          if (!conn->authenticated && conn->counted_unauth) {
+            --unauthenticated_;
+            if (--unauth_per_address_[conn->address] == 0) {
+              unauth_per_address_.erase(conn->address);
+            }
+          }
+          if (--per_address_[conn->address] == 0) per_address_.erase(conn->address);
+        }
+        fds_.release(1);
+        --live_;
+        conn->done.store(true);
+        watchdog_cv_.notify_all();
+      });
+    } catch (const std::system_error& e) {
+      // No thread for it: undo the admission.
+      audit_.refused(address, "data connection", "cannot start a thread");
+      conns_.pop_back();
       --live_;
-      conn->done.store(true);
-    });
+      --unauthenticated_;
+      if (--unauth_per_address_[address] == 0) unauth_per_address_.erase(address);
+      if (--per_address_[address] == 0) per_address_.erase(address);
+      fds_.release(1);
+    }
+  }
+}
+
+void DataServer::watchdog_loop() {
+  std::unique_lock lock(conns_mu_);
+  while (!stopping_.load()) {
+    watchdog_cv_.wait_for(lock, std::chrono::milliseconds(250));
+    if (stopping_.load()) break;
+    const auto now = std::chrono::steady_clock::now();
+    const std::int64_t now_s = now_seconds();
+    for (auto& c : conns_) {
+      if (c->done.load()) continue;
+      if (!c->authenticated) {
+        // One deadline for the whole handshake, however slowly it trickles.
+        if (now >= c->deadline && c->counted_unauth) {
+          audit_.refused(c->address, "data connection", "handshake not finished in time");
+          c->fc.shutdown();
+          c->counted_unauth = false;
+          --unauthenticated_;
+          if (--unauth_per_address_[c->address] == 0) unauth_per_address_.erase(c->address);
+        }
+      } else if (c->session && c->session->token_expired(now_s)) {
+        // The session ends with its token, open connections included.
+        audit_.refused(c->session->scope.subject, "data connection", "token expired");
+        c->session->token_expires_at = 1;  // stays expired
+        c->fc.shutdown();
+      }
+    }
+    reap_locked();
+    lock.unlock();
+    sessions_.expire();
+    lock.lock();
   }
 }
 
@@ -234,18 +460,21 @@ void DataServer::serve(const std::shared_ptr<Conn>& conn) {
     ~ShutdownOnExit() { fc.shutdown(); }
   } shutdown_on_exit{fc};
   std::shared_ptr<DataSession> session;
-  // A client that connects and says nothing is dropped after 10 s.
-  set_recv_timeout(fc.fd(), std::chrono::seconds(10));
-  Status hs = handshake(fc, session);
+  // Per read; the watchdog enforces the deadline of the whole handshake.
+  set_recv_timeout(fc.fd(), limits_.handshake);
+  Status hs = handshake(*conn, session);
   if (!hs.ok()) {
-    log().info("data connection refused: {}", hs.error().message());
+    if (hs.error().code != ErrorCode::kUnavailable || !stopping_.load()) {
+      audit_.refused(conn->address, "data handshake", hs.error().message());
+    }
     return;
   }
-  set_recv_timeout(fc.fd(), idle_timeout_);
+  set_recv_timeout(fc.fd(), limits_.idle);
   Status s = serve_frames(fc, *session);
   (void)fc.flush();  // a final error reply may still be queued
   if (!s.ok() && s.error().code != ErrorCode::kUnavailable && !stopping_.load()) {
-    log().info("data connection closed: {}", s.error().message());
+    audit_.refused(session->scope.subject + "@" + conn->address, "data connection",
+                   s.error().message());
   }
   bool last = false;
   {
@@ -258,7 +487,8 @@ void DataServer::serve(const std::shared_ptr<Conn>& conn) {
   if (last) sessions_.close(session->id);
 }
 
-Status DataServer::handshake(FrameConn& fc, std::shared_ptr<DataSession>& session) {
+Status DataServer::handshake(Conn& conn, std::shared_ptr<DataSession>& session) {
+  FrameConn& fc = conn.fc;
   std::array<std::byte, protocol::kMagic.size()> magic;
   XFER_TRY(fc.recv_raw(magic));
   if (std::memcmp(magic.data(), protocol::kMagic.data(), magic.size()) != 0) {
@@ -334,12 +564,25 @@ Status DataServer::handshake(FrameConn& fc, std::shared_ptr<DataSession>& sessio
   }
   {
     std::lock_guard lock(session->mu);
-    if (session->connections >= std::max(session->streams, 1u) * 2) {
-      Error e = make_error(ErrorCode::kUnavailable, "handshake", "",
-                           "too many data connections for this session", RetryClass::kRetryCall);
-      (void)send_error(fc, 0, 0, e);
-      return e;
+    // A Hello is good for one connection: the same client nonce again is a
+    // replay (a plaintext Hello can be seen on the wire).
+    const std::string nonce(reinterpret_cast<const char*>(hello->nonce.data()),
+                            hello->nonce.size());
+    std::optional<Error> e;
+    if (session->hello_nonces.count(nonce) != 0) {
+      e = make_error(ErrorCode::kPermission, "handshake", "", "this Hello was used already");
+    } else if (session->hello_nonces.size() >= kMaxHellos) {
+      e = make_error(ErrorCode::kPermission, "handshake", "",
+                     "this session has made too many connections; open a new one");
+    } else if (session->connections >= std::max(session->streams, 1u) * 2) {
+      e = make_error(ErrorCode::kUnavailable, "handshake", "",
+                     "too many data connections for this session", RetryClass::kRetryCall);
     }
+    if (e) {
+      (void)send_error(fc, 0, 0, *e);
+      return *e;
+    }
+    session->hello_nonces.insert(nonce);
     ++session->connections;
   }
   std::vector<std::byte> out;
@@ -347,6 +590,19 @@ Status DataServer::handshake(FrameConn& fc, std::shared_ptr<DataSession>& sessio
   FrameHeader reply;
   reply.type = FrameType::kHelloOk;
   Status sent = fc.send(reply, out);
+  {
+    std::lock_guard lock(conns_mu_);
+    if (sent.ok() && conn.counted_unauth) {
+      conn.authenticated = true;
+      conn.session = session;
+      conn.counted_unauth = false;
+      --unauthenticated_;
+      if (--unauth_per_address_[conn.address] == 0) unauth_per_address_.erase(conn.address);
+    } else if (sent.ok()) {
+      // The watchdog dropped it at the deadline while we were finishing.
+      sent = make_error(ErrorCode::kUnavailable, "handshake", "", "handshake timed out");
+    }
+  }
   if (!sent.ok()) {
     std::lock_guard lock(session->mu);
     --session->connections;
@@ -356,54 +612,153 @@ Status DataServer::handshake(FrameConn& fc, std::shared_ptr<DataSession>& sessio
   return sent;
 }
 
-Status DataServer::serve_frames(FrameConn& fc, DataSession& session) {
-  std::vector<std::byte> buf;
-  std::vector<std::byte> out;
-  // Uninitialised on purpose: only the pages a frame touches become resident.
-  std::unique_ptr<std::byte[]> scratch_mem(new std::byte[kScratch]);
-  std::span<std::byte> scratch(scratch_mem.get(), kScratch);
-  auto find = [&](std::uint64_t id) -> std::shared_ptr<Handle> {
-    std::lock_guard lock(session.mu);
-    auto it = session.handles.find(id);
-    return it == session.handles.end() ? nullptr : it->second;
-  };
-  auto take = [&](std::uint64_t id) -> std::shared_ptr<Handle> {
-    std::lock_guard lock(session.mu);
-    auto it = session.handles.find(id);
-    if (it == session.handles.end()) return nullptr;
-    auto h = it->second;
-    session.handles.erase(it);
-    return h;
-  };
-  auto no_handle = [](std::uint64_t id) {
+// ---- frames ---------------------------------------------------------------
+
+namespace {
+
+// Serves the frames of one authenticated connection: one named handler per
+// frame type. Lives on the connection's thread.
+class FrameHandler {
+ public:
+  FrameHandler(FrameConn& fc, DataSession& session, const DataLimits& limits, FdBudget& fds,
+               const std::atomic<bool>& stopping)
+      : fc_(fc),
+        session_(session),
+        limits_(limits),
+        fds_(fds),
+        stopping_(stopping),
+        // Uninitialised on purpose: only the pages a frame touches become resident.
+        scratch_mem_(new std::byte[kScratch]),
+        scratch_(scratch_mem_.get(), kScratch) {}
+
+  Status run() {
+    fc_.set_deferred(true);
+    // As on the client: sendfile pays on a real network; over loopback the
+    // buffered path measured faster (docs/protocol.md, "Sessions and flows").
+    peer_loopback_ =
+        protocol::peer_is_loopback(fc_.fd()) && std::getenv("XFER_LOOPBACK_SENDFILE") == nullptr;
+    while (!stopping_.load()) {
+      // Replies queue up while more requests are already here; they go out
+      // before this thread can block waiting for the client.
+      if (fc_.buffered_input() < protocol::kHeaderSize) XFER_TRY(fc_.flush());
+      auto hr = fc_.recv_header();
+      if (!hr) {
+        if (hr.error().code == ErrorCode::kCorrupt) (void)send_error(fc_, 0, 0, hr.error());
+        (void)fc_.flush();
+        return hr.error();
+      }
+      XFER_TRY(dispatch(*hr));
+    }
+    return ok_status();
+  }
+
+ private:
+  Status dispatch(const FrameHeader& h) {
+    switch (h.type) {
+      case FrameType::kData:
+        return on_data(h);
+      case FrameType::kPutFile:
+        return on_put_file(h);
+      case FrameType::kOpenWrite:
+        return on_open_write(h);
+      case FrameType::kOpenRead:
+        return on_open_read(h);
+      case FrameType::kRead:
+        return on_read(h);
+      case FrameType::kCommit:
+      case FrameType::kAbort:
+      case FrameType::kSuspend:
+      case FrameType::kClose:
+        return on_finish(h);
+      case FrameType::kPing:
+        return on_ping(h);
+      default: {
+        Error e = make_error(
+            ErrorCode::kCorrupt, "data frame", "",
+            fmt::format("unexpected {} frame from a client", protocol::to_string(h.type)));
+        (void)send_error(fc_, h.id, h.offset, e);
+        return e;
+      }
+    }
+  }
+
+  // A frame the protocol never sends that large: the peer is broken or
+  // hostile, and the connection ends (a sealed stream cannot skip a frame).
+  Status oversized(const FrameHeader& h, std::string_view what) {
+    Error e = make_error(ErrorCode::kCorrupt, "data frame", "",
+                         fmt::format("{} frame of {} bytes is larger than this server accepts",
+                                     what, fc_.plain_length(h)));
+    (void)send_error(fc_, h.id, h.offset, e);
+    return e;
+  }
+
+  static Error no_handle(std::uint64_t id) {
     return make_error(ErrorCode::kInvalidArgument, "data frame", "",
                       fmt::format("unknown file handle {}", id));
-  };
-  auto check_scope = [&](const std::string& path, bool write) -> Status {
-    auto checked = check_token_scope(*root_, session.scope, path, write, "open");
-    if (!checked) return checked.error();
+  }
+
+  std::shared_ptr<Handle> find(std::uint64_t id) {
+    std::lock_guard lock(session_.mu);
+    auto it = session_.handles.find(id);
+    return it == session_.handles.end() ? nullptr : it->second;
+  }
+
+  std::shared_ptr<Handle> take(std::uint64_t id) {
+    std::lock_guard lock(session_.mu);
+    auto it = session_.handles.find(id);
+    if (it == session_.handles.end()) return nullptr;
+    auto h = it->second;
+    session_.handles.erase(it);
+    return h;
+  }
+
+  // Reserves a slot and `fds` descriptors for a new handle before opening
+  // the file: kUnavailable (retry) when the session or the server is full.
+  Status reserve_handle(std::uint64_t id, std::size_t fds) {
+    {
+      std::lock_guard lock(session_.mu);
+      if (session_.handles.count(id) != 0) {
+        return make_error(ErrorCode::kInvalidArgument, "open", "", "file handle already in use");
+      }
+      if (session_.handles.size() >= limits_.max_handles_per_session) {
+        return make_error(
+            ErrorCode::kUnavailable, "open", "",
+            fmt::format("this session has {} files open, the most it may", session_.handles.size()),
+            RetryClass::kRetryCall);
+      }
+    }
+    if (!fds_.try_acquire(fds)) {
+      return make_error(ErrorCode::kUnavailable, "open", "", "server is out of file descriptors",
+                        RetryClass::kRetryCall);
+    }
     return ok_status();
-  };
-  auto add_handle = [&](std::uint64_t id, std::shared_ptr<Handle> handle) -> Status {
-    std::lock_guard lock(session.mu);
+  }
+
+  Status add_handle(std::uint64_t id, std::shared_ptr<Handle> handle) {
+    std::lock_guard lock(session_.mu);
     const std::string path = handle->server_path;
-    if (!session.handles.emplace(id, std::move(handle)).second) {
+    if (session_.handles.size() >= limits_.max_handles_per_session) {
+      return make_error(ErrorCode::kUnavailable, "open", path, "too many files open",
+                        RetryClass::kRetryCall);
+    }
+    if (!session_.handles.emplace(id, std::move(handle)).second) {
       return make_error(ErrorCode::kInvalidArgument, "open", path, "file handle already in use");
     }
     return ok_status();
-  };
+  }
+
   // kOpenOk with `reply`, or kError when the open failed.
-  auto reply_open = [&](std::uint64_t id, const Status& opened,
-                        const protocol::OpenReply& reply) -> Status {
-    if (!opened.ok()) return send_error(fc, id, 0, opened.error());
-    out.clear();
-    protocol::encode(reply, out);
+  Status reply_open(std::uint64_t id, const Status& opened, const protocol::OpenReply& reply) {
+    if (!opened.ok()) return send_error(fc_, id, 0, opened.error());
+    out_.clear();
+    protocol::encode(reply, out_);
     FrameHeader r;
     r.type = FrameType::kOpenOk;
     r.id = id;
-    return fc.send(r, out);
-  };
-  auto sink_options = [](const protocol::FileMeta& m) {
+    return fc_.send(r, out_);
+  }
+
+  static SinkOptions sink_options(const protocol::FileMeta& m) {
     SinkOptions o;
     o.size = m.size;
     o.attrs.size = m.size;
@@ -414,220 +769,214 @@ Status DataServer::serve_frames(FrameConn& fc, DataSession& session) {
     o.resume_existing = (m.flags & 4u) != 0;
     o.resume_name = m.resume_name;
     return o;
-  };
-
-  fc.set_deferred(true);
-  // As on the client: sendfile pays on a real network; over loopback the
-  // buffered path measured faster (docs/protocol.md, "Sessions and flows").
-  const bool peer_loopback =
-      protocol::peer_is_loopback(fc.fd()) && std::getenv("XFER_LOOPBACK_SENDFILE") == nullptr;
-  while (!stopping_.load()) {
-    // Replies queue up while more requests are already here; they go out
-    // before this thread can block waiting for the client.
-    if (fc.buffered_input() < protocol::kHeaderSize) XFER_TRY(fc.flush());
-    auto hr = fc.recv_header();
-    if (!hr) {
-      if (hr.error().code == ErrorCode::kCorrupt) (void)send_error(fc, 0, 0, hr.error());
-      (void)fc.flush();
-      return hr.error();
-    }
-    const FrameHeader h = *hr;
-    const std::uint32_t plain = fc.plain_length(h);
-    switch (h.type) {
-      case FrameType::kData: {
-        // Written piece by piece as it arrives: a connection never holds more
-        // than its scratch buffer, whatever the frame size.
-        auto handle = find(h.id);
-        Status ws = ok_status();
-        if (!handle || !handle->sink) ws = no_handle(h.id);
-        Status rs = fc.recv_payload_pieces(
-            h, scratch, buf, [&](std::span<const std::byte> piece, std::uint64_t pos) -> Status {
-              XFER_TRY(ws);
-              return handle->sink->write_at(Offset{h.offset + pos}, piece);
-            });
-        if (!rs.ok() && rs.error().retry == RetryClass::kFatal &&
-            rs.error().code == ErrorCode::kCorrupt && fc.sealed()) {
-          (void)send_error(fc, h.id, h.offset, rs.error());
-          return rs;  // a frame that fails authentication ends the connection
-        }
-        if (!rs.ok() && rs.error().code == ErrorCode::kUnavailable) return rs;
-        if (rs.ok()) {
-          XFER_TRY(send_ack(fc, h.id, h.offset, plain));
-        } else {
-          XFER_TRY(send_error(fc, h.id, h.offset, rs.error()));
-        }
-        break;
-      }
-      case FrameType::kPutFile: {
-        if (plain > kMaxPutFile) {
-          XFER_TRY(fc.skip_payload(h));
-          XFER_TRY(send_error(fc, h.id, 0,
-                              make_error(ErrorCode::kInvalidArgument, "put file", "",
-                                         "whole-file frame larger than 16 MiB")));
-          break;
-        }
-        buf.resize(plain);
-        Status rs = fc.recv_payload(h, std::span<std::byte>(buf));
-        if (!rs.ok()) {
-          if (rs.error().retry == RetryClass::kFatal) {
-            (void)send_error(fc, h.id, h.offset, rs.error());
-            return rs;
-          }
-          XFER_TRY(send_error(fc, h.id, 0, rs.error()));
-          break;
-        }
-        Status ps = [&]() -> Status {
-          XFER_ASSIGN_OR_RETURN(auto put, protocol::decode_put_file(buf));
-          XFER_TRY(check_scope(put.meta.path, true));
-          XFER_ASSIGN_OR_RETURN(auto sink,
-                                backend_->open_sink(put.meta.path, sink_options(put.meta)));
-          if (!put.data.empty()) XFER_TRY(sink->write_at(Offset{0}, put.data));
-          return sink->commit();
-        }();
-        if (ps.ok())
-          XFER_TRY(send_ack(fc, h.id, 0));
-        else
-          XFER_TRY(send_error(fc, h.id, 0, ps.error()));
-        break;
-      }
-      case FrameType::kOpenWrite: {
-        if (plain > kMaxControlPayload)
-          return make_error(ErrorCode::kCorrupt, "frame", "", "oversized open");
-        XFER_TRY(fc.recv_payload(h, buf));
-        protocol::OpenReply reply;
-        Status os = [&]() -> Status {
-          XFER_ASSIGN_OR_RETURN(auto ow, protocol::decode_open_write(buf));
-          XFER_TRY(check_scope(ow.meta.path, true));
-          XFER_ASSIGN_OR_RETURN(auto sink,
-                                backend_->open_sink(ow.meta.path, sink_options(ow.meta)));
-          if (sink->resumed()) reply.flags |= 1u;
-          auto handle = std::make_shared<Handle>();
-          handle->server_path = ow.meta.path;
-          handle->sink = std::move(sink);
-          return add_handle(h.id, std::move(handle));
-        }();
-        XFER_TRY(reply_open(h.id, os, reply));
-        break;
-      }
-      case FrameType::kOpenRead: {
-        if (plain > kMaxControlPayload)
-          return make_error(ErrorCode::kCorrupt, "frame", "", "oversized open");
-        XFER_TRY(fc.recv_payload(h, buf));
-        protocol::OpenReply reply;
-        Status os = [&]() -> Status {
-          XFER_ASSIGN_OR_RETURN(auto orq, protocol::decode_open_read(buf));
-          XFER_TRY(check_scope(orq.path, false));
-          XFER_ASSIGN_OR_RETURN(auto src, backend_->open_source(orq.path));
-          const FileAttrs& a = src->attrs();
-          reply.size = a.size;
-          reply.mode = a.mode;
-          reply.mtime_ns = a.mtime_ns;
-          if (a.size <= std::min(orq.inline_limit, kInlineMax)) {
-            // Small file: the whole content rides in the reply (one round
-            // trip per file), read and checked for changes here.
-            reply.inline_data.resize(a.size);
-            std::size_t got = 0;
-            while (got < a.size) {
-              XFER_ASSIGN_OR_RETURN(
-                  std::size_t n,
-                  src->read_at(Offset{got}, std::span<std::byte>(reply.inline_data).subspan(got)));
-              if (n == 0) break;
-              got += n;
-            }
-            if (got != a.size) {
-              return make_error(ErrorCode::kChanged, "read", orq.path,
-                                "file shrank while being read", RetryClass::kRetryFile);
-            }
-            XFER_TRY(src->check_unchanged());
-            reply.flags |= 2u;
-            return ok_status();
-          }
-          auto handle = std::make_shared<Handle>();
-          handle->server_path = orq.path;
-          handle->source = std::move(src);
-          return add_handle(h.id, std::move(handle));
-        }();
-        XFER_TRY(reply_open(h.id, os, reply));
-        break;
-      }
-      case FrameType::kRead: {
-        if (plain != 0) return make_error(ErrorCode::kCorrupt, "frame", "", "read with a payload");
-        XFER_TRY(fc.recv_payload(h, buf));
-        const std::uint32_t want =
-            std::min<std::uint32_t>(h.aux, protocol::kMaxPayload - protocol::kTagSize);
-        auto handle = find(h.id);
-        FrameHeader r;
-        r.type = FrameType::kData;
-        r.id = h.id;
-        r.offset = h.offset;
-        if (!handle) {
-          XFER_TRY(send_error(fc, h.id, h.offset, no_handle(h.id)));
-          break;
-        }
-        if (handle->source && handle->source->native_handle() >= 0 && !fc.sealed() &&
-            !peer_loopback) {
-          const std::uint64_t size = handle->source->attrs().size;
-          const std::uint32_t n = static_cast<std::uint32_t>(
-              h.offset >= size ? 0 : std::min<std::uint64_t>(want, size - h.offset));
-          r.aux = n;
-          // Any failure here (the file shrank under sendfile, a socket
-          // error) may leave a frame half-sent: the connection ends and the
-          // client retries the read on another one.
-          XFER_TRY(fc.send_file(r, handle->source->native_handle(), h.offset, n));
-          break;
-        }
-        buf.resize(want);
-        Result<std::size_t> got = handle->source ? handle->source->read_at(Offset{h.offset}, buf)
-                                  : handle->sink ? handle->sink->read_back(Offset{h.offset}, buf)
-                                                 : Result<std::size_t>(no_handle(h.id));
-        if (!got) {
-          XFER_TRY(send_error(fc, h.id, h.offset, got.error()));
-          break;
-        }
-        r.aux = static_cast<std::uint32_t>(*got);
-        XFER_TRY(fc.send(r, std::span<const std::byte>(buf.data(), *got)));
-        break;
-      }
-      case FrameType::kCommit:
-      case FrameType::kAbort:
-      case FrameType::kSuspend:
-      case FrameType::kClose: {
-        XFER_TRY(fc.recv_payload(h, buf));
-        auto handle = take(h.id);
-        Status s = ok_status();
-        if (!handle) {
-          s = no_handle(h.id);
-        } else if (h.type == FrameType::kCommit) {
-          s = handle->sink ? handle->sink->commit() : Status(no_handle(h.id));
-        } else if (h.type == FrameType::kAbort) {
-          if (handle->sink) s = handle->sink->abort();
-        } else if (h.type == FrameType::kSuspend) {
-          if (handle->sink) s = handle->sink->suspend();
-        }
-        if (s.ok())
-          XFER_TRY(send_ack(fc, h.id, 0));
-        else
-          XFER_TRY(send_error(fc, h.id, 0, s.error()));
-        break;
-      }
-      case FrameType::kPing: {
-        XFER_TRY(fc.recv_payload(h, buf));
-        FrameHeader r;
-        r.type = FrameType::kPong;
-        r.id = h.id;
-        XFER_TRY(fc.send(r, {}));
-        break;
-      }
-      default: {
-        Error e = make_error(
-            ErrorCode::kCorrupt, "data frame", "",
-            fmt::format("unexpected {} frame from a client", protocol::to_string(h.type)));
-        (void)send_error(fc, h.id, h.offset, e);
-        return e;
-      }
-    }
   }
-  return ok_status();
+
+  // Written piece by piece as it arrives: a plaintext connection never holds
+  // more than its scratch buffer, whatever the frame size; a sealed frame is
+  // authenticated whole, so it is bounded by the connection's budget.
+  Status on_data(const FrameHeader& h) {
+    if (fc_.sealed() && fc_.plain_length(h) > limits_.buffer_bytes) return oversized(h, "DATA");
+    auto handle = find(h.id);
+    Status ws = ok_status();
+    if (!handle || !handle->sink) ws = no_handle(h.id);
+    Status rs = fc_.recv_payload_pieces(
+        h, scratch_, buf_, [&](std::span<const std::byte> piece, std::uint64_t pos) -> Status {
+          XFER_TRY(ws);
+          return handle->sink->write_at(Offset{h.offset + pos}, piece);
+        });
+    if (!rs.ok() && rs.error().retry == RetryClass::kFatal &&
+        rs.error().code == ErrorCode::kCorrupt && fc_.sealed()) {
+      (void)send_error(fc_, h.id, h.offset, rs.error());
+      return rs;  // a frame that fails authentication ends the connection
+    }
+    if (!rs.ok() && rs.error().code == ErrorCode::kUnavailable) return rs;
+    if (rs.ok()) return send_ack(fc_, h.id, h.offset, fc_.plain_length(h));
+    return send_error(fc_, h.id, h.offset, rs.error());
+  }
+
+  Status on_put_file(const FrameHeader& h) {
+    const std::uint32_t plain = fc_.plain_length(h);
+    if (plain > limits_.buffer_bytes) {
+      if (fc_.sealed()) return oversized(h, "PUT_FILE");
+      XFER_TRY(fc_.skip_payload(h));
+      return send_error(
+          fc_, h.id, 0,
+          make_error(ErrorCode::kInvalidArgument, "put file", "",
+                     fmt::format("whole-file frame larger than {} bytes", limits_.buffer_bytes)));
+    }
+    buf_.resize(plain);
+    Status rs = fc_.recv_payload(h, std::span<std::byte>(buf_));
+    if (!rs.ok()) {
+      if (rs.error().retry == RetryClass::kFatal) {
+        (void)send_error(fc_, h.id, h.offset, rs.error());
+        return rs;
+      }
+      return send_error(fc_, h.id, 0, rs.error());
+    }
+    Status ps = [&]() -> Status {
+      XFER_ASSIGN_OR_RETURN(auto put, protocol::decode_put_file(buf_));
+      if (!fds_.try_acquire(kSinkFds)) {
+        return make_error(ErrorCode::kUnavailable, "put file", put.meta.path,
+                          "server is out of file descriptors", RetryClass::kRetryCall);
+      }
+      struct Release {
+        FdBudget& b;
+        ~Release() { b.release(kSinkFds); }
+      } release{fds_};
+      XFER_ASSIGN_OR_RETURN(auto sink,
+                            session_.fs->open_sink(put.meta.path, sink_options(put.meta)));
+      if (!put.data.empty()) XFER_TRY(sink->write_at(Offset{0}, put.data));
+      return sink->commit();
+    }();
+    if (ps.ok()) return send_ack(fc_, h.id, 0);
+    return send_error(fc_, h.id, 0, ps.error());
+  }
+
+  Status on_open_write(const FrameHeader& h) {
+    if (fc_.plain_length(h) > kMaxControlPayload) return oversized(h, "OPEN_WRITE");
+    XFER_TRY(fc_.recv_payload(h, buf_));
+    protocol::OpenReply reply;
+    Status os = [&]() -> Status {
+      XFER_ASSIGN_OR_RETURN(auto ow, protocol::decode_open_write(buf_));
+      XFER_TRY(reserve_handle(h.id, kSinkFds));
+      auto handle = std::make_shared<Handle>();
+      handle->budget = &fds_;
+      handle->fds = kSinkFds;
+      handle->server_path = ow.meta.path;
+      XFER_ASSIGN_OR_RETURN(handle->sink,
+                            session_.fs->open_sink(ow.meta.path, sink_options(ow.meta)));
+      if (handle->sink->resumed()) reply.flags |= 1u;
+      return add_handle(h.id, std::move(handle));
+    }();
+    return reply_open(h.id, os, reply);
+  }
+
+  Status on_open_read(const FrameHeader& h) {
+    if (fc_.plain_length(h) > kMaxControlPayload) return oversized(h, "OPEN_READ");
+    XFER_TRY(fc_.recv_payload(h, buf_));
+    protocol::OpenReply reply;
+    Status os = [&]() -> Status {
+      XFER_ASSIGN_OR_RETURN(auto orq, protocol::decode_open_read(buf_));
+      XFER_TRY(reserve_handle(h.id, kSourceFds));
+      auto handle = std::make_shared<Handle>();
+      handle->budget = &fds_;
+      handle->fds = kSourceFds;
+      handle->server_path = orq.path;
+      XFER_ASSIGN_OR_RETURN(handle->source, session_.fs->open_source(orq.path));
+      Source& src = *handle->source;
+      const FileAttrs& a = src.attrs();
+      reply.size = a.size;
+      reply.mode = a.mode;
+      reply.mtime_ns = a.mtime_ns;
+      const std::uint64_t inline_max =
+          std::min<std::uint64_t>({orq.inline_limit, kInlineMax, limits_.buffer_bytes});
+      if (a.size <= inline_max) {
+        // Small file: the whole content rides in the reply (one round
+        // trip per file), read and checked for changes here.
+        reply.inline_data.resize(a.size);
+        std::size_t got = 0;
+        while (got < a.size) {
+          XFER_ASSIGN_OR_RETURN(
+              std::size_t n,
+              src.read_at(Offset{got}, std::span<std::byte>(reply.inline_data).subspan(got)));
+          if (n == 0) break;
+          got += n;
+        }
+        if (got != a.size) {
+          return make_error(ErrorCode::kChanged, "read", orq.path, "file shrank while being read",
+                            RetryClass::kRetryFile);
+        }
+        XFER_TRY(src.check_unchanged());
+        reply.flags |= 2u;
+        return ok_status();  // the handle goes away here: nothing stays open
+      }
+      return add_handle(h.id, std::move(handle));
+    }();
+    return reply_open(h.id, os, reply);
+  }
+
+  // A read is clamped to what the file has and, when it is buffered, to the
+  // connection's budget: a reply may be shorter than asked (the client asks
+  // again for the rest).
+  Status on_read(const FrameHeader& h) {
+    if (fc_.plain_length(h) != 0) {
+      return make_error(ErrorCode::kCorrupt, "frame", "", "read with a payload");
+    }
+    XFER_TRY(fc_.recv_payload(h, buf_));
+    auto handle = find(h.id);
+    FrameHeader r;
+    r.type = FrameType::kData;
+    r.id = h.id;
+    r.offset = h.offset;
+    if (!handle) return send_error(fc_, h.id, h.offset, no_handle(h.id));
+    std::uint64_t want = std::min<std::uint64_t>(h.aux, protocol::kMaxPayload - protocol::kTagSize);
+    if (handle->source) {
+      const std::uint64_t size = handle->source->attrs().size;
+      want = h.offset >= size ? 0 : std::min<std::uint64_t>(want, size - h.offset);
+    }
+    if (handle->source && handle->source->native_handle() >= 0 && !fc_.sealed() &&
+        !peer_loopback_) {
+      const auto n = static_cast<std::uint32_t>(want);
+      r.aux = n;
+      // Any failure here (the file shrank under sendfile, a socket error)
+      // may leave a frame half-sent: the connection ends and the client
+      // retries the read on another one.
+      return fc_.send_file(r, handle->source->native_handle(), h.offset, n);
+    }
+    want = std::min<std::uint64_t>(want, limits_.buffer_bytes);
+    buf_.resize(want);
+    Result<std::size_t> got = handle->source ? handle->source->read_at(Offset{h.offset}, buf_)
+                              : handle->sink ? handle->sink->read_back(Offset{h.offset}, buf_)
+                                             : Result<std::size_t>(no_handle(h.id));
+    if (!got) return send_error(fc_, h.id, h.offset, got.error());
+    r.aux = static_cast<std::uint32_t>(*got);
+    return fc_.send(r, std::span<const std::byte>(buf_.data(), *got));
+  }
+
+  Status on_finish(const FrameHeader& h) {
+    if (fc_.plain_length(h) > kMaxSmallPayload) return oversized(h, protocol::to_string(h.type));
+    XFER_TRY(fc_.recv_payload(h, buf_));
+    auto handle = take(h.id);
+    Status s = ok_status();
+    if (!handle) {
+      s = no_handle(h.id);
+    } else if (h.type == FrameType::kCommit) {
+      s = handle->sink ? handle->sink->commit() : Status(no_handle(h.id));
+    } else if (h.type == FrameType::kAbort) {
+      if (handle->sink) s = handle->sink->abort();
+    } else if (h.type == FrameType::kSuspend) {
+      if (handle->sink) s = handle->sink->suspend();
+    }
+    if (s.ok()) return send_ack(fc_, h.id, 0);
+    return send_error(fc_, h.id, 0, s.error());
+  }
+
+  Status on_ping(const FrameHeader& h) {
+    if (fc_.plain_length(h) > kMaxSmallPayload) return oversized(h, "PING");
+    XFER_TRY(fc_.recv_payload(h, buf_));
+    FrameHeader r;
+    r.type = FrameType::kPong;
+    r.id = h.id;
+    return fc_.send(r, {});
+  }
+
+  FrameConn& fc_;
+  DataSession& session_;
+  const DataLimits& limits_;
+  FdBudget& fds_;
+  const std::atomic<bool>& stopping_;
+  bool peer_loopback_ = false;
+  std::vector<std::byte> buf_;
+  std::vector<std::byte> out_;
+  std::unique_ptr<std::byte[]> scratch_mem_;
+  std::span<std::byte> scratch_;
+};
+
+}  // namespace
+
+Status DataServer::serve_frames(FrameConn& fc, DataSession& session) {
+  FrameHandler handler(fc, session, limits_, fds_, stopping_);
+  return handler.run();
 }
 
 }  // namespace xfer::server

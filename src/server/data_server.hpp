@@ -4,24 +4,35 @@
 // optionally seals, then serves frames: writes at offsets into the
 // session's open sinks, small files whole (kPutFile), reads for downloads.
 //
-// Threading: one acceptor thread, one thread per connection (frames of one
-// connection are handled in order; connections run in parallel). A
+// Every resource a peer can make it hold is bounded (docs/server.md,
+// "Threat model"): connections in total, per address and still
+// handshaking; the whole handshake's time; handles per session; the bytes
+// one connection buffers; descriptors (a share of RLIMIT_NOFILE).
+//
+// Threading: one acceptor thread, one watchdog thread (handshake deadlines,
+// sessions whose token expired, reaping), one thread per connection (frames
+// of one connection are handled in order; connections run in parallel). A
 // session's handle table is shared by its connections (chunks of one file
 // stripe across them) and guarded by the session's mutex.
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <list>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
 
+#include "server/audit.hpp"
 #include "xfer/backend/backend.hpp"
+#include "xfer/io/unique_fd.hpp"
 #include "xfer/server/auth.hpp"
-#include "xfer/server/root.hpp"
 
 namespace xfer::protocol {
 class FrameConn;
@@ -29,10 +40,33 @@ class FrameConn;
 
 namespace xfer::server {
 
+// Descriptors the data channel may hold (connections and open files): a
+// share of the process's limit, so a flood of data connections can never
+// push the gRPC listener into EMFILE.
+class FdBudget {
+ public:
+  explicit FdBudget(std::size_t capacity) : capacity_(capacity) {}
+  bool try_acquire(std::size_t n);
+  void release(std::size_t n);
+  std::size_t used() const { return used_.load(); }
+  std::size_t capacity() const { return capacity_; }
+
+ private:
+  std::size_t capacity_;
+  std::atomic<std::size_t> used_{0};
+};
+
 struct Handle {
   std::string server_path;
   std::unique_ptr<Sink> sink;      // open for writing
   std::unique_ptr<Source> source;  // open for reading
+  std::size_t fds = 0;             // descriptors held against the FdBudget
+  FdBudget* budget = nullptr;
+  ~Handle() {
+    sink.reset();
+    source.reset();
+    if (budget != nullptr) budget->release(fds);
+  }
 };
 
 struct DataSession {
@@ -41,34 +75,63 @@ struct DataSession {
   TokenScope scope;
   bool encrypt = false;
   unsigned streams = 0;
-  std::chrono::steady_clock::time_point expires;
+  // The token's own expiry (system clock, seconds): the session and its
+  // connections end with it. 0 = no expiry (auth.required = false).
+  std::int64_t token_expires_at = 0;
+  std::chrono::steady_clock::time_point idle_expires;
+  // The session's view of the root: confined to the token's scope.
+  std::shared_ptr<Backend> fs;
 
   std::mutex mu;
   std::unordered_map<std::uint64_t, std::shared_ptr<Handle>> handles;
   unsigned connections = 0;
+  // Client nonces of the Hellos accepted so far: a Hello seen on the wire
+  // cannot be replayed to join the session (bounded, see kMaxHellos).
+  std::set<std::string> hello_nonces;
+
+  bool token_expired(std::int64_t now_s) const {
+    return token_expires_at > 0 && now_s >= token_expires_at;
+  }
 };
 
 class SessionRegistry {
  public:
-  explicit SessionRegistry(unsigned max_sessions) : max_sessions_(max_sessions) {}
+  SessionRegistry(unsigned max_sessions, unsigned max_per_subject)
+      : max_sessions_(max_sessions), max_per_subject_(max_per_subject) {}
   Result<std::shared_ptr<DataSession>> create(TokenScope scope, unsigned streams, bool encrypt,
-                                              std::chrono::seconds lifetime);
+                                              std::chrono::seconds idle_lifetime,
+                                              std::shared_ptr<Backend> fs);
+  // The live session with this id, or null (unknown, idle-expired, or its
+  // token expired).
   std::shared_ptr<DataSession> find_by_id(const std::string& id);
   // Drops the session: its open sinks are aborted (resumable ones suspended).
   void close(const std::string& id);
+  // Closes sessions whose token expired or which sat idle past their time.
+  void expire();
   std::size_t size();
 
  private:
-  void expire_locked();
+  void expire_locked(std::vector<std::shared_ptr<DataSession>>& dropped);
   unsigned max_sessions_;
+  unsigned max_per_subject_;
   std::mutex mu_;
   std::unordered_map<std::string, std::shared_ptr<DataSession>> by_id_;
 };
 
+struct DataLimits {
+  unsigned max_connections = 1024;
+  unsigned max_connections_per_address = 128;
+  unsigned max_unauthenticated = 64;
+  unsigned max_unauthenticated_per_address = 16;
+  std::chrono::seconds handshake{5};
+  std::chrono::seconds idle{600};       // a connection without a frame is closed
+  std::size_t buffer_bytes = 4u << 20;  // largest frame buffered whole
+  unsigned max_handles_per_session = 256;
+};
+
 class DataServer {
  public:
-  DataServer(std::shared_ptr<Backend> root_backend, std::shared_ptr<const ServerRoot> root,
-             SessionRegistry& sessions, std::chrono::seconds idle_timeout);
+  DataServer(SessionRegistry& sessions, DataLimits limits, FdBudget& fds, Audit& audit);
   ~DataServer();
   Status start(const std::string& listen_address);
   std::string address() const { return address_; }
@@ -80,21 +143,31 @@ class DataServer {
  private:
   struct Conn;
   void accept_loop();
+  void watchdog_loop();
+  // Admission under conns_mu_: null when the connection is refused.
+  std::shared_ptr<Conn> admit_locked(UniqueFd fd, const std::string& address);
+  void reap_locked();
   void serve(const std::shared_ptr<Conn>& conn);
-  Status handshake(protocol::FrameConn& fc, std::shared_ptr<DataSession>& session);
+  Status handshake(Conn& conn, std::shared_ptr<DataSession>& session);
   Status serve_frames(protocol::FrameConn& fc, DataSession& session);
 
-  std::shared_ptr<Backend> backend_;
-  std::shared_ptr<const ServerRoot> root_;
   SessionRegistry& sessions_;
-  std::chrono::seconds idle_timeout_;
+  DataLimits limits_;
+  FdBudget& fds_;
+  Audit& audit_;
   int listen_fd_ = -1;
+  UniqueFd reserve_fd_;  // given up to accept-and-close when out of descriptors
   std::string address_;
   std::thread acceptor_;
+  std::thread watchdog_;
   std::atomic<bool> stopping_{false};
   std::atomic<std::size_t> live_{0};
   std::mutex conns_mu_;
+  std::condition_variable watchdog_cv_;
   std::list<std::shared_ptr<Conn>> conns_;
+  std::map<std::string, unsigned> per_address_;
+  std::map<std::string, unsigned> unauth_per_address_;
+  unsigned unauthenticated_ = 0;
 };
 
 }  // namespace xfer::server

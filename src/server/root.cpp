@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <memory>
 
+#include "xfer/core/names.hpp"
 #include "xfer/server/auth.hpp"
 
 namespace xfer::server {
@@ -18,9 +19,10 @@ namespace {
 constexpr std::string_view kResolveOp = "resolve";
 
 // openat2(2) has no glibc wrapper on the distributions we build on.
-long openat2_beneath(int dirfd, const char* path, bool no_symlinks = false) {
+long openat2_beneath(int dirfd, const char* path, bool no_symlinks = false,
+                     bool directory = false) {
   open_how how{};
-  how.flags = O_PATH | O_CLOEXEC;
+  how.flags = O_PATH | O_CLOEXEC | (directory ? O_DIRECTORY : 0);
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | (no_symlinks ? RESOLVE_NO_SYMLINKS : 0);
   return ::syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
 }
@@ -91,24 +93,8 @@ Result<ServerRoot::Resolved> ServerRoot::resolve(std::string_view client_path) c
     }
     if (errno == ELOOP) fd = openat2_beneath(fd_.get(), prefix.c_str());
     if (fd >= 0) {
-      char buf[PATH_MAX];
-      std::string link = "/proc/self/fd/" + std::to_string(fd);
-      ssize_t n = ::readlink(link.c_str(), buf, sizeof(buf) - 1);
-      ::close(static_cast<int>(fd));
-      if (n <= 0) return errno_error(errno, kResolveOp, out.server_path);
-      std::string real(buf, static_cast<std::size_t>(n));
-      std::string inside;
-      if (root_ == "/") {
-        inside = real;
-      } else if (real == root_) {
-        inside = "/";
-      } else if (real.size() > root_.size() && real.compare(0, root_.size(), root_) == 0 &&
-                 real[root_.size()] == '/') {
-        inside = real.substr(root_.size());
-      } else {
-        return make_error(ErrorCode::kPermission, kResolveOp, out.server_path,
-                          "path escapes the root");
-      }
+      UniqueFd owned(static_cast<int>(fd));
+      XFER_ASSIGN_OR_RETURN(std::string inside, inside_path(owned.get(), out.server_path));
       out.canonical_path = inside == "/" ? "/" + rest : inside + "/" + rest;
       return out;
     }
@@ -141,6 +127,71 @@ Result<ServerRoot::Resolved> ServerRoot::resolve(std::string_view client_path) c
     }
     // Error paths name the server path, never the local one: these messages
     // go back to clients.
+    return errno_error(err, kResolveOp, out.server_path);
+  }
+}
+
+Result<std::string> ServerRoot::inside_path(int fd, const std::string& server_path) const {
+  char buf[PATH_MAX];
+  const std::string link = "/proc/self/fd/" + std::to_string(fd);
+  ssize_t n = ::readlink(link.c_str(), buf, sizeof(buf) - 1);
+  if (n <= 0) return errno_error(errno, kResolveOp, server_path);
+  std::string real(buf, static_cast<std::size_t>(n));
+  if (root_ == "/") return real;
+  if (real == root_) return std::string("/");
+  if (real.size() > root_.size() && real.compare(0, root_.size(), root_) == 0 &&
+      real[root_.size()] == '/') {
+    return real.substr(root_.size());
+  }
+  return make_error(ErrorCode::kPermission, kResolveOp, server_path, "path escapes the root");
+}
+
+Result<ServerRoot::Parent> ServerRoot::open_parent(std::string_view client_path) const {
+  Parent out;
+  XFER_ASSIGN_OR_RETURN(out.server_path, normalize_server_path(client_path));
+  std::string prefix = ".";
+  out.name = ".";
+  if (out.server_path != "/") {
+    const std::size_t last_slash = out.server_path.rfind('/');
+    if (last_slash > 0) prefix = out.server_path.substr(1, last_slash - 1);
+    out.name = out.server_path.substr(last_slash + 1);
+    XFER_TRY(validate_name_component(out.name, "file name"));
+  }
+  for (int attempt = 0;;) {
+    // Fast path: no symlink on the way, so the canonical path is the path
+    // itself and nothing needs reading back.
+    long fd = openat2_beneath(fd_.get(), prefix.c_str(), /*no_symlinks=*/true, /*directory=*/true);
+    if (fd >= 0) {
+      out.dir = UniqueFd(static_cast<int>(fd));
+      out.canonical_path = out.server_path;
+      return out;
+    }
+    if (errno == ELOOP) fd = openat2_beneath(fd_.get(), prefix.c_str(), false, true);
+    if (fd >= 0) {
+      out.dir = UniqueFd(static_cast<int>(fd));
+      XFER_ASSIGN_OR_RETURN(std::string inside, inside_path(out.dir.get(), out.server_path));
+      out.canonical_path = out.name == "." ? inside
+                           : inside == "/" ? "/" + out.name
+                                           : inside + "/" + out.name;
+      return out;
+    }
+    const int err = errno;
+    switch (err) {
+      case EXDEV:
+        return make_error(ErrorCode::kPermission, kResolveOp, out.server_path,
+                          "path escapes the root");
+      case EINTR:
+      case EAGAIN:  // RESOLVE_BENEATH: a concurrent rename/mount raced the walk
+        if (++attempt < 16) continue;
+        break;
+      case ENOSYS:
+        return openat2_unsupported(root_);
+      case ELOOP:  // a symlink loop on the way
+        return make_error(ErrorCode::kInvalidArgument, kResolveOp, out.server_path,
+                          "too many levels of symbolic links");
+      default:
+        break;
+    }
     return errno_error(err, kResolveOp, out.server_path);
   }
 }

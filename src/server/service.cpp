@@ -1,6 +1,12 @@
 // xferd's gRPC service, job runner and lifecycle (include/xfer/server/server.hpp).
+// gRPC's own thread pool runs the calls; one thread per server-run job.
 
+#include <grp.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/resource_quota.h>
+#include <pwd.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -16,10 +22,12 @@
 #include "protocol/conn.hpp"
 #include "protocol/grpc_errors.hpp"
 #include "protocol/pb_convert.hpp"
+#include "server/audit.hpp"
 #include "server/confined.hpp"
 #include "server/data_server.hpp"
 #include "xfer/backend/registry.hpp"
 #include "xfer/core/log.hpp"
+#include "xfer/core/names.hpp"
 #include "xfer/core/url.hpp"
 #include "xfer/engine/transfer.hpp"
 #include "xfer/metrics/streams.hpp"
@@ -44,6 +52,7 @@ using protocol::to_pb;
 
 struct Job {
   std::string id;
+  std::string owner;  // the token subject that submitted it: only it may see the job
   TransferRequest request;
   TransferCounters counters;
   std::atomic<bool> cancel{false};
@@ -52,6 +61,7 @@ struct Job {
   std::mutex mu;
   std::condition_variable cv;
   bool finished = false;
+  std::chrono::steady_clock::time_point finished_at;
   std::string state = "running";
   std::string message;
   int exit_code = 0;
@@ -59,12 +69,15 @@ struct Job {
   std::string stats_group;
 };
 
+// Server-run jobs: bounded while running (in total and per token subject),
+// forgotten after a retention time (their threads joined), visible only to
+// the subject that submitted them.
 class JobManager {
  public:
-  explicit JobManager(unsigned max_jobs) : max_jobs_(max_jobs) {}
+  explicit JobManager(const ServerConfig& config) : config_(config) {}
   ~JobManager() { stop(); }
 
-  Result<std::shared_ptr<Job>> submit(TransferRequest request) {
+  Result<std::shared_ptr<Job>> submit(const std::string& owner, TransferRequest request) {
     auto job = std::make_shared<Job>();
     {
       std::lock_guard lock(mu_);
@@ -72,20 +85,31 @@ class JobManager {
         return make_error(ErrorCode::kUnavailable, "submit job", "", "server is shutting down",
                           RetryClass::kRetryCall);
       }
+      prune_locked();
       unsigned running = 0;
+      unsigned mine = 0;
       for (auto& [id, j] : jobs_) {
         std::lock_guard jl(j->mu);
-        if (!j->finished) ++running;
+        if (j->finished) continue;
+        ++running;
+        mine += j->owner == owner;
       }
-      if (running >= max_jobs_) {
+      if (running >= config_.max_jobs) {
         return make_error(ErrorCode::kUnavailable, "submit job", "",
                           fmt::format("server runs {} jobs already", running),
                           RetryClass::kRetryCall);
+      }
+      if (mine >= config_.max_jobs_per_subject) {
+        return make_error(
+            ErrorCode::kUnavailable, "submit job", "",
+            fmt::format("'{}' runs {} jobs already, the most one token subject may", owner, mine),
+            RetryClass::kRetryCall);
       }
       job->id = fmt::format("srv-{}-{}", ++next_,
                             std::chrono::duration_cast<std::chrono::seconds>(
                                 std::chrono::system_clock::now().time_since_epoch())
                                 .count());
+      job->owner = owner;
       job->stats_group = "job:" + job->id;
       request.options.destination_endpoint.stats_group = job->stats_group;
       job->request = std::move(request);
@@ -95,10 +119,19 @@ class JobManager {
     return job;
   }
 
-  std::shared_ptr<Job> find(const std::string& id) {
+  // The job `id` if `owner` submitted it; null otherwise (others' jobs are
+  // indistinguishable from jobs that do not exist).
+  std::shared_ptr<Job> find(const std::string& id, const std::string& owner) {
     std::lock_guard lock(mu_);
+    prune_locked();
     auto it = jobs_.find(id);
-    return it == jobs_.end() ? nullptr : it->second;
+    if (it == jobs_.end() || it->second->owner != owner) return nullptr;
+    return it->second;
+  }
+
+  std::size_t size() {
+    std::lock_guard lock(mu_);
+    return jobs_.size();
   }
 
   void stop() {
@@ -115,6 +148,27 @@ class JobManager {
   }
 
  private:
+  // Forgets finished jobs past their retention, and the oldest finished ones
+  // beyond max_finished_jobs; their threads have ended and are joined here.
+  void prune_locked() {
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<std::pair<std::chrono::steady_clock::time_point, std::string>> finished;
+    for (auto& [id, j] : jobs_) {
+      std::lock_guard jl(j->mu);
+      if (j->finished) finished.emplace_back(j->finished_at, id);
+    }
+    std::sort(finished.begin(), finished.end());
+    const std::size_t keep = config_.max_finished_jobs;
+    for (std::size_t i = 0; i < finished.size(); ++i) {
+      const bool expired =
+          now - finished[i].first >= std::chrono::seconds(config_.job_retention_seconds);
+      if (!expired && finished.size() - i <= keep) continue;
+      auto it = jobs_.find(finished[i].second);
+      if (it->second->thread.joinable()) it->second->thread.join();
+      jobs_.erase(it);
+    }
+  }
+
   static void run(Job& job) {
     class Observer : public TransferObserver {
      public:
@@ -127,7 +181,7 @@ class JobManager {
      private:
       Job& job_;
     } observer(job);
-    log().info("job {}: {} source(s) -> {}", job.id, job.request.sources.size(),
+    log().info("job {} for '{}': {} source(s) -> {}", job.id, job.owner, job.request.sources.size(),
                job.request.destination);
     auto result = run_transfer(job.request, job.counters, &observer, &job.cancel);
     std::lock_guard lock(job.mu);
@@ -151,10 +205,11 @@ class JobManager {
     }
     log().info("job {}: {} ({})", job.id, job.state, job.message);
     job.finished = true;
+    job.finished_at = std::chrono::steady_clock::now();
     job.cv.notify_all();
   }
 
-  unsigned max_jobs_;
+  const ServerConfig& config_;
   std::mutex mu_;
   bool stopping_ = false;
   std::uint64_t next_ = 0;
@@ -165,34 +220,35 @@ class JobManager {
 
 class Service final : public v1::Xfer::Service {
  public:
-  Service(const ServerConfig& config, std::shared_ptr<Backend> backend,
-          std::shared_ptr<const ServerRoot> root, SessionRegistry& sessions, JobManager& jobs,
-          std::string data_address)
+  Service(const ServerConfig& config, std::shared_ptr<ConfinedRoot> root,
+          std::shared_ptr<const ServerRoot> server_root, SessionRegistry& sessions,
+          JobManager& jobs, Audit& audit, std::string data_address)
       : config_(config),
-        backend_(std::move(backend)),
         root_(std::move(root)),
+        server_root_(std::move(server_root)),
         sessions_(sessions),
         jobs_(jobs),
+        audit_(audit),
         data_address_(std::move(data_address)) {}
 
   grpc::Status Stat(grpc::ServerContext* ctx, const v1::PathRequest* req,
                     v1::FileAttrs* resp) override {
-    auto path = authorize(ctx, req->path(), false, "stat");
-    if (!path) return to_grpc(*ctx, path.error());
-    auto a = backend_->stat(*path);
-    if (!a) return fail(*ctx, a.error(), *path);
+    auto scope = authenticate(ctx, "stat");
+    if (!scope) return refuse(*ctx, scope.error(), "?", "stat");
+    auto a = scoped(*scope)->stat(req->path());
+    if (!a) return fail(*ctx, a.error(), *scope, "stat", req->path());
     to_pb(*a, resp);
     return grpc::Status::OK;
   }
 
   grpc::Status List(grpc::ServerContext* ctx, const v1::ListRequest* req,
                     grpc::ServerWriter<v1::ListReply>* writer) override {
-    auto path = authorize(ctx, req->path(), false, "list");
-    if (!path) return to_grpc(*ctx, path.error());
+    auto scope = authenticate(ctx, "list");
+    if (!scope) return refuse(*ctx, scope.error(), "?", "list");
     v1::ListReply batch;
     ListOptions opts;
     opts.want_attrs = req->want_attrs();
-    Status s = backend_->list(*path, opts, [&](Entry&& e) -> Status {
+    Status s = scoped(*scope)->list(req->path(), opts, [&](Entry&& e) -> Status {
       auto* out = batch.add_entries();
       out->set_name(e.name);
       out->set_type(to_pb(e.type));
@@ -201,83 +257,87 @@ class Service final : public v1::Xfer::Service {
       }
       if (batch.entries_size() >= 1000) {
         if (ctx->IsCancelled() || !writer->Write(batch)) {
-          return make_error(ErrorCode::kCancelled, "list", *path, "client went away");
+          return make_error(ErrorCode::kCancelled, "list", req->path(), "client went away");
         }
         batch.Clear();
       }
       return ok_status();
     });
-    if (!s.ok()) return fail(*ctx, s.error(), *path);
+    if (!s.ok()) return fail(*ctx, s.error(), *scope, "list", req->path());
     if (batch.entries_size() > 0) writer->Write(batch);
     return grpc::Status::OK;
   }
 
   grpc::Status Mkdir(grpc::ServerContext* ctx, const v1::MkdirRequest* req, v1::Empty*) override {
-    auto path = authorize(ctx, req->path(), true, "mkdir");
-    if (!path) return to_grpc(*ctx, path.error());
-    return done(*ctx, backend_->mkdir(*path, req->parents()), *path);
+    auto scope = authenticate(ctx, "mkdir");
+    if (!scope) return refuse(*ctx, scope.error(), "?", "mkdir");
+    return done(*ctx, scoped(*scope)->mkdir(req->path(), req->parents()), *scope, "mkdir",
+                req->path());
   }
 
   grpc::Status Remove(grpc::ServerContext* ctx, const v1::RemoveRequest* req, v1::Empty*) override {
-    auto path = authorize(ctx, req->path(), true, "remove");
-    if (!path) return to_grpc(*ctx, path.error());
-    return done(*ctx, backend_->remove(*path, req->recursive()), *path);
+    auto scope = authenticate(ctx, "remove");
+    if (!scope) return refuse(*ctx, scope.error(), "?", "remove");
+    return done(*ctx, scoped(*scope)->remove(req->path(), req->recursive()), *scope, "remove",
+                req->path());
   }
 
   grpc::Status Rename(grpc::ServerContext* ctx, const v1::RenameRequest* req, v1::Empty*) override {
-    auto from = authorize(ctx, req->from(), true, "rename");
-    if (!from) return to_grpc(*ctx, from.error());
-    auto to = authorize(ctx, req->to(), true, "rename");
-    if (!to) return to_grpc(*ctx, to.error());
-    return done(*ctx, backend_->rename(*from, *to), *from);
+    auto scope = authenticate(ctx, "rename");
+    if (!scope) return refuse(*ctx, scope.error(), "?", "rename");
+    return done(*ctx, scoped(*scope)->rename(req->from(), req->to()), *scope, "rename",
+                req->from());
   }
 
   grpc::Status Touch(grpc::ServerContext* ctx, const v1::TouchRequest* req, v1::Empty*) override {
-    auto path = authorize(ctx, req->path(), true, "touch");
-    if (!path) return to_grpc(*ctx, path.error());
+    auto scope = authenticate(ctx, "touch");
+    if (!scope) return refuse(*ctx, scope.error(), "?", "touch");
     std::optional<std::int64_t> mtime;
     if (req->has_mtime()) mtime = req->mtime_ns();
-    return done(*ctx, backend_->touch(*path, mtime), *path);
+    return done(*ctx, scoped(*scope)->touch(req->path(), mtime), *scope, "touch", req->path());
   }
 
   grpc::Status Symlink(grpc::ServerContext* ctx, const v1::SymlinkRequest* req,
                        v1::Empty*) override {
-    auto path = authorize(ctx, req->path(), true, "symlink");
-    if (!path) return to_grpc(*ctx, path.error());
-    return done(*ctx, backend_->symlink(req->target(), *path, from_pb(req->attrs())), *path);
+    auto scope = authenticate(ctx, "symlink");
+    if (!scope) return refuse(*ctx, scope.error(), "?", "symlink");
+    return done(*ctx, scoped(*scope)->symlink(req->target(), req->path(), from_pb(req->attrs())),
+                *scope, "symlink", req->path());
   }
 
   grpc::Status SetAttrs(grpc::ServerContext* ctx, const v1::SetAttrsRequest* req,
                         v1::Empty*) override {
-    auto path = authorize(ctx, req->path(), true, "set attributes");
-    if (!path) return to_grpc(*ctx, path.error());
-    return done(*ctx, backend_->set_attrs(*path, from_pb(req->attrs())), *path);
+    auto scope = authenticate(ctx, "set attributes");
+    if (!scope) return refuse(*ctx, scope.error(), "?", "set attributes");
+    return done(*ctx, scoped(*scope)->set_attrs(req->path(), from_pb(req->attrs())), *scope,
+                "set attributes", req->path());
   }
 
   grpc::Status OpenSession(grpc::ServerContext* ctx, const v1::OpenSessionRequest* req,
                            v1::Session* resp) override {
-    auto scope = authenticate(ctx);
-    if (!scope) return to_grpc(*ctx, scope.error());
+    auto scope = authenticate(ctx, "open session");
+    if (!scope) return refuse(*ctx, scope.error(), "?", "open session");
     bool encrypt = req->encrypt();
     if (config_.encrypt == EncryptPolicy::kAlways) encrypt = true;
     if (config_.encrypt == EncryptPolicy::kNever) encrypt = false;
     const unsigned streams =
         std::clamp<unsigned>(req->streams(), 1, std::max(1u, config_.max_streams_per_session));
-    auto session =
-        sessions_.create(*scope, streams, encrypt,
-                         std::chrono::seconds(std::max(60u, config_.session_idle_seconds)));
-    if (!session) return to_grpc(*ctx, session.error());
+    auto session = sessions_.create(
+        *scope, streams, encrypt, std::chrono::seconds(std::max(60u, config_.session_idle_seconds)),
+        scoped(*scope));
+    if (!session) return refuse(*ctx, session.error(), scope->subject, "open session");
     resp->set_session_id((*session)->id);
     resp->set_data_token((*session)->data_token);
     resp->add_data_addresses(data_address_);
     resp->set_streams(streams);
     resp->set_encrypt(encrypt);
-    resp->set_max_payload(protocol::kMaxPayload);
-    resp->set_expires_at(
-        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
-                                       std::chrono::system_clock::now().time_since_epoch())
-                                       .count() +
-                                   config_.session_idle_seconds));
+    // Sealed frames are buffered whole on the server: they are bounded by
+    // its per-connection buffer. Plaintext frames are written as they arrive.
+    resp->set_max_payload(encrypt ? config_.connection_buffer_kib * 1024u
+                                  : protocol::kMaxPayload - protocol::kTagSize);
+    std::int64_t expires = now_s() + config_.session_idle_seconds;
+    if (scope->expires_at > 0) expires = std::min(expires, scope->expires_at);
+    resp->set_expires_at(static_cast<std::uint64_t>(expires));
     log().info("session {} opened for '{}' ({} streams{})", (*session)->id, scope->subject, streams,
                encrypt ? ", sealed" : "");
     return grpc::Status::OK;
@@ -285,35 +345,38 @@ class Service final : public v1::Xfer::Service {
 
   grpc::Status CloseSession(grpc::ServerContext* ctx, const v1::CloseSessionRequest* req,
                             v1::Empty*) override {
-    auto scope = authenticate(ctx);
-    if (!scope) return to_grpc(*ctx, scope.error());
-    sessions_.close(req->session_id());
+    auto scope = authenticate(ctx, "close session");
+    if (!scope) return refuse(*ctx, scope.error(), "?", "close session");
+    // Only the subject that opened a session may close it.
+    auto session = sessions_.find_by_id(req->session_id());
+    if (session && session->scope.subject == scope->subject) sessions_.close(req->session_id());
     return grpc::Status::OK;
   }
 
   grpc::Status IssueToken(grpc::ServerContext* ctx, const v1::IssueTokenRequest* req,
                           v1::IssuedToken* resp) override {
-    auto scope = authenticate(ctx);
-    if (!scope) return to_grpc(*ctx, scope.error());
+    auto scope = authenticate(ctx, "issue token");
+    if (!scope) return refuse(*ctx, scope.error(), "?", "issue token");
     auto prefix = normalize_server_path(req->prefix());
-    if (!prefix) return to_grpc(*ctx, prefix.error());
+    if (!prefix) return refuse(*ctx, prefix.error(), scope->subject, "issue token");
     if (!scope->covers(*prefix) || (req->write() && !scope->write)) {
-      return to_grpc(*ctx, make_error(ErrorCode::kPermission, "issue token", *prefix,
-                                      "cannot issue a token wider than your own"));
+      return refuse(*ctx,
+                    make_error(ErrorCode::kPermission, "issue token", *prefix,
+                               "cannot issue a token wider than your own"),
+                    scope->subject, "issue token");
     }
     if (config_.secret.empty()) {
       resp->set_token("");  // this server does not check tokens
       return grpc::Status::OK;
     }
-    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                         std::chrono::system_clock::now().time_since_epoch())
-                         .count();
     TokenScope issued;
-    issued.subject = req->subject().empty() ? scope->subject + " (delegated)" : req->subject();
+    // A delegated token keeps its issuer's subject: limits are per subject,
+    // and a holder must not escape them by minting tokens under new names.
+    issued.subject = scope->subject;
     issued.prefix = *prefix;
     issued.write = req->write();
     const std::int64_t ttl = std::clamp<std::int64_t>(req->ttl_seconds(), 60, 86400);
-    issued.expires_at = now + ttl;
+    issued.expires_at = now_s() + ttl;
     if (scope->expires_at > 0) issued.expires_at = std::min(issued.expires_at, scope->expires_at);
     auto token = issue_token(config_.secret, issued);
     if (!token) return to_grpc(*ctx, token.error());
@@ -324,52 +387,23 @@ class Service final : public v1::Xfer::Service {
 
   grpc::Status SubmitJob(grpc::ServerContext* ctx, const v1::JobRequest* req,
                          v1::JobAccepted* resp) override {
-    auto scope = authenticate(ctx);
-    if (!scope) return to_grpc(*ctx, scope.error());
-    if (req->sources().empty()) {
-      return to_grpc(*ctx, make_error(ErrorCode::kInvalidArgument, "submit job", "", "no source"));
-    }
-    TransferRequest t;
-    for (const auto& s : req->sources()) {
-      auto path = check_scope(*scope, s, false, "read");
-      if (!path) return to_grpc(*ctx, path.error());
-      t.sources.push_back(fmt::format("{}://root{}", kRootScheme, *path));
-    }
-    const std::string& dest = req->destination();
-    if (dest.rfind("xfer://", 0) == 0) {
-      auto url = parse_url(dest);
-      if (!url) return to_grpc(*ctx, url.error());
-      t.destination = dest;
-      t.options.destination_endpoint.token = req->destination_token();
-    } else {
-      auto path = check_scope(*scope, dest, true, "write");
-      if (!path) return to_grpc(*ctx, path.error());
-      t.destination = fmt::format("{}://root{}", kRootScheme, *path);
-    }
-    const auto& o = req->options();
-    t.options.recursive = o.recursive();
-    t.options.verify = o.verify();
-    t.options.fsync = o.fsync();
-    t.options.bwlimit = o.bwlimit();
-    t.options.checkpoint = o.checkpoint();
-    t.options.job_id = o.job_id();
-    t.options.destination_endpoint.streams = o.streams();
-    t.options.destination_endpoint.encrypt = o.encrypt() ? 1 : o.no_encrypt() ? 0 : -1;
-    if (!config_.state_dir.empty()) t.options.state_root = config_.state_dir + "/jobs";
-    auto job = jobs_.submit(std::move(t));
-    if (!job) return to_grpc(*ctx, job.error());
+    auto scope = authenticate(ctx, "submit job");
+    if (!scope) return refuse(*ctx, scope.error(), "?", "submit job");
+    auto request = job_request(*req, *scope);
+    if (!request) return refuse(*ctx, request.error(), scope->subject, "submit job");
+    auto job = jobs_.submit(scope->subject, std::move(request).value());
+    if (!job) return refuse(*ctx, job.error(), scope->subject, "submit job");
     resp->set_job_id((*job)->id);
     return grpc::Status::OK;
   }
 
   grpc::Status WatchJob(grpc::ServerContext* ctx, const v1::JobId* req,
                         grpc::ServerWriter<v1::JobProgress>* writer) override {
-    auto scope = authenticate(ctx);
-    if (!scope) return to_grpc(*ctx, scope.error());
-    auto job = jobs_.find(req->job_id());
+    auto scope = authenticate(ctx, "watch job");
+    if (!scope) return refuse(*ctx, scope.error(), "?", "watch job");
+    auto job = jobs_.find(req->job_id(), scope->subject);
     if (!job) {
-      return to_grpc(*ctx,
-                     make_error(ErrorCode::kNotFound, "watch job", req->job_id(), "no such job"));
+      return refuse(*ctx, no_job("watch job", req->job_id()), scope->subject, "watch job");
     }
     while (true) {
       v1::JobProgress p;
@@ -386,12 +420,11 @@ class Service final : public v1::Xfer::Service {
   }
 
   grpc::Status CancelJob(grpc::ServerContext* ctx, const v1::JobId* req, v1::Empty*) override {
-    auto scope = authenticate(ctx);
-    if (!scope) return to_grpc(*ctx, scope.error());
-    auto job = jobs_.find(req->job_id());
+    auto scope = authenticate(ctx, "cancel job");
+    if (!scope) return refuse(*ctx, scope.error(), "?", "cancel job");
+    auto job = jobs_.find(req->job_id(), scope->subject);
     if (!job) {
-      return to_grpc(*ctx,
-                     make_error(ErrorCode::kNotFound, "cancel job", req->job_id(), "no such job"));
+      return refuse(*ctx, no_job("cancel job", req->job_id()), scope->subject, "cancel job");
     }
     job->cancel.store(true);
     return grpc::Status::OK;
@@ -407,6 +440,71 @@ class Service final : public v1::Xfer::Service {
   }
 
  private:
+  static std::int64_t now_s() {
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+
+  static Error no_job(std::string_view op, const std::string& id) {
+    return make_error(ErrorCode::kNotFound, op, printable_name(id, 80), "no such job");
+  }
+
+  // The transfer a job request asks for, after every check: sources and a
+  // local destination inside the caller's scope; a remote destination only
+  // among the configured peers, with only the credentials the request
+  // carries.
+  Result<TransferRequest> job_request(const v1::JobRequest& req, const TokenScope& scope) {
+    if (req.sources().empty()) {
+      return make_error(ErrorCode::kInvalidArgument, "submit job", "", "no source");
+    }
+    if (req.sources_size() > 1024) {
+      return make_error(ErrorCode::kInvalidArgument, "submit job", "", "more than 1024 sources");
+    }
+    TransferRequest t;
+    for (const auto& s : req.sources()) {
+      XFER_ASSIGN_OR_RETURN(auto path, check_token_scope(*server_root_, scope, s, false, "read"));
+      t.sources.push_back(fmt::format("{}://root{}", kRootScheme, path));
+    }
+    const std::string& dest = req.destination();
+    if (dest.rfind("xfer://", 0) == 0) {
+      XFER_ASSIGN_OR_RETURN(auto url, parse_url(dest));
+      const std::string peer = fmt::format("{}:{}", url.host, url.port ? url.port : 7400);
+      const std::string peer6 = fmt::format("[{}]:{}", url.host, url.port ? url.port : 7400);
+      const auto& peers = config_.job_peers;
+      if (std::find(peers.begin(), peers.end(), peer) == peers.end() &&
+          std::find(peers.begin(), peers.end(), peer6) == peers.end()) {
+        return make_error(ErrorCode::kPermission, "submit job", printable_name(peer, 120),
+                          "this server does not send to that peer (jobs.peers)");
+      }
+      t.destination = dest;
+      auto& ep = t.options.destination_endpoint;
+      ep.token = req.destination_token();
+      ep.ambient_credentials = false;  // never the server's own credentials
+      if (!config_.job_tls_ca.empty()) {
+        ep.tls = true;
+        ep.tls_ca = config_.job_tls_ca;
+      }
+    } else {
+      XFER_ASSIGN_OR_RETURN(auto path,
+                            check_token_scope(*server_root_, scope, dest, true, "write"));
+      t.destination = fmt::format("{}://root{}", kRootScheme, path);
+    }
+    const auto& o = req.options();
+    t.options.recursive = o.recursive();
+    t.options.verify = o.verify();
+    t.options.fsync = o.fsync();
+    t.options.bwlimit = o.bwlimit();
+    t.options.checkpoint = o.checkpoint();
+    if (!o.job_id().empty()) XFER_TRY(validate_id(o.job_id(), "job id"));
+    t.options.job_id = o.job_id();
+    t.options.destination_endpoint.streams =
+        std::min<unsigned>(o.streams(), config_.max_streams_per_session);
+    t.options.destination_endpoint.encrypt = o.encrypt() ? 1 : o.no_encrypt() ? 0 : -1;
+    if (!config_.state_dir.empty()) t.options.state_root = config_.state_dir + "/jobs";
+    return t;
+  }
+
   static void fill(Job& job, v1::JobProgress& p) {
     p.set_job_id(job.id);
     p.set_state(job.state);
@@ -432,7 +530,8 @@ class Service final : public v1::Xfer::Service {
     }
   }
 
-  Result<TokenScope> authenticate(grpc::ServerContext* ctx) {
+  Result<TokenScope> authenticate(grpc::ServerContext* ctx, std::string_view op) {
+    (void)op;
     if (!config_.auth_required) {
       TokenScope open;
       open.subject = "anonymous";
@@ -454,38 +553,47 @@ class Service final : public v1::Xfer::Service {
     return verify_token(config_.secret, value.substr(kBearer.size()));
   }
 
-  Result<std::string> check_scope(const TokenScope& scope, const std::string& path, bool write,
-                                  std::string_view op) {
-    return check_token_scope(*root_, scope, path, write, op);
+  // The root as the token sees it: its prefix, read-only unless it may write.
+  std::unique_ptr<Backend> scoped(const TokenScope& scope) {
+    return make_confined_backend(root_, scope);
   }
 
-  Result<std::string> authorize(grpc::ServerContext* ctx, const std::string& path, bool write,
-                                std::string_view op) {
-    XFER_ASSIGN_OR_RETURN(TokenScope scope, authenticate(ctx));
-    return check_scope(scope, path, write, op);
+  // A refused request: audited (who, what, why), then answered.
+  grpc::Status refuse(grpc::ServerContext& ctx, const Error& e, const std::string& who,
+                      std::string_view what) {
+    audit_.refused(who == "?" ? ctx.peer() : who + " (" + ctx.peer() + ")", what, e.message());
+    return to_grpc(ctx, e);
   }
 
-  // Errors name the server path, never the local one.
-  grpc::Status fail(grpc::ServerContext& ctx, Error e, const std::string& server_path) {
-    const std::string prefix = root_->path() + "/";
+  // A failed operation. Errors name the server path, never the local one;
+  // the refusals among them (scope, escapes, invalid names) are audited.
+  grpc::Status fail(grpc::ServerContext& ctx, Error e, const TokenScope& scope,
+                    std::string_view what, const std::string& client_path) {
+    const std::string prefix = server_root_->path() + "/";
     if (!e.path.empty() && e.path.rfind(prefix, 0) == 0) {
       e.path = e.path.substr(prefix.size() - 1);
-    } else if (e.path == root_->path()) {
+    } else if (e.path == server_root_->path()) {
       e.path = "/";
     } else if (e.path.empty()) {
-      e.path = server_path;
+      e.path = printable_name(client_path);
+    }
+    if (e.code == ErrorCode::kPermission || e.code == ErrorCode::kInvalidArgument) {
+      return refuse(ctx, e, scope.subject, fmt::format("{} {}", what, printable_name(client_path)));
     }
     return to_grpc(ctx, e);
   }
-  grpc::Status done(grpc::ServerContext& ctx, const Status& s, const std::string& server_path) {
+  grpc::Status done(grpc::ServerContext& ctx, const Status& s, const TokenScope& scope,
+                    std::string_view what, const std::string& client_path) {
     if (s.ok()) return grpc::Status::OK;
-    return fail(ctx, s.error(), server_path);
+    return fail(ctx, s.error(), scope, what, client_path);
   }
+
   const ServerConfig& config_;
-  std::shared_ptr<Backend> backend_;
-  std::shared_ptr<const ServerRoot> root_;
+  std::shared_ptr<ConfinedRoot> root_;
+  std::shared_ptr<const ServerRoot> server_root_;
   SessionRegistry& sessions_;
   JobManager& jobs_;
+  Audit& audit_;
   std::string data_address_;
 };
 
@@ -532,15 +640,60 @@ std::string read_file(const std::string& path, Status& status) {
   return ss.str();
 }
 
+// Raises the soft descriptor limit to the hard one (systemd gives services
+// 1024 soft, 512Ki hard); returns the limit now in force.
+std::size_t raise_nofile_limit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlimit want = rl;
+    want.rlim_cur = rl.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &want) == 0) rl = want;
+  }
+  return rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : static_cast<std::size_t>(rl.rlim_cur);
+}
+
+// Drops to `user` (uid, gid, supplementary groups) once the listeners are
+// bound. Only root can switch; anyone else must already be that user.
+Status drop_privileges(const std::string& user) {
+  if (user.empty()) return ok_status();
+  errno = 0;
+  passwd* pw = ::getpwnam(user.c_str());
+  if (pw == nullptr) {
+    return make_error(ErrorCode::kInvalidArgument, "drop privileges", user,
+                      "no such user (server.user)");
+  }
+  if (::geteuid() == pw->pw_uid && ::getegid() == pw->pw_gid) return ok_status();
+  if (::geteuid() != 0) {
+    return make_error(ErrorCode::kPermission, "drop privileges", user,
+                      "only root can switch to server.user");
+  }
+  if (::setgroups(0, nullptr) != 0) return errno_error(errno, "setgroups", user);
+  if (::setgid(pw->pw_gid) != 0) return errno_error(errno, "setgid", user);
+  if (::setuid(pw->pw_uid) != 0) return errno_error(errno, "setuid", user);
+  if (::setuid(0) == 0) {
+    return make_error(ErrorCode::kInternal, "drop privileges", user, "could regain root");
+  }
+  log().info("running as {} (uid {}, gid {})", user, pw->pw_uid, pw->pw_gid);
+  return ok_status();
+}
+
 class ServerImpl final : public Server {
  public:
-  explicit ServerImpl(ServerConfig config) : config_(std::move(config)) {}
+  explicit ServerImpl(ServerConfig config)
+      : config_(std::move(config)), audit_(config_.log_refusals_per_minute) {}
   ~ServerImpl() override { shutdown(5); }
 
   Status start() {
+    const std::size_t nofile = raise_nofile_limit();
+    // Half of the descriptors for the data channel (connections and open
+    // files), the rest for gRPC's connections, logs and jobs: a data flood
+    // never starves the control listener.
+    fd_budget_ = std::make_unique<FdBudget>(std::max<std::size_t>(nofile / 2, 16));
     XFER_ASSIGN_OR_RETURN(ServerRoot root, ServerRoot::open(config_.root));
     auto shared_root = std::make_shared<const ServerRoot>(std::move(root));
-    backend_ = std::shared_ptr<Backend>(make_confined_backend(shared_root));
+    confined_ = make_confined_root(shared_root, ConfinedOptions{config_.allow_special_bits});
+    backend_ = std::shared_ptr<Backend>(make_confined_backend(confined_));
     std::weak_ptr<Backend> weak = backend_;
     BackendRegistry::instance().register_scheme(
         kRootScheme,
@@ -551,13 +704,22 @@ class ServerImpl final : public Server {
                               "server stopped");
           return std::unique_ptr<Backend>(new SharedBackend(std::move(b)));
         });
-    sessions_ = std::make_unique<SessionRegistry>(config_.max_sessions);
-    data_ = std::make_unique<DataServer>(backend_, shared_root, *sessions_,
-                                         std::chrono::seconds(config_.session_idle_seconds));
+    sessions_ =
+        std::make_unique<SessionRegistry>(config_.max_sessions, config_.max_sessions_per_subject);
+    DataLimits limits;
+    limits.max_connections = config_.max_connections;
+    limits.max_connections_per_address = config_.max_connections_per_address;
+    limits.max_unauthenticated = config_.max_unauthenticated;
+    limits.max_unauthenticated_per_address = config_.max_unauthenticated_per_address;
+    limits.handshake = std::chrono::seconds(config_.handshake_seconds);
+    limits.idle = std::chrono::seconds(config_.session_idle_seconds);
+    limits.buffer_bytes = std::size_t{config_.connection_buffer_kib} * 1024;
+    limits.max_handles_per_session = config_.max_handles_per_session;
+    data_ = std::make_unique<DataServer>(*sessions_, limits, *fd_budget_, audit_);
     XFER_TRY(data_->start(config_.data_listen));
-    jobs_ = std::make_unique<JobManager>(config_.max_jobs);
-    service_ = std::make_unique<Service>(config_, backend_, shared_root, *sessions_, *jobs_,
-                                         data_->address());
+    jobs_ = std::make_unique<JobManager>(config_);
+    service_ = std::make_unique<Service>(config_, confined_, shared_root, *sessions_, *jobs_,
+                                         audit_, data_->address());
 
     std::shared_ptr<grpc::ServerCredentials> creds;
     if (!config_.tls_cert.empty()) {
@@ -577,7 +739,24 @@ class ServerImpl final : public Server {
     int port = 0;
     builder.AddListeningPort(config_.listen, creds, &port);
     builder.RegisterService(service_.get());
-    builder.SetMaxReceiveMessageSize(16 << 20);
+    // Requests are paths and small messages.
+    builder.SetMaxReceiveMessageSize(1 << 20);
+    // No SO_REUSEPORT: another local process must not be able to bind the
+    // control port beside us and take a share of the connections.
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    // A connection that never finishes its TLS/HTTP2 handshake, or that
+    // sits idle, is closed: gRPC connections are bounded in time.
+    builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                               static_cast<int>(config_.handshake_seconds) * 1000);
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+        static_cast<int>(std::min<unsigned>(config_.max_grpc_connections_idle_seconds, 24 * 3600)) *
+            1000);
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 64);
+    // Calls in progress hold a thread each (WatchJob for a job's life).
+    grpc::ResourceQuota quota("xferd");
+    quota.SetMaxThreads(kMaxGrpcThreads);
+    builder.SetResourceQuota(quota);
     grpc_ = builder.BuildAndStart();
     if (!grpc_ || port == 0) {
       data_->stop();
@@ -587,6 +766,11 @@ class ServerImpl final : public Server {
     XFER_ASSIGN_OR_RETURN(auto hp, protocol::split_host_port(config_.listen));
     control_ = hp.first.find(':') != std::string::npos ? fmt::format("[{}]:{}", hp.first, port)
                                                        : fmt::format("{}:{}", hp.first, port);
+    Status dropped = drop_privileges(config_.user);
+    if (!dropped.ok()) {
+      shutdown(0);
+      return dropped;
+    }
     return ok_status();
   }
 
@@ -613,7 +797,12 @@ class ServerImpl final : public Server {
   }
 
  private:
+  static constexpr int kMaxGrpcThreads = 256;
+
   ServerConfig config_;
+  Audit audit_;
+  std::unique_ptr<FdBudget> fd_budget_;
+  std::shared_ptr<ConfinedRoot> confined_;
   std::shared_ptr<Backend> backend_;
   std::unique_ptr<SessionRegistry> sessions_;
   std::unique_ptr<DataServer> data_;

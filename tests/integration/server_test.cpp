@@ -787,10 +787,12 @@ TEST_F(Server, ListThroughAnEscapingSymlinkIsRefused) {
 // ---------------------------------------------------------------- 4. third-party
 
 TEST_F(Server, ThirdPartyFileAndTreeGoFromAToB) {
-  XferdProcess* a = start_server("A");
-  ASSERT_NE(a, nullptr);
   XferdProcess* b = start_server("B");
   ASSERT_NE(b, nullptr);
+  XferdOptions ao;
+  ao.extra_toml = "[jobs]\npeers = [\"" + b->control_address() + "\"]\n";
+  XferdProcess* a = start_server("A", ao);
+  ASSERT_NE(a, nullptr);
   const std::string tok = a->token();  // same secret: valid on both
 
   constexpr std::uint64_t kSize = 32ull << 20;
@@ -1073,8 +1075,12 @@ TEST_F(Server, ClientKilledMidUploadLeavesNothingBehind) {
 TEST_F(Server, FiftyConcurrentClients) {
   XferdProcess* srv = start_server();
   ASSERT_NE(srv, nullptr);
-  const std::string tok = srv->token();
   constexpr int kClients = 50;
+  // Fifty users, each with a token of their own (limits are per subject).
+  std::vector<std::string> toks;
+  for (int i = 0; i < kClients; ++i) {
+    toks.push_back(srv->token("/", true, 3600, "client-" + std::to_string(i)));
+  }
   for (int i = 0; i < kClients; ++i) {
     fs::path src = tmp() / "src" / ("c" + std::to_string(i));
     TreeSpec spec;
@@ -1094,8 +1100,8 @@ TEST_F(Server, FiftyConcurrentClients) {
     threads.emplace_back([&, i] {
       const std::string name = "c" + std::to_string(i);
       results[static_cast<std::size_t>(i)] =
-          run_xfer({"--token", tok, "transfer", "-r", "--no-progress", S(tmp() / "src" / name),
-                    srv->url("/" + name)},
+          run_xfer({"--token", toks[static_cast<std::size_t>(i)], "transfer", "-r", "--no-progress",
+                    S(tmp() / "src" / name), srv->url("/" + name)},
                    180s);
     });
   }

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -168,6 +169,19 @@ std::string XferdProcess::log() const {
   std::vector<char*> cargv;
   for (auto& a : args) cargv.push_back(a.data());
   cargv.push_back(nullptr);
+  // The environment, prepared before fork (the child may only exec).
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string_view kv(*e);
+    bool replaced = false;
+    for (const auto& [k, v] : opt_.env) replaced |= kv.substr(0, kv.find('=')) == k;
+    if (!replaced) env_strings.emplace_back(kv);
+  }
+  for (const auto& [k, v] : opt_.env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> cenv;
+  for (auto& e : env_strings) cenv.push_back(e.data());
+  cenv.push_back(nullptr);
+  const rlimit nofile{opt_.rlimit_nofile, opt_.rlimit_nofile};
   const pid_t parent = ::getpid();
 
   pid_t pid = ::fork();
@@ -190,7 +204,8 @@ std::string XferdProcess::log() const {
     if (devnull >= 0) ::dup2(devnull, 0);
     ::dup2(logfd, 1);
     ::dup2(logfd, 2);
-    ::execv(cargv[0], cargv.data());
+    if (nofile.rlim_cur > 0) ::setrlimit(RLIMIT_NOFILE, &nofile);
+    ::execve(cargv[0], cargv.data(), cenv.data());
     const char msg[] = "harness: execv xferd failed\n";
     (void)!::write(2, msg, sizeof msg - 1);
     ::_exit(127);
@@ -308,10 +323,11 @@ std::string XferdProcess::url(std::string_view path) const {
   return "xfer://" + control_ + p;
 }
 
-std::string XferdProcess::token(const std::string& prefix, bool write, long ttl) const {
-  std::vector<std::string> args = {xferd_bin(), "token",  "--config", config_.string(),
-                                   "--prefix",  prefix,   "--ttl",    std::to_string(ttl),
-                                   "--subject", "xfer-it"};
+std::string XferdProcess::token(const std::string& prefix, bool write, long ttl,
+                                const std::string& subject) const {
+  std::vector<std::string> args = {xferd_bin(), "token", "--config", config_.string(),
+                                   "--prefix",  prefix,  "--ttl",    std::to_string(ttl),
+                                   "--subject", subject};
   if (write) args.push_back("--write");
   RunResult r = run(args, std::chrono::seconds(30));
   if (r.exit_code != 0) {

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "harness.hpp"
@@ -24,6 +25,10 @@ struct XferdOptions {
   bool auth_required = true;
   // Extra TOML appended to the generated config (e.g. "[limits]\n...").
   std::string extra_toml;
+  // RLIMIT_NOFILE (soft and hard) for the server; 0 = inherited.
+  unsigned long rlimit_nofile = 0;
+  // Variables added to (or replacing in) the server's environment.
+  std::vector<std::pair<std::string, std::string>> env;
 };
 
 // How a stopped xferd ended.
@@ -73,7 +78,9 @@ class XferdProcess {
   std::string url(std::string_view path = "/") const;
   // `xferd token --config ... --prefix P [--write] --ttl TTL`; empty string
   // and a test failure if that fails.
-  std::string token(const std::string& prefix = "/", bool write = true, long ttl = 3600) const;
+  // Limits are per token subject: `subject` names who the token is for.
+  std::string token(const std::string& prefix = "/", bool write = true, long ttl = 3600,
+                    const std::string& subject = "xfer-it") const;
 
   const std::filesystem::path& dir() const { return dir_; }
   const std::filesystem::path& root() const { return root_; }

@@ -1,5 +1,6 @@
 // xfer_server: tokens, path normalisation, root confinement, configuration.
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -538,7 +539,7 @@ class ServerConfigTest : public ::testing::Test {
   // A config with root and secret set, plus `extra` TOML.
   std::string with_root(std::string_view server_extra = "", std::string_view rest = "") {
     return "[server]\nroot = \"" + root_ + "\"\n" + std::string(server_extra) +
-           "\n[auth]\nsecret = \"s3cret\"\n" + std::string(rest);
+           "\n[auth]\nsecret = \"s3cret-s3cret-s3cret-s3cret-s3cret\"\n" + std::string(rest);
   }
   Result<ServerConfig> parse(std::string_view text) {
     return parse_server_config(text, "test.toml");
@@ -574,7 +575,7 @@ cert = ")" + cert + R"("
 key = ")" + key + R"("
 
 [auth]
-secret = "a long random secret"
+secret = "a long random secret, long enough to sign"
 required = true
 
 [limits]
@@ -594,7 +595,7 @@ encrypt = "always"
   EXPECT_EQ(r->state_dir, state);
   EXPECT_EQ(r->tls_cert, cert);
   EXPECT_EQ(r->tls_key, key);
-  EXPECT_EQ(r->secret, "a long random secret");
+  EXPECT_EQ(r->secret, "a long random secret, long enough to sign");
   EXPECT_TRUE(r->auth_required);
   EXPECT_EQ(r->max_sessions, 10u);
   EXPECT_EQ(r->max_streams_per_session, 4u);
@@ -670,18 +671,20 @@ TEST_F(ServerConfigTest, UnknownKeysAreNamed) {
 }
 
 TEST_F(ServerConfigTest, RootMustExistAndBeAFolder) {
-  std::string m = error_of("[auth]\nsecret = \"x\"\n");
+  std::string m = error_of("[auth]\nsecret = \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"\n");
   EXPECT_NE(m.find("server.root is required"), std::string::npos) << m;
-  m = error_of("[server]\nroot = \"" + (base_ / "nope").string() + "\"\n[auth]\nsecret = \"x\"\n");
+  m = error_of("[server]\nroot = \"" + (base_ / "nope").string() +
+               "\"\n[auth]\nsecret = \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"\n");
   EXPECT_NE(m.find("server.root"), std::string::npos) << m;
   EXPECT_NE(m.find("No such file or directory"), std::string::npos) << m;
   std::string file = write("plain", "x");
-  m = error_of("[server]\nroot = \"" + file + "\"\n[auth]\nsecret = \"x\"\n");
+  m = error_of("[server]\nroot = \"" + file +
+               "\"\n[auth]\nsecret = \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"\n");
   EXPECT_NE(m.find("not a directory"), std::string::npos) << m;
   // A root given through a symlink and with slashes is made canonical.
   fs::create_directory_symlink(base_ / "root", base_ / "rl");
-  auto r =
-      parse("[server]\nroot = \"" + (base_ / "rl").string() + "//\"\n[auth]\nsecret = \"x\"\n");
+  auto r = parse("[server]\nroot = \"" + (base_ / "rl").string() +
+                 "//\"\n[auth]\nsecret = \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"\n");
   ASSERT_TRUE(r.ok()) << r.error().message();
   EXPECT_EQ(r->root, root_);
   // The state folder may not be inside the served root.
@@ -699,18 +702,19 @@ TEST_F(ServerConfigTest, AuthRequiresASecret) {
   ASSERT_TRUE(open.ok()) << open.error().message();
   EXPECT_FALSE(open->auth_required);
   EXPECT_TRUE(open->secret.empty());
-  m = error_of(base + "[auth]\nrequired = \"yes\"\nsecret = \"x\"\n");
+  m = error_of(base +
+               "[auth]\nrequired = \"yes\"\nsecret = \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"\n");
   EXPECT_NE(m.find("auth.required must be true or false"), std::string::npos) << m;
   m = error_of(base + "[auth]\nsecret = \"\"\n");
   EXPECT_NE(m.find("auth.secret must not be empty"), std::string::npos) << m;
 }
 
 TEST_F(ServerConfigTest, SecretFileIsReadAndTrimmed) {
-  std::string sf = write("secret", "  \tsecret with inner space\n\n");
+  std::string sf = write("secret", "  \tsecret with inner space, thirty-two bytes or more\n\n");
   std::string base = "[server]\nroot = \"" + root_ + "\"\n[auth]\nsecret_file = \"" + sf + "\"\n";
   auto r = parse(base);
   ASSERT_TRUE(r.ok()) << r.error().message();
-  EXPECT_EQ(r->secret, "secret with inner space");
+  EXPECT_EQ(r->secret, "secret with inner space, thirty-two bytes or more");
 
   std::string m = error_of(base + "secret = \"also\"\n");
   EXPECT_NE(m.find("auth.secret and auth.secret_file"), std::string::npos) << m;
@@ -760,6 +764,68 @@ TEST_F(ServerConfigTest, ValuesAreTypeAndRangeChecked) {
   EXPECT_NE(m.find("tls.key"), std::string::npos) << m;
   m = error_of("[server\nroot = 1\n");
   EXPECT_NE(m.find("line 1"), std::string::npos) << m;
+}
+
+TEST_F(ServerConfigTest, ShortSecretsAreRefused) {
+  const std::string base = "[server]\nroot = \"" + root_ + "\"\n";
+  std::string m = error_of(base + "[auth]\nsecret = \"0123456789abcdef0123456789abcde\"\n");
+  EXPECT_NE(m.find("the auth secret is 31 bytes; at least 32 are required"), std::string::npos)
+      << m;
+  std::string sf = write("short", "x\n");
+  m = error_of(base + "[auth]\nsecret_file = \"" + sf + "\"\n");
+  EXPECT_NE(m.find("the auth secret is 1 bytes"), std::string::npos) << m;
+  EXPECT_TRUE(parse(base + "[auth]\nsecret = \"0123456789abcdef0123456789abcdef\"\n").ok());
+}
+
+// Every [limits] key of the table is accepted, range-checked and lands in
+// its member; the defaults are the documented ones.
+TEST_F(ServerConfigTest, EveryLimitKeyIsReadAndRangeChecked) {
+  for (std::size_t i = 0; i < kLimitKeyCount; ++i) {
+    const LimitKey& k = kLimitKeys[i];
+    SCOPED_TRACE(k.name);
+    const unsigned v = k.lo + (k.hi > k.lo ? 1 : 0);
+    auto r = parse(with_root("", fmt::format("[limits]\n{} = {}\n", k.name, v)));
+    ASSERT_TRUE(r.ok()) << r.error().message();
+    if (std::string_view(k.name) != "max_sessions_per_subject" &&
+        std::string_view(k.name) != "max_jobs_per_subject") {
+      EXPECT_EQ((*r).*k.member, v);
+    }
+    if (k.hi < (1u << 30)) {
+      std::string m = error_of(
+          with_root("", fmt::format("[limits]\n{} = {}\n", k.name, std::uint64_t{k.hi} + 1)));
+      EXPECT_NE(m.find(fmt::format("limits.{} must be an integer in {}..{}", k.name, k.lo, k.hi)),
+                std::string::npos)
+          << m;
+    }
+  }
+  ServerConfig d;
+  EXPECT_EQ(d.max_sessions_per_subject, 16u);
+  EXPECT_EQ(d.max_handles_per_session, 256u);
+  EXPECT_EQ(d.max_connections, 1024u);
+  EXPECT_EQ(d.max_unauthenticated, 64u);
+  EXPECT_EQ(d.handshake_seconds, 5u);
+  EXPECT_EQ(d.connection_buffer_kib, 4096u);
+  EXPECT_EQ(d.max_jobs_per_subject, 2u);
+  EXPECT_EQ(d.job_retention_seconds, 3600u);
+  EXPECT_FALSE(d.allow_special_bits);
+  EXPECT_TRUE(d.job_peers.empty());
+}
+
+TEST_F(ServerConfigTest, JobPeersAndServerUserAreChecked) {
+  auto r = parse(with_root("user = \"nobody\"\nallow_special_bits = true",
+                           "[jobs]\npeers = [\"127.0.0.1:7400\", \"[::1]:7401\"]\n"));
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->user, "nobody");
+  EXPECT_TRUE(r->allow_special_bits);
+  EXPECT_EQ(r->job_peers, (std::vector<std::string>{"127.0.0.1:7400", "[::1]:7401"}));
+  std::string m = error_of(with_root("", "[jobs]\npeers = \"127.0.0.1:7400\"\n"));
+  EXPECT_NE(m.find("jobs.peers must be an array"), std::string::npos) << m;
+  m = error_of(with_root("", "[jobs]\npeers = [\"nohost\"]\n"));
+  EXPECT_NE(m.find("jobs.peers \"nohost\""), std::string::npos) << m;
+  m = error_of(with_root("", "[jobs]\ntls_ca = \"" + (base_ / "none.pem").string() + "\"\n"));
+  EXPECT_NE(m.find("jobs.tls_ca"), std::string::npos) << m;
+  m = error_of(with_root("", "[limits]\nmax_sesions = 3\n"));
+  EXPECT_NE(m.find("unknown key limits.max_sesions"), std::string::npos) << m;
 }
 
 }  // namespace

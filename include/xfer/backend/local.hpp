@@ -18,8 +18,4 @@ std::unique_ptr<Backend> make_local_backend();
 // replaced by the next run).
 inline constexpr std::string_view kLocalTempInfix = ".xfer-part-";
 
-// Where a resumable local sink keeps its partial: ".<name>.xfer-part-<token>"
-// beside the final path (a hashed name when that would be too long).
-std::string local_partial_path(const std::string& final_path, const std::string& token);
-
 }  // namespace xfer

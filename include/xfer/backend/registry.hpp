@@ -21,6 +21,9 @@ struct EndpointOptions {
   std::string tls_ca;       // CA bundle that signs the server's control-channel certificate
   bool tls = false;         // use TLS on the control channel
   std::string stats_group;  // per-stream statistics are filed under this name
+  // false: use only `token`, never $XFER_TOKEN or credentials.toml (xferd's
+  // jobs must not lend the server's own credentials to a client's request).
+  bool ambient_credentials = true;
 };
 
 using BackendFactory =

@@ -6,22 +6,24 @@
 //   data_listen = "127.0.0.1:0"      # TCP data channel; port 0 = any free port
 //   root = "/srv/xfer"               # the one folder served
 //   state_dir = "/var/lib/xferd"     # server-run jobs' checkpoints
+//   user = "xferd"                   # drop to this user after binding (when root)
+//   allow_special_bits = false       # keep setuid/setgid/sticky bits clients send
 //   [tls]                            # control-channel TLS; both or neither
 //   cert = "/etc/xferd/cert.pem"
 //   key = "/etc/xferd/key.pem"
 //   [auth]
 //   secret = "..."                   # HS256 secret (or secret_file = "...")
 //   required = true                  # false: no token needed (loopback testing)
-//   [limits]
-//   max_sessions = 256
-//   max_streams_per_session = 16
-//   session_idle_seconds = 600
-//   max_jobs = 8
+//   [limits]                         # every key and default: kLimitKeys below
+//   [jobs]
+//   peers = ["b.example:7400"]       # xferd servers jobs may send to (default: none)
+//   tls_ca = "/etc/xferd/peers.pem"  # TLS to those peers' control channel
 //   [data]
 //   encrypt = "auto"                 # "auto" (sealed unless loopback), "always", "never"
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "xfer/core/result.hpp"
 
@@ -38,12 +40,50 @@ struct ServerConfig {
   std::string tls_key;
   std::string secret;
   bool auth_required = true;
-  unsigned max_sessions = 256;
-  unsigned max_streams_per_session = 16;
-  unsigned session_idle_seconds = 600;
-  unsigned max_jobs = 8;
+  std::string user;                 // drop privileges to this user after binding
+  bool allow_special_bits = false;  // setuid/setgid/sticky on client files
+
+  // [limits]: every resource a peer can make xferd hold (docs/server.md,
+  // "Threat model"). Defaults and ranges are in kLimitKeys.
+  unsigned max_sessions = 256;             // data sessions, in total
+  unsigned max_sessions_per_subject = 16;  // data sessions of one token subject
+  unsigned max_streams_per_session = 16;   // data connections granted per session
+  unsigned max_handles_per_session = 256;  // files open at once in one session
+  unsigned session_idle_seconds = 600;     // a session without connections is closed
+  unsigned max_connections = 1024;         // data connections, in total
+  unsigned max_connections_per_address = 128;
+  unsigned max_unauthenticated = 64;  // data connections still in their handshake
+  unsigned max_unauthenticated_per_address = 16;
+  unsigned handshake_seconds = 5;                    // the whole handshake, from accept to HelloOk
+  unsigned connection_buffer_kib = 4096;             // largest buffered frame per connection
+  unsigned max_jobs = 8;                             // server-run jobs running at once, in total
+  unsigned max_jobs_per_subject = 2;                 // running jobs of one token subject
+  unsigned job_retention_seconds = 3600;             // a finished job is forgotten after this
+  unsigned max_finished_jobs = 256;                  // finished jobs kept at most (oldest go first)
+  unsigned max_grpc_connections_idle_seconds = 300;  // an idle control connection is closed
+  unsigned log_refusals_per_minute = 60;             // audit lines for refused requests
+
   EncryptPolicy encrypt = EncryptPolicy::kAuto;
+
+  // [jobs]
+  std::vector<std::string> job_peers;  // "host:port" of xferd servers jobs may send to
+  std::string job_tls_ca;              // PEM bundle: TLS to the peers' control channel
 };
+
+// One [limits] key: its name, range and the member it sets. The config
+// reader, the documentation test and docs/server.md follow this table.
+struct LimitKey {
+  const char* name;
+  unsigned ServerConfig::*member;
+  unsigned lo;
+  unsigned hi;
+  const char* help;
+};
+extern const LimitKey kLimitKeys[];
+extern const std::size_t kLimitKeyCount;
+
+// Secrets shorter than this are refused (HS256 keys need 256 bits).
+inline constexpr std::size_t kMinSecretBytes = 32;
 
 // Reads and validates the file (unknown keys are an error naming the key;
 // root must exist; auth.required without a secret is an error; a

@@ -37,7 +37,27 @@ class ServerRoot {
   };
   Result<Resolved> resolve(std::string_view client_path) const;
 
+  // The one resolution every confined operation acts on: the parent folder
+  // of `client_path` opened beneath the root (O_PATH | O_DIRECTORY with
+  // RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS) and the final component, which
+  // the caller uses with *at(2) calls on `dir`, so nothing is resolved by
+  // name twice. For the root itself `dir` is the root and `name` is ".".
+  // A missing parent is the errno of the walk (ENOENT, ENOTDIR), named by
+  // the server path; a walk that would leave the root is kPermission "path
+  // escapes the root".
+  struct Parent {
+    UniqueFd dir;
+    std::string name;            // one component (validated), or "."
+    std::string server_path;     // "/a/b"
+    std::string canonical_path;  // as in Resolved
+  };
+  Result<Parent> open_parent(std::string_view client_path) const;
+
  private:
+  // The server path of the folder open at `fd` (a descriptor beneath the
+  // root), read back from /proc: kPermission when it is not below the root.
+  Result<std::string> inside_path(int fd, const std::string& server_path) const;
+
   std::string root_;
   UniqueFd fd_;
 };

@@ -1,4 +1,7 @@
-// Local file system backend. See include/xfer/backend/local.hpp.
+// Local file system backend (include/xfer/backend/local.hpp) and the *at
+// core it shares with xferd's confined root (fs_at.hpp). Every operation is
+// one directory descriptor plus a name; the local backend uses AT_FDCWD and
+// whole paths. Stateless apart from SinkEnv; safe to call from any thread.
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -15,15 +18,13 @@
 #include <mutex>
 #include <vector>
 
+#include "backend/local/fs_at.hpp"
 #include "xfer/backend/local.hpp"
 #include "xfer/io/unique_fd.hpp"
 
 namespace xfer {
+namespace fs {
 namespace {
-
-std::string path_str(std::string_view p) {
-  return std::string(p.empty() ? "." : p);
-}
 
 using Fd = UniqueFd;
 
@@ -61,14 +62,35 @@ FileAttrs attrs_from_stat(const struct stat& st) {
   return a;
 }
 
-Result<std::string> read_link(const std::string& path) {
+const char* name_of(const At& at) {
+  return at.name.empty() ? "." : at.name.c_str();
+}
+
+Result<std::string> read_link_at(int dir, const char* name, const std::string& shown) {
   std::vector<char> buf(256);
   for (;;) {
-    ssize_t n = ::readlink(path.c_str(), buf.data(), buf.size());
-    if (n < 0) return errno_error(errno, "readlink", path);
+    ssize_t n = ::readlinkat(dir, name, buf.data(), buf.size());
+    if (n < 0) return errno_error(errno, "readlink", shown);
     if (static_cast<size_t>(n) < buf.size()) return std::string(buf.data(), static_cast<size_t>(n));
     buf.resize(buf.size() * 2);
   }
+}
+
+// A confined operation met a symlink as its final component.
+Error symlink_refused(std::string_view op, const std::string& shown) {
+  return make_error(ErrorCode::kPermission, op, shown,
+                    "refusing to follow a symlink on the server");
+}
+
+// After an open with O_NOFOLLOW failed with `err`: the symlink refusal when
+// the entry is a symlink, the errno otherwise.
+Error nofollow_error(int err, const At& at, std::string_view op) {
+  struct stat st {};
+  if ((err == ELOOP || err == ENOTDIR) &&
+      ::fstatat(at.dir, name_of(at), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+    return symlink_refused(op, at.shown);
+  }
+  return errno_error(err, op, at.shown);
 }
 
 // A hidden sibling name ".<name>.xfer-tmp-<purpose>" ("link", "swap",
@@ -76,51 +98,35 @@ Result<std::string> read_link(const std::string& path) {
 // and renaming it over the final name, the next run for the same file finds
 // and replaces it instead of leaving a stray behind. Names near the 255-byte
 // limit get a short form (a hash of the name) so the temp name always fits.
-std::string temp_name_for(const std::string& final_path, std::string_view purpose) {
-  std::string base = base_name(final_path);
+// Derived only from `name`, which the caller validated.
+std::string temp_name_for(const std::string& name, std::string_view purpose) {
+  std::string base = base_name(name);
   if (base.size() + purpose.size() + 11 > 255) {
     base = fmt::format("{:016x}", std::hash<std::string>{}(base));
   }
-  return join_path(dir_name(final_path), fmt::format(".{}.xfer-tmp-{}", base, purpose));
-}
-
-// Runs `make(path)` (a syscall creating `path`); when a stale entry of an
-// earlier, killed run is in the way (EEXIST), removes it and tries once more.
-template <typename Make>
-int create_replacing_stale(const std::string& path, Make make) {
-  int r = make(path);
-  if (r < 0 && errno == EEXIST) {
-    ::unlink(path.c_str());
-    r = make(path);
-  }
-  return r;
-}
-
-// The process umask, read without changing it (umask(2) would race with
-// other threads creating files).
-mode_t current_umask() {
-  FILE* f = std::fopen("/proc/self/status", "r");
-  mode_t mask = 022;
-  if (f == nullptr) return mask;
-  char line[256];
-  while (std::fgets(line, sizeof line, f) != nullptr) {
-    unsigned m = 0;
-    if (std::sscanf(line, "Umask: %o", &m) == 1) {
-      mask = static_cast<mode_t>(m);
-      break;
-    }
-  }
-  std::fclose(f);
-  return mask;
+  return join_path(dir_name(name), fmt::format(".{}.xfer-tmp-{}", base, purpose));
 }
 
 // The deterministic partial name of a resumable sink.
-std::string resumable_name_for(const std::string& final_path, const std::string& token) {
-  std::string base = base_name(final_path);
+std::string resumable_name_for(const std::string& name, const std::string& token) {
+  std::string base = base_name(name);
   if (base.size() + kLocalTempInfix.size() + token.size() + 2 > 255) {
     base = fmt::format("{:016x}", std::hash<std::string>{}(base));
   }
-  return join_path(dir_name(final_path), fmt::format(".{}{}{}", base, kLocalTempInfix, token));
+  return join_path(dir_name(name), fmt::format(".{}{}{}", base, kLocalTempInfix, token));
+}
+
+// Runs `make(name)` (a syscall creating `name` in `dir`); when a stale entry
+// of an earlier, killed run is in the way (EEXIST), removes it and tries once
+// more.
+template <typename Make>
+int create_replacing_stale(int dir, const std::string& name, Make make) {
+  int r = make(name);
+  if (r < 0 && errno == EEXIST) {
+    ::unlinkat(dir, name.c_str(), 0);
+    r = make(name);
+  }
+  return r;
 }
 
 constexpr std::size_t kDirectAlign = 4096;
@@ -153,6 +159,10 @@ Result<std::size_t> pread_full(int fd, Offset offset, std::span<std::byte> buf, 
     done += static_cast<std::size_t>(n);
   }
   return done;
+}
+
+std::string proc_fd_path(int fd) {
+  return fmt::format("/proc/self/fd/{}", fd);
 }
 
 // ---------------------------------------------------------------- Source
@@ -192,14 +202,18 @@ class LocalSource final : public Source {
 
 class LocalSink final : public Sink {
  public:
-  // `anonymous`: fd is an O_TMPFILE with no name yet; else temp_path_ names it.
-  // `mode_is_final`: the file was created with its final permission bits, so
-  // commit() need not chmod it.
-  LocalSink(Fd fd, std::string final_path, std::string temp_path, bool anonymous, SinkOptions opts,
-            bool mode_is_final)
-      : fd_(std::move(fd)),
-        final_path_(std::move(final_path)),
-        temp_path_(std::move(temp_path)),
+  // The file lives in `dir` (AT_FDCWD, or the descriptor `dir_owner` keeps
+  // open) as `final_name` once committed. `anonymous`: fd is an O_TMPFILE
+  // with no name yet; else temp_name_ names it. `mode_is_final`: the file
+  // was created with its final permission bits, so commit() need not chmod.
+  LocalSink(Fd dir_owner, int dir, Fd fd, std::string final_name, std::string shown,
+            std::string temp_name, bool anonymous, SinkOptions opts, bool mode_is_final)
+      : dir_owner_(std::move(dir_owner)),
+        dir_(dir),
+        fd_(std::move(fd)),
+        final_name_(std::move(final_name)),
+        shown_(std::move(shown)),
+        temp_name_(std::move(temp_name)),
         anonymous_(anonymous),
         opts_(std::move(opts)),
         mode_is_final_(mode_is_final) {}
@@ -243,9 +257,9 @@ class LocalSink final : public Sink {
                            static_cast<off_t>(offset.get() + done));
       if (n < 0) {
         if (errno == EINTR) continue;
-        return errno_error(errno, "write", final_path_);
+        return errno_error(errno, "write", shown_);
       }
-      if (n == 0) return errno_error(ENOSPC, "write", final_path_);
+      if (n == 0) return errno_error(ENOSPC, "write", shown_);
       done += static_cast<std::size_t>(n);
     }
     return ok_status();
@@ -265,7 +279,7 @@ class LocalSink final : public Sink {
             errno == EBADF) {
           if (done == 0) return make_error(ErrorCode::kUnsupported, "copy_file_range", "");
         }
-        return errno_error(errno, "copy", final_path_);
+        return errno_error(errno, "copy", shown_);
       }
       if (n == 0) break;  // source EOF: the caller checks the count
       done += static_cast<std::uint64_t>(n);
@@ -274,11 +288,11 @@ class LocalSink final : public Sink {
   }
 
   Result<std::size_t> read_back(Offset offset, std::span<std::byte> buf) override {
-    return pread_full(fd_.get(), offset, buf, "read back", final_path_);
+    return pread_full(fd_.get(), offset, buf, "read back", shown_);
   }
 
   Status commit() override {
-    if (!fd_.valid()) return make_error(ErrorCode::kInternal, "commit", final_path_, "not open");
+    if (!fd_.valid()) return make_error(ErrorCode::kInternal, "commit", shown_, "not open");
     // Size first: a sparse tail (or a zero-length file) needs it.
     struct stat st {};
     if (::fstat(fd_.get(), &st) != 0) return fail(errno, "stat");
@@ -294,8 +308,8 @@ class LocalSink final : public Sink {
     struct timespec times[2] = {{0, UTIME_OMIT}, from_ns(opts_.attrs.mtime_ns)};
     if (::futimens(fd_.get(), times) != 0) return fail(errno, "set mtime");
     if (anonymous_) {
-      std::string proc = fmt::format("/proc/self/fd/{}", fd_.get());
-      if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, final_path_.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+      const std::string proc = proc_fd_path(fd_.get());
+      if (::linkat(AT_FDCWD, proc.c_str(), dir_, final_name_.c_str(), AT_SYMLINK_FOLLOW) == 0) {
         anonymous_ = false;
         fd_.reset();
         committed_ = true;
@@ -303,15 +317,17 @@ class LocalSink final : public Sink {
       }
       if (errno != EEXIST) return fail(errno, "publish");
       // The final name exists: link under a temp name, then rename over it.
-      temp_path_ = temp_name_for(final_path_, "swap");
-      if (create_replacing_stale(temp_path_, [&](const std::string& t) {
-            return ::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, t.c_str(), AT_SYMLINK_FOLLOW);
+      temp_name_ = temp_name_for(final_name_, "swap");
+      if (create_replacing_stale(dir_, temp_name_, [&](const std::string& t) {
+            return ::linkat(AT_FDCWD, proc.c_str(), dir_, t.c_str(), AT_SYMLINK_FOLLOW);
           }) != 0) {
         return fail(errno, "publish");
       }
       anonymous_ = false;
     }
-    if (::rename(temp_path_.c_str(), final_path_.c_str()) != 0) return fail(errno, "rename");
+    if (::renameat(dir_, temp_name_.c_str(), dir_, final_name_.c_str()) != 0) {
+      return fail(errno, "rename");
+    }
     fd_.reset();
     committed_ = true;
     return ok_status();
@@ -319,7 +335,9 @@ class LocalSink final : public Sink {
 
   Status abort() override {
     if (committed_) return ok_status();
-    if (!anonymous_ && !temp_path_.empty() && fd_.valid()) ::unlink(temp_path_.c_str());
+    if (!anonymous_ && !temp_name_.empty() && fd_.valid()) {
+      ::unlinkat(dir_, temp_name_.c_str(), 0);
+    }
     buffered_.reset();
     fd_.reset();  // an O_TMPFILE vanishes with its last descriptor
     committed_ = true;
@@ -328,7 +346,7 @@ class LocalSink final : public Sink {
 
  private:
   Error fail(int err, std::string_view op) {
-    Error e = errno_error(err, op, final_path_);
+    Error e = errno_error(err, op, shown_);
     (void)abort();
     return e;
   }
@@ -341,27 +359,415 @@ class LocalSink final : public Sink {
   Result<int> buffered_fd() {
     std::lock_guard lock(buffered_mu_);
     if (!buffered_.valid()) {
-      std::string proc = fmt::format("/proc/self/fd/{}", fd_.get());
-      buffered_ = Fd(::open(proc.c_str(), O_RDWR | O_CLOEXEC));
-      if (!buffered_.valid()) return errno_error(errno, "open", final_path_);
+      buffered_ = Fd(::open(proc_fd_path(fd_.get()).c_str(), O_RDWR | O_CLOEXEC));
+      if (!buffered_.valid()) return errno_error(errno, "open", shown_);
     }
     return buffered_.get();
   }
 
-  std::mutex write_mu_;  // buffered writes, see write_at
-  Fd fd_;
-  std::string final_path_;
-  std::string temp_path_;
-  bool anonymous_;
-  SinkOptions opts_;
   bool resumable() const { return !opts_.resume_name.empty() && !anonymous_; }
 
+  std::mutex write_mu_;  // buffered writes, see write_at
+  Fd dir_owner_;
+  int dir_;
+  Fd fd_;
+  std::string final_name_;
+  std::string shown_;
+  std::string temp_name_;
+  bool anonymous_;
+  SinkOptions opts_;
   bool mode_is_final_;
   bool committed_ = false;
   bool resumed_ = false;
   std::mutex buffered_mu_;
   Fd buffered_;  // lazily opened for unaligned writes under O_DIRECT
 };
+
+// Preallocation reserves the space up front: disk full shows at once, and
+// extents come out contiguous. Not every file system supports it; only a
+// lack of space is an error.
+Status preallocate(int fd, std::uint64_t size, const std::string& shown) {
+  if (::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(size)) != 0) {
+    int err = errno;
+    if (err == ENOSPC || err == EDQUOT || err == EFBIG) return errno_error(err, "create", shown);
+  }
+  return ok_status();
+}
+
+// A named partial ".<name>.xfer-part-<resume_name>" that survives the
+// process, reopened as it is with resume_existing. Never follows a symlink
+// planted at the partial's name; a fresh partial is created exclusively (a
+// stale entry is unlinked first, never truncated through).
+Result<std::unique_ptr<Sink>> open_resumable(Fd dir_owner, const At& at, SinkOptions options,
+                                             int flags, bool mode_is_final,
+                                             const FsPolicy& policy) {
+  const std::string temp = resumable_name_for(at.name, options.resume_name);
+  bool existed = false;
+  Fd f;
+  if (options.resume_existing) {
+    f = Fd(::openat(at.dir, temp.c_str(), flags | O_NOFOLLOW | O_NONBLOCK));
+    if (f.valid()) {
+      struct stat st {};
+      if (::fstat(f.get(), &st) != 0) return errno_error(errno, "create", at.shown);
+      if (!S_ISREG(st.st_mode) || (policy.confined && st.st_nlink != 1)) {
+        return make_error(ErrorCode::kPermission, "create", at.shown,
+                          "the partial of this file is not a plain file");
+      }
+      existed = true;
+    } else if (errno != ENOENT) {
+      return errno_error(errno == ELOOP ? EPERM : errno, "create", at.shown);
+    }
+  }
+  if (!f.valid()) {
+    f = Fd(create_replacing_stale(at.dir, temp, [&](const std::string& n) {
+      return ::openat(at.dir, n.c_str(), flags | O_CREAT | O_EXCL | O_NOFOLLOW,
+                      mode_is_final ? options.attrs.mode & 07777 : 0600);
+    }));
+    if (!f.valid()) return errno_error(errno, "create", at.shown);
+  }
+  // xferd does not reserve space for partials: a client could otherwise
+  // hold any amount of disk in files it never finishes.
+  if (!existed && !policy.confined && options.size >= kPreallocateMin && !options.sparse &&
+      preallocation_helps(f.get())) {
+    Status s = preallocate(f.get(), options.size, at.shown);
+    if (!s.ok()) {
+      ::unlinkat(at.dir, temp.c_str(), 0);
+      return s.error();
+    }
+  }
+  // An existing partial may have been created under another umask or mode.
+  const int dir = at.dir;
+  auto sink =
+      std::make_unique<LocalSink>(std::move(dir_owner), dir, std::move(f), at.name, at.shown, temp,
+                                  false, std::move(options), mode_is_final && !existed);
+  sink->set_resumed(existed);
+  return std::unique_ptr<Sink>(std::move(sink));
+}
+
+// Walks the open directory `dfd` and pushes its entries to `sink`.
+Status list_fd(Fd dfd, const std::string& shown, const ListOptions& options,
+               const EntrySink& sink) {
+  int dup_fd = ::dup(dfd.get());
+  if (dup_fd < 0) return errno_error(errno, "list", shown);
+  DIR* dir = ::fdopendir(dup_fd);
+  if (dir == nullptr) {
+    ::close(dup_fd);
+    return errno_error(errno, "list", shown);
+  }
+  struct DirCloser {
+    DIR* d;
+    ~DirCloser() { ::closedir(d); }
+  } closer{dir};
+  for (;;) {
+    errno = 0;
+    struct dirent* de = ::readdir(dir);
+    if (de == nullptr) {
+      if (errno != 0) return errno_error(errno, "list", shown);
+      break;
+    }
+    std::string_view name = de->d_name;
+    if (name == "." || name == "..") continue;
+    Entry e;
+    e.name = std::string(name);
+    bool need_stat = options.want_attrs || de->d_type == DT_UNKNOWN;
+    switch (de->d_type) {
+      case DT_REG:
+        e.type = EntryType::kFile;
+        break;
+      case DT_DIR:
+        e.type = EntryType::kDirectory;
+        break;
+      case DT_LNK:
+        e.type = EntryType::kSymlink;
+        break;
+      default:
+        e.type = EntryType::kOther;
+        break;
+    }
+    if (need_stat) {
+      struct stat st {};
+      if (::fstatat(dfd.get(), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT) continue;  // vanished between readdir and stat
+        return errno_error(errno, "stat", join_path(shown, name));
+      }
+      FileAttrs a = attrs_from_stat(st);
+      e.type = a.type;
+      if (options.want_attrs) {
+        if (a.type == EntryType::kSymlink) {
+          auto t = read_link_at(dfd.get(), de->d_name, join_path(shown, name));
+          if (t) a.symlink_target = std::move(t).value();
+        }
+        e.attrs = std::move(a);
+      }
+    }
+    XFER_TRY(sink(std::move(e)));
+  }
+  return ok_status();
+}
+
+}  // namespace
+
+Result<FileAttrs> stat_at(const At& at) {
+  struct stat st {};
+  if (::fstatat(at.dir, name_of(at), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return errno_error(errno, "stat", at.shown);
+  }
+  FileAttrs a = attrs_from_stat(st);
+  if (a.type == EntryType::kSymlink) {
+    XFER_ASSIGN_OR_RETURN(a.symlink_target, read_link_at(at.dir, name_of(at), at.shown));
+  }
+  return a;
+}
+
+Status list_at(const At& at, const ListOptions& options, const EntrySink& sink,
+               const FsPolicy& policy) {
+  const int flags =
+      O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NONBLOCK | (policy.confined ? O_NOFOLLOW : 0);
+  Fd dfd(::openat(at.dir, name_of(at), flags));
+  if (!dfd.valid()) {
+    int err = errno;
+    if (policy.confined) return nofollow_error(err, at, "list");
+    return errno_error(err, "list", at.shown);
+  }
+  return list_fd(std::move(dfd), at.shown, options, sink);
+}
+
+Status mkdir_at(const At& at, bool exist_ok) {
+  if (::mkdirat(at.dir, name_of(at), 0777) == 0) return ok_status();
+  int err = errno;
+  if (err == EEXIST) {
+    struct stat st {};
+    if (::fstatat(at.dir, name_of(at), &st, 0) == 0 && S_ISDIR(st.st_mode)) {
+      if (exist_ok) return ok_status();
+      return errno_error(EEXIST, "mkdir", at.shown);
+    }
+    return errno_error(exist_ok ? ENOTDIR : EEXIST, "mkdir", at.shown);
+  }
+  return errno_error(err, "mkdir", at.shown);
+}
+
+Status remove_at(const At& at, bool recursive) {
+  struct stat st {};
+  if (::fstatat(at.dir, name_of(at), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return errno_error(errno, "remove", at.shown);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    if (::unlinkat(at.dir, name_of(at), 0) != 0) return errno_error(errno, "remove", at.shown);
+    return ok_status();
+  }
+  if (recursive) {
+    // The tree is walked by descriptors: a symlink inside it is removed, never
+    // followed, and a folder swapped for a link under us fails O_NOFOLLOW.
+    Fd sub(::openat(at.dir, name_of(at),
+                    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+    if (!sub.valid()) return errno_error(errno, "remove", at.shown);
+    // Collect names first: removing while reading a directory is unspecified.
+    std::vector<std::string> names;
+    Fd listed(::dup(sub.get()));
+    if (!listed.valid()) return errno_error(errno, "remove", at.shown);
+    XFER_TRY(list_fd(std::move(listed), at.shown, {}, [&](Entry&& e) {
+      names.push_back(std::move(e.name));
+      return ok_status();
+    }));
+    for (const auto& n : names) {
+      XFER_TRY(remove_at(At{sub.get(), n, join_path(at.shown, n)}, true));
+    }
+  }
+  if (::unlinkat(at.dir, name_of(at), AT_REMOVEDIR) != 0) {
+    return errno_error(errno, "remove", at.shown);
+  }
+  return ok_status();
+}
+
+Status rename_at(const At& from, const At& to) {
+  if (::renameat(from.dir, name_of(from), to.dir, name_of(to)) != 0) {
+    Error e = errno_error(errno, "rename", from.shown);
+    e.detail = "to " + to.shown;
+    return e;
+  }
+  return ok_status();
+}
+
+Status touch_at(const At& at, std::optional<std::int64_t> mtime_ns) {
+  struct timespec times[2];
+  if (mtime_ns) {
+    times[0] = times[1] = from_ns(*mtime_ns);
+  } else {
+    times[0] = times[1] = {0, UTIME_NOW};
+  }
+  if (::utimensat(at.dir, name_of(at), times, AT_SYMLINK_NOFOLLOW) == 0) return ok_status();
+  if (errno != ENOENT) return errno_error(errno, "touch", at.shown);
+  Fd fd(::openat(at.dir, name_of(at),
+                 O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK,
+                 0666));
+  if (!fd.valid()) return errno_error(errno, "touch", at.shown);
+  if (mtime_ns && ::futimens(fd.get(), times) != 0) return errno_error(errno, "touch", at.shown);
+  return ok_status();
+}
+
+Status symlink_at(const std::string& target, const At& at, const FileAttrs& attrs) {
+  const std::string tmp = temp_name_for(at.name, "link");
+  if (create_replacing_stale(at.dir, tmp, [&](const std::string& n) {
+        return ::symlinkat(target.c_str(), at.dir, n.c_str());
+      }) != 0) {
+    return errno_error(errno, "symlink", at.shown);
+  }
+  if (attrs.mtime_ns != 0) {
+    struct timespec times[2] = {{0, UTIME_OMIT}, from_ns(attrs.mtime_ns)};
+    ::utimensat(at.dir, tmp.c_str(), times, AT_SYMLINK_NOFOLLOW);
+  }
+  if (::renameat(at.dir, tmp.c_str(), at.dir, name_of(at)) != 0) {
+    int err = errno;
+    ::unlinkat(at.dir, tmp.c_str(), 0);
+    return errno_error(err, "symlink", at.shown);
+  }
+  return ok_status();
+}
+
+Status set_attrs_at(const At& at, const FileAttrs& attrs, const FsPolicy& policy) {
+  struct timespec times[2] = {{0, UTIME_OMIT}, from_ns(attrs.mtime_ns)};
+  const std::uint32_t mode = allowed_mode(attrs.mode, policy);
+  if (!policy.confined) {
+    if (attrs.type != EntryType::kSymlink && ::fchmodat(at.dir, name_of(at), mode, 0) != 0) {
+      return errno_error(errno, "chmod", at.shown);
+    }
+    if (::utimensat(at.dir, name_of(at), times, AT_SYMLINK_NOFOLLOW) != 0) {
+      return errno_error(errno, "set mtime", at.shown);
+    }
+    return ok_status();
+  }
+  // Confined: pin the entry itself (O_PATH, never following it), then change
+  // that inode through its descriptor, so nothing is re-resolved by name.
+  Fd fd(::openat(at.dir, name_of(at), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd.valid()) return errno_error(errno, "set attributes", at.shown);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return errno_error(errno, "set attributes", at.shown);
+  if (S_ISLNK(st.st_mode)) {
+    if (attrs.type != EntryType::kSymlink) return symlink_refused("set attributes", at.shown);
+    // A link's own mtime; its mode means nothing on Linux.
+    if (::utimensat(at.dir, name_of(at), times, AT_SYMLINK_NOFOLLOW) != 0) {
+      return errno_error(errno, "set mtime", at.shown);
+    }
+    return ok_status();
+  }
+  if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+    return make_error(ErrorCode::kUnsupported, "set attributes", at.shown,
+                      "not a regular file or directory");
+  }
+  const std::string proc = proc_fd_path(fd.get());
+  if (::fchmodat(AT_FDCWD, proc.c_str(), mode, 0) != 0) {
+    return errno_error(errno, "chmod", at.shown);
+  }
+  if (::utimensat(AT_FDCWD, proc.c_str(), times, 0) != 0) {
+    return errno_error(errno, "set mtime", at.shown);
+  }
+  return ok_status();
+}
+
+Result<std::unique_ptr<Source>> open_source_at(const At& at, const FsPolicy& policy) {
+  // O_NONBLOCK: opening a FIFO or a device must never wait; anything but a
+  // regular file is refused right after the open.
+  int flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (policy.confined ? O_NOFOLLOW : 0);
+  if (policy.confined) {
+    // Devices are not even opened (an open can have side effects).
+    struct stat st {};
+    if (::fstatat(at.dir, name_of(at), &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode) &&
+        !S_ISDIR(st.st_mode) && !S_ISLNK(st.st_mode)) {
+      return make_error(ErrorCode::kUnsupported, "open", at.shown, "not a regular file");
+    }
+  }
+  int fd = ::openat(at.dir, name_of(at), flags | O_NOATIME);
+  if (fd < 0 && errno == EPERM) fd = ::openat(at.dir, name_of(at), flags);  // O_NOATIME: owner
+  if (fd < 0) {
+    int err = errno;
+    if (policy.confined) return nofollow_error(err, at, "open");
+    return errno_error(err, "open", at.shown);
+  }
+  Fd f(fd);
+  struct stat st {};
+  if (::fstat(f.get(), &st) != 0) return errno_error(errno, "stat", at.shown);
+  if (S_ISDIR(st.st_mode)) return errno_error(EISDIR, "open", at.shown);
+  if (!S_ISREG(st.st_mode)) {
+    return make_error(ErrorCode::kUnsupported, "open", at.shown, "not a regular file");
+  }
+  const int fl = ::fcntl(f.get(), F_GETFL);
+  if (fl >= 0) ::fcntl(f.get(), F_SETFL, fl & ~O_NONBLOCK);  // back to blocking reads
+  return std::unique_ptr<Source>(new LocalSource(std::move(f), at.shown, attrs_from_stat(st)));
+}
+
+Result<std::unique_ptr<Sink>> open_sink_at(Fd dir_owner, At at, const SinkOptions& in,
+                                           const FsPolicy& policy, SinkEnv& env) {
+  SinkOptions options = in;
+  options.attrs.mode = allowed_mode(options.attrs.mode, policy);
+  int flags = O_RDWR | O_CLOEXEC | (options.direct ? O_DIRECT : 0);
+  // Create the file with its final mode when the umask leaves it intact (no
+  // chmod at commit); special bits always go through fchmod.
+  const mode_t want = options.attrs.mode & 07777;
+  const bool mode_is_final = (want & 07000) == 0 && (want & env.umask) == 0;
+  const mode_t create_mode = mode_is_final ? want : 0600;
+  if (!options.resume_name.empty()) {
+    return open_resumable(std::move(dir_owner), at, std::move(options), flags, mode_is_final,
+                          policy);
+  }
+  const std::string dir = dir_name(at.name);
+  bool anonymous = true;
+  std::string temp;
+  int fd = env.use_tmpfile.load(std::memory_order_relaxed)
+               ? ::openat(at.dir, dir.c_str(), flags | O_TMPFILE, create_mode)
+               : -1;
+  if (fd < 0) {
+    if (env.use_tmpfile && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+      env.use_tmpfile = false;  // this file system has no O_TMPFILE: named temp files
+    } else if (env.use_tmpfile) {
+      return errno_error(errno, "create", at.shown);
+    }
+    anonymous = false;
+    temp = temp_name_for(at.name, "file");
+    fd = create_replacing_stale(at.dir, temp, [&](const std::string& n) {
+      return ::openat(at.dir, n.c_str(), flags | O_CREAT | O_EXCL | O_NOFOLLOW, create_mode);
+    });
+    if (fd < 0) return errno_error(errno, "create", at.shown);
+  }
+  Fd f(fd);
+  if (options.size >= kPreallocateMin && !options.sparse && preallocation_helps(f.get())) {
+    Status s = preallocate(f.get(), options.size, at.shown);
+    if (!s.ok()) {
+      if (!anonymous) ::unlinkat(at.dir, temp.c_str(), 0);
+      return s.error();
+    }
+  }
+  const int dir_fd = at.dir;
+  return std::unique_ptr<Sink>(new LocalSink(std::move(dir_owner), dir_fd, std::move(f),
+                                             std::move(at.name), std::move(at.shown), temp,
+                                             anonymous, std::move(options), mode_is_final));
+}
+
+// The process umask, read without changing it (umask(2) would race with
+// other threads creating files).
+mode_t current_umask() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  mode_t mask = 022;
+  if (f == nullptr) return mask;
+  char line[256];
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    unsigned m = 0;
+    if (std::sscanf(line, "Umask: %o", &m) == 1) {
+      mask = static_cast<mode_t>(m);
+      break;
+    }
+  }
+  std::fclose(f);
+  return mask;
+}
+
+}  // namespace fs
+
+namespace {
+
+fs::At here(std::string_view path) {
+  std::string p(path.empty() ? "." : path);
+  return fs::At{AT_FDCWD, p, p};
+}
 
 // ---------------------------------------------------------------- Backend
 
@@ -378,283 +784,60 @@ class LocalBackend final : public Backend {
     caps_.zero_copy_send = true;
     caps_.preferred_chunk_size = 16ull << 20;
     caps_.max_concurrency = 256;
+    env_.umask = fs::current_umask();
   }
 
   const Capabilities& capabilities() const override { return caps_; }
   std::string describe() const override { return "local"; }
 
-  Result<FileAttrs> stat(std::string_view path) override {
-    std::string p = path_str(path);
-    struct stat st {};
-    if (::lstat(p.c_str(), &st) != 0) return errno_error(errno, "stat", p);
-    FileAttrs a = attrs_from_stat(st);
-    if (a.type == EntryType::kSymlink) {
-      XFER_ASSIGN_OR_RETURN(a.symlink_target, read_link(p));
-    }
-    return a;
-  }
+  Result<FileAttrs> stat(std::string_view path) override { return fs::stat_at(here(path)); }
 
   Status list(std::string_view path, const ListOptions& options, const EntrySink& sink) override {
-    std::string p = path_str(path);
-    Fd dfd(::open(p.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!dfd.valid()) return errno_error(errno, "list", p);
-    int dup_fd = ::dup(dfd.get());
-    if (dup_fd < 0) return errno_error(errno, "list", p);
-    DIR* dir = ::fdopendir(dup_fd);
-    if (dir == nullptr) {
-      ::close(dup_fd);
-      return errno_error(errno, "list", p);
-    }
-    struct DirCloser {
-      DIR* d;
-      ~DirCloser() { ::closedir(d); }
-    } closer{dir};
-    for (;;) {
-      errno = 0;
-      struct dirent* de = ::readdir(dir);
-      if (de == nullptr) {
-        if (errno != 0) return errno_error(errno, "list", p);
-        break;
-      }
-      std::string_view name = de->d_name;
-      if (name == "." || name == "..") continue;
-      Entry e;
-      e.name = std::string(name);
-      bool need_stat = options.want_attrs || de->d_type == DT_UNKNOWN;
-      switch (de->d_type) {
-        case DT_REG:
-          e.type = EntryType::kFile;
-          break;
-        case DT_DIR:
-          e.type = EntryType::kDirectory;
-          break;
-        case DT_LNK:
-          e.type = EntryType::kSymlink;
-          break;
-        default:
-          e.type = EntryType::kOther;
-          break;
-      }
-      if (need_stat) {
-        struct stat st {};
-        if (::fstatat(dfd.get(), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-          if (errno == ENOENT) continue;  // vanished between readdir and stat
-          return errno_error(errno, "stat", join_path(p, name));
-        }
-        FileAttrs a = attrs_from_stat(st);
-        e.type = a.type;
-        if (options.want_attrs) {
-          if (a.type == EntryType::kSymlink) {
-            auto t = read_link(join_path(p, name));
-            if (t) a.symlink_target = std::move(t).value();
-          }
-          e.attrs = std::move(a);
-        }
-      }
-      XFER_TRY(sink(std::move(e)));
-    }
-    return ok_status();
+    return fs::list_at(here(path), options, sink, policy_);
   }
 
   Status mkdir(std::string_view path, bool parents) override {
-    std::string p = path_str(path);
-    if (::mkdir(p.c_str(), 0777) == 0) return ok_status();
-    int err = errno;
-    if (err == EEXIST) {
-      struct stat st {};
-      if (::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-        if (parents) return ok_status();
-        return errno_error(EEXIST, "mkdir", p);
-      }
-      return errno_error(parents ? ENOTDIR : EEXIST, "mkdir", p);
-    }
-    if (err == ENOENT && parents) {
-      std::string parent = dir_name(p);
-      if (parent != p && parent != "." && parent != "/") XFER_TRY(mkdir(parent, true));
-      if (::mkdir(p.c_str(), 0777) == 0 || errno == EEXIST) return ok_status();
-      err = errno;
-    }
-    return errno_error(err, "mkdir", p);
+    const fs::At at = here(path);
+    Status s = fs::mkdir_at(at, parents);
+    if (s.ok() || !parents || s.error().sys_errno != ENOENT) return s;
+    const std::string parent = dir_name(at.name);
+    if (parent != at.name && parent != "." && parent != "/") XFER_TRY(mkdir(parent, true));
+    return fs::mkdir_at(at, true);
   }
 
   Status remove(std::string_view path, bool recursive) override {
-    std::string p = path_str(path);
-    struct stat st {};
-    if (::lstat(p.c_str(), &st) != 0) return errno_error(errno, "remove", p);
-    if (!S_ISDIR(st.st_mode)) {
-      if (::unlink(p.c_str()) != 0) return errno_error(errno, "remove", p);
-      return ok_status();
-    }
-    if (recursive) {
-      // Collect names first: removing while reading a directory is unspecified.
-      std::vector<std::string> names;
-      XFER_TRY(list(p, {}, [&](Entry&& e) {
-        names.push_back(std::move(e.name));
-        return ok_status();
-      }));
-      for (const auto& n : names) XFER_TRY(remove(join_path(p, n), true));
-    }
-    if (::rmdir(p.c_str()) != 0) return errno_error(errno, "remove", p);
-    return ok_status();
+    return fs::remove_at(here(path), recursive);
   }
 
   Status rename(std::string_view from, std::string_view to) override {
-    std::string f = path_str(from), t = path_str(to);
-    if (::rename(f.c_str(), t.c_str()) != 0) {
-      Error e = errno_error(errno, "rename", f);
-      e.detail = "to " + t;
-      return e;
-    }
-    return ok_status();
+    return fs::rename_at(here(from), here(to));
   }
 
   Status touch(std::string_view path, std::optional<std::int64_t> mtime_ns) override {
-    std::string p = path_str(path);
-    struct timespec times[2];
-    if (mtime_ns) {
-      times[0] = times[1] = from_ns(*mtime_ns);
-    } else {
-      times[0] = times[1] = {0, UTIME_NOW};
-    }
-    if (::utimensat(AT_FDCWD, p.c_str(), times, AT_SYMLINK_NOFOLLOW) == 0) return ok_status();
-    if (errno != ENOENT) return errno_error(errno, "touch", p);
-    Fd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY, 0666));
-    if (!fd.valid()) return errno_error(errno, "touch", p);
-    if (mtime_ns && ::futimens(fd.get(), times) != 0) return errno_error(errno, "touch", p);
-    return ok_status();
+    return fs::touch_at(here(path), mtime_ns);
   }
 
   Status symlink(std::string_view target, std::string_view path, const FileAttrs& attrs) override {
-    std::string p = path_str(path);
-    std::string t(target);
-    std::string tmp = temp_name_for(p, "link");
-    if (create_replacing_stale(
-            tmp, [&](const std::string& n) { return ::symlink(t.c_str(), n.c_str()); }) != 0) {
-      return errno_error(errno, "symlink", p);
-    }
-    if (attrs.mtime_ns != 0) {
-      struct timespec times[2] = {{0, UTIME_OMIT}, from_ns(attrs.mtime_ns)};
-      ::utimensat(AT_FDCWD, tmp.c_str(), times, AT_SYMLINK_NOFOLLOW);
-    }
-    if (::rename(tmp.c_str(), p.c_str()) != 0) {
-      int err = errno;
-      ::unlink(tmp.c_str());
-      return errno_error(err, "symlink", p);
-    }
-    return ok_status();
+    return fs::symlink_at(std::string(target), here(path), attrs);
   }
 
   Status set_attrs(std::string_view path, const FileAttrs& attrs) override {
-    std::string p = path_str(path);
-    if (attrs.type != EntryType::kSymlink && ::chmod(p.c_str(), attrs.mode & 07777) != 0) {
-      return errno_error(errno, "chmod", p);
-    }
-    struct timespec times[2] = {{0, UTIME_OMIT}, from_ns(attrs.mtime_ns)};
-    if (::utimensat(AT_FDCWD, p.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
-      return errno_error(errno, "set mtime", p);
-    }
-    return ok_status();
+    return fs::set_attrs_at(here(path), attrs, policy_);
   }
 
   Result<std::unique_ptr<Source>> open_source(std::string_view path) override {
-    std::string p = path_str(path);
-    int flags = O_RDONLY | O_CLOEXEC | O_NOCTTY;
-    int fd = ::open(p.c_str(), flags | O_NOATIME);
-    if (fd < 0 && errno == EPERM) fd = ::open(p.c_str(), flags);  // O_NOATIME needs ownership
-    if (fd < 0) return errno_error(errno, "open", p);
-    Fd f(fd);
-    struct stat st {};
-    if (::fstat(f.get(), &st) != 0) return errno_error(errno, "stat", p);
-    if (S_ISDIR(st.st_mode)) return errno_error(EISDIR, "open", p);
-    if (!S_ISREG(st.st_mode)) {
-      return make_error(ErrorCode::kUnsupported, "open", p, "not a regular file");
-    }
-    return std::unique_ptr<Source>(new LocalSource(std::move(f), p, attrs_from_stat(st)));
+    return fs::open_source_at(here(path), policy_);
   }
 
   Result<std::unique_ptr<Sink>> open_sink(std::string_view path,
                                           const SinkOptions& options) override {
-    std::string p = path_str(path);
-    int flags = O_RDWR | O_CLOEXEC | (options.direct ? O_DIRECT : 0);
-    std::string dir = dir_name(p);
-    bool anonymous = true;
-    std::string temp;
-    // Create the file with its final mode when the umask leaves it intact (no
-    // chmod at commit); special bits always go through fchmod.
-    const mode_t want = options.attrs.mode & 07777;
-    const bool mode_is_final = (want & 07000) == 0 && (want & umask_) == 0;
-    const mode_t create_mode = mode_is_final ? want : 0600;
-    if (!options.resume_name.empty()) return open_resumable(p, options, flags, mode_is_final);
-    int fd = use_tmpfile_.load(std::memory_order_relaxed)
-                 ? ::open(dir.c_str(), flags | O_TMPFILE, create_mode)
-                 : -1;
-    if (fd < 0) {
-      if (use_tmpfile_ && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
-        use_tmpfile_ = false;  // this file system has no O_TMPFILE: named temp files
-      } else if (use_tmpfile_) {
-        return errno_error(errno, "create", p);
-      }
-      anonymous = false;
-      temp = temp_name_for(p, "file");
-      fd = create_replacing_stale(temp, [&](const std::string& n) {
-        return ::open(n.c_str(), flags | O_CREAT | O_EXCL, create_mode);
-      });
-      if (fd < 0) return errno_error(errno, "create", p);
-    }
-    Fd f(fd);
-    if (options.size >= kPreallocateMin && !options.sparse && preallocation_helps(f.get())) {
-      // Preallocation reserves the space up front: disk full shows at once,
-      // and extents come out contiguous. Not every file system supports it.
-      if (::fallocate(f.get(), FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(options.size)) != 0) {
-        int err = errno;
-        if (err == ENOSPC || err == EDQUOT || err == EFBIG) {
-          if (!anonymous) ::unlink(temp.c_str());
-          return errno_error(err, "create", p);
-        }
-      }
-    }
-    return std::unique_ptr<Sink>(
-        new LocalSink(std::move(f), p, temp, anonymous, options, mode_is_final));
+    return fs::open_sink_at(UniqueFd(), here(path), options, policy_, env_);
   }
 
  private:
-  // A named partial ".<name>.xfer-part-<resume_name>" that survives the
-  // process, reopened as it is with resume_existing.
-  Result<std::unique_ptr<Sink>> open_resumable(const std::string& p, const SinkOptions& options,
-                                               int flags, bool mode_is_final) {
-    std::string temp = resumable_name_for(p, options.resume_name);
-    bool existed = false;
-    int fd = -1;
-    if (options.resume_existing) {
-      fd = ::open(temp.c_str(), flags);
-      existed = fd >= 0;
-    }
-    if (fd < 0) {
-      fd = ::open(temp.c_str(), flags | O_CREAT | O_TRUNC,
-                  mode_is_final ? options.attrs.mode & 07777 : 0600);
-    }
-    if (fd < 0) return errno_error(errno, "create", p);
-    Fd f(fd);
-    if (!existed && options.size >= kPreallocateMin && !options.sparse &&
-        preallocation_helps(f.get())) {
-      if (::fallocate(f.get(), FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(options.size)) != 0) {
-        int err = errno;
-        if (err == ENOSPC || err == EDQUOT || err == EFBIG) {
-          ::unlink(temp.c_str());
-          return errno_error(err, "create", p);
-        }
-      }
-    }
-    // An existing partial may have been created under another umask or mode.
-    auto sink = std::make_unique<LocalSink>(std::move(f), p, temp, false, options,
-                                            mode_is_final && !existed);
-    sink->set_resumed(existed);
-    return std::unique_ptr<Sink>(std::move(sink));
-  }
-
   Capabilities caps_;
-  const mode_t umask_ = current_umask();
-  std::atomic<bool> use_tmpfile_{true};
+  fs::FsPolicy policy_;
+  fs::SinkEnv env_;
 };
 
 }  // namespace

@@ -28,6 +28,7 @@
 #include "protocol/grpc_errors.hpp"
 #include "protocol/pb_convert.hpp"
 #include "xfer/core/log.hpp"
+#include "xfer/core/names.hpp"
 #include "xfer/metrics/streams.hpp"
 #include "xfer/protocol/crypto.hpp"
 #include "xfer/protocol/frame.hpp"
@@ -41,8 +42,11 @@ using protocol::FrameConn;
 using protocol::FrameHeader;
 using protocol::FrameType;
 
-constexpr std::uint64_t kPutFileLimit = 1u << 20;  // files up to this travel in one frame
-constexpr std::uint32_t kInlineLimit = 1u << 20;   // downloads up to this come inline
+constexpr std::uint64_t kPutFileLimit = 1u << 20;
+// The largest frame payload the protocol allows (sealed frames add a tag).
+constexpr std::size_t kMaxPiece =
+    protocol::kMaxPayload - protocol::kTagSize;   // files up to this travel in one frame
+constexpr std::uint32_t kInlineLimit = 1u << 20;  // downloads up to this come inline
 constexpr auto kCallTimeout = std::chrono::seconds(120);
 constexpr auto kRpcTimeout = std::chrono::seconds(60);
 
@@ -360,6 +364,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   // measured 2 GiB /dev/shm -> xferd on 127.0.0.1, sendfile 1.93-2.10 s vs
   // buffered 1.73-1.90 s (bench/RESULTS.md). XFER_LOOPBACK_SENDFILE=1
   // forces sendfile there (tests).
+  std::size_t max_payload() const { return max_payload_; }
   bool sendfile_pays() const {
     if (!is_loopback(url_.host)) return true;
     const char* force = std::getenv("XFER_LOOPBACK_SENDFILE");
@@ -385,6 +390,11 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     if (!st.ok()) return protocol::from_grpc(st, ctx, "open session", name_);
     session_id_ = session.session_id();
     encrypt_ = session.encrypt();
+    // The largest frame the server takes (it buffers sealed frames whole);
+    // writes and reads are split to fit.
+    max_payload_ = session.max_payload() == 0
+                       ? kMaxPiece
+                       : std::clamp<std::size_t>(session.max_payload(), 64 * 1024, kMaxPiece);
     if (session.data_addresses().empty()) {
       return make_error(ErrorCode::kCorrupt, "open session", name_, "server sent no data address");
     }
@@ -477,6 +487,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   std::uint64_t session_gen_ = 0;  // bumped by every OpenSession
   std::string session_id_;
   bool encrypt_ = false;
+  std::size_t max_payload_ = kMaxPiece;
   std::atomic<std::uint64_t> next_handle_{1};
   std::uint64_t stats_id_ = 0;
 };
@@ -515,9 +526,15 @@ class XferSource final : public Source {
       return n;
     }
     std::size_t done = 0;
-    const std::size_t max_piece = protocol::kMaxPayload - protocol::kTagSize;
-    while (done < buf.size()) {
-      std::size_t want = std::min(buf.size() - done, max_piece);
+    const std::size_t max_piece = client_->max_payload();
+    // A reply may be shorter than asked (the server clamps to its buffer);
+    // only an empty one, or the file's end, ends the read.
+    const std::uint64_t size = attrs_.size;
+    std::size_t limit = buf.size();
+    if (offset.get() >= size) return std::size_t{0};
+    limit = static_cast<std::size_t>(std::min<std::uint64_t>(limit, size - offset.get()));
+    while (done < limit) {
+      std::size_t want = std::min(limit - done, max_piece);
       XFER_ASSIGN_OR_RETURN(auto conn, client_->pick_in(session_));
       FrameHeader req;
       req.type = FrameType::kRead;
@@ -529,8 +546,11 @@ class XferSource final : public Source {
       if (reply.type != FrameType::kData) {
         return make_error(ErrorCode::kCorrupt, "read", path_, "unexpected reply to a read");
       }
+      if (reply.aux > want) {
+        return make_error(ErrorCode::kCorrupt, "read", path_, "server sent more than asked");
+      }
       done += reply.aux;
-      if (reply.aux < want) break;  // end of file
+      if (reply.aux == 0) break;  // end of file (the file shrank: the caller checks)
     }
     return done;
   }
@@ -646,14 +666,23 @@ class XferSink final : public Sink {
   }
 
   Status write_at(Offset offset, std::span<const std::byte> data) override {
-    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick_in(session_));
-    FrameHeader req;
-    req.type = FrameType::kData;
-    req.id = handle_;
-    req.offset = offset.get();
-    XFER_ASSIGN_OR_RETURN(FrameHeader reply,
-                          conn->call(req, data, {}, nullptr, {}, "write", path_));
-    return expect_ack(reply);
+    // In frames the server accepts (a sealed session's are bounded by its
+    // per-connection buffer).
+    const std::size_t piece = client_->max_payload();
+    std::size_t done = 0;
+    do {
+      const std::size_t n = std::min(piece, data.size() - done);
+      XFER_ASSIGN_OR_RETURN(auto conn, client_->pick_in(session_));
+      FrameHeader req;
+      req.type = FrameType::kData;
+      req.id = handle_;
+      req.offset = offset.get() + done;
+      XFER_ASSIGN_OR_RETURN(FrameHeader reply, conn->call(req, data.subspan(done, n), {}, nullptr,
+                                                          {}, "write", path_));
+      XFER_TRY(expect_ack(reply));
+      done += n;
+    } while (done < data.size());
+    return ok_status();
   }
 
   Result<std::uint64_t> copy_from(Source& source, Offset offset, Length length) override {
@@ -666,8 +695,8 @@ class XferSink final : public Sink {
     req.type = FrameType::kData;
     req.id = handle_;
     req.offset = offset.get();
-    const auto n = static_cast<std::uint32_t>(
-        std::min<std::uint64_t>(length.get(), protocol::kMaxPayload - protocol::kTagSize));
+    const auto n =
+        static_cast<std::uint32_t>(std::min<std::uint64_t>(length.get(), client_->max_payload()));
     FrameConn& fc = conn->frames();
     XFER_ASSIGN_OR_RETURN(FrameHeader reply,
                           conn->call(req, {}, {}, nullptr, {}, "write", path_, [&]() -> Status {
@@ -762,6 +791,15 @@ class XferBackend final : public Backend {
     Status stop = ok_status();
     while (reader->Read(&reply)) {
       for (const auto& e : reply.entries()) {
+        // A name from the server becomes a path on this machine: one
+        // component, never '..' or '/' (a hostile server must not make
+        // `xfer cp -r xfer://h/d dst` write outside dst).
+        if (Status valid = validate_name_component(e.name(), "name from the server"); !valid.ok()) {
+          stop = make_error(
+              ErrorCode::kCorrupt, "list", path,
+              fmt::format("server sent an invalid entry name: {}", valid.error().detail));
+          break;
+        }
         Entry entry;
         entry.name = e.name();
         entry.type = from_pb(e.type());
@@ -898,6 +936,7 @@ class XferBackend final : public Backend {
 
 std::string find_xfer_token(const Url& url, const EndpointOptions& options) {
   if (!options.token.empty()) return options.token;
+  if (!options.ambient_credentials) return {};
   if (const char* env = std::getenv("XFER_TOKEN"); env != nullptr && *env != '\0') return env;
   std::string path;
   if (const char* x = std::getenv("XFER_CREDENTIALS"); x != nullptr && *x != '\0') {
