@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/resource_quota.h>
 #include <pwd.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -674,6 +675,10 @@ Status drop_privileges(const std::string& user) {
   if (::setuid(0) == 0) {
     return make_error(ErrorCode::kInternal, "drop privileges", user, "could regain root");
   }
+  // A changed uid makes the process non-dumpable, and /proc/self/fd then
+  // belongs to root: the publish (linkat of /proc/self/fd/N) and chmod of
+  // an open file need it back. Use a dedicated user (docs/server.md).
+  ::prctl(PR_SET_DUMPABLE, 1);
   log().info("running as {} (uid {}, gid {})", user, pw->pw_uid, pw->pw_gid);
   return ok_status();
 }

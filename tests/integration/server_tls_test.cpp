@@ -60,5 +60,49 @@ TEST_F(ServerTls, TrustedClientsWorkOthersAreRefused) {
   EXPECT_FALSE(lexists(server.root() / "g.bin"));
 }
 
+// Server-to-server control traffic carries an issued write token: it can be
+// sealed with TLS too (jobs.tls_ca), and without it a TLS peer is not reached.
+TEST_F(ServerTls, ThirdPartyJobsReachTlsPeersOverTls) {
+  ASSERT_FALSE(xferd_bin().empty()) << "XFERD_BIN not set";
+  const fs::path pki = tmp() / "pki";
+  fs::create_directories(pki);
+  auto gen = run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                  "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", (pki / "key.pem").string(),
+                  "-out", (pki / "cert.pem").string(), "-days", "2", "-subj", "/CN=localhost",
+                  "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"});
+  ASSERT_EQ(gen.exit_code, 0) << gen.describe();
+  const std::string ca = (pki / "cert.pem").string();
+  const std::string tls =
+      "[tls]\ncert = \"" + ca + "\"\nkey = \"" + (pki / "key.pem").string() + "\"\n";
+  XferdOptions bo;
+  bo.extra_toml = tls;
+  XferdProcess b(tmp() / "B", bo);
+  ASSERT_TRUE(b.start());
+  XferdOptions ao;
+  ao.extra_toml =
+      tls + "[jobs]\npeers = [\"" + b.control_address() + "\"]\ntls_ca = \"" + ca + "\"\n";
+  XferdProcess a(tmp() / "A", ao);
+  ASSERT_TRUE(a.start());
+  XferdOptions plain_o;
+  plain_o.extra_toml = tls + "[jobs]\npeers = [\"" + b.control_address() + "\"]\n";
+  XferdProcess plain(tmp() / "P", plain_o);
+  ASSERT_TRUE(plain.start());
+
+  std::mt19937_64 rng(6);
+  write_file(a.root() / "x.bin", random_bytes(rng, 2 << 20));
+  write_file(plain.root() / "x.bin", random_bytes(rng, 1 << 20));
+  const std::string token = a.token("/", true);  // same secret on all three
+  auto cp = run_xfer({"cp", a.url("/x.bin"), b.url("/x.bin"), "--token", token, "--tls-ca", ca},
+                     std::chrono::seconds(60));
+  ASSERT_EQ(cp.exit_code, 0) << cp.describe();
+  EXPECT_TRUE(files_equal(a.root() / "x.bin", b.root() / "x.bin"));
+  auto no_tls =
+      run_xfer({"cp", plain.url("/x.bin"), b.url("/y.bin"), "--token", token, "--tls-ca", ca},
+               std::chrono::seconds(60));
+  EXPECT_NE(no_tls.exit_code, 0) << no_tls.describe();
+  EXPECT_TRUE(icontains(no_tls.err, "TLS")) << no_tls.describe();
+  EXPECT_FALSE(lexists(b.root() / "y.bin"));
+}
+
 }  // namespace
 }  // namespace xfer_it

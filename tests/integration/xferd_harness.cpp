@@ -107,6 +107,7 @@ void XferdProcess::write_config() const {
   out << "data_listen = " << toml_string("127.0.0.1:" + std::to_string(data_port_)) << "\n";
   out << "root = " << toml_string(root_.string()) << "\n";
   out << "state_dir = " << toml_string(state_.string()) << "\n";
+  out << opt_.server_extra;
   out << "\n[auth]\n";
   if (!opt_.secret.empty()) out << "secret = " << toml_string(opt_.secret) << "\n";
   out << "required = " << (opt_.auth_required ? "true" : "false") << "\n";

@@ -25,6 +25,8 @@ struct XferdOptions {
   bool auth_required = true;
   // Extra TOML appended to the generated config (e.g. "[limits]\n...").
   std::string extra_toml;
+  // Extra lines inside the [server] table (e.g. "user = \"nobody\"\n").
+  std::string server_extra;
   // RLIMIT_NOFILE (soft and hard) for the server; 0 = inherited.
   unsigned long rlimit_nofile = 0;
   // Variables added to (or replacing in) the server's environment.

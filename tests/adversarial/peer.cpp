@@ -1,0 +1,236 @@
+// The hostile peer of the adversarial tests (peer.hpp): raw gRPC and raw
+// frames against a real xferd. Used from the test's threads.
+
+#include "peer.hpp"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "xfer/protocol/crypto.hpp"
+
+namespace xfer_adv {
+
+using namespace xfer;
+
+std::vector<std::byte> bytes_of(std::string_view s) {
+  std::vector<std::byte> v(s.size());
+  if (!s.empty()) std::memcpy(v.data(), s.data(), s.size());
+  return v;
+}
+
+FrameHeader header(FrameType type, std::uint64_t id, std::uint64_t offset, std::uint32_t aux) {
+  FrameHeader h;
+  h.type = type;
+  h.id = id;
+  h.offset = offset;
+  h.aux = aux;
+  return h;
+}
+
+std::vector<std::byte> open_write(const std::string& path, std::uint64_t size,
+                                  const std::string& resume_name, std::uint32_t flags,
+                                  std::uint32_t mode) {
+  protocol::OpenWrite ow;
+  ow.meta.path = path;
+  ow.meta.size = size;
+  ow.meta.mode = mode;
+  ow.meta.mtime_ns = 1'650'000'000'000'000'000LL;
+  ow.meta.resume_name = resume_name;
+  ow.meta.flags = flags;
+  std::vector<std::byte> out;
+  protocol::encode(ow, out);
+  return out;
+}
+
+std::vector<std::byte> open_read(const std::string& path, std::uint32_t inline_limit) {
+  protocol::OpenRead orq;
+  orq.path = path;
+  orq.inline_limit = inline_limit;
+  std::vector<std::byte> out;
+  protocol::encode(orq, out);
+  return out;
+}
+
+std::vector<std::byte> put_file(const std::string& path, std::string_view data,
+                                std::uint32_t mode) {
+  protocol::PutFile put;
+  put.meta.path = path;
+  put.meta.size = data.size();
+  put.meta.mode = mode;
+  put.meta.mtime_ns = 1'650'000'000'000'000'000LL;
+  put.data = bytes_of(data);
+  std::vector<std::byte> out;
+  protocol::encode(put, out);
+  return out;
+}
+
+std::string error_text(const Frame& f) {
+  if (f.h.type != FrameType::kError) return {};
+  auto e = protocol::decode_error(f.body);
+  return e ? e->message : "(undecodable ERROR)";
+}
+
+int raw_connect(const std::string& address, const std::string& source_ip) {
+  auto colon = address.rfind(':');
+  if (colon == std::string::npos) return -1;
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<std::uint16_t>(std::atoi(address.c_str() + colon + 1)));
+  if (::inet_pton(AF_INET, address.substr(0, colon).c_str(), &sa.sin_addr) != 1) return -1;
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (!source_ip.empty()) {
+    sockaddr_in src{};
+    src.sin_family = AF_INET;
+    if (::inet_pton(AF_INET, source_ip.c_str(), &src.sin_addr) != 1 ||
+        ::bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof src) != 0) {
+      ::close(fd);
+      return -1;
+    }
+  }
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool closed_by_peer(int fd, std::chrono::steady_clock::time_point deadline) {
+  char buf[4096];
+  while (true) {
+    const int ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        deadline - std::chrono::steady_clock::now())
+                                        .count());
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, std::max(ms, 0));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n == 0) return true;
+    if (n < 0 && errno != EINTR && errno != EAGAIN) return true;
+  }
+}
+
+Peer::Peer(std::string control_address, std::string data_address)
+    : control_(std::move(control_address)),
+      data_(std::move(data_address)),
+      stub_(v1::Xfer::NewStub(grpc::CreateChannel(control_, grpc::InsecureChannelCredentials()))) {}
+
+void Peer::prepare(grpc::ClientContext& ctx, const std::string& token) {
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+}
+
+v1::Session Peer::open_session(const std::string& token, bool encrypt, grpc::Status* status,
+                               unsigned streams) {
+  v1::OpenSessionRequest req;
+  req.set_streams(streams);
+  req.set_encrypt(encrypt);
+  v1::Session session;
+  grpc::ClientContext ctx;
+  prepare(ctx, token);
+  *status = stub_->OpenSession(&ctx, req, &session);
+  return session;
+}
+
+std::unique_ptr<FrameConn> Peer::dial(const std::string& source_ip) {
+  int fd = raw_connect(data_, source_ip);
+  EXPECT_GE(fd, 0) << "connect " << data_ << " from " << source_ip << ": " << std::strerror(errno);
+  if (fd < 0) return nullptr;
+  timeval tv{};
+  tv.tv_sec = 5;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return std::make_unique<FrameConn>(UniqueFd(fd));
+}
+
+Result<Frame> Peer::recv_frame(FrameConn& fc) {
+  XFER_ASSIGN_OR_RETURN(FrameHeader h, fc.recv_header());
+  Frame f{h, {}};
+  XFER_TRY(fc.recv_payload(h, f.body));
+  return f;
+}
+
+Result<Frame> Peer::call(FrameConn& fc, const FrameHeader& h, std::span<const std::byte> a,
+                         std::span<const std::byte> b) {
+  XFER_TRY(fc.send(h, a, b));
+  return recv_frame(fc);
+}
+
+Result<Frame> Peer::plain_hello(FrameConn& fc, const v1::Session& session,
+                                const std::array<std::uint8_t, 16>* nonce) {
+  XFER_TRY(fc.send_raw(std::as_bytes(std::span(protocol::kMagic))));
+  protocol::Hello hello;
+  if (nonce != nullptr) {
+    hello.nonce = *nonce;
+  } else {
+    XFER_TRY(protocol::random_bytes(hello.nonce));
+  }
+  hello.data_token = protocol::hello_credential(session.session_id(), session.data_token(),
+                                                hello.public_key, hello.nonce);
+  std::vector<std::byte> payload;
+  protocol::encode(hello, payload);
+  return call(fc, header(FrameType::kHello), payload);
+}
+
+Result<Frame> Peer::sealed_hello(FrameConn& fc, const v1::Session& session) {
+  XFER_TRY(fc.send_raw(std::as_bytes(std::span(protocol::kMagic))));
+  XFER_ASSIGN_OR_RETURN(auto pair, protocol::KeyPair::generate());
+  protocol::Hello hello;
+  hello.flags = 1;
+  hello.public_key = pair.public_key();
+  XFER_TRY(protocol::random_bytes(hello.nonce));
+  hello.data_token = protocol::hello_credential(session.session_id(), session.data_token(),
+                                                hello.public_key, hello.nonce);
+  std::vector<std::byte> payload;
+  protocol::encode(hello, payload);
+  XFER_ASSIGN_OR_RETURN(Frame reply, call(fc, header(FrameType::kHello), payload));
+  if (reply.h.type != FrameType::kHelloOk) return reply;
+  XFER_ASSIGN_OR_RETURN(auto ok, protocol::decode_hello_ok(reply.body));
+  XFER_ASSIGN_OR_RETURN(auto shared, pair.agree(std::span<const std::uint8_t, 32>(ok.public_key)));
+  XFER_ASSIGN_OR_RETURN(auto keys,
+                        protocol::derive_keys(shared, session.data_token(), hello.nonce, ok.nonce));
+  XFER_ASSIGN_OR_RETURN(auto send, protocol::FrameCipher::create(keys.client_to_server));
+  XFER_ASSIGN_OR_RETURN(auto recv, protocol::FrameCipher::create(keys.server_to_client));
+  fc.enable_sealing(std::move(send), std::move(recv));
+  return reply;
+}
+
+std::unique_ptr<FrameConn> Peer::connected(const v1::Session& session, bool sealed) {
+  auto fc = dial();
+  if (!fc) return nullptr;
+  auto reply = sealed ? sealed_hello(*fc, session) : plain_hello(*fc, session);
+  EXPECT_TRUE(reply.ok()) << (reply.ok() ? "" : reply.error().message());
+  if (!reply) return nullptr;
+  EXPECT_EQ(reply->h.type, FrameType::kHelloOk) << error_text(*reply);
+  if (reply->h.type != FrameType::kHelloOk) return nullptr;
+  return fc;
+}
+
+ProcFigures proc_figures(pid_t pid) {
+  namespace fs = std::filesystem;
+  ProcFigures f;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+       !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    ++f.fds;
+  }
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string key;
+  while (status >> key) {
+    if (key == "Threads:") status >> f.threads;
+    if (key == "VmRSS:") status >> f.rss_kib;
+    if (key == "VmHWM:") status >> f.hwm_kib;
+  }
+  return f;
+}
+
+}  // namespace xfer_adv

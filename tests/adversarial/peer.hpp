@@ -1,0 +1,95 @@
+// A hostile peer of a real xferd, for the adversarial tests: raw gRPC calls
+// (any request, any token) and raw data-channel connections (any bytes, any
+// frame, from any 127.x source address), with the helpers to get past the
+// handshake when a test needs an authenticated connection.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "protocol/conn.hpp"
+#include "xfer/protocol/frame.hpp"
+#include "xfer/v1/xfer.grpc.pb.h"
+
+namespace xfer_adv {
+
+namespace v1 = ::xfer::v1;
+using xfer::protocol::FrameConn;
+using xfer::protocol::FrameHeader;
+using xfer::protocol::FrameType;
+
+struct Frame {
+  FrameHeader h;
+  std::vector<std::byte> body;
+};
+
+std::vector<std::byte> bytes_of(std::string_view s);
+
+xfer::protocol::FrameHeader header(FrameType type, std::uint64_t id = 0, std::uint64_t offset = 0,
+                                   std::uint32_t aux = 0);
+std::vector<std::byte> open_write(const std::string& path, std::uint64_t size,
+                                  const std::string& resume_name = {}, std::uint32_t flags = 0,
+                                  std::uint32_t mode = 0644);
+std::vector<std::byte> open_read(const std::string& path, std::uint32_t inline_limit = 0);
+std::vector<std::byte> put_file(const std::string& path, std::string_view data,
+                                std::uint32_t mode = 0644);
+// The error text of an ERROR frame ("" when `f` is not one).
+std::string error_text(const Frame& f);
+
+// A raw TCP connection to "127.0.0.1:PORT" from `source_ip` (any 127.x.y.z;
+// "" = the kernel's choice), -1 on failure.
+int raw_connect(const std::string& address, const std::string& source_ip = "");
+// True when the peer closes the connection before `deadline` (whatever it
+// sends first is read and dropped).
+bool closed_by_peer(int fd, std::chrono::steady_clock::time_point deadline);
+
+class Peer {
+ public:
+  Peer(std::string control_address, std::string data_address);
+
+  // OpenSession with `token`; the status is returned through `status`.
+  v1::Session open_session(const std::string& token, bool encrypt, grpc::Status* status,
+                           unsigned streams = 2);
+  // A unary or streaming call's context with the bearer token and a 10 s deadline.
+  static void prepare(grpc::ClientContext& ctx, const std::string& token);
+  v1::Xfer::Stub& stub() { return *stub_; }
+
+  // A FrameConn on a new data connection; reads time out after 5 s.
+  std::unique_ptr<FrameConn> dial(const std::string& source_ip = "");
+  // Magic + a plain Hello for `session` (with `nonce` when given, so a
+  // test can replay one); returns the reply.
+  xfer::Result<Frame> plain_hello(FrameConn& fc, const v1::Session& session,
+                                  const std::array<std::uint8_t, 16>* nonce = nullptr);
+  // Magic + a sealed Hello; on HelloOk the connection seals from then on.
+  xfer::Result<Frame> sealed_hello(FrameConn& fc, const v1::Session& session);
+  // A data connection past a successful handshake (null + test failure otherwise).
+  std::unique_ptr<FrameConn> connected(const v1::Session& session, bool sealed = false);
+
+  static xfer::Result<Frame> recv_frame(FrameConn& fc);
+  // Sends one frame (payload a + b) and returns the reply.
+  static xfer::Result<Frame> call(FrameConn& fc, const FrameHeader& h,
+                                  std::span<const std::byte> a = {},
+                                  std::span<const std::byte> b = {});
+
+  const std::string& data_address() const { return data_; }
+
+ private:
+  std::string control_;
+  std::string data_;
+  std::unique_ptr<v1::Xfer::Stub> stub_;
+};
+
+// Resource figures of a running process, from /proc/PID.
+struct ProcFigures {
+  std::size_t fds = 0;
+  std::size_t threads = 0;
+  std::size_t rss_kib = 0;
+  std::size_t hwm_kib = 0;  // peak RSS
+};
+ProcFigures proc_figures(pid_t pid);
+
+}  // namespace xfer_adv
