@@ -58,14 +58,14 @@ TEST_F(Load, IdleSlowAndBusyClientsUnderNofile1024) {
   std::string control = srv.control_address();
   for (int i = 0; i < kIdle; ++i) {
     const std::string src = "127.0.0." + std::to_string(2 + i % 100);
-    int fd = raw_connect(i % 2 ? srv.data_address() : control, src);
+    int fd = tcp_connect(i % 2 ? srv.data_address() : control, src);
     if (fd >= 0) idle_fds.push_back(fd);
   }
   std::atomic<bool> stop{false};
   std::thread loris([&] {
     std::vector<int> fds;
     for (int i = 0; i < kSlow; ++i) {
-      int fd = raw_connect(srv.data_address(), "127.0.0." + std::to_string(2 + i % 100));
+      int fd = tcp_connect(srv.data_address(), "127.0.0." + std::to_string(2 + i % 100));
       if (fd >= 0) fds.push_back(fd);
     }
     const std::string magic = "XFERDATA";
@@ -75,7 +75,7 @@ TEST_F(Load, IdleSlowAndBusyClientsUnderNofile1024) {
         const char c = magic[tick % magic.size()];
         if (::send(fd, &c, 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1) {
           ::close(fd);  // the server cut it: open another, as an attacker would
-          fd = raw_connect(srv.data_address(), "127.0.0." + std::to_string(2 + tick % 100));
+          fd = tcp_connect(srv.data_address(), "127.0.0." + std::to_string(2 + tick % 100));
         }
       }
       std::this_thread::sleep_for(1s);

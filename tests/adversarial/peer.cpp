@@ -3,6 +3,8 @@
 
 #include "peer.hpp"
 
+#include "harness.hpp"
+
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -79,47 +81,6 @@ std::string error_text(const Frame& f) {
   return e ? e->message : "(undecodable ERROR)";
 }
 
-int raw_connect(const std::string& address, const std::string& source_ip) {
-  auto colon = address.rfind(':');
-  if (colon == std::string::npos) return -1;
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(static_cast<std::uint16_t>(std::atoi(address.c_str() + colon + 1)));
-  if (::inet_pton(AF_INET, address.substr(0, colon).c_str(), &sa.sin_addr) != 1) return -1;
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  if (!source_ip.empty()) {
-    sockaddr_in src{};
-    src.sin_family = AF_INET;
-    if (::inet_pton(AF_INET, source_ip.c_str(), &src.sin_addr) != 1 ||
-        ::bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof src) != 0) {
-      ::close(fd);
-      return -1;
-    }
-  }
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-bool closed_by_peer(int fd, std::chrono::steady_clock::time_point deadline) {
-  char buf[4096];
-  while (true) {
-    const int ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        deadline - std::chrono::steady_clock::now())
-                                        .count());
-    pollfd p{fd, POLLIN, 0};
-    int r = ::poll(&p, 1, std::max(ms, 0));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n == 0) return true;
-    if (n < 0 && errno != EINTR && errno != EAGAIN) return true;
-  }
-}
-
 Peer::Peer(std::string control_address, std::string data_address)
     : control_(std::move(control_address)),
       data_(std::move(data_address)),
@@ -143,7 +104,7 @@ v1::Session Peer::open_session(const std::string& token, bool encrypt, grpc::Sta
 }
 
 std::unique_ptr<FrameConn> Peer::dial(const std::string& source_ip) {
-  int fd = raw_connect(data_, source_ip);
+  int fd = xfer_it::tcp_connect(data_, source_ip);
   EXPECT_GE(fd, 0) << "connect " << data_ << " from " << source_ip << ": " << std::strerror(errno);
   if (fd < 0) return nullptr;
   timeval tv{};
@@ -213,6 +174,15 @@ std::unique_ptr<FrameConn> Peer::connected(const v1::Session& session, bool seal
   EXPECT_EQ(reply->h.type, FrameType::kHelloOk) << error_text(*reply);
   if (reply->h.type != FrameType::kHelloOk) return nullptr;
   return fc;
+}
+
+std::unique_ptr<FrameConn> Peer::session_connection(const std::string& token, v1::Session* session,
+                                                    bool sealed) {
+  grpc::Status st;
+  *session = open_session(token, sealed, &st);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  if (!st.ok()) return nullptr;
+  return connected(*session, sealed);
 }
 
 ProcFigures proc_figures(pid_t pid) {

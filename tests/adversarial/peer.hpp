@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "harness.hpp"
 #include "protocol/conn.hpp"
 #include "xfer/protocol/frame.hpp"
 #include "xfer/v1/xfer.grpc.pb.h"
@@ -40,12 +41,8 @@ std::vector<std::byte> put_file(const std::string& path, std::string_view data,
 // The error text of an ERROR frame ("" when `f` is not one).
 std::string error_text(const Frame& f);
 
-// A raw TCP connection to "127.0.0.1:PORT" from `source_ip` (any 127.x.y.z;
-// "" = the kernel's choice), -1 on failure.
-int raw_connect(const std::string& address, const std::string& source_ip = "");
-// True when the peer closes the connection before `deadline` (whatever it
-// sends first is read and dropped).
-bool closed_by_peer(int fd, std::chrono::steady_clock::time_point deadline);
+using xfer_it::closed_by_peer;
+using xfer_it::tcp_connect;
 
 class Peer {
  public:
@@ -68,6 +65,9 @@ class Peer {
   xfer::Result<Frame> sealed_hello(FrameConn& fc, const v1::Session& session);
   // A data connection past a successful handshake (null + test failure otherwise).
   std::unique_ptr<FrameConn> connected(const v1::Session& session, bool sealed = false);
+  // A new session for `token` (into *session) and one connection on it.
+  std::unique_ptr<FrameConn> session_connection(const std::string& token, v1::Session* session,
+                                                bool sealed = false);
 
   static xfer::Result<Frame> recv_frame(FrameConn& fc);
   // Sends one frame (payload a + b) and returns the reply.

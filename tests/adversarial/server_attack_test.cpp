@@ -94,10 +94,8 @@ TEST_F(Attack, ResumeNamesCannotLeaveTheFolder) {
   fs::create_directories(srv->root() / "in" / "alice");
   fs::create_directories(srv->root() / "in" / "bob");
   Peer p = peer(*srv);
-  grpc::Status st;
-  auto session = p.open_session(srv->token("/in/alice", true), false, &st);
-  ASSERT_TRUE(st.ok()) << st.error_message();
-  auto fc = p.connected(session);
+  v1::Session session;
+  auto fc = p.session_connection(srv->token("/in/alice", true), &session);
   ASSERT_NE(fc, nullptr);
   std::uint64_t id = 1;
   for (const std::string bad :
@@ -145,10 +143,8 @@ TEST_F(Attack, PlantedSymlinkAtAPartialIsNeverFollowed) {
     v1::Empty e;
     ASSERT_TRUE(p.stub().Symlink(&ctx, req, &e).ok());
   }
-  grpc::Status st;
-  auto session = p.open_session(tok, false, &st);
-  ASSERT_TRUE(st.ok()) << st.error_message();
-  auto fc = p.connected(session);
+  v1::Session session;
+  auto fc = p.session_connection(tok, &session);
   ASSERT_NE(fc, nullptr);
   // Reopen "as it is" (resume_existing): refused, the target untouched.
   auto r = Peer::call(*fc, header(FrameType::kOpenWrite, 1), open_write("/in/f", 8, "job1", 4));
@@ -243,10 +239,8 @@ TEST_F(Attack, RacingASymlinkSwapCannotLeaveThePrefix) {
       unary(&v1::Xfer::Stub::Rename, back);
     }
   });
-  grpc::Status st;
-  auto session = p.open_session(tok, false, &st);
-  ASSERT_TRUE(st.ok()) << st.error_message();
-  auto fc = p.connected(session);
+  v1::Session session;
+  auto fc = p.session_connection(tok, &session);
   ASSERT_NE(fc, nullptr);
   int accepted = 0;
   const auto until = Clock::now() + 3s;
@@ -271,7 +265,7 @@ TEST_F(Attack, SlowHandshakeIsCutAtItsDeadline) {
   o.extra_toml = "[limits]\nhandshake_seconds = 2\n";
   XferdProcess* srv = start_server("srv", o);
   ASSERT_NE(srv, nullptr);
-  int fd = raw_connect(srv->data_address());
+  int fd = tcp_connect(srv->data_address());
   ASSERT_GE(fd, 0);
   const std::string magic = "XFERDATA";
   const auto t0 = Clock::now();
@@ -299,7 +293,7 @@ TEST_F(Attack, HandshakeFloodDoesNotLockOutHonestClients) {
   ASSERT_NE(srv, nullptr);
   std::vector<int> flood;
   for (int i = 0; i < 120; ++i) {
-    int fd = raw_connect(srv->data_address(), "127.0.0." + std::to_string(2 + i % 30));
+    int fd = tcp_connect(srv->data_address(), "127.0.0." + std::to_string(2 + i % 30));
     if (fd >= 0) flood.push_back(fd);
   }
   ASSERT_GE(flood.size(), 100u);
@@ -331,7 +325,7 @@ TEST_F(Attack, DescriptorFloodLeavesTheControlChannelServing) {
   ASSERT_NE(srv, nullptr);
   std::vector<int> flood;
   for (int i = 0; i < 400; ++i) {
-    int fd = raw_connect(srv->data_address(), "127.0.1." + std::to_string(1 + i % 200));
+    int fd = tcp_connect(srv->data_address(), "127.0.1." + std::to_string(1 + i % 200));
     if (fd >= 0) flood.push_back(fd);
   }
   std::this_thread::sleep_for(300ms);  // let the acceptor admit what it can
@@ -373,10 +367,8 @@ TEST_F(Attack, HandlesPerSessionAreCapped) {
   XferdProcess* srv = start_server("srv", o);
   ASSERT_NE(srv, nullptr);
   Peer p = peer(*srv);
-  grpc::Status st;
-  auto session = p.open_session(srv->token("/", true, 3600, "mallory"), false, &st);
-  ASSERT_TRUE(st.ok());
-  auto fc = p.connected(session);
+  v1::Session session;
+  auto fc = p.session_connection(srv->token("/", true, 3600, "mallory"), &session);
   ASSERT_NE(fc, nullptr);
   int opened = 0;
   std::string refusal;
@@ -514,10 +506,8 @@ TEST_F(Attack, SetuidAndSetgidBitsAreDropped) {
   ASSERT_NE(srv, nullptr);
   Peer p = peer(*srv);
   const std::string tok = srv->token();
-  grpc::Status st;
-  auto session = p.open_session(tok, false, &st);
-  ASSERT_TRUE(st.ok());
-  auto fc = p.connected(session);
+  v1::Session session;
+  auto fc = p.session_connection(tok, &session);
   ASSERT_NE(fc, nullptr);
   auto r =
       Peer::call(*fc, header(FrameType::kPutFile, 1), put_file("/suid", "#!/bin/sh\nid\n", 04755));
@@ -564,10 +554,8 @@ TEST_F(Attack, SpecialBitsAreKeptOnlyWhenTheConfigAllowsThem) {
   XferdProcess* srv = start_server("srv", o);
   ASSERT_NE(srv, nullptr);
   Peer p = peer(*srv);
-  grpc::Status st;
-  auto session = p.open_session(srv->token(), false, &st);
-  ASSERT_TRUE(st.ok());
-  auto fc = p.connected(session);
+  v1::Session session;
+  auto fc = p.session_connection(srv->token(), &session);
   ASSERT_NE(fc, nullptr);
   auto r = Peer::call(*fc, header(FrameType::kPutFile, 1), put_file("/suid", "x", 04755));
   ASSERT_TRUE(r.ok());
@@ -795,10 +783,8 @@ TEST_F(Attack, FifoIsRefusedWithoutBlocking) {
   ASSERT_NE(srv, nullptr);
   ASSERT_EQ(::mkfifo((srv->root() / "fifo").c_str(), 0644), 0);
   Peer p = peer(*srv);
-  grpc::Status st;
-  auto session = p.open_session(srv->token(), false, &st);
-  ASSERT_TRUE(st.ok());
-  auto fc = p.connected(session);
+  v1::Session session;
+  auto fc = p.session_connection(srv->token(), &session);
   ASSERT_NE(fc, nullptr);
   // The connection's reads time out after 5 s: a blocked server fails here.
   auto r = Peer::call(*fc, header(FrameType::kOpenRead, 1), open_read("/fifo"));
@@ -817,10 +803,8 @@ TEST_F(Attack, HugeResumableOpenReservesNoDisk) {
   XferdProcess* srv = start_server();
   ASSERT_NE(srv, nullptr);
   Peer p = peer(*srv);
-  grpc::Status st;
-  auto session = p.open_session(srv->token(), false, &st);
-  ASSERT_TRUE(st.ok());
-  auto fc = p.connected(session);
+  v1::Session session;
+  auto fc = p.session_connection(srv->token(), &session);
   ASSERT_NE(fc, nullptr);
   auto r =
       Peer::call(*fc, header(FrameType::kOpenWrite, 1), open_write("/huge", 1ull << 40, "job1", 0));

@@ -178,6 +178,15 @@ bool is_json_object(std::string_view line, std::string* why = nullptr);
 
 // Case-insensitive substring search.
 bool icontains(std::string_view hay, std::string_view needle);
+
+// Raw sockets for the server tests. A TCP connection to "a.b.c.d:port" from
+// `source_ip` (any 127.x address; "" = the kernel's choice), -1 on failure.
+int tcp_connect(const std::string& address, const std::string& source_ip = "");
+// Sends everything it can; stops quietly when the peer has closed.
+void send_some(int fd, std::string_view bytes);
+// True when the peer closes the connection (EOF or reset) before `deadline`;
+// whatever it sent first (an ERROR frame) is read and dropped.
+bool closed_by_peer(int fd, std::chrono::steady_clock::time_point deadline);
 std::vector<std::string> split_lines(const std::string& s);
 
 }  // namespace xfer_it

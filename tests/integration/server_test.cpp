@@ -124,53 +124,6 @@ std::vector<std::string> fds_below(pid_t pid, const fs::path& dir) {
   return out;
 }
 
-// A TCP connection to "host:port" (IPv4 literal), -1 on failure.
-int tcp_connect(const std::string& address) {
-  auto colon = address.rfind(':');
-  if (colon == std::string::npos) return -1;
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(static_cast<std::uint16_t>(std::atoi(address.c_str() + colon + 1)));
-  if (::inet_pton(AF_INET, address.substr(0, colon).c_str(), &sa.sin_addr) != 1) return -1;
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-// Sends everything it can; stops quietly when the peer has closed.
-void send_some(int fd, std::string_view bytes) {
-  std::size_t off = 0;
-  while (off < bytes.size()) {
-    ssize_t n = ::send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    off += static_cast<std::size_t>(n);
-  }
-}
-
-// True when the peer closes the connection (EOF or reset) before `deadline`;
-// whatever it sent first (an ERROR frame) is read and dropped.
-bool closed_by_peer(int fd, Clock::time_point deadline) {
-  char buf[4096];
-  while (true) {
-    // At least one look, even when the deadline has passed already.
-    int ms = static_cast<int>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
-    pollfd p{fd, POLLIN, 0};
-    int r = ::poll(&p, 1, std::max(ms, 0));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n == 0) return true;
-    if (n < 0 && (errno == ECONNRESET || errno == EPIPE)) return true;
-    if (n < 0 && errno != EINTR && errno != EAGAIN) return true;
-  }
-}
-
 // ------------------------------------------------------------------ fixture
 
 class Server : public XferTest {
