@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -423,6 +424,7 @@ void DataServer::accept_loop() {
 
 void DataServer::watchdog_loop() {
   std::unique_lock lock(conns_mu_);
+  std::size_t trimmed_at = 0;  // live connections at the last trim
   while (!stopping_.load()) {
     watchdog_cv_.wait_for(lock, std::chrono::milliseconds(250));
     if (stopping_.load()) break;
@@ -447,6 +449,16 @@ void DataServer::watchdog_loop() {
       }
     }
     reap_locked();
+    // Connections' buffers went back to malloc's per-thread arenas, which
+    // keep them: when the count has fallen a lot, give the memory back so
+    // the server returns to its idle size after a burst or an attack.
+    const std::size_t live = live_.load();
+    if (live + 32 <= trimmed_at || (live == 0 && trimmed_at > 0)) {
+      ::malloc_trim(0);
+      trimmed_at = live;
+    } else if (live > trimmed_at) {
+      trimmed_at = live;
+    }
     lock.unlock();
     sessions_.expire();
     lock.lock();

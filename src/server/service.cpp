@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/resource_quota.h>
+#include <malloc.h>
 #include <pwd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -691,6 +692,10 @@ class ServerImpl final : public Server {
 
   Status start() {
     const std::size_t nofile = raise_nofile_limit();
+    // Per-connection buffers (512 KiB and up) come from mmap and go back to
+    // the system when freed; glibc would otherwise raise this threshold
+    // after the first free and keep such buffers in its arenas.
+    ::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     // Half of the descriptors for the data channel (connections and open
     // files), the rest for gRPC's connections, logs and jobs: a data flood
     // never starves the control listener.

@@ -130,11 +130,18 @@ TEST_F(Load, IdleSlowAndBusyClientsUnderNofile1024) {
   ProcFigures after{};
   for (int i = 0; i < 50; ++i) {
     after = proc_figures(srv.pid());
-    if (after.fds <= idle.fds + 8 && after.threads <= idle.threads + 8) break;
+    if (after.fds <= idle.fds + 8 && after.threads <= idle.threads + 8 &&
+        after.rss_kib <= idle.rss_kib + 16 * 1024) {
+      break;
+    }
     std::this_thread::sleep_for(200ms);
   }
   EXPECT_LE(after.fds, idle.fds + 8);
   EXPECT_LE(after.threads, idle.threads + 8);
+  EXPECT_LE(after.rss_kib, idle.rss_kib + 16 * 1024);
+  // The documented bound: 4.5 MiB per data connection at most; this load
+  // stays far below it.
+  EXPECT_LT(after.hwm_kib, 300u * 1024);
   EXPECT_TRUE(srv.alive()) << srv.log();
   RecordProperty("honest_seconds", std::to_string(took));
   RecordProperty("idle_fds", static_cast<int>(idle.fds));

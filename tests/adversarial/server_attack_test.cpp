@@ -164,8 +164,8 @@ TEST_F(Attack, PlantedSymlinkAtAPartialIsNeverFollowed) {
   EXPECT_EQ(xfer_it::read_file(srv->root() / "in" / "f"), "hijacked");
 }
 
-// A job id becomes a folder under the state directory: a read-only token
-// once deleted an arbitrary folder through the failed job's clean-up.
+// A job id becomes a folder under the state directory: through the failed
+// job's clean-up, a job id with '..' once deleted an arbitrary folder.
 TEST_F(Attack, JobIdsCannotNameFoldersOutsideTheStateDir) {
   XferdProcess* srv = start_server();
   ASSERT_NE(srv, nullptr);
@@ -173,31 +173,41 @@ TEST_F(Attack, JobIdsCannotNameFoldersOutsideTheStateDir) {
   xfer_it::write_file(out / "keep.txt", "keep");
   xfer_it::write_file(srv->root() / "a.txt", "a");
   Peer p = peer(*srv);
-  const std::string ro = srv->token("/", false);
+  const std::string tok = srv->token("/", true);
+  // "../../outside" from <state>/jobs is the folder beside the root.
   for (const std::string bad :
        std::vector<std::string>{"../../outside", "../../../" + S(out), "a/b", "..", "x y"}) {
     v1::JobRequest req;
     req.add_sources("/a.txt");
-    req.set_destination("/b.txt");
+    req.set_destination("/missing/b.txt");  // the job fails and cleans up
     req.mutable_options()->set_job_id(bad);
     req.mutable_options()->set_checkpoint(true);
     grpc::ClientContext ctx;
-    Peer::prepare(ctx, ro);
+    Peer::prepare(ctx, tok);
     v1::JobAccepted acc;
     grpc::Status st = p.stub().SubmitJob(&ctx, req, &acc);
-    EXPECT_FALSE(st.ok()) << bad;
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    if (!st.ok()) continue;
+    v1::JobId jid;  // an accepted job: let it finish before looking
+    jid.set_job_id(acc.job_id());
+    grpc::ClientContext wctx;
+    Peer::prepare(wctx, tok);
+    auto reader = p.stub().WatchJob(&wctx, jid);
+    v1::JobProgress prog;
+    while (reader->Read(&prog)) {
+    }
   }
   // WatchJob / CancelJob with such ids: not found, nothing touched.
   for (const std::string bad : {"../../outside", "/etc"}) {
     v1::JobId id;
     id.set_job_id(bad);
     grpc::ClientContext ctx;
-    Peer::prepare(ctx, ro);
+    Peer::prepare(ctx, tok);
     v1::Empty e;
     EXPECT_EQ(p.stub().CancelJob(&ctx, id, &e).error_code(), grpc::StatusCode::NOT_FOUND);
   }
-  EXPECT_EQ(xfer_it::read_file(out / "keep.txt"), "keep");
-  EXPECT_FALSE(fs::exists(srv->root() / "b.txt"));
+  EXPECT_TRUE(fs::exists(out / "keep.txt")) << "a job deleted the folder beside the root";
+  EXPECT_FALSE(fs::exists(srv->root() / "missing"));
 }
 
 // The scope is checked on the same resolution the operation uses: racing a
