@@ -444,7 +444,6 @@ void DataServer::watchdog_loop() {
       } else if (c->session && c->session->token_expired(now_s)) {
         // The session ends with its token, open connections included.
         audit_.refused(c->session->scope.subject, "data connection", "token expired");
-        c->session->token_expires_at = 1;  // stays expired
         c->fc.shutdown();
       }
     }

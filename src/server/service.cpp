@@ -235,7 +235,7 @@ class Service final : public v1::Xfer::Service {
 
   grpc::Status Stat(grpc::ServerContext* ctx, const v1::PathRequest* req,
                     v1::FileAttrs* resp) override {
-    auto scope = authenticate(ctx, "stat");
+    auto scope = authenticate(ctx);
     if (!scope) return refuse(*ctx, scope.error(), "?", "stat");
     auto a = scoped(*scope)->stat(req->path());
     if (!a) return fail(*ctx, a.error(), *scope, "stat", req->path());
@@ -245,7 +245,7 @@ class Service final : public v1::Xfer::Service {
 
   grpc::Status List(grpc::ServerContext* ctx, const v1::ListRequest* req,
                     grpc::ServerWriter<v1::ListReply>* writer) override {
-    auto scope = authenticate(ctx, "list");
+    auto scope = authenticate(ctx);
     if (!scope) return refuse(*ctx, scope.error(), "?", "list");
     v1::ListReply batch;
     ListOptions opts;
@@ -271,28 +271,28 @@ class Service final : public v1::Xfer::Service {
   }
 
   grpc::Status Mkdir(grpc::ServerContext* ctx, const v1::MkdirRequest* req, v1::Empty*) override {
-    auto scope = authenticate(ctx, "mkdir");
+    auto scope = authenticate(ctx);
     if (!scope) return refuse(*ctx, scope.error(), "?", "mkdir");
     return done(*ctx, scoped(*scope)->mkdir(req->path(), req->parents()), *scope, "mkdir",
                 req->path());
   }
 
   grpc::Status Remove(grpc::ServerContext* ctx, const v1::RemoveRequest* req, v1::Empty*) override {
-    auto scope = authenticate(ctx, "remove");
+    auto scope = authenticate(ctx);
     if (!scope) return refuse(*ctx, scope.error(), "?", "remove");
     return done(*ctx, scoped(*scope)->remove(req->path(), req->recursive()), *scope, "remove",
                 req->path());
   }
 
   grpc::Status Rename(grpc::ServerContext* ctx, const v1::RenameRequest* req, v1::Empty*) override {
-    auto scope = authenticate(ctx, "rename");
+    auto scope = authenticate(ctx);
     if (!scope) return refuse(*ctx, scope.error(), "?", "rename");
     return done(*ctx, scoped(*scope)->rename(req->from(), req->to()), *scope, "rename",
                 req->from());
   }
 
   grpc::Status Touch(grpc::ServerContext* ctx, const v1::TouchRequest* req, v1::Empty*) override {
-    auto scope = authenticate(ctx, "touch");
+    auto scope = authenticate(ctx);
     if (!scope) return refuse(*ctx, scope.error(), "?", "touch");
     std::optional<std::int64_t> mtime;
     if (req->has_mtime()) mtime = req->mtime_ns();
@@ -301,7 +301,7 @@ class Service final : public v1::Xfer::Service {
 
   grpc::Status Symlink(grpc::ServerContext* ctx, const v1::SymlinkRequest* req,
                        v1::Empty*) override {
-    auto scope = authenticate(ctx, "symlink");
+    auto scope = authenticate(ctx);
     if (!scope) return refuse(*ctx, scope.error(), "?", "symlink");
     return done(*ctx, scoped(*scope)->symlink(req->target(), req->path(), from_pb(req->attrs())),
                 *scope, "symlink", req->path());
@@ -309,7 +309,7 @@ class Service final : public v1::Xfer::Service {
 
   grpc::Status SetAttrs(grpc::ServerContext* ctx, const v1::SetAttrsRequest* req,
                         v1::Empty*) override {
-    auto scope = authenticate(ctx, "set attributes");
+    auto scope = authenticate(ctx);
     if (!scope) return refuse(*ctx, scope.error(), "?", "set attributes");
     return done(*ctx, scoped(*scope)->set_attrs(req->path(), from_pb(req->attrs())), *scope,
                 "set attributes", req->path());
@@ -317,7 +317,7 @@ class Service final : public v1::Xfer::Service {
 
   grpc::Status OpenSession(grpc::ServerContext* ctx, const v1::OpenSessionRequest* req,
                            v1::Session* resp) override {
-    auto scope = authenticate(ctx, "open session");
+    auto scope = authenticate(ctx);
     if (!scope) return refuse(*ctx, scope.error(), "?", "open session");
     bool encrypt = req->encrypt();
     if (config_.encrypt == EncryptPolicy::kAlways) encrypt = true;
@@ -347,7 +347,7 @@ class Service final : public v1::Xfer::Service {
 
   grpc::Status CloseSession(grpc::ServerContext* ctx, const v1::CloseSessionRequest* req,
                             v1::Empty*) override {
-    auto scope = authenticate(ctx, "close session");
+    auto scope = authenticate(ctx);
     if (!scope) return refuse(*ctx, scope.error(), "?", "close session");
     // Only the subject that opened a session may close it.
     auto session = sessions_.find_by_id(req->session_id());
@@ -357,7 +357,7 @@ class Service final : public v1::Xfer::Service {
 
   grpc::Status IssueToken(grpc::ServerContext* ctx, const v1::IssueTokenRequest* req,
                           v1::IssuedToken* resp) override {
-    auto scope = authenticate(ctx, "issue token");
+    auto scope = authenticate(ctx);
     if (!scope) return refuse(*ctx, scope.error(), "?", "issue token");
     auto prefix = normalize_server_path(req->prefix());
     if (!prefix) return refuse(*ctx, prefix.error(), scope->subject, "issue token");
@@ -389,7 +389,7 @@ class Service final : public v1::Xfer::Service {
 
   grpc::Status SubmitJob(grpc::ServerContext* ctx, const v1::JobRequest* req,
                          v1::JobAccepted* resp) override {
-    auto scope = authenticate(ctx, "submit job");
+    auto scope = authenticate(ctx);
     if (!scope) return refuse(*ctx, scope.error(), "?", "submit job");
     auto request = job_request(*req, *scope);
     if (!request) return refuse(*ctx, request.error(), scope->subject, "submit job");
@@ -401,7 +401,7 @@ class Service final : public v1::Xfer::Service {
 
   grpc::Status WatchJob(grpc::ServerContext* ctx, const v1::JobId* req,
                         grpc::ServerWriter<v1::JobProgress>* writer) override {
-    auto scope = authenticate(ctx, "watch job");
+    auto scope = authenticate(ctx);
     if (!scope) return refuse(*ctx, scope.error(), "?", "watch job");
     auto job = jobs_.find(req->job_id(), scope->subject);
     if (!job) {
@@ -422,7 +422,7 @@ class Service final : public v1::Xfer::Service {
   }
 
   grpc::Status CancelJob(grpc::ServerContext* ctx, const v1::JobId* req, v1::Empty*) override {
-    auto scope = authenticate(ctx, "cancel job");
+    auto scope = authenticate(ctx);
     if (!scope) return refuse(*ctx, scope.error(), "?", "cancel job");
     auto job = jobs_.find(req->job_id(), scope->subject);
     if (!job) {
@@ -532,8 +532,7 @@ class Service final : public v1::Xfer::Service {
     }
   }
 
-  Result<TokenScope> authenticate(grpc::ServerContext* ctx, std::string_view op) {
-    (void)op;
+  Result<TokenScope> authenticate(grpc::ServerContext* ctx) {
     if (!config_.auth_required) {
       TokenScope open;
       open.subject = "anonymous";
