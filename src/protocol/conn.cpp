@@ -5,7 +5,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/mman.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -28,6 +27,8 @@ constexpr std::size_t kReadBuffer = 256 * 1024;
 constexpr std::size_t kDeferMax = 64 * 1024;     // larger frames are never queued
 constexpr std::size_t kDeferFlush = 256 * 1024;  // queue size that forces a flush
 constexpr std::size_t kCombineMax = 64 * 1024;   // frames up to this are combined
+// Larger sealed frames are sealed and written in pieces of this size.
+constexpr std::size_t kSealChunk = 256 * 1024;
 
 Error conn_error(int err, std::string_view op) {
   Error e = errno_error(err, op, "data connection");
@@ -194,6 +195,7 @@ Status FrameConn::send(FrameHeader h, std::span<const std::byte> a, std::span<co
   h.length = static_cast<std::uint32_t>(plain + kTagSize);
   h.payload_hash = 0;  // the tag authenticates sealed payloads
   auto hdr = encode_header(h);
+  if (plain + kTagSize > kSealChunk) return send_sealed_pieces(hdr, a, b);
   seal_scratch_.resize(plain + kTagSize);
   if (!a.empty()) std::memcpy(seal_scratch_.data(), a.data(), a.size());
   if (!b.empty()) std::memcpy(seal_scratch_.data() + a.size(), b.data(), b.size());
@@ -207,6 +209,29 @@ Status FrameConn::send(FrameHeader h, std::span<const std::byte> a, std::span<co
   }
   XFER_TRY(flush_locked());
   return write_all(hdr, seal_scratch_, {});
+}
+
+// A large sealed frame goes out a piece at a time through seal_scratch_
+// (kSealChunk): a sealed connection never holds a second copy of a payload
+// that its caller already buffers. Called with send_mu_ held.
+Status FrameConn::send_sealed_pieces(std::span<const std::byte, kHeaderSize> hdr,
+                                     std::span<const std::byte> a, std::span<const std::byte> b) {
+  XFER_TRY(flush_locked());
+  XFER_TRY(send_cipher_->seal_begin(hdr));
+  XFER_TRY(write_all(hdr, {}, {}));
+  seal_scratch_.resize(kSealChunk);
+  for (std::span<const std::byte> part : {a, b}) {
+    for (std::size_t pos = 0; pos < part.size(); pos += kSealChunk) {
+      const std::size_t n = std::min(kSealChunk, part.size() - pos);
+      std::memcpy(seal_scratch_.data(), part.data() + pos, n);
+      std::span<std::byte> piece(seal_scratch_.data(), n);
+      XFER_TRY(send_cipher_->seal_update(piece));
+      XFER_TRY(write_all(piece, {}, {}));
+    }
+  }
+  std::array<std::byte, kTagSize> tag;
+  XFER_TRY(send_cipher_->seal_end(tag));
+  return write_all(tag, {}, {});
 }
 
 Status FrameConn::send_file(FrameHeader h, int file_fd, std::uint64_t offset,
@@ -227,23 +252,31 @@ Status FrameConn::send_file(FrameHeader h, int file_fd, std::uint64_t offset,
     }
     return send(h, data);
   }
-  // Plaintext: hash the page-cache pages through a read-only mapping, then
-  // hand the same pages to the socket with sendfile.
-  const long page = ::sysconf(_SC_PAGESIZE);
-  const std::uint64_t map_off = offset & ~static_cast<std::uint64_t>(page - 1);
-  const std::size_t delta = static_cast<std::size_t>(offset - map_off);
-  const std::size_t map_len = delta + length;
-  struct stat st {};
-  if (::fstat(file_fd, &st) != 0) return errno_error(errno, "stat", "");
-  if (static_cast<std::uint64_t>(st.st_size) < offset + length) {
-    return make_error(ErrorCode::kChanged, "read", "", "file shrank while being sent",
-                      RetryClass::kRetryFile);
+  // Plaintext: hash the bytes as pread() returns them, through a small
+  // per-thread buffer, then hand the page-cache pages to the socket with
+  // sendfile. Not through a mapping: the peer may truncate the file
+  // meanwhile, and touching a mapped page past the new end is SIGBUS.
+  // Bytes that change between the hash and sendfile make the receiver's
+  // check fail (kCorrupt), never pass unnoticed.
+  constexpr std::size_t kHashChunk = 256 * 1024;
+  thread_local std::vector<std::byte> chunk;
+  chunk.resize(kHashChunk);
+  Xxh3Stream hash;
+  std::uint64_t hashed = 0;
+  while (hashed < length) {
+    const std::size_t want =
+        static_cast<std::size_t>(std::min<std::uint64_t>(length - hashed, kHashChunk));
+    ssize_t r = ::pread(file_fd, chunk.data(), want, static_cast<off_t>(offset + hashed));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return errno_error(errno, "read", "");
+    if (r == 0) {
+      return make_error(ErrorCode::kChanged, "read", "", "file shrank while being sent",
+                        RetryClass::kRetryFile);
+    }
+    hash.update({chunk.data(), static_cast<std::size_t>(r)});
+    hashed += static_cast<std::uint64_t>(r);
   }
-  void* map = ::mmap(nullptr, map_len, PROT_READ, MAP_SHARED, file_fd, static_cast<off_t>(map_off));
-  if (map == MAP_FAILED) return errno_error(errno, "mmap", "");
-  ::madvise(map, map_len, MADV_SEQUENTIAL);
-  h.payload_hash = payload_hash({static_cast<const std::byte*>(map) + delta, length});
-  ::munmap(map, map_len);
+  h.payload_hash = hash.digest();
   h.flags = 0;
   h.length = length;
   auto hdr = encode_header(h);
@@ -272,8 +305,9 @@ Status FrameConn::send_file(FrameHeader h, int file_fd, std::uint64_t offset,
 
 Status FrameConn::read_exact(std::span<std::byte> out) {
   std::size_t done = 0;
-  // Serve from the buffer first.
-  if (rpos_ < rend_) {
+  // Serve from the buffer first. An empty `out` may have a null data()
+  // (an unallocated vector), which memcpy must not be given.
+  if (!out.empty() && rpos_ < rend_) {
     std::size_t n = std::min(out.size(), rend_ - rpos_);
     std::memcpy(out.data(), rbuf_.data() + rpos_, n);
     rpos_ += n;

@@ -49,8 +49,9 @@ class FrameConn {
   // be empty). Fills length, flags and payload_hash.
   Status send(FrameHeader h, std::span<const std::byte> a, std::span<const std::byte> b = {});
   // Sends a kData-like frame whose payload is [offset, offset+length) of
-  // `file_fd`: plaintext connections hash the range through mmap and send it
-  // with sendfile (no copy through user space); sealed connections read it.
+  // `file_fd`: plaintext connections hash the range as pread() returns it
+  // (never through a mapping: a truncated file would be SIGBUS) and send it
+  // with sendfile; sealed connections read, seal and send it.
   // Returns kChanged when the file is shorter than the range.
   Status send_file(FrameHeader h, int file_fd, std::uint64_t offset, std::uint32_t length);
   // Raw bytes before the first frame (the magic).
@@ -97,6 +98,8 @@ class FrameConn {
  private:
   Status write_all(std::span<const std::byte> a, std::span<const std::byte> b,
                    std::span<const std::byte> c);
+  Status send_sealed_pieces(std::span<const std::byte, kHeaderSize> hdr,
+                            std::span<const std::byte> a, std::span<const std::byte> b);
   // read(2), not recv(2): the bytes then show in /proc/PID/io (rchar).
   Status read_exact(std::span<std::byte> out);
   Status flush_locked();

@@ -202,6 +202,12 @@ Result<FrameCipher> FrameCipher::create(std::span<const std::uint8_t, 32> key) {
 
 Status FrameCipher::seal(std::span<const std::byte> aad, std::span<std::byte> data,
                          std::span<std::byte, 16> tag) {
+  XFER_TRY(seal_begin(aad));
+  XFER_TRY(seal_update(data));
+  return seal_end(tag);
+}
+
+Status FrameCipher::seal_begin(std::span<const std::byte> aad) {
   constexpr std::string_view kOp = "seal data frame";
   if (ctx_ == nullptr) return make_error(ErrorCode::kInternal, kOp, {}, "cipher was moved from");
   if (counter_ == std::numeric_limits<std::uint64_t>::max()) {
@@ -218,11 +224,28 @@ Status FrameCipher::seal(std::span<const std::byte> aad, std::span<std::byte> da
       return ssl_error(kOp);
     }
   }
+  return ok_status();
+}
+
+Status FrameCipher::seal_update(std::span<std::byte> data) {
+  constexpr std::string_view kOp = "seal data frame";
+  if (ctx_ == nullptr) return make_error(ErrorCode::kInternal, kOp, {}, "cipher was moved from");
+  auto* ctx = cipher_ctx(ctx_);
+  int outl = 0;
+  // GCM is a stream mode: each update returns exactly its input's length.
   for (std::size_t pos = 0; pos < data.size(); pos += kMaxUpdate) {
     const auto n = static_cast<int>(std::min(kMaxUpdate, data.size() - pos));
     auto* p = reinterpret_cast<unsigned char*>(data.data() + pos);
     if (EVP_EncryptUpdate(ctx, p, &outl, p, n) != 1 || outl != n) return ssl_error(kOp);
   }
+  return ok_status();
+}
+
+Status FrameCipher::seal_end(std::span<std::byte, 16> tag) {
+  constexpr std::string_view kOp = "seal data frame";
+  if (ctx_ == nullptr) return make_error(ErrorCode::kInternal, kOp, {}, "cipher was moved from");
+  auto* ctx = cipher_ctx(ctx_);
+  int outl = 0;
   unsigned char unused[16];
   if (EVP_EncryptFinal_ex(ctx, unused, &outl) != 1 ||
       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, tag.data()) != 1) {

@@ -341,6 +341,9 @@ Result<ServerConfig> parse_server_config(std::string_view toml_text, const std::
     cfg.max_sessions_per_subject = cfg.max_sessions;
   }
   if (cfg.max_jobs_per_subject > cfg.max_jobs) cfg.max_jobs_per_subject = cfg.max_jobs;
+  if (cfg.max_watches_per_subject > cfg.max_watches) {
+    cfg.max_watches_per_subject = cfg.max_watches;
+  }
 
   // [server] user, allow_special_bits
   XFER_ASSIGN_OR_RETURN(auto user, rd.string(server, "server", "user"));
@@ -412,6 +415,8 @@ const LimitKey kLimitKeys[] = {
      "data connections granted to one session"},
     {"max_handles_per_session", &ServerConfig::max_handles_per_session, 1, 65536,
      "files open at once in one session"},
+    {"max_open_files_per_subject", &ServerConfig::max_open_files_per_subject, 1, 1 << 20,
+     "files open at once in all the sessions of one token subject"},
     {"session_idle_seconds", &ServerConfig::session_idle_seconds, 1, 7 * 24 * 3600,
      "a session without connections is closed after this"},
     {"max_connections", &ServerConfig::max_connections, 1, 1 << 20, "data connections in total"},
@@ -428,6 +433,10 @@ const LimitKey kLimitKeys[] = {
     {"max_jobs", &ServerConfig::max_jobs, 1, 1024, "server-run jobs running at once"},
     {"max_jobs_per_subject", &ServerConfig::max_jobs_per_subject, 1, 1024,
      "running jobs of one token subject"},
+    {"max_watches", &ServerConfig::max_watches, 1, 1024,
+     "WatchJob streams open at once (each holds a gRPC thread)"},
+    {"max_watches_per_subject", &ServerConfig::max_watches_per_subject, 1, 1024,
+     "WatchJob streams of one token subject"},
     {"job_retention_seconds", &ServerConfig::job_retention_seconds, 0, 30 * 24 * 3600,
      "a finished job is forgotten after this"},
     {"max_finished_jobs", &ServerConfig::max_finished_jobs, 0, 65536,

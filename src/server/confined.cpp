@@ -5,6 +5,8 @@
 
 #include <fcntl.h>
 
+#include <ctime>
+
 #include "backend/local/fs_at.hpp"
 #include "xfer/backend/local.hpp"
 #include "xfer/core/names.hpp"
@@ -39,7 +41,7 @@ constexpr std::size_t kMaxSymlinkTarget = 4096;
 
 class ConfinedBackend final : public Backend {
  public:
-  ConfinedBackend(std::shared_ptr<ConfinedRoot> root, std::optional<TokenScope> scope)
+  ConfinedBackend(std::shared_ptr<ConfinedRoot> root, TokenScope scope)
       : root_(std::move(root)), scope_(std::move(scope)) {}
 
   const Capabilities& capabilities() const override { return root_->caps(); }
@@ -51,7 +53,15 @@ class ConfinedBackend final : public Backend {
   }
   Status list(std::string_view path, const ListOptions& options, const EntrySink& sink) override {
     XFER_ASSIGN_OR_RETURN(auto p, open(path, false, "list"));
-    return fs::list_at(at(p), options, sink, root_->policy());
+    // Partials and temporaries are not listed: a recursive copy must not
+    // take another transfer's half-written file for the user's.
+    return fs::list_at(
+        at(p), options,
+        [&sink](Entry&& e) -> Status {
+          if (is_local_temporary(e.name)) return ok_status();
+          return sink(std::move(e));
+        },
+        root_->policy());
   }
   Status mkdir(std::string_view path, bool parents) override {
     if (!parents) {
@@ -104,6 +114,7 @@ class ConfinedBackend final : public Backend {
   }
   Result<std::unique_ptr<Source>> open_source(std::string_view path) override {
     XFER_ASSIGN_OR_RETURN(auto p, open(path, false, "open"));
+    XFER_TRY(not_temporary(p, "open"));
     return fs::open_source_at(at(p), root_->policy());
   }
   Result<std::unique_ptr<Sink>> open_sink(std::string_view path,
@@ -112,6 +123,7 @@ class ConfinedBackend final : public Backend {
     if (p.name == ".") {
       return make_error(ErrorCode::kIsDirectory, "open", "/", "the root is a directory");
     }
+    XFER_TRY(not_temporary(p, "open"));
     // The resume name becomes part of a hidden file name beside the target.
     if (!options.resume_name.empty()) XFER_TRY(validate_id(options.resume_name, "resume name"));
     fs::At where = at(p);
@@ -124,24 +136,35 @@ class ConfinedBackend final : public Backend {
  private:
   // Resolves `path` once and checks the token's scope on that resolution.
   Result<ServerRoot::Parent> open(std::string_view path, bool write, std::string_view op) {
+    if (scope_.expires_at > 0 && std::time(nullptr) >= scope_.expires_at) {
+      return make_error(ErrorCode::kPermission, op, printable_name(path, 200),
+                        "the token has expired");
+    }
     XFER_ASSIGN_OR_RETURN(auto p, root_->root().open_parent(path));
-    if (scope_) {
-      if (!scope_->covers(p.server_path) || !scope_->covers(p.canonical_path)) {
-        return make_error(ErrorCode::kPermission, op, p.server_path,
-                          "path outside the token's scope");
-      }
-      if (write && !scope_->write) {
-        return make_error(ErrorCode::kPermission, op, p.server_path, "token is read-only");
-      }
+    if (!scope_.covers(p.server_path) || !scope_.covers(p.canonical_path)) {
+      return make_error(ErrorCode::kPermission, op, p.server_path,
+                        "path outside the token's scope");
+    }
+    if (write && !scope_.write) {
+      return make_error(ErrorCode::kPermission, op, p.server_path, "token is read-only");
     }
     return p;
+  }
+  // The server's own partials and temporaries (".x.xfer-part-*",
+  // ".x.xfer-tmp-*") are not files a peer opens: another transfer may be
+  // writing or truncating them right now. They are reached only through a
+  // sink's resume name.
+  static Status not_temporary(const ServerRoot::Parent& p, std::string_view op) {
+    if (!is_local_temporary(p.name)) return ok_status();
+    return make_error(ErrorCode::kPermission, op, p.server_path,
+                      "an xfer partial or temporary file, not opened directly");
   }
   static fs::At at(const ServerRoot::Parent& p) {
     return fs::At{p.dir.get(), p.name, p.server_path};
   }
 
   std::shared_ptr<ConfinedRoot> root_;
-  std::optional<TokenScope> scope_;
+  TokenScope scope_;
 };
 
 }  // namespace
@@ -152,7 +175,7 @@ std::shared_ptr<ConfinedRoot> make_confined_root(std::shared_ptr<const ServerRoo
 }
 
 std::unique_ptr<Backend> make_confined_backend(std::shared_ptr<ConfinedRoot> root,
-                                               std::optional<TokenScope> scope) {
+                                               TokenScope scope) {
   return std::make_unique<ConfinedBackend>(std::move(root), std::move(scope));
 }
 

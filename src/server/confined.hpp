@@ -13,7 +13,6 @@
 // may serve many threads.
 
 #include <memory>
-#include <optional>
 
 #include "xfer/backend/backend.hpp"
 #include "xfer/server/auth.hpp"
@@ -30,11 +29,13 @@ class ConfinedRoot;
 std::shared_ptr<ConfinedRoot> make_confined_root(std::shared_ptr<const ServerRoot> root,
                                                  ConfinedOptions options);
 
-// A backend on `root` limited to `scope` (prefix, read-only) when given;
-// without a scope it reaches the whole root (server-run jobs, whose paths
-// were checked against the submitter's scope).
+// A backend on `root` limited to `scope`: its prefix (on the path as given
+// and on its canonical form), read-only unless it may write, and nothing at
+// all once it has expired (expires_at > 0), so a session or a server-run job
+// ends with its token. There is no unscoped backend: everything a peer
+// causes, a job included, goes through its token.
 std::unique_ptr<Backend> make_confined_backend(std::shared_ptr<ConfinedRoot> root,
-                                               std::optional<TokenScope> scope = std::nullopt);
+                                               TokenScope scope);
 
 // May a token with `scope` touch `path` (for writing when `write`)? Checked
 // on the path as given and on its canonical form (ServerRoot::Resolved), so

@@ -22,6 +22,7 @@
 
 #include "protocol/conn.hpp"
 #include "xfer/core/log.hpp"
+#include "xfer/core/names.hpp"
 #include "xfer/protocol/crypto.hpp"
 #include "xfer/protocol/frame.hpp"
 
@@ -66,7 +67,18 @@ void set_recv_timeout(int fd, std::chrono::seconds t) {
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 }
 
-// The peer's IP address as text ("127.0.0.1", "::1"); "?" when unknown.
+// A peer that stops reading cannot hold a connection thread in send()
+// forever.
+void set_send_timeout(int fd, std::chrono::seconds t) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(t.count());
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+// The peer's address as the per-address limits count it: IPv4 as text
+// ("127.0.0.1"), IPv6 by its /64 prefix ("2001:db8:1:2::/64"), since one
+// host usually holds a whole /64; "?" when unknown. IPv4-mapped IPv6
+// addresses count as their IPv4 address.
 std::string peer_ip(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
@@ -77,7 +89,14 @@ std::string peer_ip(int fd) {
     ::inet_ntop(AF_INET, &a->sin_addr, buf, sizeof(buf));
   } else if (ss.ss_family == AF_INET6) {
     auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    ::inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof(buf));
+    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+      ::inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], buf, sizeof(buf));
+      return buf;
+    }
+    in6_addr prefix = a->sin6_addr;
+    std::memset(prefix.s6_addr + 8, 0, 8);
+    ::inet_ntop(AF_INET6, &prefix, buf, sizeof(buf));
+    return std::string(buf) + "/64";
   } else {
     return "?";
   }
@@ -142,6 +161,21 @@ void FdBudget::release(std::size_t n) {
   used_.fetch_sub(n);
 }
 
+bool SubjectFiles::try_acquire(const std::string& subject) {
+  std::lock_guard lock(mu_);
+  unsigned& n = open_[subject];
+  if (n >= max_) return false;
+  ++n;
+  return true;
+}
+
+void SubjectFiles::release(const std::string& subject) {
+  std::lock_guard lock(mu_);
+  auto it = open_.find(subject);
+  if (it == open_.end()) return;
+  if (--it->second == 0) open_.erase(it);
+}
+
 // ---- sessions -------------------------------------------------------------
 
 Result<std::shared_ptr<DataSession>> SessionRegistry::create(TokenScope scope, unsigned streams,
@@ -203,6 +237,7 @@ void SessionRegistry::expire() {
   for (auto& s : dropped) {
     std::unordered_map<std::uint64_t, std::shared_ptr<Handle>> handles;
     std::lock_guard slock(s->mu);
+    s->closed.store(true);
     handles.swap(s->handles);
   }
 }
@@ -233,6 +268,7 @@ void SessionRegistry::close(const std::string& id) {
     std::unordered_map<std::uint64_t, std::shared_ptr<Handle>> handles;
     {
       std::lock_guard slock(dropped->mu);
+      dropped->closed.store(true);
       handles.swap(dropped->handles);
     }
     // Destroying the sinks aborts them (resumable ones keep their partial).
@@ -255,12 +291,17 @@ struct DataServer::Conn {
   // Guarded by DataServer::conns_mu_.
   bool authenticated = false;
   bool counted_unauth = true;
+  bool shut = false;                               // the watchdog shut it down
   std::chrono::steady_clock::time_point deadline;  // of the handshake
   std::shared_ptr<DataSession> session;
 };
 
 DataServer::DataServer(SessionRegistry& sessions, DataLimits limits, FdBudget& fds, Audit& audit)
-    : sessions_(sessions), limits_(limits), fds_(fds), audit_(audit) {}
+    : sessions_(sessions),
+      limits_(limits),
+      fds_(fds),
+      audit_(audit),
+      subject_files_(limits_.max_open_files_per_subject) {}
 
 DataServer::~DataServer() {
   stop();
@@ -441,10 +482,17 @@ void DataServer::watchdog_loop() {
           --unauthenticated_;
           if (--unauth_per_address_[c->address] == 0) unauth_per_address_.erase(c->address);
         }
-      } else if (c->session && c->session->token_expired(now_s)) {
-        // The session ends with its token, open connections included.
-        audit_.refused(c->session->scope.subject, "data connection", "token expired");
-        c->fc.shutdown();
+      } else if (c->session && !c->shut) {
+        // The session ends with its token, open connections included; a
+        // closed session's connections end with it.
+        const bool expired = c->session->token_expired(now_s);
+        if (expired || c->session->closed.load()) {
+          if (expired) {
+            audit_.refused(c->session->scope.subject, "data connection", "token expired");
+          }
+          c->fc.shutdown();
+          c->shut = true;
+        }
       }
     }
     reap_locked();
@@ -481,6 +529,7 @@ void DataServer::serve(const std::shared_ptr<Conn>& conn) {
     return;
   }
   set_recv_timeout(fc.fd(), limits_.idle);
+  set_send_timeout(fc.fd(), limits_.idle);
   Status s = serve_frames(fc, *session);
   (void)fc.flush();  // a final error reply may still be queued
   if (!s.ok() && s.error().code != ErrorCode::kUnavailable && !stopping_.load()) {
@@ -580,7 +629,10 @@ Status DataServer::handshake(Conn& conn, std::shared_ptr<DataSession>& session) 
     const std::string nonce(reinterpret_cast<const char*>(hello->nonce.data()),
                             hello->nonce.size());
     std::optional<Error> e;
-    if (session->hello_nonces.count(nonce) != 0) {
+    if (session->closed.load()) {
+      // Dropped between find_by_id and here: as if it had never existed.
+      e = make_error(ErrorCode::kPermission, "handshake", "", "invalid or expired data token");
+    } else if (session->hello_nonces.count(nonce) != 0) {
       e = make_error(ErrorCode::kPermission, "handshake", "", "this Hello was used already");
     } else if (session->hello_nonces.size() >= kMaxHellos) {
       e = make_error(ErrorCode::kPermission, "handshake", "",
@@ -632,11 +684,12 @@ namespace {
 class FrameHandler {
  public:
   FrameHandler(FrameConn& fc, DataSession& session, const DataLimits& limits, FdBudget& fds,
-               const std::atomic<bool>& stopping)
+               SubjectFiles& subject_files, const std::atomic<bool>& stopping)
       : fc_(fc),
         session_(session),
         limits_(limits),
         fds_(fds),
+        subject_files_(subject_files),
         stopping_(stopping),
         // Uninitialised on purpose: only the pages a frame touches become resident.
         scratch_mem_(new std::byte[kScratch]),
@@ -738,16 +791,39 @@ class FrameHandler {
             RetryClass::kRetryCall);
       }
     }
+    if (!subject_files_.try_acquire(session_.scope.subject)) {
+      return make_error(ErrorCode::kUnavailable, "open", "",
+                        fmt::format("'{}' has {} files open, the most one token subject may",
+                                    printable_name(session_.scope.subject, 100),
+                                    limits_.max_open_files_per_subject),
+                        RetryClass::kRetryCall);
+    }
     if (!fds_.try_acquire(fds)) {
+      subject_files_.release(session_.scope.subject);
       return make_error(ErrorCode::kUnavailable, "open", "", "server is out of file descriptors",
                         RetryClass::kRetryCall);
     }
     return ok_status();
   }
 
+  // A handle for the slot reserve_handle() took: released when it goes.
+  std::shared_ptr<Handle> new_handle(std::size_t fds, std::string server_path) {
+    auto handle = std::make_shared<Handle>();
+    handle->budget = &fds_;
+    handle->fds = fds;
+    handle->subject_files = &subject_files_;
+    handle->subject = session_.scope.subject;
+    handle->server_path = std::move(server_path);
+    return handle;
+  }
+
   Status add_handle(std::uint64_t id, std::shared_ptr<Handle> handle) {
     std::lock_guard lock(session_.mu);
     const std::string path = handle->server_path;
+    if (session_.closed.load()) {
+      return make_error(ErrorCode::kUnavailable, "open", path, "the session was closed",
+                        RetryClass::kRetryFile);
+    }
     if (session_.handles.size() >= limits_.max_handles_per_session) {
       return make_error(ErrorCode::kUnavailable, "open", path, "too many files open",
                         RetryClass::kRetryCall);
@@ -793,6 +869,8 @@ class FrameHandler {
     Status rs = fc_.recv_payload_pieces(
         h, scratch_, buf_, [&](std::span<const std::byte> piece, std::uint64_t pos) -> Status {
           XFER_TRY(ws);
+          std::shared_lock use(handle->use);
+          if (handle->finished) return no_handle(h.id);
           return handle->sink->write_at(Offset{h.offset + pos}, piece);
         });
     if (!rs.ok() && rs.error().retry == RetryClass::kFatal &&
@@ -850,10 +928,7 @@ class FrameHandler {
     Status os = [&]() -> Status {
       XFER_ASSIGN_OR_RETURN(auto ow, protocol::decode_open_write(buf_));
       XFER_TRY(reserve_handle(h.id, kSinkFds));
-      auto handle = std::make_shared<Handle>();
-      handle->budget = &fds_;
-      handle->fds = kSinkFds;
-      handle->server_path = ow.meta.path;
+      auto handle = new_handle(kSinkFds, ow.meta.path);
       XFER_ASSIGN_OR_RETURN(handle->sink,
                             session_.fs->open_sink(ow.meta.path, sink_options(ow.meta)));
       if (handle->sink->resumed()) reply.flags |= 1u;
@@ -869,10 +944,7 @@ class FrameHandler {
     Status os = [&]() -> Status {
       XFER_ASSIGN_OR_RETURN(auto orq, protocol::decode_open_read(buf_));
       XFER_TRY(reserve_handle(h.id, kSourceFds));
-      auto handle = std::make_shared<Handle>();
-      handle->budget = &fds_;
-      handle->fds = kSourceFds;
-      handle->server_path = orq.path;
+      auto handle = new_handle(kSourceFds, orq.path);
       XFER_ASSIGN_OR_RETURN(handle->source, session_.fs->open_source(orq.path));
       Source& src = *handle->source;
       const FileAttrs& a = src.attrs();
@@ -920,6 +992,8 @@ class FrameHandler {
     r.id = h.id;
     r.offset = h.offset;
     if (!handle) return send_error(fc_, h.id, h.offset, no_handle(h.id));
+    std::shared_lock use(handle->use);
+    if (handle->finished) return send_error(fc_, h.id, h.offset, no_handle(h.id));
     std::uint64_t want = std::min<std::uint64_t>(h.aux, protocol::kMaxPayload - protocol::kTagSize);
     if (handle->source) {
       const std::uint64_t size = handle->source->attrs().size;
@@ -949,6 +1023,11 @@ class FrameHandler {
     XFER_TRY(fc_.recv_payload(h, buf_));
     auto handle = take(h.id);
     Status s = ok_status();
+    std::unique_lock<std::shared_mutex> use;
+    if (handle) {
+      use = std::unique_lock(handle->use);  // waits for reads and writes in flight
+      handle->finished = true;
+    }
     if (!handle) {
       s = no_handle(h.id);
     } else if (h.type == FrameType::kCommit) {
@@ -958,6 +1037,7 @@ class FrameHandler {
     } else if (h.type == FrameType::kSuspend) {
       if (handle->sink) s = handle->sink->suspend();
     }
+    if (use.owns_lock()) use.unlock();
     if (s.ok()) return send_ack(fc_, h.id, 0);
     return send_error(fc_, h.id, 0, s.error());
   }
@@ -975,6 +1055,7 @@ class FrameHandler {
   DataSession& session_;
   const DataLimits& limits_;
   FdBudget& fds_;
+  SubjectFiles& subject_files_;
   const std::atomic<bool>& stopping_;
   bool peer_loopback_ = false;
   std::vector<std::byte> buf_;
@@ -986,7 +1067,7 @@ class FrameHandler {
 }  // namespace
 
 Status DataServer::serve_frames(FrameConn& fc, DataSession& session) {
-  FrameHandler handler(fc, session, limits_, fds_, stopping_);
+  FrameHandler handler(fc, session, limits_, fds_, subject_files_, stopping_);
   return handler.run();
 }
 

@@ -25,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -56,16 +57,41 @@ class FdBudget {
   std::atomic<std::size_t> used_{0};
 };
 
+// Files open per token subject (limits.max_open_files_per_subject): a
+// subject's sessions together hold at most that many, whatever the number
+// of sessions and handles each may have.
+class SubjectFiles {
+ public:
+  explicit SubjectFiles(unsigned max) : max_(max) {}
+  bool try_acquire(const std::string& subject);
+  void release(const std::string& subject);
+
+ private:
+  unsigned max_;
+  std::mutex mu_;
+  std::map<std::string, unsigned> open_;
+};
+
+// One open file of a session. Its connections read or write it in parallel
+// (shared `use`); COMMIT/ABORT/SUSPEND/CLOSE first take it out of the
+// session's table, then hold `use` exclusively and set `finished`, so no
+// write or read is in flight on a descriptor that is being closed (and
+// maybe reused by another open), and none starts after.
 struct Handle {
   std::string server_path;
   std::unique_ptr<Sink> sink;      // open for writing
   std::unique_ptr<Source> source;  // open for reading
   std::size_t fds = 0;             // descriptors held against the FdBudget
   FdBudget* budget = nullptr;
+  SubjectFiles* subject_files = nullptr;  // counts this file against `subject`
+  std::string subject;
+  std::shared_mutex use;
+  bool finished = false;  // guarded by `use`
   ~Handle() {
     sink.reset();
     source.reset();
     if (budget != nullptr) budget->release(fds);
+    if (subject_files != nullptr) subject_files->release(subject);
   }
 };
 
@@ -85,6 +111,10 @@ struct DataSession {
   std::mutex mu;
   std::unordered_map<std::uint64_t, std::shared_ptr<Handle>> handles;
   unsigned connections = 0;
+  // Set once the registry dropped the session (CloseSession, its last
+  // connection gone, idle or token expiry): no connection joins it any more,
+  // no handle is added, and the watchdog shuts the connections still on it.
+  std::atomic<bool> closed{false};
   // Client nonces of the Hellos accepted so far: a Hello seen on the wire
   // cannot be replayed to join the session (bounded, see kMaxHellos).
   std::set<std::string> hello_nonces;
@@ -127,6 +157,7 @@ struct DataLimits {
   std::chrono::seconds idle{600};       // a connection without a frame is closed
   std::size_t buffer_bytes = 4u << 20;  // largest frame buffered whole
   unsigned max_handles_per_session = 256;
+  unsigned max_open_files_per_subject = 1024;
 };
 
 class DataServer {
@@ -155,6 +186,7 @@ class DataServer {
   DataLimits limits_;
   FdBudget& fds_;
   Audit& audit_;
+  SubjectFiles subject_files_;
   int listen_fd_ = -1;
   UniqueFd reserve_fd_;  // given up to accept-and-close when out of descriptors
   std::string address_;

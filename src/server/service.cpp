@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/resource_quota.h>
 #include <malloc.h>
+#include <openssl/evp.h>
 #include <pwd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -16,6 +17,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -45,19 +47,73 @@ namespace {
 namespace v1 = ::xfer::v1;
 using protocol::to_grpc;
 
-constexpr const char* kRootScheme = "xferd";  // xferd://root/<server path>, jobs only
+// xferd://<job key>/<server path>: a server-run job's own paths. Only
+// job_request() writes such URLs (a peer's paths are server paths, never
+// URLs), and each key names the backend of one job, confined to the scope
+// of the token that submitted it.
+constexpr const char* kRootScheme = "xferd";
 
 using protocol::from_pb;
 using protocol::to_pb;
 
 // ---- jobs -------------------------------------------------------------------
 
+// The backends of running jobs by key, for the xferd:// factory. Process-wide
+// because the backend registry is (tests run several servers in one process);
+// keys are unique within the process.
+class JobRoots {
+ public:
+  static JobRoots& instance() {
+    static JobRoots* roots = new JobRoots;  // never destroyed: job threads may outlive statics
+    return *roots;
+  }
+  std::string add(std::shared_ptr<Backend> backend) {
+    std::lock_guard lock(mu_);
+    std::string key = fmt::format("job{}", ++next_);
+    roots_[key] = std::move(backend);
+    return key;
+  }
+  void remove(const std::string& key) {
+    std::lock_guard lock(mu_);
+    roots_.erase(key);
+  }
+  std::shared_ptr<Backend> find(const std::string& key) {
+    std::lock_guard lock(mu_);
+    auto it = roots_.find(key);
+    return it == roots_.end() ? nullptr : it->second;
+  }
+
+ private:
+  std::mutex mu_;
+  std::uint64_t next_ = 0;
+  std::map<std::string, std::shared_ptr<Backend>> roots_;
+};
+
+// One job's entry in JobRoots, for as long as the job runs.
+class JobRoot {
+ public:
+  explicit JobRoot(std::shared_ptr<Backend> backend)
+      : key_(JobRoots::instance().add(std::move(backend))) {}
+  ~JobRoot() { JobRoots::instance().remove(key_); }
+  JobRoot(const JobRoot&) = delete;
+  JobRoot& operator=(const JobRoot&) = delete;
+  const std::string& key() const { return key_; }
+
+ private:
+  std::string key_;
+};
+
 struct Job {
   std::string id;
   std::string owner;  // the token subject that submitted it: only it may see the job
   TransferRequest request;
+  std::unique_ptr<JobRoot> root;  // its paths, in its submitter's scope; reset when it ends
   TransferCounters counters;
   std::atomic<bool> cancel{false};
+  // The submitter's token expiry (seconds since the epoch, 0 = none): the
+  // job is stopped then, and `expired` says why.
+  std::int64_t expires_at = 0;
+  std::atomic<bool> expired{false};
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   std::thread thread;
   std::mutex mu;
@@ -79,8 +135,11 @@ class JobManager {
   explicit JobManager(const ServerConfig& config) : config_(config) {}
   ~JobManager() { stop(); }
 
-  Result<std::shared_ptr<Job>> submit(const std::string& owner, TransferRequest request) {
+  Result<std::shared_ptr<Job>> submit(const std::string& owner, std::int64_t expires_at,
+                                      std::unique_ptr<JobRoot> root, TransferRequest request) {
     auto job = std::make_shared<Job>();
+    job->root = std::move(root);
+    job->expires_at = expires_at;
     {
       std::lock_guard lock(mu_);
       if (stopping_) {
@@ -183,15 +242,47 @@ class JobManager {
      private:
       Job& job_;
     } observer(job);
-    log().info("job {} for '{}': {} source(s) -> {}", job.id, job.owner, job.request.sources.size(),
-               job.request.destination);
+    // Peer-chosen text (paths, subjects, error messages naming paths) is
+    // escaped in the log: a name must not forge log lines.
+    log().info("job {} for '{}': {} source(s) -> {}", job.id, printable_name(job.owner, 100),
+               job.request.sources.size(), printable_name(job.request.destination, 300));
+    // The job ends with its submitter's token: every file it opens is
+    // checked (the confined backend), and files already open are stopped
+    // here at the expiry.
+    std::mutex timer_mu;
+    std::condition_variable timer_cv;
+    bool over = false;
+    std::thread timer;
+    if (job.expires_at > 0) {
+      timer = std::thread([&] {
+        std::unique_lock l(timer_mu);
+        const auto at = std::chrono::system_clock::from_time_t(job.expires_at);
+        if (!timer_cv.wait_until(l, at, [&] { return over; })) {
+          job.expired.store(true);
+          job.cancel.store(true);
+        }
+      });
+    }
     auto result = run_transfer(job.request, job.counters, &observer, &job.cancel);
+    if (timer.joinable()) {
+      {
+        std::lock_guard l(timer_mu);
+        over = true;
+      }
+      timer_cv.notify_all();
+      timer.join();
+    }
+    job.root.reset();
     std::lock_guard lock(job.mu);
     job.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - job.started).count();
     if (!result) {
       job.state = "failed";
       job.message = result.error().message();
+      job.exit_code = 1;
+    } else if (result->cancelled && job.expired.load()) {
+      job.state = "failed";
+      job.message = "stopped: the token that submitted the job has expired";
       job.exit_code = 1;
     } else if (result->cancelled) {
       job.state = "cancelled";
@@ -205,7 +296,7 @@ class JobManager {
       job.message = fmt::format("copied {} files ({} bytes) in {:.2f} s", result->files_done,
                                 result->bytes_done, result->seconds);
     }
-    log().info("job {}: {} ({})", job.id, job.state, job.message);
+    log().info("job {}: {} ({})", job.id, job.state, printable_name(job.message, 500));
     job.finished = true;
     job.finished_at = std::chrono::steady_clock::now();
     job.cv.notify_all();
@@ -220,6 +311,39 @@ class JobManager {
 
 // ---- the service ------------------------------------------------------------
 
+// WatchJob streams last as long as their job and each holds one of gRPC's
+// threads: bounded in total and per subject, so watchers cannot take the
+// threads every other call needs.
+class WatchSlots {
+ public:
+  WatchSlots(unsigned total, unsigned per_subject) : total_(total), per_subject_(per_subject) {}
+  // Empty when one is available (and taken); the reason otherwise.
+  std::optional<std::string> try_acquire(const std::string& subject) {
+    std::lock_guard lock(mu_);
+    if (used_ >= total_) return fmt::format("the server has {} job watches open", used_);
+    unsigned& mine = by_subject_[subject];
+    if (mine >= per_subject_) {
+      return fmt::format("'{}' has {} job watches open, the most one token subject may",
+                         printable_name(subject, 100), mine);
+    }
+    ++mine;
+    ++used_;
+    return std::nullopt;
+  }
+  void release(const std::string& subject) {
+    std::lock_guard lock(mu_);
+    --used_;
+    if (--by_subject_[subject] == 0) by_subject_.erase(subject);
+  }
+
+ private:
+  unsigned total_;
+  unsigned per_subject_;
+  std::mutex mu_;
+  unsigned used_ = 0;
+  std::map<std::string, unsigned> by_subject_;
+};
+
 class Service final : public v1::Xfer::Service {
  public:
   Service(const ServerConfig& config, std::shared_ptr<ConfinedRoot> root,
@@ -231,7 +355,8 @@ class Service final : public v1::Xfer::Service {
         sessions_(sessions),
         jobs_(jobs),
         audit_(audit),
-        data_address_(std::move(data_address)) {}
+        data_address_(std::move(data_address)),
+        watches_(config.max_watches, config.max_watches_per_subject) {}
 
   grpc::Status Stat(grpc::ServerContext* ctx, const v1::PathRequest* req,
                     v1::FileAttrs* resp) override {
@@ -340,8 +465,8 @@ class Service final : public v1::Xfer::Service {
     std::int64_t expires = now_s() + config_.session_idle_seconds;
     if (scope->expires_at > 0) expires = std::min(expires, scope->expires_at);
     resp->set_expires_at(static_cast<std::uint64_t>(expires));
-    log().info("session {} opened for '{}' ({} streams{})", (*session)->id, scope->subject, streams,
-               encrypt ? ", sealed" : "");
+    log().info("session {} opened for '{}' ({} streams{})", (*session)->id,
+               printable_name(scope->subject, 100), streams, encrypt ? ", sealed" : "");
     return grpc::Status::OK;
   }
 
@@ -391,9 +516,13 @@ class Service final : public v1::Xfer::Service {
                          v1::JobAccepted* resp) override {
     auto scope = authenticate(ctx);
     if (!scope) return refuse(*ctx, scope.error(), "?", "submit job");
-    auto request = job_request(*req, *scope);
+    // The job reaches the root only as its submitter's token does, for as
+    // long as that token lasts (the confined backend checks every path).
+    auto root = std::make_unique<JobRoot>(scoped(*scope));
+    auto request = job_request(*req, *scope, root->key());
     if (!request) return refuse(*ctx, request.error(), scope->subject, "submit job");
-    auto job = jobs_.submit(scope->subject, std::move(request).value());
+    auto job = jobs_.submit(scope->subject, scope->expires_at, std::move(root),
+                            std::move(request).value());
     if (!job) return refuse(*ctx, job.error(), scope->subject, "submit job");
     resp->set_job_id((*job)->id);
     return grpc::Status::OK;
@@ -407,6 +536,16 @@ class Service final : public v1::Xfer::Service {
     if (!job) {
       return refuse(*ctx, no_job("watch job", req->job_id()), scope->subject, "watch job");
     }
+    if (auto full = watches_.try_acquire(scope->subject)) {
+      return refuse(
+          *ctx, make_error(ErrorCode::kUnavailable, "watch job", "", *full, RetryClass::kRetryCall),
+          scope->subject, "watch job");
+    }
+    struct Release {
+      WatchSlots& slots;
+      const std::string& subject;
+      ~Release() { slots.release(subject); }
+    } release{watches_, scope->subject};
     while (true) {
       v1::JobProgress p;
       bool finished;
@@ -448,6 +587,17 @@ class Service final : public v1::Xfer::Service {
         .count();
   }
 
+  // A file-name-safe folder name per token subject: hex SHA-256 (the
+  // subject itself may hold any byte).
+  static std::string subject_folder(const std::string& subject) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    EVP_Digest(subject.data(), subject.size(), md, &n, EVP_sha256(), nullptr);
+    std::string hex;
+    for (unsigned int i = 0; i < n; ++i) hex += fmt::format("{:02x}", md[i]);
+    return "s-" + hex;
+  }
+
   static Error no_job(std::string_view op, const std::string& id) {
     return make_error(ErrorCode::kNotFound, op, printable_name(id, 80), "no such job");
   }
@@ -456,7 +606,8 @@ class Service final : public v1::Xfer::Service {
   // local destination inside the caller's scope; a remote destination only
   // among the configured peers, with only the credentials the request
   // carries.
-  Result<TransferRequest> job_request(const v1::JobRequest& req, const TokenScope& scope) {
+  Result<TransferRequest> job_request(const v1::JobRequest& req, const TokenScope& scope,
+                                      const std::string& root_key) {
     if (req.sources().empty()) {
       return make_error(ErrorCode::kInvalidArgument, "submit job", "", "no source");
     }
@@ -464,9 +615,12 @@ class Service final : public v1::Xfer::Service {
       return make_error(ErrorCode::kInvalidArgument, "submit job", "", "more than 1024 sources");
     }
     TransferRequest t;
+    std::vector<std::string> canonical_sources;
     for (const auto& s : req.sources()) {
       XFER_ASSIGN_OR_RETURN(auto path, check_token_scope(*server_root_, scope, s, false, "read"));
-      t.sources.push_back(fmt::format("{}://root{}", kRootScheme, path));
+      XFER_ASSIGN_OR_RETURN(auto resolved, server_root_->resolve(path));
+      canonical_sources.push_back(std::move(resolved.canonical_path));
+      t.sources.push_back(fmt::format("{}://{}{}", kRootScheme, root_key, path));
     }
     const std::string& dest = req.destination();
     if (dest.rfind("xfer://", 0) == 0) {
@@ -490,7 +644,18 @@ class Service final : public v1::Xfer::Service {
     } else {
       XFER_ASSIGN_OR_RETURN(auto path,
                             check_token_scope(*server_root_, scope, dest, true, "write"));
-      t.destination = fmt::format("{}://root{}", kRootScheme, path);
+      // Like cp -r a a/b, a copy into its own source is refused: it would
+      // list its own output and copy it again until paths grow too long.
+      XFER_ASSIGN_OR_RETURN(auto resolved, server_root_->resolve(path));
+      const std::string& into = resolved.canonical_path;
+      for (const auto& src : canonical_sources) {
+        if (src == "/" || into == src || into.rfind(src + "/", 0) == 0) {
+          return make_error(
+              ErrorCode::kInvalidArgument, "submit job", path,
+              fmt::format("the destination lies inside the source {}", printable_name(src, 200)));
+        }
+      }
+      t.destination = fmt::format("{}://{}{}", kRootScheme, root_key, path);
     }
     const auto& o = req.options();
     t.options.recursive = o.recursive();
@@ -503,7 +668,11 @@ class Service final : public v1::Xfer::Service {
     t.options.destination_endpoint.streams =
         std::min<unsigned>(o.streams(), config_.max_streams_per_session);
     t.options.destination_endpoint.encrypt = o.encrypt() ? 1 : o.no_encrypt() ? 0 : -1;
-    if (!config_.state_dir.empty()) t.options.state_root = config_.state_dir + "/jobs";
+    // Checkpoints per subject: one subject's job id never names (resumes,
+    // overwrites or clears) another's job.
+    if (!config_.state_dir.empty()) {
+      t.options.state_root = config_.state_dir + "/jobs/" + subject_folder(scope.subject);
+    }
     return t;
   }
 
@@ -596,6 +765,7 @@ class Service final : public v1::Xfer::Service {
   JobManager& jobs_;
   Audit& audit_;
   std::string data_address_;
+  WatchSlots watches_;
 };
 
 // A Backend handle that shares the server's confined backend (the engine
@@ -702,17 +872,19 @@ class ServerImpl final : public Server {
     XFER_ASSIGN_OR_RETURN(ServerRoot root, ServerRoot::open(config_.root));
     auto shared_root = std::make_shared<const ServerRoot>(std::move(root));
     confined_ = make_confined_root(shared_root, ConfinedOptions{config_.allow_special_bits});
-    backend_ = std::shared_ptr<Backend>(make_confined_backend(confined_));
-    std::weak_ptr<Backend> weak = backend_;
-    BackendRegistry::instance().register_scheme(
-        kRootScheme,
-        [weak](const Url&, const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
-          auto b = weak.lock();
-          if (!b)
-            return make_error(ErrorCode::kUnavailable, "open endpoint", "xferd root",
-                              "server stopped");
-          return std::unique_ptr<Backend>(new SharedBackend(std::move(b)));
-        });
+    static std::once_flag registered;
+    std::call_once(registered, [] {
+      BackendRegistry::instance().register_scheme(
+          kRootScheme,
+          [](const Url& url, const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
+            auto b = JobRoots::instance().find(url.host);
+            if (!b) {
+              return make_error(ErrorCode::kUnavailable, "open endpoint", "xferd root",
+                                "the job has ended");
+            }
+            return std::unique_ptr<Backend>(new SharedBackend(std::move(b)));
+          });
+    });
     sessions_ =
         std::make_unique<SessionRegistry>(config_.max_sessions, config_.max_sessions_per_subject);
     DataLimits limits;
@@ -724,6 +896,7 @@ class ServerImpl final : public Server {
     limits.idle = std::chrono::seconds(config_.session_idle_seconds);
     limits.buffer_bytes = std::size_t{config_.connection_buffer_kib} * 1024;
     limits.max_handles_per_session = config_.max_handles_per_session;
+    limits.max_open_files_per_subject = config_.max_open_files_per_subject;
     data_ = std::make_unique<DataServer>(*sessions_, limits, *fd_budget_, audit_);
     XFER_TRY(data_->start(config_.data_listen));
     jobs_ = std::make_unique<JobManager>(config_);
@@ -812,7 +985,6 @@ class ServerImpl final : public Server {
   Audit audit_;
   std::unique_ptr<FdBudget> fd_budget_;
   std::shared_ptr<ConfinedRoot> confined_;
-  std::shared_ptr<Backend> backend_;
   std::unique_ptr<SessionRegistry> sessions_;
   std::unique_ptr<DataServer> data_;
   std::unique_ptr<JobManager> jobs_;

@@ -1,10 +1,13 @@
 // The client side of the threat model: a hostile server (a fake xferd
 // control service in this process) answers `xfer cp -r` with entry names
 // that would lead outside the destination. The client must refuse them and
-// write nothing outside its destination.
+// write nothing outside its destination. And a server that offers setuid
+// files (a real xferd that keeps such bits) does not make setuid files on
+// the client.
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <string>
@@ -12,6 +15,7 @@
 
 #include "harness.hpp"
 #include "xfer/v1/xfer.grpc.pb.h"
+#include "xferd_harness.hpp"
 
 namespace xfer_adv {
 namespace {
@@ -91,6 +95,41 @@ TEST_F(HostileServer, ListingNamesCannotLeadOutsideTheDestination) {
       EXPECT_EQ(e.path().filename().string().find("abs"), std::string::npos) << e.path();
     }
   }
+}
+
+// A real xferd that keeps setuid/setgid/sticky bits (allow_special_bits)
+// serves such files: the client takes the permission bits only.
+TEST_F(HostileServer, SpecialBitsFromAServerAreNotApplied) {
+  xfer_it::XferdOptions o;
+  o.server_extra = "allow_special_bits = true\n";
+  xfer_it::XferdProcess srv(tmp() / "srv", o);
+  ASSERT_TRUE(srv.start());
+  const fs::path d = srv.root() / "d";
+  fs::create_directories(d / "shared");
+  xfer_it::write_file(d / "suid.bin", "#!/bin/sh\n");
+  xfer_it::write_file(d / "shared" / "sgid.bin", "x");
+  ASSERT_EQ(::chmod((d / "suid.bin").c_str(), 04755), 0);
+  ASSERT_EQ(::chmod((d / "shared" / "sgid.bin").c_str(), 02750), 0);
+  ASSERT_EQ(::chmod((d / "shared").c_str(), 03777), 0);
+  const fs::path dst = tmp() / "dst";
+  auto r = xfer_it::run_xfer(
+      {"--token", srv.token(), "cp", "-r", "--no-progress", srv.url("/d"), dst.string()}, 60s);
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  const fs::path single = tmp() / "single.bin";
+  auto r2 = xfer_it::run_xfer(
+      {"--token", srv.token(), "cp", "--no-progress", srv.url("/d/suid.bin"), single.string()},
+      60s);
+  ASSERT_EQ(r2.exit_code, 0) << r2.describe();
+  for (const auto& [path, perms] :
+       {std::pair{dst / "suid.bin", 0755u}, std::pair{dst / "shared" / "sgid.bin", 0750u},
+        std::pair{single, 0755u}}) {
+    struct stat st {};
+    ASSERT_EQ(::stat(path.c_str(), &st), 0) << path;
+    EXPECT_EQ(st.st_mode & 07777, perms) << path;
+  }
+  struct stat dir {};
+  ASSERT_EQ(::stat((dst / "shared").c_str(), &dir), 0);
+  EXPECT_EQ(dir.st_mode & 07000, 0u) << "the folder kept its setgid/sticky bits";
 }
 
 }  // namespace

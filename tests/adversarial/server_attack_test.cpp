@@ -7,6 +7,7 @@
 // the documented bounds.
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -24,6 +25,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "harness.hpp"
@@ -81,6 +83,24 @@ class Attack : public xfer_it::XferTest {
 
   std::vector<std::unique_ptr<XferdProcess>> servers_;
 };
+
+// Pings `fc` every `step` until the server closes it or `limit` passes;
+// true when it was closed.
+bool closed_within(FrameConn& fc, std::chrono::milliseconds limit, std::chrono::milliseconds step) {
+  for (const auto until = Clock::now() + limit; Clock::now() < until;
+       std::this_thread::sleep_for(step)) {
+    if (!Peer::call(fc, header(FrameType::kPing, 1)).ok()) return true;
+  }
+  return false;
+}
+
+// A new connection to `session` is refused at its Hello.
+void expect_no_new_connection(Peer& p, const v1::Session& session) {
+  auto again = p.dial();
+  ASSERT_NE(again, nullptr);
+  auto r = p.plain_hello(*again, session);
+  if (r.ok()) EXPECT_EQ(r->h.type, FrameType::kError);
+}
 
 // ------------------------------------------------------ 1. names and paths
 
@@ -749,19 +769,9 @@ TEST_F(Attack, SessionsEndWithTheirToken) {
   auto fc = p.connected(session);
   ASSERT_NE(fc, nullptr);
   // The open connection is closed within seconds of the token's expiry.
-  bool closed = false;
-  const auto until = Clock::now() + 15s;
-  while (!closed && Clock::now() < until) {
-    auto r = Peer::call(*fc, header(FrameType::kPing, 1));
-    closed = !r.ok();
-    if (!closed) std::this_thread::sleep_for(500ms);
-  }
-  EXPECT_TRUE(closed) << "a data connection outlived its token by 12 s";
+  EXPECT_TRUE(closed_within(*fc, 15s, 500ms)) << "a data connection outlived its token by 12 s";
   // And the session takes no new connection.
-  auto again = p.dial();
-  ASSERT_NE(again, nullptr);
-  auto r = p.plain_hello(*again, session);
-  if (r.ok()) EXPECT_EQ(r->h.type, FrameType::kError);
+  expect_no_new_connection(p, session);
 }
 
 TEST_F(Attack, PlaintextHelloCannotBeReplayed) {
@@ -972,6 +982,528 @@ TEST_F(Attack, ServerDropsToItsConfiguredUser) {
   struct stat sb {};
   ASSERT_EQ(::stat((srv.root() / "u.bin").c_str(), &sb), 0);
   EXPECT_EQ(sb.st_uid, static_cast<uid_t>(xfer_it::kNobody));
+}
+
+// ------------------------------------------- 9. the review of the hardening
+
+// SubmitJob for `token`; the job id, or "" with the status in *status.
+std::string submit_job(Peer& p, const std::string& token, const v1::JobRequest& req,
+                       grpc::Status* status = nullptr) {
+  grpc::ClientContext ctx;
+  Peer::prepare(ctx, token);
+  v1::JobAccepted acc;
+  grpc::Status st = p.stub().SubmitJob(&ctx, req, &acc);
+  if (status != nullptr) *status = st;
+  if (!st.ok()) return {};
+  return acc.job_id();
+}
+
+// Watches a job to its end (the stream authenticates once, at its start).
+v1::JobProgress watch_to_end(Peer& p, const std::string& token, const std::string& id,
+                             std::chrono::seconds deadline = 60s) {
+  grpc::ClientContext ctx;
+  Peer::prepare(ctx, token);
+  ctx.set_deadline(std::chrono::system_clock::now() + deadline);
+  v1::JobId jid;
+  jid.set_job_id(id);
+  auto reader = p.stub().WatchJob(&ctx, jid);
+  v1::JobProgress prog, last;
+  while (reader->Read(&prog)) last = prog;
+  (void)reader->Finish();
+  return last;
+}
+
+// A server-run job reaches the root only as its submitter's token does:
+// swapping the job's destination folder for a link into another user's
+// folder while it writes lands nothing there.
+TEST_F(Attack, JobsFollowNoSwappedSymlinkOutOfTheirPrefix) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  const fs::path alice = srv->root() / "in" / "alice";
+  fs::create_directories(alice / "src");
+  fs::create_directories(alice / "dst");
+  fs::create_directories(srv->root() / "in" / "bob");
+  for (int i = 0; i < 200; ++i) {
+    xfer_it::write_file(alice / "src" / ("f" + std::to_string(i)), std::string(4096, 'a'));
+  }
+  const std::string tok = srv->token("/in/alice", true, 3600, "alice");
+  Peer p = peer(*srv);
+  v1::JobRequest req;
+  req.add_sources("/in/alice/src");
+  req.set_destination("/in/alice/dst/copy");
+  req.mutable_options()->set_recursive(true);
+  req.mutable_options()->set_bwlimit(256u << 10);  // about 3 s
+  grpc::Status st;
+  const std::string id = submit_job(p, tok, req, &st);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  // Once the job writes into dst/copy, that folder becomes a link to bob's
+  // and back, alternately, until the job ends: done on the file system
+  // directly (a local user racing the job).
+  const fs::path copy = alice / "dst" / "copy";
+  for (auto until = Clock::now() + 10s; Clock::now() < until; std::this_thread::sleep_for(5ms)) {
+    std::error_code ec;
+    if (fs::exists(copy / "f0", ec) || fs::exists(copy / "f1", ec)) break;
+  }
+  std::atomic<bool> stop{false};
+  std::thread swapper([&] {
+    std::error_code ec;
+    while (!stop.load()) {
+      fs::rename(copy, alice / "dst" / "copy.real", ec);
+      fs::create_directory_symlink("../../bob", copy, ec);
+      std::this_thread::sleep_for(2ms);
+      fs::remove(copy, ec);
+      fs::rename(alice / "dst" / "copy.real", copy, ec);
+      std::this_thread::sleep_for(1ms);
+    }
+  });
+  const v1::JobProgress end = watch_to_end(p, tok, id);
+  stop.store(true);
+  swapper.join();
+  EXPECT_TRUE(fs::is_empty(srv->root() / "in" / "bob"))
+      << "the job wrote into bob's folder (job state " << end.state() << ")";
+  RecordProperty("job_state", end.state());
+  RecordProperty("files_done", std::to_string(end.files_done()));
+}
+
+// A job ends with its submitter's token: the next file it opens after the
+// expiry fails, and the job stops well before copying everything.
+TEST_F(Attack, JobsEndWithTheirToken) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  fs::create_directories(srv->root() / "src");
+  for (int i = 0; i < 60; ++i) {
+    xfer_it::write_file(srv->root() / "src" / ("f" + std::to_string(i)),
+                        std::string(64 << 10, 'b'));
+  }
+  const std::string tok = srv->token("/", true, 3, "alice");
+  Peer p = peer(*srv);
+  v1::JobRequest req;
+  req.add_sources("/src");
+  req.set_destination("/dst");
+  req.mutable_options()->set_recursive(true);
+  req.mutable_options()->set_bwlimit(512u << 10);  // 3.75 MiB: about 8 s
+  grpc::Status st;
+  const std::string id = submit_job(p, tok, req, &st);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  const auto started = Clock::now();
+  const v1::JobProgress end = watch_to_end(p, tok, id);
+  const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  EXPECT_EQ(end.state(), "failed");
+  EXPECT_LT(end.files_done(), 60u);
+  EXPECT_NE(end.message().find("expired"), std::string::npos) << end.message();
+  EXPECT_LT(seconds, 7.0) << "the job ran on long after its token expired";
+}
+
+// cp -r a a/b: a job whose destination lies inside a source is refused, also
+// when a symlink hides it, and nothing is created.
+TEST_F(Attack, JobIntoItsOwnSourceIsRefused) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  fs::create_directories(srv->root() / "d" / "sub");
+  xfer_it::write_file(srv->root() / "d" / "f.txt", "f");
+  fs::create_directory_symlink("d", srv->root() / "alias");
+  const std::string tok = srv->token();
+  Peer p = peer(*srv);
+  for (const std::string dest : {"/d/sub/deep", "/d", "/alias/sub/x", "/d/new"}) {
+    v1::JobRequest req;
+    req.add_sources("/d");
+    req.set_destination(dest);
+    req.mutable_options()->set_recursive(true);
+    grpc::Status st;
+    submit_job(p, tok, req, &st);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << dest;
+    EXPECT_NE(st.error_message().find("inside the source"), std::string::npos)
+        << st.error_message();
+  }
+  v1::JobRequest root_req;
+  root_req.add_sources("/");
+  root_req.set_destination("/elsewhere");
+  grpc::Status st;
+  submit_job(p, tok, root_req, &st);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_FALSE(fs::exists(srv->root() / "d" / "sub" / "deep"));
+  EXPECT_FALSE(fs::exists(srv->root() / "d" / "new"));
+  EXPECT_FALSE(fs::exists(srv->root() / "elsewhere"));
+}
+
+// Checkpointed job ids are per subject: mallory submitting alice's job id
+// neither resumes nor overwrites alice's checkpoint.
+TEST_F(Attack, JobCheckpointsAreSeparatePerSubject) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  xfer_it::write_file(srv->root() / "a.txt", "alice's");
+  xfer_it::write_file(srv->root() / "m.txt", "mallory's");
+  Peer p = peer(*srv);
+  const std::string alice = srv->token("/", true, 3600, "alice");
+  const std::string mallory = srv->token("/", true, 3600, "mallory");
+  for (const auto& [tok, src, dst] :
+       {std::tuple{alice, "/a.txt", "/a.copy"}, std::tuple{mallory, "/m.txt", "/m.copy"}}) {
+    v1::JobRequest req;
+    req.add_sources(src);
+    req.set_destination(dst);
+    req.mutable_options()->set_job_id("nightly");
+    req.mutable_options()->set_checkpoint(true);
+    grpc::Status st;
+    const std::string id = submit_job(p, tok, req, &st);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(watch_to_end(p, tok, id).state(), "done");
+  }
+  EXPECT_EQ(xfer_it::read_file(srv->root() / "a.copy"), "alice's");
+  EXPECT_EQ(xfer_it::read_file(srv->root() / "m.copy"), "mallory's");
+  // Two records named "nightly", one per subject, each with its own source.
+  std::vector<std::string> records;
+  for (const auto& e : fs::recursive_directory_iterator(srv->dir() / "state")) {
+    if (e.path().filename() == "job.json" && e.path().parent_path().filename() == "nightly") {
+      records.push_back(xfer_it::read_file(e.path()));
+    }
+  }
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_NE(records[0], records[1]);
+}
+
+// Two connections of one session: a DATA frame is half received on one
+// when the other commits its handle and opens a new file. The rest of the
+// frame must land nowhere: not in the committed file, not in the new one
+// (which may get the closed descriptor's number).
+TEST_F(Attack, WritesRacingACommitNeverLandInAnotherFile) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  Peer p = peer(*srv);
+  grpc::Status st;
+  auto session = p.open_session(srv->token(), false, &st, 4);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  auto committer = p.connected(session);
+  ASSERT_NE(committer, nullptr);
+  const std::string clean(64 << 10, 'c');
+  for (std::uint64_t i = 1; i <= 6; i += 2) {
+    auto writer = p.connected(session);
+    ASSERT_NE(writer, nullptr);
+    const std::string name = "race" + std::to_string(i);
+    auto o =
+        Peer::call(*committer, header(FrameType::kOpenWrite, i), open_write("/" + name, 4 << 20));
+    ASSERT_TRUE(o.ok());
+    ASSERT_EQ(o->h.type, FrameType::kOpenOk) << error_text(*o);
+    // Half of a 4 MiB DATA frame: the server writes what it has and waits
+    // for the rest.
+    const std::vector<std::byte> junk(4 << 20, std::byte{'X'});
+    FrameHeader h = header(FrameType::kData, i, 0);
+    h.length = static_cast<std::uint32_t>(junk.size());
+    h.payload_hash = xfer::protocol::payload_hash(junk);
+    const auto hdr = xfer::protocol::encode_header(h);
+    ASSERT_TRUE(writer->send_raw(hdr).ok());
+    ASSERT_TRUE(writer->send_raw(std::span(junk).first(2 << 20)).ok());
+    std::this_thread::sleep_for(200ms);
+    auto c = Peer::call(*committer, header(FrameType::kCommit, i));
+    ASSERT_TRUE(c.ok());
+    ASSERT_EQ(c->h.type, FrameType::kAck) << error_text(*c);
+    const std::string committed = xfer_it::read_file(srv->root() / name);
+    auto o2 = Peer::call(*committer, header(FrameType::kOpenWrite, i + 1),
+                         open_write("/clean" + std::to_string(i), clean.size()));
+    ASSERT_TRUE(o2.ok());
+    ASSERT_EQ(o2->h.type, FrameType::kOpenOk) << error_text(*o2);
+    auto d = Peer::call(*committer, header(FrameType::kData, i + 1, 0), bytes_of(clean));
+    ASSERT_TRUE(d.ok());
+    // The rest of the frame arrives after the commit.
+    ASSERT_TRUE(writer->send_raw(std::span(junk).subspan(2 << 20)).ok());
+    auto reply = Peer::recv_frame(*writer);  // an error for the finished handle
+    std::this_thread::sleep_for(50ms);
+    auto c2 = Peer::call(*committer, header(FrameType::kCommit, i + 1));
+    ASSERT_TRUE(c2.ok());
+    ASSERT_EQ(c2->h.type, FrameType::kAck) << error_text(*c2);
+    EXPECT_EQ(xfer_it::read_file(srv->root() / ("clean" + std::to_string(i))), clean)
+        << "the rest of a frame for a committed handle landed in the next file opened";
+    EXPECT_EQ(xfer_it::read_file(srv->root() / name), committed)
+        << "a committed file changed after its COMMIT was acknowledged";
+    if (reply.ok()) EXPECT_EQ(reply->h.type, FrameType::kError);
+  }
+}
+
+// A file truncated while the server sends it with sendfile: the reader
+// gets an error or short data, the server keeps serving (it used to hash
+// through a mapping and die of SIGBUS).
+TEST_F(Attack, TruncatingAFileDuringADownloadDoesNotCrashTheServer) {
+  XferdOptions o;
+  o.env = {{"XFER_LOOPBACK_SENDFILE", "1"}};  // the sendfile path, as for a remote peer
+  XferdProcess* srv = start_server("srv", o);
+  ASSERT_NE(srv, nullptr);
+  const fs::path big = srv->root() / "big.bin";
+  xfer_it::write_random_file(big, 5, 32u << 20);
+  Peer p = peer(*srv);
+  grpc::Status st;
+  auto session = p.open_session(srv->token(), false, &st, 16);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  // The session lives while it has a connection: this one stays idle.
+  auto keeper = p.connected(session);
+  ASSERT_NE(keeper, nullptr);
+  std::atomic<bool> stop{false};
+  std::thread truncater([&] {
+    std::error_code ec;
+    while (!stop.load()) {
+      fs::resize_file(big, 0, ec);
+      std::this_thread::sleep_for(1ms);
+      fs::resize_file(big, 32u << 20, ec);
+      std::this_thread::sleep_for(1ms);
+    }
+  });
+  struct Join {
+    std::atomic<bool>& stop;
+    std::thread& t;
+    ~Join() {
+      stop.store(true);
+      if (t.joinable()) t.join();
+    }
+  } join{stop, truncater};
+  int reads = 0;
+  int reconnects = 0;
+  std::unique_ptr<FrameConn> fc;
+  const auto until = Clock::now() + 3s;
+  for (std::uint64_t h = 1; Clock::now() < until; ++h) {
+    if (!fc) {
+      // A frame cut short by the truncation ends its connection; the old
+      // one leaves the session's count once the server has seen it go.
+      std::this_thread::sleep_for(20ms);
+      fc = p.connected(session);
+      ASSERT_NE(fc, nullptr) << "the server stopped answering";
+      ++reconnects;
+    }
+    auto opened = Peer::call(*fc, header(FrameType::kOpenRead, h), open_read("/big.bin"));
+    if (!opened.ok()) {
+      fc.reset();
+      continue;
+    }
+    if (opened->h.type != FrameType::kOpenOk) continue;
+    for (std::uint64_t off = 0; off < (32u << 20); off += 4u << 20) {
+      auto r = Peer::call(*fc, header(FrameType::kRead, h, off, 4u << 20));
+      ++reads;
+      if (!r.ok()) {
+        fc.reset();
+        break;
+      }
+      if (r->h.type != FrameType::kData) break;
+    }
+    if (fc && !Peer::call(*fc, header(FrameType::kClose, h)).ok()) fc.reset();
+  }
+  RecordProperty("reconnects", reconnects);
+  stop.store(true);
+  truncater.join();
+  EXPECT_GT(reads, 0);
+  ASSERT_EQ(::kill(srv->pid(), 0), 0) << "xferd died";
+  v1::PathRequest req;
+  req.set_path("/big.bin");
+  grpc::ClientContext ctx;
+  Peer::prepare(ctx, srv->token());
+  v1::FileAttrs a;
+  EXPECT_TRUE(p.stub().Stat(&ctx, req, &a).ok()) << "xferd stopped serving";
+}
+
+// A recursive remove of a tree 2,000 levels deep (which fits in PATH_MAX)
+// is refused at a bounded depth instead of exhausting the stack or the
+// descriptors of the server.
+TEST_F(Attack, DeepTreeRemoveIsBounded) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  {
+    int dir = ::open(srv->root().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ASSERT_GE(dir, 0);
+    ASSERT_EQ(::mkdirat(dir, "deep", 0755), 0);
+    int cur = ::openat(dir, "deep", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ::close(dir);
+    for (int i = 0; i < 2000 && cur >= 0; ++i) {
+      ASSERT_EQ(::mkdirat(cur, "d", 0755), 0);
+      int next = ::openat(cur, "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      ::close(cur);
+      cur = next;
+    }
+    ASSERT_GE(cur, 0);
+    ::close(cur);
+  }
+  Peer p = peer(*srv);
+  v1::RemoveRequest rm;
+  rm.set_path("/deep");
+  rm.set_recursive(true);
+  grpc::ClientContext ctx;
+  Peer::prepare(ctx, srv->token());
+  v1::Empty e;
+  grpc::Status st = p.stub().Remove(&ctx, rm, &e);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.error_message().find("deeper than 256 levels"), std::string::npos)
+      << st.error_message();
+  ASSERT_EQ(::kill(srv->pid(), 0), 0) << "xferd died";
+  EXPECT_TRUE(fs::exists(srv->root() / "deep"));
+  EXPECT_LT(proc_figures(srv->pid()).fds, 100u);
+}
+
+// A closed session takes its connections with it, and no new connection
+// can join it (CloseSession, or a handshake racing the close).
+TEST_F(Attack, ClosedSessionTakesItsConnections) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  Peer p = peer(*srv);
+  grpc::Status st;
+  const std::string tok = srv->token();
+  auto session = p.open_session(tok, false, &st, 4);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  auto fc = p.connected(session);
+  ASSERT_NE(fc, nullptr);
+  auto opened =
+      Peer::call(*fc, header(FrameType::kOpenWrite, 1), open_write("/left-open", 1 << 20));
+  ASSERT_TRUE(opened.ok());
+  ASSERT_EQ(opened->h.type, FrameType::kOpenOk);
+  {
+    grpc::ClientContext ctx;
+    Peer::prepare(ctx, tok);
+    v1::CloseSessionRequest req;
+    req.set_session_id(session.session_id());
+    v1::Empty e;
+    ASSERT_TRUE(p.stub().CloseSession(&ctx, req, &e).ok());
+  }
+  EXPECT_TRUE(closed_within(*fc, 5s, 100ms)) << "a connection kept serving a closed session";
+  expect_no_new_connection(p, session);
+  EXPECT_FALSE(fs::exists(srv->root() / "left-open"));
+}
+
+// Open files are bounded per subject across its sessions, not only per
+// session.
+TEST_F(Attack, OpenFilesAreBoundedPerSubject) {
+  XferdOptions o;
+  o.extra_toml = "[limits]\nmax_open_files_per_subject = 8\n";
+  XferdProcess* srv = start_server("srv", o);
+  ASSERT_NE(srv, nullptr);
+  Peer p = peer(*srv);
+  const std::string tok = srv->token("/", true, 3600, "mallory");
+  v1::Session s1, s2;
+  auto c1 = p.session_connection(tok, &s1);
+  auto c2 = p.session_connection(tok, &s2);
+  ASSERT_NE(c1, nullptr);
+  ASSERT_NE(c2, nullptr);
+  int opened = 0;
+  std::string refusal;
+  for (std::uint64_t i = 1; i <= 10; ++i) {
+    FrameConn& fc = i % 2 ? *c1 : *c2;
+    auto r =
+        Peer::call(fc, header(FrameType::kOpenWrite, i), open_write("/o" + std::to_string(i), 1));
+    ASSERT_TRUE(r.ok());
+    if (r->h.type == FrameType::kOpenOk) {
+      ++opened;
+    } else if (refusal.empty()) {
+      refusal = error_text(*r);
+    }
+  }
+  EXPECT_EQ(opened, 8);
+  EXPECT_NE(refusal.find("files open, the most one token subject may"), std::string::npos)
+      << refusal;
+  // Closing one frees a slot.
+  auto a = Peer::call(*c1, header(FrameType::kAbort, 1));
+  ASSERT_TRUE(a.ok());
+  auto r = Peer::call(*c1, header(FrameType::kOpenWrite, 99), open_write("/o99", 1));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->h.type, FrameType::kOpenOk) << error_text(*r);
+}
+
+// The server's partials and temporaries are neither listed nor opened for
+// a peer: another transfer may be writing them right now.
+TEST_F(Attack, PartialsAreNeitherListedNorOpened) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  xfer_it::write_file(srv->root() / ".a.bin.xfer-part-job1", "half");
+  xfer_it::write_file(srv->root() / ".a.bin.xfer-tmp-file", "tmp");
+  xfer_it::write_file(srv->root() / "a.bin", "whole");
+  Peer p = peer(*srv);
+  const std::string tok = srv->token();
+  {
+    v1::ListRequest req;
+    req.set_path("/");
+    grpc::ClientContext ctx;
+    Peer::prepare(ctx, tok);
+    auto reader = p.stub().List(&ctx, req);
+    v1::ListReply reply;
+    std::vector<std::string> names;
+    while (reader->Read(&reply)) {
+      for (const auto& e : reply.entries()) names.push_back(e.name());
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(names, std::vector<std::string>{"a.bin"});
+  }
+  v1::Session session;
+  auto fc = p.session_connection(tok, &session);
+  ASSERT_NE(fc, nullptr);
+  std::uint64_t h = 1;
+  for (const std::string name : {"/.a.bin.xfer-part-job1", "/.a.bin.xfer-tmp-file"}) {
+    auto r = Peer::call(*fc, header(FrameType::kOpenRead, h++), open_read(name, 1024));
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->h.type, FrameType::kError) << name;
+    EXPECT_NE(error_text(*r).find("partial or temporary"), std::string::npos) << error_text(*r);
+    auto w = Peer::call(*fc, header(FrameType::kOpenWrite, h++), open_write(name, 4));
+    ASSERT_TRUE(w.ok());
+    EXPECT_EQ(w->h.type, FrameType::kError) << name;
+  }
+  EXPECT_EQ(xfer_it::read_file(srv->root() / ".a.bin.xfer-part-job1"), "half");
+}
+
+// WatchJob streams are bounded per subject (each holds a gRPC thread for
+// as long as its job runs); another subject still watches its own.
+TEST_F(Attack, JobWatchesAreBoundedPerSubject) {
+  XferdOptions o;
+  o.extra_toml = "[limits]\nmax_watches_per_subject = 2\n";
+  XferdProcess* srv = start_server("srv", o);
+  ASSERT_NE(srv, nullptr);
+  xfer_it::write_random_file(srv->root() / "a.bin", 4, 8u << 20);
+  Peer p = peer(*srv);
+  const std::string mallory = srv->token("/", true, 3600, "mallory");
+  v1::JobRequest req;
+  req.add_sources("/a.bin");
+  req.set_destination("/b.bin");
+  req.mutable_options()->set_bwlimit(1u << 20);  // runs for about 8 s
+  grpc::Status st;
+  const std::string id = submit_job(p, mallory, req, &st);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  v1::JobId jid;
+  jid.set_job_id(id);
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::JobProgress>>> readers;
+  int watching = 0;
+  std::string refusal;
+  for (int i = 0; i < 4; ++i) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    Peer::prepare(*ctx, mallory);
+    auto reader = p.stub().WatchJob(ctx.get(), jid);
+    v1::JobProgress prog;
+    if (reader->Read(&prog)) {
+      ++watching;
+      ctxs.push_back(std::move(ctx));
+      readers.push_back(std::move(reader));
+    } else {
+      grpc::Status fin = reader->Finish();
+      EXPECT_EQ(fin.error_code(), grpc::StatusCode::UNAVAILABLE);
+      if (refusal.empty()) refusal = fin.error_message();
+    }
+  }
+  EXPECT_EQ(watching, 2);
+  EXPECT_NE(refusal.find("job watches open"), std::string::npos) << refusal;
+  for (auto& c : ctxs) c->TryCancel();
+  for (auto& r : readers) (void)r->Finish();
+  grpc::ClientContext cctx;
+  Peer::prepare(cctx, mallory);
+  v1::Empty e;
+  EXPECT_TRUE(p.stub().CancelJob(&cctx, jid, &e).ok());
+}
+
+// Peer-chosen text reaches the log escaped: a newline in a job's
+// destination cannot forge a log line.
+TEST_F(Attack, JobTextCannotForgeLogLines) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  xfer_it::write_file(srv->root() / "a.txt", "a");
+  Peer p = peer(*srv);
+  const std::string tok = srv->token();
+  v1::JobRequest req;
+  req.add_sources("/a.txt");
+  req.set_destination("/x\nFORGED: job srv-1: done");
+  grpc::Status st;
+  const std::string id = submit_job(p, tok, req, &st);
+  if (st.ok()) watch_to_end(p, tok, id);
+  const std::string log = srv->log();
+  EXPECT_EQ(log.find("\nFORGED"), std::string::npos) << log;
 }
 
 }  // namespace

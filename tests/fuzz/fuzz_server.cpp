@@ -4,6 +4,7 @@
 
 #include "fuzz_server.hpp"
 
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,15 +45,19 @@ void make_fifo(const fs::path& p) {
   if (::mkfifo(p.c_str(), 0644) != 0) fail("mkfifo " + p.string());
 }
 
-std::string pattern(std::size_t n) {
-  std::string s(n, '\0');
-  std::uint32_t x = 2463534242u;
-  for (auto& c : s) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    c = static_cast<char>(x);
-  }
+// 200 kB of xorshift bytes: more than one read, less than the inline limit.
+const std::string& big_content() {
+  static const std::string s = [] {
+    std::string out(200'000, '\0');
+    std::uint32_t x = 2463534242u;
+    for (auto& c : out) {
+      x ^= x << 13;
+      x ^= x >> 17;
+      x ^= x << 5;
+      c = static_cast<char>(x);
+    }
+    return out;
+  }();
   return s;
 }
 
@@ -125,6 +130,12 @@ FuzzServer& fuzz_server(const char* name) {
   make_fifo(fz->outside / "fifo");
   fz->outside_want = outside_snapshot(*fz);
 
+  // libFuzzer's -timeout alarm (SIGALRM) must interrupt only the fuzzing
+  // thread: the server's threads, created now, inherit it blocked.
+  sigset_t alarm, saved;
+  sigemptyset(&alarm);
+  sigaddset(&alarm, SIGALRM);
+  pthread_sigmask(SIG_BLOCK, &alarm, &saved);
   xfer::server::ServerConfig config;
   config.listen = "127.0.0.1:0";
   config.data_listen = "127.0.0.1:0";
@@ -137,6 +148,7 @@ FuzzServer& fuzz_server(const char* name) {
   fz->server = std::move(*started);
   fz->stub = ::xfer::v1::Xfer::NewStub(
       grpc::CreateChannel(fz->server->control_address(), grpc::InsecureChannelCredentials()));
+  pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   std::atexit(cleanup_at_exit);
   return *fz;
 }
@@ -161,7 +173,7 @@ void seed_tree(const fs::path& dir, bool hardlink) {
   fs::create_directories(dir / "dir" / "sub");
   write_file(dir / "a.txt", "hello, xfer\n", fs::perms(0644));
   write_file(dir / "empty", "", fs::perms(0644));
-  write_file(dir / "big.bin", pattern(200'000), fs::perms(0640));
+  write_file(dir / "big.bin", big_content(), fs::perms(0640));
   write_file(dir / "dir" / "b.txt", "in a folder\n", fs::perms(0644));
   // A resumable partial of dir/b.txt (resume name "job3").
   write_file(dir / "dir" / ".b.txt.xfer-part-job3", "in a", fs::perms(0644));
@@ -218,7 +230,9 @@ std::string diff(const Snapshot& want, const Snapshot& got) {
 }
 
 void check_outside(FuzzServer& fz) {
-  if (auto d = diff(fz.outside_want, outside_snapshot(fz)); !d.empty()) fail("the sentinel folder beside the root: " + d);
+  if (auto d = diff(fz.outside_want, outside_snapshot(fz)); !d.empty()) {
+    fail("the sentinel folder beside the root: " + d);
+  }
   std::set<std::string> names;
   for (const auto& e : fs::directory_iterator(fz.base)) names.insert(e.path().filename());
   if (names != std::set<std::string>{"outside", "root", "state"}) {
@@ -237,6 +251,29 @@ void check_no_special_bits(const fs::path& dir) {
     if ((st.st_mode & 07000) != 0) {
       fail(fmt::format("{} has mode {:o} (setuid/setgid/sticky not allowed)", it->path().string(),
                        st.st_mode));
+    }
+  }
+}
+
+bool names_temporaries(const std::uint8_t* data, std::size_t size) {
+  const std::string_view in(reinterpret_cast<const char*>(data), size);
+  return in.find("xfer-tmp") != std::string_view::npos;
+}
+
+void check_root_released(const fs::path& root, bool temporaries) {
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(root, ec);
+       temporaries && !ec && it != fs::end(it); it.increment(ec)) {
+    if (it->path().filename().string().find(".xfer-tmp-") != std::string::npos) {
+      fail("temporary left behind after the input: " + it->path().string());
+    }
+  }
+  // The server keeps a descriptor of the root itself; nothing below it.
+  const std::string prefix = root.string() + "/";
+  for (const auto& e : fs::directory_iterator("/proc/self/fd")) {
+    auto target = fs::read_symlink(e.path(), ec);
+    if (!ec && target.string().rfind(prefix, 0) == 0) {
+      fail("descriptor still open after the input: " + target.string());
     }
   }
 }

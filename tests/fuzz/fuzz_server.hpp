@@ -5,6 +5,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -61,6 +63,13 @@ void check_outside(FuzzServer& fz);
 // Aborts when a file or folder below `dir` has a setuid, setgid or sticky
 // bit (the server runs with allow_special_bits = false).
 void check_no_special_bits(const fs::path& dir);
+// Aborts when a descriptor of this process still points below `root` or
+// (with `temporaries`) a server temporary (".xfer-tmp-") is left there: the
+// server's state once its sessions and calls have ended. Pass
+// temporaries = false when the input itself may have named such a file.
+void check_root_released(const fs::path& root, bool temporaries);
+// True when the input holds "xfer-tmp" (a client may name a file so).
+bool names_temporaries(const std::uint8_t* data, std::size_t size);
 // Aborts unless the server answers ServerInfo within 5 s.
 void check_server_alive(FuzzServer& fz);
 

@@ -787,7 +787,8 @@ TEST_F(ServerConfigTest, EveryLimitKeyIsReadAndRangeChecked) {
     auto r = parse(with_root("", fmt::format("[limits]\n{} = {}\n", k.name, v)));
     ASSERT_TRUE(r.ok()) << r.error().message();
     if (std::string_view(k.name) != "max_sessions_per_subject" &&
-        std::string_view(k.name) != "max_jobs_per_subject") {
+        std::string_view(k.name) != "max_jobs_per_subject" &&
+        std::string_view(k.name) != "max_watches_per_subject") {
       EXPECT_EQ((*r).*k.member, v);
     }
     if (k.hi < (1u << 30)) {
@@ -806,6 +807,9 @@ TEST_F(ServerConfigTest, EveryLimitKeyIsReadAndRangeChecked) {
   EXPECT_EQ(d.handshake_seconds, 5u);
   EXPECT_EQ(d.connection_buffer_kib, 4096u);
   EXPECT_EQ(d.max_jobs_per_subject, 2u);
+  EXPECT_EQ(d.max_watches, 32u);
+  EXPECT_EQ(d.max_watches_per_subject, 4u);
+  EXPECT_EQ(d.max_open_files_per_subject, 1024u);
   EXPECT_EQ(d.job_retention_seconds, 3600u);
   EXPECT_FALSE(d.allow_special_bits);
   EXPECT_TRUE(d.job_peers.empty());

@@ -5,6 +5,7 @@
 // optional O_DIRECT.
 
 #include <memory>
+#include <string_view>
 
 #include "xfer/backend/backend.hpp"
 
@@ -17,5 +18,13 @@ std::unique_ptr<Backend> make_local_backend();
 // temporaries of an atomic publish (deterministic, so a killed run's stray is
 // replaced by the next run).
 inline constexpr std::string_view kLocalTempInfix = ".xfer-part-";
+inline constexpr std::string_view kLocalTmpInfix = ".xfer-tmp-";
+
+// Is `name` (one component) one of those hidden names?
+inline bool is_local_temporary(std::string_view name) {
+  return !name.empty() && name.front() == '.' &&
+         (name.find(kLocalTempInfix) != std::string_view::npos ||
+          name.find(kLocalTmpInfix) != std::string_view::npos);
+}
 
 }  // namespace xfer

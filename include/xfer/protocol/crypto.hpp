@@ -54,6 +54,12 @@ class FrameCipher {
   // Encrypts `data` in place and writes the tag; `aad` is the frame header.
   Status seal(std::span<const std::byte> aad, std::span<std::byte> data,
               std::span<std::byte, 16> tag);
+  // The same, a piece at a time, so a large frame is sealed through a small
+  // buffer: seal_begin(aad), seal_update(piece)... in payload order, then
+  // seal_end(tag). Nothing else may use the cipher in between.
+  Status seal_begin(std::span<const std::byte> aad);
+  Status seal_update(std::span<std::byte> data);
+  Status seal_end(std::span<std::byte, 16> tag);
   // Decrypts in place; kCorrupt when the tag does not verify.
   Status open(std::span<const std::byte> aad, std::span<std::byte> data,
               std::span<const std::byte, 16> tag);

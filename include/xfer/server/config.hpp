@@ -45,12 +45,13 @@ struct ServerConfig {
 
   // [limits]: every resource a peer can make xferd hold (docs/server.md,
   // "Threat model"). Defaults and ranges are in kLimitKeys.
-  unsigned max_sessions = 256;             // data sessions, in total
-  unsigned max_sessions_per_subject = 16;  // data sessions of one token subject
-  unsigned max_streams_per_session = 16;   // data connections granted per session
-  unsigned max_handles_per_session = 256;  // files open at once in one session
-  unsigned session_idle_seconds = 600;     // a session without connections is closed
-  unsigned max_connections = 1024;         // data connections, in total
+  unsigned max_sessions = 256;                 // data sessions, in total
+  unsigned max_sessions_per_subject = 16;      // data sessions of one token subject
+  unsigned max_streams_per_session = 16;       // data connections granted per session
+  unsigned max_handles_per_session = 256;      // files open at once in one session
+  unsigned max_open_files_per_subject = 1024;  // files open in all of a subject's sessions
+  unsigned session_idle_seconds = 600;         // a session without connections is closed
+  unsigned max_connections = 1024;             // data connections, in total
   unsigned max_connections_per_address = 128;
   unsigned max_unauthenticated = 64;  // data connections still in their handshake
   unsigned max_unauthenticated_per_address = 16;
@@ -58,6 +59,8 @@ struct ServerConfig {
   unsigned connection_buffer_kib = 4096;             // largest buffered frame per connection
   unsigned max_jobs = 8;                             // server-run jobs running at once, in total
   unsigned max_jobs_per_subject = 2;                 // running jobs of one token subject
+  unsigned max_watches = 32;                         // WatchJob streams open at once
+  unsigned max_watches_per_subject = 4;              // WatchJob streams of one subject
   unsigned job_retention_seconds = 3600;             // a finished job is forgotten after this
   unsigned max_finished_jobs = 256;                  // finished jobs kept at most (oldest go first)
   unsigned max_grpc_connections_idle_seconds = 300;  // an idle control connection is closed

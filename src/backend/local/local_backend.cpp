@@ -546,7 +546,16 @@ Status mkdir_at(const At& at, bool exist_ok) {
   return errno_error(err, "mkdir", at.shown);
 }
 
-Status remove_at(const At& at, bool recursive) {
+namespace {
+
+// A recursive remove holds one descriptor and one stack frame per level:
+// bounded, so a deep tree (a peer can build one 2,000 levels deep within
+// PATH_MAX) cannot exhaust either. A deeper tree fails with a clear error
+// when the walk reaches the limit; what was removed before stays removed,
+// as with rm -r.
+constexpr int kMaxRemoveDepth = 256;
+
+Status remove_tree(const At& at, bool recursive, int depth) {
   struct stat st {};
   if (::fstatat(at.dir, name_of(at), &st, AT_SYMLINK_NOFOLLOW) != 0) {
     return errno_error(errno, "remove", at.shown);
@@ -570,13 +579,24 @@ Status remove_at(const At& at, bool recursive) {
       return ok_status();
     }));
     for (const auto& n : names) {
-      XFER_TRY(remove_at(At{sub.get(), n, join_path(at.shown, n)}, true));
+      const std::string shown = join_path(at.shown, n);
+      if (depth >= kMaxRemoveDepth) {
+        return make_error(ErrorCode::kInvalidArgument, "remove", shown,
+                          fmt::format("folder tree deeper than {} levels", kMaxRemoveDepth));
+      }
+      XFER_TRY(remove_tree(At{sub.get(), n, shown}, true, depth + 1));
     }
   }
   if (::unlinkat(at.dir, name_of(at), AT_REMOVEDIR) != 0) {
     return errno_error(errno, "remove", at.shown);
   }
   return ok_status();
+}
+
+}  // namespace
+
+Status remove_at(const At& at, bool recursive) {
+  return remove_tree(at, recursive, 0);
 }
 
 Status rename_at(const At& from, const At& to) {

@@ -753,6 +753,17 @@ class XferSink final : public Sink {
 
 // ---- the backend --------------------------------------------------------------
 
+// A server's setuid, setgid and sticky bits are not taken: a file that a
+// remote (possibly hostile) server calls setuid must not become a setuid
+// file here. Permission bits only, as rsync does for a non-root receiver.
+constexpr std::uint32_t kPeerModeBits = 0777;
+
+FileAttrs peer_attrs(const v1::FileAttrs& p) {
+  FileAttrs a = from_pb(p);
+  a.mode &= kPeerModeBits;
+  return a;
+}
+
 class XferBackend final : public Backend {
  public:
   explicit XferBackend(std::shared_ptr<XferClient> client) : client_(std::move(client)) {
@@ -777,7 +788,7 @@ class XferBackend final : public Backend {
     client_->prepare(ctx);
     grpc::Status st = client_->stub().Stat(&ctx, req, &resp);
     if (!st.ok()) return protocol::from_grpc(st, ctx, "stat", path);
-    return from_pb(resp);
+    return peer_attrs(resp);
   }
 
   Status list(std::string_view path, const ListOptions& options, const EntrySink& sink) override {
@@ -803,7 +814,7 @@ class XferBackend final : public Backend {
         Entry entry;
         entry.name = e.name();
         entry.type = from_pb(e.type());
-        if (e.has_attrs()) entry.attrs = from_pb(e.attrs());
+        if (e.has_attrs()) entry.attrs = peer_attrs(e.attrs());
         stop = sink(std::move(entry));
         if (!stop.ok()) break;
       }
@@ -871,7 +882,7 @@ class XferBackend final : public Backend {
     FileAttrs a;
     a.type = EntryType::kFile;
     a.size = r.size;
-    a.mode = r.mode;
+    a.mode = r.mode & kPeerModeBits;
     a.mtime_ns = r.mtime_ns;
     const bool inlined = (r.flags & 2u) != 0;
     if (inlined && r.inline_data.size() != r.size) {
