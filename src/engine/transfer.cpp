@@ -27,6 +27,7 @@
 #include "xfer/backend/registry.hpp"
 #include "xfer/checkpoint/checkpoint.hpp"
 #include "xfer/core/checksum.hpp"
+#include "xfer/core/limits.hpp"
 #include "xfer/core/log.hpp"
 #include "xfer/core/names.hpp"
 #include "xfer/engine/jobs.hpp"
@@ -438,6 +439,15 @@ void Engine::process_file(FileTask task) {
     }
     std::unique_ptr<Source> source = std::move(opened).value();
     const std::uint64_t size = source->attrs().size;
+    if (size > kMaxFileSize) {
+      // A size from a peer: refused before anything is sized from it.
+      scheduler_.file_classified();
+      counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+      report(
+          make_error(ErrorCode::kInvalidArgument, "copy", task.source,
+                     fmt::format("file of {} bytes is larger than xfer handles (16 TiB)", size)));
+      return;
+    }
     if (attempt == 1) {
       counters_.files_opened.fetch_add(1, std::memory_order_relaxed);
       counters_.bytes_total.fetch_add(size, std::memory_order_relaxed);

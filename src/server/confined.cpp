@@ -4,6 +4,7 @@
 #include "server/confined.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #include <ctime>
 
@@ -67,7 +68,7 @@ class ConfinedBackend final : public Backend {
     if (!parents) {
       XFER_ASSIGN_OR_RETURN(auto p, open(path, true, "mkdir"));
       if (p.name == ".") return errno_error(EEXIST, "mkdir", "/");
-      return fs::mkdir_at(at(p), false);
+      return mkdir_level(p, false, true);
     }
     // One level at a time, each resolved beneath the root and checked.
     XFER_ASSIGN_OR_RETURN(std::string server, normalize_server_path(path));
@@ -75,7 +76,7 @@ class ConfinedBackend final : public Backend {
       if (pos != server.size() && server[pos] != '/') continue;
       XFER_ASSIGN_OR_RETURN(auto level, open(server.substr(0, pos), true, "mkdir"));
       if (level.name == ".") continue;
-      XFER_TRY(fs::mkdir_at(at(level), true));
+      XFER_TRY(mkdir_level(level, true, pos == server.size()));
     }
     return ok_status();
   }
@@ -150,6 +151,25 @@ class ConfinedBackend final : public Backend {
     }
     return p;
   }
+  // mkdirat, and when the name exists: never follows a symlink there to
+  // judge it, since its target may lie outside the root and "exists and is
+  // a folder" would tell a peer what is there. An existing symlink is left
+  // to the next level's resolution (beneath the root, or refused) when it is
+  // on the way, and is "not a folder" when it is the folder asked for.
+  static Status mkdir_level(const ServerRoot::Parent& p, bool exist_ok, bool last) {
+    if (::mkdirat(p.dir.get(), p.name.c_str(), 0777) == 0) return ok_status();
+    const int err = errno;
+    if (err != EEXIST) return errno_error(err, "mkdir", p.server_path);
+    struct stat st {};
+    if (::fstatat(p.dir.get(), p.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      return errno_error(errno, "mkdir", p.server_path);
+    }
+    if (S_ISDIR(st.st_mode) || (S_ISLNK(st.st_mode) && !last)) {
+      return exist_ok ? ok_status() : errno_error(EEXIST, "mkdir", p.server_path);
+    }
+    return errno_error(exist_ok ? ENOTDIR : EEXIST, "mkdir", p.server_path);
+  }
+
   // The server's own partials and temporaries (".x.xfer-part-*",
   // ".x.xfer-tmp-*") are not files a peer opens: another transfer may be
   // writing or truncating them right now. They are reached only through a

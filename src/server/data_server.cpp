@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 
 #include "protocol/conn.hpp"
+#include "xfer/core/limits.hpp"
 #include "xfer/core/log.hpp"
 #include "xfer/core/names.hpp"
 #include "xfer/protocol/crypto.hpp"
@@ -845,6 +846,13 @@ class FrameHandler {
     return fc_.send(r, out_);
   }
 
+  // The declared size bounds everything later sized or written from it.
+  static Status check_size(const protocol::FileMeta& m) {
+    if (m.size <= kMaxFileSize) return ok_status();
+    return make_error(ErrorCode::kInvalidArgument, "open", m.path,
+                      fmt::format("file of {} bytes is larger than xfer handles (16 TiB)", m.size));
+  }
+
   static SinkOptions sink_options(const protocol::FileMeta& m) {
     SinkOptions o;
     o.size = m.size;
@@ -865,7 +873,14 @@ class FrameHandler {
     if (fc_.sealed() && fc_.plain_length(h) > limits_.buffer_bytes) return oversized(h, "DATA");
     auto handle = find(h.id);
     Status ws = ok_status();
-    if (!handle || !handle->sink) ws = no_handle(h.id);
+    if (!handle || !handle->sink) {
+      ws = no_handle(h.id);
+    } else if (h.offset > handle->size || fc_.plain_length(h) > handle->size - h.offset) {
+      // Only the file's declared extent: no sparse giant behind its back.
+      ws = make_error(ErrorCode::kInvalidArgument, "write", handle->server_path,
+                      fmt::format("data at {}+{} beyond the file's declared size {}", h.offset,
+                                  fc_.plain_length(h), handle->size));
+    }
     Status rs = fc_.recv_payload_pieces(
         h, scratch_, buf_, [&](std::span<const std::byte> piece, std::uint64_t pos) -> Status {
           XFER_TRY(ws);
@@ -904,6 +919,7 @@ class FrameHandler {
     }
     Status ps = [&]() -> Status {
       XFER_ASSIGN_OR_RETURN(auto put, protocol::decode_put_file(buf_));
+      XFER_TRY(check_size(put.meta));
       if (!fds_.try_acquire(kSinkFds)) {
         return make_error(ErrorCode::kUnavailable, "put file", put.meta.path,
                           "server is out of file descriptors", RetryClass::kRetryCall);
@@ -927,8 +943,10 @@ class FrameHandler {
     protocol::OpenReply reply;
     Status os = [&]() -> Status {
       XFER_ASSIGN_OR_RETURN(auto ow, protocol::decode_open_write(buf_));
+      XFER_TRY(check_size(ow.meta));
       XFER_TRY(reserve_handle(h.id, kSinkFds));
       auto handle = new_handle(kSinkFds, ow.meta.path);
+      handle->size = ow.meta.size;
       XFER_ASSIGN_OR_RETURN(handle->sink,
                             session_.fs->open_sink(ow.meta.path, sink_options(ow.meta)));
       if (handle->sink->resumed()) reply.flags |= 1u;

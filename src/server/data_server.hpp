@@ -79,6 +79,7 @@ class SubjectFiles {
 // maybe reused by another open), and none starts after.
 struct Handle {
   std::string server_path;
+  std::uint64_t size = 0;          // a sink's declared size: DATA stays within it
   std::unique_ptr<Sink> sink;      // open for writing
   std::unique_ptr<Source> source;  // open for reading
   std::size_t fds = 0;             // descriptors held against the FdBudget

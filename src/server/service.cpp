@@ -263,7 +263,15 @@ class JobManager {
         }
       });
     }
-    auto result = run_transfer(job.request, job.counters, &observer, &job.cancel);
+    // Whatever a job meets (an allocation that fails, say), it ends that
+    // job, never the server.
+    Result<TransferResult> result = [&]() -> Result<TransferResult> {
+      try {
+        return run_transfer(job.request, job.counters, &observer, &job.cancel);
+      } catch (const std::exception& e) {
+        return make_error(ErrorCode::kInternal, "run job", "", e.what());
+      }
+    }();
     if (timer.joinable()) {
       {
         std::lock_guard l(timer_mu);
@@ -587,6 +595,22 @@ class Service final : public v1::Xfer::Service {
         .count();
   }
 
+  // A checked server path as the path of an xferd:// URL: parse_url
+  // percent-decodes, so a '%' must stay a '%' ("/a%2Fb" is a file name, not
+  // "/a/b", which the checks above never saw).
+  static std::string url_path(const std::string& path) {
+    std::string out;
+    out.reserve(path.size());
+    for (char c : path) {
+      if (c == '%') {
+        out += "%25";
+      } else {
+        out += c;
+      }
+    }
+    return out;
+  }
+
   // A file-name-safe folder name per token subject: hex SHA-256 (the
   // subject itself may hold any byte).
   static std::string subject_folder(const std::string& subject) {
@@ -620,7 +644,7 @@ class Service final : public v1::Xfer::Service {
       XFER_ASSIGN_OR_RETURN(auto path, check_token_scope(*server_root_, scope, s, false, "read"));
       XFER_ASSIGN_OR_RETURN(auto resolved, server_root_->resolve(path));
       canonical_sources.push_back(std::move(resolved.canonical_path));
-      t.sources.push_back(fmt::format("{}://{}{}", kRootScheme, root_key, path));
+      t.sources.push_back(fmt::format("{}://{}{}", kRootScheme, root_key, url_path(path)));
     }
     const std::string& dest = req.destination();
     if (dest.rfind("xfer://", 0) == 0) {
@@ -655,7 +679,7 @@ class Service final : public v1::Xfer::Service {
               fmt::format("the destination lies inside the source {}", printable_name(src, 200)));
         }
       }
-      t.destination = fmt::format("{}://{}{}", kRootScheme, root_key, path);
+      t.destination = fmt::format("{}://{}{}", kRootScheme, root_key, url_path(path));
     }
     const auto& o = req.options();
     t.options.recursive = o.recursive();

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -548,14 +549,43 @@ Status mkdir_at(const At& at, bool exist_ok) {
 
 namespace {
 
-// A recursive remove holds one descriptor and one stack frame per level:
-// bounded, so a deep tree (a peer can build one 2,000 levels deep within
-// PATH_MAX) cannot exhaust either. A deeper tree fails with a clear error
-// when the walk reaches the limit; what was removed before stays removed,
-// as with rm -r.
-constexpr int kMaxRemoveDepth = 256;
+// One folder of a recursive remove: its identity (to recognise it again
+// when the walk climbs back through ".."), its name in its parent, and the
+// names inside it still to remove.
+struct RemoveLevel {
+  dev_t dev;
+  ino_t ino;
+  std::string name;
+  std::string shown;
+  std::vector<std::string> left;
+};
 
-Status remove_tree(const At& at, bool recursive, int depth) {
+// The names in the folder `dir` (collected first: removing while reading a
+// directory is unspecified), in reverse so the walk pops them in order.
+Result<std::vector<std::string>> names_in(int dir, const std::string& shown) {
+  std::vector<std::string> names;
+  Fd listed(::dup(dir));
+  if (!listed.valid()) return errno_error(errno, "remove", shown);
+  XFER_TRY(list_fd(std::move(listed), shown, {}, [&](Entry&& e) {
+    names.push_back(std::move(e.name));
+    return ok_status();
+  }));
+  std::reverse(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace
+
+// A recursive remove walks the tree with one descriptor at a time and no
+// recursion: a peer can build a tree 2,000 levels deep within PATH_MAX, and
+// neither the stack nor the descriptor table may grow with the depth. It
+// goes down with openat(O_NOFOLLOW) (a symlink is removed, never followed;
+// a folder swapped for a link under us fails) and back up through "..",
+// checked to be the very folder it left (device and inode): a subtree
+// moved elsewhere meanwhile stops the walk with an error instead of
+// removing in the wrong place. What was removed before an error stays
+// removed, as with rm -r.
+Status remove_at(const At& at, bool recursive) {
   struct stat st {};
   if (::fstatat(at.dir, name_of(at), &st, AT_SYMLINK_NOFOLLOW) != 0) {
     return errno_error(errno, "remove", at.shown);
@@ -565,38 +595,61 @@ Status remove_tree(const At& at, bool recursive, int depth) {
     return ok_status();
   }
   if (recursive) {
-    // The tree is walked by descriptors: a symlink inside it is removed, never
-    // followed, and a folder swapped for a link under us fails O_NOFOLLOW.
-    Fd sub(::openat(at.dir, name_of(at),
-                    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
-    if (!sub.valid()) return errno_error(errno, "remove", at.shown);
-    // Collect names first: removing while reading a directory is unspecified.
-    std::vector<std::string> names;
-    Fd listed(::dup(sub.get()));
-    if (!listed.valid()) return errno_error(errno, "remove", at.shown);
-    XFER_TRY(list_fd(std::move(listed), at.shown, {}, [&](Entry&& e) {
-      names.push_back(std::move(e.name));
-      return ok_status();
-    }));
-    for (const auto& n : names) {
-      const std::string shown = join_path(at.shown, n);
-      if (depth >= kMaxRemoveDepth) {
-        return make_error(ErrorCode::kInvalidArgument, "remove", shown,
-                          fmt::format("folder tree deeper than {} levels", kMaxRemoveDepth));
+    constexpr int kDirFlags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK;
+    Fd cur(::openat(at.dir, name_of(at), kDirFlags));
+    if (!cur.valid()) return errno_error(errno, "remove", at.shown);
+    if (::fstat(cur.get(), &st) != 0) return errno_error(errno, "remove", at.shown);
+    std::vector<RemoveLevel> levels;
+    XFER_ASSIGN_OR_RETURN(auto top, names_in(cur.get(), at.shown));
+    levels.push_back(RemoveLevel{st.st_dev, st.st_ino, "", at.shown, std::move(top)});
+    while (true) {
+      RemoveLevel& level = levels.back();
+      if (!level.left.empty()) {
+        const std::string name = std::move(level.left.back());
+        level.left.pop_back();
+        const std::string shown = join_path(level.shown, name);
+        struct stat child {};
+        if (::fstatat(cur.get(), name.c_str(), &child, AT_SYMLINK_NOFOLLOW) != 0) {
+          return errno_error(errno, "remove", shown);
+        }
+        if (!S_ISDIR(child.st_mode)) {
+          if (::unlinkat(cur.get(), name.c_str(), 0) != 0) {
+            return errno_error(errno, "remove", shown);
+          }
+          continue;
+        }
+        Fd sub(::openat(cur.get(), name.c_str(), kDirFlags));
+        if (!sub.valid() || ::fstat(sub.get(), &child) != 0) {
+          return errno_error(errno, "remove", shown);
+        }
+        XFER_ASSIGN_OR_RETURN(auto names, names_in(sub.get(), shown));
+        levels.push_back(RemoveLevel{child.st_dev, child.st_ino, name, shown, std::move(names)});
+        cur = std::move(sub);
+        continue;
       }
-      XFER_TRY(remove_tree(At{sub.get(), n, shown}, true, depth + 1));
+      if (levels.size() == 1) break;  // the top folder is empty now
+      // Back up to the parent, which must still be the folder we came from.
+      Fd parent(::openat(cur.get(), "..", kDirFlags));
+      struct stat up {};
+      if (!parent.valid() || ::fstat(parent.get(), &up) != 0) {
+        return errno_error(errno, "remove", level.shown);
+      }
+      const RemoveLevel& above = levels[levels.size() - 2];
+      if (up.st_dev != above.dev || up.st_ino != above.ino) {
+        return make_error(ErrorCode::kChanged, "remove", level.shown,
+                          "the folder was moved while it was being removed");
+      }
+      if (::unlinkat(parent.get(), level.name.c_str(), AT_REMOVEDIR) != 0) {
+        return errno_error(errno, "remove", level.shown);
+      }
+      levels.pop_back();
+      cur = std::move(parent);
     }
   }
   if (::unlinkat(at.dir, name_of(at), AT_REMOVEDIR) != 0) {
     return errno_error(errno, "remove", at.shown);
   }
   return ok_status();
-}
-
-}  // namespace
-
-Status remove_at(const At& at, bool recursive) {
-  return remove_tree(at, recursive, 0);
 }
 
 Status rename_at(const At& from, const At& to) {
@@ -749,7 +802,10 @@ Result<std::unique_ptr<Sink>> open_sink_at(Fd dir_owner, At at, const SinkOption
     if (fd < 0) return errno_error(errno, "create", at.shown);
   }
   Fd f(fd);
-  if (options.size >= kPreallocateMin && !options.sparse && preallocation_helps(f.get())) {
+  // Nor for any file it writes: space is taken as data arrives, so a client
+  // cannot reserve disk with an OPEN_WRITE it never fills.
+  if (!policy.confined && options.size >= kPreallocateMin && !options.sparse &&
+      preallocation_helps(f.get())) {
     Status s = preallocate(f.get(), options.size, at.shown);
     if (!s.ok()) {
       if (!anonymous) ::unlinkat(at.dir, temp.c_str(), 0);
