@@ -1,3 +1,8 @@
+// The front end's shared pieces (common.hpp): the process-wide CLI context
+// (the SIGINT cancel flag), exit codes and message printing. Messages come
+// from the main thread, the progress thread and engine workers (through the
+// observer); printing is serialised.
+
 #include "common.hpp"
 
 #include <fmt/format.h>

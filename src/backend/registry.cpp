@@ -1,3 +1,7 @@
+// The URL scheme -> backend factory table (registry.hpp), under a mutex:
+// factories are registered at start-up and looked up by engines on any
+// thread.
+
 #include "xfer/backend/registry.hpp"
 
 #include "xfer/backend/local.hpp"

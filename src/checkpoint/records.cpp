@@ -1,3 +1,6 @@
+// The journal's record codec (records.hpp): length + CRC32 framed records.
+// Pure functions: any thread.
+
 #include "xfer/checkpoint/records.hpp"
 
 #include <zlib.h>

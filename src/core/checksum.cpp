@@ -1,3 +1,6 @@
+// XXH3 one-shot and streaming (checksum.hpp). A stream belongs to one
+// thread at a time.
+
 #include "xfer/core/checksum.hpp"
 
 #define XXH_INLINE_ALL

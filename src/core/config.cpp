@@ -1,3 +1,7 @@
+// The CLI's config file, $XDG_CONFIG_HOME/xfer/config.toml or
+// ~/.config/xfer/config.toml, into option defaults (config.hpp). Read once,
+// by the CLI's main thread.
+
 #include "xfer/core/config.hpp"
 
 #include <fmt/format.h>

@@ -1,3 +1,6 @@
+// The process logger (log.hpp): spdlog to stderr, text or one JSON object
+// per line. Created once (call_once); spdlog's logger is thread-safe.
+
 #include "xfer/core/log.hpp"
 
 #include <spdlog/sinks/base_sink.h>

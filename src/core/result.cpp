@@ -1,3 +1,6 @@
+// Error messages and the errno -> ErrorCode/RetryClass mapping
+// (result.hpp). Pure functions.
+
 #include "xfer/core/result.hpp"
 
 #include <fmt/format.h>

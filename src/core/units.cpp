@@ -1,3 +1,6 @@
+// Sizes and rates as text and back ("4M", "1.5 GiB/s") (units.hpp). Pure
+// functions.
+
 #include "xfer/core/units.hpp"
 
 #include <fmt/format.h>

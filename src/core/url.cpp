@@ -1,3 +1,5 @@
+// URL parsing, percent-decoding and path joining (url.hpp). Pure functions.
+
 #include "xfer/core/url.hpp"
 
 #include <fmt/format.h>

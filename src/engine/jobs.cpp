@@ -1,3 +1,7 @@
+// Job records, <state>/jobs/<id>/job.json (jobs.hpp): written atomically
+// (temp + rename), read by `xfer jobs` and `xfer resume`. One engine at a
+// time writes a job (it holds the job's lock file).
+
 #include "xfer/engine/jobs.hpp"
 
 #include <fcntl.h>

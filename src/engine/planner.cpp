@@ -1,3 +1,6 @@
+// plan_file (planner.hpp): a pure function of a file's size, the two
+// backends' capabilities and the options. Any thread.
+
 #include "planner.hpp"
 
 #include <algorithm>

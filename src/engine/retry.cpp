@@ -1,3 +1,6 @@
+// The retry policy's backoff delays (retry.hpp). Const after construction;
+// the jitter comes from a per-thread generator, so any worker may call it.
+
 #include "retry.hpp"
 
 #include <algorithm>

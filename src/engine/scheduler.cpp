@@ -1,3 +1,7 @@
+// The scheduler's queues (scheduler.hpp): the scanner's bounded file queue
+// and the chunks of open files, under one mutex with condition variables.
+// The scanner thread produces files; worker threads take files and chunks.
+
 #include "scheduler.hpp"
 
 namespace xfer {

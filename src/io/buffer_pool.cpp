@@ -1,3 +1,6 @@
+// Pooled I/O buffers charged to the memory governor (buffer_pool.hpp).
+// Any worker thread; the free list is under one mutex.
+
 #include "xfer/io/buffer_pool.hpp"
 
 #include <cstdlib>

@@ -1,3 +1,6 @@
+// The memory budget of a transfer (memory_governor.hpp): reservations from
+// any thread under one mutex; waiters sleep on a condition variable.
+
 #include "xfer/io/memory_governor.hpp"
 
 #include <algorithm>

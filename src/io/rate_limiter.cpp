@@ -1,3 +1,6 @@
+// The token bucket behind --bwlimit (rate_limiter.hpp), shared by all the
+// workers of a transfer: one mutex, and callers sleep outside it.
+
 #include "xfer/io/rate_limiter.hpp"
 
 #include <algorithm>

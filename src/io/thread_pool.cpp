@@ -1,3 +1,5 @@
+// A fixed pool of threads draining one bounded task queue (thread_pool.hpp).
+
 #include "xfer/io/thread_pool.hpp"
 
 namespace xfer {

@@ -1,3 +1,6 @@
+// Progress snapshots of TransferCounters (metrics.hpp). Reads relaxed
+// atomics that workers update: any thread, no lock.
+
 #include "xfer/metrics/metrics.hpp"
 
 #include <algorithm>

@@ -1,3 +1,7 @@
+// The per-connection statistics board (streams.hpp): live providers and
+// last snapshots by group, under one mutex. Written by backends' connection
+// code, read by progress renderers and xferd's WatchJob, on any thread.
+
 #include "xfer/metrics/streams.hpp"
 
 namespace xfer {

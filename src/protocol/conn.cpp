@@ -1,3 +1,7 @@
+// One data connection (conn.hpp): framing, sealing, sendfile, TCP_INFO.
+// Senders serialise on send_mu_ (small plaintext frames combine through
+// queue_mu_); receiving belongs to the connection's one reader thread.
+
 #include "protocol/conn.hpp"
 
 #include <arpa/inet.h>

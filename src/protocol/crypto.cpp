@@ -1,3 +1,7 @@
+// Data-channel sealing on OpenSSL 3 (crypto.hpp): X25519 agreement, HKDF,
+// AES-256-GCM per frame. Key agreement is stateless; a FrameCipher belongs to
+// one direction of one connection (its send lock, or its one reader thread).
+
 #include "xfer/protocol/crypto.hpp"
 
 #include <fmt/format.h>

@@ -1,3 +1,7 @@
+// The data-channel frame codec (frame.hpp): pure functions over byte spans,
+// every length bounds-checked before use. Any thread; fuzzed
+// (tests/fuzz/frame_fuzz.cpp).
+
 #include "xfer/protocol/frame.hpp"
 
 #include <fmt/format.h>

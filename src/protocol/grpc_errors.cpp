@@ -1,3 +1,6 @@
+// xfer Error <-> gRPC status, the exact code and retry class riding in
+// trailing metadata (grpc_errors.hpp). Stateless: any thread.
+
 #include "protocol/grpc_errors.hpp"
 
 #include <charconv>

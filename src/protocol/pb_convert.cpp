@@ -1,3 +1,5 @@
+// FileAttrs/EntryType <-> protobuf (pb_convert.hpp). Stateless: any thread.
+
 #include "protocol/pb_convert.hpp"
 
 namespace xfer::protocol {

@@ -1,3 +1,6 @@
+// Issues and verifies xferd's bearer tokens (auth.hpp): HS256 JWTs under the
+// server's secret. Pure functions of their arguments: any thread.
+
 #include "xfer/server/auth.hpp"
 
 #include <fmt/format.h>

@@ -1,3 +1,7 @@
+// Reads and checks xferd's TOML configuration (config.hpp) and owns the
+// [limits] table kLimitKeys. Called once at start-up (and by `xferd token`);
+// no shared state.
+
 #include "xfer/server/config.hpp"
 
 #include <arpa/inet.h>

@@ -1,3 +1,7 @@
+// Server-path normalisation and the one openat2 resolution of the served
+// root (root.hpp). A ServerRoot is immutable once opened: any thread may
+// resolve through it at the same time.
+
 #include "xfer/server/root.hpp"
 
 #include <fcntl.h>

@@ -1,3 +1,7 @@
+// The gRPC control channel to an xferd (control.hpp): credentials (TLS or
+// plaintext) and the bearer token of each call. Channels are thread-safe;
+// a ClientContext is per call.
+
 #include "backend/xfer/control.hpp"
 
 #include <fstream>
