@@ -9,20 +9,6 @@
 
 namespace xfer {
 
-std::string_view to_string(EntryType type) {
-  switch (type) {
-    case EntryType::kFile:
-      return "file";
-    case EntryType::kDirectory:
-      return "directory";
-    case EntryType::kSymlink:
-      return "symlink";
-    case EntryType::kOther:
-      return "other";
-  }
-  return "other";
-}
-
 BackendRegistry& BackendRegistry::instance() {
   static BackendRegistry* registry = [] {
     auto* r = new BackendRegistry();

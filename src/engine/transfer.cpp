@@ -24,6 +24,7 @@
 #include "planner.hpp"
 #include "retry.hpp"
 #include "scheduler.hpp"
+#include "third_party.hpp"
 #include "xfer/backend/registry.hpp"
 #include "xfer/checkpoint/checkpoint.hpp"
 #include "xfer/core/checksum.hpp"
@@ -1038,6 +1039,11 @@ bool Engine::skip_if_done(const FileTask& task, const FileAttrs& attrs) {
 
 Result<TransferResult> run_transfer(const TransferRequest& request, TransferCounters& counters,
                                     TransferObserver* observer, const std::atomic<bool>* cancel) {
+  // Both ends on xfer servers: the source server sends straight to the
+  // destination; this process only follows the job.
+  if (is_third_party(request) && !request.options.dry_run) {
+    return run_third_party(request, counters, observer, cancel);
+  }
   Engine engine(request, counters, observer, cancel);
   return engine.run();
 }

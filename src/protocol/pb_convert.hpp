@@ -2,7 +2,7 @@
 // FileAttrs/EntryType <-> their protobuf messages (proto/xfer/v1), shared by
 // the xfer:// client and xferd.
 
-#include "xfer/backend/backend.hpp"
+#include "xfer/core/file_attrs.hpp"
 #include "xfer/v1/xfer.pb.h"
 
 namespace xfer::protocol {

@@ -89,34 +89,6 @@ std::string progress_line(const ProgressSnapshot& s) {
                      files, s.eta_s >= 0 ? format_duration(s.eta_s) : "--");
 }
 
-bool is_xfer_url(const std::string& text) {
-  return text.rfind("xfer://", 0) == 0;
-}
-
-// Both ends on xfer servers: the source server sends straight to the
-// destination (third-party); this process only follows the job.
-Result<TransferResult> run_or_delegate(const TransferRequest& request, TransferCounters& counters,
-                                       CliObserver& observer) {
-  bool third_party = is_xfer_url(request.destination);
-  for (const auto& s : request.sources) third_party = third_party && is_xfer_url(s);
-  if (!third_party || request.options.dry_run) {
-    return run_transfer(request, counters, &observer, &context().cancel);
-  }
-  XFER_ASSIGN_OR_RETURN(ThirdPartyResult tp, run_third_party(request, counters, &context().cancel));
-  TransferResult r;
-  r.files_done = tp.files_done;
-  r.bytes_done = tp.bytes_done;
-  r.seconds = tp.seconds;
-  r.job_id = tp.job_id;
-  r.cancelled = tp.exit_code == kExitInterrupted;
-  if (tp.exit_code != 0 && !r.cancelled) {
-    if (counters.errors.load() == 0) counters.errors.store(1);
-    observer.on_error(make_error(ErrorCode::kIo, "third-party transfer", tp.job_id,
-                                 tp.message.empty() ? "failed on the source server" : tp.message));
-  }
-  return r;
-}
-
 json streams_json() {
   json out = json::array();
   for (const auto& s : StreamStatsBoard::instance().snapshot("")) {
@@ -163,7 +135,7 @@ int run_transfer_with_ui(const TransferRequest& request, const RenderOptions& re
     });
   }
 
-  Result<TransferResult> result = run_or_delegate(request, counters, observer);
+  Result<TransferResult> result = run_transfer(request, counters, &observer, &context().cancel);
   {
     std::lock_guard lock(mu);
     done = true;

@@ -21,26 +21,12 @@
 #include <string>
 #include <string_view>
 
+#include "xfer/core/file_attrs.hpp"
 #include "xfer/core/result.hpp"
 #include "xfer/core/types.hpp"
 #include "xfer/core/url.hpp"
 
 namespace xfer {
-
-enum class EntryType : std::uint8_t { kFile, kDirectory, kSymlink, kOther };
-std::string_view to_string(EntryType type);
-
-// Attributes of one namespace entry, never following a final symlink.
-struct FileAttrs {
-  EntryType type = EntryType::kFile;
-  std::uint64_t size = 0;
-  std::uint32_t mode = 0644;    // permission bits (07777)
-  std::int64_t mtime_ns = 0;    // nanoseconds since the epoch
-  std::string symlink_target;   // for kSymlink
-  std::uint64_t allocated = 0;  // bytes actually allocated (sparse detection), 0 = unknown
-  std::uint64_t device = 0;     // identity for loop/self-copy checks, 0 = unknown
-  std::uint64_t inode = 0;
-};
 
 // One entry produced by list(). `attrs` is set when the listing could get it
 // cheaply or when ListOptions::want_attrs asked for it; `type` is always set.

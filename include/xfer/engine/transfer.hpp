@@ -54,7 +54,10 @@ struct TransferResult {
   std::uint64_t checkpoint_backpressure = 0;
 };
 
-// Runs one transfer to completion (or cancellation). Returns an Error when
+// Runs one transfer to completion (or cancellation). When every source and
+// the destination are xfer:// URLs (and not --dry-run) it is a third-party
+// transfer: the source server runs it and this call follows the job
+// (src/engine/third_party.hpp). Returns an Error when
 // nothing could be started (bad destination, every source missing, a
 // destination inside its source); per-file failures are in the result and
 // reported to the observer. `cancel` may be set from any thread (a signal

@@ -1,5 +1,7 @@
-// Third-party transfers (xfer://A -> xfer://B): the client only gives the
-// order. See include/xfer/backend/xfer.hpp and docs/protocol.md.
+// Third-party transfers (third_party.hpp, docs/protocol.md): the order to
+// the two servers and the progress of the job that results.
+
+#include "third_party.hpp"
 
 #include <grpcpp/grpcpp.h>
 
@@ -19,16 +21,28 @@ namespace {
 
 namespace v1 = ::xfer::v1;
 
+// A server-run job's exit code when it was cancelled (xferd's JobManager,
+// as a shell reports SIGINT).
+constexpr int kJobCancelled = 130;
+
+// The job's final figures, as the source server reported them.
+struct JobOutcome {
+  std::uint64_t files_done = 0;
+  std::uint64_t bytes_done = 0;
+  double seconds = 0;
+  int exit_code = 0;
+  std::string message;
+  std::string job_id;
+};
+
 std::string parent_of(const std::string& path) {
   auto slash = path.find_last_of('/');
   if (slash == std::string::npos || slash == 0) return "/";
   return path.substr(0, slash);
 }
 
-}  // namespace
-
-Result<ThirdPartyResult> run_third_party(const TransferRequest& request, TransferCounters& counters,
-                                         const std::atomic<bool>* cancel) {
+Result<JobOutcome> run_job(const TransferRequest& request, TransferCounters& counters,
+                           const std::atomic<bool>* cancel) {
   const TransferOptions& opt = request.options;
   XFER_ASSIGN_OR_RETURN(Url dst, parse_url(request.destination));
   std::vector<std::string> source_paths;
@@ -92,7 +106,7 @@ Result<ThirdPartyResult> run_third_party(const TransferRequest& request, Transfe
   }
 
   // 3. Follow its progress; a cancel here cancels it there.
-  ThirdPartyResult result;
+  JobOutcome result;
   result.job_id = accepted.job_id();
   v1::JobId id;
   id.set_job_id(accepted.job_id());
@@ -163,6 +177,41 @@ Result<ThirdPartyResult> run_third_party(const TransferRequest& request, Transfe
                       "the source server stopped reporting", RetryClass::kRetryCall);
   }
   return result;
+}
+
+bool is_xfer_url(const std::string& text) {
+  return text.rfind("xfer://", 0) == 0;
+}
+
+}  // namespace
+
+bool is_third_party(const TransferRequest& request) {
+  if (!is_xfer_url(request.destination) || request.sources.empty()) return false;
+  for (const auto& s : request.sources) {
+    if (!is_xfer_url(s)) return false;
+  }
+  return true;
+}
+
+Result<TransferResult> run_third_party(const TransferRequest& request, TransferCounters& counters,
+                                       TransferObserver* observer,
+                                       const std::atomic<bool>* cancel) {
+  XFER_ASSIGN_OR_RETURN(JobOutcome job, run_job(request, counters, cancel));
+  TransferResult r;
+  r.files_done = job.files_done;
+  r.bytes_done = job.bytes_done;
+  r.seconds = job.seconds;
+  r.job_id = job.job_id;
+  r.cancelled = job.exit_code == kJobCancelled;
+  if (job.exit_code != 0 && !r.cancelled) {
+    if (counters.errors.load() == 0) counters.errors.store(1);
+    if (observer != nullptr) {
+      observer->on_error(
+          make_error(ErrorCode::kIo, "third-party transfer", job.job_id,
+                     job.message.empty() ? "failed on the source server" : job.message));
+    }
+  }
+  return r;
 }
 
 }  // namespace xfer
