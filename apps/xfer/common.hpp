@@ -13,18 +13,13 @@
 #include "xfer/backend/backend.hpp"
 #include "xfer/backend/registry.hpp"
 #include "xfer/core/config.hpp"
+#include "xfer/engine/outcome.hpp"
 #include "xfer/engine/transfer.hpp"
 
 namespace xfer::cli {
 
-// Documented in --help and docs/cli.md.
-enum ExitCode : int {
-  kExitOk = 0,
-  kExitFailure = 1,  // nothing (or the only thing asked) could be done
-  kExitUsage = 2,    // bad flags or arguments
-  kExitPartial = 3,  // some items failed, others were done
-  kExitInterrupted = 130,
-};
+// Exit codes: include/xfer/engine/outcome.hpp, documented in --help and
+// docs/cli.md.
 
 inline constexpr const char* kExitCodesHelp =
     "Exit codes: 0 success, 1 failure, 2 usage error, 3 partial failure (some files failed), "

@@ -8,6 +8,9 @@
 
 int main(int argc, char** argv) {
   using namespace xfer::cli;
+  using xfer::kExitInterrupted;
+  using xfer::kExitOk;
+  using xfer::kExitUsage;
   CLI::App app{"xfer: fast, verifiable file transfer"};
   app.set_version_flag("--version", "xfer 0.1.0");
   app.require_subcommand(1);

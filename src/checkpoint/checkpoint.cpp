@@ -18,6 +18,7 @@
 #include <unordered_map>
 
 #include "xfer/core/checksum.hpp"
+#include "xfer/core/files.hpp"
 #include "xfer/core/log.hpp"
 #include "xfer/io/unique_fd.hpp"
 
@@ -64,13 +65,8 @@ Result<std::vector<std::byte>> read_file(const std::string& path) {
 
 // Writes `data` to `path` atomically: temp file, fsync, rename.
 Status write_atomic(const std::string& path, std::span<const std::byte> data) {
-  std::string tmp = path + ".tmp";
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!fd.valid()) return errno_error(errno, "create", tmp);
-  XFER_TRY(write_all(fd.get(), data, tmp));
-  if (::fdatasync(fd.get()) != 0) return errno_error(errno, "fsync", tmp);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return errno_error(errno, "rename", tmp);
-  return ok_status();
+  return write_file_atomically(
+      path, std::string_view(reinterpret_cast<const char*>(data.data()), data.size()));
 }
 
 Status fsync_dir(const std::string& dir) {

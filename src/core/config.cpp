@@ -8,13 +8,15 @@
 
 #include <toml++/toml.h>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 
+#include "xfer/core/files.hpp"
 #include "xfer/core/units.hpp"
 
 namespace xfer {
 namespace {
+
+// A config file is a few lines; anything this large is not one.
+constexpr std::size_t kMaxConfigBytes = 1 << 20;
 
 // Sizes may be written as integers (bytes) or strings with units ("16M").
 Result<std::optional<std::uint64_t>> size_field(const toml::table& t, std::string_view key,
@@ -44,11 +46,8 @@ Result<std::optional<std::uint64_t>> size_field(const toml::table& t, std::strin
 
 std::string default_config_path() {
   if (const char* p = std::getenv("XFER_CONFIG"); p && *p) return p;
-  if (const char* x = std::getenv("XDG_CONFIG_HOME"); x && *x) {
-    return std::string(x) + "/xfer/config.toml";
-  }
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : "") + "/.config/xfer/config.toml";
+  const std::string home = xdg_config_home();
+  return home.empty() ? std::string() : home + "/xfer/config.toml";
 }
 
 Result<Config> parse_config(std::string_view toml_text, const std::string& origin) {
@@ -97,11 +96,17 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& origi
 }
 
 Result<Config> load_config(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return Config{};  // no file: defaults
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_config(ss.str(), path);
+  if (path.empty()) return Config{};  // no home folder: defaults
+  auto text = read_small_file(path, kMaxConfigBytes);
+  if (!text) {
+    // No file, or one this user may not read (a tool run under another
+    // uid with the same HOME): defaults, as before there was a file.
+    if (text.error().code == ErrorCode::kNotFound || text.error().code == ErrorCode::kPermission) {
+      return Config{};
+    }
+    return std::move(text).error();
+  }
+  return parse_config(*text, path);
 }
 
 }  // namespace xfer

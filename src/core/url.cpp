@@ -170,4 +170,10 @@ std::string dir_name(std::string_view path) {
   return std::string(path.substr(0, pos));
 }
 
+bool path_within(std::string_view path, std::string_view dir) {
+  if (dir == "/") return !path.empty() && path.front() == '/';
+  if (!path.starts_with(dir)) return false;
+  return path.size() == dir.size() || path[dir.size()] == '/';
+}
+
 }  // namespace xfer

@@ -12,15 +12,20 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "xfer/core/checksum.hpp"
+#include "xfer/core/files.hpp"
 #include "xfer/core/names.hpp"
 #include "xfer/core/url.hpp"
 
 namespace xfer {
+
+// A job record lists its sources: large for a job of many sources, but a
+// record of this size is damage, not a job.
+constexpr std::size_t kMaxJobRecordBytes = 64 << 20;
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -66,9 +71,8 @@ bool JobInfo::alive() const {
 
 std::string default_state_root() {
   if (const char* p = std::getenv("XFER_STATE_DIR"); p && *p) return p;
-  if (const char* x = std::getenv("XDG_STATE_HOME"); x && *x) return std::string(x) + "/xfer";
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : "") + "/.local/state/xfer";
+  const std::string home = xdg_state_home();
+  return (home.empty() ? std::string("/.local/state") : home) + "/xfer";
 }
 
 std::string job_dir(const std::string& state_root, const std::string& id) {
@@ -101,25 +105,23 @@ Status write_job(const std::string& state_root, const JobInfo& job) {
             {"files_done", job.files_done},
             {"bytes_total", job.bytes_total},
             {"bytes_done", job.bytes_done}};
-  std::string path = dir + "/job.json";
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
-    if (!out) return errno_error(EIO, "write", tmp);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return errno_error(errno, "rename", tmp);
-  return ok_status();
+  return write_file_atomically(dir + "/job.json",
+                               j.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
 }
 
 Result<JobInfo> read_job(const std::string& state_root, const std::string& id) {
   XFER_TRY(validate_id(id, "job id"));
   std::string dir = job_dir(state_root, id);
-  std::ifstream in(dir + "/job.json");
-  if (!in) return make_error(ErrorCode::kNotFound, "read job", id, "no such job");
+  auto text = read_small_file(dir + "/job.json", kMaxJobRecordBytes);
+  if (!text) {
+    if (text.error().code == ErrorCode::kNotFound) {
+      return make_error(ErrorCode::kNotFound, "read job", id, "no such job");
+    }
+    return std::move(text).error();
+  }
   JobInfo job;
   try {
-    json j = json::parse(in);
+    json j = json::parse(*text);
     job.id = j.at("id").get<std::string>();
     job.status = j.value("status", "unknown");
     job.request.sources = j.at("sources").get<std::vector<std::string>>();

@@ -13,6 +13,7 @@
 #include "protocol/grpc_errors.hpp"
 #include "xfer/backend/xfer.hpp"
 #include "xfer/core/log.hpp"
+#include "xfer/engine/outcome.hpp"
 #include "xfer/metrics/streams.hpp"
 #include "xfer/v1/xfer.grpc.pb.h"
 
@@ -20,10 +21,6 @@ namespace xfer {
 namespace {
 
 namespace v1 = ::xfer::v1;
-
-// A server-run job's exit code when it was cancelled (xferd's JobManager,
-// as a shell reports SIGINT).
-constexpr int kJobCancelled = 130;
 
 // The job's final figures, as the source server reported them.
 struct JobOutcome {
@@ -202,7 +199,7 @@ Result<TransferResult> run_third_party(const TransferRequest& request, TransferC
   r.bytes_done = job.bytes_done;
   r.seconds = job.seconds;
   r.job_id = job.job_id;
-  r.cancelled = job.exit_code == kJobCancelled;
+  r.cancelled = job.exit_code == kExitInterrupted;
   if (job.exit_code != 0 && !r.cancelled) {
     if (counters.errors.load() == 0) counters.errors.store(1);
     if (observer != nullptr) {

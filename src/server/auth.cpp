@@ -3,6 +3,8 @@
 
 #include "xfer/server/auth.hpp"
 
+#include "xfer/core/url.hpp"
+
 #include <fmt/format.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -137,9 +139,7 @@ bool TokenScope::covers(std::string_view path) const {
   while (p.size() > 1 && p.back() == '/') p.remove_suffix(1);
   if (p.empty() || p.front() != '/') return false;  // not a valid prefix: covers nothing
   if (path.empty()) path = "/";
-  if (p == "/") return path.front() == '/';
-  if (!path.starts_with(p)) return false;
-  return path.size() == p.size() || path[p.size()] == '/';
+  return path_within(path, p);
 }
 
 Result<std::string> issue_token(std::string_view secret, TokenScope scope) {

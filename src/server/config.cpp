@@ -20,6 +20,9 @@
 #include <optional>
 #include <string_view>
 
+#include "xfer/core/files.hpp"
+#include "xfer/core/url.hpp"
+
 namespace xfer::server {
 namespace {
 
@@ -99,31 +102,6 @@ std::string errno_text(int err) {
 }
 
 // Whole file into memory, at most `limit` bytes (errno-style failures).
-Result<std::string> read_file(const std::string& path, std::size_t limit) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno_error(errno, "read", path);
-  std::string data;
-  char buf[8192];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      return errno_error(err, "read", path);
-    }
-    if (n == 0) break;
-    data.append(buf, static_cast<std::size_t>(n));
-    if (data.size() > limit) {
-      ::close(fd);
-      return make_error(ErrorCode::kInvalidArgument, "read", path,
-                        fmt::format("larger than {} bytes", limit));
-    }
-  }
-  ::close(fd);
-  return data;
-}
-
 bool is_hostname(std::string_view host) {
   if (host.empty() || host.size() > 253 || host.front() == '-' || host.front() == '.') {
     return false;
@@ -178,18 +156,8 @@ std::optional<std::string> check_listen_address(std::string_view addr) {
 // home at all: a system service). Deliberately outside the served root:
 // clients must not read or change checkpoints.
 std::string default_state_dir() {
-  if (const char* x = std::getenv("XDG_STATE_HOME"); x && *x == '/') {
-    return std::string(x) + "/xferd";
-  }
-  if (const char* home = std::getenv("HOME"); home && *home == '/') {
-    return std::string(home) + "/.local/state/xferd";
-  }
-  return "/var/lib/xferd";
-}
-
-bool is_inside(const std::string& path, const std::string& dir) {
-  if (dir == "/") return true;
-  return path == dir || (path.starts_with(dir) && path[dir.size()] == '/');
+  const std::string home = xdg_state_home();
+  return home.empty() ? "/var/lib/xferd" : home + "/xferd";
 }
 
 }  // namespace
@@ -272,7 +240,7 @@ Result<ServerConfig> parse_server_config(std::string_view toml_text, const std::
     std::error_code ec;
     fs::path p = fs::weakly_canonical(fs::absolute(cfg.state_dir), ec);
     if (!ec) cfg.state_dir = p.string();
-    if (cfg.root != "/" && is_inside(cfg.state_dir, cfg.root)) {
+    if (cfg.root != "/" && path_within(cfg.state_dir, cfg.root)) {
       return rd.error(
           fmt::format("server.state_dir {}{} is inside server.root: clients could read it",
                       cfg.state_dir, state_dir ? "" : " (the default)"),
@@ -305,7 +273,7 @@ Result<ServerConfig> parse_server_config(std::string_view toml_text, const std::
   }
   if (secret) cfg.secret = *secret;
   if (secret_file) {
-    auto text = read_file(*secret_file, kMaxSecretFileSize);
+    auto text = read_small_file(*secret_file, kMaxSecretFileSize);
     if (!text.ok()) {
       return rd.error(fmt::format("auth.secret_file: {}", text.error().message()),
                       auth->get("secret_file"));
@@ -402,7 +370,7 @@ Result<ServerConfig> parse_server_config(std::string_view toml_text, const std::
 }
 
 Result<ServerConfig> load_server_config(const std::string& path) {
-  auto text = read_file(path, 1024 * 1024);
+  auto text = read_small_file(path, 1024 * 1024);
   if (!text.ok()) {
     Error e = std::move(text).error();
     e.operation = std::string(kOp);

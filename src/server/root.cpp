@@ -15,6 +15,7 @@
 #include <memory>
 
 #include "xfer/core/names.hpp"
+#include "xfer/core/url.hpp"
 #include "xfer/server/auth.hpp"
 
 namespace xfer::server {
@@ -143,10 +144,7 @@ Result<std::string> ServerRoot::inside_path(int fd, const std::string& server_pa
   std::string real(buf, static_cast<std::size_t>(n));
   if (root_ == "/") return real;
   if (real == root_) return std::string("/");
-  if (real.size() > root_.size() && real.compare(0, root_.size(), root_) == 0 &&
-      real[root_.size()] == '/') {
-    return real.substr(root_.size());
-  }
+  if (path_within(real, root_)) return real.substr(root_.size());
   return make_error(ErrorCode::kPermission, kResolveOp, server_path, "path escapes the root");
 }
 

@@ -14,11 +14,9 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
-#include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
@@ -30,9 +28,11 @@
 #include "server/confined.hpp"
 #include "server/data_server.hpp"
 #include "xfer/backend/registry.hpp"
+#include "xfer/core/files.hpp"
 #include "xfer/core/log.hpp"
 #include "xfer/core/names.hpp"
 #include "xfer/core/url.hpp"
+#include "xfer/engine/outcome.hpp"
 #include "xfer/engine/transfer.hpp"
 #include "xfer/metrics/streams.hpp"
 #include "xfer/protocol/frame.hpp"
@@ -52,6 +52,9 @@ using protocol::to_grpc;
 // URLs), and each key names the backend of one job, confined to the scope
 // of the token that submitted it.
 constexpr const char* kRootScheme = "xferd";
+
+// Certificates and keys are read whole: a few KiB, never more than this.
+constexpr std::size_t kMaxPemBytes = 1 << 20;
 
 using protocol::from_pb;
 using protocol::to_pb;
@@ -287,20 +290,17 @@ class JobManager {
     if (!result) {
       job.state = "failed";
       job.message = result.error().message();
-      job.exit_code = 1;
+      job.exit_code = kExitFailure;
     } else if (result->cancelled && job.expired.load()) {
       job.state = "failed";
       job.message = "stopped: the token that submitted the job has expired";
-      job.exit_code = 1;
-    } else if (result->cancelled) {
-      job.state = "cancelled";
-      job.exit_code = 130;
-    } else if (job.counters.errors.load() > 0) {
-      job.state = "failed";
-      job.exit_code = result->files_done > 0 ? 3 : 1;
+      job.exit_code = kExitFailure;
     } else {
-      job.state = "done";
-      job.exit_code = 0;
+      job.exit_code =
+          outcome_exit_code(result->cancelled, job.counters.errors.load(), result->files_done);
+      job.state = job.exit_code == kExitOk ? "done" : result->cancelled ? "cancelled" : "failed";
+    }
+    if (result && job.exit_code == kExitOk) {
       job.message = fmt::format("copied {} files ({} bytes) in {:.2f} s", result->files_done,
                                 result->bytes_done, result->seconds);
     }
@@ -673,7 +673,7 @@ class Service final : public v1::Xfer::Service {
       XFER_ASSIGN_OR_RETURN(auto resolved, server_root_->resolve(path));
       const std::string& into = resolved.canonical_path;
       for (const auto& src : canonical_sources) {
-        if (src == "/" || into == src || into.rfind(src + "/", 0) == 0) {
+        if (path_within(into, src)) {
           return make_error(
               ErrorCode::kInvalidArgument, "submit job", path,
               fmt::format("the destination lies inside the source {}", printable_name(src, 200)));
@@ -824,17 +824,6 @@ class SharedBackend final : public Backend {
   std::shared_ptr<Backend> b_;
 };
 
-std::string read_file(const std::string& path, Status& status) {
-  std::ifstream in(path);
-  if (!in) {
-    status = errno_error(errno, "read", path);
-    return {};
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // Raises the soft descriptor limit to the hard one (systemd gives services
 // 1024 soft, 512Ki hard); returns the limit now in force.
 std::size_t raise_nofile_limit() {
@@ -929,13 +918,10 @@ class ServerImpl final : public Server {
 
     std::shared_ptr<grpc::ServerCredentials> creds;
     if (!config_.tls_cert.empty()) {
-      Status st = ok_status();
       grpc::SslServerCredentialsOptions ssl;
       grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-      pair.cert_chain = read_file(config_.tls_cert, st);
-      XFER_TRY(st);
-      pair.private_key = read_file(config_.tls_key, st);
-      XFER_TRY(st);
+      XFER_ASSIGN_OR_RETURN(pair.cert_chain, read_small_file(config_.tls_cert, kMaxPemBytes));
+      XFER_ASSIGN_OR_RETURN(pair.private_key, read_small_file(config_.tls_key, kMaxPemBytes));
       ssl.pem_key_cert_pairs.push_back(pair);
       creds = grpc::SslServerCredentials(ssl);
     } else {

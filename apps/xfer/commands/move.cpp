@@ -96,7 +96,7 @@ void register_move(CLI::App& app) {
       }
       ++ok;
     }
-    context().exit_code = failed == 0 ? kExitOk : (ok > 0 ? kExitPartial : kExitFailure);
+    context().exit_code = outcome_exit_code(false, failed, ok);
   });
 }
 

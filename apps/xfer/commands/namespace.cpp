@@ -42,10 +42,7 @@ struct Outcome {
     print_error(e);
     ++failed;
   }
-  int code() const {
-    if (failed == 0) return kExitOk;
-    return ok > 0 ? kExitPartial : kExitFailure;
-  }
+  int code() const { return outcome_exit_code(false, failed, ok); }
 };
 
 // Runs `op` on the backend of every path and records the outcome.

@@ -164,12 +164,7 @@ int run_transfer_with_ui(const TransferRequest& request, const RenderOptions& re
   const TransferResult& r = *result;
   const std::uint64_t errors = counters.errors.load();
   double rate = r.seconds > 0 ? static_cast<double>(r.bytes_done) / r.seconds : 0;
-  int code = kExitOk;
-  if (r.cancelled) {
-    code = kExitInterrupted;
-  } else if (errors > 0) {
-    code = (r.files_done > 0) ? kExitPartial : kExitFailure;
-  }
+  const int code = outcome_exit_code(r.cancelled, errors, r.files_done);
   if (render.json) {
     observer.emit({{"event", "summary"},
                    {"ok", code == kExitOk},

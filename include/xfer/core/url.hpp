@@ -34,5 +34,9 @@ std::string join_path(std::string_view dir, std::string_view name);
 std::string base_name(std::string_view path);
 // Everything before the last component ("a/b" -> "a", "b" -> ".").
 std::string dir_name(std::string_view path);
+// `path` is `dir` or lies below it, component-wise ("/a/bc" is not within
+// "/a/b"); both absolute and normalised (no "//", "." or ".." components,
+// no trailing '/' except for "/" itself).
+bool path_within(std::string_view path, std::string_view dir);
 
 }  // namespace xfer

@@ -4,14 +4,18 @@
 
 #include "backend/xfer/control.hpp"
 
-#include <fstream>
-#include <sstream>
-
 #include <fmt/format.h>
 
 #include "xfer/backend/xfer.hpp"
+#include "xfer/core/files.hpp"
 
 namespace xfer {
+namespace {
+
+// A CA bundle is a few certificates; the system bundle is about 200 KiB.
+constexpr std::size_t kMaxCaBundleBytes = 4 << 20;
+
+}  // namespace
 
 std::string endpoint_name(const Url& url) {
   std::string host = url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host;
@@ -24,11 +28,13 @@ Result<std::unique_ptr<xfer::v1::Xfer::Stub>> make_control_stub(const Url& url,
   if (options.tls || !options.tls_ca.empty()) {
     grpc::SslCredentialsOptions ssl;
     if (!options.tls_ca.empty()) {
-      std::ifstream in(options.tls_ca);
-      if (!in) return errno_error(errno, "read CA bundle", options.tls_ca);
-      std::stringstream ss;
-      ss << in.rdbuf();
-      ssl.pem_root_certs = ss.str();
+      auto bundle = read_small_file(options.tls_ca, kMaxCaBundleBytes);
+      if (!bundle) {
+        Error e = std::move(bundle).error();
+        e.operation = "read CA bundle";
+        return e;
+      }
+      ssl.pem_root_certs = std::move(bundle).value();
     }
     creds = grpc::SslCredentials(ssl);
   } else {

@@ -27,6 +27,7 @@
 #include "protocol/conn.hpp"
 #include "protocol/grpc_errors.hpp"
 #include "protocol/pb_convert.hpp"
+#include "xfer/core/files.hpp"
 #include "xfer/core/log.hpp"
 #include "xfer/core/names.hpp"
 #include "xfer/metrics/streams.hpp"
@@ -952,10 +953,8 @@ std::string find_xfer_token(const Url& url, const EndpointOptions& options) {
   std::string path;
   if (const char* x = std::getenv("XFER_CREDENTIALS"); x != nullptr && *x != '\0') {
     path = x;
-  } else if (const char* xdg = std::getenv("XDG_CONFIG_HOME"); xdg != nullptr && *xdg != '\0') {
-    path = std::string(xdg) + "/xfer/credentials.toml";
-  } else if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
-    path = std::string(home) + "/.config/xfer/credentials.toml";
+  } else if (const std::string home = xdg_config_home(); !home.empty()) {
+    path = home + "/xfer/credentials.toml";
   }
   if (path.empty()) return {};
   struct stat st {};
