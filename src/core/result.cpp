@@ -158,4 +158,10 @@ Error make_error(ErrorCode code, std::string_view operation, std::string_view pa
   return e;
 }
 
+std::optional<WireErrorKind> error_kind_from_wire(std::int64_t code, std::int64_t retry) {
+  if (code <= 0 || code > static_cast<std::int64_t>(ErrorCode::kInternal)) return std::nullopt;
+  if (retry < 0 || retry > static_cast<std::int64_t>(RetryClass::kFatal)) return std::nullopt;
+  return WireErrorKind{static_cast<ErrorCode>(code), static_cast<RetryClass>(retry)};
+}
+
 }  // namespace xfer

@@ -101,6 +101,7 @@ class Engine {
   Status copy_whole(const FileTask& task, Source& source, unsigned attempt);
   void run_chunk(WorkItem item);
   void finalize_chunked(std::shared_ptr<ChunkedFile> file);
+  SinkOptions sink_options(const FileAttrs& attrs) const;
   Status start_chunked(const std::shared_ptr<ChunkedFile>& file);
   Status copy_range(Source& source, Sink& sink, std::uint64_t begin, std::uint64_t end, bool sparse,
                     std::uint64_t* hashes, std::atomic<std::uint64_t>* counted,
@@ -190,7 +191,7 @@ Status Engine::resolve_roots() {
     }
   }
   bool dst_is_dir = dst_exists && dst_attrs->type == EntryType::kDirectory;
-  bool into_dir = dst_is_dir || dst_url.trailing_slash || req_.sources.size() > 1;
+  bool into_dir = copies_into_destination(dst_is_dir, dst_url.trailing_slash, req_.sources.size());
   if (forced_into_dir_) into_dir = *forced_into_dir_;
   into_dir_ = into_dir;
   if (into_dir && dst_exists && !dst_is_dir) {
@@ -529,12 +530,7 @@ Status Engine::copy_whole(const FileTask& task, Source& source, unsigned attempt
   (void)attempt;
   const Root& root = roots_[task.root];
   const FileAttrs& attrs = source.attrs();
-  SinkOptions so;
-  so.size = attrs.size;
-  so.attrs = attrs;
-  so.sparse = attrs.allocated < attrs.size && attrs.size > 0;
-  so.direct = opt_.direct;
-  so.fsync = opt_.fsync;
+  SinkOptions so = sink_options(attrs);
   XFER_ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink,
                         root.destination->open_sink(task.destination, so));
   std::vector<std::uint64_t> hashes;
@@ -562,15 +558,22 @@ Status Engine::copy_whole(const FileTask& task, Source& source, unsigned attempt
   return ok_status();
 }
 
-Status Engine::start_chunked(const std::shared_ptr<ChunkedFile>& file) {
-  const Root& root = roots_[file->task.root];
-  const FileAttrs& attrs = file->source->attrs();
+// The sink for a source with `attrs`: its size and attributes, sparse when
+// the source has fewer bytes allocated than its size (holes stay holes).
+SinkOptions Engine::sink_options(const FileAttrs& attrs) const {
   SinkOptions so;
   so.size = attrs.size;
   so.attrs = attrs;
-  so.sparse = attrs.allocated < attrs.size;
+  so.sparse = attrs.size > 0 && attrs.allocated < attrs.size;
   so.direct = opt_.direct;
   so.fsync = opt_.fsync;
+  return so;
+}
+
+Status Engine::start_chunked(const std::shared_ptr<ChunkedFile>& file) {
+  const Root& root = roots_[file->task.root];
+  const FileAttrs& attrs = file->source->attrs();
+  SinkOptions so = sink_options(attrs);
   file->sparse = so.sparse;
   file->resume_done.clear();
   file->resume_hashes.clear();

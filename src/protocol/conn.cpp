@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -501,6 +502,12 @@ Result<std::pair<std::string, std::uint16_t>> split_host_port(std::string_view t
                       "port out of range");
   }
   return std::make_pair(host, static_cast<std::uint16_t>(port));
+}
+
+bool sendfile_pays(bool peer_loopback) {
+  if (!peer_loopback) return true;
+  const char* force = std::getenv("XFER_LOOPBACK_SENDFILE");
+  return force != nullptr && std::string_view(force) == "1";
 }
 
 bool peer_is_loopback(int fd) {

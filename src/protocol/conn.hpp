@@ -143,6 +143,13 @@ Result<UniqueFd> tcp_listen(const std::string& host, std::uint16_t port, int bac
 std::string local_address(int fd);
 // True when the connected peer's address is a loopback address.
 bool peer_is_loopback(int fd);
+// Whether plaintext file data should go out with sendfile: it saves the
+// sender a copy on a real network, but over loopback the receiver copies
+// anyway and page-cache skbs cost more than they save (2 GiB /dev/shm to
+// xferd on 127.0.0.1: sendfile 1.93-2.10 s, buffered 1.73-1.90 s;
+// bench/RESULTS.md). XFER_LOOPBACK_SENDFILE=1 forces it on loopback too
+// (tests). The one rule for the client and the server.
+bool sendfile_pays(bool peer_loopback);
 // Tuning applied to every data socket.
 void tune_data_socket(int fd);
 

@@ -59,15 +59,15 @@ Error from_grpc(const grpc::Status& status, const grpc::ClientContext& context,
   if (it != trailers.end()) {
     std::string_view v(it->second.data(), it->second.size());
     auto colon = v.find(':');
-    int c = 0, r = 0;
+    std::int64_t c = 0, r = 0;
     if (colon != std::string_view::npos &&
         std::from_chars(v.data(), v.data() + colon, c).ec == std::errc() &&
-        std::from_chars(v.data() + colon + 1, v.data() + v.size(), r).ec == std::errc() && c > 0 &&
-        c <= static_cast<int>(ErrorCode::kInternal) && r >= 0 &&
-        r <= static_cast<int>(RetryClass::kFatal)) {
-      code = static_cast<ErrorCode>(c);
-      retry = static_cast<RetryClass>(r);
-      exact = true;
+        std::from_chars(v.data() + colon + 1, v.data() + v.size(), r).ec == std::errc()) {
+      if (auto kind = error_kind_from_wire(c, r)) {
+        code = kind->code;
+        retry = kind->retry;
+        exact = true;
+      }
     }
   }
   if (!exact) {

@@ -700,8 +700,7 @@ class FrameHandler {
     fc_.set_deferred(true);
     // As on the client: sendfile pays on a real network; over loopback the
     // buffered path measured faster (docs/protocol.md, "Sessions and flows").
-    peer_loopback_ =
-        protocol::peer_is_loopback(fc_.fd()) && std::getenv("XFER_LOOPBACK_SENDFILE") == nullptr;
+    use_sendfile_ = protocol::sendfile_pays(protocol::peer_is_loopback(fc_.fd()));
     while (!stopping_.load()) {
       // Replies queue up while more requests are already here; they go out
       // before this thread can block waiting for the client.
@@ -1017,8 +1016,7 @@ class FrameHandler {
       const std::uint64_t size = handle->source->attrs().size;
       want = h.offset >= size ? 0 : std::min<std::uint64_t>(want, size - h.offset);
     }
-    if (handle->source && handle->source->native_handle() >= 0 && !fc_.sealed() &&
-        !peer_loopback_) {
+    if (handle->source && handle->source->native_handle() >= 0 && !fc_.sealed() && use_sendfile_) {
       const auto n = static_cast<std::uint32_t>(want);
       r.aux = n;
       // Any failure here (the file shrank under sendfile, a socket error)
@@ -1075,7 +1073,7 @@ class FrameHandler {
   FdBudget& fds_;
   SubjectFiles& subject_files_;
   const std::atomic<bool>& stopping_;
-  bool peer_loopback_ = false;
+  bool use_sendfile_ = true;
   std::vector<std::byte> buf_;
   std::vector<std::byte> out_;
   std::unique_ptr<std::byte[]> scratch_mem_;

@@ -30,8 +30,9 @@ void register_move(CLI::App& app) {
       return;
     }
     auto dst_attrs = dst->backend->stat(dst->url.path);
-    bool into_dir = (dst_attrs && dst_attrs->type == EntryType::kDirectory) ||
-                    dst->url.trailing_slash || sources.size() > 1;
+    const bool into_dir =
+        copies_into_destination(dst_attrs && dst_attrs->type == EntryType::kDirectory,
+                                dst->url.trailing_slash, sources.size());
     if (into_dir && !dst_attrs) {
       print_error(make_error(ErrorCode::kNotFound, "move", dst->url.path,
                              "target directory does not exist"));

@@ -5,6 +5,8 @@
 // engine's scheduler only; nothing below it retries on its own.
 
 #include <cerrno>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -42,6 +44,15 @@ enum class RetryClass {
 
 std::string_view to_string(ErrorCode code);
 std::string_view to_string(RetryClass retry);
+
+// An ErrorCode and RetryClass as numbers from a peer (an ERROR frame, the
+// xfer-error gRPC trailer): both, when both are values this build knows
+// (and the code is not kOk); nothing otherwise, and the caller decides.
+struct WireErrorKind {
+  ErrorCode code;
+  RetryClass retry;
+};
+std::optional<WireErrorKind> error_kind_from_wire(std::int64_t code, std::int64_t retry);
 
 struct Error {
   ErrorCode code = ErrorCode::kInternal;

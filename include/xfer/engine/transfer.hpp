@@ -54,6 +54,15 @@ struct TransferResult {
   std::uint64_t checkpoint_backpressure = 0;
 };
 
+// cp's rule, for every command that copies or moves: the sources go *into*
+// the destination (as destination/<source name>) when it is an existing
+// folder, is written with a trailing '/', or there are several sources;
+// otherwise the one source becomes the destination.
+constexpr bool copies_into_destination(bool destination_is_folder, bool trailing_slash,
+                                       std::size_t sources) {
+  return destination_is_folder || trailing_slash || sources > 1;
+}
+
 // Runs one transfer to completion (or cancellation). When every source and
 // the destination are xfer:// URLs (and not --dry-run) it is a third-party
 // transfer: the source server runs it and this call follows the job

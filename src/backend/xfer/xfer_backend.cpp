@@ -63,14 +63,10 @@ using protocol::to_pb;
 Error remote_error(const std::vector<std::byte>& body, std::string_view op, std::string_view path) {
   auto e = protocol::decode_error(body);
   if (!e) return make_error(ErrorCode::kCorrupt, op, path, "unreadable error frame from server");
-  int code = static_cast<int>(e->code);
-  int retry = static_cast<int>(e->retry);
-  if (code <= 0 || code > static_cast<int>(ErrorCode::kInternal))
-    code = static_cast<int>(ErrorCode::kInternal);
-  if (retry < 0 || retry > static_cast<int>(RetryClass::kFatal))
-    retry = static_cast<int>(RetryClass::kFatal);
-  return make_error(static_cast<ErrorCode>(code), op, path, "server: " + e->message,
-                    static_cast<RetryClass>(retry));
+  // Numbers this build does not know make an internal, final error.
+  const WireErrorKind kind = error_kind_from_wire(e->code, e->retry)
+                                 .value_or(WireErrorKind{ErrorCode::kInternal, RetryClass::kFatal});
+  return make_error(kind.code, op, path, "server: " + e->message, kind.retry);
 }
 
 // ---- one data connection ------------------------------------------------
@@ -360,17 +356,8 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   }
 
   std::uint64_t next_handle() { return next_handle_.fetch_add(1); }
-  // sendfile saves the sender a copy on a real network. Over loopback the
-  // receiver copies anyway and page-cache skbs cost more than they save:
-  // measured 2 GiB /dev/shm -> xferd on 127.0.0.1, sendfile 1.93-2.10 s vs
-  // buffered 1.73-1.90 s (bench/RESULTS.md). XFER_LOOPBACK_SENDFILE=1
-  // forces sendfile there (tests).
   std::size_t max_payload() const { return max_payload_; }
-  bool sendfile_pays() const {
-    if (!is_loopback(url_.host)) return true;
-    const char* force = std::getenv("XFER_LOOPBACK_SENDFILE");
-    return force != nullptr && std::string_view(force) == "1";
-  }
+  bool sendfile_pays() const { return protocol::sendfile_pays(is_loopback(url_.host)); }
   bool sealed() {
     std::lock_guard lock(mu_);
     return encrypt_;
