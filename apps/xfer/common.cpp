@@ -52,7 +52,7 @@ void print_warning(const std::string& message) {
 
 Result<Endpoint> open_endpoint(const std::string& text) {
   XFER_ASSIGN_OR_RETURN(Url url, parse_url(text));
-  XFER_ASSIGN_OR_RETURN(auto backend, BackendRegistry::instance().create(url, context().endpoint));
+  XFER_ASSIGN_OR_RETURN(auto backend, context().backends->create(url, context().endpoint));
   return Endpoint{std::move(url), std::move(backend)};
 }
 

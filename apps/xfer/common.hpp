@@ -15,6 +15,7 @@
 #include "xfer/core/config.hpp"
 #include "xfer/engine/outcome.hpp"
 #include "xfer/engine/transfer.hpp"
+#include "xfer/metrics/streams.hpp"
 
 namespace xfer::cli {
 
@@ -33,6 +34,10 @@ struct Context {
   // --token, --streams, --encrypt/--no-encrypt, --tls, --tls-ca: how to
   // reach remote endpoints (xfer://).
   EndpointOptions endpoint;
+  // The backends URLs may name, and where their data streams file their
+  // statistics (--json summary, progress).
+  std::shared_ptr<BackendRegistry> backends = BackendRegistry::with_builtins();
+  std::shared_ptr<StreamStatsBoard> stats = std::make_shared<StreamStatsBoard>();
 };
 
 Context& context();

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   // Remote endpoints (xfer://). Accepted before or after the command.
   app.fallthrough();
   xfer::EndpointOptions& ep = context().endpoint;
+  ep.stats_board = context().stats;
   bool encrypt = false, no_encrypt = false;
   app.add_option("--token", ep.token,
                  "Bearer token for xfer:// servers (default: $XFER_TOKEN, credentials.toml)");

@@ -9,17 +9,14 @@
 
 namespace xfer {
 
-BackendRegistry& BackendRegistry::instance() {
-  static BackendRegistry* registry = [] {
-    auto* r = new BackendRegistry();
-    r->register_scheme("file",
-                       [](const Url&, const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
-                         return make_local_backend();
-                       });
-    r->register_scheme("xfer", make_xfer_backend);
-    return r;
-  }();
-  return *registry;
+std::shared_ptr<BackendRegistry> BackendRegistry::with_builtins() {
+  auto r = std::make_shared<BackendRegistry>();
+  r->register_scheme("file",
+                     [](const Url&, const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
+                       return make_local_backend();
+                     });
+  r->register_scheme("xfer", make_xfer_backend);
+  return r;
 }
 
 void BackendRegistry::register_scheme(std::string scheme, BackendFactory factory) {

@@ -128,11 +128,13 @@ Result<JobOutcome> run_job(const TransferRequest& request, TransferCounters& cou
   std::uint64_t stats_id = 0;
   auto last = std::make_shared<std::vector<StreamStat>>();
   auto last_mu = std::make_shared<std::mutex>();
-  stats_id =
-      StreamStatsBoard::instance().add(opt.destination_endpoint.stats_group, [last, last_mu] {
-        std::lock_guard lock(*last_mu);
-        return *last;
-      });
+  const std::shared_ptr<StreamStatsBoard> board = opt.destination_endpoint.stats_board;
+  if (board) {
+    stats_id = board->add("", [last, last_mu] {
+      std::lock_guard lock(*last_mu);
+      return *last;
+    });
+  }
   while (reader->Read(&p)) {
     counters.files_done.store(p.files_done());
     counters.files_total.store(p.files_total());
@@ -167,7 +169,7 @@ Result<JobOutcome> run_job(const TransferRequest& request, TransferCounters& cou
   grpc::Status st = reader->Finish();
   finished.store(true);
   canceller.join();
-  StreamStatsBoard::instance().remove(stats_id);
+  if (board) board->remove(stats_id);
   if (!final_seen) {
     if (!st.ok()) return protocol::from_grpc(st, watch, "watch job", result.job_id);
     return make_error(ErrorCode::kUnavailable, "watch job", result.job_id,

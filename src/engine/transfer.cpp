@@ -68,6 +68,7 @@ class Engine {
          const std::atomic<bool>* cancel)
       : req_(request),
         opt_(request.options),
+        backends_registry_(request.backends ? request.backends : BackendRegistry::with_builtins()),
         counters_(counters),
         observer_(observer),
         cancel_(cancel),
@@ -115,6 +116,7 @@ class Engine {
 
   const TransferRequest& req_;
   const TransferOptions& opt_;
+  std::shared_ptr<const BackendRegistry> backends_registry_;  // URL scheme -> backend
   TransferCounters& counters_;
   TransferObserver* observer_;
   const std::atomic<bool>* cancel_;
@@ -167,7 +169,7 @@ Result<Backend*> Engine::backend_for(const Url& url, const EndpointOptions& opti
   for (auto& [k, b] : backends_) {
     if (k == key) return b.get();
   }
-  XFER_ASSIGN_OR_RETURN(auto backend, BackendRegistry::instance().create(url, options));
+  XFER_ASSIGN_OR_RETURN(auto backend, backends_registry_->create(url, options));
   backends_.emplace_back(key, std::move(backend));
   return backends_.back().second.get();
 }
@@ -253,7 +255,7 @@ Status Engine::resolve_roots() {
                           "source and destination are the same file"));
           continue;
         }
-        if (attrs->type == EntryType::kDirectory && ds.compare(0, ss.size() + 1, ss + "/") == 0) {
+        if (attrs->type == EntryType::kDirectory && path_within(ds, ss)) {
           fail(make_error(ErrorCode::kInvalidArgument, "transfer", root.destination_path,
                           "destination is inside the source " + root.source_path));
           continue;

@@ -6,11 +6,6 @@
 
 namespace xfer {
 
-StreamStatsBoard& StreamStatsBoard::instance() {
-  static StreamStatsBoard* board = new StreamStatsBoard();
-  return *board;
-}
-
 std::uint64_t StreamStatsBoard::add(std::string group, Provider provider) {
   std::lock_guard lock(mu_);
   std::uint64_t id = next_++;

@@ -61,15 +61,11 @@ using protocol::to_pb;
 
 // ---- jobs -------------------------------------------------------------------
 
-// The backends of running jobs by key, for the xferd:// factory. Process-wide
-// because the backend registry is (tests run several servers in one process);
-// keys are unique within the process.
+// The backends of this server's running jobs by key, for its xferd://
+// factory (each server has its own table and registry; keys are unique
+// within the server).
 class JobRoots {
  public:
-  static JobRoots& instance() {
-    static JobRoots* roots = new JobRoots;  // never destroyed: job threads may outlive statics
-    return *roots;
-  }
   std::string add(std::shared_ptr<Backend> backend) {
     std::lock_guard lock(mu_);
     std::string key = fmt::format("job{}", ++next_);
@@ -95,14 +91,15 @@ class JobRoots {
 // One job's entry in JobRoots, for as long as the job runs.
 class JobRoot {
  public:
-  explicit JobRoot(std::shared_ptr<Backend> backend)
-      : key_(JobRoots::instance().add(std::move(backend))) {}
-  ~JobRoot() { JobRoots::instance().remove(key_); }
+  JobRoot(std::shared_ptr<JobRoots> roots, std::shared_ptr<Backend> backend)
+      : roots_(std::move(roots)), key_(roots_->add(std::move(backend))) {}
+  ~JobRoot() { roots_->remove(key_); }
   JobRoot(const JobRoot&) = delete;
   JobRoot& operator=(const JobRoot&) = delete;
   const std::string& key() const { return key_; }
 
  private:
+  std::shared_ptr<JobRoots> roots_;
   std::string key_;
 };
 
@@ -127,7 +124,8 @@ struct Job {
   std::string message;
   int exit_code = 0;
   double seconds = 0;
-  std::string stats_group;
+  // Its data streams' statistics (WatchJob reports them).
+  std::shared_ptr<StreamStatsBoard> stats = std::make_shared<StreamStatsBoard>();
 };
 
 // Server-run jobs: bounded while running (in total and per token subject),
@@ -174,8 +172,7 @@ class JobManager {
                                 std::chrono::system_clock::now().time_since_epoch())
                                 .count());
       job->owner = owner;
-      job->stats_group = "job:" + job->id;
-      request.options.destination_endpoint.stats_group = job->stats_group;
+      request.options.destination_endpoint.stats_board = job->stats;
       job->request = std::move(request);
       jobs_[job->id] = job;
     }
@@ -356,8 +353,11 @@ class Service final : public v1::Xfer::Service {
  public:
   Service(const ServerConfig& config, std::shared_ptr<ConfinedRoot> root,
           std::shared_ptr<const ServerRoot> server_root, SessionRegistry& sessions,
-          JobManager& jobs, Audit& audit, std::string data_address)
+          JobManager& jobs, Audit& audit, std::string data_address,
+          std::shared_ptr<const BackendRegistry> backends, std::shared_ptr<JobRoots> job_roots)
       : config_(config),
+        backends_(std::move(backends)),
+        job_roots_(std::move(job_roots)),
         root_(std::move(root)),
         server_root_(std::move(server_root)),
         sessions_(sessions),
@@ -526,7 +526,7 @@ class Service final : public v1::Xfer::Service {
     if (!scope) return refuse(*ctx, scope.error(), "?", "submit job");
     // The job reaches the root only as its submitter's token does, for as
     // long as that token lasts (the confined backend checks every path).
-    auto root = std::make_unique<JobRoot>(scoped(*scope));
+    auto root = std::make_unique<JobRoot>(job_roots_, scoped(*scope));
     auto request = job_request(*req, *scope, root->key());
     if (!request) return refuse(*ctx, request.error(), scope->subject, "submit job");
     auto job = jobs_.submit(scope->subject, scope->expires_at, std::move(root),
@@ -697,6 +697,7 @@ class Service final : public v1::Xfer::Service {
     if (!config_.state_dir.empty()) {
       t.options.state_root = config_.state_dir + "/jobs/" + subject_folder(scope.subject);
     }
+    t.backends = backends_;
     return t;
   }
 
@@ -714,7 +715,7 @@ class Service final : public v1::Xfer::Service {
         job.finished ? job.seconds
                      : std::chrono::duration<double>(std::chrono::steady_clock::now() - job.started)
                            .count());
-    for (const auto& s : StreamStatsBoard::instance().snapshot(job.stats_group)) {
+    for (const auto& s : job.stats->snapshot("")) {
       auto* o = p.add_streams();
       o->set_index(s.index);
       o->set_bytes(s.bytes_sent + s.bytes_received);
@@ -783,6 +784,8 @@ class Service final : public v1::Xfer::Service {
   }
 
   const ServerConfig& config_;
+  std::shared_ptr<const BackendRegistry> backends_;  // for jobs: built-ins + xferd://
+  std::shared_ptr<JobRoots> job_roots_;
   std::shared_ptr<ConfinedRoot> root_;
   std::shared_ptr<const ServerRoot> server_root_;
   SessionRegistry& sessions_;
@@ -885,19 +888,22 @@ class ServerImpl final : public Server {
     XFER_ASSIGN_OR_RETURN(ServerRoot root, ServerRoot::open(config_.root));
     auto shared_root = std::make_shared<const ServerRoot>(std::move(root));
     confined_ = make_confined_root(shared_root, ConfinedOptions{config_.allow_special_bits});
-    static std::once_flag registered;
-    std::call_once(registered, [] {
-      BackendRegistry::instance().register_scheme(
-          kRootScheme,
-          [](const Url& url, const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
-            auto b = JobRoots::instance().find(url.host);
-            if (!b) {
-              return make_error(ErrorCode::kUnavailable, "open endpoint", "xferd root",
-                                "the job has ended");
-            }
-            return std::unique_ptr<Backend>(new SharedBackend(std::move(b)));
-          });
-    });
+    // This server's backends for its jobs: the built-ins, and xferd:// for
+    // its own root as each job's submitter may see it.
+    job_roots_ = std::make_shared<JobRoots>();
+    backends_ = BackendRegistry::with_builtins();
+    std::weak_ptr<JobRoots> weak_roots = job_roots_;
+    backends_->register_scheme(
+        kRootScheme,
+        [weak_roots](const Url& url, const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
+          auto roots = weak_roots.lock();
+          auto b = roots ? roots->find(url.host) : nullptr;
+          if (!b) {
+            return make_error(ErrorCode::kUnavailable, "open endpoint", "xferd root",
+                              "the job has ended");
+          }
+          return std::unique_ptr<Backend>(new SharedBackend(std::move(b)));
+        });
     sessions_ =
         std::make_unique<SessionRegistry>(config_.max_sessions, config_.max_sessions_per_subject);
     DataLimits limits;
@@ -914,7 +920,7 @@ class ServerImpl final : public Server {
     XFER_TRY(data_->start(config_.data_listen));
     jobs_ = std::make_unique<JobManager>(config_);
     service_ = std::make_unique<Service>(config_, confined_, shared_root, *sessions_, *jobs_,
-                                         audit_, data_->address());
+                                         audit_, data_->address(), backends_, job_roots_);
 
     std::shared_ptr<grpc::ServerCredentials> creds;
     if (!config_.tls_cert.empty()) {
@@ -995,6 +1001,8 @@ class ServerImpl final : public Server {
   Audit audit_;
   std::unique_ptr<FdBudget> fd_budget_;
   std::shared_ptr<ConfinedRoot> confined_;
+  std::shared_ptr<JobRoots> job_roots_;
+  std::shared_ptr<BackendRegistry> backends_;
   std::unique_ptr<SessionRegistry> sessions_;
   std::unique_ptr<DataServer> data_;
   std::unique_ptr<JobManager> jobs_;

@@ -54,7 +54,7 @@ struct LocalTraits {
   ~LocalTraits() { std::filesystem::remove_all(dir); }
   std::unique_ptr<Backend> make() {
     auto url = parse_url("file://" + dir.string());
-    return std::move(BackendRegistry::instance().create(*url)).value();
+    return std::move(BackendRegistry::with_builtins()->create(*url)).value();
   }
   std::string root() const { return dir.string(); }
 };

@@ -205,7 +205,7 @@ class FaultyBackend final : public Backend {
 class EngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    BackendRegistry::instance().register_scheme(
+    backends_->register_scheme(
         "faulty", [](const Url&, const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
           return std::unique_ptr<Backend>(new FaultyBackend());
         });
@@ -237,7 +237,13 @@ class EngineTest : public ::testing::Test {
     return std::string(std::istreambuf_iterator<char>(in), {});
   }
   std::string faulty(const std::string& name) { return "faulty://" + (dir_ / name).string(); }
+  // A request whose URLs may name faulty:// (this test's own registry).
+  TransferRequest request(std::string source, std::string destination) const {
+    TransferRequest req{{std::move(source)}, std::move(destination), {}, backends_};
+    return req;
+  }
 
+  std::shared_ptr<BackendRegistry> backends_ = BackendRegistry::with_builtins();
   fs::path dir_;
   fs::path state_;
 };
@@ -245,7 +251,7 @@ class EngineTest : public ::testing::Test {
 TEST_F(EngineTest, TransientReadErrorsAreRetried) {
   std::string data = write_file("src.bin", 3 << 20);
   g_faults.read_failures = 2;
-  TransferRequest req{{faulty("src.bin")}, (dir_ / "dst.bin").string(), {}};
+  TransferRequest req = request(faulty("src.bin"), (dir_ / "dst.bin").string());
   req.options.state_root = state_.string();
   req.options.zero_copy = false;
   TransferCounters counters;
@@ -260,7 +266,7 @@ TEST_F(EngineTest, TransientReadErrorsAreRetried) {
 TEST_F(EngineTest, VerifyCatchesCorruptWriteAndRecopies) {
   std::string data = write_file("src.bin", 20 << 20);  // chunked
   g_faults.corrupt_writes = 1;
-  TransferRequest req{{faulty("src.bin")}, faulty("dst.bin"), {}};
+  TransferRequest req = request(faulty("src.bin"), faulty("dst.bin"));
   req.options.state_root = state_.string();
   req.options.verify = true;
   req.options.chunk_size = 4 << 20;
@@ -276,7 +282,7 @@ TEST_F(EngineTest, WithoutVerifyCorruptionIsNotDetectedLocally) {
   // Documents the contract: --verify is what catches a bad write.
   write_file("src.bin", 1 << 20);
   g_faults.corrupt_writes = 1;
-  TransferRequest req{{faulty("src.bin")}, faulty("dst.bin"), {}};
+  TransferRequest req = request(faulty("src.bin"), faulty("dst.bin"));
   req.options.state_root = state_.string();
   TransferCounters counters;
   auto r = run_transfer(req, counters, nullptr);
@@ -287,7 +293,7 @@ TEST_F(EngineTest, WithoutVerifyCorruptionIsNotDetectedLocally) {
 TEST_F(EngineTest, PersistentErrorsFailTheFileAndLeaveNothing) {
   write_file("src.bin", 2 << 20);
   g_faults.read_failures = 1000;
-  TransferRequest req{{faulty("src.bin")}, (dir_ / "dst.bin").string(), {}};
+  TransferRequest req = request(faulty("src.bin"), (dir_ / "dst.bin").string());
   req.options.state_root = state_.string();
   req.options.retry_base = std::chrono::milliseconds(1);
   TransferCounters counters;
@@ -303,7 +309,7 @@ TEST_F(EngineTest, PersistentErrorsFailTheFileAndLeaveNothing) {
 TEST_F(EngineTest, SourceGrowingDuringCopyIsRetriedThenConsistent) {
   write_file("src.bin", 30 << 20);
   g_faults.grow_on_read = 1;  // first read appends; the retry sees a stable file
-  TransferRequest req{{faulty("src.bin")}, (dir_ / "dst.bin").string(), {}};
+  TransferRequest req = request(faulty("src.bin"), (dir_ / "dst.bin").string());
   req.options.state_root = state_.string();
   req.options.chunk_size = 4 << 20;
   req.options.zero_copy = false;

@@ -720,5 +720,62 @@ TEST_F(ServerProtocol, DisconnectWithResumableHandleKeepsThePartial) {
   EXPECT_TRUE(hidden_entries().empty());
 }
 
+// Two servers in one process keep their own state: each one's jobs reach
+// its own root through its own backend registry (no process-wide registry
+// whose "xferd" scheme the second server would take over).
+TEST_F(ServerProtocol, TwoServersInOneProcessRunTheirOwnJobs) {
+  const fs::path other_base = base_ / "other";
+  fs::create_directories(other_base / "root");
+  fs::create_directories(other_base / "state");
+  ServerConfig config;
+  config.listen = "127.0.0.1:0";
+  config.data_listen = "127.0.0.1:0";
+  config.root = fs::canonical(other_base / "root").string();
+  config.state_dir = (other_base / "state").string();
+  config.secret = kSecret;
+  config.auth_required = true;
+  auto started = Server::start(config);
+  ASSERT_TRUE(started.ok()) << started.error().message();
+  std::unique_ptr<Server> other = std::move(*started);
+  auto other_stub = v1::Xfer::NewStub(
+      grpc::CreateChannel(other->control_address(), grpc::InsecureChannelCredentials()));
+  {
+    std::ofstream(root_ / "a.txt") << "first server";
+    std::ofstream(other_base / "root" / "a.txt") << "second server";
+  }
+  std::vector<std::pair<v1::Xfer::Stub*, std::string>> jobs;
+  for (v1::Xfer::Stub* stub : {stub_.get(), other_stub.get()}) {
+    v1::JobRequest req;
+    req.add_sources("/a.txt");
+    req.set_destination("/b.txt");
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + token());
+    v1::JobAccepted acc;
+    grpc::Status st = stub->SubmitJob(&ctx, req, &acc);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    jobs.emplace_back(stub, acc.job_id());
+  }
+  for (auto& [stub, id] : jobs) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + token());
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    v1::JobId jid;
+    jid.set_job_id(id);
+    auto reader = stub->WatchJob(&ctx, jid);
+    v1::JobProgress p, last;
+    while (reader->Read(&p)) last = p;
+    EXPECT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(last.state(), "done") << last.message();
+  }
+  auto read = [](const fs::path& f) {
+    std::ifstream in(f);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  EXPECT_EQ(read(root_ / "b.txt"), "first server");
+  EXPECT_EQ(read(other_base / "root" / "b.txt"), "second server");
+  other_stub.reset();
+  other->shutdown(1);
+}
+
 }  // namespace
 }  // namespace xfer::server

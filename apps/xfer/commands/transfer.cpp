@@ -91,7 +91,7 @@ std::string progress_line(const ProgressSnapshot& s) {
 
 json streams_json() {
   json out = json::array();
-  for (const auto& s : StreamStatsBoard::instance().snapshot("")) {
+  for (const auto& s : context().stats->snapshot("")) {
     out.push_back({{"endpoint", s.endpoint},
                    {"index", s.index},
                    {"bytes_sent", s.bytes_sent},
@@ -107,7 +107,15 @@ json streams_json() {
 
 }  // namespace
 
-int run_transfer_with_ui(const TransferRequest& request, const RenderOptions& render) {
+int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& render) {
+  // This process's backends, and its one statistics board for every
+  // endpoint (the --json summary reads it).
+  TransferRequest request = asked;
+  if (!request.backends) request.backends = context().backends;
+  for (EndpointOptions* ep :
+       {&request.options.source_endpoint, &request.options.destination_endpoint}) {
+    if (!ep->stats_board) ep->stats_board = context().stats;
+  }
   TransferCounters counters;
   CliObserver observer(render);
   const bool tty = ::isatty(STDERR_FILENO) == 1;

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,9 @@ struct TransferRequest {
   std::vector<std::string> sources;  // URLs or bare paths
   std::string destination;
   TransferOptions options;
+  // The backends the URLs may name; null: the built-in ones
+  // (BackendRegistry::with_builtins()).
+  std::shared_ptr<const BackendRegistry> backends;
 };
 
 }  // namespace xfer

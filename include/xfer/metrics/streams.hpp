@@ -1,6 +1,8 @@
 #pragma once
-// Per-connection statistics of data streams (TCP_INFO and byte counts),
-// filed by group (the CLI uses one group per process; xferd one per job).
+// Per-connection statistics of data streams (TCP_INFO and byte counts). A
+// board belongs to its owner, never to the process: the CLI keeps one per
+// run, xferd one per job (EndpointOptions::stats_board); entries are filed
+// by group within it. Thread-safe.
 // Backends register a provider per live set of connections and remove it
 // when they close: the last snapshot is kept, so a summary printed after
 // the transfer still sees the figures.
@@ -31,7 +33,6 @@ struct StreamStat {
 class StreamStatsBoard {
  public:
   using Provider = std::function<std::vector<StreamStat>()>;
-  static StreamStatsBoard& instance();
   std::uint64_t add(std::string group, Provider provider);
   // Takes a final snapshot from the provider and keeps it.
   void remove(std::uint64_t id);

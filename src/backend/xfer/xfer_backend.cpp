@@ -292,10 +292,10 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
       std::lock_guard lock(mu_);
       conns.swap(conns_);
     }
-    if (stats_id_) {
+    if (stats_id_ && options_.stats_board) {
       std::vector<StreamStat> last;
       for (auto& c : conns) last.push_back(c->stat(name_));
-      StreamStatsBoard::instance().remove(stats_id_, std::move(last));
+      options_.stats_board->remove(stats_id_, std::move(last));
     }
     for (auto& c : conns) c->close();
     if (!session_id_.empty()) {
@@ -399,9 +399,9 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
       conn->start_reader();
       conns_.push_back(std::move(conn));
     }
-    if (stats_id_ == 0) {
+    if (stats_id_ == 0 && options_.stats_board) {
       std::weak_ptr<XferClient> weak = weak_from_this();
-      stats_id_ = StreamStatsBoard::instance().add(options_.stats_group, [weak] {
+      stats_id_ = options_.stats_board->add("", [weak] {
         std::vector<StreamStat> out;
         if (auto self = weak.lock()) {
           std::lock_guard lock(self->mu_);
