@@ -878,6 +878,10 @@ Result<TransferResult> Engine::run() {
     while (!finished.load()) {
       if (cancelled()) {
         scheduler_.cancel();
+        // Workers blocked on the network (a server that stopped answering)
+        // wake now, not at their call's timeout. The backends were all
+        // made by resolve_roots, before this thread started.
+        for (auto& [key, backend] : backends_) backend->cancel();
         return;
       }
       if (ckpt_ && Clock::now() - last_job_write >= std::chrono::seconds(2)) {

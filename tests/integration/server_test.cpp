@@ -1113,5 +1113,43 @@ TEST_F(Server, SigtermWhenIdleExitsZeroAtOnce) {
   EXPECT_LE(e.seconds, 5.0) << e.describe();
 }
 
+// Ctrl-C reaches the network: with the server frozen (SIGSTOP) mid-upload,
+// every worker waits for a reply that will not come; SIGINT must end the
+// client within seconds (exit 130), not after the 120 s call timeout.
+TEST_F(Server, InterruptReachesCallsWaitingOnAFrozenServer) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  const fs::path src = tmp() / "big.bin";
+  write_random_file(src, 21, 256u << 20);
+  const pid_t server_pid = srv->pid();
+  std::thread driver;
+  int pidfd = -1;
+  std::atomic<bool> frozen{false};
+  std::chrono::steady_clock::time_point signalled;
+  auto r = run_xfer({"--token", srv->token(), "cp", "--no-progress", "--bwlimit", "64M",
+                     src.string(), srv->url("/big.bin")},
+                    60s, [&](pid_t pid) {
+                      pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+                      driver = std::thread([&, server_pid] {
+                        std::this_thread::sleep_for(1500ms);  // well into the upload
+                        ::kill(server_pid, SIGSTOP);
+                        frozen.store(true);
+                        std::this_thread::sleep_for(500ms);  // workers now wait for replies
+                        signalled = std::chrono::steady_clock::now();
+                        if (pidfd >= 0) ::syscall(SYS_pidfd_send_signal, pidfd, SIGINT, nullptr, 0);
+                      });
+                    });
+  const auto ended = std::chrono::steady_clock::now();
+  if (driver.joinable()) driver.join();
+  if (pidfd >= 0) ::close(pidfd);
+  ::kill(server_pid, SIGCONT);
+  ASSERT_TRUE(frozen.load()) << r.describe();
+  EXPECT_EXIT_CODE(r, 130);
+  const double after_signal = std::chrono::duration<double>(ended - signalled).count();
+  EXPECT_LT(after_signal, 5.0) << "the client waited " << after_signal << " s after Ctrl-C\n"
+                               << r.describe();
+  EXPECT_FALSE(fs::exists(srv->root() / "big.bin"));
+}
+
 }  // namespace
 }  // namespace xfer_it

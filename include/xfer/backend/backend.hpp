@@ -129,6 +129,11 @@ class Backend {
   virtual const Capabilities& capabilities() const = 0;
   // A short human description ("local", "xfer://host:port").
   virtual std::string describe() const = 0;
+  // The transfer using this backend was cancelled: calls blocked on the
+  // network return soon (with an error), and no new connection is opened.
+  // Called once, from any thread, while other threads use the backend.
+  // Local file-system calls do not block for long and need nothing.
+  virtual void cancel() {}
 
   // Namespace operations.
   virtual Result<FileAttrs> stat(std::string_view path) = 0;

@@ -102,9 +102,14 @@ class ClientConn {
   }
 
   void close() {
+    shutdown();
+    if (reader_.joinable() && reader_.get_id() != std::this_thread::get_id()) reader_.join();
+  }
+  // Ends the connection without waiting for its reader: the reader wakes,
+  // fails every call in flight, and ends. Any thread.
+  void shutdown() {
     alive_.store(false);
     fc_.shutdown();
-    if (reader_.joinable() && reader_.get_id() != std::this_thread::get_id()) reader_.join();
   }
 
   // Sends a request and waits for its reply. `target` receives a kData
@@ -298,7 +303,9 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
       options_.stats_board->remove(stats_id_, std::move(last));
     }
     for (auto& c : conns) c->close();
-    if (!session_id_.empty()) {
+    // A courtesy: the server also drops the session with its last
+    // connection. Not after a cancel, when the server may not be answering.
+    if (!session_id_.empty() && !cancelled_) {
       v1::CloseSessionRequest req;
       req.set_session_id(session_id_);
       v1::Empty resp;
@@ -322,8 +329,24 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
 
   // The next connection in turn, opening the session and (re)connecting
   // streams as needed.
+  // Cancellation reaches the wire: every data connection is shut down, so
+  // calls waiting for a reply fail at once instead of after kCallTimeout,
+  // and pick() opens nothing new.
+  void cancel() {
+    std::vector<std::shared_ptr<ClientConn>> conns;
+    {
+      std::lock_guard lock(mu_);
+      cancelled_ = true;
+      conns = conns_;
+    }
+    for (auto& c : conns) c->shutdown();
+  }
+
   Result<std::shared_ptr<ClientConn>> pick() {
     std::lock_guard lock(mu_);
+    if (cancelled_) {
+      return make_error(ErrorCode::kCancelled, "data session", name_, "the transfer was cancelled");
+    }
     if (conns_.empty()) XFER_TRY(open_session_locked());
     const std::size_t n = conns_.size();
     for (std::size_t tries = 0; tries < n; ++tries) {
@@ -345,6 +368,9 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   // partial — through pick().
   Result<std::shared_ptr<ClientConn>> pick_in(std::uint64_t session) {
     std::lock_guard lock(mu_);
+    if (cancelled_) {
+      return make_error(ErrorCode::kCancelled, "data session", name_, "the transfer was cancelled");
+    }
     const std::size_t n = conns_.size();
     for (std::size_t tries = 0; tries < n; ++tries) {
       auto& c = conns_[rr_++ % n];
@@ -478,6 +504,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   std::size_t max_payload_ = kMaxPiece;
   std::atomic<std::uint64_t> next_handle_{1};
   std::uint64_t stats_id_ = 0;
+  bool cancelled_ = false;  // guarded by mu_
 };
 
 // ---- sources and sinks ------------------------------------------------------
@@ -766,6 +793,7 @@ class XferBackend final : public Backend {
   }
 
   const Capabilities& capabilities() const override { return caps_; }
+  void cancel() override { client_->cancel(); }
   std::string describe() const override { return client_->name(); }
 
   Result<FileAttrs> stat(std::string_view path) override {
