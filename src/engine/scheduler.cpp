@@ -4,6 +4,8 @@
 
 #include "scheduler.hpp"
 
+#include <chrono>
+
 namespace xfer {
 
 bool Scheduler::push_file(FileTask task) {
@@ -47,6 +49,15 @@ WorkItem Scheduler::next() {
         ++f->in_flight;
         return item;
       }
+    }
+    // Under memory pressure a new file waits while anything else is in
+    // flight (whose buffers will come back); with nothing in flight it goes,
+    // so the transfer always progresses.
+    bool in_flight = classifying_ > 0;
+    for (const auto& f : chunked_) in_flight = in_flight || f->in_flight > 0;
+    if (!files_.empty() && pressure_ && in_flight && pressure_()) {
+      work_cv_.wait_for(lock, std::chrono::milliseconds(20));
+      continue;
     }
     if (!files_.empty() && !cancelled_) {
       WorkItem item;

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -65,6 +66,11 @@ class Scheduler {
  public:
   explicit Scheduler(std::size_t queue_capacity) : capacity_(queue_capacity) {}
 
+  // Memory backpressure (the governor's soft limit): while it says true and
+  // work is already in flight, next() hands out chunks of open files but no
+  // new file. Set before the workers start.
+  void set_pressure(std::function<bool()> pressure) { pressure_ = std::move(pressure); }
+
   // Scanner side. push_file blocks while the queue is full; false once cancelled.
   bool push_file(FileTask task);
   void close_input();
@@ -97,6 +103,7 @@ class Scheduler {
   unsigned classifying_ = 0;  // kFile items handed out, not yet classified
   bool input_closed_ = false;
   bool cancelled_ = false;
+  std::function<bool()> pressure_;
 };
 
 }  // namespace xfer

@@ -865,6 +865,7 @@ Result<TransferResult> Engine::run() {
 
   std::thread scanner([this] { scan(); });
   std::vector<std::thread> pool;
+  scheduler_.set_pressure([this] { return governor_.pressure(); });
   pool.reserve(workers);
   for (unsigned i = 0; i < workers; ++i) pool.emplace_back([this] { worker_loop(); });
 

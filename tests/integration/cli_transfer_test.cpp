@@ -1186,5 +1186,30 @@ TEST_F(Transfer, DestinationSymlinkToDirectory) {
   EXPECT_TRUE(compare_trees(tmp() / "f.txt", tmp() / "real" / "f.txt"));
 }
 
+// --memory bounds what the transfer holds: 8 files of 48 MiB copied by 64
+// workers through buffers (--verify turns copy_file_range off) stay within
+// the 32 MiB budget plus the process's own size, measured by the peak RSS
+// of the xfer process against a run that moves one small file.
+TEST_F(Transfer, MemoryBudgetBoundsThePeakResidentSet) {
+  const fs::path src = tmp() / "src";
+  fs::create_directories(src);
+  for (int i = 0; i < 8; ++i) {
+    write_random_file(src / ("f" + std::to_string(i)), 60 + i, 48u << 20);
+  }
+  write_file(tmp() / "small.txt", "small");
+  auto baseline = run_xfer(
+      {"cp", "--verify", "--no-progress", S(tmp() / "small.txt"), S(tmp() / "small.copy")});
+  ASSERT_EXIT_CODE(baseline, 0);
+  auto r = run_xfer({"cp", "-r", "--verify", "--no-progress", "--memory", "32M", "--workers", "64",
+                     S(src), S(tmp() / "dst")});
+  ASSERT_EXIT_CODE(r, 0);
+  EXPECT_TRUE(compare_trees(src, tmp() / "dst"));
+  const long budget_kib = 32 * 1024;
+  std::printf("[info] peak RSS %ld KiB with --memory 32M (one small file: %ld KiB)\n",
+              r.peak_rss_kib, baseline.peak_rss_kib);
+  EXPECT_LT(r.peak_rss_kib, baseline.peak_rss_kib + budget_kib + 8 * 1024)
+      << "the transfer held more than its memory budget";
+}
+
 }  // namespace
 }  // namespace xfer_it

@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -295,9 +296,11 @@ RunResult run(const std::vector<std::string>& argv, std::chrono::seconds timeout
     if (f.fd >= 0) ::close(f.fd);
 
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) throw_errno("waitpid");
+  struct rusage usage {};
+  while (::wait4(pid, &status, 0, &usage) < 0) {
+    if (errno != EINTR) throw_errno("wait4");
   }
+  res.peak_rss_kib = usage.ru_maxrss;
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (WIFEXITED(status)) {
     res.exit_code = WEXITSTATUS(status);

@@ -31,6 +31,7 @@ struct RunResult {
   std::string out;         // captured stdout
   std::string err;         // captured stderr
   double seconds = 0.0;    // wall time
+  long peak_rss_kib = 0;   // the child's peak resident set (ru_maxrss)
   std::vector<std::string> argv;
   std::string cwd;
 
