@@ -6,11 +6,9 @@
 #include <thread>
 #include <vector>
 
-#include "xfer/io/bounded_queue.hpp"
 #include "xfer/io/buffer_pool.hpp"
 #include "xfer/io/memory_governor.hpp"
 #include "xfer/io/rate_limiter.hpp"
-#include "xfer/io/thread_pool.hpp"
 
 namespace xfer {
 namespace {
@@ -78,39 +76,6 @@ TEST(RateLimiter, ZeroMeansUnlimited) {
   auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < 1000; ++i) limiter.acquire(1 << 30);
   EXPECT_LT(std::chrono::steady_clock::now() - start, 100ms);
-}
-
-TEST(BoundedQueue, BlocksWhenFullAndDrainsAfterClose) {
-  BoundedQueue<int> q(2);
-  EXPECT_TRUE(q.push(1));
-  EXPECT_TRUE(q.push(2));
-  std::atomic<bool> pushed{false};
-  std::thread t([&] {
-    q.push(3);
-    pushed = true;
-  });
-  std::this_thread::sleep_for(30ms);
-  EXPECT_FALSE(pushed.load());
-  EXPECT_EQ(q.pop(), 1);
-  t.join();
-  EXPECT_TRUE(pushed.load());
-  q.close();
-  EXPECT_FALSE(q.push(4));
-  EXPECT_EQ(q.pop(), 2);
-  EXPECT_EQ(q.pop(), 3);
-  EXPECT_EQ(q.pop(), std::nullopt);
-}
-
-TEST(ThreadPool, RunsEverythingWithBoundedQueue) {
-  std::atomic<int> sum{0};
-  {
-    ThreadPool pool(3, 4);
-    for (int i = 1; i <= 100; ++i) {
-      ASSERT_TRUE(pool.submit([&sum, i] { sum += i; }));
-    }
-    pool.wait_idle();
-    EXPECT_EQ(sum.load(), 5050);
-  }
 }
 
 }  // namespace
