@@ -1151,5 +1151,42 @@ TEST_F(Server, InterruptReachesCallsWaitingOnAFrozenServer) {
   EXPECT_FALSE(fs::exists(srv->root() / "big.bin"));
 }
 
+// The same for a download of many files, where workers also wait on gRPC
+// calls (each file's final Stat): they are cancelled too.
+TEST_F(Server, InterruptReachesGrpcCallsOnAFrozenServer) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  fs::create_directories(srv->root() / "tree");
+  for (int i = 0; i < 400; ++i) {
+    write_file(srv->root() / "tree" / ("f" + std::to_string(i)), std::string(256 << 10, 'x'));
+  }
+  const pid_t server_pid = srv->pid();
+  std::thread driver;
+  int pidfd = -1;
+  std::chrono::steady_clock::time_point signalled;
+  auto r = run_xfer({"--token", srv->token(), "cp", "-r", "--no-progress", "--bwlimit", "32M",
+                     srv->url("/tree"), (tmp() / "dst").string()},
+                    60s, [&](pid_t pid) {
+                      pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+                      driver = std::thread([&, server_pid] {
+                        std::this_thread::sleep_for(1000ms);
+                        ::kill(server_pid, SIGSTOP);
+                        std::this_thread::sleep_for(500ms);
+                        signalled = std::chrono::steady_clock::now();
+                        if (pidfd >= 0) {
+                          ::syscall(SYS_pidfd_send_signal, pidfd, SIGINT, nullptr, 0);
+                        }
+                      });
+                    });
+  const auto ended = std::chrono::steady_clock::now();
+  if (driver.joinable()) driver.join();
+  if (pidfd >= 0) ::close(pidfd);
+  ::kill(server_pid, SIGCONT);
+  EXPECT_EXIT_CODE(r, 130);
+  const double after_signal = std::chrono::duration<double>(ended - signalled).count();
+  EXPECT_LT(after_signal, 5.0) << "the client waited " << after_signal << " s after Ctrl-C\n"
+                               << r.describe();
+}
+
 }  // namespace
 }  // namespace xfer_it

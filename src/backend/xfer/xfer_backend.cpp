@@ -18,6 +18,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
@@ -327,6 +328,33 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     prepare_call(ctx, token_, timeout);
   }
 
+  // A gRPC call in flight, known to cancel(): it prepares the context and,
+  // for as long as it lives, a cancel reaches the call (TryCancel) instead
+  // of leaving it to its deadline.
+  class Call {
+   public:
+    Call(XferClient& client, grpc::ClientContext& ctx, std::chrono::seconds timeout)
+        : client_(client), ctx_(ctx) {
+      client_.prepare(ctx_, timeout);
+      std::lock_guard lock(client_.calls_mu_);
+      client_.calls_.insert(&ctx_);
+      if (client_.cancelled_.load()) ctx_.TryCancel();
+    }
+    ~Call() {
+      std::lock_guard lock(client_.calls_mu_);
+      client_.calls_.erase(&ctx_);
+    }
+    Call(const Call&) = delete;
+    Call& operator=(const Call&) = delete;
+
+   private:
+    XferClient& client_;
+    grpc::ClientContext& ctx_;
+  };
+  [[nodiscard]] Call track(grpc::ClientContext& ctx, std::chrono::seconds timeout = kRpcTimeout) {
+    return Call(*this, ctx, timeout);
+  }
+
   // The next connection in turn, opening the session and (re)connecting
   // streams as needed.
   // Cancellation reaches the wire: every data connection is shut down, so
@@ -336,10 +364,12 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     std::vector<std::shared_ptr<ClientConn>> conns;
     {
       std::lock_guard lock(mu_);
-      cancelled_ = true;
+      cancelled_.store(true);
       conns = conns_;
     }
     for (auto& c : conns) c->shutdown();
+    std::lock_guard lock(calls_mu_);
+    for (grpc::ClientContext* ctx : calls_) ctx->TryCancel();
   }
 
   Result<std::shared_ptr<ClientConn>> pick() {
@@ -399,7 +429,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     req.set_encrypt(enc);
     v1::Session session;
     grpc::ClientContext ctx;
-    prepare(ctx);
+    auto call = track(ctx);
     grpc::Status st = stub_->OpenSession(&ctx, req, &session);
     if (!st.ok()) return protocol::from_grpc(st, ctx, "open session", name_);
     session_id_ = session.session_id();
@@ -504,7 +534,9 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   std::size_t max_payload_ = kMaxPiece;
   std::atomic<std::uint64_t> next_handle_{1};
   std::uint64_t stats_id_ = 0;
-  bool cancelled_ = false;  // guarded by mu_
+  std::atomic<bool> cancelled_{false};
+  std::mutex calls_mu_;                   // may be taken while mu_ is held, never the reverse
+  std::set<grpc::ClientContext*> calls_;  // gRPC calls in flight (Call)
 };
 
 // ---- sources and sinks ------------------------------------------------------
@@ -576,7 +608,7 @@ class XferSource final : public Source {
     req.set_path(path_);
     v1::FileAttrs resp;
     grpc::ClientContext ctx;
-    client_->prepare(ctx);
+    auto call = client_->track(ctx);
     grpc::Status st = client_->stub().Stat(&ctx, req, &resp);
     if (!st.ok()) return protocol::from_grpc(st, ctx, "stat", path_);
     if (resp.size() != attrs_.size || resp.mtime_ns() != attrs_.mtime_ns) {
@@ -801,7 +833,7 @@ class XferBackend final : public Backend {
     req.set_path(std::string(path));
     v1::FileAttrs resp;
     grpc::ClientContext ctx;
-    client_->prepare(ctx);
+    auto call = client_->track(ctx);
     grpc::Status st = client_->stub().Stat(&ctx, req, &resp);
     if (!st.ok()) return protocol::from_grpc(st, ctx, "stat", path);
     return peer_attrs(resp);
@@ -812,7 +844,7 @@ class XferBackend final : public Backend {
     req.set_path(std::string(path));
     req.set_want_attrs(options.want_attrs);
     grpc::ClientContext ctx;
-    client_->prepare(ctx, std::chrono::seconds(3600));
+    auto call = client_->track(ctx, std::chrono::seconds(3600));
     auto reader = client_->stub().List(&ctx, req);
     v1::ListReply reply;
     Status stop = ok_status();
@@ -949,7 +981,7 @@ class XferBackend final : public Backend {
   Status unary(Method method, const Req& req, std::string_view op, std::string_view path) {
     v1::Empty resp;
     grpc::ClientContext ctx;
-    client_->prepare(ctx);
+    auto call = client_->track(ctx);
     grpc::Status st = (client_->stub().*method)(&ctx, req, &resp);
     if (!st.ok()) return protocol::from_grpc(st, ctx, op, path);
     return ok_status();
