@@ -213,8 +213,6 @@ Status get_meta(Reader& r, FileMeta& m) {
   return ok_status();
 }
 
-constexpr std::uint32_t kOpenReplyInlined = 1u << 1;
-
 }  // namespace
 
 // ---- Header.
@@ -444,7 +442,7 @@ Result<OpenReply> decode_open_reply(std::span<const std::byte> in) {
   XFER_TRY(r.u32(v.flags, "flags"));
   XFER_TRY(r.vec(v.inline_data, "inline_data"));
   XFER_TRY(r.finish());
-  if ((v.flags & kOpenReplyInlined) != 0) {
+  if ((v.flags & kReplyInlined) != 0) {
     if (v.inline_data.size() != v.size) {
       return r.fail(fmt::format("inline_data has {} bytes but the file size is {}",
                                 v.inline_data.size(), v.size));

@@ -588,7 +588,7 @@ Status DataServer::handshake(Conn& conn, std::shared_ptr<DataSession>& session) 
     (void)send_error(fc, 0, 0, e);
     return e;
   }
-  const bool want_seal = (hello->flags & 1u) != 0;
+  const bool want_seal = (hello->flags & protocol::kHelloSeal) != 0;
   if (want_seal != session->encrypt) {
     Error e = make_error(ErrorCode::kPermission, "handshake", "",
                          session->encrypt ? "this session requires sealed frames"
@@ -611,7 +611,7 @@ Status DataServer::handshake(Conn& conn, std::shared_ptr<DataSession>& session) 
         auto keys, protocol::derive_keys(shared, session->data_token, hello->nonce, ok.nonce));
     XFER_ASSIGN_OR_RETURN(auto send, protocol::FrameCipher::create(keys.server_to_client));
     XFER_ASSIGN_OR_RETURN(auto recv, protocol::FrameCipher::create(keys.client_to_server));
-    ok.flags = 1;
+    ok.flags = protocol::kHelloSeal;
     return std::make_pair(std::move(send), std::move(recv));
   };
   std::optional<std::pair<protocol::FrameCipher, protocol::FrameCipher>> ciphers;
@@ -858,9 +858,9 @@ class FrameHandler {
     o.attrs.size = m.size;
     o.attrs.mode = m.mode;
     o.attrs.mtime_ns = m.mtime_ns;
-    o.sparse = (m.flags & 1u) != 0;
-    o.fsync = (m.flags & 2u) != 0;
-    o.resume_existing = (m.flags & 4u) != 0;
+    o.sparse = (m.flags & protocol::kMetaSparse) != 0;
+    o.fsync = (m.flags & protocol::kMetaFsync) != 0;
+    o.resume_existing = (m.flags & protocol::kMetaResume) != 0;
     o.resume_name = m.resume_name;
     return o;
   }
@@ -948,7 +948,7 @@ class FrameHandler {
       handle->size = ow.meta.size;
       XFER_ASSIGN_OR_RETURN(handle->sink,
                             session_.fs->open_sink(ow.meta.path, sink_options(ow.meta)));
-      if (handle->sink->resumed()) reply.flags |= 1u;
+      if (handle->sink->resumed()) reply.flags |= protocol::kReplyResumed;
       return add_handle(h.id, std::move(handle));
     }();
     return reply_open(h.id, os, reply);
@@ -987,7 +987,7 @@ class FrameHandler {
                             RetryClass::kRetryFile);
         }
         XFER_TRY(src.check_unchanged());
-        reply.flags |= 2u;
+        reply.flags |= protocol::kReplyInlined;
         return ok_status();  // the handle goes away here: nothing stays open
       }
       return add_handle(h.id, std::move(handle));

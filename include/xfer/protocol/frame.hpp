@@ -91,9 +91,17 @@ std::string_view to_string(FrameType type);
 // Strings are u32 length + bytes (max 64 KiB); paths must be valid UTF-8-free
 // byte strings without NUL.
 
+// The flag bits of the bodies below, by name (the wire values are fixed).
+inline constexpr std::uint16_t kHelloSeal = 1u << 0;     // Hello/HelloOk: sealed frames
+inline constexpr std::uint32_t kMetaSparse = 1u << 0;    // FileMeta: keep holes
+inline constexpr std::uint32_t kMetaFsync = 1u << 1;     // FileMeta: fdatasync before commit
+inline constexpr std::uint32_t kMetaResume = 1u << 2;    // FileMeta: resume an existing partial
+inline constexpr std::uint32_t kReplyResumed = 1u << 0;  // OpenReply: a partial was resumed
+inline constexpr std::uint32_t kReplyInlined = 1u << 1;  // OpenReply: inline_data is the file
+
 struct Hello {
   std::uint16_t version = kProtocolVersion;
-  std::uint16_t flags = 0;                    // bit 0: the client asks for sealed frames
+  std::uint16_t flags = 0;                    // kHelloSeal: the client asks for sealed frames
   std::string data_token;                     // from OpenSession
   std::array<std::uint8_t, 32> public_key{};  // client X25519 public key (zeros when not sealing)
   std::array<std::uint8_t, 16> nonce{};       // client random
@@ -102,7 +110,7 @@ struct Hello {
 };
 struct HelloOk {
   std::uint16_t version = kProtocolVersion;
-  std::uint16_t flags = 0;                    // bit 0: sealed frames follow (both directions)
+  std::uint16_t flags = 0;                    // kHelloSeal: sealed frames follow (both directions)
   std::array<std::uint8_t, 32> public_key{};  // server X25519 public key
   std::array<std::uint8_t, 16> nonce{};       // server random
   std::uint64_t connection_id = 0;
@@ -121,7 +129,7 @@ struct FileMeta {  // what the server needs to create a file
   std::uint64_t size = 0;
   std::uint32_t mode = 0644;
   std::int64_t mtime_ns = 0;
-  std::uint32_t flags = 0;  // bit 0 sparse, bit 1 fsync, bit 2 resume_existing
+  std::uint32_t flags = 0;  // kMetaSparse | kMetaFsync | kMetaResume
   std::string resume_name;  // empty: not resumable
 
   bool operator==(const FileMeta&) const = default;  // field-wise (tests, fuzzer)
@@ -141,8 +149,8 @@ struct OpenReply {
   std::uint64_t size = 0;
   std::uint32_t mode = 0;
   std::int64_t mtime_ns = 0;
-  std::uint32_t flags = 0;             // bit 0: resumed partial (OpenWrite); bit 1: data inlined
-  std::vector<std::byte> inline_data;  // whole file when bit 1 is set
+  std::uint32_t flags = 0;             // kReplyResumed (OpenWrite), kReplyInlined (OpenRead)
+  std::vector<std::byte> inline_data;  // the whole file when kReplyInlined is set
 
   bool operator==(const OpenReply&) const = default;  // field-wise (tests, fuzzer)
 };

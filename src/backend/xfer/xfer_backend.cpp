@@ -479,7 +479,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     if (seal) {
       XFER_ASSIGN_OR_RETURN(auto kp, protocol::KeyPair::generate());
       pair.emplace(std::move(kp));
-      h.flags = 1;
+      h.flags = protocol::kHelloSeal;
       h.public_key = pair->public_key();
     }
     // The data token never travels here: only a proof of it.
@@ -505,7 +505,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
                         fmt::format("server speaks protocol version {}", ok.version));
     }
     if (seal) {
-      if ((ok.flags & 1u) == 0) {
+      if ((ok.flags & protocol::kHelloSeal) == 0) {
         return make_error(ErrorCode::kPermission, "handshake", name_,
                           "server refused to seal the data channel");
       }
@@ -634,7 +634,8 @@ protocol::FileMeta meta_for(std::string_view path, const SinkOptions& o) {
   m.size = o.size;
   m.mode = o.attrs.mode;
   m.mtime_ns = o.attrs.mtime_ns;
-  m.flags = (o.sparse ? 1u : 0u) | (o.fsync ? 2u : 0u) | (o.resume_existing ? 4u : 0u);
+  m.flags = (o.sparse ? protocol::kMetaSparse : 0u) | (o.fsync ? protocol::kMetaFsync : 0u) |
+            (o.resume_existing ? protocol::kMetaResume : 0u);
   m.resume_name = o.resume_name;
   return m;
 }
@@ -932,7 +933,7 @@ class XferBackend final : public Backend {
     a.size = r.size;
     a.mode = r.mode & kPeerModeBits;
     a.mtime_ns = r.mtime_ns;
-    const bool inlined = (r.flags & 2u) != 0;
+    const bool inlined = (r.flags & protocol::kReplyInlined) != 0;
     if (inlined && r.inline_data.size() != r.size) {
       return make_error(ErrorCode::kCorrupt, "open", path, "inline data does not match the size");
     }
@@ -952,7 +953,7 @@ class XferBackend final : public Backend {
     const std::uint64_t handle = client_->next_handle();
     XFER_ASSIGN_OR_RETURN(auto opened, open_remote(FrameType::kOpenWrite, handle, payload, path));
     return std::unique_ptr<Sink>(new XferSink(client_, std::string(path), handle, opened.session,
-                                              (opened.reply.flags & 1u) != 0,
+                                              (opened.reply.flags & protocol::kReplyResumed) != 0,
                                               !options.resume_name.empty()));
   }
 
