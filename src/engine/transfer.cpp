@@ -84,6 +84,8 @@ class Engine {
  private:
   // Setup.
   Result<Backend*> backend_for(const Url& url, const EndpointOptions& options);
+  // Backend::cancel() on every backend made so far (any thread).
+  void cancel_backends();
   Status resolve_roots();
   Status lock_job();
   Status open_job();
@@ -128,6 +130,9 @@ class Engine {
   Scheduler scheduler_;
   std::atomic<bool> zero_copy_;
 
+  // Added to by resolve_roots (under backends_mu_, while the early cancel
+  // watcher may read it); fixed once the transfer runs.
+  std::mutex backends_mu_;
   std::vector<std::pair<std::string, std::unique_ptr<Backend>>> backends_;
   std::vector<Root> roots_;
   std::vector<DirFixup> dir_fixups_;  // scanner thread only, until it joins
@@ -170,8 +175,15 @@ Result<Backend*> Engine::backend_for(const Url& url, const EndpointOptions& opti
     if (k == key) return b.get();
   }
   XFER_ASSIGN_OR_RETURN(auto backend, backends_registry_->create(url, options));
+  std::lock_guard lock(backends_mu_);
+  if (cancelled()) backend->cancel();  // made after the cancel reached the others
   backends_.emplace_back(key, std::move(backend));
   return backends_.back().second.get();
+}
+
+void Engine::cancel_backends() {
+  std::lock_guard lock(backends_mu_);
+  for (auto& [key, backend] : backends_) backend->cancel();
 }
 
 // cp semantics (docs/cli.md): DST is a directory target when it exists as a
@@ -831,7 +843,25 @@ Result<TransferResult> Engine::run() {
   Status locked = checkpointing ? lock_job() : ok_status();
   // Two processes must not run one job (they would share its partials).
   if (!locked.ok() && locked.error().code == ErrorCode::kUnavailable) return locked.error();
-  if (Status resolved = resolve_roots(); !resolved.ok()) {
+  // Resolving the roots already talks to servers (a Stat each): a cancel
+  // during it reaches those calls too.
+  Status resolved = ok_status();
+  {
+    std::atomic<bool> done{false};
+    std::thread early([&] {
+      while (!done.load()) {
+        if (cancelled()) {
+          cancel_backends();
+          return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    });
+    resolved = resolve_roots();
+    done.store(true);
+    early.join();
+  }
+  if (!resolved.ok()) {
     // Nothing started: leave no empty job folder behind for a new job.
     if (checkpointing && locked.ok() && !previous_job_) {
       ::close(lock_fd_);
@@ -880,9 +910,8 @@ Result<TransferResult> Engine::run() {
       if (cancelled()) {
         scheduler_.cancel();
         // Workers blocked on the network (a server that stopped answering)
-        // wake now, not at their call's timeout. The backends were all
-        // made by resolve_roots, before this thread started.
-        for (auto& [key, backend] : backends_) backend->cancel();
+        // wake now, not at their call's timeout.
+        cancel_backends();
         return;
       }
       if (ckpt_ && Clock::now() - last_job_write >= std::chrono::seconds(2)) {

@@ -1113,41 +1113,50 @@ TEST_F(Server, SigtermWhenIdleExitsZeroAtOnce) {
   EXPECT_LE(e.seconds, 5.0) << e.describe();
 }
 
-// Ctrl-C reaches the network: with the server frozen (SIGSTOP) mid-upload,
-// every worker waits for a reply that will not come; SIGINT must end the
-// client within seconds (exit 130), not after the 120 s call timeout.
+// Runs xfer with `args`, freezes `server_pid` (SIGSTOP) `freeze_after` into
+// the run (at once when zero), sends xfer SIGINT 500 ms later, and lets the
+// server go on afterwards. Returns the run and the seconds from SIGINT to
+// xfer's exit.
+std::pair<RunResult, double> interrupt_with_frozen_server(const std::vector<std::string>& args,
+                                                          pid_t server_pid,
+                                                          std::chrono::milliseconds freeze_after) {
+  if (freeze_after.count() == 0) ::kill(server_pid, SIGSTOP);
+  std::thread driver;
+  int pidfd = -1;
+  std::chrono::steady_clock::time_point signalled;
+  auto r = run_xfer(args, 60s, [&](pid_t pid) {
+    pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    driver = std::thread([&, server_pid, freeze_after] {
+      if (freeze_after.count() > 0) {
+        std::this_thread::sleep_for(freeze_after);
+        ::kill(server_pid, SIGSTOP);
+      }
+      std::this_thread::sleep_for(500ms);  // workers now wait for replies
+      signalled = std::chrono::steady_clock::now();
+      if (pidfd >= 0) ::syscall(SYS_pidfd_send_signal, pidfd, SIGINT, nullptr, 0);
+    });
+  });
+  const auto ended = std::chrono::steady_clock::now();
+  if (driver.joinable()) driver.join();
+  if (pidfd >= 0) ::close(pidfd);
+  ::kill(server_pid, SIGCONT);
+  return {r, std::chrono::duration<double>(ended - signalled).count()};
+}
+
+// Ctrl-C reaches the network: with the server frozen mid-upload, every
+// worker waits for a reply that will not come; SIGINT must end the client
+// within seconds (exit 130), not after the 120 s call timeout.
 TEST_F(Server, InterruptReachesCallsWaitingOnAFrozenServer) {
   XferdProcess* srv = start_server();
   ASSERT_NE(srv, nullptr);
   const fs::path src = tmp() / "big.bin";
   write_random_file(src, 21, 256u << 20);
-  const pid_t server_pid = srv->pid();
-  std::thread driver;
-  int pidfd = -1;
-  std::atomic<bool> frozen{false};
-  std::chrono::steady_clock::time_point signalled;
-  auto r = run_xfer({"--token", srv->token(), "cp", "--no-progress", "--bwlimit", "64M",
-                     src.string(), srv->url("/big.bin")},
-                    60s, [&](pid_t pid) {
-                      pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-                      driver = std::thread([&, server_pid] {
-                        std::this_thread::sleep_for(1500ms);  // well into the upload
-                        ::kill(server_pid, SIGSTOP);
-                        frozen.store(true);
-                        std::this_thread::sleep_for(500ms);  // workers now wait for replies
-                        signalled = std::chrono::steady_clock::now();
-                        if (pidfd >= 0) ::syscall(SYS_pidfd_send_signal, pidfd, SIGINT, nullptr, 0);
-                      });
-                    });
-  const auto ended = std::chrono::steady_clock::now();
-  if (driver.joinable()) driver.join();
-  if (pidfd >= 0) ::close(pidfd);
-  ::kill(server_pid, SIGCONT);
-  ASSERT_TRUE(frozen.load()) << r.describe();
+  auto [r, after] =
+      interrupt_with_frozen_server({"--token", srv->token(), "cp", "--no-progress", "--bwlimit",
+                                    "64M", src.string(), srv->url("/big.bin")},
+                                   srv->pid(), 1500ms);
   EXPECT_EXIT_CODE(r, 130);
-  const double after_signal = std::chrono::duration<double>(ended - signalled).count();
-  EXPECT_LT(after_signal, 5.0) << "the client waited " << after_signal << " s after Ctrl-C\n"
-                               << r.describe();
+  EXPECT_LT(after, 5.0) << "the client waited " << after << " s after Ctrl-C\n" << r.describe();
   EXPECT_FALSE(fs::exists(srv->root() / "big.bin"));
 }
 
@@ -1160,32 +1169,28 @@ TEST_F(Server, InterruptReachesGrpcCallsOnAFrozenServer) {
   for (int i = 0; i < 400; ++i) {
     write_file(srv->root() / "tree" / ("f" + std::to_string(i)), std::string(256 << 10, 'x'));
   }
-  const pid_t server_pid = srv->pid();
-  std::thread driver;
-  int pidfd = -1;
-  std::chrono::steady_clock::time_point signalled;
-  auto r = run_xfer({"--token", srv->token(), "cp", "-r", "--no-progress", "--bwlimit", "32M",
-                     srv->url("/tree"), (tmp() / "dst").string()},
-                    60s, [&](pid_t pid) {
-                      pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-                      driver = std::thread([&, server_pid] {
-                        std::this_thread::sleep_for(1000ms);
-                        ::kill(server_pid, SIGSTOP);
-                        std::this_thread::sleep_for(500ms);
-                        signalled = std::chrono::steady_clock::now();
-                        if (pidfd >= 0) {
-                          ::syscall(SYS_pidfd_send_signal, pidfd, SIGINT, nullptr, 0);
-                        }
-                      });
-                    });
-  const auto ended = std::chrono::steady_clock::now();
-  if (driver.joinable()) driver.join();
-  if (pidfd >= 0) ::close(pidfd);
-  ::kill(server_pid, SIGCONT);
+  auto [r, after] = interrupt_with_frozen_server(
+      {"--token", srv->token(), "cp", "-r", "--no-progress", "--bwlimit", "32M", srv->url("/tree"),
+       (tmp() / "dst").string()},
+      srv->pid(), 1000ms);
   EXPECT_EXIT_CODE(r, 130);
-  const double after_signal = std::chrono::duration<double>(ended - signalled).count();
-  EXPECT_LT(after_signal, 5.0) << "the client waited " << after_signal << " s after Ctrl-C\n"
-                               << r.describe();
+  EXPECT_LT(after, 5.0) << "the client waited " << after << " s after Ctrl-C\n" << r.describe();
+}
+
+// And before anything started: the engine's first Stat of its roots, sent
+// to a server that is already frozen, is cancelled too (it used to wait for
+// its 30 s deadline).
+TEST_F(Server, InterruptReachesTheFirstCallToAFrozenServer) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  write_file(srv->root() / "a.txt", "a");
+  const std::string tok = srv->token();
+  auto [r, after] = interrupt_with_frozen_server(
+      {"--token", tok, "cp", "--no-progress", srv->url("/a.txt"), (tmp() / "a.txt").string()},
+      srv->pid(), 0ms);
+  EXPECT_EXIT_CODE(r, 130);
+  EXPECT_LT(after, 5.0) << "the client waited " << after << " s after Ctrl-C\n" << r.describe();
+  EXPECT_FALSE(fs::exists(tmp() / "a.txt"));
 }
 
 }  // namespace

@@ -151,6 +151,9 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
   cv.notify_all();
   if (renderer.joinable()) renderer.join();
 
+  // Interrupted before anything started (while the roots were resolved):
+  // the error is the cancel's doing, not the user's to read.
+  if (!result && context().cancel.load()) return kExitInterrupted;
   if (!result) {
     if (observer.printed_errors() == 0) {
       print_error(result.error());
