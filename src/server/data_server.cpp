@@ -162,19 +162,22 @@ void FdBudget::release(std::size_t n) {
   used_.fetch_sub(n);
 }
 
-bool SubjectFiles::try_acquire(const std::string& subject) {
+SubjectQuota::Verdict SubjectQuota::try_acquire(const std::string& subject) {
   std::lock_guard lock(mu_);
-  unsigned& n = open_[subject];
-  if (n >= max_) return false;
-  ++n;
-  return true;
+  if (used_ >= total_) return Verdict::kServerFull;
+  unsigned& mine = by_subject_[subject];
+  if (mine >= per_subject_) return Verdict::kSubjectFull;
+  ++mine;
+  ++used_;
+  return Verdict::kGranted;
 }
 
-void SubjectFiles::release(const std::string& subject) {
+void SubjectQuota::release(const std::string& subject) {
   std::lock_guard lock(mu_);
-  auto it = open_.find(subject);
-  if (it == open_.end()) return;
-  if (--it->second == 0) open_.erase(it);
+  auto it = by_subject_.find(subject);
+  if (it == by_subject_.end()) return;
+  --used_;
+  if (--it->second == 0) by_subject_.erase(it);
 }
 
 // ---- sessions -------------------------------------------------------------
@@ -685,7 +688,7 @@ namespace {
 class FrameHandler {
  public:
   FrameHandler(FrameConn& fc, DataSession& session, const DataLimits& limits, FdBudget& fds,
-               SubjectFiles& subject_files, const std::atomic<bool>& stopping)
+               SubjectQuota& subject_files, const std::atomic<bool>& stopping)
       : fc_(fc),
         session_(session),
         limits_(limits),
@@ -791,7 +794,7 @@ class FrameHandler {
             RetryClass::kRetryCall);
       }
     }
-    if (!subject_files_.try_acquire(session_.scope.subject)) {
+    if (subject_files_.try_acquire(session_.scope.subject) != SubjectQuota::Verdict::kGranted) {
       return make_error(ErrorCode::kUnavailable, "open", "",
                         fmt::format("'{}' has {} files open, the most one token subject may",
                                     printable_name(session_.scope.subject, 100),
@@ -1071,7 +1074,7 @@ class FrameHandler {
   DataSession& session_;
   const DataLimits& limits_;
   FdBudget& fds_;
-  SubjectFiles& subject_files_;
+  SubjectQuota& subject_files_;
   const std::atomic<bool>& stopping_;
   bool use_sendfile_ = true;
   std::vector<std::byte> buf_;

@@ -57,19 +57,24 @@ class FdBudget {
   std::atomic<std::size_t> used_{0};
 };
 
-// Files open per token subject (limits.max_open_files_per_subject): a
-// subject's sessions together hold at most that many, whatever the number
-// of sessions and handles each may have.
-class SubjectFiles {
+// What token subjects hold, counted and bounded per subject and in total:
+// open files (limits.max_open_files_per_subject, across all of a subject's
+// sessions) and WatchJob streams (max_watches, max_watches_per_subject).
+// Thread-safe.
+class SubjectQuota {
  public:
-  explicit SubjectFiles(unsigned max) : max_(max) {}
-  bool try_acquire(const std::string& subject);
+  enum class Verdict { kGranted, kServerFull, kSubjectFull };
+  explicit SubjectQuota(unsigned per_subject, unsigned total = ~0u)
+      : per_subject_(per_subject), total_(total) {}
+  Verdict try_acquire(const std::string& subject);
   void release(const std::string& subject);
 
  private:
-  unsigned max_;
+  unsigned per_subject_;
+  unsigned total_;
   std::mutex mu_;
-  std::map<std::string, unsigned> open_;
+  unsigned used_ = 0;
+  std::map<std::string, unsigned> by_subject_;
 };
 
 // One open file of a session. Its connections read or write it in parallel
@@ -84,7 +89,7 @@ struct Handle {
   std::unique_ptr<Source> source;  // open for reading
   std::size_t fds = 0;             // descriptors held against the FdBudget
   FdBudget* budget = nullptr;
-  SubjectFiles* subject_files = nullptr;  // counts this file against `subject`
+  SubjectQuota* subject_files = nullptr;  // counts this file against `subject`
   std::string subject;
   std::shared_mutex use;
   bool finished = false;  // guarded by `use`
@@ -187,7 +192,7 @@ class DataServer {
   DataLimits limits_;
   FdBudget& fds_;
   Audit& audit_;
-  SubjectFiles subject_files_;
+  SubjectQuota subject_files_;
   int listen_fd_ = -1;
   UniqueFd reserve_fd_;  // given up to accept-and-close when out of descriptors
   std::string address_;

@@ -316,39 +316,6 @@ class JobManager {
 
 // ---- the service ------------------------------------------------------------
 
-// WatchJob streams last as long as their job and each holds one of gRPC's
-// threads: bounded in total and per subject, so watchers cannot take the
-// threads every other call needs.
-class WatchSlots {
- public:
-  WatchSlots(unsigned total, unsigned per_subject) : total_(total), per_subject_(per_subject) {}
-  // Empty when one is available (and taken); the reason otherwise.
-  std::optional<std::string> try_acquire(const std::string& subject) {
-    std::lock_guard lock(mu_);
-    if (used_ >= total_) return fmt::format("the server has {} job watches open", used_);
-    unsigned& mine = by_subject_[subject];
-    if (mine >= per_subject_) {
-      return fmt::format("'{}' has {} job watches open, the most one token subject may",
-                         printable_name(subject, 100), mine);
-    }
-    ++mine;
-    ++used_;
-    return std::nullopt;
-  }
-  void release(const std::string& subject) {
-    std::lock_guard lock(mu_);
-    --used_;
-    if (--by_subject_[subject] == 0) by_subject_.erase(subject);
-  }
-
- private:
-  unsigned total_;
-  unsigned per_subject_;
-  std::mutex mu_;
-  unsigned used_ = 0;
-  std::map<std::string, unsigned> by_subject_;
-};
-
 class Service final : public v1::Xfer::Service {
  public:
   Service(const ServerConfig& config, std::shared_ptr<ConfinedRoot> root,
@@ -364,7 +331,7 @@ class Service final : public v1::Xfer::Service {
         jobs_(jobs),
         audit_(audit),
         data_address_(std::move(data_address)),
-        watches_(config.max_watches, config.max_watches_per_subject) {}
+        watches_(config.max_watches_per_subject, config.max_watches) {}
 
   grpc::Status Stat(grpc::ServerContext* ctx, const v1::PathRequest* req,
                     v1::FileAttrs* resp) override {
@@ -544,15 +511,22 @@ class Service final : public v1::Xfer::Service {
     if (!job) {
       return refuse(*ctx, no_job("watch job", req->job_id()), scope->subject, "watch job");
     }
-    if (auto full = watches_.try_acquire(scope->subject)) {
+    // Each stream holds one of gRPC's threads for as long as its job runs:
+    // bounded in total and per subject (max_watches, max_watches_per_subject).
+    if (auto v = watches_.try_acquire(scope->subject); v != SubjectQuota::Verdict::kGranted) {
+      const std::string why =
+          v == SubjectQuota::Verdict::kServerFull
+              ? fmt::format("the server has {} job watches open", config_.max_watches)
+              : fmt::format("'{}' has {} job watches open, the most one token subject may",
+                            printable_name(scope->subject, 100), config_.max_watches_per_subject);
       return refuse(
-          *ctx, make_error(ErrorCode::kUnavailable, "watch job", "", *full, RetryClass::kRetryCall),
+          *ctx, make_error(ErrorCode::kUnavailable, "watch job", "", why, RetryClass::kRetryCall),
           scope->subject, "watch job");
     }
     struct Release {
-      WatchSlots& slots;
+      SubjectQuota& quota;
       const std::string& subject;
-      ~Release() { slots.release(subject); }
+      ~Release() { quota.release(subject); }
     } release{watches_, scope->subject};
     while (true) {
       v1::JobProgress p;
@@ -792,7 +766,7 @@ class Service final : public v1::Xfer::Service {
   JobManager& jobs_;
   Audit& audit_;
   std::string data_address_;
-  WatchSlots watches_;
+  SubjectQuota watches_;
 };
 
 // A Backend handle that shares the server's confined backend (the engine

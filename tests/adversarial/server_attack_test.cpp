@@ -71,6 +71,13 @@ class Attack : public xfer_it::XferTest {
     return s;
   }
 
+  // A server whose [limits] table holds `limits` ("key = value\n"...).
+  XferdProcess* start_with_limits(const std::string& limits) {
+    XferdOptions o;
+    o.extra_toml = "[limits]\n" + limits;
+    return start_server("srv", o);
+  }
+
   static Peer peer(const XferdProcess& s) { return Peer(s.control_address(), s.data_address()); }
 
   // A folder beside the root that no request may reach; tests check it is
@@ -291,9 +298,7 @@ TEST_F(Attack, RacingASymlinkSwapCannotLeaveThePrefix) {
 // One deadline for the whole handshake: a byte every half second does not
 // keep the connection.
 TEST_F(Attack, SlowHandshakeIsCutAtItsDeadline) {
-  XferdOptions o;
-  o.extra_toml = "[limits]\nhandshake_seconds = 2\n";
-  XferdProcess* srv = start_server("srv", o);
+  XferdProcess* srv = start_with_limits("handshake_seconds = 2\n");
   ASSERT_NE(srv, nullptr);
   int fd = tcp_connect(srv->data_address());
   ASSERT_GE(fd, 0);
@@ -392,9 +397,7 @@ TEST_F(Attack, DescriptorFloodLeavesTheControlChannelServing) {
 // ------------------------------------------------ 3. per-token exhaustion
 
 TEST_F(Attack, HandlesPerSessionAreCapped) {
-  XferdOptions o;
-  o.extra_toml = "[limits]\nmax_handles_per_session = 16\n";
-  XferdProcess* srv = start_server("srv", o);
+  XferdProcess* srv = start_with_limits("max_handles_per_session = 16\n");
   ASSERT_NE(srv, nullptr);
   Peer p = peer(*srv);
   v1::Session session;
@@ -427,9 +430,7 @@ TEST_F(Attack, HandlesPerSessionAreCapped) {
 // connection's buffer: 8 connections asking 64 MiB each cannot make the
 // server allocate 512 MiB.
 TEST_F(Attack, HugeReadsAreClampedToTheFileAndTheBuffer) {
-  XferdOptions o;
-  o.extra_toml = "[limits]\nconnection_buffer_kib = 1024\n";
-  XferdProcess* srv = start_server("srv", o);
+  XferdProcess* srv = start_with_limits("connection_buffer_kib = 1024\n");
   ASSERT_NE(srv, nullptr);
   xfer_it::write_file(srv->root() / "small.txt", "fifteen bytes!!");
   xfer_it::write_random_file(srv->root() / "big.bin", 3, 64u << 20);
@@ -497,9 +498,7 @@ TEST_F(Attack, OversizedSealedFrameIsRefusedUnbuffered) {
 }
 
 TEST_F(Attack, SessionsAreLimitedPerSubject) {
-  XferdOptions o;
-  o.extra_toml = "[limits]\nmax_sessions_per_subject = 3\n";
-  XferdProcess* srv = start_server("srv", o);
+  XferdProcess* srv = start_with_limits("max_sessions_per_subject = 3\n");
   ASSERT_NE(srv, nullptr);
   Peer p = peer(*srv);
   const std::string mallory = srv->token("/", true, 3600, "mallory");
@@ -709,9 +708,7 @@ TEST_F(Attack, JobsGoOnlyToListedPeersWithTheRequestsCredentials) {
 }
 
 TEST_F(Attack, FinishedJobsAreForgottenAndTheirThreadsJoined) {
-  XferdOptions o;
-  o.extra_toml = "[limits]\nmax_finished_jobs = 2\nmax_jobs_per_subject = 8\n";
-  XferdProcess* srv = start_server("srv", o);
+  XferdProcess* srv = start_with_limits("max_finished_jobs = 2\nmax_jobs_per_subject = 8\n");
   ASSERT_NE(srv, nullptr);
   xfer_it::write_file(srv->root() / "a.txt", "a");
   Peer p = peer(*srv);
@@ -797,9 +794,7 @@ TEST_F(Attack, PlaintextHelloCannotBeReplayed) {
 // ------------------------------------------------------- 7. special files
 
 TEST_F(Attack, FifoIsRefusedWithoutBlocking) {
-  XferdOptions o;
-  o.extra_toml = "[limits]\nhandshake_seconds = 2\n";
-  XferdProcess* srv = start_server("srv", o);
+  XferdProcess* srv = start_with_limits("handshake_seconds = 2\n");
   ASSERT_NE(srv, nullptr);
   ASSERT_EQ(::mkfifo((srv->root() / "fifo").c_str(), 0644), 0);
   Peer p = peer(*srv);
@@ -917,9 +912,7 @@ TEST_F(Attack, PortsCannotBeSharedWithAnotherProcess) {
 // Refusals leave a trace (who, what, why), rate-limited so a flood cannot
 // fill the disk.
 TEST_F(Attack, RefusalsAreLoggedAndRateLimited) {
-  XferdOptions o;
-  o.extra_toml = "[limits]\nlog_refusals_per_minute = 5\n";
-  XferdProcess* srv = start_server("srv", o);
+  XferdProcess* srv = start_with_limits("log_refusals_per_minute = 5\n");
   ASSERT_NE(srv, nullptr);
   Peer p = peer(*srv);
   const std::string forged = srv->token() + "x";
@@ -1366,9 +1359,7 @@ TEST_F(Attack, ClosedSessionTakesItsConnections) {
 // Open files are bounded per subject across its sessions, not only per
 // session.
 TEST_F(Attack, OpenFilesAreBoundedPerSubject) {
-  XferdOptions o;
-  o.extra_toml = "[limits]\nmax_open_files_per_subject = 8\n";
-  XferdProcess* srv = start_server("srv", o);
+  XferdProcess* srv = start_with_limits("max_open_files_per_subject = 8\n");
   ASSERT_NE(srv, nullptr);
   Peer p = peer(*srv);
   const std::string tok = srv->token("/", true, 3600, "mallory");
@@ -1444,9 +1435,7 @@ TEST_F(Attack, PartialsAreNeitherListedNorOpened) {
 // WatchJob streams are bounded per subject (each holds a gRPC thread for
 // as long as its job runs); another subject still watches its own.
 TEST_F(Attack, JobWatchesAreBoundedPerSubject) {
-  XferdOptions o;
-  o.extra_toml = "[limits]\nmax_watches_per_subject = 2\n";
-  XferdProcess* srv = start_server("srv", o);
+  XferdProcess* srv = start_with_limits("max_watches_per_subject = 2\n");
   ASSERT_NE(srv, nullptr);
   xfer_it::write_random_file(srv->root() / "a.bin", 4, 8u << 20);
   Peer p = peer(*srv);
