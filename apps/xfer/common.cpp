@@ -50,6 +50,20 @@ void print_warning(const std::string& message) {
   fmt::print(stderr, "{}xfer: warning: {}\n", line_reset(), message);
 }
 
+TransferOptions transfer_options(const OptionFlags& command_flags) {
+  Context& ctx = context();
+  TransferOptions options;
+  Status configured = apply_config(ctx.config, options);  // checked at start-up too
+  if (!configured.ok()) throw CLI::ValidationError("--config", configured.error().message());
+  apply_flags(ctx.global_flags, options);
+  apply_flags(command_flags, options);
+  Status valid = check_options(options);
+  if (!valid.ok()) throw CLI::ValidationError(valid.error().path, valid.error().detail);
+  options.source_endpoint = ctx.endpoint;
+  options.destination_endpoint = ctx.endpoint;
+  return options;
+}
+
 Result<Endpoint> open_endpoint(const std::string& text) {
   XFER_ASSIGN_OR_RETURN(Url url, parse_url(text));
   XFER_ASSIGN_OR_RETURN(auto backend, context().backends->create(url, context().endpoint));

@@ -10,6 +10,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "option_flags.hpp"
 #include "xfer/backend/backend.hpp"
 #include "xfer/backend/registry.hpp"
 #include "xfer/core/config.hpp"
@@ -31,9 +32,10 @@ struct Context {
   Config config;
   std::atomic<bool> cancel{false};
   int exit_code = kExitOk;
-  // --token, --streams, --encrypt/--no-encrypt, --tls, --tls-ca: how to
-  // reach remote endpoints (xfer://).
+  // --token, --tls, --tls-ca: how to reach remote endpoints (xfer://).
   EndpointOptions endpoint;
+  // The global transfer flags (--streams, --encrypt/--no-encrypt).
+  OptionFlags global_flags;
   // The backends URLs may name, and where their data streams file their
   // statistics (--json summary, progress).
   std::shared_ptr<BackendRegistry> backends = BackendRegistry::with_builtins();
@@ -46,6 +48,11 @@ Context& context();
 void print_error(const Error& e);
 void print_error(const std::string& message);
 void print_warning(const std::string& message);
+
+// The options of a transfer command: the defaults, then the config file's
+// [transfer] keys, then the global flags, then the command's own flags.
+// Throws CLI::ValidationError when they break a rule between options.
+TransferOptions transfer_options(const OptionFlags& command_flags);
 
 // Opens the backend for a URL or bare path.
 struct Endpoint {

@@ -23,13 +23,9 @@ int main(int argc, char** argv) {
   app.fallthrough();
   xfer::EndpointOptions& ep = context().endpoint;
   ep.stats_board = context().stats;
-  bool encrypt = false, no_encrypt = false;
   app.add_option("--token", ep.token,
                  "Bearer token for xfer:// servers (default: $XFER_TOKEN, credentials.toml)");
-  app.add_option("--streams", ep.streams, "Data connections per xfer:// server (default 4)")
-      ->check(CLI::Range(1, 64));
-  app.add_flag("--encrypt", encrypt, "Seal the data channel (AES-256-GCM), also on loopback");
-  app.add_flag("--no-encrypt", no_encrypt, "Plaintext data channel, also between hosts");
+  add_option_flags(app, context().global_flags, xfer::kGlobal);
   app.add_flag("--tls", ep.tls, "TLS on the control channel (system CA bundle)");
   app.add_option("--tls-ca", ep.tls_ca, "CA bundle for the control channel's TLS (implies --tls)");
 
@@ -49,11 +45,11 @@ int main(int argc, char** argv) {
   app.parse_complete_callback([&] {
     auto cfg = xfer::load_config(config_path);
     if (!cfg) throw CLI::ValidationError("--config", cfg.error().message());
+    xfer::TransferOptions checked;  // a bad value stops every command, not only cp
+    if (xfer::Status s = xfer::apply_config(*cfg, checked); !s.ok()) {
+      throw CLI::ValidationError("--config", s.error().message());
+    }
     context().config = *cfg;
-    if (encrypt && no_encrypt)
-      throw CLI::ValidationError("--encrypt", "conflicts with --no-encrypt");
-    if (encrypt) context().endpoint.encrypt = 1;
-    if (no_encrypt) context().endpoint.encrypt = 0;
     xfer::init_logging(log_level.empty() ? context().config.log_level : log_level);
   });
 

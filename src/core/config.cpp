@@ -1,6 +1,6 @@
 // The CLI's config file, $XDG_CONFIG_HOME/xfer/config.toml or
-// ~/.config/xfer/config.toml, into option defaults (config.hpp). Read once,
-// by the CLI's main thread.
+// ~/.config/xfer/config.toml (config.hpp): TOML into key/value text; the
+// option table checks the values. Read once, by the CLI's main thread.
 
 #include "xfer/core/config.hpp"
 
@@ -10,7 +10,6 @@
 #include <cstdlib>
 
 #include "xfer/core/files.hpp"
-#include "xfer/core/units.hpp"
 
 namespace xfer {
 namespace {
@@ -18,28 +17,15 @@ namespace {
 // A config file is a few lines; anything this large is not one.
 constexpr std::size_t kMaxConfigBytes = 1 << 20;
 
-// Sizes may be written as integers (bytes) or strings with units ("16M").
-Result<std::optional<std::uint64_t>> size_field(const toml::table& t, std::string_view key,
-                                                const std::string& origin) {
-  const toml::node* n = t.get(key);
-  if (n == nullptr) return std::optional<std::uint64_t>{};
-  if (auto i = n->value<std::int64_t>(); i && n->is_integer()) {
-    if (*i < 0) {
-      return make_error(ErrorCode::kInvalidArgument, "config", origin,
-                        fmt::format("{} must not be negative", key));
-    }
-    return std::optional<std::uint64_t>{static_cast<std::uint64_t>(*i)};
-  }
-  if (auto s = n->value<std::string>()) {
-    auto v = parse_size(*s);
-    if (!v) {
-      return make_error(ErrorCode::kInvalidArgument, "config", origin,
-                        fmt::format("{}: {}", key, v.error().detail));
-    }
-    return std::optional<std::uint64_t>{*v};
-  }
+// A [transfer] value as text; the option table reads it from there.
+Result<std::string> value_text(const toml::node& n, std::string_view key,
+                               const std::string& origin) {
+  if (auto i = n.value_exact<std::int64_t>()) return fmt::format("{}", *i);
+  if (auto b = n.value_exact<bool>()) return std::string(*b ? "true" : "false");
+  if (auto s = n.value_exact<std::string>()) return *s;
   return make_error(ErrorCode::kInvalidArgument, "config", origin,
-                    fmt::format("{} must be a size (integer or string like \"16M\")", key));
+                    fmt::format("line {}: transfer.{} must be a number, a string or true/false",
+                                n.source().begin.line, key));
 }
 
 }  // namespace
@@ -59,34 +45,18 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& origi
                       fmt::format("line {}: {}", e.source().begin.line, e.description()));
   }
   Config cfg;
-  if (const toml::table* t = root["transfer"].as_table()) {
-    if (const toml::node* n = t->get("workers")) {
-      auto w = n->value<std::int64_t>();
-      if (!n->is_integer() || !w || *w <= 0 || *w > 1024) {
-        return make_error(ErrorCode::kInvalidArgument, "config", origin,
-                          "transfer.workers must be an integer in 1..1024");
-      }
-      cfg.workers = static_cast<unsigned>(*w);
+  cfg.origin = origin;
+  if (const toml::node* section = root.get("transfer")) {
+    const toml::table* t = section->as_table();
+    if (t == nullptr) {
+      return make_error(ErrorCode::kInvalidArgument, "config", origin,
+                        fmt::format("line {}: transfer must be a table ([transfer])",
+                                    section->source().begin.line));
     }
-    XFER_ASSIGN_OR_RETURN(cfg.chunk_size, size_field(*t, "chunk_size", origin));
-    XFER_ASSIGN_OR_RETURN(cfg.small_file_threshold, size_field(*t, "small_file_threshold", origin));
-    XFER_ASSIGN_OR_RETURN(cfg.memory, size_field(*t, "memory", origin));
-    XFER_ASSIGN_OR_RETURN(cfg.bwlimit, size_field(*t, "bwlimit", origin));
-    if (const toml::node* n = t->get("verify")) {
-      auto b = n->value<bool>();
-      if (!n->is_boolean() || !b) {
-        return make_error(ErrorCode::kInvalidArgument, "config", origin,
-                          "transfer.verify must be true or false");
-      }
-      cfg.verify = *b;
-    }
-    if (const toml::node* n = t->get("fsync")) {
-      auto b = n->value<bool>();
-      if (!n->is_boolean() || !b) {
-        return make_error(ErrorCode::kInvalidArgument, "config", origin,
-                          "transfer.fsync must be true or false");
-      }
-      cfg.fsync = *b;
+    for (const auto& [key, node] : *t) {
+      XFER_ASSIGN_OR_RETURN(std::string text, value_text(node, key.str(), origin));
+      cfg.transfer.push_back(
+          {std::string(key.str()), std::move(text), static_cast<int>(node.source().begin.line)});
     }
   }
   if (const toml::table* t = root["log"].as_table()) {

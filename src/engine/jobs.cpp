@@ -42,25 +42,35 @@ std::string absolute_if_local(const std::string& text) {
   return s;
 }
 
+// The options `xfer resume` must run with again (kJob in options.inc), as
+// their canonical text: the resumed run plans every file as this one did.
 json options_json(const TransferOptions& o) {
-  return {{"recursive", o.recursive},   {"verify", o.verify},
-          {"fsync", o.fsync},           {"direct", o.direct},
-          {"zero_copy", o.zero_copy},   {"workers", o.workers},
-          {"chunk_size", o.chunk_size}, {"chunk_parallelism", o.chunk_parallelism},
-          {"bwlimit", o.bwlimit},       {"memory_limit", o.memory_limit}};
+  json j = json::object();
+  for (auto& [name, text] : option_values(o, kJob)) j[name] = text;
+  return j;
 }
 
-void options_from_json(const json& j, TransferOptions& o) {
-  o.recursive = j.value("recursive", o.recursive);
-  o.verify = j.value("verify", o.verify);
-  o.fsync = j.value("fsync", o.fsync);
-  o.direct = j.value("direct", o.direct);
-  o.zero_copy = j.value("zero_copy", o.zero_copy);
-  o.workers = j.value("workers", o.workers);
-  o.chunk_size = j.value("chunk_size", o.chunk_size);
-  o.chunk_parallelism = j.value("chunk_parallelism", o.chunk_parallelism);
-  o.bwlimit = j.value("bwlimit", o.bwlimit);
-  o.memory_limit = j.value("memory_limit", o.memory_limit);
+// A job record is ours, but it sits in a folder the user may edit: each
+// value goes through the option table's checks like any other.
+Status options_from_json(const json& j, TransferOptions& o) {
+  if (!j.is_object()) {
+    return make_error(ErrorCode::kCorrupt, "read job", "", "options must be an object");
+  }
+  for (const auto& [name, value] : j.items()) {
+    std::string text;
+    if (value.is_string()) {
+      text = value.get<std::string>();
+    } else if (value.is_boolean()) {
+      text = value.get<bool>() ? "true" : "false";
+    } else if (value.is_number_unsigned()) {
+      text = std::to_string(value.get<std::uint64_t>());
+    } else {
+      return make_error(ErrorCode::kCorrupt, "read job", name, "option value of the wrong type");
+    }
+    Status s = set_option(o, name, text, kJob);
+    if (!s.ok()) return make_error(ErrorCode::kCorrupt, "read job", name, s.error().detail);
+  }
+  return check_options(o);
 }
 
 }  // namespace
@@ -126,7 +136,12 @@ Result<JobInfo> read_job(const std::string& state_root, const std::string& id) {
     job.status = j.value("status", "unknown");
     job.request.sources = j.at("sources").get<std::vector<std::string>>();
     job.request.destination = j.at("destination").get<std::string>();
-    if (j.contains("options")) options_from_json(j["options"], job.request.options);
+    if (j.contains("options")) {
+      Status s = options_from_json(j["options"], job.request.options);
+      if (!s.ok()) {
+        return make_error(ErrorCode::kCorrupt, "read job", dir + "/job.json", s.error().detail);
+      }
+    }
     job.pid = j.value("pid", 0);
     job.into_dir = j.value("into_dir", -1);
     job.created_s = j.value("created_s", std::int64_t{0});

@@ -13,7 +13,7 @@ FilePlan plan_file(std::uint64_t size, const Capabilities& source, const Capabil
   const bool can_split = sink.random_writes && sink.parallel_writers;
   if (size <= options.small_file_threshold || !can_split) return plan;
 
-  unsigned parallelism = options.chunk_parallelism != 0 ? options.chunk_parallelism : 4;
+  unsigned parallelism = std::max(1u, options.chunk_parallelism);
   std::uint64_t chunk = options.chunk_size;
   if (chunk == 0) {
     // Enough chunks to keep `parallelism` workers busy with room to balance,

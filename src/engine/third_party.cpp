@@ -84,16 +84,8 @@ Result<JobOutcome> run_job(const TransferRequest& request, TransferCounters& cou
   jreq.set_destination(fmt::format("xfer://{}{}{}", endpoint_name(dst), dst_path,
                                    dst.trailing_slash && dst_path != "/" ? "/" : ""));
   jreq.set_destination_token(issued.token());
-  auto* o = jreq.mutable_options();
-  o->set_recursive(opt.recursive);
-  o->set_verify(opt.verify);
-  o->set_fsync(opt.fsync);
-  o->set_bwlimit(opt.bwlimit);
-  o->set_checkpoint(opt.checkpoint);
-  o->set_job_id(opt.job_id);
-  o->set_streams(opt.destination_endpoint.streams);
-  o->set_encrypt(opt.destination_endpoint.encrypt == 1);
-  o->set_no_encrypt(opt.destination_endpoint.encrypt == 0);
+  auto& values = *jreq.mutable_options()->mutable_values();
+  for (auto& [name, text] : option_values(opt, kRemote)) values[name] = text;
   v1::JobAccepted accepted;
   {
     grpc::ClientContext ctx;

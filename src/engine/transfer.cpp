@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "planner.hpp"
@@ -72,7 +73,7 @@ class Engine {
         counters_(counters),
         observer_(observer),
         cancel_(cancel),
-        governor_(opt_.memory_limit),
+        governor_(opt_.memory),
         pool_(governor_, opt_.io_size),
         limiter_(opt_.bwlimit),
         retry_(opt_.max_attempts, opt_.retry_base, opt_.retry_cap),
@@ -147,6 +148,9 @@ class Engine {
   int lock_fd_ = -1;
   bool resuming_ = false;                // an interrupted run of this job left state
   std::optional<JobInfo> previous_job_;  // job.json of an earlier run, read under the lock
+  // Files an earlier run began and did not finish (read once at open_job;
+  // only read afterwards, by the workers).
+  std::unordered_set<std::uint64_t> begun_keys_;
   std::optional<bool> forced_into_dir_;  // from the interrupted run's job.json
   bool into_dir_ = false;
 };
@@ -174,7 +178,12 @@ Result<Backend*> Engine::backend_for(const Url& url, const EndpointOptions& opti
   for (auto& [k, b] : backends_) {
     if (k == key) return b.get();
   }
-  XFER_ASSIGN_OR_RETURN(auto backend, backends_registry_->create(url, options));
+  // The data-channel options are transfer options (options.inc); the
+  // backend takes them with the endpoint's credentials.
+  EndpointOptions with_options = options;
+  with_options.streams = opt_.streams;
+  with_options.encrypt = opt_.encrypt;
+  XFER_ASSIGN_OR_RETURN(auto backend, backends_registry_->create(url, with_options));
   std::lock_guard lock(backends_mu_);
   if (cancelled()) backend->cancel();  // made after the cancel reached the others
   backends_.emplace_back(key, std::move(backend));
@@ -885,8 +894,9 @@ Result<TransferResult> Engine::run() {
     }
   }
 
+  // Default 64 (options.inc): measured, small files keep improving up to 64
+  // here. At most what both endpoints allow.
   unsigned workers = opt_.workers;
-  if (workers == 0) workers = 64;  // measured: small files keep improving up to 64 here
   for (const auto& root : roots_) {
     workers = std::min({workers, root.source->capabilities().max_concurrency,
                         root.destination->capabilities().max_concurrency});
@@ -1010,6 +1020,7 @@ Status Engine::open_job() {
   checkpoint::Options co;
   co.dir = dir;
   XFER_ASSIGN_OR_RETURN(ckpt_, checkpoint::Checkpoint::open(co));
+  for (const auto& begun : ckpt_->active_files()) begun_keys_.insert(begun.file_key);
   return ok_status();
 }
 
@@ -1067,6 +1078,20 @@ bool Engine::skip_if_done(const FileTask& task, const FileAttrs& attrs) {
   if (!dst || dst->type != EntryType::kFile || dst->size != attrs.size) return false;
   if (roots_[task.root].destination->capabilities().mtime && dst->mtime_ns != attrs.mtime_ns) {
     return false;
+  }
+  // An earlier run of this job began the file again and was killed (a
+  // finished job run again copies anew): its partial beside the whole
+  // destination is garbage. Opened as this job's partial and aborted, it
+  // is removed, locally or on a server alike.
+  const std::uint64_t key = checkpoint::file_key(task.destination);
+  if (begun_keys_.count(key) != 0) {
+    SinkOptions so = sink_options(attrs);
+    so.resume_name = job_.id.substr(0, 12);
+    so.resume_existing = true;
+    if (auto partial = roots_[task.root].destination->open_sink(task.destination, so)) {
+      (void)(*partial)->abort();
+    }
+    ckpt_->reset_file(key);
   }
   counters_.files_done.fetch_add(1, std::memory_order_relaxed);
   counters_.files_resumed.fetch_add(1, std::memory_order_relaxed);

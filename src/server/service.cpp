@@ -655,17 +655,22 @@ class Service final : public v1::Xfer::Service {
       }
       t.destination = fmt::format("{}://{}{}", kRootScheme, root_key, url_path(path));
     }
-    const auto& o = req.options();
-    t.options.recursive = o.recursive();
-    t.options.verify = o.verify();
-    t.options.fsync = o.fsync();
-    t.options.bwlimit = o.bwlimit();
-    t.options.checkpoint = o.checkpoint();
-    if (!o.job_id().empty()) XFER_TRY(validate_id(o.job_id(), "job id"));
-    t.options.job_id = o.job_id();
-    t.options.destination_endpoint.streams =
-        std::min<unsigned>(o.streams(), config_.max_streams_per_session);
-    t.options.destination_endpoint.encrypt = o.encrypt() ? 1 : o.no_encrypt() ? 0 : -1;
+    // The client's options, each checked against the table; only those a
+    // job request may carry (kRemote), within the server's own caps.
+    const auto& values = req.options().values();
+    if (values.size() > option_table().size()) {
+      return make_error(ErrorCode::kInvalidArgument, "submit job", "", "too many options");
+    }
+    for (const auto& [name, text] : values) {
+      if (name.size() > 64 || text.size() > 256) {
+        return make_error(ErrorCode::kInvalidArgument, "submit job", "", "option too long");
+      }
+      Status set = set_option(t.options, name, text, kRemote);
+      if (!set.ok())
+        return make_error(ErrorCode::kInvalidArgument, "submit job", "", set.error().detail);
+    }
+    XFER_TRY(check_options(t.options));
+    t.options.streams = std::min<unsigned>(t.options.streams, config_.max_streams_per_session);
     // Checkpoints per subject: one subject's job id never names (resumes,
     // overwrites or clears) another's job.
     if (!config_.state_dir.empty()) {

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "harness.hpp"
@@ -29,6 +30,23 @@ struct Frame {
 };
 
 std::vector<std::byte> bytes_of(std::string_view s);
+
+// A job request's option `name` (JobOptions.values: the option table's
+// canonical text) set from a string, a bool or a number.
+inline void set_job_option(v1::JobRequest& req, const std::string& name, const std::string& v) {
+  (*req.mutable_options()->mutable_values())[name] = v;
+}
+inline void set_job_option(v1::JobRequest& req, const std::string& name, const char* v) {
+  set_job_option(req, name, std::string(v));
+}
+inline void set_job_option(v1::JobRequest& req, const std::string& name, bool v) {
+  set_job_option(req, name, std::string(v ? "true" : "false"));
+}
+template <typename N>
+requires std::is_integral_v<N>
+inline void set_job_option(v1::JobRequest& req, const std::string& name, N v) {
+  set_job_option(req, name, std::to_string(v));
+}
 
 xfer::protocol::FrameHeader header(FrameType type, std::uint64_t id = 0, std::uint64_t offset = 0,
                                    std::uint32_t aux = 0);

@@ -207,8 +207,8 @@ TEST_F(Attack, JobIdsCannotNameFoldersOutsideTheStateDir) {
     v1::JobRequest req;
     req.add_sources("/a.txt");
     req.set_destination("/missing/b.txt");  // the job fails and cleans up
-    req.mutable_options()->set_job_id(bad);
-    req.mutable_options()->set_checkpoint(true);
+    set_job_option(req, "job_id", bad);
+    set_job_option(req, "checkpoint", true);
     grpc::ClientContext ctx;
     Peer::prepare(ctx, tok);
     v1::JobAccepted acc;
@@ -604,7 +604,7 @@ TEST_F(Attack, JobsAreVisibleOnlyToTheirSubject) {
   v1::JobRequest req;
   req.add_sources("/a.bin");
   req.set_destination("/b.bin");
-  req.mutable_options()->set_bwlimit(8u << 20);  // keeps it running for a while
+  set_job_option(req, "bwlimit", 8u << 20);  // keeps it running for a while
   v1::JobAccepted acc;
   {
     grpc::ClientContext ctx;
@@ -1024,8 +1024,8 @@ TEST_F(Attack, JobsFollowNoSwappedSymlinkOutOfTheirPrefix) {
   v1::JobRequest req;
   req.add_sources("/in/alice/src");
   req.set_destination("/in/alice/dst/copy");
-  req.mutable_options()->set_recursive(true);
-  req.mutable_options()->set_bwlimit(256u << 10);  // about 3 s
+  set_job_option(req, "recursive", true);
+  set_job_option(req, "bwlimit", 256u << 10);  // about 3 s
   grpc::Status st;
   const std::string id = submit_job(p, tok, req, &st);
   ASSERT_TRUE(st.ok()) << st.error_message();
@@ -1073,8 +1073,8 @@ TEST_F(Attack, JobsEndWithTheirToken) {
   v1::JobRequest req;
   req.add_sources("/src");
   req.set_destination("/dst");
-  req.mutable_options()->set_recursive(true);
-  req.mutable_options()->set_bwlimit(512u << 10);  // 3.75 MiB: about 8 s
+  set_job_option(req, "recursive", true);
+  set_job_option(req, "bwlimit", 512u << 10);  // 3.75 MiB: about 8 s
   grpc::Status st;
   const std::string id = submit_job(p, tok, req, &st);
   ASSERT_TRUE(st.ok()) << st.error_message();
@@ -1101,7 +1101,7 @@ TEST_F(Attack, JobIntoItsOwnSourceIsRefused) {
     v1::JobRequest req;
     req.add_sources("/d");
     req.set_destination(dest);
-    req.mutable_options()->set_recursive(true);
+    set_job_option(req, "recursive", true);
     grpc::Status st;
     submit_job(p, tok, req, &st);
     EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << dest;
@@ -1134,8 +1134,8 @@ TEST_F(Attack, JobCheckpointsAreSeparatePerSubject) {
     v1::JobRequest req;
     req.add_sources(src);
     req.set_destination(dst);
-    req.mutable_options()->set_job_id("nightly");
-    req.mutable_options()->set_checkpoint(true);
+    set_job_option(req, "job_id", "nightly");
+    set_job_option(req, "checkpoint", true);
     grpc::Status st;
     const std::string id = submit_job(p, tok, req, &st);
     ASSERT_TRUE(st.ok()) << st.error_message();
@@ -1443,7 +1443,7 @@ TEST_F(Attack, JobWatchesAreBoundedPerSubject) {
   v1::JobRequest req;
   req.add_sources("/a.bin");
   req.set_destination("/b.bin");
-  req.mutable_options()->set_bwlimit(1u << 20);  // runs for about 8 s
+  set_job_option(req, "bwlimit", 1u << 20);  // runs for about 8 s
   grpc::Status st;
   const std::string id = submit_job(p, mallory, req, &st);
   ASSERT_TRUE(st.ok()) << st.error_message();
@@ -1508,7 +1508,7 @@ TEST_F(Attack, JobPathsAreNotPercentDecoded) {
   v1::JobRequest req;
   req.add_sources("/d");
   req.set_destination("/d%2Fsub");
-  req.mutable_options()->set_recursive(true);
+  set_job_option(req, "recursive", true);
   grpc::Status st;
   const std::string id = submit_job(p, tok, req, &st);
   ASSERT_TRUE(st.ok()) << st.error_message();
@@ -1578,8 +1578,8 @@ TEST_F(Attack, HugeSparseFileIsAnErrorNotACrash) {
   v1::JobRequest req;
   req.add_sources("/huge");
   req.set_destination("/copy");
-  req.mutable_options()->set_verify(true);
-  req.mutable_options()->set_checkpoint(true);
+  set_job_option(req, "verify", true);
+  set_job_option(req, "checkpoint", true);
   grpc::Status st;
   const std::string id = submit_job(p, tok, req, &st);
   ASSERT_TRUE(st.ok()) << st.error_message();

@@ -371,6 +371,53 @@ TEST_F(CrashResume, UnwritableStateFolderOnlyCostsResumability) {
   EXPECT_TRUE(files_equal(src, tmp() / "g.bin"));
 }
 
+// `xfer resume` plans every file as the first run did: the planning options
+// (here a small-file threshold under the default, so a 6 MiB file is cut in
+// 64 chunks of 96K) come back from job.json, and the chunks the resumed run
+// sends plus those it found done add up to the same 64.
+TEST_F(CrashResume, ResumedJobPlansFilesAsTheFirstRun) {
+  fs::path src = tmp() / "mid.bin";
+  std::mt19937_64 rng(8);
+  write_file(src, random_bytes(rng, 6u << 20));
+  fs::path dst = tmp() / "mid.copy";
+  auto k = run_and_kill(
+      {"cp", "--json", "--bwlimit", "2M", "--small-file-threshold", "1M", "--chunk-size", "96K",
+       "--chunk-parallelism", "2", "--job", "plans", S(src), S(dst)},
+      std::chrono::milliseconds(1200));
+  ASSERT_TRUE(k.killed) << k.result.describe();
+  auto resumed = run_xfer({"resume", "--json", "plans"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.describe();
+  EXPECT_TRUE(files_equal(src, dst));
+  const std::uint64_t resumed_bytes = json_number(resumed.out, "bytes_resumed");
+  EXPECT_GT(resumed_bytes, 0u) << resumed.describe();
+  EXPECT_EQ(resumed_bytes % (96u << 10), 0u) << "whole chunks of the first run's plan";
+  EXPECT_EQ(json_number(resumed.out, "chunks"), 64u) << resumed.describe();
+}
+
+// A finished job run again copies anew; killed mid-way, that run leaves a
+// partial beside the (still whole) destination. The next run finds the
+// destination whole and skips the file: it must also remove the partial,
+// not leave it hidden forever (seen as a flaky leftover in the xferd kill
+// loop, when a kill landed between "done" and the process's exit).
+TEST_F(CrashResume, SkippedFileLosesTheStalePartialOfAKilledRecopy) {
+  fs::path src = tmp() / "big.bin";
+  std::mt19937_64 rng(9);
+  write_file(src, random_bytes(rng, 64u << 20));
+  fs::path out = tmp() / "out";
+  fs::create_directories(out);
+  const std::vector<std::string> args = {"cp",    "--bwlimit", "32M",  "--chunk-size",     "1M",
+                                         "--job", "again",     S(src), S(out / "copy.bin")};
+  auto first = run_xfer(args);
+  ASSERT_EQ(first.exit_code, 0) << first.describe();
+  auto k = run_and_kill(args, std::chrono::milliseconds(900));
+  ASSERT_TRUE(k.killed) << k.result.describe();
+  ASSERT_EQ(xfer_hidden_files(out).size(), 1u) << "the re-copy left no partial to clean";
+  auto last = run_xfer(args);
+  ASSERT_EQ(last.exit_code, 0) << last.describe();
+  EXPECT_TRUE(files_equal(src, out / "copy.bin"));
+  EXPECT_EQ(xfer_hidden_files(out), std::vector<std::string>{});
+}
+
 TEST_F(CrashResume, JobsListsKilledJobAndResumeFinishesIt) {
   fs::path src = tmp() / "big.bin";
   std::mt19937_64 rng(6);

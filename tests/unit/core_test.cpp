@@ -142,45 +142,5 @@ TEST(Units, Format) {
   EXPECT_EQ(format_duration(62), "1m02s");
 }
 
-TEST(Config, ParsesAllFields) {
-  auto cfg = parse_config(R"(
-[transfer]
-workers = 8
-chunk_size = "32M"
-memory = 1048576
-bwlimit = "10M"
-verify = true
-fsync = false
-[log]
-level = "debug"
-)",
-                          "test.toml");
-  ASSERT_TRUE(cfg.ok()) << cfg.error().message();
-  EXPECT_EQ(cfg->workers, 8u);
-  EXPECT_EQ(cfg->chunk_size, 32ull << 20);
-  EXPECT_EQ(cfg->memory, 1048576u);
-  EXPECT_EQ(cfg->bwlimit, 10ull << 20);
-  EXPECT_EQ(cfg->verify, true);
-  EXPECT_EQ(cfg->fsync, false);
-  EXPECT_EQ(cfg->log_level, "debug");
-}
-
-TEST(Config, RejectsBadInputWithLocation) {
-  auto bad_syntax = parse_config("[transfer\nworkers = 3", "c.toml");
-  ASSERT_FALSE(bad_syntax.ok());
-  EXPECT_NE(bad_syntax.error().message().find("line 1"), std::string::npos)
-      << bad_syntax.error().message();
-  EXPECT_FALSE(parse_config("[transfer]\nworkers = 0", "c.toml").ok());
-  EXPECT_FALSE(parse_config("[transfer]\nchunk_size = \"12Q\"", "c.toml").ok());
-  EXPECT_FALSE(parse_config("[transfer]\nverify = 3", "c.toml").ok());
-  EXPECT_TRUE(parse_config("", "c.toml").ok());
-}
-
-TEST(Config, MissingFileGivesDefaults) {
-  auto cfg = load_config("/nonexistent/xfer/config.toml");
-  ASSERT_TRUE(cfg.ok());
-  EXPECT_FALSE(cfg->workers.has_value());
-}
-
 }  // namespace
 }  // namespace xfer

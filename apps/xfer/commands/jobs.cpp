@@ -102,7 +102,13 @@ void register_resume(CLI::App& app) {
       context().exit_code = kExitFailure;
       return;
     }
+    // The job's own options (job.json), so every file is planned as in the
+    // first run; how to reach the endpoints (--token, --tls) and the data
+    // channel's global flags (--streams, --encrypt) come from this command.
     TransferRequest req = job->request;
+    apply_flags(context().global_flags, req.options);
+    req.options.source_endpoint = context().endpoint;
+    req.options.destination_endpoint = context().endpoint;
     req.options.job_id = job->id;
     req.options.state_root = root;
     RenderOptions render;

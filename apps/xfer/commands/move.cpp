@@ -11,6 +11,7 @@ namespace xfer::cli {
 void register_move(CLI::App& app) {
   struct Args {
     std::vector<std::string> paths;
+    OptionFlags flags;
     bool json = false, quiet = false;
   };
   auto a = std::make_shared<Args>();
@@ -18,9 +19,12 @@ void register_move(CLI::App& app) {
   cmd->alias("mv");
   cmd->footer(kExitCodesHelp);
   cmd->add_option("paths", a->paths, "SRC... DST")->required()->expected(2, -1);
+  // A move always takes whole trees, and its renames cannot be dry-run.
+  add_option_flags(*cmd, a->flags, kCli, {"recursive", "dry_run"});
   cmd->add_flag("--json", a->json, "JSON lines for copied moves");
   cmd->add_flag("-q,--quiet", a->quiet, "No progress or summary");
   cmd->callback([a] {
+    const TransferOptions options = transfer_options(a->flags);
     std::vector<std::string> sources(a->paths.begin(), a->paths.end() - 1);
     const std::string& dst_text = a->paths.back();
     auto dst = open_endpoint(dst_text);
@@ -73,9 +77,8 @@ void register_move(CLI::App& app) {
       TransferRequest req;
       req.sources = {s};
       req.destination = dst->url.with_path(target).to_string();
+      req.options = options;
       req.options.recursive = true;
-      req.options.source_endpoint = context().endpoint;
-      req.options.destination_endpoint = context().endpoint;
       RenderOptions render;
       render.json = a->json;
       render.quiet = a->quiet;

@@ -224,77 +224,28 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
 void register_transfer(CLI::App& app) {
   struct Args {
     std::vector<std::string> paths;
-    TransferOptions opt;
-    std::string bwlimit, chunk_size, memory;
-    bool json = false, no_progress = false, quiet = false, no_zero_copy = false;
-    bool no_checkpoint = false;
+    OptionFlags flags;
+    bool json = false, no_progress = false, quiet = false;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("transfer", "Copy files and trees: SRC... DST");
   cmd->alias("cp");
   cmd->footer(kExitCodesHelp);
   cmd->add_option("paths", args->paths, "SRC... DST (paths or URLs)")->required()->expected(2, -1);
-  cmd->add_flag("-r,--recursive", args->opt.recursive, "Copy directories recursively");
-  cmd->add_flag("-n,--dry-run", args->opt.dry_run, "Show what would be copied; change nothing");
-  cmd->add_flag("--verify", args->opt.verify,
-                "Read back every written piece and compare XXH3 with the source before publishing");
-  cmd->add_option("--bwlimit", args->bwlimit, "Bandwidth limit in bytes/s (e.g. 100M)");
-  cmd->add_option("--workers", args->opt.workers, "Worker threads (default: 64 locally)")
-      ->check(CLI::Range(1, 1024));
-  cmd->add_option("--chunk-size", args->chunk_size, "Chunk size for large files (e.g. 16M)");
-  cmd->add_option("--chunk-parallelism", args->opt.chunk_parallelism,
-                  "Chunks of one file in flight at once (default 4)")
-      ->check(CLI::Range(1, 256));
-  cmd->add_option("--memory", args->memory, "Buffer memory budget (default 256M)");
+  add_option_flags(*cmd, args->flags, kCli);
   cmd->add_flag("--json", args->json, "Emit JSON lines (progress, errors, summary) on stdout");
   cmd->add_flag("--no-progress", args->no_progress, "No live progress line");
   cmd->add_flag("-q,--quiet", args->quiet, "No progress, no summary (errors still print)");
-  cmd->add_flag("--direct", args->opt.direct, "O_DIRECT writes on the destination");
-  cmd->add_flag("--fsync", args->opt.fsync, "fsync each file before publishing it");
-  cmd->add_flag("--no-zero-copy", args->no_zero_copy, "Never use copy_file_range/sendfile");
-  cmd->add_option("--job", args->opt.job_id,
-                  "Job id for checkpoints (default: derived from sources, destination, options)");
-  cmd->add_flag("--no-checkpoint", args->no_checkpoint,
-                "Do not journal progress (an interrupted run cannot resume)");
   cmd->callback([args] {
-    Context& ctx = context();
     TransferRequest req;
-    req.options = args->opt;
-    req.options.source_endpoint = ctx.endpoint;
-    req.options.destination_endpoint = ctx.endpoint;
-    const Config& cfg = ctx.config;
-    auto size_opt = [&](const std::string& text, std::optional<std::uint64_t> from_cfg,
-                        std::uint64_t& out, const char* flag) {
-      if (!text.empty()) {
-        auto v = parse_size(text);
-        if (!v) throw CLI::ValidationError(flag, v.error().detail + ": " + text);
-        out = *v;
-      } else if (from_cfg) {
-        out = *from_cfg;
-      }
-    };
-    size_opt(args->bwlimit, cfg.bwlimit, req.options.bwlimit, "--bwlimit");
-    size_opt(args->chunk_size, cfg.chunk_size, req.options.chunk_size, "--chunk-size");
-    size_opt(args->memory, cfg.memory, req.options.memory_limit, "--memory");
-    if (cfg.small_file_threshold) req.options.small_file_threshold = *cfg.small_file_threshold;
-    if (req.options.workers == 0 && cfg.workers) req.options.workers = *cfg.workers;
-    if (!req.options.verify && cfg.verify) req.options.verify = *cfg.verify;
-    if (!req.options.fsync && cfg.fsync) req.options.fsync = *cfg.fsync;
-    if (args->no_zero_copy) req.options.zero_copy = false;
-    if (args->no_checkpoint) req.options.checkpoint = false;
-    if (req.options.chunk_size != 0 && req.options.chunk_size < 64 * 1024) {
-      throw CLI::ValidationError("--chunk-size", "must be at least 64K");
-    }
-    if (req.options.memory_limit < 4 * req.options.io_size) {
-      throw CLI::ValidationError("--memory", "must be at least 4M");
-    }
+    req.options = transfer_options(args->flags);
     req.sources.assign(args->paths.begin(), args->paths.end() - 1);
     req.destination = args->paths.back();
     RenderOptions render;
     render.json = args->json;
     render.progress = !args->no_progress;
     render.quiet = args->quiet;
-    ctx.exit_code = run_transfer_with_ui(req, render);
+    context().exit_code = run_transfer_with_ui(req, render);
   });
 }
 

@@ -1,6 +1,8 @@
 #pragma once
 // User configuration from TOML (~/.config/xfer/config.toml, or $XFER_CONFIG).
-// Every option lives in one table here; the CLI overrides what it is given.
+// This reads the file; the keys of [transfer] are the transfer options of
+// include/xfer/engine/options.inc, checked there (apply_config), and the
+// CLI's flags override them.
 //
 //   [transfer]
 //   workers = 16           # worker threads for data movement
@@ -14,28 +16,33 @@
 //   level = "warn"
 
 #include <cstdint>
-#include <optional>
 #include <string>
+#include <vector>
 
 #include "xfer/core/result.hpp"
 
 namespace xfer {
 
+// One key of [transfer] as written: its value as text (integers in
+// decimal, booleans as true/false, strings as they are) and its line, so
+// the option table (engine/options.hpp) can check it and name the line.
+struct ConfigValue {
+  std::string key;
+  std::string text;
+  int line = 0;
+};
+
 struct Config {
-  std::optional<unsigned> workers;
-  std::optional<std::uint64_t> chunk_size;
-  std::optional<std::uint64_t> small_file_threshold;
-  std::optional<std::uint64_t> memory;
-  std::optional<std::uint64_t> bwlimit;
-  std::optional<bool> verify;
-  std::optional<bool> fsync;
+  std::string origin;                 // the file it came from ("" for none)
+  std::vector<ConfigValue> transfer;  // [transfer], by key
   std::string log_level = "warn";
 };
 
 // Default location: $XFER_CONFIG, else $XDG_CONFIG_HOME/xfer/config.toml,
 // else ~/.config/xfer/config.toml.
 std::string default_config_path();
-// A missing file yields the defaults; a malformed one is a kInvalidArgument
+// A missing file yields the defaults; a malformed one (bad TOML, a [transfer]
+// value that is not a number, string or boolean) is a kInvalidArgument
 // error naming the line.
 Result<Config> load_config(const std::string& path);
 Result<Config> parse_config(std::string_view toml_text, const std::string& origin);

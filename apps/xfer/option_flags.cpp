@@ -1,0 +1,87 @@
+// Flags from the option table (option_flags.hpp). Main thread only.
+
+#include "option_flags.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <memory>
+
+namespace xfer::cli {
+namespace {
+
+// "-r,--recursive" (extra names first, as CLI11 lists them).
+std::string flag_names(const OptionSpec& spec) {
+  std::string names(spec.names);
+  if (!names.empty()) names += ",";
+  return names + option_flag(spec);
+}
+
+std::string help_with_default(const OptionSpec& spec) {
+  const std::string def = option_default_text(spec);
+  if (spec.kind == OptionKind::kFlag && def == "false") return std::string(spec.help);
+  if (spec.kind == OptionKind::kId) return std::string(spec.help);
+  return fmt::format("{} (default: {})", spec.help, def);
+}
+
+const char* type_name(OptionKind kind) {
+  switch (kind) {
+    case OptionKind::kCount:
+      return "N";
+    case OptionKind::kSize:
+      return "SIZE";
+    case OptionKind::kMillis:
+      return "DURATION";
+    case OptionKind::kId:
+      return "ID";
+    default:
+      return "";
+  }
+}
+
+}  // namespace
+
+void add_option_flags(CLI::App& app, OptionFlags& flags, OptionWhere where,
+                      std::vector<std::string_view> except) {
+  for (const OptionSpec& spec : option_table()) {
+    if ((spec.where & where) == 0) continue;
+    if (std::find(except.begin(), except.end(), spec.name) != except.end()) continue;
+    const OptionSpec* s = &spec;
+    const std::string flag = option_flag(spec);
+    if (spec.kind == OptionKind::kFlag || spec.kind == OptionKind::kSwitch) {
+      // --x and --no-x; both at once is a usage error, not "the last wins".
+      auto seen = std::make_shared<int>(0);
+      auto record = [&flags, s, seen, flag](int which) {
+        *seen |= which;
+        if (*seen == 3) throw CLI::ValidationError(flag, "conflicts with --no-" + flag.substr(2));
+        flags.given.emplace_back(s, which == 1 ? "true" : "false");
+      };
+      app.add_flag_callback(
+          flag_names(spec), [record] { record(1); }, help_with_default(spec));
+      // --no-x only where it can undo something: a default of true, auto,
+      // or a value from the config file.
+      if (option_default_text(spec) != "false" || (spec.where & kConfig) != 0) {
+        app.add_flag_callback(
+            "--no-" + flag.substr(2), [record] { record(2); }, fmt::format("Turn {} off", flag));
+      }
+      continue;
+    }
+    app.add_option_function<std::string>(
+           flag_names(spec),
+           [&flags, s, flag](const std::string& text) {
+             // Checked now, so a bad value is a usage error naming the flag.
+             TransferOptions scratch;
+             Status ok = s->set(scratch, text);
+             if (!ok.ok()) throw CLI::ValidationError(flag, ok.error().detail);
+             flags.given.emplace_back(s, text);
+           },
+           help_with_default(spec))
+        ->type_name(type_name(spec.kind));
+  }
+}
+
+void apply_flags(const OptionFlags& flags, TransferOptions& options) {
+  for (const auto& [spec, text] : flags.given) (void)spec->set(options, text);
+}
+
+}  // namespace xfer::cli
