@@ -1006,6 +1006,55 @@ v1::JobProgress watch_to_end(Peer& p, const std::string& token, const std::strin
   return last;
 }
 
+// A job request's options are names and text from the client: each is
+// checked against the option table, and only those a request may carry
+// pass. Nothing runs for a refused request.
+TEST_F(Attack, JobOptionsAreCheckedAgainstTheOptionTable) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  xfer_it::write_file(srv->root() / "a.txt", "a");
+  Peer p = peer(*srv);
+  const std::string tok = srv->token("/", true);
+  auto request = [] {
+    v1::JobRequest req;
+    req.add_sources("/a.txt");
+    req.set_destination("/b.txt");
+    return req;
+  };
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"memory", "1T"},                     // the server's memory is not the client's to size
+      {"workers", "1024"},                  // nor its threads
+      {"no_such_option", "1"},              // unknown
+      {"bwlimit", "lots"},                  // not a size
+      {"streams", "100000"},                // out of range
+      {"verify", "perhaps"},                // not a yes/no
+      {"job_id", "../../etc"},              // not an id
+      {"recursive", std::string(300, 'x')}  // too long
+  };
+  for (const auto& [name, value] : refused) {
+    v1::JobRequest req = request();
+    set_job_option(req, name, value);
+    grpc::Status st;
+    EXPECT_EQ(submit_job(p, tok, req, &st), "") << name;
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << name << ": " << st.error_message();
+  }
+  v1::JobRequest many = request();
+  for (int i = 0; i < 200; ++i) set_job_option(many, "x" + std::to_string(i), "1");
+  grpc::Status st;
+  EXPECT_EQ(submit_job(p, tok, many, &st), "");
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_FALSE(xfer_it::lexists(srv->root() / "b.txt")) << "a refused job ran";
+  // And the accepted form runs.
+  v1::JobRequest ok = request();
+  set_job_option(ok, "verify", true);
+  set_job_option(ok, "bwlimit", "10M");
+  const std::string id = submit_job(p, tok, ok, &st);
+  ASSERT_NE(id, "") << st.error_message();
+  EXPECT_EQ(watch_to_end(p, tok, id).state(), "done");
+  EXPECT_TRUE(xfer_it::lexists(srv->root() / "b.txt"));
+}
+
 // A server-run job reaches the root only as its submitter's token does:
 // swapping the job's destination folder for a link into another user's
 // folder while it writes lands nothing there.
