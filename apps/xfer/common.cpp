@@ -65,7 +65,7 @@ TransferOptions transfer_options(const OptionFlags& command_flags) {
 }
 
 Result<Endpoint> open_endpoint(const std::string& text) {
-  XFER_ASSIGN_OR_RETURN(Url url, parse_url(text));
+  XFER_ASSIGN_OR_RETURN(Url url, context().backends->parse(text));
   XFER_ASSIGN_OR_RETURN(auto backend, context().backends->create(url, context().endpoint));
   return Endpoint{std::move(url), std::move(backend)};
 }

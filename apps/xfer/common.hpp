@@ -12,6 +12,7 @@
 
 #include "option_flags.hpp"
 #include "xfer/backend/backend.hpp"
+#include "xfer/backend/credentials.hpp"
 #include "xfer/backend/registry.hpp"
 #include "xfer/core/config.hpp"
 #include "xfer/engine/outcome.hpp"
@@ -36,6 +37,13 @@ struct Context {
   EndpointOptions endpoint;
   // The global transfer flags (--streams, --encrypt/--no-encrypt).
   OptionFlags global_flags;
+  // --passphrase-file; the passphrase of sealed secrets comes from it, else
+  // $XFER_PASSPHRASE, else the terminal.
+  std::string passphrase_file;
+  PassphraseSource passphrase_source;
+  // credentials.toml ($XFER_CREDENTIALS), read on first use; the registry
+  // below takes remotes and tokens from it.
+  std::shared_ptr<Credentials> credentials;
   // The backends URLs may name, and where their data streams file their
   // statistics (--json summary, progress).
   std::shared_ptr<BackendRegistry> backends = BackendRegistry::with_builtins();
@@ -80,6 +88,7 @@ void register_rm(CLI::App& app);
 void register_jobs(CLI::App& app);
 void register_resume(CLI::App& app);
 void register_serve(CLI::App& app);
+void register_remote(CLI::App& app);  // remote add|list|show|remove, credentials seal|...
 
 // Runs a transfer with progress rendering and summary (shared by transfer and move).
 struct RenderOptions {

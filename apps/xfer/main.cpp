@@ -26,6 +26,20 @@ int main(int argc, char** argv) {
   app.add_option("--token", ep.token,
                  "Bearer token for xfer:// servers (default: $XFER_TOKEN, credentials.toml)");
   add_option_flags(app, context().global_flags, xfer::kGlobal);
+  app.add_option("--passphrase-file", context().passphrase_file,
+                 "Passphrase of sealed credentials (default: $XFER_PASSPHRASE, the terminal)");
+  context().passphrase_source = []() -> xfer::Result<std::string> {
+    if (!context().passphrase_file.empty()) {
+      return xfer::read_passphrase_file(context().passphrase_file);
+    }
+    if (std::getenv("XFER_PASSPHRASE") != nullptr) {
+      return xfer::make_error(xfer::ErrorCode::kUnavailable, "passphrase", "", "");
+    }
+    return xfer::prompt_passphrase("Passphrase for credentials.toml: ");
+  };
+  context().credentials = std::make_shared<xfer::Credentials>(xfer::CredentialStore::default_path(),
+                                                              context().passphrase_source);
+  context().backends->set_credentials(context().credentials);
   app.add_flag("--tls", ep.tls, "TLS on the control channel (system CA bundle)");
   app.add_option("--tls-ca", ep.tls_ca, "CA bundle for the control channel's TLS (implies --tls)");
 
@@ -40,6 +54,7 @@ int main(int argc, char** argv) {
   register_jobs(app);
   register_resume(app);
   register_serve(app);
+  register_remote(app);
 
   // Load the config before subcommand callbacks run.
   app.parse_complete_callback([&] {

@@ -11,10 +11,11 @@ namespace xfer {
 
 std::shared_ptr<BackendRegistry> BackendRegistry::with_builtins() {
   auto r = std::make_shared<BackendRegistry>();
-  r->register_scheme("file",
-                     [](const Url&, const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
-                       return make_local_backend();
-                     });
+  r->register_scheme(
+      "file",
+      [](const Url&, const Profile&, const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
+        return make_local_backend();
+      });
   r->register_scheme("xfer", make_xfer_backend);
   return r;
 }
@@ -29,6 +30,42 @@ bool BackendRegistry::has_scheme(const std::string& scheme) const {
   return factories_.count(scheme) != 0;
 }
 
+void BackendRegistry::set_credentials(std::shared_ptr<const Credentials> credentials) {
+  std::lock_guard lock(mu_);
+  credentials_ = std::move(credentials);
+}
+
+Result<Url> BackendRegistry::parse(std::string_view text) const {
+  std::shared_ptr<const Credentials> credentials;
+  {
+    std::lock_guard lock(mu_);
+    credentials = credentials_;
+  }
+  // "NAME:rest" may name a remote; a credentials file that cannot be read
+  // then is an error, not a reason to take "NAME:rest" for a local file.
+  const auto colon = text.find(':');
+  const bool remote_form = credentials && colon != std::string_view::npos && colon > 0 &&
+                           text.substr(0, colon).find('/') == std::string_view::npos &&
+                           text.substr(colon, 3) != "://";
+  if (remote_form) {
+    XFER_ASSIGN_OR_RETURN(auto store, credentials->store());
+    if (auto url = expand_remote(text, *store)) return *url;
+  }
+  return parse_url(text);
+}
+
+Result<Profile> BackendRegistry::profile(const Url& url, const EndpointOptions& options) const {
+  std::shared_ptr<const Credentials> credentials;
+  {
+    std::lock_guard lock(mu_);
+    credentials = credentials_;
+  }
+  ProfileEnvironment env;
+  env.ambient = options.ambient_credentials;
+  return resolve_profile(url, options.ambient_credentials ? credentials.get() : nullptr,
+                         options.token, env);
+}
+
 Result<std::unique_ptr<Backend>> BackendRegistry::create(const Url& url,
                                                          const EndpointOptions& options) const {
   BackendFactory factory;
@@ -41,7 +78,8 @@ Result<std::unique_ptr<Backend>> BackendRegistry::create(const Url& url,
     }
     factory = it->second;
   }
-  return factory(url, options);
+  XFER_ASSIGN_OR_RETURN(Profile p, profile(url, options));
+  return factory(url, p, options);
 }
 
 }  // namespace xfer

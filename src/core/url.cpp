@@ -49,9 +49,35 @@ bool valid_scheme(std::string_view s) {
   return true;
 }
 
+// Bounds what a URL can make us hold.
+constexpr std::size_t kMaxQueryParams = 32;
+
+std::string encode_query_part(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '&' || c == '=' || c == '%' || c == '#' || c == '?' ||
+        static_cast<unsigned char>(c) <= 0x20) {
+      out += fmt::format("%{:02X}", static_cast<unsigned char>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string query_text(const std::vector<std::pair<std::string, std::string>>& query) {
+  std::string out;
+  for (const auto& [k, v] : query) {
+    out += out.empty() ? "?" : "&";
+    out += encode_query_part(k) + "=" + encode_query_part(v);
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string Url::to_string() const {
+  if (!remote.empty()) return remote + ":" + path + query_text(query);
   if (scheme == "file" && host.empty()) return path;
   std::string out = scheme + "://";
   if (!user.empty()) out += user + "@";
@@ -62,8 +88,14 @@ std::string Url::to_string() const {
   }
   if (port != 0) out += fmt::format(":{}", port);
   if (!path.empty() && path[0] != '/') out += '/';
-  out += path;
-  return out;
+  for (char c : path) {
+    if (c == '?' || c == '%') {
+      out += fmt::format("%{:02X}", static_cast<unsigned char>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out + query_text(query);
 }
 
 Url Url::with_path(std::string new_path) const {
@@ -119,6 +151,24 @@ Result<Url> parse_url(std::string_view text) {
   } else {
     url.host = std::string(authority);
   }
+  // A host is a name or an address, a user a login name: nothing that
+  // could change how the URL reads when printed again (':', '@', '/',
+  // brackets, spaces, control bytes).
+  const bool bracketed = !authority.empty() && authority[0] == '[';
+  for (unsigned char c : url.host) {
+    const bool ok = std::isalnum(c) || c == '.' || c == '-' || c == '_' ||
+                    (bracketed && (c == ':' || c == '%'));
+    if (!ok) {
+      return make_error(ErrorCode::kInvalidArgument, "parse url", text,
+                        "invalid character in the host name");
+    }
+  }
+  for (unsigned char c : url.user) {
+    if (c <= 0x20 || c >= 0x7f || c == '@' || c == '/' || c == ':' || c == '[' || c == ']') {
+      return make_error(ErrorCode::kInvalidArgument, "parse url", text,
+                        "invalid character in the user name");
+    }
+  }
   if (!port_text.empty()) {
     int port = 0;
     auto [p, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
@@ -134,6 +184,35 @@ Result<Url> parse_url(std::string_view text) {
                       "file:// URLs cannot name a remote host");
   }
   if (url.scheme == "file") url.host.clear();
+  if (url.scheme != "file") {
+    // "?k=v&k2=v2": the endpoint's settings. A '?' in a remote path is
+    // written %3F.
+    if (auto q = raw_path.find('?'); q != std::string_view::npos) {
+      std::string_view query = raw_path.substr(q + 1);
+      raw_path = raw_path.substr(0, q);
+      if (raw_path.empty()) raw_path = "";
+      while (!query.empty()) {
+        const auto amp = query.find('&');
+        std::string_view pair = query.substr(0, amp);
+        query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+        if (pair.empty()) continue;
+        if (url.query.size() >= kMaxQueryParams) {
+          return make_error(ErrorCode::kInvalidArgument, "parse url", text,
+                            "too many query parameters");
+        }
+        const auto eq = pair.find('=');
+        XFER_ASSIGN_OR_RETURN(std::string key, percent_decode(pair.substr(0, eq), text));
+        XFER_ASSIGN_OR_RETURN(
+            std::string value,
+            percent_decode(eq == std::string_view::npos ? "" : pair.substr(eq + 1), text));
+        if (key.empty()) {
+          return make_error(ErrorCode::kInvalidArgument, "parse url", text,
+                            "a query parameter without a name");
+        }
+        url.query.emplace_back(std::move(key), std::move(value));
+      }
+    }
+  }
   auto decoded = percent_decode(raw_path, text);
   if (!decoded) return std::move(decoded).error();
   url.path = std::move(decoded).value();

@@ -22,6 +22,11 @@ namespace {
 
 namespace v1 = ::xfer::v1;
 
+// The registry that reads the request's URLs (its remotes, its credentials).
+std::shared_ptr<const BackendRegistry> registry_of(const TransferRequest& request) {
+  return request.backends ? request.backends : BackendRegistry::with_builtins();
+}
+
 // The job's final figures, as the source server reported them.
 struct JobOutcome {
   std::uint64_t files_done = 0;
@@ -41,11 +46,12 @@ std::string parent_of(const std::string& path) {
 Result<JobOutcome> run_job(const TransferRequest& request, TransferCounters& counters,
                            const std::atomic<bool>* cancel) {
   const TransferOptions& opt = request.options;
-  XFER_ASSIGN_OR_RETURN(Url dst, parse_url(request.destination));
+  const auto registry = registry_of(request);
+  XFER_ASSIGN_OR_RETURN(Url dst, registry->parse(request.destination));
   std::vector<std::string> source_paths;
   std::optional<Url> src;
   for (const auto& s : request.sources) {
-    XFER_ASSIGN_OR_RETURN(Url u, parse_url(s));
+    XFER_ASSIGN_OR_RETURN(Url u, registry->parse(s));
     if (u.scheme != "xfer") {
       return make_error(ErrorCode::kInvalidArgument, "transfer", s,
                         "a third-party transfer needs xfer:// sources");
@@ -57,11 +63,14 @@ Result<JobOutcome> run_job(const TransferRequest& request, TransferCounters& cou
     source_paths.push_back(u.path.empty() ? "/" : u.path);
     src = u;
   }
-  const std::string src_token = find_xfer_token(*src, opt.source_endpoint);
-  const std::string dst_token = find_xfer_token(dst, opt.destination_endpoint);
+  XFER_ASSIGN_OR_RETURN(Profile src_profile, registry->profile(*src, opt.source_endpoint));
+  XFER_ASSIGN_OR_RETURN(Profile dst_profile, registry->profile(dst, opt.destination_endpoint));
+  const std::string src_token = src_profile.get("token");
+  const std::string dst_token = dst_profile.get("token");
 
   // 1. B issues a token for the destination only; A will present it.
-  XFER_ASSIGN_OR_RETURN(auto b, make_control_stub(dst, opt.destination_endpoint));
+  XFER_ASSIGN_OR_RETURN(
+      auto b, make_control_stub(dst, with_profile_tls(opt.destination_endpoint, dst_profile)));
   v1::IssueTokenRequest ireq;
   std::string dst_path = dst.path.empty() ? "/" : dst.path;
   ireq.set_prefix(dst.trailing_slash || request.sources.size() > 1 ? dst_path
@@ -78,7 +87,8 @@ Result<JobOutcome> run_job(const TransferRequest& request, TransferCounters& cou
   }
 
   // 2. A runs the transfer.
-  XFER_ASSIGN_OR_RETURN(auto a, make_control_stub(*src, opt.source_endpoint));
+  XFER_ASSIGN_OR_RETURN(
+      auto a, make_control_stub(*src, with_profile_tls(opt.source_endpoint, src_profile)));
   v1::JobRequest jreq;
   for (auto& p : source_paths) jreq.add_sources(p);
   jreq.set_destination(fmt::format("xfer://{}{}{}", endpoint_name(dst), dst_path,
@@ -170,16 +180,17 @@ Result<JobOutcome> run_job(const TransferRequest& request, TransferCounters& cou
   return result;
 }
 
-bool is_xfer_url(const std::string& text) {
-  return text.rfind("xfer://", 0) == 0;
-}
-
 }  // namespace
 
 bool is_third_party(const TransferRequest& request) {
-  if (!is_xfer_url(request.destination) || request.sources.empty()) return false;
+  const auto registry = registry_of(request);
+  auto is_xfer = [&](const std::string& text) {
+    auto url = registry->parse(text);
+    return url && url->scheme == "xfer";
+  };
+  if (request.sources.empty() || !is_xfer(request.destination)) return false;
   for (const auto& s : request.sources) {
-    if (!is_xfer_url(s)) return false;
+    if (!is_xfer(s)) return false;
   }
   return true;
 }

@@ -201,7 +201,7 @@ Status Engine::resolve_roots() {
   if (req_.sources.empty()) {
     return make_error(ErrorCode::kInvalidArgument, "transfer", "", "no source given");
   }
-  XFER_ASSIGN_OR_RETURN(Url dst_url, parse_url(req_.destination));
+  XFER_ASSIGN_OR_RETURN(Url dst_url, backends_registry_->parse(req_.destination));
   XFER_ASSIGN_OR_RETURN(Backend * dst, backend_for(dst_url, opt_.destination_endpoint));
   auto dst_attrs = dst->stat(dst_url.path);
   bool dst_exists = dst_attrs.ok();
@@ -228,7 +228,7 @@ Status Engine::resolve_roots() {
       if (!first_error) first_error = e;
       report(std::move(e));
     };
-    auto src_url = parse_url(src_text);
+    auto src_url = backends_registry_->parse(src_text);
     if (!src_url) {
       fail(src_url.error());
       continue;

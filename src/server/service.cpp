@@ -578,6 +578,8 @@ class Service final : public v1::Xfer::Service {
     for (char c : path) {
       if (c == '%') {
         out += "%25";
+      } else if (c == '?') {
+        out += "%3F";  // a '?' would start the URL's query
       } else {
         out += c;
       }
@@ -874,7 +876,8 @@ class ServerImpl final : public Server {
     std::weak_ptr<JobRoots> weak_roots = job_roots_;
     backends_->register_scheme(
         kRootScheme,
-        [weak_roots](const Url& url, const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
+        [weak_roots](const Url& url, const Profile&,
+                     const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
           auto roots = weak_roots.lock();
           auto b = roots ? roots->find(url.host) : nullptr;
           if (!b) {

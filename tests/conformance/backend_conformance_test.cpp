@@ -125,9 +125,9 @@ struct XferTraitsT {
     EndpointOptions options;
     options.token = token;
     options.encrypt = kSealed ? 1 : -1;  // -1: auto, plaintext on loopback
-    auto b = make_xfer_backend(*url, options);
+    auto b = BackendRegistry::with_builtins()->create(*url, options);
     if (!b) {
-      ADD_FAILURE() << "make_xfer_backend: " << b.error().message();
+      ADD_FAILURE() << "create xfer backend: " << b.error().message();
       return nullptr;
     }
     return std::move(*b);

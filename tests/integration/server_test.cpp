@@ -249,6 +249,68 @@ INSTANTIATE_TEST_SUITE_P(Variants, ServerRoundTrip,
 
 // A sealed session refuses plaintext and the reverse is checked in unit
 // tests; here: --encrypt and --no-encrypt both deliver the same bytes.
+// A named remote (xfer remote add) carries transfers as NAME:path; its
+// token is kept in a private credentials file and can be sealed with a
+// passphrase: without it nothing reaches the server, with it all works.
+TEST_F(Server, NamedRemoteWithASealedTokenCarriesTransfers) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  const std::string token = srv->token("/", true);
+  const std::string port = srv->control_address().substr(srv->control_address().rfind(':') + 1);
+  const fs::path creds = tmp() / "no-credentials.toml";  // $XFER_CREDENTIALS of this fixture
+  auto add = run_xfer(
+      {"remote", "add", "lab", "xfer", "host=127.0.0.1", "port=" + port, "token=" + token});
+  ASSERT_EXIT_CODE(add, 0);
+  struct stat st {};
+  ASSERT_EQ(::stat(creds.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto show = run_xfer({"remote", "show", "lab"});
+  ASSERT_EXIT_CODE(show, 0);
+  EXPECT_EQ(show.out.find(token), std::string::npos) << "show prints no secret";
+  EXPECT_NE(show.out.find("127.0.0.1"), std::string::npos) << show.describe();
+
+  fs::path f = tmp() / "f.bin";
+  std::mt19937_64 rng(31);
+  write_file(f, random_bytes(rng, 3u << 20));
+  auto up = run_xfer({"cp", S(f), "lab:/up.bin"});
+  ASSERT_EXIT_CODE(up, 0);
+  EXPECT_TRUE(files_equal(f, srv->root() / "up.bin"));
+  auto ls = run_xfer({"ls", "lab:/"});
+  ASSERT_EXIT_CODE(ls, 0);
+  EXPECT_NE(ls.out.find("up.bin"), std::string::npos) << ls.describe();
+
+  // Sealed: the file no longer holds the token.
+  ::setenv("XFER_PASSPHRASE", "correct horse", 1);
+  auto seal = run_xfer({"credentials", "seal"});
+  ASSERT_EXIT_CODE(seal, 0);
+  EXPECT_EQ(read_file(creds).find(token), std::string::npos) << read_file(creds);
+  auto sealed_up = run_xfer({"cp", S(f), "lab:/sealed.bin"});
+  ASSERT_EXIT_CODE(sealed_up, 0);
+  EXPECT_TRUE(files_equal(f, srv->root() / "sealed.bin"));
+  ::unsetenv("XFER_PASSPHRASE");
+  write_file(tmp() / "wrong.txt", std::string("wrong horse\n"));
+  auto wrong =
+      run_xfer({"--passphrase-file", S(tmp() / "wrong.txt"), "cp", S(f), "lab:/wrong.bin"});
+  EXPECT_EXIT_CODE(wrong, 1);
+  EXPECT_NE(wrong.err.find("wrong passphrase"), std::string::npos) << wrong.describe();
+  EXPECT_FALSE(lexists(srv->root() / "wrong.bin"));
+
+  // Readable by others: refused, as ssh refuses such a key.
+  ::chmod(creds.c_str(), 0644);
+  auto open_file = run_xfer({"cp", S(f), "lab:/open.bin"});
+  EXPECT_EXIT_CODE(open_file, 1);
+  EXPECT_NE(open_file.err.find("chmod 600"), std::string::npos) << open_file.describe();
+  EXPECT_FALSE(lexists(srv->root() / "open.bin"));
+  EXPECT_FALSE(lexists(fs::current_path() / "lab:")) << "lab:/... never became a local path";
+  ::chmod(creds.c_str(), 0600);
+
+  auto rm = run_xfer({"remote", "remove", "lab"});
+  ASSERT_EXIT_CODE(rm, 0);
+  auto list = run_xfer({"remote", "list"});
+  ASSERT_EXIT_CODE(list, 0);
+  EXPECT_EQ(list.out.find("lab"), std::string::npos) << list.describe();
+}
+
 TEST_F(Server, NoEncryptFlagDeliversTheSameBytes) {
   XferdProcess* srv = start_server();
   ASSERT_NE(srv, nullptr);

@@ -206,7 +206,8 @@ class EngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
     backends_->register_scheme(
-        "faulty", [](const Url&, const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
+        "faulty",
+        [](const Url&, const Profile&, const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
           return std::unique_ptr<Backend>(new FaultyBackend());
         });
     dir_ = fs::temp_directory_path() /

@@ -215,7 +215,7 @@ void register_rename(CLI::App& app) {
   cmd->add_option("to", *to, "New path")->required();
   cmd->callback([from, to] {
     auto a = open_endpoint(*from);
-    auto b = parse_url(*to);
+    auto b = context().backends->parse(*to);
     if (!a || !b) {
       print_error(!a ? a.error() : b.error());
       context().exit_code = kExitFailure;

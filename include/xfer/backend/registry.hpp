@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "xfer/backend/backend.hpp"
+#include "xfer/backend/profile.hpp"
 
 namespace xfer {
 
@@ -17,7 +18,7 @@ class StreamStatsBoard;  // xfer/metrics/streams.hpp
 // How to reach an endpoint beyond its URL: credentials and connection
 // choices. Backends ignore what does not apply to them.
 struct EndpointOptions {
-  std::string token;     // bearer token (xfer://); empty: $XFER_TOKEN, then credentials.toml
+  std::string token;     // bearer token (--token); empty: from the profile (profile.hpp)
   unsigned streams = 0;  // data connections; 0: the backend's default
   int encrypt = -1;      // data-channel sealing: -1 auto (off on loopback), 0 off, 1 on
   std::string tls_ca;    // CA bundle that signs the server's control-channel certificate
@@ -26,13 +27,16 @@ struct EndpointOptions {
   // connections); null: nowhere. The CLI keeps one board per process,
   // xferd one per job.
   std::shared_ptr<StreamStatsBoard> stats_board;
-  // false: use only `token`, never $XFER_TOKEN or credentials.toml (xferd's
-  // jobs must not lend the server's own credentials to a client's request).
+  // false: use only `token` and the URL, never the environment, the
+  // registry's credentials file or ~/.ssh, ~/.aws (xferd's jobs must not
+  // lend the server's own credentials to a client's request).
   bool ambient_credentials = true;
 };
 
-using BackendFactory =
-    std::function<Result<std::unique_ptr<Backend>>(const Url&, const EndpointOptions&)>;
+// Makes a backend for `url` from its resolved profile (host, port, user,
+// secrets opened) and the process's endpoint choices.
+using BackendFactory = std::function<Result<std::unique_ptr<Backend>>(const Url&, const Profile&,
+                                                                      const EndpointOptions&)>;
 
 // Thread-safe. Not a process-wide singleton: each front end (the CLI, each
 // xferd) makes its own, adds what only it serves (xferd's "xferd" scheme for
@@ -44,6 +48,14 @@ class BackendRegistry {
 
   void register_scheme(std::string scheme, BackendFactory factory);
   bool has_scheme(const std::string& scheme) const;
+  // The credentials file its URLs may name remotes of and take tokens from
+  // (the CLI's); none by default (xferd's registries).
+  void set_credentials(std::shared_ptr<const Credentials> credentials);
+
+  // A URL, a bare path, or "NAME:path" for a remote of the credentials file.
+  Result<Url> parse(std::string_view text) const;
+  // The profile of `url` (profile.hpp) with `options.token` as --token.
+  Result<Profile> profile(const Url& url, const EndpointOptions& options = {}) const;
   // kUnsupported naming the scheme when nothing is registered for it.
   Result<std::unique_ptr<Backend>> create(const Url& url,
                                           const EndpointOptions& options = {}) const;
@@ -51,6 +63,7 @@ class BackendRegistry {
  private:
   mutable std::mutex mu_;
   std::unordered_map<std::string, BackendFactory> factories_;
+  std::shared_ptr<const Credentials> credentials_;
 };
 
 }  // namespace xfer

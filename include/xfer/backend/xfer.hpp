@@ -4,8 +4,9 @@
 //
 //   xfer://host:port/path      port = the server's control port (default 7400)
 //
-// Credentials: EndpointOptions::token, else $XFER_TOKEN, else the table
-// named "host:port" in ~/.config/xfer/credentials.toml (key "token").
+// Credentials: the profile's token (profile.hpp: --token, the remote's,
+// $XFER_TOKEN, the ["host:port"] table of credentials.toml); TLS when the
+// options or the remote say so (tls = "true", tls_ca = FILE).
 
 #include <cstdint>
 #include <memory>
@@ -19,9 +20,10 @@ namespace xfer {
 
 inline constexpr std::uint16_t kDefaultXferPort = 7400;
 
-Result<std::unique_ptr<Backend>> make_xfer_backend(const Url& url, const EndpointOptions& options);
+Result<std::unique_ptr<Backend>> make_xfer_backend(const Url& url, const Profile& profile,
+                                                   const EndpointOptions& options);
 
-// The token the backend would use for `url` (options, env, credentials file).
-std::string find_xfer_token(const Url& url, const EndpointOptions& options);
+// The connection choices of `options` with the profile's TLS settings added.
+EndpointOptions with_profile_tls(EndpointOptions options, const Profile& profile);
 
 }  // namespace xfer

@@ -5,6 +5,8 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "xfer/core/result.hpp"
 
@@ -17,15 +19,24 @@ struct Url {
   int port = 0;                 // 0 when absent
   std::string path;             // percent-decoded; for file: as given (relative allowed)
   bool trailing_slash = false;  // the original ended in '/': "treat as directory"
+  // "?key=value&..." of a URL (not of a bare path), percent-decoded, in
+  // order: settings of the endpoint's profile (region=..., port=...).
+  std::vector<std::pair<std::string, std::string>> query;
+  // The named remote of "NAME:path" (backend/credentials.hpp), "" for a
+  // URL or path; scheme, host and port then come from the remote.
+  std::string remote;
 
   bool is_local() const { return scheme == "file"; }
-  // Canonical text form; bare paths print as the path itself.
+  // Canonical text form; bare paths print as the path itself, a remote's
+  // as "NAME:path".
   std::string to_string() const;
   // The same endpoint with another path.
   Url with_path(std::string new_path) const;
 };
 
 // Parses a bare path or a URL. Errors: kInvalidArgument with a reason.
+// "NAME:path" is not parsed here: it is a path until a registry that knows
+// the remotes expands it (BackendRegistry::parse).
 Result<Url> parse_url(std::string_view text);
 
 // Joins a directory path and a child name with exactly one '/'.

@@ -994,34 +994,20 @@ class XferBackend final : public Backend {
 
 }  // namespace
 
-std::string find_xfer_token(const Url& url, const EndpointOptions& options) {
-  if (!options.token.empty()) return options.token;
-  if (!options.ambient_credentials) return {};
-  if (const char* env = std::getenv("XFER_TOKEN"); env != nullptr && *env != '\0') return env;
-  std::string path;
-  if (const char* x = std::getenv("XFER_CREDENTIALS"); x != nullptr && *x != '\0') {
-    path = x;
-  } else if (const std::string home = xdg_config_home(); !home.empty()) {
-    path = home + "/xfer/credentials.toml";
-  }
-  if (path.empty()) return {};
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return {};
-  try {
-    auto table = toml::parse_file(path);
-    if (auto t = table[endpoint_name(url)]["token"].value<std::string>()) return *t;
-  } catch (const toml::parse_error& e) {
-    log().warn("ignoring {}: {}", path, e.description());
-  }
-  return {};
+EndpointOptions with_profile_tls(EndpointOptions options, const Profile& profile) {
+  if (profile.get("tls") == "true") options.tls = true;
+  if (options.tls_ca.empty()) options.tls_ca = profile.get("tls_ca");
+  return options;
 }
 
-Result<std::unique_ptr<Backend>> make_xfer_backend(const Url& url, const EndpointOptions& options) {
+Result<std::unique_ptr<Backend>> make_xfer_backend(const Url& url, const Profile& profile,
+                                                   const EndpointOptions& given) {
+  const EndpointOptions options = with_profile_tls(given, profile);
   if (url.host.empty()) {
     return make_error(ErrorCode::kInvalidArgument, "open endpoint", url.to_string(),
                       "xfer:// needs a host (xfer://host:port/path)");
   }
-  auto client = std::make_shared<XferClient>(url, options, find_xfer_token(url, options));
+  auto client = std::make_shared<XferClient>(url, options, profile.get("token"));
   XFER_TRY(client->connect_control());
   return std::unique_ptr<Backend>(new XferBackend(std::move(client)));
 }
