@@ -35,17 +35,6 @@ constexpr std::size_t kCombineMax = 64 * 1024;   // frames up to this are combin
 // Larger sealed frames are sealed and written in pieces of this size.
 constexpr std::size_t kSealChunk = 256 * 1024;
 
-Error conn_error(int err, std::string_view op) {
-  Error e = errno_error(err, op, "data connection");
-  // A broken connection is transient for the call: the client reconnects.
-  if (err == ECONNRESET || err == EPIPE || err == ETIMEDOUT || err == ECONNREFUSED ||
-      err == ENOTCONN || err == ECONNABORTED) {
-    e.code = ErrorCode::kUnavailable;
-    e.retry = RetryClass::kRetryCall;
-  }
-  return e;
-}
-
 Error closed_error() {
   return make_error(ErrorCode::kUnavailable, "recv", "data connection", "connection closed by peer",
                     RetryClass::kRetryCall);
@@ -53,7 +42,10 @@ Error closed_error() {
 
 }  // namespace
 
-FrameConn::FrameConn(UniqueFd fd) : fd_(std::move(fd)), rbuf_(kReadBuffer) {}
+FrameConn::FrameConn(UniqueFd fd) : FrameConn(make_tcp_transport(std::move(fd))) {}
+
+FrameConn::FrameConn(std::unique_ptr<Transport> transport)
+    : transport_(std::move(transport)), rbuf_(kReadBuffer) {}
 
 void FrameConn::enable_sealing(FrameCipher send, FrameCipher recv) {
   std::lock_guard lock(send_mu_);
@@ -61,42 +53,10 @@ void FrameConn::enable_sealing(FrameCipher send, FrameCipher recv) {
   recv_cipher_.emplace(std::move(recv));
 }
 
-Status FrameConn::write_iov(iovec* iov, int n) {
-  int first = 0;
-  std::uint64_t total = 0;
-  while (first < n) {
-    const int count = std::min(n - first, IOV_MAX);
-    ssize_t w = ::writev(fd_.get(), iov + first, count);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return conn_error(errno, "send");
-    }
-    total += static_cast<std::uint64_t>(w);
-    auto left = static_cast<std::size_t>(w);
-    while (first < n && left >= iov[first].iov_len) {
-      left -= iov[first].iov_len;
-      ++first;
-    }
-    if (first < n) {
-      iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + left;
-      iov[first].iov_len -= left;
-    }
-  }
-  bytes_sent_.fetch_add(total, std::memory_order_relaxed);
-  return ok_status();
-}
-
 Status FrameConn::write_all(std::span<const std::byte> a, std::span<const std::byte> b,
                             std::span<const std::byte> c) {
-  iovec iov[3];
-  int n = 0;
-  for (auto s : {a, b, c}) {
-    if (s.empty()) continue;
-    iov[n].iov_base = const_cast<std::byte*>(s.data());
-    iov[n].iov_len = s.size();
-    ++n;
-  }
-  return write_iov(iov, n);
+  const std::span<const std::byte> pieces[3] = {a, b, c};
+  return transport_->write_all(pieces);
 }
 
 // Plaintext frames from many threads: whoever finds no sender active becomes
@@ -113,24 +73,23 @@ Status FrameConn::send_combined(const std::array<std::byte, kHeaderSize>& hdr,
   if (me.done) return me.status;
   leader_ = true;
   std::vector<Outgoing*> batch;
-  std::vector<iovec> iov;
+  std::vector<std::span<const std::byte>> pieces;
   // A bounded number of rounds, then leadership passes to a waiter, so no
   // caller keeps sending for others forever.
   for (int round = 0; round < 16 && !queue_.empty(); ++round) {
     batch.clear();
     batch.swap(queue_);
     q.unlock();
-    iov.clear();
+    pieces.clear();
     for (Outgoing* o : batch) {
       for (auto sp : {std::span<const std::byte>(*o->hdr), o->a, o->b}) {
-        if (sp.empty()) continue;
-        iov.push_back({const_cast<std::byte*>(sp.data()), sp.size()});
+        if (!sp.empty()) pieces.push_back(sp);
       }
     }
     Status st = ok_status();
     {
       std::lock_guard w(send_mu_);
-      st = write_iov(iov.data(), static_cast<int>(iov.size()));
+      st = transport_->write_all(pieces);
     }
     q.lock();
     for (Outgoing* o : batch) {
@@ -288,24 +247,9 @@ Status FrameConn::send_file(FrameHeader h, int file_fd, std::uint64_t offset,
   std::lock_guard lock(send_mu_);
   XFER_TRY(flush_locked());
   XFER_TRY(write_all(hdr, {}, {}));
-  off_t pos = static_cast<off_t>(offset);
-  std::uint64_t left = length;
-  while (left > 0) {
-    ssize_t w = ::sendfile(fd_.get(), file_fd, &pos, left);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return conn_error(errno, "sendfile");
-    }
-    if (w == 0) {
-      // The file shrank after the check: the frame cannot be completed, so
-      // the connection is unusable. The receiver sees a short frame.
-      return make_error(ErrorCode::kChanged, "sendfile", "", "file shrank while being sent",
-                        RetryClass::kRetryFile);
-    }
-    left -= static_cast<std::uint64_t>(w);
-    bytes_sent_.fetch_add(static_cast<std::uint64_t>(w), std::memory_order_relaxed);
-  }
-  return ok_status();
+  // A file that shrank after the check leaves the frame short: the
+  // connection is unusable then (kChanged), and the receiver sees it.
+  return transport_->send_file(file_fd, offset, length);
 }
 
 Status FrameConn::read_exact(std::span<std::byte> out) {
@@ -320,35 +264,26 @@ Status FrameConn::read_exact(std::span<std::byte> out) {
   }
   while (done < out.size()) {
     const std::size_t want = out.size() - done;
-    ssize_t r;
-    if (want >= rbuf_.size() / 2) {
-      // Large payloads go straight to their destination.
-      r = ::read(fd_.get(), out.data() + done, want);
-      if (r > 0) {
-        done += static_cast<std::size_t>(r);
-        bytes_received_.fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
-        continue;
-      }
-    } else {
-      r = ::read(fd_.get(), rbuf_.data(), rbuf_.size());
-      if (r > 0) {
-        bytes_received_.fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
-        rpos_ = 0;
-        rend_ = static_cast<std::size_t>(r);
-        std::size_t n = std::min(want, rend_);
-        std::memcpy(out.data() + done, rbuf_.data(), n);
-        rpos_ = n;
-        done += n;
-        continue;
-      }
-    }
+    // Large payloads go straight to their destination; small reads refill
+    // the buffer.
+    const bool direct = want >= rbuf_.size() / 2;
+    XFER_ASSIGN_OR_RETURN(std::size_t r,
+                          transport_->read_some(direct ? out.subspan(done) : std::span(rbuf_)));
     if (r == 0) {
       if (done == 0) return closed_error();
       return make_error(ErrorCode::kUnavailable, "recv", "data connection",
                         "connection closed in the middle of a frame", RetryClass::kRetryCall);
     }
-    if (errno == EINTR) continue;
-    return conn_error(errno, "recv");
+    if (direct) {
+      done += r;
+      continue;
+    }
+    rpos_ = 0;
+    rend_ = r;
+    const std::size_t n = std::min(want, rend_);
+    std::memcpy(out.data() + done, rbuf_.data(), n);
+    rpos_ = n;
+    done += n;
   }
   return ok_status();
 }
@@ -451,19 +386,7 @@ Status FrameConn::skip_payload(const FrameHeader& h) {
 }
 
 void FrameConn::shutdown() {
-  if (fd_.valid()) ::shutdown(fd_.get(), SHUT_RDWR);
-}
-
-TcpStats FrameConn::tcp_stats() const {
-  TcpStats s;
-  tcp_info info{};
-  socklen_t len = sizeof(info);
-  if (::getsockopt(fd_.get(), IPPROTO_TCP, TCP_INFO, &info, &len) == 0) {
-    s.rtt_ms = info.tcpi_rtt / 1000.0;
-    s.cwnd = info.tcpi_snd_cwnd;
-    s.retransmits = info.tcpi_total_retrans;
-  }
-  return s;
+  transport_->shutdown();
 }
 
 Result<std::pair<std::string, std::uint16_t>> split_host_port(std::string_view text) {
@@ -559,7 +482,7 @@ Result<UniqueFd> tcp_connect(const std::string& host, std::uint16_t port) {
     last = errno;
   }
   ::freeaddrinfo(res);
-  Error e = conn_error(last, "connect");
+  Error e = connection_error(last, "connect");
   e.path = fmt::format("{}:{}", host, port);
   return e;
 }

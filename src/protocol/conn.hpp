@@ -1,7 +1,9 @@
 #pragma once
-// One data-channel TCP connection carrying frames (docs/protocol.md):
-// buffered frame reading, sealing/opening when the session is encrypted,
-// sendfile for plaintext file payloads, TCP_INFO for the metrics.
+// One data-channel connection carrying frames (docs/protocol.md): buffered
+// frame reading, sealing/opening when the session is encrypted, combining
+// of small frames, a file payload handed to the transport's zero-copy path.
+// The bytes move through a Transport (transport.hpp: TCP today), which also
+// owns the connection's statistics.
 //
 // Threading: send_*() are thread-safe (one send mutex: a frame is written
 // whole, never interleaved). recv_*() belong to one reader thread.
@@ -20,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "protocol/transport.hpp"
 #include "xfer/core/result.hpp"
 #include "xfer/io/unique_fd.hpp"
 #include "xfer/protocol/crypto.hpp"
@@ -27,19 +30,16 @@
 
 namespace xfer::protocol {
 
-struct TcpStats {
-  double rtt_ms = 0;
-  std::uint32_t cwnd = 0;  // segments
-  std::uint64_t retransmits = 0;
-};
-
 class FrameConn {
  public:
+  // Over TCP on a connected socket.
   explicit FrameConn(UniqueFd fd);
+  explicit FrameConn(std::unique_ptr<Transport> transport);
   FrameConn(const FrameConn&) = delete;
   FrameConn& operator=(const FrameConn&) = delete;
 
-  int fd() const { return fd_.get(); }
+  Transport& transport() { return *transport_; }
+  const Transport& transport() const { return *transport_; }
   // From now on every frame is sealed in both directions. Called once,
   // before the connection is shared between threads.
   void enable_sealing(FrameCipher send, FrameCipher recv);
@@ -91,9 +91,7 @@ class FrameConn {
 
   // Unblocks a reader blocked in recv (shutdown(SHUT_RDWR)).
   void shutdown();
-  TcpStats tcp_stats() const;
-  std::uint64_t bytes_sent() const { return bytes_sent_.load(std::memory_order_relaxed); }
-  std::uint64_t bytes_received() const { return bytes_received_.load(std::memory_order_relaxed); }
+  TransportStats transport_stats() const { return transport_->stats(); }
 
  private:
   Status write_all(std::span<const std::byte> a, std::span<const std::byte> b,
@@ -103,11 +101,10 @@ class FrameConn {
   // read(2), not recv(2): the bytes then show in /proc/PID/io (rchar).
   Status read_exact(std::span<std::byte> out);
   Status flush_locked();
-  Status write_iov(::iovec* iov, int n);
   Status send_combined(const std::array<std::byte, kHeaderSize>& hdr, std::span<const std::byte> a,
                        std::span<const std::byte> b);
 
-  UniqueFd fd_;
+  std::unique_ptr<Transport> transport_;
   std::mutex send_mu_;  // held while writing to the socket
   // Flat combining of plaintext frames (send_combined).
   struct Outgoing {
@@ -128,8 +125,6 @@ class FrameConn {
   // Receive buffer: small frames are parsed from it, large payloads bypass it.
   std::vector<std::byte> rbuf_;
   std::size_t rpos_ = 0, rend_ = 0;
-  std::atomic<std::uint64_t> bytes_sent_{0};
-  std::atomic<std::uint64_t> bytes_received_{0};
 };
 
 // Socket helpers shared by the client and the server.

@@ -62,20 +62,6 @@ std::int64_t now_seconds() {
       .count();
 }
 
-void set_recv_timeout(int fd, std::chrono::seconds t) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(t.count());
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-}
-
-// A peer that stops reading cannot hold a connection thread in send()
-// forever.
-void set_send_timeout(int fd, std::chrono::seconds t) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(t.count());
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
 // The peer's address as the per-address limits count it: IPv4 as text
 // ("127.0.0.1"), IPv6 by its /64 prefix ("2001:db8:1:2::/64"), since one
 // host usually holds a whole /64; "?" when unknown. IPv4-mapped IPv6
@@ -433,7 +419,7 @@ void DataServer::accept_loop() {
     std::lock_guard lock(conns_mu_);
     auto conn = admit_locked(std::move(owned), address);
     if (!conn) continue;
-    protocol::tune_data_socket(conn->fc.fd());
+    // (The TCP transport tuned the socket when the connection was made.)
     conns_.push_back(conn);
     ++live_;
     try {
@@ -524,7 +510,7 @@ void DataServer::serve(const std::shared_ptr<Conn>& conn) {
   } shutdown_on_exit{fc};
   std::shared_ptr<DataSession> session;
   // Per read; the watchdog enforces the deadline of the whole handshake.
-  set_recv_timeout(fc.fd(), limits_.handshake);
+  fc.transport().set_timeouts(limits_.handshake, limits_.idle);
   Status hs = handshake(*conn, session);
   if (!hs.ok()) {
     if (hs.error().code != ErrorCode::kUnavailable || !stopping_.load()) {
@@ -532,8 +518,7 @@ void DataServer::serve(const std::shared_ptr<Conn>& conn) {
     }
     return;
   }
-  set_recv_timeout(fc.fd(), limits_.idle);
-  set_send_timeout(fc.fd(), limits_.idle);
+  fc.transport().set_timeouts(limits_.idle, limits_.idle);
   Status s = serve_frames(fc, *session);
   (void)fc.flush();  // a final error reply may still be queued
   if (!s.ok() && s.error().code != ErrorCode::kUnavailable && !stopping_.load()) {
@@ -703,7 +688,7 @@ class FrameHandler {
     fc_.set_deferred(true);
     // As on the client: sendfile pays on a real network; over loopback the
     // buffered path measured faster (docs/protocol.md, "Sessions and flows").
-    use_sendfile_ = protocol::sendfile_pays(protocol::peer_is_loopback(fc_.fd()));
+    use_sendfile_ = protocol::sendfile_pays(fc_.transport().peer_is_loopback());
     while (!stopping_.load()) {
       // Replies queue up while more requests are already here; they go out
       // before this thread can block waiting for the client.

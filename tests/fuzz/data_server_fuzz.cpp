@@ -307,7 +307,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       break;
     }
   }
-  ::shutdown(fc->fd(), SHUT_WR);
+  ::shutdown(fc->transport().native_handle(), SHUT_WR);
   reader.join();
   if (send_quiet || drained.quiet) {
     fail(

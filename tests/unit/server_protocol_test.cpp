@@ -279,7 +279,7 @@ class ServerProtocol : public ::testing::Test {
   static void expect_closed(FrameConn& fc) {
     timeval tv{};
     tv.tv_sec = 1;
-    ::setsockopt(fc.fd(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ::setsockopt(fc.transport().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     auto h = fc.recv_header();
     ASSERT_FALSE(h.ok()) << "got another frame: " << protocol::to_string(h->type);
     EXPECT_NE(h.error().sys_errno, EAGAIN) << "connection still open (read timed out)";

@@ -171,12 +171,13 @@ class ClientConn {
     StreamStat s;
     s.endpoint = endpoint;
     s.index = index_;
-    s.bytes_sent = fc_.bytes_sent();
-    s.bytes_received = fc_.bytes_received();
+    // The transport's own figures (TCP_INFO over TCP).
+    const auto t = fc_.transport_stats();
+    s.bytes_sent = t.bytes_sent;
+    s.bytes_received = t.bytes_received;
     s.seconds = std::chrono::duration<double>(
                     (closed_at_ ? *closed_at_ : std::chrono::steady_clock::now()) - started_)
                     .count();
-    auto t = fc_.tcp_stats();
     s.rtt_ms = t.rtt_ms;
     s.cwnd = t.cwnd;
     s.retransmits = t.retransmits;
