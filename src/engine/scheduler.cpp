@@ -5,6 +5,7 @@
 #include "scheduler.hpp"
 
 #include <chrono>
+#include <thread>
 
 namespace xfer {
 
@@ -122,6 +123,30 @@ std::optional<WorkItem> Scheduler::requeue_chunked(std::shared_ptr<ChunkedFile> 
 std::size_t Scheduler::queued() const {
   std::lock_guard lock(mu_);
   return files_.size();
+}
+
+void Scheduler::set_retry(RetryPolicy policy, std::atomic<std::uint64_t>* retries,
+                          const std::atomic<bool>* cancel) {
+  retry_policy_.emplace(policy);
+  retries_ = retries;
+  cancel_ = cancel;
+}
+
+bool Scheduler::retry(const Error& error, unsigned attempt, RetryScope scope) {
+  auto cancelled = [&] { return cancel_ != nullptr && cancel_->load(std::memory_order_relaxed); };
+  if (!retry_policy_ || error.code == ErrorCode::kCancelled || cancelled()) return false;
+  const bool again = scope == RetryScope::kCall ? retry_policy_->retry_call(error, attempt)
+                                                : retry_policy_->retry_file(error, attempt);
+  if (!again) return false;
+  if (retries_ != nullptr) retries_->fetch_add(1, std::memory_order_relaxed);
+  // Slept in short steps: a cancel during a long backoff is seen at once.
+  using Clock = std::chrono::steady_clock;
+  const auto until = Clock::now() + retry_policy_->backoff(attempt);
+  while (Clock::now() < until && !cancelled()) {
+    std::this_thread::sleep_for(
+        std::min<Clock::duration>(until - Clock::now(), std::chrono::milliseconds(20)));
+  }
+  return true;
 }
 
 }  // namespace xfer

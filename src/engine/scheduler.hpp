@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/retry.hpp"
 #include "xfer/backend/backend.hpp"
 
 namespace xfer {
@@ -26,6 +27,10 @@ struct FileTask {
   std::string source;       // path on the source endpoint
   std::string destination;  // path on the destination endpoint
   EntryType type = EntryType::kFile;
+  // Held while the file's work lasts (its copy, its retries); released when
+  // the task and its ChunkedFile are gone. Change feeds use it to copy a
+  // path once at a time (engine.hpp: enqueue).
+  std::shared_ptr<void> guard;
 };
 
 // A large file being moved in chunks by several workers. Fields other than the
@@ -61,10 +66,26 @@ struct WorkItem {
   std::uint64_t chunk = 0;
 };
 
+// What failed: one call (a read, a write, an open), or a whole file (it is
+// started over: a new source and sink).
+enum class RetryScope { kCall, kFile };
+
 // Thread-safe.
 class Scheduler {
  public:
   explicit Scheduler(std::size_t queue_capacity) : capacity_(queue_capacity) {}
+
+  // The one retry site of the engine: every part whose call or file failed
+  // asks retry() whether to try again. It consults the RetryPolicy (the
+  // error's retry class, the attempts made), counts the retry in `retries`
+  // and waits the backoff, cut short by `cancel`. Set before the workers
+  // start.
+  void set_retry(RetryPolicy policy, std::atomic<std::uint64_t>* retries,
+                 const std::atomic<bool>* cancel);
+  // True, after the backoff, when attempt `attempt + 1` should be made;
+  // false for a cancel, an error that retrying cannot help, or too many
+  // attempts. Any worker thread.
+  bool retry(const Error& error, unsigned attempt, RetryScope scope);
 
   // Memory backpressure (the governor's soft limit): while it says true and
   // work is already in flight, next() hands out chunks of open files but no
@@ -104,6 +125,9 @@ class Scheduler {
   bool input_closed_ = false;
   bool cancelled_ = false;
   std::function<bool()> pressure_;
+  std::optional<RetryPolicy> retry_policy_;
+  std::atomic<std::uint64_t>* retries_ = nullptr;
+  const std::atomic<bool>* cancel_ = nullptr;
 };
 
 }  // namespace xfer

@@ -17,6 +17,7 @@
 #include "engine/scheduler.hpp"
 #include "xfer/backend/local.hpp"
 #include "xfer/backend/registry.hpp"
+#include "xfer/engine/changes.hpp"
 #include "xfer/engine/transfer.hpp"
 
 namespace xfer {
@@ -168,11 +169,13 @@ class FaultySink final : public Sink {
   std::unique_ptr<Sink> inner_;
 };
 
-class FaultyBackend final : public Backend {
+// Forwards every call to the local backend: the test backends below change
+// only what they are about.
+class LocalForwarder : public Backend {
  public:
-  FaultyBackend() : inner_(make_local_backend()) {}
-  const Capabilities& capabilities() const override { return inner_->capabilities(); }
-  std::string describe() const override { return "faulty"; }
+  LocalForwarder() : inner_(make_local_backend()), caps_(inner_->capabilities()) {}
+  const Capabilities& capabilities() const override { return caps_; }
+  std::string describe() const override { return "test"; }
   Result<FileAttrs> stat(std::string_view p) override { return inner_->stat(p); }
   Status list(std::string_view p, const ListOptions& o, const EntrySink& s) override {
     return inner_->list(p, o, s);
@@ -190,6 +193,21 @@ class FaultyBackend final : public Backend {
     return inner_->set_attrs(p, a);
   }
   Result<std::unique_ptr<Source>> open_source(std::string_view p) override {
+    return inner_->open_source(p);
+  }
+  Result<std::unique_ptr<Sink>> open_sink(std::string_view p, const SinkOptions& o) override {
+    return inner_->open_sink(p, o);
+  }
+
+ protected:
+  std::unique_ptr<Backend> inner_;
+  Capabilities caps_;
+};
+
+class FaultyBackend final : public LocalForwarder {
+ public:
+  std::string describe() const override { return "faulty"; }
+  Result<std::unique_ptr<Source>> open_source(std::string_view p) override {
     XFER_ASSIGN_OR_RETURN(auto src, inner_->open_source(p));
     return std::unique_ptr<Source>(new FaultySource(std::move(src), std::string(p)));
   }
@@ -197,9 +215,90 @@ class FaultyBackend final : public Backend {
     XFER_ASSIGN_OR_RETURN(auto sink, inner_->open_sink(p, o));
     return std::unique_ptr<Sink>(new FaultySink(std::move(sink)));
   }
+};
+
+// A destination with object-store part rules (min_part_size, max_parts),
+// recording the layout the engine announces and every write it makes.
+struct PartLog {
+  std::mutex mu;
+  SinkOptions options;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> writes;  // offset, length
+};
+PartLog g_parts;
+
+class PartsSink final : public Sink {
+ public:
+  explicit PartsSink(std::unique_ptr<Sink> inner) : inner_(std::move(inner)) {}
+  Status write_at(Offset off, std::span<const std::byte> data) override {
+    {
+      std::lock_guard lock(g_parts.mu);
+      g_parts.writes.emplace_back(off.get(), data.size());
+    }
+    return inner_->write_at(off, data);
+  }
+  Result<std::size_t> read_back(Offset off, std::span<std::byte> buf) override {
+    return inner_->read_back(off, buf);
+  }
+  Status commit() override { return inner_->commit(); }
+  Status abort() override { return inner_->abort(); }
 
  private:
-  std::unique_ptr<Backend> inner_;
+  std::unique_ptr<Sink> inner_;
+};
+
+class PartsBackend final : public LocalForwarder {
+ public:
+  PartsBackend() {
+    caps_.min_part_size = 5ull << 20;
+    caps_.max_parts = 4;
+  }
+  std::string describe() const override { return "parts"; }
+  Result<std::unique_ptr<Sink>> open_sink(std::string_view p, const SinkOptions& o) override {
+    {
+      std::lock_guard lock(g_parts.mu);
+      g_parts.options = o;
+    }
+    XFER_ASSIGN_OR_RETURN(auto sink, inner_->open_sink(p, o));
+    return std::unique_ptr<Sink>(new PartsSink(std::move(sink)));
+  }
+};
+
+// Sources of unknown size (HTTP without a length, a pipe): size 0,
+// size_known false, and reads that come back short, as a network's do.
+class StreamSource final : public Source {
+ public:
+  explicit StreamSource(std::unique_ptr<Source> inner) : inner_(std::move(inner)) {
+    attrs_ = inner_->attrs();
+    attrs_.size = 0;
+    attrs_.size_known = false;
+  }
+  const FileAttrs& attrs() const override { return attrs_; }
+  Result<std::size_t> read_at(Offset off, std::span<std::byte> buf) override {
+    return inner_->read_at(off, buf.subspan(0, std::min<std::size_t>(buf.size(), 100000)));
+  }
+  Status check_unchanged() override { return ok_status(); }
+
+ private:
+  std::unique_ptr<Source> inner_;
+  FileAttrs attrs_;
+};
+
+class StreamBackend final : public LocalForwarder {
+ public:
+  explicit StreamBackend(bool needs_size) { caps_.needs_size = needs_size; }
+  std::string describe() const override { return "stream"; }
+  Result<FileAttrs> stat(std::string_view p) override {
+    XFER_ASSIGN_OR_RETURN(FileAttrs a, inner_->stat(p));
+    if (a.type == EntryType::kFile) {
+      a.size = 0;
+      a.size_known = false;
+    }
+    return a;
+  }
+  Result<std::unique_ptr<Source>> open_source(std::string_view p) override {
+    XFER_ASSIGN_OR_RETURN(auto src, inner_->open_source(p));
+    return std::unique_ptr<Source>(new StreamSource(std::move(src)));
+  }
 };
 
 class EngineTest : public ::testing::Test {
@@ -210,6 +309,19 @@ class EngineTest : public ::testing::Test {
         [](const Url&, const Profile&, const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
           return std::unique_ptr<Backend>(new FaultyBackend());
         });
+    backends_->register_scheme(
+        "parts",
+        [](const Url&, const Profile&, const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
+          return std::unique_ptr<Backend>(new PartsBackend());
+        });
+    for (bool needs_size : {false, true}) {
+      backends_->register_scheme(
+          needs_size ? "sized" : "stream",
+          [needs_size](const Url&, const Profile&,
+                       const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
+            return std::unique_ptr<Backend>(new StreamBackend(needs_size));
+          });
+    }
     dir_ = fs::temp_directory_path() /
            ("xfer_engine_" + std::to_string(::getpid()) + "_" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
@@ -248,6 +360,130 @@ class EngineTest : public ::testing::Test {
   fs::path dir_;
   fs::path state_;
 };
+
+// The planner follows the destination's part rules and tells the sink the
+// layout before the first byte; every write then lies inside one part, so an
+// object store can upload one chunk as one part.
+TEST_F(EngineTest, SinkLearnsThePartLayoutBeforeWritingAndWritesStayInsideParts) {
+  const std::string data = write_file("src.bin", (23u << 20) + 12345);
+  {
+    std::lock_guard lock(g_parts.mu);
+    g_parts.options = {};
+    g_parts.writes.clear();
+  }
+  TransferRequest req =
+      request((dir_ / "src.bin").string(), "parts://" + (dir_ / "dst.bin").string());
+  req.options.state_root = state_.string();
+  req.options.zero_copy = false;
+  req.options.chunk_size = 1ull << 20;  // asks for 24 parts of 1 MiB; the sink allows 4 of >= 5M
+  req.options.small_file_threshold = 1ull << 20;
+  TransferCounters counters;
+  auto r = run_transfer(req, counters, nullptr);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(read_file(dir_ / "dst.bin"), data);
+  std::lock_guard lock(g_parts.mu);
+  const std::uint64_t part = g_parts.options.part_size;
+  EXPECT_EQ(g_parts.options.parts, 4u);
+  EXPECT_GE(part, 5ull << 20);
+  EXPECT_EQ((data.size() + part - 1) / part, g_parts.options.parts);
+  ASSERT_FALSE(g_parts.writes.empty());
+  for (auto [offset, length] : g_parts.writes) {
+    ASSERT_GT(length, 0u);
+    EXPECT_EQ(offset / part, (offset + length - 1) / part)
+        << "a write at " << offset << "+" << length << " crosses a part boundary";
+  }
+}
+
+// A source whose size is known only at its end is read in order to its end:
+// the destination gets every byte (also checked by --verify), and a
+// destination that must know the size first refuses it, leaving nothing.
+TEST_F(EngineTest, SourceOfUnknownSizeIsReadToItsEnd) {
+  for (std::size_t size : {std::size_t{0}, std::size_t{5}, std::size_t{(3u << 20) + 777}}) {
+    const std::string data = write_file("src.bin", size);
+    for (bool verify : {false, true}) {
+      fs::remove(dir_ / "dst.bin");
+      TransferRequest req =
+          request("stream://" + (dir_ / "src.bin").string(), (dir_ / "dst.bin").string());
+      req.options.state_root = state_.string();
+      req.options.verify = verify;
+      TransferCounters counters;
+      struct Errors : TransferObserver {
+        std::string text;
+        void on_error(const Error& e) override { text += e.message() + "\n"; }
+      } errors;
+      auto r = run_transfer(req, counters, &errors);
+      ASSERT_TRUE(r.ok()) << r.error().message();
+      EXPECT_EQ(r->files_done, 1u)
+          << errors.text << size << " failed " << r->files_failed << " skipped " << r->files_skipped
+          << " resumed " << r->files_resumed;
+      EXPECT_EQ(read_file(dir_ / "dst.bin"), data) << size << (verify ? " verify" : "");
+      EXPECT_EQ(r->bytes_done, size);
+      if (verify) {
+        EXPECT_EQ(counters.bytes_verified.load(), size);
+      }
+    }
+  }
+  fs::remove(dir_ / "dst.bin");
+  TransferRequest req =
+      request("stream://" + (dir_ / "src.bin").string(), "sized://" + (dir_ / "dst.bin").string());
+  req.options.state_root = state_.string();
+  TransferCounters counters;
+  auto r = run_transfer(req, counters, nullptr);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->files_failed, 1u);
+  EXPECT_FALSE(fs::exists(dir_ / "dst.bin"));
+}
+
+// A transfer with a change feed stays open after its first scan: what the
+// feed reports changed (a new file, a new folder, a file written again) is
+// copied, a path that tries to leave the source is refused, and the run
+// ends when the feed is closed and its copies are done.
+TEST_F(EngineTest, ChangeFeedKeepsTheTransferOpenAndCopiesWhatChanged) {
+  fs::create_directories(dir_ / "src");
+  auto put = [&](const fs::path& p, const std::string& data) {
+    fs::create_directories(p.parent_path());
+    std::ofstream(p, std::ios::binary | std::ios::trunc) << data;
+  };
+  put(dir_ / "src" / "a", "first a");
+  auto feed = std::make_shared<ChangeFeed>();
+  TransferRequest req = request((dir_ / "src").string(), (dir_ / "dst").string());
+  req.options.recursive = true;
+  req.options.state_root = state_.string();
+  req.changes = feed;
+  TransferCounters counters;
+  struct Errors : TransferObserver {
+    std::mutex mu;
+    std::string text;
+    void on_error(const Error& e) override {
+      std::lock_guard lock(mu);
+      text += e.message() + "\n";
+    }
+  } errors;
+  std::optional<Result<TransferResult>> result;
+  std::thread run([&] { result = run_transfer(req, counters, &errors); });
+  for (int i = 0; i < 500 && !fs::exists(dir_ / "dst" / "a"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(fs::exists(dir_ / "dst" / "a")) << "the first scan copies what is there";
+  const std::string big = write_file("src/big", 3u << 20);  // chunked
+  put(dir_ / "src" / "sub" / "deep" / "c", "new folder");
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a later mtime
+  put(dir_ / "src" / "a", "second a, longer");
+  for (const char* path : {"big", "sub", "a", "../escape", "sub/../../x", "a"}) {
+    ASSERT_TRUE(feed->push({0, path}));
+  }
+  feed->close();
+  run.join();
+  ASSERT_TRUE(result.has_value());
+  ASSERT_TRUE(result->ok()) << result->error().message();
+  EXPECT_EQ(read_file(dir_ / "dst" / "a"), "second a, longer");
+  EXPECT_EQ(read_file(dir_ / "dst" / "big"), big);
+  EXPECT_EQ(read_file(dir_ / "dst" / "sub" / "deep" / "c"), "new folder");
+  EXPECT_NE(errors.text.find("changed path"), std::string::npos) << errors.text;
+  EXPECT_FALSE(fs::exists(dir_ / "escape"));
+  EXPECT_FALSE(fs::exists(dir_ / "x"));
+  EXPECT_FALSE(feed->push({0, "late"})) << "a closed feed takes nothing";
+}
 
 TEST_F(EngineTest, TransientReadErrorsAreRetried) {
   std::string data = write_file("src.bin", 3 << 20);

@@ -57,6 +57,7 @@ struct Capabilities {
   bool zero_copy_send = false;      // Source exposes a file descriptor for sendfile/copy_file_range
   std::uint64_t min_part_size = 0;  // smallest chunk except the last (S3: 5 MiB)
   std::uint64_t max_parts = 0;      // 0 = unlimited
+  bool needs_size = false;          // open_sink must be told the final size (xfer://)
   std::uint64_t preferred_chunk_size = 16ull << 20;
   unsigned max_concurrency = 64;  // concurrent requests the endpoint tolerates
 };
@@ -78,17 +79,27 @@ class Source {
 };
 
 struct SinkOptions {
-  std::uint64_t size = 0;  // final size (the sink preallocates it where it can)
-  FileAttrs attrs;         // mode and mtime applied on commit
-  bool sparse = false;     // source has holes: do not preallocate, let holes stay holes
-  bool direct = false;     // O_DIRECT where supported
-  bool fsync = false;      // make the data durable before publishing it
+  // Final size (the sink preallocates it where it can); unknown when
+  // !attrs.size_known: the file is then what was written.
+  std::uint64_t size = 0;
+  FileAttrs attrs;      // mode and mtime applied on commit
+  bool sparse = false;  // source has holes: do not preallocate, let holes stay holes
+  bool direct = false;  // O_DIRECT where supported
+  bool fsync = false;   // make the data durable before publishing it
   // Resumable sinks (capabilities().resume): a non-empty resume_name names a
   // partial that survives the process (locally a hidden sibling file derived
   // from it). With resume_existing the partial is reopened as it is;
   // otherwise it starts empty.
   std::string resume_name;
   bool resume_existing = false;
+  // The layout the engine will write in, known before the first byte: a
+  // chunked file arrives as `parts` chunks of `part_size` bytes (the last
+  // may be shorter), each written whole by one worker, at offset
+  // part * part_size. The planner honours capabilities().min_part_size and
+  // max_parts, so an object store can map one chunk to one part (S3
+  // multipart, Azure blocks). 0/0 for a file written whole, in order.
+  std::uint64_t part_size = 0;
+  std::uint64_t parts = 0;
 };
 
 // Positional writer of one file that becomes visible atomically on commit().

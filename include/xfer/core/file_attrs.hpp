@@ -22,6 +22,10 @@ struct FileAttrs {
   std::uint64_t allocated = 0;  // bytes actually allocated (sparse detection), 0 = unknown
   std::uint64_t device = 0;     // identity for loop/self-copy checks, 0 = unknown
   std::uint64_t inode = 0;
+  // false: a stream whose length is known only at its end (HTTP without a
+  // Content-Length, a pipe); `size` is then 0 and the file is read
+  // sequentially until a read returns 0.
+  bool size_known = true;
 };
 
 }  // namespace xfer

@@ -23,6 +23,8 @@
 
 namespace xfer {
 
+class ChangeFeed;  // xfer/engine/changes.hpp
+
 // Where an option may be set.
 enum OptionWhere : unsigned {
   kCli = 1u << 0,     // a flag of the transfer commands (cp, mv)
@@ -61,6 +63,9 @@ struct TransferRequest {
   // The backends the URLs may name; null: the built-in ones
   // (BackendRegistry::with_builtins()).
   std::shared_ptr<const BackendRegistry> backends;
+  // Set: after the first scan the transfer stays open and copies the paths
+  // the feed reports as changed, until the feed is closed (changes.hpp).
+  std::shared_ptr<ChangeFeed> changes;
 };
 
 // One row of the table.

@@ -297,7 +297,7 @@ class LocalSink final : public Sink {
     // Size first: a sparse tail (or a zero-length file) needs it.
     struct stat st {};
     if (::fstat(fd_.get(), &st) != 0) return fail(errno, "stat");
-    if (static_cast<std::uint64_t>(st.st_size) != opts_.size) {
+    if (opts_.attrs.size_known && static_cast<std::uint64_t>(st.st_size) != opts_.size) {
       if (::ftruncate(fd_.get(), static_cast<off_t>(opts_.size)) != 0)
         return fail(errno, "truncate");
     }

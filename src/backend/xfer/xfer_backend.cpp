@@ -819,6 +819,7 @@ class XferBackend final : public Backend {
     caps_.random_writes = true;
     caps_.parallel_writers = true;
     caps_.resume = true;
+    caps_.needs_size = true;  // OPEN_WRITE declares the size; DATA must stay inside it
     caps_.symlinks = true;
     caps_.permissions = true;
     caps_.mtime = true;

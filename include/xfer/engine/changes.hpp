@@ -1,0 +1,54 @@
+#pragma once
+// A transfer whose input stays open: after its first scan, the engine takes
+// the paths a producer reports as changed (an inotify or fanotify watcher
+// for continuous sync, a test) and copies each again, until the feed is
+// closed. A path that changes while its copy is in flight is copied once
+// more after that copy ends, never twice at once (the two copies would
+// share the destination's partial).
+//
+// Thread-safe: producers push from any thread; the engine's scanner thread
+// takes.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+
+namespace xfer {
+
+struct ChangeEvent {
+  // Which SRC argument of the request the path lies under (0 for the first).
+  std::size_t root = 0;
+  // Relative to that SRC ("sub/file"); "" for the SRC itself. Components
+  // are checked: no "..", ".", empty names or absolute paths.
+  std::string path;
+  // Removals are not propagated by a copy (that is sync's --delete).
+  enum class Kind { kChanged, kRemoved } kind = Kind::kChanged;
+};
+
+class ChangeFeed {
+ public:
+  explicit ChangeFeed(std::size_t capacity = 65536) : capacity_(capacity) {}
+  // Blocks while `capacity` events wait; false once the feed is closed.
+  bool push(ChangeEvent event);
+  // No more events: the transfer ends once what is queued is done.
+  void close();
+  // The next event, waiting at most `wait`; nullopt when none came (check
+  // drained() to tell the end from a pause).
+  std::optional<ChangeEvent> next(std::chrono::milliseconds wait);
+  // Closed and empty.
+  bool drained() const;
+
+ private:
+  const std::size_t capacity_;
+  mutable std::mutex mu_;
+  std::condition_variable ready_cv_;
+  std::condition_variable space_cv_;
+  std::deque<ChangeEvent> events_;
+  bool closed_ = false;
+};
+
+}  // namespace xfer

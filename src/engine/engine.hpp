@@ -1,0 +1,183 @@
+#pragma once
+// The engine's parts share one object: the Engine of one transfer. Each
+// part lives in its own file and works on the state declared here:
+//
+//   scanner.cpp    resolve the roots (cp semantics), walk the sources
+//   workers.cpp    the worker loop: whole files, chunks, copy_range
+//   verifier.cpp   --verify: read back and compare; resumed chunks checked
+//   finalizer.cpp  the fence per file: commit, suspend or abort; resume skips
+//   job_state.cpp  the job record and checkpoint: lock, open, close
+//   transfer.cpp   run(): threads, the order of the parts, the result
+//
+// Planning is planner.cpp (a pure function), queues and the one retry site
+// are scheduler.cpp. Threading: docs/threading.md; the comments on the
+// members say who touches what.
+
+#include <fmt/format.h>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "engine/planner.hpp"
+#include "engine/retry.hpp"
+#include "engine/scheduler.hpp"
+#include "xfer/backend/registry.hpp"
+#include "xfer/checkpoint/checkpoint.hpp"
+#include "xfer/core/checksum.hpp"
+#include "xfer/core/limits.hpp"
+#include "xfer/core/log.hpp"
+#include "xfer/core/names.hpp"
+#include "xfer/engine/changes.hpp"
+#include "xfer/engine/jobs.hpp"
+#include "xfer/engine/transfer.hpp"
+#include "xfer/io/buffer_pool.hpp"
+#include "xfer/io/rate_limiter.hpp"
+
+namespace xfer::detail {
+
+using Clock = std::chrono::steady_clock;
+
+// One (source endpoint, destination endpoint) pair: a top-level SRC argument.
+struct Root {
+  Backend* source = nullptr;
+  Backend* destination = nullptr;
+  std::string source_path;
+  std::string destination_path;
+  FileAttrs source_attrs;
+};
+
+struct DirFixup {
+  std::size_t root;
+  std::string destination;
+  FileAttrs attrs;
+};
+
+inline bool all_zero(std::span<const std::byte> data) {
+  for (std::byte b : data) {
+    if (b != std::byte{0}) return false;
+  }
+  return true;
+}
+
+class Engine {
+ public:
+  Engine(const TransferRequest& request, TransferCounters& counters, TransferObserver* observer,
+         const std::atomic<bool>* cancel)
+      : req_(request),
+        opt_(request.options),
+        backends_registry_(request.backends ? request.backends : BackendRegistry::with_builtins()),
+        counters_(counters),
+        observer_(observer),
+        cancel_(cancel),
+        governor_(opt_.memory),
+        pool_(governor_, opt_.io_size),
+        limiter_(opt_.bwlimit),
+        scheduler_(4096),
+        zero_copy_(opt_.zero_copy && !opt_.verify && !opt_.direct) {
+    scheduler_.set_retry(RetryPolicy(opt_.max_attempts, opt_.retry_base, opt_.retry_cap),
+                         &counters_.retries, cancel_);
+  }
+
+  Result<TransferResult> run();
+  // A change feed's guard lets go of a destination (any worker thread).
+  void release(const std::string& key, FileTask task);
+
+ private:
+  // Setup.
+  Result<Backend*> backend_for(const Url& url, const EndpointOptions& options);
+  // Backend::cancel() on every backend made so far (any thread).
+  void cancel_backends();
+  Status resolve_roots();
+  Status lock_job();
+  Status open_job();
+  void close_job(TransferResult& result);
+  void fill_job_progress(std::uint64_t files_done, std::uint64_t bytes_done);
+  bool skip_if_done(const FileTask& task, const FileAttrs& attrs);
+
+  // Scanner thread.
+  void scan();
+  void scan_tree(std::size_t root_index, std::string source, std::string destination);
+  // Hands a file to the scheduler; with a change feed, only if its
+  // destination is not being copied already (else it is copied again once
+  // that copy ends). False once cancelled.
+  bool enqueue(FileTask task);
+  // The feed's loop and one event (scanner thread).
+  void follow_changes();
+  void apply_change(const ChangeEvent& event);
+
+  // Workers.
+  void worker_loop();
+  void process_file(FileTask task);
+  void process_symlink(const FileTask& task);
+  Status copy_whole(const FileTask& task, Source& source, unsigned attempt);
+  void run_chunk(WorkItem item);
+  void finalize_chunked(std::shared_ptr<ChunkedFile> file);
+  SinkOptions sink_options(const FileAttrs& attrs) const;
+  Status start_chunked(const std::shared_ptr<ChunkedFile>& file);
+  Status copy_stream(Source& source, Sink& sink, std::vector<std::uint64_t>* hashes,
+                     std::atomic<std::uint64_t>* counted, std::uint64_t& size);
+  Status copy_range(Source& source, Sink& sink, std::uint64_t begin, std::uint64_t end, bool sparse,
+                    std::uint64_t* hashes, std::atomic<std::uint64_t>* counted,
+                    Xxh3Stream* chunk_hash = nullptr);
+  Result<bool> resumed_chunk_intact(ChunkedFile& file, std::uint64_t chunk);
+  Status verify_pieces(Sink& sink, std::uint64_t size, const std::uint64_t* hashes);
+
+  void report(Error e);
+  bool cancelled() const { return cancel_ != nullptr && cancel_->load(std::memory_order_relaxed); }
+
+  const TransferRequest& req_;
+  const TransferOptions& opt_;
+  std::shared_ptr<const BackendRegistry> backends_registry_;  // URL scheme -> backend
+  TransferCounters& counters_;
+  TransferObserver* observer_;
+  const std::atomic<bool>* cancel_;
+
+  MemoryGovernor governor_;
+  BufferPool pool_;
+  RateLimiter limiter_;
+  Scheduler scheduler_;
+  std::atomic<bool> zero_copy_;
+
+  // Added to by resolve_roots (under backends_mu_, while the early cancel
+  // watcher may read it); fixed once the transfer runs.
+  std::mutex backends_mu_;
+  std::vector<std::pair<std::string, std::unique_ptr<Backend>>> backends_;
+  std::vector<Root> roots_;
+  std::vector<DirFixup> dir_fixups_;  // scanner thread only, until it joins
+
+  // Change feeds: destinations being copied ("root|path" -> changed again
+  // meanwhile) and the tasks to push again; the scanner and the workers.
+  std::mutex active_mu_;
+  std::unordered_map<std::string, bool> active_;
+  std::vector<FileTask> redo_;
+
+  std::mutex errors_mu_;
+  std::vector<Error> errors_;
+
+  // Checkpointing (null when off or --dry-run).
+  std::unique_ptr<checkpoint::Checkpoint> ckpt_;
+  std::string state_root_;
+  JobInfo job_;
+  int lock_fd_ = -1;
+  bool resuming_ = false;                // an interrupted run of this job left state
+  std::optional<JobInfo> previous_job_;  // job.json of an earlier run, read under the lock
+  // Files an earlier run began and did not finish (read once at open_job;
+  // only read afterwards, by the workers).
+  std::unordered_set<std::uint64_t> begun_keys_;
+  std::optional<bool> forced_into_dir_;  // from the interrupted run's job.json
+  bool into_dir_ = false;
+};
+
+}  // namespace xfer::detail

@@ -1,0 +1,118 @@
+// The finalizer (engine.hpp): the fence of a chunked file, run once per
+// attempt by the worker that returned its last chunk: check the source did
+// not change, verify, commit and record it done; or keep the partial for a
+// resume, or abort and hand the file to the retry site. Also the resume
+// check that skips a file already whole at the destination.
+
+#include "engine/engine.hpp"
+
+namespace xfer::detail {
+
+// The fence: runs once per attempt, after every chunk of the file returned.
+void Engine::finalize_chunked(std::shared_ptr<ChunkedFile> file) {
+  std::optional<Error> failure = file->failure;
+  if (!failure && cancelled())
+    failure = make_error(ErrorCode::kCancelled, "copy", file->task.source);
+  if (!failure) {
+    Status s = file->source->check_unchanged();
+    if (s.ok() && opt_.verify) s = verify_pieces(*file->sink, file->size, file->piece_hashes.get());
+    if (s.ok()) s = file->sink->commit();
+    if (s.ok() && ckpt_) {
+      // The last synchronous flush of this file: done in the journal and the
+      // done-index before we call it done.
+      const FileAttrs& a = file->source->attrs();
+      s = ckpt_->finish_file({file->key, a.size, a.mtime_ns}, true);
+    }
+    if (s.ok()) {
+      counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    failure = s.error();
+  }
+  if (failure->code == ErrorCode::kCancelled || cancelled()) {
+    // Keep the partial and its journal: the next run resumes from here.
+    (void)file->sink->suspend();
+    return;
+  }
+  // An unreachable endpoint (connection lost, server restarted) says nothing
+  // about the bytes already at the destination: keep the resumable partial
+  // and its journal, so the retry below (or a re-run) sends only the rest.
+  const bool keep_partial = ckpt_ && failure->code == ErrorCode::kUnavailable &&
+                            roots_[file->task.root].destination->capabilities().resume;
+  if (keep_partial) {
+    (void)file->sink->suspend();
+  } else {
+    (void)file->sink->abort();
+    if (ckpt_) ckpt_->reset_file(file->key);
+  }
+  counters_.bytes_done.fetch_sub(file->bytes_counted.exchange(0), std::memory_order_relaxed);
+  Error e = *failure;
+  if (e.path.empty()) e.path = file->task.source;
+  if (e.code == ErrorCode::kCancelled || cancelled()) return;
+  if (scheduler_.retry(e, file->attempt, RetryScope::kFile)) {
+    log().info("retrying {}: {}", file->task.source, e.message());
+    ++file->attempt;
+    const Root& root = roots_[file->task.root];
+    auto reopened = root.source->open_source(file->task.source);
+    if (reopened) {
+      const std::uint64_t old_size = file->size;
+      file->source = std::move(reopened).value();
+      file->size = file->source->attrs().size;
+      counters_.bytes_total.fetch_add(file->size, std::memory_order_relaxed);
+      counters_.bytes_total.fetch_sub(old_size, std::memory_order_relaxed);
+      FilePlan plan = plan_file(file->size, root.source->capabilities(),
+                                root.destination->capabilities(), opt_);
+      file->chunk_size = std::max<std::uint64_t>(plan.chunk_size, 1);
+      file->chunks =
+          std::max<std::uint64_t>((file->size + file->chunk_size - 1) / file->chunk_size, 1);
+      Status started = start_chunked(file);
+      if (started.ok()) {
+        auto first = scheduler_.requeue_chunked(file);
+        if (first) run_chunk(std::move(*first));
+        return;
+      }
+      e = started.error();
+    } else {
+      e = reopened.error();
+    }
+  }
+  counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+  report(std::move(e));
+}
+
+// Resume of a whole file: the done-index says it was copied with this size
+// and mtime, and the destination still has them.
+bool Engine::skip_if_done(const FileTask& task, const FileAttrs& attrs) {
+  if (!ckpt_) return false;
+  auto done = ckpt_->done(checkpoint::file_key(task.destination));
+  const bool recorded = done && done->size == attrs.size && done->mtime_ns == attrs.mtime_ns;
+  // When resuming, a destination with the source's size and mtime was
+  // published by the interrupted run even if its done record did not reach
+  // the disk (xfer sets the mtime at commit): the rsync quick check.
+  if (!recorded && !resuming_) return false;
+  auto dst = roots_[task.root].destination->stat(task.destination);
+  if (!dst || dst->type != EntryType::kFile || dst->size != attrs.size) return false;
+  if (roots_[task.root].destination->capabilities().mtime && dst->mtime_ns != attrs.mtime_ns) {
+    return false;
+  }
+  // An earlier run of this job began the file again and was killed (a
+  // finished job run again copies anew): its partial beside the whole
+  // destination is garbage. Opened as this job's partial and aborted, it
+  // is removed, locally or on a server alike.
+  const std::uint64_t key = checkpoint::file_key(task.destination);
+  if (begun_keys_.count(key) != 0) {
+    SinkOptions so = sink_options(attrs);
+    so.resume_name = job_.id.substr(0, 12);
+    so.resume_existing = true;
+    if (auto partial = roots_[task.root].destination->open_sink(task.destination, so)) {
+      (void)(*partial)->abort();
+    }
+    ckpt_->reset_file(key);
+  }
+  counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+  counters_.files_resumed.fetch_add(1, std::memory_order_relaxed);
+  counters_.bytes_resumed.fetch_add(attrs.size, std::memory_order_relaxed);
+  return true;
+}
+
+}  // namespace xfer::detail

@@ -1,0 +1,315 @@
+// The scanner (engine.hpp): resolves each SRC argument against DST with cp
+// semantics, then walks the sources depth-first and hands files to the
+// scheduler's bounded queue. resolve_roots runs on the thread that calls
+// run(); scan() on the scanner thread, the only one that writes
+// dir_fixups_ until it is joined.
+
+#include "engine/engine.hpp"
+
+namespace xfer::detail {
+
+// cp semantics (docs/cli.md): DST is a directory target when it exists as a
+// directory, ends in '/', or there are several sources.
+Status Engine::resolve_roots() {
+  if (req_.sources.empty()) {
+    return make_error(ErrorCode::kInvalidArgument, "transfer", "", "no source given");
+  }
+  XFER_ASSIGN_OR_RETURN(Url dst_url, backends_registry_->parse(req_.destination));
+  XFER_ASSIGN_OR_RETURN(Backend * dst, backend_for(dst_url, opt_.destination_endpoint));
+  auto dst_attrs = dst->stat(dst_url.path);
+  bool dst_exists = dst_attrs.ok();
+  if (!dst_exists && dst_attrs.error().code != ErrorCode::kNotFound) return dst_attrs.error();
+  if (dst_exists && dst_attrs->type == EntryType::kSymlink) {
+    // A symlink to a directory counts as that directory, as with cp.
+    std::error_code ec;
+    if (dst_url.is_local() && std::filesystem::is_directory(dst_url.path, ec)) {
+      dst_attrs->type = EntryType::kDirectory;
+    }
+  }
+  bool dst_is_dir = dst_exists && dst_attrs->type == EntryType::kDirectory;
+  bool into_dir = copies_into_destination(dst_is_dir, dst_url.trailing_slash, req_.sources.size());
+  if (forced_into_dir_) into_dir = *forced_into_dir_;
+  into_dir_ = into_dir;
+  if (into_dir && dst_exists && !dst_is_dir) {
+    return make_error(ErrorCode::kNotDirectory, "transfer", dst_url.path,
+                      "destination is not a directory");
+  }
+
+  std::optional<Error> first_error;
+  for (const auto& src_text : req_.sources) {
+    auto fail = [&](Error e) {
+      if (!first_error) first_error = e;
+      report(std::move(e));
+    };
+    auto src_url = backends_registry_->parse(src_text);
+    if (!src_url) {
+      fail(src_url.error());
+      continue;
+    }
+    auto src = backend_for(*src_url, opt_.source_endpoint);
+    if (!src) {
+      fail(src.error());
+      continue;
+    }
+    auto attrs = (*src)->stat(src_url->path);
+    if (!attrs) {
+      fail(attrs.error());
+      continue;
+    }
+    if (attrs->type == EntryType::kDirectory && !opt_.recursive) {
+      fail(make_error(ErrorCode::kIsDirectory, "transfer", src_url->path,
+                      "is a directory (use -r)"));
+      continue;
+    }
+    if (attrs->type == EntryType::kOther) {
+      fail(make_error(ErrorCode::kUnsupported, "transfer", src_url->path,
+                      "not a regular file, directory or symlink"));
+      continue;
+    }
+    Root root;
+    root.source = *src;
+    root.destination = dst;
+    root.source_path = src_url->path;
+    root.source_attrs = *attrs;
+    root.destination_path =
+        into_dir ? join_path(dst_url.path, base_name(src_url->path)) : dst_url.path;
+    if (into_dir && base_name(src_url->path).empty()) {
+      fail(make_error(ErrorCode::kInvalidArgument, "transfer", src_url->path,
+                      "cannot copy the root directory into a directory by name"));
+      continue;
+    }
+    if (src_url->is_local() && dst_url.is_local()) {
+      std::error_code ec1, ec2;
+      auto s = std::filesystem::weakly_canonical(root.source_path, ec1);
+      auto d = std::filesystem::weakly_canonical(root.destination_path, ec2);
+      if (!ec1 && !ec2) {
+        auto ss = s.string(), ds = d.string();
+        if (ds == ss) {
+          fail(make_error(ErrorCode::kInvalidArgument, "transfer", root.source_path,
+                          "source and destination are the same file"));
+          continue;
+        }
+        if (attrs->type == EntryType::kDirectory && path_within(ds, ss)) {
+          fail(make_error(ErrorCode::kInvalidArgument, "transfer", root.destination_path,
+                          "destination is inside the source " + root.source_path));
+          continue;
+        }
+      }
+    }
+    auto existing = dst->stat(root.destination_path);
+    if (existing && attrs->type == EntryType::kDirectory &&
+        existing->type != EntryType::kDirectory) {
+      fail(make_error(ErrorCode::kNotDirectory, "transfer", root.destination_path,
+                      "cannot overwrite a non-directory with a directory"));
+      continue;
+    }
+    if (existing && attrs->type != EntryType::kDirectory &&
+        existing->type == EntryType::kDirectory) {
+      fail(make_error(ErrorCode::kIsDirectory, "transfer", root.destination_path,
+                      "cannot overwrite a directory with a non-directory"));
+      continue;
+    }
+    roots_.push_back(std::move(root));
+  }
+  if (roots_.empty()) {
+    return first_error ? *first_error
+                       : make_error(ErrorCode::kInvalidArgument, "transfer", "", "nothing to do");
+  }
+  if (into_dir && !dst_exists && !opt_.dry_run) XFER_TRY(dst->mkdir(dst_url.path, true));
+  return ok_status();
+}
+
+void Engine::scan() {
+  for (std::size_t i = 0; i < roots_.size() && !cancelled(); ++i) {
+    const Root& root = roots_[i];
+    if (root.source_attrs.type == EntryType::kDirectory) {
+      scan_tree(i, root.source_path, root.destination_path);
+      continue;
+    }
+    counters_.files_total.fetch_add(1, std::memory_order_relaxed);
+    if (!enqueue({i, root.source_path, root.destination_path, root.source_attrs.type})) break;
+  }
+  if (req_.changes && !cancelled()) follow_changes();
+  counters_.scan_complete.store(true, std::memory_order_relaxed);
+  scheduler_.close_input();
+}
+
+// Depth-first walk with an explicit stack of directories. Only directory
+// paths are held (never file entries), so memory is bounded by the tree's
+// breadth of pending directories, not by its number of files.
+void Engine::scan_tree(std::size_t root_index, std::string source, std::string destination) {
+  const Root& root = roots_[root_index];
+  struct Pending {
+    std::string source;
+    std::string destination;
+  };
+  std::vector<Pending> stack{{std::move(source), std::move(destination)}};
+  while (!stack.empty() && !cancelled()) {
+    Pending dir = std::move(stack.back());
+    stack.pop_back();
+    auto attrs = root.source->stat(dir.source);
+    if (!attrs) {
+      report(attrs.error());
+      continue;
+    }
+    if (opt_.dry_run) {
+      if (observer_ != nullptr) observer_->on_planned(dir.source + "/", dir.destination + "/", 0);
+    } else {
+      Status made = root.destination->mkdir(dir.destination, false);
+      if (!made.ok() && made.error().code != ErrorCode::kExists) {
+        report(made.error());
+        continue;  // nothing below can be written
+      }
+      if (!made.ok()) {
+        auto existing = root.destination->stat(dir.destination);
+        if (!existing || existing->type != EntryType::kDirectory) {
+          report(make_error(ErrorCode::kNotDirectory, "mkdir", dir.destination,
+                            "exists and is not a directory"));
+          continue;
+        }
+      } else {
+        counters_.dirs_created.fetch_add(1, std::memory_order_relaxed);
+      }
+      dir_fixups_.push_back({root_index, dir.destination, *attrs});
+    }
+    std::vector<Pending> subdirs;
+    Status listed = root.source->list(dir.source, {}, [&](Entry&& e) -> Status {
+      std::string src = join_path(dir.source, e.name);
+      std::string dst = join_path(dir.destination, e.name);
+      switch (e.type) {
+        case EntryType::kDirectory:
+          subdirs.push_back({std::move(src), std::move(dst)});
+          break;
+        case EntryType::kFile:
+        case EntryType::kSymlink:
+          counters_.files_total.fetch_add(1, std::memory_order_relaxed);
+          if (!enqueue({root_index, std::move(src), std::move(dst), e.type})) {
+            return make_error(ErrorCode::kCancelled, "scan", dir.source);
+          }
+          break;
+        case EntryType::kOther:
+          counters_.files_skipped.fetch_add(1, std::memory_order_relaxed);
+          if (observer_ != nullptr) {
+            observer_->on_warning(fmt::format("skipping {}: not a regular file", src));
+          }
+          break;
+      }
+      return ok_status();
+    });
+    if (!listed.ok()) {
+      if (listed.error().code == ErrorCode::kCancelled) return;
+      report(listed.error());
+    }
+    // Push in reverse so the walk visits subdirectories in listing order.
+    for (auto it = subdirs.rbegin(); it != subdirs.rend(); ++it) stack.push_back(std::move(*it));
+  }
+}
+
+namespace {
+
+// Releases a destination when the last holder of its task lets go.
+struct ActiveGuard {
+  Engine* engine;
+  std::string key;
+  FileTask task;  // without a guard: pushed again if it changed meanwhile
+  ~ActiveGuard() { engine->release(key, std::move(task)); }
+};
+
+}  // namespace
+
+bool Engine::enqueue(FileTask task) {
+  if (!req_.changes) return scheduler_.push_file(std::move(task));
+  std::string key = fmt::format("{}|{}", task.root, task.destination);
+  {
+    std::lock_guard lock(active_mu_);
+    auto [it, fresh] = active_.try_emplace(key, false);
+    if (!fresh) {
+      it->second = true;  // copied again once the copy in flight ends
+      return true;
+    }
+  }
+  task.guard = std::make_shared<ActiveGuard>(ActiveGuard{this, std::move(key), task});
+  return scheduler_.push_file(std::move(task));
+}
+
+void Engine::release(const std::string& key, FileTask task) {
+  std::lock_guard lock(active_mu_);
+  auto it = active_.find(key);
+  if (it == active_.end()) return;
+  if (it->second) redo_.push_back(std::move(task));
+  active_.erase(it);
+}
+
+// After the first scan: the feed's events until it is closed, then until
+// every copy it started (and every copy again of a path that changed while
+// it was copied) has ended. Polls every 50 ms so a cancel is seen at once.
+void Engine::follow_changes() {
+  for (;;) {
+    if (cancelled()) return;
+    std::vector<FileTask> redo;
+    {
+      std::lock_guard lock(active_mu_);
+      redo.swap(redo_);
+    }
+    for (auto& t : redo) {
+      if (!enqueue(std::move(t))) return;
+    }
+    if (auto event = req_.changes->next(std::chrono::milliseconds(50))) {
+      apply_change(*event);
+      continue;
+    }
+    if (req_.changes->drained()) {
+      std::lock_guard lock(active_mu_);
+      if (active_.empty() && redo_.empty()) return;
+    }
+  }
+}
+
+void Engine::apply_change(const ChangeEvent& event) {
+  if (event.root >= roots_.size()) {
+    report(make_error(ErrorCode::kInvalidArgument, "change", event.path,
+                      fmt::format("no source argument #{}", event.root)));
+    return;
+  }
+  // The path joins a source and a destination folder: one validation of
+  // each component, as for names from a peer.
+  std::size_t start = 0;
+  while (start < event.path.size()) {
+    const std::size_t slash = event.path.find('/', start);
+    const std::string_view part =
+        std::string_view(event.path)
+            .substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    if (Status ok = validate_name_component(part, "changed path"); !ok.ok()) {
+      report(make_error(ErrorCode::kInvalidArgument, "change", printable_name(event.path),
+                        ok.error().detail));
+      return;
+    }
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  if (event.kind == ChangeEvent::Kind::kRemoved) return;  // a copy deletes nothing
+  const Root& root = roots_[event.root];
+  if (root.source_attrs.type != EntryType::kDirectory) {
+    counters_.files_total.fetch_add(1, std::memory_order_relaxed);
+    (void)enqueue({event.root, root.source_path, root.destination_path, root.source_attrs.type});
+    return;
+  }
+  const std::string src = join_path(root.source_path, event.path);
+  const std::string dst = join_path(root.destination_path, event.path);
+  auto attrs = root.source->stat(src);
+  if (!attrs) {
+    if (attrs.error().code != ErrorCode::kNotFound) report(attrs.error());
+    return;  // gone again: its removal is not a copy's to propagate
+  }
+  if (attrs->type == EntryType::kDirectory) {
+    scan_tree(event.root, src, dst);
+    return;
+  }
+  if (attrs->type == EntryType::kOther) return;
+  // Its folder may be newer than the first scan.
+  if (!opt_.dry_run) (void)root.destination->mkdir(dir_name(dst), true);
+  counters_.files_total.fetch_add(1, std::memory_order_relaxed);
+  (void)enqueue({event.root, src, dst, attrs->type});
+}
+
+}  // namespace xfer::detail

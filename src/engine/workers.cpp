@@ -1,0 +1,395 @@
+// The workers (engine.hpp): each worker thread takes whole files and chunks
+// from the scheduler, opens sources and sinks, and moves bytes through
+// copy_range (a pooled buffer, or copy_file_range/sendfile when allowed).
+// The worker that ends a file's last chunk calls the finalizer. Any worker
+// thread; shared state is the scheduler's, the counters' (atomics) and each
+// ChunkedFile's (see scheduler.hpp).
+
+#include "engine/engine.hpp"
+
+namespace xfer::detail {
+
+void Engine::worker_loop() {
+  for (;;) {
+    WorkItem item = scheduler_.next();
+    switch (item.kind) {
+      case WorkItem::Kind::kDone:
+        return;
+      case WorkItem::Kind::kFile:
+        process_file(std::move(item.file));
+        break;
+      case WorkItem::Kind::kChunk:
+        run_chunk(std::move(item));
+        break;
+    }
+  }
+}
+
+void Engine::process_symlink(const FileTask& task) {
+  const Root& root = roots_[task.root];
+  auto attrs = root.source->stat(task.source);
+  if (!attrs) {
+    counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+    report(attrs.error());
+    return;
+  }
+  counters_.files_opened.fetch_add(1, std::memory_order_relaxed);
+  if (opt_.dry_run) {
+    if (observer_ != nullptr) observer_->on_planned(task.source, task.destination, 0);
+    counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (!root.destination->capabilities().symlinks) {
+    counters_.files_skipped.fetch_add(1, std::memory_order_relaxed);
+    if (observer_ != nullptr) {
+      observer_->on_warning(
+          fmt::format("skipping symlink {}: destination cannot store symlinks", task.source));
+    }
+    return;
+  }
+  Status s = root.destination->symlink(attrs->symlink_target, task.destination, *attrs);
+  if (!s.ok()) {
+    counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+    report(s.error());
+    return;
+  }
+  counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Engine::process_file(FileTask task) {
+  if (task.type == EntryType::kSymlink) {
+    process_symlink(task);
+    scheduler_.file_classified();
+    return;
+  }
+  const Root& root = roots_[task.root];
+  unsigned attempt = 1;
+  for (;;) {
+    auto opened = root.source->open_source(task.source);
+    if (!opened) {
+      Error e = opened.error();
+      if (scheduler_.retry(e, attempt, RetryScope::kCall)) {
+        ++attempt;
+        continue;
+      }
+      scheduler_.file_classified();
+      counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+      report(std::move(e));
+      return;
+    }
+    std::unique_ptr<Source> source = std::move(opened).value();
+    const std::uint64_t size = source->attrs().size;
+    if (size > kMaxFileSize) {
+      // A size from a peer: refused before anything is sized from it.
+      scheduler_.file_classified();
+      counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+      report(
+          make_error(ErrorCode::kInvalidArgument, "copy", task.source,
+                     fmt::format("file of {} bytes is larger than xfer handles (16 TiB)", size)));
+      return;
+    }
+    if (attempt == 1) {
+      counters_.files_opened.fetch_add(1, std::memory_order_relaxed);
+      counters_.bytes_total.fetch_add(size, std::memory_order_relaxed);
+    }
+    if (opt_.dry_run) {
+      scheduler_.file_classified();
+      if (observer_ != nullptr) observer_->on_planned(task.source, task.destination, size);
+      counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    if (!source->attrs().size_known && root.destination->capabilities().needs_size) {
+      scheduler_.file_classified();
+      counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+      report(make_error(ErrorCode::kUnsupported, "copy", task.source,
+                        fmt::format("its size is not known until it ends, and {} needs it first",
+                                    root.destination->describe())));
+      return;
+    }
+    // A stream (size unknown) is never "already there": it is read again.
+    if (attempt == 1 && source->attrs().size_known && skip_if_done(task, source->attrs())) {
+      scheduler_.file_classified();
+      return;
+    }
+    FilePlan plan =
+        plan_file(size, root.source->capabilities(), root.destination->capabilities(), opt_);
+    if (plan.strategy == Strategy::kChunked) {
+      auto file = std::make_shared<ChunkedFile>();
+      file->key = checkpoint::file_key(task.destination);
+      file->task = std::move(task);
+      file->source = std::move(source);
+      file->size = size;
+      file->chunk_size = plan.chunk_size;
+      file->chunks = plan.chunks;
+      file->parallelism = plan.parallelism;
+      file->attempt = attempt;
+      Status started = start_chunked(file);
+      if (!started.ok()) {
+        scheduler_.file_classified();
+        counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+        report(started.error());
+        return;
+      }
+      auto first = scheduler_.add_chunked(std::move(file));
+      scheduler_.file_classified();
+      if (first) run_chunk(std::move(*first));
+      return;
+    }
+    scheduler_.file_classified();
+    for (;;) {
+      Status s = copy_whole(task, *source, attempt);
+      if (s.ok()) {
+        counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      Error e = s.error();
+      if (scheduler_.retry(e, attempt, RetryScope::kFile)) {
+        log().info("retrying {}: {}", task.source, e.message());
+        ++attempt;
+        if (e.retry == RetryClass::kRetryFile) {
+          // Reopen: the source changed, so take a fresh look at it.
+          auto again = root.source->open_source(task.source);
+          if (!again) {
+            e = again.error();
+          } else {
+            source = std::move(again).value();
+            counters_.bytes_total.fetch_add(source->attrs().size, std::memory_order_relaxed);
+            counters_.bytes_total.fetch_sub(size, std::memory_order_relaxed);
+            continue;
+          }
+        } else {
+          continue;
+        }
+      }
+      if (e.code != ErrorCode::kCancelled) {
+        counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+        report(std::move(e));
+      }
+      return;
+    }
+  }
+}
+
+// Moves a whole file with one worker: open the sink, copy, check the source
+// did not change, verify, commit. Any failure leaves nothing under the final
+// name (the Sink aborts when destroyed).
+Status Engine::copy_whole(const FileTask& task, Source& source, unsigned attempt) {
+  (void)attempt;
+  const Root& root = roots_[task.root];
+  const FileAttrs& attrs = source.attrs();
+  SinkOptions so = sink_options(attrs);
+  XFER_ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink,
+                        root.destination->open_sink(task.destination, so));
+  std::vector<std::uint64_t> hashes;
+  if (opt_.verify && attrs.size_known) {
+    hashes.resize((attrs.size + opt_.io_size - 1) / opt_.io_size + 1);
+  }
+  std::atomic<std::uint64_t> counted{0};
+  std::uint64_t size = attrs.size;
+  Status copied = attrs.size_known
+                      ? copy_range(source, *sink, 0, attrs.size, so.sparse,
+                                   opt_.verify ? hashes.data() : nullptr, &counted)
+                      : copy_stream(source, *sink, opt_.verify ? &hashes : nullptr, &counted, size);
+  if (copied.ok()) copied = source.check_unchanged();
+  if (copied.ok() && opt_.verify) copied = verify_pieces(*sink, size, hashes.data());
+  if (copied.ok()) copied = sink->commit();
+  if (!copied.ok()) {
+    counters_.bytes_done.fetch_sub(counted.load(), std::memory_order_relaxed);
+    (void)sink->abort();
+    Error e = std::move(copied).error();
+    if (e.path.empty()) e.path = task.source;
+    return e;
+  }
+  counters_.chunks_done.fetch_add(1, std::memory_order_relaxed);
+  if (ckpt_) {
+    // Asynchronous: the file is already published; should this record be
+    // lost in a crash, the re-run finds the destination complete anyway.
+    (void)ckpt_->finish_file({checkpoint::file_key(task.destination), size, attrs.mtime_ns}, false);
+  }
+  return ok_status();
+}
+
+// A source of unknown size, read in order to its end: io_size pieces (full
+// ones but the last, so --verify's piece hashes line up with
+// verify_pieces), written as they come. `size` receives the length found.
+Status Engine::copy_stream(Source& source, Sink& sink, std::vector<std::uint64_t>* hashes,
+                           std::atomic<std::uint64_t>* counted, std::uint64_t& size) {
+  Buffer buf = pool_.acquire();
+  const std::uint64_t io = opt_.io_size;
+  std::uint64_t pos = 0;
+  for (bool end = false; !end;) {
+    if (cancelled()) return make_error(ErrorCode::kCancelled, "copy", "");
+    std::span<std::byte> span = buf.writable().subspan(0, static_cast<std::size_t>(io));
+    std::size_t filled = 0;
+    while (filled < span.size()) {
+      XFER_ASSIGN_OR_RETURN(std::size_t got,
+                            source.read_at(Offset{pos + filled}, span.subspan(filled)));
+      if (got == 0) {
+        end = true;
+        break;
+      }
+      filled += got;
+    }
+    if (filled == 0) break;
+    if (pos + filled > kMaxFileSize) {
+      return make_error(ErrorCode::kInvalidArgument, "read", "",
+                        "stream longer than xfer handles (16 TiB)");
+    }
+    std::span<const std::byte> data(span.data(), filled);
+    if (hashes != nullptr) hashes->push_back(xxh3_64(data));
+    if (!limiter_.acquire(filled, cancel_)) return make_error(ErrorCode::kCancelled, "copy", "");
+    XFER_TRY(sink.write_at(Offset{pos}, data));
+    pos += filled;
+    counters_.bytes_total.fetch_add(filled, std::memory_order_relaxed);
+    counters_.bytes_done.fetch_add(filled, std::memory_order_relaxed);
+    counted->fetch_add(filled, std::memory_order_relaxed);
+  }
+  if (hashes != nullptr) hashes->push_back(0);  // verify_pieces' bound, as for sized files
+  size = pos;
+  return ok_status();
+}
+
+// The sink for a source with `attrs`: its size and attributes, sparse when
+// the source has fewer bytes allocated than its size (holes stay holes).
+SinkOptions Engine::sink_options(const FileAttrs& attrs) const {
+  SinkOptions so;
+  so.size = attrs.size;
+  so.attrs = attrs;
+  so.sparse = attrs.size > 0 && attrs.allocated < attrs.size;
+  so.direct = opt_.direct;
+  so.fsync = opt_.fsync;
+  return so;
+}
+
+Status Engine::start_chunked(const std::shared_ptr<ChunkedFile>& file) {
+  const Root& root = roots_[file->task.root];
+  const FileAttrs& attrs = file->source->attrs();
+  SinkOptions so = sink_options(attrs);
+  so.part_size = file->chunk_size;  // the planner's layout, before the first write
+  so.parts = file->chunks;
+  file->sparse = so.sparse;
+  file->resume_done.clear();
+  file->resume_hashes.clear();
+  if (ckpt_ && root.destination->capabilities().resume) {
+    checkpoint::FileBegin begin{file->key,        attrs.size,        attrs.mtime_ns,
+                                file->chunk_size, file->task.source, file->task.destination};
+    checkpoint::Progress progress = ckpt_->begin_file(begin);
+    so.resume_name = job_.id.substr(0, 12);
+    so.resume_existing = progress.done_count() > 0;
+    XFER_ASSIGN_OR_RETURN(file->sink, root.destination->open_sink(file->task.destination, so));
+    if (so.resume_existing && !file->sink->resumed()) {
+      // The partial is gone (deleted by hand?): start the file over.
+      ckpt_->reset_file(file->key);
+      (void)ckpt_->begin_file(begin);
+    } else if (so.resume_existing) {
+      file->resume_done = std::move(progress.done);
+      file->resume_hashes = std::move(progress.hashes);
+    }
+  } else {
+    XFER_ASSIGN_OR_RETURN(file->sink, root.destination->open_sink(file->task.destination, so));
+  }
+  file->bytes_counted.store(0);
+  if (opt_.verify) {
+    file->pieces = (file->size + opt_.io_size - 1) / opt_.io_size + 1;
+    file->piece_hashes = std::make_unique<std::uint64_t[]>(file->pieces);
+  }
+  return ok_status();
+}
+
+void Engine::run_chunk(WorkItem item) {
+  auto& file = item.chunked;
+  const std::uint64_t begin = item.chunk * file->chunk_size;
+  const std::uint64_t end = std::min(file->size, begin + file->chunk_size);
+  std::optional<Error> failure;
+  if (item.chunk < file->resume_done.size() && file->resume_done[item.chunk]) {
+    // Already at the destination from an earlier run. With --verify it is
+    // checked first (journal hash, or a comparison with the source).
+    auto intact = opt_.verify ? resumed_chunk_intact(*file, item.chunk) : Result<bool>(true);
+    if (intact && *intact) {
+      counters_.bytes_resumed.fetch_add(end - begin, std::memory_order_relaxed);
+      counters_.chunks_done.fetch_add(1, std::memory_order_relaxed);
+      if (scheduler_.chunk_finished(file, std::nullopt)) finalize_chunked(std::move(file));
+      return;
+    }
+    if (!intact) failure = intact.error();
+  }
+  std::uint64_t chunk_hash = 0;
+  for (unsigned attempt = 1; !failure; ++attempt) {
+    Xxh3Stream hasher;
+    Status s =
+        copy_range(*file->source, *file->sink, begin, end, file->sparse, file->piece_hashes.get(),
+                   &file->bytes_counted, opt_.verify ? &hasher : nullptr);
+    if (s.ok()) {
+      if (opt_.verify) chunk_hash = hasher.digest();
+      break;
+    }
+    if (scheduler_.retry(s.error(), attempt, RetryScope::kCall)) continue;
+    failure = s.error();
+    break;
+  }
+  if (!failure) {
+    counters_.chunks_done.fetch_add(1, std::memory_order_relaxed);
+    if (ckpt_) ckpt_->chunk_done(file->key, item.chunk, chunk_hash);
+  }
+  if (scheduler_.chunk_finished(file, std::move(failure))) finalize_chunked(std::move(file));
+}
+
+// Copies [begin, end) of source into sink at the same offsets. Pieces of
+// io_size go through a pooled buffer (or copy_file_range when allowed);
+// `hashes[i]` receives the XXH3 of piece i (offset / io_size) for --verify.
+Status Engine::copy_range(Source& source, Sink& sink, std::uint64_t begin, std::uint64_t end,
+                          bool sparse, std::uint64_t* hashes, std::atomic<std::uint64_t>* counted,
+                          Xxh3Stream* chunk_hash) {
+  const std::uint64_t io = opt_.io_size;
+  std::uint64_t pos = begin;
+  if (zero_copy_.load(std::memory_order_relaxed) && !sparse && hashes == nullptr &&
+      chunk_hash == nullptr) {
+    // Zero-copy pieces stay large (4 io units) to amortise the syscall, and
+    // small enough for smooth progress and rate limiting.
+    const std::uint64_t piece = io * 4;
+    while (pos < end) {
+      if (cancelled()) return make_error(ErrorCode::kCancelled, "copy", "");
+      std::uint64_t n = std::min(piece, end - pos);
+      if (!limiter_.acquire(n, cancel_)) return make_error(ErrorCode::kCancelled, "copy", "");
+      auto r = sink.copy_from(source, Offset{pos}, Length{n});
+      if (!r) {
+        if (r.error().code == ErrorCode::kUnsupported && pos == begin) {
+          zero_copy_.store(false, std::memory_order_relaxed);
+          break;  // fall back to buffered copying below
+        }
+        return r.error();
+      }
+      if (*r < n) {
+        return make_error(ErrorCode::kChanged, "read", "", "file shrank while being copied",
+                          RetryClass::kRetryFile);
+      }
+      pos += n;
+      counters_.bytes_done.fetch_add(n, std::memory_order_relaxed);
+      counters_.bytes_zero_copy.fetch_add(n, std::memory_order_relaxed);
+      counted->fetch_add(n, std::memory_order_relaxed);
+    }
+    if (pos >= end) return ok_status();
+  }
+  Buffer buf = pool_.acquire();
+  while (pos < end) {
+    if (cancelled()) return make_error(ErrorCode::kCancelled, "copy", "");
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(io, end - pos));
+    std::span<std::byte> span = buf.writable().subspan(0, n);
+    XFER_ASSIGN_OR_RETURN(std::size_t got, source.read_at(Offset{pos}, span));
+    if (got < n) {
+      return make_error(ErrorCode::kChanged, "read", "", "file shrank while being copied",
+                        RetryClass::kRetryFile);
+    }
+    std::span<const std::byte> data(span.data(), n);
+    if (hashes != nullptr) hashes[pos / io] = xxh3_64(data);
+    if (chunk_hash != nullptr) chunk_hash->update(data);
+    if (!limiter_.acquire(n, cancel_)) return make_error(ErrorCode::kCancelled, "copy", "");
+    if (!(sparse && all_zero(data))) XFER_TRY(sink.write_at(Offset{pos}, data));
+    pos += n;
+    counters_.bytes_done.fetch_add(n, std::memory_order_relaxed);
+    counted->fetch_add(n, std::memory_order_relaxed);
+  }
+  return ok_status();
+}
+
+}  // namespace xfer::detail
