@@ -40,6 +40,8 @@ void Buffer::release() {
   capacity_ = size_ = 0;
 }
 
+// Buffers are rounded up to the O_DIRECT alignment, so any of them can be
+// handed to an O_DIRECT descriptor.
 BufferPool::BufferPool(MemoryGovernor& governor, std::size_t buffer_size)
     : governor_(governor), buffer_size_((buffer_size + kAlignment - 1) / kAlignment * kAlignment) {}
 
@@ -47,6 +49,9 @@ BufferPool::~BufferPool() {
   for (std::byte* p : free_) std::free(p);
 }
 
+// The governor counts buffers in use, not memory allocated: a buffer from
+// the free list is charged like a new one, so --memory bounds what the
+// workers hold at once (reserve blocks at the hard limit).
 Buffer BufferPool::acquire() {
   governor_.reserve(buffer_size_);
   {

@@ -43,12 +43,17 @@ grpc::StatusCode grpc_code(ErrorCode code) {
   return grpc::StatusCode::INTERNAL;
 }
 
+// gRPC's status codes are coarser than ours (kChanged and kNotEmpty are
+// both FAILED_PRECONDITION) and carry no retry class, so the exact pair
+// rides in a trailer; the status code is for clients that are not xfer.
 grpc::Status to_grpc(grpc::ServerContext& context, const Error& error) {
   context.AddTrailingMetadata(kErrorTrailer, std::to_string(static_cast<int>(error.code)) + ":" +
                                                  std::to_string(static_cast<int>(error.retry)));
   return grpc::Status(grpc_code(error.code), error.detail.empty() ? error.message() : error.detail);
 }
 
+// The trailer, when a (checked) one came; else the status code alone, as
+// from a proxy or a server that failed before our handler ran.
 Error from_grpc(const grpc::Status& status, const grpc::ClientContext& context,
                 std::string_view operation, std::string_view path) {
   ErrorCode code = ErrorCode::kInternal;
