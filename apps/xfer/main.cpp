@@ -1,5 +1,7 @@
 // xfer: the command line. Parses flags, calls libxfer, maps results to exit
 // codes (see common.hpp and docs/cli.md).
+//
+// Main thread; a signal handler only sets the cancel flag.
 
 #include <fmt/format.h>
 

@@ -2,6 +2,8 @@
 //
 //   xferd --config FILE            run in the foreground until SIGTERM/SIGINT
 //   xferd token --config FILE ...  print a bearer token signed with the secret
+//
+// Main thread; the server starts its own threads (docs/threading.md).
 
 #include <chrono>
 #include <cstdio>

@@ -1,5 +1,8 @@
 // The checkpoint store. See include/xfer/checkpoint/checkpoint.hpp for the
 // contract and docs/journal-format.md for the files it writes.
+//
+// Threads: workers record into sharded, locked state; one flusher thread
+// per job group-commits the journal; snapshots and compaction run on it.
 
 #include "xfer/checkpoint/checkpoint.hpp"
 

@@ -38,7 +38,7 @@ Status Engine::lock_job() {
   }
   if (auto previous = read_job(state_root_, job_.id)) {
     previous_job_ = std::move(previous).value();
-    resuming_ = previous_job_->status != "done";
+    resuming_ = previous_job_->state != JobState::kDone;
     if (resuming_ && previous_job_->into_dir >= 0) forced_into_dir_ = previous_job_->into_dir == 1;
   }
   return ok_status();
@@ -56,7 +56,7 @@ Status Engine::open_job() {
   }
   job_.request = req_;
   job_.request.options.job_id.clear();
-  job_.status = "running";
+  job_.state = JobState::kRunning;
   job_.into_dir = into_dir_ ? 1 : 0;
   job_.pid = static_cast<int>(::getpid());
   job_.updated_s = static_cast<std::int64_t>(std::time(nullptr));
@@ -92,16 +92,10 @@ void Engine::close_job(TransferResult& result) {
   result.checkpoint_backpressure = st.backpressure_waits.load();
   ckpt_.reset();  // stops the flusher
   const std::uint64_t errors = counters_.errors.load();
-  if (result.cancelled) {
-    job_.status = "interrupted";
-  } else if (errors == 0) {
-    job_.status = "done";
-  } else {
-    job_.status = result.files_done > 0 ? "partial" : "failed";
-  }
+  job_.state = job_state_of(outcome_exit_code(result.cancelled, errors, result.files_done));
   fill_job_progress(result.files_done, result.bytes_done + result.bytes_resumed);
   // Nothing left to resume: keep only job.json (for `xfer jobs --all`).
-  if (job_.status == "done") clear_checkpoint_files(job_dir(state_root_, job_.id));
+  if (job_.state == JobState::kDone) clear_checkpoint_files(job_dir(state_root_, job_.id));
   Status w = write_job(state_root_, job_);
   if (!w.ok()) report(w.error());
   ::close(lock_fd_);

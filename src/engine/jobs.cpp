@@ -76,7 +76,7 @@ Status options_from_json(const json& j, TransferOptions& o) {
 }  // namespace
 
 bool JobInfo::alive() const {
-  return status == "running" && pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
+  return state == JobState::kRunning && pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
 }
 
 std::string default_state_root() {
@@ -103,7 +103,7 @@ Status write_job(const std::string& state_root, const JobInfo& job) {
   fs::create_directories(dir, ec);
   if (ec) return errno_error(ec.value(), "mkdir", dir);
   json j = {{"id", job.id},
-            {"status", job.status},
+            {"status", std::string(to_string(job.state))},
             {"sources", job.request.sources},
             {"destination", job.request.destination},
             {"options", options_json(job.request.options)},
@@ -133,7 +133,11 @@ Result<JobInfo> read_job(const std::string& state_root, const std::string& id) {
   try {
     json j = json::parse(*text);
     job.id = j.at("id").get<std::string>();
-    job.status = j.value("status", "unknown");
+    const auto state = parse_job_state(j.value("status", ""));
+    if (!state) {
+      return make_error(ErrorCode::kCorrupt, "read job", dir + "/job.json", "unknown status");
+    }
+    job.state = *state;
     job.request.sources = j.at("sources").get<std::vector<std::string>>();
     job.request.destination = j.at("destination").get<std::string>();
     if (j.contains("options")) {

@@ -2,6 +2,8 @@
 // Per-file strategy: a file at or under the small threshold is moved whole by
 // one worker (many such files are in flight at once); a larger file is split
 // into chunks that several workers move in parallel, out of order.
+//
+// A pure function: any thread.
 
 #include <cstdint>
 

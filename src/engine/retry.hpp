@@ -1,6 +1,8 @@
 #pragma once
 // The one retry policy of the engine: exponential backoff with full jitter,
 // driven by the error's retry class.
+//
+// Immutable after construction: any thread (the scheduler consults it).
 
 #include <chrono>
 

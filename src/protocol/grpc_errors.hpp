@@ -3,6 +3,8 @@
 // The gRPC code carries the coarse class; trailing metadata "xfer-error"
 // = "<ErrorCode>:<RetryClass>" carries the exact one, so a client sees the
 // same Error the server's backend produced.
+//
+// Stateless: any thread.
 
 #include <grpcpp/grpcpp.h>
 

@@ -1,6 +1,8 @@
 #pragma once
 // FileAttrs/EntryType <-> their protobuf messages (proto/xfer/v1), shared by
 // the xfer:// client and xferd.
+//
+// Pure functions: any thread.
 
 #include "xfer/core/file_attrs.hpp"
 #include "xfer/v1/xfer.pb.h"

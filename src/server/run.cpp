@@ -1,4 +1,6 @@
 // The foreground loop shared by `xferd --config` and `xfer serve`.
+//
+// Main thread: it waits for SIGTERM/SIGINT and stops the server.
 
 #include <signal.h>
 

@@ -120,7 +120,7 @@ struct Job {
   std::condition_variable cv;
   bool finished = false;
   std::chrono::steady_clock::time_point finished_at;
-  std::string state = "running";
+  JobState state = JobState::kRunning;  // the one job model (engine/outcome.hpp)
   std::string message;
   int exit_code = 0;
   double seconds = 0;
@@ -285,23 +285,23 @@ class JobManager {
     job.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - job.started).count();
     if (!result) {
-      job.state = "failed";
+      job.state = JobState::kFailed;
       job.message = result.error().message();
       job.exit_code = kExitFailure;
     } else if (result->cancelled && job.expired.load()) {
-      job.state = "failed";
+      job.state = JobState::kFailed;
       job.message = "stopped: the token that submitted the job has expired";
       job.exit_code = kExitFailure;
     } else {
       job.exit_code =
           outcome_exit_code(result->cancelled, job.counters.errors.load(), result->files_done);
-      job.state = job.exit_code == kExitOk ? "done" : result->cancelled ? "cancelled" : "failed";
+      job.state = job_state_of(static_cast<ExitCode>(job.exit_code));
     }
     if (result && job.exit_code == kExitOk) {
       job.message = fmt::format("copied {} files ({} bytes) in {:.2f} s", result->files_done,
                                 result->bytes_done, result->seconds);
     }
-    log().info("job {}: {} ({})", job.id, job.state, printable_name(job.message, 500));
+    log().info("job {}: {} ({})", job.id, to_string(job.state), printable_name(job.message, 500));
     job.finished = true;
     job.finished_at = std::chrono::steady_clock::now();
     job.cv.notify_all();
@@ -684,7 +684,7 @@ class Service final : public v1::Xfer::Service {
 
   static void fill(Job& job, v1::JobProgress& p) {
     p.set_job_id(job.id);
-    p.set_state(job.state);
+    p.set_state(std::string(to_string(job.state)));
     p.set_files_done(job.counters.files_done.load());
     p.set_files_total(job.counters.files_total.load());
     p.set_bytes_done(job.counters.bytes_done.load());

@@ -128,7 +128,7 @@ TEST(OptionTable, EveryOptionRoundTripsThroughEveryPlace) {
     if (spec.where & kJob) {
       JobInfo job;
       job.id = "roundtrip";
-      job.status = "running";
+      job.state = JobState::kRunning;
       job.request.sources = {"/src"};
       job.request.destination = "/dst";
       ASSERT_TRUE(spec.set(job.request.options, text).ok());
@@ -259,7 +259,7 @@ TEST(OptionTable, ResumedJobPlansAsTheFirstRun) {
   const fs::path state = fs::path(::testing::TempDir()) / ("plan-" + std::to_string(::getpid()));
   JobInfo job;
   job.id = "plans";
-  job.status = "interrupted";
+  job.state = JobState::kCancelled;
   job.request.sources = {"/src"};
   job.request.destination = "/dst";
   TransferOptions& o = job.request.options;
@@ -283,6 +283,39 @@ TEST(OptionTable, ResumedJobPlansAsTheFirstRun) {
   // 3 MiB is chunked under these options and whole under the defaults: the
   // record carried them.
   EXPECT_EQ(plan_file(3ull << 20, caps, caps, back->request.options).strategy, Strategy::kChunked);
+  fs::remove_all(state);
+}
+
+// One job model: the CLI's job records and xferd's jobs end in the same
+// states, by the same rule as the exit code, and read back what they wrote.
+TEST(JobModel, StatesFollowTheExitCodeAndReadBack) {
+  EXPECT_EQ(job_state_of(outcome_exit_code(false, 0, 5)), JobState::kDone);
+  EXPECT_EQ(job_state_of(outcome_exit_code(false, 1, 5)), JobState::kPartial);
+  EXPECT_EQ(job_state_of(outcome_exit_code(false, 1, 0)), JobState::kFailed);
+  EXPECT_EQ(job_state_of(outcome_exit_code(true, 1, 5)), JobState::kCancelled);
+  for (JobState s : {JobState::kRunning, JobState::kDone, JobState::kPartial, JobState::kFailed,
+                     JobState::kCancelled}) {
+    EXPECT_EQ(parse_job_state(to_string(s)), s);
+  }
+  EXPECT_EQ(parse_job_state("interrupted"), JobState::kCancelled) << "records of before";
+  EXPECT_FALSE(parse_job_state("exploded").has_value());
+  // A record with a status nobody wrote is refused, not guessed at.
+  const fs::path state = fs::path(::testing::TempDir()) / ("model-" + std::to_string(::getpid()));
+  JobInfo job;
+  job.id = "model";
+  job.state = JobState::kPartial;
+  job.request.sources = {"/src"};
+  job.request.destination = "/dst";
+  ASSERT_TRUE(write_job(state.string(), job).ok());
+  auto back = read_job(state.string(), "model");
+  ASSERT_TRUE(back.ok()) << back.error().message();
+  EXPECT_EQ(back->state, JobState::kPartial);
+  auto text = read_small_file((state / "jobs" / "model" / "job.json").string(), 1 << 20);
+  ASSERT_TRUE(text.ok());
+  std::string edited = *text;
+  edited.replace(edited.find("\"partial\""), 9, "\"exploded\"");
+  ASSERT_TRUE(write_file_atomically((state / "jobs" / "model" / "job.json").string(), edited).ok());
+  EXPECT_FALSE(read_job(state.string(), "model").ok());
   fs::remove_all(state);
 }
 

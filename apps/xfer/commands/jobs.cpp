@@ -1,4 +1,6 @@
 // xfer jobs / xfer resume: the checkpointed transfers known on this machine.
+//
+// Main thread only (CLI11 callbacks).
 
 #include <fmt/format.h>
 
@@ -15,8 +17,8 @@ using nlohmann::json;
 
 // A "running" job whose process is gone was killed: show it as such.
 std::string shown_status(const JobInfo& j) {
-  if (j.status == "running" && !j.alive()) return "killed";
-  return j.status;
+  if (j.state == JobState::kRunning && !j.alive()) return "killed";
+  return std::string(to_string(j.state));
 }
 
 }  // namespace
@@ -39,7 +41,7 @@ void register_jobs(CLI::App& app) {
     if (a->clean) {
       unsigned removed = 0;
       for (const auto& j : jobs) {
-        if (j.status != "done") continue;
+        if (j.state != JobState::kDone) continue;
         Status s = remove_job(root, j.id);
         if (!s.ok()) {
           print_error(s.error());
@@ -56,7 +58,7 @@ void register_jobs(CLI::App& app) {
                  "TRANSFER");
     }
     for (const auto& j : jobs) {
-      if (!a->all && j.status == "done") continue;
+      if (!a->all && j.state == JobState::kDone) continue;
       std::string what =
           fmt::format("{} -> {}", fmt::join(j.request.sources, " "), j.request.destination);
       if (a->json) {

@@ -1,6 +1,8 @@
 // xfer move (alias mv): a rename where it can; across devices or endpoints a
 // full copy (attributes preserved), and the source is removed only after the
 // copy of that source fully succeeded.
+//
+// Main thread only (CLI11 callbacks); each copy runs the engine with its threads.
 
 #include <fmt/format.h>
 

@@ -1,5 +1,7 @@
 // Namespace commands: list, stat, mkdir, touch, rename, rm. Each goes through
 // the backend interface, so they work on every endpoint the registry knows.
+//
+// Main thread only (CLI11 callbacks).
 
 #include <fmt/format.h>
 

@@ -1,4 +1,6 @@
 // xfer serve: runs xferd in the foreground from the xfer binary.
+//
+// Main thread; the server starts its own threads (docs/threading.md).
 
 #include "../common.hpp"
 #include "xfer/server/server.hpp"

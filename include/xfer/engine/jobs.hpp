@@ -11,12 +11,15 @@
 
 #include "xfer/core/result.hpp"
 #include "xfer/engine/options.hpp"
+#include "xfer/engine/outcome.hpp"
 
 namespace xfer {
 
 struct JobInfo {
   std::string id;
-  std::string status;  // "running", "done", "partial", "failed", "interrupted"
+  // job.json's "status": the one job model of outcome.hpp, shared with
+  // xferd's jobs.
+  JobState state = JobState::kRunning;
   TransferRequest request;
   int pid = 0;
   std::int64_t created_s = 0;

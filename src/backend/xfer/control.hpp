@@ -2,6 +2,8 @@
 // The client side of the control channel, shared by the xfer:// backend and
 // third-party transfers: how an endpoint is named, how its channel is built
 // (TLS with --tls/--tls-ca), how a call is authenticated.
+//
+// Stateless functions: any thread.
 
 #include <grpcpp/grpcpp.h>
 
