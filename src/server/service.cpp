@@ -625,8 +625,9 @@ class Service final : public v1::Xfer::Service {
     const std::string& dest = req.destination();
     if (dest.rfind("xfer://", 0) == 0) {
       XFER_ASSIGN_OR_RETURN(auto url, parse_url(dest));
-      const std::string peer = fmt::format("{}:{}", url.host, url.port ? url.port : 7400);
-      const std::string peer6 = fmt::format("[{}]:{}", url.host, url.port ? url.port : 7400);
+      const int port = url.port != 0 ? url.port : kDefaultXferPort;
+      const std::string peer = fmt::format("{}:{}", url.host, port);
+      const std::string peer6 = fmt::format("[{}]:{}", url.host, port);
       const auto& peers = config_.job_peers;
       if (std::find(peers.begin(), peers.end(), peer) == peers.end() &&
           std::find(peers.begin(), peers.end(), peer6) == peers.end()) {

@@ -18,7 +18,7 @@
 
 namespace xfer {
 
-inline constexpr std::uint16_t kDefaultXferPort = 7400;
+// kDefaultXferPort (7400): include/xfer/core/url.hpp.
 
 Result<std::unique_ptr<Backend>> make_xfer_backend(const Url& url, const Profile& profile,
                                                    const EndpointOptions& options);

@@ -3,6 +3,7 @@
 // the local scheme; any other "scheme://authority/path" parses generically so
 // later backends (xfer://, sftp://, s3://, http(s)://) need no parser change.
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -11,6 +12,10 @@
 #include "xfer/core/result.hpp"
 
 namespace xfer {
+
+// The control port of xfer:// URLs that name none, and of xferd's default
+// `listen`: declared once.
+inline constexpr std::uint16_t kDefaultXferPort = 7400;
 
 struct Url {
   std::string scheme;           // "file" for bare paths

@@ -26,13 +26,14 @@
 #include <vector>
 
 #include "xfer/core/result.hpp"
+#include "xfer/core/url.hpp"
 
 namespace xfer::server {
 
 enum class EncryptPolicy { kAuto, kAlways, kNever };
 
 struct ServerConfig {
-  std::string listen = "127.0.0.1:7400";
+  std::string listen = "127.0.0.1:" + std::to_string(kDefaultXferPort);
   std::string data_listen = "127.0.0.1:0";
   std::string root;
   std::string state_dir;
