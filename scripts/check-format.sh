@@ -9,6 +9,6 @@ while IFS= read -r -d '' f; do
     echo "not clang-formatted: $f"
     bad=1
   fi
-done < <(find include src apps tests \( -name '*.cpp' -o -name '*.hpp' \) -print0 | sort -z)
+done < <(find include src apps tests tools \( -name '*.cpp' -o -name '*.hpp' \) -print0 | sort -z)
 [ "$bad" -eq 0 ] && echo "all C++ files are clang-formatted"
 exit "$bad"

@@ -103,8 +103,8 @@ XferdProcess::~XferdProcess() {
 void XferdProcess::write_config() const {
   std::ofstream out(config_, std::ios::trunc);
   out << "[server]\n";
-  out << "listen = " << toml_string("127.0.0.1:" + std::to_string(control_port_)) << "\n";
-  out << "data_listen = " << toml_string("127.0.0.1:" + std::to_string(data_port_)) << "\n";
+  out << "listen = " << toml_string(opt_.host + ":" + std::to_string(control_port_)) << "\n";
+  out << "data_listen = " << toml_string(opt_.host + ":" + std::to_string(data_port_)) << "\n";
   out << "root = " << toml_string(root_.string()) << "\n";
   out << "state_dir = " << toml_string(state_.string()) << "\n";
   out << opt_.server_extra;
@@ -166,7 +166,8 @@ std::string XferdProcess::log() const {
   if (logfd < 0)
     return ::testing::AssertionFailure() << "open " << log_path_ << ": " << std::strerror(errno);
 
-  std::vector<std::string> args = {bin, "--config", config_.string()};
+  std::vector<std::string> args = opt_.command_prefix;
+  for (std::string a : {bin, std::string("--config"), config_.string()}) args.push_back(a);
   std::vector<char*> cargv;
   for (auto& a : args) cargv.push_back(a.data());
   cargv.push_back(nullptr);

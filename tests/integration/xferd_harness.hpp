@@ -31,6 +31,11 @@ struct XferdOptions {
   unsigned long rlimit_nofile = 0;
   // Variables added to (or replacing in) the server's environment.
   std::vector<std::pair<std::string, std::string>> env;
+  // The address both listeners bind (a lab host's address, say).
+  std::string host = "127.0.0.1";
+  // Run xferd through this command (e.g. {netlab, "exec", "--lab", L, "b",
+  // "--"}: xferd inside a lab host). Its first word is an absolute path.
+  std::vector<std::string> command_prefix;
 };
 
 // How a stopped xferd ended.

@@ -1,0 +1,313 @@
+// The network lab, on real namespaces (needs root): its accuracy promises
+// (ping RTT against the configured delay, iperf3 UDP loss against the
+// configured rate, one TCP flow on a clean 1 Gbit/s link), changes while
+// traffic runs (rate, cut and restore), teardown that leaves nothing, and
+// xfer across emulated links: a lossy link and a link cut for 5 s.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "harness.hpp"
+#include "xferd_harness.hpp"
+
+namespace xfer_it {
+namespace {
+
+using namespace std::chrono_literals;
+using Json = nlohmann::json;
+
+std::string netlab_bin() {
+  const char* p = std::getenv("NETLAB_BIN");
+  return p != nullptr ? p : "";
+}
+
+// A lab of this test: up in the constructor (the test fails if it cannot
+// come up), down in the destructor. Its name is unique per process.
+class Lab {
+ public:
+  Lab(const fs::path& dir, const std::string& topology, const std::string& ttl = "300s") {
+    static int count = 0;
+    name_ = "t" + std::to_string(::getpid() % 100000) + "x" + std::to_string(count++);
+    const fs::path file = dir / (name_ + ".toml");
+    std::ofstream(file) << topology;
+    up_ = run({netlab_bin(), "up", file.string(), "--name", name_, "--ttl", ttl}, 60s);
+  }
+  ~Lab() {
+    if (up_.exit_code == 0) {
+      auto r = run({netlab_bin(), "down", name_}, 60s);
+      EXPECT_EQ(r.exit_code, 0) << r.describe();
+    }
+  }
+  Lab(const Lab&) = delete;
+  Lab& operator=(const Lab&) = delete;
+
+  const RunResult& up_result() const { return up_; }
+  const std::string& name() const { return name_; }
+
+  std::vector<std::string> in(const std::string& host, std::vector<std::string> argv) const {
+    std::vector<std::string> full = {netlab_bin(), "exec", "--lab", name_, host, "--"};
+    full.insert(full.end(), argv.begin(), argv.end());
+    return full;
+  }
+  RunResult exec(const std::string& host, std::vector<std::string> argv,
+                 std::chrono::seconds timeout = 60s) const {
+    return run(in(host, std::move(argv)), timeout);
+  }
+  RunResult set(std::vector<std::string> settings) const {
+    std::vector<std::string> argv = {netlab_bin(), "set", "--lab", name_};
+    argv.insert(argv.end(), settings.begin(), settings.end());
+    return run(argv, 30s);
+  }
+  Json stats() const {
+    auto r = run({netlab_bin(), "stats", "--lab", name_}, 30s);
+    EXPECT_EQ(r.exit_code, 0) << r.describe();
+    return Json::parse(r.out, nullptr, false);
+  }
+
+  // iperf3 against a one-shot server in `server` bound to `address`; the
+  // client's JSON report. The server is started as a daemon and may need a
+  // moment: the client tries again while the connection is refused.
+  Json iperf(const std::string& server, const std::string& address, const std::string& client,
+             std::vector<std::string> args) const {
+    auto s = exec(server, {"iperf3", "-s", "-1", "-D", "-B", address});
+    EXPECT_EQ(s.exit_code, 0) << s.describe();
+    std::vector<std::string> argv = {"iperf3", "-c", address, "-J"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    for (int attempt = 0; attempt < 30; ++attempt) {
+      auto r = exec(client, argv, 60s);
+      Json j = Json::parse(r.out, nullptr, false);
+      if (r.exit_code == 0 && j.is_object()) return j;
+      if (r.out.find("Connection refused") == std::string::npos) {
+        ADD_FAILURE() << r.describe();
+        return {};
+      }
+      std::this_thread::sleep_for(100ms);
+    }
+    ADD_FAILURE() << "iperf3 server never answered";
+    return {};
+  }
+
+ private:
+  std::string name_;
+  RunResult up_;
+};
+
+std::string two_hosts(const std::string& link_settings) {
+  return "[hosts.a]\n[hosts.b]\n[links.ab]\nhosts = [\"a\", \"b\"]\n" + link_settings;
+}
+
+// "rtt min/avg/max/mdev = 20.298/20.530/20.669/0.072 ms" → avg.
+double ping_avg_ms(const RunResult& r) {
+  const auto pos = r.out.find("rtt min/avg/max/mdev = ");
+  if (pos == std::string::npos) return -1;
+  const auto first = r.out.find('/', pos + 23);
+  return std::atof(r.out.c_str() + first + 1);
+}
+
+class NetlabTest : public XferTest {
+ protected:
+  void SetUp() override {
+    XferTest::SetUp();
+    if (::geteuid() != 0) GTEST_SKIP() << "the lab needs root (network namespaces)";
+    ASSERT_FALSE(netlab_bin().empty()) << "NETLAB_BIN is not set (CTest sets it)";
+  }
+};
+
+#define ASSERT_LAB_UP(lab) ASSERT_EQ((lab).up_result().exit_code, 0) << (lab).up_result().describe()
+
+TEST_F(NetlabTest, PingRttIsTheConfiguredDelay) {
+  Lab lab(tmp(), two_hosts("rate = \"1gbit\"\ndelay = \"10ms\"\n"));
+  ASSERT_LAB_UP(lab);
+  EXPECT_NE(lab.up_result().out.find("10.99.0.2"), std::string::npos) << lab.up_result().out;
+  (void)lab.exec("a", {"ping", "-c", "1", "-W", "2", "10.99.0.2"});  // ARP first
+  for (int delay_ms : {10, 50}) {
+    if (delay_ms != 10)
+      ASSERT_EQ(lab.set({"ab", "delay=" + std::to_string(delay_ms) + "ms"}).exit_code, 0);
+    auto r = lab.exec("a", {"ping", "-q", "-c", "20", "-i", "0.05", "10.99.0.2"});
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    const double rtt = 2.0 * delay_ms;
+    const double avg = ping_avg_ms(r);
+    std::printf("netlab: delay %d ms one way: ping RTT %.3f ms (configured %.0f)\n", delay_ms, avg,
+                rtt);
+    EXPECT_NEAR(avg, rtt, std::max(1.0, 0.02 * rtt)) << r.out;
+  }
+}
+
+TEST_F(NetlabTest, UdpLossIsTheConfiguredRate) {
+  Lab lab(tmp(),
+          two_hosts("rate = \"1gbit\"\ndelay = \"2ms\"\n[links.ab.from.a]\nloss = \"2%\"\n"));
+  ASSERT_LAB_UP(lab);
+  Json j = lab.iperf("b", "10.99.0.2", "a", {"-u", "-b", "50M", "-t", "3"});
+  ASSERT_TRUE(j.contains("end")) << j.dump();
+  const double lost = j["end"]["sum"]["lost_percent"].get<double>();
+  std::printf("netlab: UDP loss %.3f%% (configured 2%%)\n", lost);
+  EXPECT_NEAR(lost, 2.0, 0.4);
+  // The emulator counted the same.
+  Json s = lab.stats();
+  const Json& d = s["links"][0]["directions"][0];
+  ASSERT_EQ(d["from"], "a");
+  const double counted = 100.0 * d["lost"].get<double>() / d["frames_in"].get<double>();
+  EXPECT_NEAR(counted, 2.0, 0.4) << d.dump();
+  EXPECT_EQ(s["links"][0]["directions"][1]["lost"], 0) << "only frames a sends are lost";
+}
+
+TEST_F(NetlabTest, OneTcpFlowFillsACleanGigabitLink) {
+  Lab lab(tmp(), two_hosts("rate = \"1gbit\"\ndelay = \"0.5ms\"\n"));
+  ASSERT_LAB_UP(lab);
+  const double cpu0 = lab.stats()["cpu_seconds"].get<double>();
+  Json j = lab.iperf("b", "10.99.0.2", "a", {"-t", "4"});
+  ASSERT_TRUE(j.contains("end")) << j.dump();
+  const double bps = j["end"]["sum_received"]["bits_per_second"].get<double>();
+  const double bytes = j["end"]["sum_received"]["bytes"].get<double>();
+  const double cpu = lab.stats()["cpu_seconds"].get<double>() - cpu0;
+  std::printf(
+      "netlab: one TCP flow on 1 Gbit/s, 1 ms RTT: %.0f Mbit/s; emulator CPU %.2f s per Gbit\n",
+      bps / 1e6, cpu / (bytes * 8 / 1e9));
+  RecordProperty("mbit_per_second", static_cast<int>(bps / 1e6));
+  EXPECT_GE(bps, 0.9e9);
+}
+
+TEST_F(NetlabTest, LinksChangeWhileTrafficRuns) {
+  Lab lab(tmp(), two_hosts("rate = \"1gbit\"\ndelay = \"5ms\"\n"));
+  ASSERT_LAB_UP(lab);
+  ASSERT_EQ(lab.set({"ab", "rate=100mbit"}).exit_code, 0);
+  Json j = lab.iperf("b", "10.99.0.2", "a", {"-t", "3"});
+  ASSERT_TRUE(j.contains("end")) << j.dump();
+  const double bps = j["end"]["sum_received"]["bits_per_second"].get<double>();
+  EXPECT_GT(bps, 80e6);
+  EXPECT_LT(bps, 101e6);
+
+  ASSERT_EQ(lab.set({"ab", "up=0"}).exit_code, 0);
+  auto cut = lab.exec("a", {"ping", "-c", "2", "-W", "1", "10.99.0.2"});
+  EXPECT_EQ(cut.exit_code, 1) << cut.describe();
+  ASSERT_EQ(lab.set({"ab", "up=1"}).exit_code, 0);
+  auto back = lab.exec("a", {"ping", "-c", "2", "-W", "2", "10.99.0.2"});
+  EXPECT_EQ(back.exit_code, 0) << back.describe();
+
+  // A bad setting changes nothing and says why.
+  auto bad = lab.set({"ab", "rate=200mbit", "delay=5parsecs"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("parse time"), std::string::npos) << bad.describe();
+  auto unknown = lab.set({"nolink", "rate=1gbit"});
+  EXPECT_NE(unknown.err.find("no link 'nolink'"), std::string::npos) << unknown.describe();
+  EXPECT_EQ(lab.stats()["links"][0]["directions"][0]["params"]["rate_bps"], 100'000'000);
+  // exec passes the exit status through.
+  EXPECT_EQ(lab.exec("b", {"sh", "-c", "exit 7"}).exit_code, 7);
+}
+
+TEST_F(NetlabTest, DownLeavesNothingBehindAndTtlBoundsALab) {
+  std::string name;
+  pid_t sleeper = 0;
+  {
+    Lab lab(tmp(), two_hosts("delay = \"1ms\"\n"));
+    ASSERT_LAB_UP(lab);
+    name = lab.name();
+    auto r = lab.exec("a", {"sh", "-c", "sleep 600 >/dev/null 2>&1 & echo $!"});
+    sleeper = static_cast<pid_t>(std::atoi(r.out.c_str()));
+    ASSERT_GT(sleeper, 0) << r.describe();
+    ASSERT_EQ(::kill(sleeper, 0), 0);
+  }
+  EXPECT_NE(::kill(sleeper, 0), 0) << "a process left in the lab is stopped at down";
+  for (const char* host : {"a", "b", "sw"}) {
+    EXPECT_FALSE(fs::exists("/run/netns/xnl-" + name + "-" + host)) << host;
+  }
+  EXPECT_FALSE(fs::exists("/run/netlab/" + name));
+
+  Lab brief(tmp(), two_hosts(""), "2s");
+  ASSERT_LAB_UP(brief);
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  // The namespaces go first, the state folder last.
+  while ((fs::exists("/run/netns/xnl-" + brief.name() + "-a") ||
+          fs::exists("/run/netlab/" + brief.name())) &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_FALSE(fs::exists("/run/netns/xnl-" + brief.name() + "-a")) << "past its ttl a lab goes";
+  EXPECT_FALSE(fs::exists("/run/netlab/" + brief.name()));
+}
+
+TEST_F(NetlabTest, ABadTopologyChangesNothing) {
+  const fs::path file = tmp() / "bad.toml";
+  std::ofstream(file) << two_hosts("delay = \"5 parsecs\"\n");
+  auto r = run(
+      {netlab_bin(), "up", file.string(), "--name", "tbad" + std::to_string(::getpid() % 100000)});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("links.ab.delay"), std::string::npos) << r.describe();
+  EXPECT_FALSE(fs::exists("/run/netns/xnl-tbad" + std::to_string(::getpid() % 100000) + "-a"));
+}
+
+// ------------------------------------------------------------ xfer on the lab
+
+class XferOnLab : public NetlabTest {
+ protected:
+  // A two-host lab with `link` settings, xferd inside host b on b's address,
+  // and a 64 MiB file of `seed` to send from a.
+  void start(const std::string& link, std::uint64_t seed) {
+    lab_ = std::make_unique<Lab>(tmp(), two_hosts(link));
+    ASSERT_LAB_UP(*lab_);
+    XferdOptions opt;
+    opt.host = "10.99.0.2";
+    opt.command_prefix = {netlab_bin(), "exec", "--lab", lab_->name(), "b", "--"};
+    srv_ = std::make_unique<XferdProcess>(tmp() / "srv", opt);
+    auto st = srv_->start(30s);
+    ASSERT_TRUE(st) << st.message();
+    file_ = tmp() / "f.bin";
+    write_random_file(file_, seed, 64ull << 20);
+  }
+  // `xfer cp` of the file to b, run inside a.
+  std::vector<std::string> copy_command() const {
+    return lab_->in("a", {xfer_bin(), "--token", srv_->token("/", true), "cp", file_.string(),
+                          srv_->url("/f.bin")});
+  }
+  void TearDown() override {
+    srv_.reset();  // the server first: it runs inside the lab
+    lab_.reset();
+    NetlabTest::TearDown();
+  }
+
+  std::unique_ptr<Lab> lab_;
+  std::unique_ptr<XferdProcess> srv_;
+  fs::path file_;
+};
+
+TEST_F(XferOnLab, ALossyLinkCarriesEveryByte) {
+  ASSERT_NO_FATAL_FAILURE(start("rate = \"50mbit\"\ndelay = \"10ms\"\nloss = \"1%\"\n", 61));
+  auto r = run(copy_command(), 240s);
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_TRUE(files_equal(file_, srv_->root() / "f.bin"));
+  const Json s = lab_->stats();
+  EXPECT_GT(s["links"][0]["directions"][0]["lost"].get<int>(), 100) << "the link did lose frames";
+  std::printf("netlab: 64 MiB over 50 Mbit/s, 20 ms, 1%% loss: %.1f s\n", r.seconds);
+}
+
+TEST_F(XferOnLab, ALinkCutForFiveSecondsDelaysButDoesNotBreakACopy) {
+  ASSERT_NO_FATAL_FAILURE(start("rate = \"100mbit\"\ndelay = \"10ms\"\n", 62));
+  const Lab& lab = *lab_;
+  std::thread cutter;
+  auto r = run(copy_command(), 240s, [&](pid_t) {
+    cutter = std::thread([&] {
+      std::this_thread::sleep_for(1500ms);
+      EXPECT_EQ(lab.set({"ab", "up=0"}).exit_code, 0);
+      std::this_thread::sleep_for(5s);
+      EXPECT_EQ(lab.set({"ab", "up=1"}).exit_code, 0);
+    });
+  });
+  cutter.join();
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_TRUE(files_equal(file_, srv_->root() / "f.bin"));
+  EXPECT_GT(r.seconds, 5.0 + 64.0 * 8 / 100 * 0.9) << "the cut happened during the copy";
+  EXPECT_GT(lab.stats()["links"][0]["directions"][0]["cut"].get<int>(), 0);
+}
+
+}  // namespace
+}  // namespace xfer_it
