@@ -823,7 +823,7 @@ def scenario_ckpt_small(ctx: Ctx) -> ScenarioPlan:
 
 RESUME_KILL_FRACTION = 0.5
 RESUME_POLL_S = 0.005
-DEFAULT_STREAMS = 4      # xfer's default --chunk-parallelism
+DEFAULT_STREAMS = 4      # xfer's --chunk-parallelism on loopback (auto: 4 there)
 
 
 def _proc_wchar(pid: int) -> int | None:

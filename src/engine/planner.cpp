@@ -4,21 +4,38 @@
 #include "planner.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 namespace xfer {
 
+unsigned auto_parallelism(double rtt_ms, const TransferOptions& options) {
+  constexpr unsigned kFloor = 4;  // what a LAN or a local copy needs
+  constexpr unsigned kCeiling = 64;
+  const double io = static_cast<double>(std::max<std::uint64_t>(options.io_size, 1));
+  const double window = 2.0 * rtt_ms / 1000.0 * kWindowRate;
+  const auto by_memory = static_cast<unsigned>(
+      std::max<std::uint64_t>(kFloor, options.memory / 2 / static_cast<std::uint64_t>(io)));
+  const double calls = std::ceil(window / io);
+  const unsigned want = calls >= kCeiling ? kCeiling : static_cast<unsigned>(calls);
+  return std::clamp(want, kFloor, std::min(kCeiling, by_memory));
+}
+
 FilePlan plan_file(std::uint64_t size, const Capabilities& source, const Capabilities& sink,
-                   const TransferOptions& options) {
+                   const TransferOptions& options, double rtt_ms) {
   FilePlan plan;
   const bool can_split = sink.random_writes && sink.parallel_writers;
   if (size <= options.small_file_threshold || !can_split) return plan;
 
-  unsigned parallelism = std::max(1u, options.chunk_parallelism);
+  // The layout follows the options only; the number in flight may follow
+  // the link.
+  const unsigned layout = options.chunk_parallelism != 0 ? options.chunk_parallelism : 4;
+  const unsigned parallelism = options.chunk_parallelism != 0 ? options.chunk_parallelism
+                                                              : auto_parallelism(rtt_ms, options);
   std::uint64_t chunk = options.chunk_size;
   if (chunk == 0) {
-    // Enough chunks to keep `parallelism` workers busy with room to balance,
+    // Enough chunks to keep `layout` workers busy with room to balance,
     // within 8..64 MiB (seed table: 4-64 MiB), rounded to 1 MiB.
-    chunk = size / (static_cast<std::uint64_t>(parallelism) * 4);
+    chunk = size / (static_cast<std::uint64_t>(layout) * 4);
     chunk = std::clamp<std::uint64_t>(chunk, 8ull << 20, 64ull << 20);
     chunk = std::max<std::uint64_t>(
         chunk, std::min(source.preferred_chunk_size, sink.preferred_chunk_size) / 2);

@@ -21,7 +21,18 @@ struct FilePlan {
   unsigned parallelism = 1;  // chunks of this file in flight at once
 };
 
+// The chunks of one file in flight when chunk_parallelism is auto (0): as
+// many io_size calls as keep a window of 2 × RTT × kWindowRate in flight,
+// within 4..64 and half the memory budget. Each chunk worker has one call
+// outstanding at a time, so a file moves at most window / RTT: four calls of
+// 1 MiB carry 80 MiB/s over 50 ms, 27 MiB/s over 150 ms.
+inline constexpr double kWindowRate = 2.5e9 / 8;  // bytes/s the window is sized for
+unsigned auto_parallelism(double rtt_ms, const TransferOptions& options);
+
+// `rtt_ms`: the larger of the two endpoints' link estimates. The chunk
+// layout never depends on it (a resumed job must find the same chunks); only
+// how many of them are in flight does.
 FilePlan plan_file(std::uint64_t size, const Capabilities& source, const Capabilities& sink,
-                   const TransferOptions& options);
+                   const TransferOptions& options, double rtt_ms = 0);
 
 }  // namespace xfer

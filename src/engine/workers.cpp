@@ -111,8 +111,10 @@ void Engine::process_file(FileTask task) {
       scheduler_.file_classified();
       return;
     }
-    FilePlan plan =
-        plan_file(size, root.source->capabilities(), root.destination->capabilities(), opt_);
+    const double rtt_ms =
+        std::max(root.source->link_estimate().rtt_ms, root.destination->link_estimate().rtt_ms);
+    FilePlan plan = plan_file(size, root.source->capabilities(), root.destination->capabilities(),
+                              opt_, rtt_ms);
     if (plan.strategy == Strategy::kChunked) {
       auto file = std::make_shared<ChunkedFile>();
       file->key = checkpoint::file_key(task.destination);

@@ -5,8 +5,8 @@
 
 #include "protocol/transport.hpp"
 
+#include <linux/tcp.h>  // struct tcp_info with tcpi_min_rtt (glibc's is older)
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -106,6 +106,7 @@ class TcpTransport final : public Transport {
     socklen_t len = sizeof(info);
     if (::getsockopt(fd_.get(), IPPROTO_TCP, TCP_INFO, &info, &len) == 0) {
       s.rtt_ms = info.tcpi_rtt / 1000.0;
+      s.min_rtt_ms = info.tcpi_min_rtt / 1000.0;
       s.cwnd = info.tcpi_snd_cwnd;
       s.retransmits = info.tcpi_total_retrans;
     }

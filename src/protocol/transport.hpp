@@ -25,6 +25,7 @@ namespace xfer::protocol {
 // What the transport knows of the path, for --json and the metrics.
 struct TransportStats {
   double rtt_ms = 0;
+  double min_rtt_ms = 0;   // the smallest round trip TCP has seen on it
   std::uint32_t cwnd = 0;  // segments (TCP)
   std::uint64_t retransmits = 0;
   std::uint64_t bytes_sent = 0;

@@ -187,8 +187,11 @@ TEST_F(NetlabTest, LinksChangeWhileTrafficRuns) {
   Json j = lab.iperf("b", "10.99.0.2", "a", {"-t", "3"});
   ASSERT_TRUE(j.contains("end")) << j.dump();
   const double bps = j["end"]["sum_received"]["bits_per_second"].get<double>();
+  std::printf("netlab: one TCP flow on a link set to 100 Mbit/s: %.1f Mbit/s\n", bps / 1e6);
   EXPECT_GT(bps, 80e6);
-  EXPECT_LT(bps, 101e6);
+  // Goodput is about 95% of the frames' rate; iperf3's receiver may time a
+  // little less than the whole test, so allow a few percent above.
+  EXPECT_LT(bps, 103e6);
 
   ASSERT_EQ(lab.set({"ab", "up=0"}).exit_code, 0);
   auto cut = lab.exec("a", {"ping", "-c", "2", "-W", "1", "10.99.0.2"});

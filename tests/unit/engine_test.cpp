@@ -46,6 +46,27 @@ TEST(Planner, LargeFilesAreChunkedWithinBounds) {
   EXPECT_EQ(plan_file(100ull << 20, local, local, opt).chunks, 100u);
 }
 
+TEST(Planner, ChunksInFlightFollowTheRoundTripButTheLayoutDoesNot) {
+  Capabilities caps;
+  caps.random_writes = caps.parallel_writers = true;
+  TransferOptions opt;  // chunk_parallelism auto, io_size 1 MiB, memory 256 MiB
+  const FilePlan local = plan_file(2ull << 30, caps, caps, opt, 0.05);
+  EXPECT_EQ(local.parallelism, 4u) << "loopback and LANs keep 4";
+  // 50 ms: a window of 2 × 50 ms × 2.5 Gbit/s = 31.25 MB, 30 calls of 1 MiB.
+  const FilePlan wan = plan_file(2ull << 30, caps, caps, opt, 50);
+  EXPECT_EQ(wan.parallelism, 30u);
+  EXPECT_EQ(plan_file(2ull << 30, caps, caps, opt, 600).parallelism, 64u) << "at most 64";
+  // A resumed job finds the same chunks whatever the round trip is now.
+  EXPECT_EQ(wan.chunk_size, local.chunk_size);
+  EXPECT_EQ(wan.chunks, local.chunks);
+  // Half the memory budget bounds the window: 32 MiB of 1 MiB buffers.
+  opt.memory = 32ull << 20;
+  EXPECT_EQ(plan_file(2ull << 30, caps, caps, opt, 150).parallelism, 16u);
+  // An explicit value is kept.
+  opt.chunk_parallelism = 3;
+  EXPECT_EQ(plan_file(2ull << 30, caps, caps, opt, 150).parallelism, 3u);
+}
+
 TEST(Planner, RespectsSinkPartRules) {
   Capabilities src, s3;
   src.random_writes = true;

@@ -133,11 +133,20 @@ class Sink {
   virtual bool resumed() const { return false; }
 };
 
+// What a backend has measured of the path to its endpoint; the planner sizes
+// how much is in flight from it. Zero when unknown or local.
+struct LinkEstimate {
+  double rtt_ms = 0;  // the smallest round trip seen so far
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
 
   virtual const Capabilities& capabilities() const = 0;
+  // The path's round trip as measured so far (may change as calls are
+  // made); local backends know of none. Any thread.
+  virtual LinkEstimate link_estimate() const { return {}; }
   // A short human description ("local", "xfer://host:port").
   virtual std::string describe() const = 0;
   // The transfer using this backend was cancelled: calls blocked on the

@@ -335,13 +335,19 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   class Call {
    public:
     Call(XferClient& client, grpc::ClientContext& ctx, std::chrono::seconds timeout)
-        : client_(client), ctx_(ctx) {
+        : client_(client), ctx_(ctx), started_(std::chrono::steady_clock::now()) {
       client_.prepare(ctx_, timeout);
       std::lock_guard lock(client_.calls_mu_);
       client_.calls_.insert(&ctx_);
       if (client_.cancelled_.load()) ctx_.TryCancel();
     }
     ~Call() {
+      // A unary call's duration bounds the round trip from above (the first
+      // one also pays for connecting): the smallest one seen is the estimate
+      // until a data connection's TCP_INFO says better.
+      client_.observe_rtt(std::chrono::duration_cast<std::chrono::microseconds>(
+                              std::chrono::steady_clock::now() - started_)
+                              .count());
       std::lock_guard lock(client_.calls_mu_);
       client_.calls_.erase(&ctx_);
     }
@@ -351,7 +357,20 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
    private:
     XferClient& client_;
     grpc::ClientContext& ctx_;
+    std::chrono::steady_clock::time_point started_;
   };
+
+  // The smallest round trip seen (µs; 0 until one is seen). Any thread.
+  void observe_rtt(std::int64_t us) {
+    if (us <= 0) return;
+    std::int64_t seen = min_rtt_us_.load(std::memory_order_relaxed);
+    while ((seen == 0 || us < seen) &&
+           !min_rtt_us_.compare_exchange_weak(seen, us, std::memory_order_relaxed)) {
+    }
+  }
+  double rtt_ms() const {
+    return static_cast<double>(min_rtt_us_.load(std::memory_order_relaxed)) / 1000.0;
+  }
   [[nodiscard]] Call track(grpc::ClientContext& ctx, std::chrono::seconds timeout = kRpcTimeout) {
     return Call(*this, ctx, timeout);
   }
@@ -453,6 +472,9 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
       XFER_ASSIGN_OR_RETURN(UniqueFd fd, protocol::tcp_connect(host, hp.second));
       auto conn = std::make_shared<ClientConn>(std::move(fd), i, session_gen_);
       XFER_TRY(hello(*conn, session.session_id(), session.data_token(), encrypt_));
+      // The handshake gave TCP its first round trips: its minimum is the
+      // path's (the planner sizes the window from it).
+      observe_rtt(static_cast<std::int64_t>(conn->frames().transport_stats().min_rtt_ms * 1000));
       conn->start_reader();
       conns_.push_back(std::move(conn));
     }
@@ -536,8 +558,9 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   std::atomic<std::uint64_t> next_handle_{1};
   std::uint64_t stats_id_ = 0;
   std::atomic<bool> cancelled_{false};
-  std::mutex calls_mu_;                   // may be taken while mu_ is held, never the reverse
-  std::set<grpc::ClientContext*> calls_;  // gRPC calls in flight (Call)
+  std::atomic<std::int64_t> min_rtt_us_{0};  // observe_rtt()
+  std::mutex calls_mu_;                      // may be taken while mu_ is held, never the reverse
+  std::set<grpc::ClientContext*> calls_;     // gRPC calls in flight (Call)
 };
 
 // ---- sources and sinks ------------------------------------------------------
@@ -828,6 +851,7 @@ class XferBackend final : public Backend {
   }
 
   const Capabilities& capabilities() const override { return caps_; }
+  LinkEstimate link_estimate() const override { return {client_->rtt_ms()}; }
   void cancel() override { client_->cancel(); }
   std::string describe() const override { return client_->name(); }
 
