@@ -27,8 +27,10 @@ FilePlan plan_file(std::uint64_t size, const Capabilities& source, const Capabil
   if (size <= options.small_file_threshold || !can_split) return plan;
 
   // The layout follows the options only; the number in flight may follow
-  // the link.
-  const unsigned layout = options.chunk_parallelism != 0 ? options.chunk_parallelism : 4;
+  // the link. Auto lays out for 16 in flight (64 chunks of 8-64 MiB), so a
+  // long path can keep up to 64 calls of one file outstanding: a chunk has
+  // one call in flight at a time.
+  const unsigned layout = options.chunk_parallelism != 0 ? options.chunk_parallelism : 16;
   const unsigned parallelism = options.chunk_parallelism != 0 ? options.chunk_parallelism
                                                               : auto_parallelism(rtt_ms, options);
   std::uint64_t chunk = options.chunk_size;

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "xfer/backend/backend.hpp"
+#include "xfer/core/limits.hpp"
 #include "xfer/engine/options.hpp"
 
 namespace xfer {
@@ -26,7 +27,6 @@ struct FilePlan {
 // within 4..64 and half the memory budget. Each chunk worker has one call
 // outstanding at a time, so a file moves at most window / RTT: four calls of
 // 1 MiB carry 80 MiB/s over 50 ms, 27 MiB/s over 150 ms.
-inline constexpr double kWindowRate = 2.5e9 / 8;  // bytes/s the window is sized for
 unsigned auto_parallelism(double rtt_ms, const TransferOptions& options);
 
 // `rtt_ms`: the larger of the two endpoints' link estimates. The chunk

@@ -24,6 +24,8 @@
 #include <fmt/format.h>
 
 #include "xfer/core/checksum.hpp"
+#include "xfer/core/files.hpp"
+#include "xfer/core/limits.hpp"
 
 namespace xfer::protocol {
 namespace {
@@ -452,12 +454,45 @@ bool peer_is_loopback(int fd) {
 void tune_data_socket(int fd) {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  int buf = 4 << 20;
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
 }
 
-Result<UniqueFd> tcp_connect(const std::string& host, std::uint16_t port) {
+std::size_t path_socket_buffer(double rtt_ms, unsigned streams, std::size_t cap) {
+  if (!(rtt_ms > 0)) return 0;
+  const double share = 2.0 * rtt_ms / 1000.0 * kWindowRate / std::max(1u, streams);
+  const double bounded = std::clamp(share, static_cast<double>(kLoopbackSocketBuffer),
+                                    static_cast<double>(std::max(cap, kLoopbackSocketBuffer)));
+  return static_cast<std::size_t>(bounded);
+}
+
+namespace {
+
+// net.core.wmem_max / rmem_max: what SO_SNDBUF / SO_RCVBUF may ask for
+// without privilege. 0 when unreadable.
+std::size_t sysctl_size(const char* path) {
+  auto text = read_small_file(path, 64);
+  if (!text.ok()) return 0;
+  return static_cast<std::size_t>(std::strtoull(text->c_str(), nullptr, 10));
+}
+
+}  // namespace
+
+std::size_t set_socket_buffers(int fd, std::size_t bytes) {
+  if (bytes == 0) return 0;
+  const int v = static_cast<int>(std::min<std::size_t>(bytes, INT_MAX / 2));
+  if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) == 0 &&
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) == 0) {
+    return static_cast<std::size_t>(v);
+  }
+  static const std::size_t wmem_max = sysctl_size("/proc/sys/net/core/wmem_max");
+  static const std::size_t rmem_max = sysctl_size("/proc/sys/net/core/rmem_max");
+  if (bytes > wmem_max || bytes > rmem_max) return 0;
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+  return static_cast<std::size_t>(v);
+}
+
+Result<UniqueFd> tcp_connect(const std::string& host, std::uint16_t port,
+                             std::size_t buffer_bytes) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -475,6 +510,7 @@ Result<UniqueFd> tcp_connect(const std::string& host, std::uint16_t port) {
       continue;
     }
     tune_data_socket(fd.get());
+    set_socket_buffers(fd.get(), buffer_bytes);
     if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) == 0) {
       ::freeaddrinfo(res);
       return fd;
@@ -487,7 +523,8 @@ Result<UniqueFd> tcp_connect(const std::string& host, std::uint16_t port) {
   return e;
 }
 
-Result<UniqueFd> tcp_listen(const std::string& host, std::uint16_t port, int backlog) {
+Result<UniqueFd> tcp_listen(const std::string& host, std::uint16_t port, int backlog,
+                            std::size_t buffer_bytes) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -507,6 +544,7 @@ Result<UniqueFd> tcp_listen(const std::string& host, std::uint16_t port, int bac
     }
     int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    set_socket_buffers(fd.get(), buffer_bytes);
     if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd.get(), backlog) == 0) {
       ::freeaddrinfo(res);
       return fd;

@@ -130,10 +130,15 @@ class FrameConn {
 // Socket helpers shared by the client and the server.
 // Parses "host:port" / "[v6]:port"; kInvalidArgument otherwise.
 Result<std::pair<std::string, std::uint16_t>> split_host_port(std::string_view text);
-// Connects with TCP_NODELAY and large buffers.
-Result<UniqueFd> tcp_connect(const std::string& host, std::uint16_t port);
+// Connects with TCP_NODELAY.
+// `buffer_bytes`: set_socket_buffers before connecting (0: leave them).
+Result<UniqueFd> tcp_connect(const std::string& host, std::uint16_t port,
+                             std::size_t buffer_bytes = 0);
 // Listens (SO_REUSEADDR); port 0 picks a free one.
-Result<UniqueFd> tcp_listen(const std::string& host, std::uint16_t port, int backlog = 256);
+// `buffer_bytes`: set on the listening socket, so accepted connections
+// inherit it (and the window scale they offer allows it).
+Result<UniqueFd> tcp_listen(const std::string& host, std::uint16_t port, int backlog = 256,
+                            std::size_t buffer_bytes = 0);
 // "host:port" of a bound socket.
 std::string local_address(int fd);
 // True when the connected peer's address is a loopback address.
@@ -145,7 +150,21 @@ bool peer_is_loopback(int fd);
 // bench/RESULTS.md). XFER_LOOPBACK_SENDFILE=1 forces it on loopback too
 // (tests). The one rule for the client and the server.
 bool sendfile_pays(bool peer_loopback);
-// Tuning applied to every data socket.
+// Tuning applied to every data socket (TCP_NODELAY).
 void tune_data_socket(int fd);
+
+// Socket buffers. On loopback 4 MiB each way (measured best there). On a
+// path with a round trip, each of `streams` connections gets its share of
+// the window, 2 × RTT × kWindowRate / streams, within 4 MiB..`cap`; 0 when
+// the round trip is not known (the kernel's autotuning then decides).
+inline constexpr std::size_t kLoopbackSocketBuffer = std::size_t{4} << 20;
+std::size_t path_socket_buffer(double rtt_ms, unsigned streams, std::size_t cap);
+// Sets SO_SNDBUF and SO_RCVBUF to `bytes`, past net.core.{w,r}mem_max when
+// the process may (CAP_NET_ADMIN: SO_*BUFFORCE). Without that privilege a
+// size above the system's maximum is not set at all: a fixed buffer turns
+// autotuning off, and a cap below what the path needs would only slow it.
+// Returns the size set, 0 when none. Before connect/listen, so that the
+// window scale negotiated in the handshake can use it.
+std::size_t set_socket_buffers(int fd, std::size_t bytes);
 
 }  // namespace xfer::protocol

@@ -402,6 +402,8 @@ const LimitKey kLimitKeys[] = {
      "the whole data handshake, from accept to HelloOk"},
     {"connection_buffer_kib", &ServerConfig::connection_buffer_kib, 64, 65536,
      "largest frame a data connection buffers whole (KiB)"},
+    {"socket_buffer_kib", &ServerConfig::socket_buffer_kib, 256, 262144,
+     "kernel socket buffers of a data connection, each way, on long paths (KiB)"},
     {"max_jobs", &ServerConfig::max_jobs, 1, 1024, "server-run jobs running at once"},
     {"max_jobs_per_subject", &ServerConfig::max_jobs_per_subject, 1, 1024,
      "running jobs of one token subject"},

@@ -299,7 +299,8 @@ DataServer::~DataServer() {
 
 Status DataServer::start(const std::string& listen_address) {
   XFER_ASSIGN_OR_RETURN(auto hp, protocol::split_host_port(listen_address));
-  XFER_ASSIGN_OR_RETURN(UniqueFd fd, protocol::tcp_listen(hp.first, hp.second));
+  XFER_ASSIGN_OR_RETURN(
+      UniqueFd fd, protocol::tcp_listen(hp.first, hp.second, 256, limits_.socket_buffer_bytes));
   address_ = protocol::local_address(fd.get());
   listen_fd_ = fd.release();
   reserve_fd_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
@@ -415,6 +416,9 @@ void DataServer::accept_loop() {
     }
     backoff = std::chrono::milliseconds(5);
     UniqueFd owned(fd);
+    // Loopback needs no window: the listener's long-path buffers shrink.
+    if (protocol::peer_is_loopback(fd))
+      protocol::set_socket_buffers(fd, protocol::kLoopbackSocketBuffer);
     const std::string address = peer_ip(fd);
     std::lock_guard lock(conns_mu_);
     auto conn = admit_locked(std::move(owned), address);

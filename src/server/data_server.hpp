@@ -162,6 +162,10 @@ struct DataLimits {
   std::chrono::seconds handshake{5};
   std::chrono::seconds idle{600};       // a connection without a frame is closed
   std::size_t buffer_bytes = 4u << 20;  // largest frame buffered whole
+  // Kernel socket buffers of a data connection, each way: set on the
+  // listener (accepted connections inherit it) where xferd may force it;
+  // loopback connections get 4 MiB.
+  std::size_t socket_buffer_bytes = 16u << 20;
   unsigned max_handles_per_session = 256;
   unsigned max_open_files_per_subject = 1024;
 };

@@ -897,6 +897,7 @@ class ServerImpl final : public Server {
     limits.handshake = std::chrono::seconds(config_.handshake_seconds);
     limits.idle = std::chrono::seconds(config_.session_idle_seconds);
     limits.buffer_bytes = std::size_t{config_.connection_buffer_kib} * 1024;
+    limits.socket_buffer_bytes = std::size_t{config_.socket_buffer_kib} * 1024;
     limits.max_handles_per_session = config_.max_handles_per_session;
     limits.max_open_files_per_subject = config_.max_open_files_per_subject;
     data_ = std::make_unique<DataServer>(*sessions_, limits, *fd_budget_, audit_);

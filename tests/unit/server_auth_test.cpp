@@ -806,6 +806,7 @@ TEST_F(ServerConfigTest, EveryLimitKeyIsReadAndRangeChecked) {
   EXPECT_EQ(d.max_unauthenticated, 64u);
   EXPECT_EQ(d.handshake_seconds, 5u);
   EXPECT_EQ(d.connection_buffer_kib, 4096u);
+  EXPECT_EQ(d.socket_buffer_kib, 16384u);
   EXPECT_EQ(d.max_jobs_per_subject, 2u);
   EXPECT_EQ(d.max_watches, 32u);
   EXPECT_EQ(d.max_watches_per_subject, 4u);

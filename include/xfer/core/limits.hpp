@@ -14,4 +14,10 @@ namespace xfer {
 // clear error, not an allocation failure.
 inline constexpr std::uint64_t kMaxFileSize = std::uint64_t{16} << 40;
 
+// The rate (bytes/s) that what is in flight on a path is sized for: the
+// engine keeps 2 × RTT × kWindowRate of calls outstanding, and data sockets
+// get their share of it as buffers. 2.5 Gbit/s covers the links xfer is
+// measured on with room; only memory is spent above a link's real rate.
+inline constexpr double kWindowRate = 2.5e9 / 8;
+
 }  // namespace xfer

@@ -58,6 +58,7 @@ struct ServerConfig {
   unsigned max_unauthenticated_per_address = 16;
   unsigned handshake_seconds = 5;                    // the whole handshake, from accept to HelloOk
   unsigned connection_buffer_kib = 4096;             // largest buffered frame per connection
+  unsigned socket_buffer_kib = 16384;                // kernel socket buffers per data connection
   unsigned max_jobs = 8;                             // server-run jobs running at once, in total
   unsigned max_jobs_per_subject = 2;                 // running jobs of one token subject
   unsigned max_watches = 32;                         // WatchJob streams open at once

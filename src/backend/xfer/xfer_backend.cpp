@@ -50,6 +50,8 @@ constexpr std::size_t kMaxPiece =
     protocol::kMaxPayload - protocol::kTagSize;   // files up to this travel in one frame
 constexpr std::uint32_t kInlineLimit = 1u << 20;  // downloads up to this come inline
 constexpr auto kCallTimeout = std::chrono::seconds(120);
+// The most a data connection's socket buffers may grow to on a long path.
+constexpr std::size_t kMaxSocketBuffer = std::size_t{64} << 20;
 constexpr auto kRpcTimeout = std::chrono::seconds(60);
 
 bool is_loopback(const std::string& host) {
@@ -468,8 +470,13 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     std::string host = hp.first;
     if (host == "0.0.0.0" || host == "::" || host.empty()) host = url_.host;
     const unsigned streams = std::max(1u, std::min(session.streams(), want));
+    // Each connection's share of the window the path needs (from the round
+    // trips the control calls took so far).
+    const std::size_t buffers =
+        is_loopback(host) ? protocol::kLoopbackSocketBuffer
+                          : protocol::path_socket_buffer(rtt_ms(), streams, kMaxSocketBuffer);
     for (unsigned i = 0; i < streams; ++i) {
-      XFER_ASSIGN_OR_RETURN(UniqueFd fd, protocol::tcp_connect(host, hp.second));
+      XFER_ASSIGN_OR_RETURN(UniqueFd fd, protocol::tcp_connect(host, hp.second, buffers));
       auto conn = std::make_shared<ClientConn>(std::move(fd), i, session_gen_);
       XFER_TRY(hello(*conn, session.session_id(), session.data_token(), encrypt_));
       // The handshake gave TCP its first round trips: its minimum is the
