@@ -475,10 +475,31 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     const std::size_t buffers =
         is_loopback(host) ? protocol::kLoopbackSocketBuffer
                           : protocol::path_socket_buffer(rtt_ms(), streams, kMaxSocketBuffer);
-    for (unsigned i = 0; i < streams; ++i) {
-      XFER_ASSIGN_OR_RETURN(UniqueFd fd, protocol::tcp_connect(host, hp.second, buffers));
-      auto conn = std::make_shared<ClientConn>(std::move(fd), i, session_gen_);
-      XFER_TRY(hello(*conn, session.session_id(), session.data_token(), encrypt_));
+    // The connections are opened side by side: each costs a TCP handshake
+    // and a HELLO round trip, which over 150 ms one after the other would
+    // delay the first byte by more than a second.
+    std::vector<Result<std::shared_ptr<ClientConn>>> opened(
+        streams, Result<std::shared_ptr<ClientConn>>(
+                     make_error(ErrorCode::kInternal, "connect", name_, "not attempted")));
+    {
+      std::vector<std::thread> openers;
+      for (unsigned i = 0; i < streams; ++i) {
+        openers.emplace_back([&, i] {
+          opened[i] = [&]() -> Result<std::shared_ptr<ClientConn>> {
+            XFER_ASSIGN_OR_RETURN(UniqueFd fd, protocol::tcp_connect(host, hp.second, buffers));
+            auto conn = std::make_shared<ClientConn>(std::move(fd), i, session_gen_);
+            XFER_TRY(hello(*conn, session.session_id(), session.data_token(), encrypt_));
+            return conn;
+          }();
+        });
+      }
+      for (auto& t : openers) t.join();
+    }
+    for (auto& r : opened) {
+      if (!r.ok()) return std::move(r).error();  // the others close as they go
+    }
+    for (auto& r : opened) {
+      auto conn = std::move(*r);
       // The handshake gave TCP its first round trips: its minimum is the
       // path's (the planner sizes the window from it).
       observe_rtt(static_cast<std::int64_t>(conn->frames().transport_stats().min_rtt_ms * 1000));

@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Wide-area scenarios on the network lab (docs/netlab.md), side by side.
+
+Each scenario is a two-host lab (a: client, b: server) with one emulated
+link. In one lab the script runs, alternating (A B A B ...): iperf3 with 1
+and with 4 streams (the TCP ceiling), and xfer uploads of one file to xferd
+in b — with the binaries under test and, when given, a baseline pair
+(e.g. an older build) for a before/after. It prints medians and ratios as
+a markdown table and writes the raw runs as JSON.
+
+The first module of the split of bench.py (one module per scenario group).
+Needs root, the lab's tools (scripts/setup.sh) and a build.
+
+  sudo bench/wan.py --scenarios W1,W5 --runs 3 \
+       --baseline-xfer /tmp/old/build/apps/xfer/xfer \
+       --baseline-xferd /tmp/old/build/apps/xferd/xferd
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BUILD = os.path.join(os.path.dirname(HERE), "build")
+
+# name: (description, link settings in the topology's TOML)
+SCENARIOS = {
+    "W0": ("LAN: 2 Gbit/s, 0.5 ms RTT", 'rate = "2gbit"\ndelay = "0.25ms"\n'),
+    "W1": ("continental: 1 Gbit/s, 50 ms RTT, 0.1% loss", 'rate = "1gbit"\ndelay = "25ms"\nloss = "0.1%"\n'),
+    "W5": ("long fat pipe: 1 Gbit/s, 150 ms RTT", 'rate = "1gbit"\ndelay = "75ms"\n'),
+}
+SECRET = "0123456789abcdef0123456789abcdef"
+
+
+def sh(argv: list[str], timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: exit {r.returncode}\n{r.stderr[-2000:]}")
+    return r
+
+
+def machine_busy() -> float:
+    with open("/proc/stat") as f:
+        v = [float(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4]  # all but idle and iowait, in ticks
+
+
+class Lab:
+    def __init__(self, netlab: str, name: str, link: str, workdir: str) -> None:
+        self.netlab, self.name = netlab, name
+        topo = os.path.join(workdir, f"{name}.toml")
+        with open(topo, "w") as f:
+            f.write('[hosts.a]\n[hosts.b]\n[links.ab]\nhosts = ["a", "b"]\n' + link)
+        sh([netlab, "down", name], check=False)
+        sh([netlab, "up", topo, "--name", name, "--ttl", "3600s"])
+
+    def cmd(self, host: str, argv: list[str]) -> list[str]:
+        return [self.netlab, "exec", "--lab", self.name, host, "--"] + argv
+
+    def cpu(self) -> float:
+        return json.loads(sh([self.netlab, "stats", "--lab", self.name]).stdout)["cpu_seconds"]
+
+    def down(self) -> None:
+        sh([self.netlab, "down", self.name], check=False)
+
+
+class Server:
+    """xferd inside host b, on its own port and folder."""
+
+    def __init__(self, lab: Lab, xferd: str, port: int, workdir: str) -> None:
+        self.root = os.path.join(workdir, f"root{port}")
+        os.makedirs(self.root, exist_ok=True)
+        state = os.path.join(workdir, f"state{port}")
+        os.makedirs(state, exist_ok=True)
+        self.config = os.path.join(workdir, f"xferd{port}.toml")
+        with open(self.config, "w") as f:
+            f.write(f'[server]\nlisten = "10.99.0.2:{port}"\ndata_listen = "10.99.0.2:0"\n'
+                    f'root = "{self.root}"\nstate_dir = "{state}"\n'
+                    f'[auth]\nsecret = "{SECRET}"\nrequired = true\n')
+        self.log = open(os.path.join(workdir, f"xferd{port}.log"), "w")
+        self.proc = subprocess.Popen(lab.cmd("b", [xferd, "--config", self.config]),
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f"xfer://10.99.0.2:{port}"
+        for _ in range(100):
+            with open(self.log.name) as f:
+                if "listening" in f.read():
+                    break
+            time.sleep(0.05)
+        self.token = sh([xferd, "token", "--config", self.config, "--write", "--ttl", "7200"]).stdout.strip()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def iperf(lab: Lab, streams: int, seconds: int) -> float:
+    sh(lab.cmd("b", ["iperf3", "-s", "-1", "-D", "-B", "10.99.0.2"]))
+    for _ in range(50):
+        r = sh(lab.cmd("a", ["iperf3", "-c", "10.99.0.2", "-P", str(streams), "-t", str(seconds), "-J"]),
+               check=False)
+        try:
+            j = json.loads(r.stdout)
+        except json.JSONDecodeError:
+            j = {}
+        if "end" in j and "sum_received" in j["end"]:
+            return j["end"]["sum_received"]["bits_per_second"] / 1e6
+        time.sleep(0.1)
+    raise RuntimeError("iperf3 did not run")
+
+
+def xfer_run(lab: Lab, xfer: str, srv: Server, src: str, extra: list[str]) -> dict:
+    dst = os.path.join(srv.root, "dst.bin")
+    if os.path.exists(dst):
+        os.unlink(dst)
+    c0, cpu0, t0 = machine_busy(), lab.cpu(), time.monotonic()
+    r = sh(lab.cmd("a", [xfer, "--token", srv.token] + extra + ["cp", src, srv.url + "/dst.bin"]),
+           timeout=1800, check=False)
+    secs = time.monotonic() - t0
+    busy = (machine_busy() - c0) / os.sysconf("SC_CLK_TCK") / secs / os.cpu_count()
+    ok = r.returncode == 0 and sh(["cmp", "-s", src, dst], check=False).returncode == 0
+    size = os.path.getsize(src)
+    return {"ok": ok, "seconds": secs, "mbit": size * 8 / secs / 1e6, "busy": busy,
+            "emulator_cpu": lab.cpu() - cpu0, "stderr": r.stderr[-500:]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenarios", default="W1,W5")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--iperf-seconds", type=int, default=10)
+    ap.add_argument("--netlab", default=os.path.join(BUILD, "tools/netlab/netlab"))
+    ap.add_argument("--xfer", default=os.path.join(BUILD, "apps/xfer/xfer"))
+    ap.add_argument("--xferd", default=os.path.join(BUILD, "apps/xferd/xferd"))
+    ap.add_argument("--baseline-xfer", help="the 'before' client (with --baseline-xferd)")
+    ap.add_argument("--baseline-xferd")
+    ap.add_argument("--xfer-args", default="", help="global flags for both xfer runs")
+    ap.add_argument("--workdir", default="/var/tmp/xfer-wan")
+    ap.add_argument("--json", default=os.path.join(HERE, "results", "wan.json"))
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("wan.py: the lab needs root", file=sys.stderr)
+        return 2
+    os.makedirs(args.workdir, exist_ok=True)
+    src = os.path.join(args.workdir, "src.bin")
+    if not os.path.exists(src) or os.path.getsize(src) != args.size_mib << 20:
+        with open(src, "wb") as f:
+            for _ in range(args.size_mib):
+                f.write(os.urandom(1 << 20))
+    tools = [("xfer", args.xfer, args.xferd)]
+    if args.baseline_xfer:
+        tools.insert(0, ("baseline", args.baseline_xfer, args.baseline_xferd or args.xferd))
+    extra = args.xfer_args.split()
+    results = {}
+    for name in args.scenarios.split(","):
+        desc, link = SCENARIOS[name]
+        print(f"== {name}: {desc}", flush=True)
+        lab = Lab(args.netlab, "wan" + name.lower(), link, args.workdir)
+        servers = {}
+        try:
+            for i, (tool, _, xferd) in enumerate(tools):
+                servers[tool] = Server(lab, xferd, 7400 + i, args.workdir)
+            rows = {"iperf3 -P 1": [], "iperf3 -P 4": []}
+            runs = {t[0]: [] for t in tools}
+            for r in range(args.runs):
+                for p in (1, 4):
+                    mbit = iperf(lab, p, args.iperf_seconds)
+                    rows[f"iperf3 -P {p}"].append(mbit)
+                    print(f"  run {r + 1} iperf3 -P {p}: {mbit:.0f} Mbit/s", flush=True)
+                for tool, xfer, _ in tools:  # A B A B
+                    one = xfer_run(lab, xfer, servers[tool], src, extra)
+                    runs[tool].append(one)
+                    print(f"  run {r + 1} {tool}: {one['mbit']:.0f} Mbit/s in {one['seconds']:.1f} s, "
+                          f"{'ok' if one['ok'] else 'FAILED ' + one['stderr']}, machine {one['busy']:.0%} busy, "
+                          f"emulator {one['emulator_cpu']:.1f} CPU-s", flush=True)
+            results[name] = {"description": desc, "iperf3": rows, "xfer": runs}
+        finally:
+            for s in servers.values():
+                s.stop()
+            lab.down()
+    os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=1)
+    print("\n| scenario | iperf3 1 stream | iperf3 4 streams | " +
+          " | ".join(t[0] for t in tools) + " | xfer / iperf3 4 |")
+    print("|---|---|---|" + "---|" * len(tools) + "---|")
+    for name, res in results.items():
+        med = {k: statistics.median(v) for k, v in res["iperf3"].items()}
+        xm = {t: statistics.median(r["mbit"] for r in runs) for t, runs in res["xfer"].items()}
+        cells = [f"{xm[t[0]]:.0f}" + ("" if all(r["ok"] for r in res["xfer"][t[0]]) else " (FAILED)")
+                 for t in tools]
+        print(f"| {name} {res['description']} | {med['iperf3 -P 1']:.0f} | {med['iperf3 -P 4']:.0f} | " +
+              " | ".join(cells) + f" | {xm['xfer'] / med['iperf3 -P 4']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
