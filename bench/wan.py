@@ -104,19 +104,28 @@ class Server:
         self.log.close()
 
 
+_iperf_port = 5201
+
+
 def iperf(lab: Lab, streams: int, seconds: int) -> float:
-    sh(lab.cmd("b", ["iperf3", "-s", "-1", "-D", "-B", "10.99.0.2"]))
-    for _ in range(50):
-        r = sh(lab.cmd("a", ["iperf3", "-c", "10.99.0.2", "-P", str(streams), "-t", str(seconds), "-J"]),
-               check=False)
+    # A one-shot server on a port of its own each time: the last one may
+    # still be finishing on its port.
+    global _iperf_port
+    _iperf_port += 1
+    port = str(_iperf_port)
+    sh(lab.cmd("b", ["iperf3", "-s", "-1", "-D", "-B", "10.99.0.2", "-p", port]))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        r = sh(lab.cmd("a", ["iperf3", "-c", "10.99.0.2", "-p", port, "-P", str(streams),
+                             "-t", str(seconds), "-J"]), check=False)
         try:
             j = json.loads(r.stdout)
         except json.JSONDecodeError:
             j = {}
         if "end" in j and "sum_received" in j["end"]:
             return j["end"]["sum_received"]["bits_per_second"] / 1e6
-        time.sleep(0.1)
-    raise RuntimeError("iperf3 did not run")
+        time.sleep(0.2)
+    raise RuntimeError(f"iperf3 did not run: {r.stdout[-500:]} {r.stderr[-500:]}")
 
 
 def xfer_run(lab: Lab, xfer: str, srv: Server, src: str, extra: list[str]) -> dict:
