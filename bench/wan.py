@@ -154,7 +154,9 @@ def main() -> int:
     ap.add_argument("--xferd", default=os.path.join(BUILD, "apps/xferd/xferd"))
     ap.add_argument("--baseline-xfer", help="the 'before' client (with --baseline-xferd)")
     ap.add_argument("--baseline-xferd")
-    ap.add_argument("--xfer-args", default="", help="global flags for both xfer runs")
+    ap.add_argument("--xfer-args", default="", help="global flags for every xfer run")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
+                    help='one more xfer run per round with extra global flags, e.g. "cubic=--cc cubic"')
     ap.add_argument("--workdir", default="/var/tmp/xfer-wan")
     ap.add_argument("--json", default=os.path.join(HERE, "results", "wan.json"))
     args = ap.parse_args()
@@ -167,9 +169,13 @@ def main() -> int:
         with open(src, "wb") as f:
             for _ in range(args.size_mib):
                 f.write(os.urandom(1 << 20))
-    tools = [("xfer", args.xfer, args.xferd)]
+    # (name, client, server, extra flags), run in this order every round.
+    tools = [("xfer", args.xfer, args.xferd, [])]
     if args.baseline_xfer:
-        tools.insert(0, ("baseline", args.baseline_xfer, args.baseline_xferd or args.xferd))
+        tools.insert(0, ("baseline", args.baseline_xfer, args.baseline_xferd or args.xferd, []))
+    for v in args.variant:
+        name, _, flags = v.partition("=")
+        tools.append((name, args.xfer, args.xferd, flags.split()))
     extra = args.xfer_args.split()
     results = {}
     for name in args.scenarios.split(","):
@@ -178,7 +184,7 @@ def main() -> int:
         lab = Lab(args.netlab, "wan" + name.lower(), link, args.workdir)
         servers = {}
         try:
-            for i, (tool, _, xferd) in enumerate(tools):
+            for i, (tool, _, xferd, _) in enumerate(tools):
                 servers[tool] = Server(lab, xferd, 7400 + i, args.workdir)
             rows = {"iperf3 -P 1": [], "iperf3 -P 4": []}
             runs = {t[0]: [] for t in tools}
@@ -187,8 +193,8 @@ def main() -> int:
                     mbit = iperf(lab, p, args.iperf_seconds)
                     rows[f"iperf3 -P {p}"].append(mbit)
                     print(f"  run {r + 1} iperf3 -P {p}: {mbit:.0f} Mbit/s", flush=True)
-                for tool, xfer, _ in tools:  # A B A B
-                    one = xfer_run(lab, xfer, servers[tool], src, extra)
+                for tool, xfer, _, flags in tools:  # A B A B
+                    one = xfer_run(lab, xfer, servers[tool], src, extra + flags)
                     runs[tool].append(one)
                     print(f"  run {r + 1} {tool}: {one['mbit']:.0f} Mbit/s in {one['seconds']:.1f} s, "
                           f"{'ok' if one['ok'] else 'FAILED ' + one['stderr']}, machine {one['busy']:.0%} busy, "

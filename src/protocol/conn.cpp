@@ -491,6 +491,20 @@ std::size_t set_socket_buffers(int fd, std::size_t bytes) {
   return static_cast<std::size_t>(v);
 }
 
+Status set_congestion_control(int fd, const std::string& name) {
+  if (::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name.data(),
+                   static_cast<socklen_t>(name.size())) == 0) {
+    return ok_status();
+  }
+  const int err = errno;
+  auto available = read_small_file("/proc/sys/net/ipv4/tcp_available_congestion_control", 4096);
+  std::string list = available.ok() ? *available : "";
+  while (!list.empty() && (list.back() == '\n' || list.back() == ' ')) list.pop_back();
+  return make_error(
+      ErrorCode::kInvalidArgument, "congestion control", name,
+      fmt::format("{} (this kernel has: {})", std::strerror(err), list.empty() ? "unknown" : list));
+}
+
 Result<UniqueFd> tcp_connect(const std::string& host, std::uint16_t port,
                              std::size_t buffer_bytes) {
   addrinfo hints{};

@@ -166,5 +166,9 @@ std::size_t path_socket_buffer(double rtt_ms, unsigned streams, std::size_t cap)
 // Returns the size set, 0 when none. Before connect/listen, so that the
 // window scale negotiated in the handshake can use it.
 std::size_t set_socket_buffers(int fd, std::size_t bytes);
+// TCP_CONGESTION on a data socket ("bbr", "cubic"). An algorithm this
+// kernel lacks, or may not give an unprivileged process, is an error that
+// lists the ones it has (net.ipv4.tcp_available_congestion_control).
+Status set_congestion_control(int fd, const std::string& name);
 
 }  // namespace xfer::protocol

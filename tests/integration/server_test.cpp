@@ -325,6 +325,52 @@ TEST_F(Server, NoEncryptFlagDeliversTheSameBytes) {
   EXPECT_FALSE(lexists(srv->root() / "g.bin"));
 }
 
+// --cc picks the data connections' congestion control; one the kernel lacks
+// fails the copy with the kernel's list, and nothing is left.
+TEST_F(Server, CongestionControlIsChosenOrRefusedByName) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  const std::string token = srv->token();
+  fs::path f = tmp() / "f.bin";
+  ASSERT_NO_FATAL_FAILURE(write_random_file(f, 4, 9u << 20));
+  auto reno = xfer(token, {"--cc", "reno", "cp", S(f), srv->url("/reno.bin")});
+  ASSERT_EXIT_CODE(reno, 0);
+  EXPECT_TRUE(files_equal(f, srv->root() / "reno.bin"));
+  auto bad = xfer(token, {"--cc", "nosuch", "cp", S(f), srv->url("/bad.bin")});
+  EXPECT_FAILED(bad);
+  EXPECT_NE(bad.err.find("this kernel has: "), std::string::npos) << bad.describe();
+  EXPECT_FALSE(lexists(srv->root() / "bad.bin"));
+  EXPECT_TRUE(xfer_hidden_files(srv->root()).empty());
+}
+
+// A server that takes fewer data connections than the client asks for
+// (its handshake and per-address limits) still serves it, with the
+// connections it takes, and a refused open leaves no session behind: five
+// runs in a row under a limit of two sessions per token all succeed. (A
+// client that failed the whole session on the first refusal, and left it
+// open on the server, ran out of sessions on the third run; fifty clients
+// at once did so under the default limits.)
+TEST_F(Server, ConnectionsTheServerRefusesCostNeitherTheCopyNorASession) {
+  XferdOptions o;
+  o.extra_toml =
+      "[limits]\nmax_unauthenticated_per_address = 2\nmax_connections_per_address = 3\n"
+      "max_sessions_per_subject = 2\n";
+  XferdProcess* srv = start_server("srv", o);
+  ASSERT_NE(srv, nullptr);
+  const std::string token = srv->token();
+  fs::path f = tmp() / "f.bin";
+  ASSERT_NO_FATAL_FAILURE(write_random_file(f, 6, 6u << 20));
+  for (int i = 0; i < 5; ++i) {
+    const std::string name = "/run" + std::to_string(i) + ".bin";
+    auto r = xfer(token, {"--streams", "8", "cp", S(f), srv->url(name)});
+    ASSERT_EXIT_CODE(r, 0);
+    EXPECT_TRUE(files_equal(f, srv->root() / name.substr(1))) << name;
+  }
+  EXPECT_TRUE(xfer_hidden_files(srv->root()).empty());
+  // The refusals were the server's limits, and it said so.
+  EXPECT_NE(srv->log().find("in progress already"), std::string::npos) << srv->log();
+}
+
 // Over loopback the client sends buffered by default; sendfile (the path a
 // real network uses) is forced here so it stays tested: same bytes, and the
 // summary counts them as zero-copy.

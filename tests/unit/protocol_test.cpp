@@ -10,6 +10,12 @@
 #include <tuple>
 #include <vector>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "protocol/conn.hpp"
 #include "xfer/core/checksum.hpp"
 #include "xfer/protocol/crypto.hpp"
 #include "xfer/protocol/frame.hpp"
@@ -794,6 +800,31 @@ TEST(ProtocolTest, SealedFrameEndToEnd) {
                     std::span<const std::byte, kTagSize>(std::span(wire).last<kTagSize>()));
   ASSERT_TRUE(s.ok()) << s.error().message();
   EXPECT_EQ(Bytes(payload.begin(), payload.end()), file);
+}
+
+TEST(Sockets, BuffersAreTheConnectionsShareOfTheWindow) {
+  constexpr std::size_t kCap = std::size_t{64} << 20;
+  EXPECT_EQ(path_socket_buffer(0, 4, kCap), 0u) << "no round trip known: autotuning";
+  EXPECT_EQ(path_socket_buffer(1, 4, kCap), kLoopbackSocketBuffer) << "never below 4 MiB";
+  // 2 × 150 ms × 2.5 Gbit/s shared by 4 connections.
+  EXPECT_EQ(path_socket_buffer(150, 4, kCap), 23'437'500u);
+  EXPECT_EQ(path_socket_buffer(600, 1, kCap), kCap);
+}
+
+TEST(Sockets, CongestionControlIsSetOrTheKernelsAreListed) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(set_congestion_control(fd, "reno").ok());  // always built in
+  char name[16] = {};
+  socklen_t len = sizeof(name);
+  ASSERT_EQ(::getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, &len), 0);
+  EXPECT_STREQ(name, "reno");
+  auto st = set_congestion_control(fd, "no-such-cc");
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message().find("this kernel has: "), std::string::npos)
+      << st.error().message();
+  EXPECT_NE(st.error().message().find("reno"), std::string::npos) << st.error().message();
+  ::close(fd);
 }
 
 }  // namespace

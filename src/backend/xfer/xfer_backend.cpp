@@ -18,6 +18,8 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -53,6 +55,13 @@ constexpr auto kCallTimeout = std::chrono::seconds(120);
 // The most a data connection's socket buffers may grow to on a long path.
 constexpr std::size_t kMaxSocketBuffer = std::size_t{64} << 20;
 constexpr auto kRpcTimeout = std::chrono::seconds(60);
+// Data connections handshaking at once, per session: below xferd's default
+// limits.max_unauthenticated_per_address (16), so that one client never
+// trips it alone.
+constexpr std::size_t kParallelHandshakes = 8;
+// Rounds of opening the connections the server refused for a limit
+// (backoff 100, 200, 400, 800 ms with up to 100% jitter between them).
+constexpr unsigned kOpenAttempts = 5;
 
 bool is_loopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
@@ -309,14 +318,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     for (auto& c : conns) c->close();
     // A courtesy: the server also drops the session with its last
     // connection. Not after a cancel, when the server may not be answering.
-    if (!session_id_.empty() && !cancelled_) {
-      v1::CloseSessionRequest req;
-      req.set_session_id(session_id_);
-      v1::Empty resp;
-      grpc::ClientContext ctx;
-      prepare(ctx, std::chrono::seconds(5));
-      (void)stub_->CloseSession(&ctx, req, &resp);
-    }
+    close_session(session_id_);
   }
 
   Status connect_control() {
@@ -384,9 +386,11 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   // and pick() opens nothing new.
   void cancel() {
     std::vector<std::shared_ptr<ClientConn>> conns;
+    // Set before taking mu_: a session being opened (which holds mu_)
+    // sees it between its attempts.
+    cancelled_.store(true);
     {
       std::lock_guard lock(mu_);
-      cancelled_.store(true);
       conns = conns_;
     }
     for (auto& c : conns) c->shutdown();
@@ -475,31 +479,68 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     const std::size_t buffers =
         is_loopback(host) ? protocol::kLoopbackSocketBuffer
                           : protocol::path_socket_buffer(rtt_ms(), streams, kMaxSocketBuffer);
-    // The connections are opened side by side: each costs a TCP handshake
+    // The connections are opened side by side (each costs a TCP handshake
     // and a HELLO round trip, which over 150 ms one after the other would
-    // delay the first byte by more than a second.
-    std::vector<Result<std::shared_ptr<ClientConn>>> opened(
-        streams, Result<std::shared_ptr<ClientConn>>(
-                     make_error(ErrorCode::kInternal, "connect", name_, "not attempted")));
-    {
-      std::vector<std::thread> openers;
-      for (unsigned i = 0; i < streams; ++i) {
-        openers.emplace_back([&, i] {
-          opened[i] = [&]() -> Result<std::shared_ptr<ClientConn>> {
-            XFER_ASSIGN_OR_RETURN(UniqueFd fd, protocol::tcp_connect(host, hp.second, buffers));
-            auto conn = std::make_shared<ClientConn>(std::move(fd), i, session_gen_);
-            XFER_TRY(hello(*conn, session.session_id(), session.data_token(), encrypt_));
-            return conn;
-          }();
-        });
+    // delay the first byte by more than a second), at most
+    // kParallelHandshakes at a time: xferd takes only so many handshakes
+    // from one address at once (limits.max_unauthenticated_per_address).
+    // A connection the server refuses for a limit is tried again after a
+    // backoff; the session starts with the connections that opened. When
+    // none did, the session is closed on the server before the error is
+    // returned: a refused client must not strand sessions there (they
+    // count against the server's session limits until they idle out).
+    std::vector<std::shared_ptr<ClientConn>> ready;
+    std::optional<Error> failure;
+    std::vector<unsigned> todo(streams);
+    for (unsigned i = 0; i < streams; ++i) todo[i] = i;
+    for (unsigned attempt = 0; attempt < kOpenAttempts && !todo.empty(); ++attempt) {
+      // With some connections open, one more round is enough: what the
+      // server still refuses then is its connection limit, not a burst.
+      if (attempt >= 2 && !ready.empty()) break;
+      if (attempt > 0 && !backoff(attempt)) break;
+      std::vector<unsigned> refused;
+      for (std::size_t first = 0; first < todo.size(); first += kParallelHandshakes) {
+        const std::size_t n = std::min<std::size_t>(kParallelHandshakes, todo.size() - first);
+        std::vector<std::optional<Result<std::shared_ptr<ClientConn>>>> opened(n);
+        std::vector<std::thread> openers;
+        for (std::size_t k = 0; k < n; ++k) {
+          openers.emplace_back([&, k] {
+            opened[k] = open_connection(host, hp.second, buffers, todo[first + k], session);
+          });
+        }
+        for (auto& t : openers) t.join();
+        for (std::size_t k = 0; k < n; ++k) {
+          auto& r = *opened[k];
+          if (r.ok()) {
+            ready.push_back(std::move(*r));
+            continue;
+          }
+          const bool retry = r.error().retry != RetryClass::kFatal;
+          if (!failure || (failure->retry != RetryClass::kFatal && !retry)) {
+            failure = std::move(r).error();
+          }
+          if (retry) refused.push_back(todo[first + k]);
+        }
       }
-      for (auto& t : openers) t.join();
+      // A final refusal (a bad token, a server that will not seal) is not
+      // worth another round.
+      if (failure && failure->retry == RetryClass::kFatal) break;
+      todo = std::move(refused);
     }
-    for (auto& r : opened) {
-      if (!r.ok()) return std::move(r).error();  // the others close as they go
+    if (ready.empty()) {
+      close_session(session.session_id());
+      session_id_.clear();
+      if (!failure) {
+        failure =
+            make_error(ErrorCode::kCancelled, "data session", name_, "the transfer was cancelled");
+      }
+      return std::move(*failure);
     }
-    for (auto& r : opened) {
-      auto conn = std::move(*r);
+    if (ready.size() < streams) {
+      log().info("{}: {} of {} data connections opened ({})", name_, ready.size(), streams,
+                 failure ? failure->message() : std::string("cancelled"));
+    }
+    for (auto& conn : ready) {
       // The handshake gave TCP its first round trips: its minimum is the
       // path's (the planner sizes the window from it).
       observe_rtt(static_cast<std::int64_t>(conn->frames().transport_stats().min_rtt_ms * 1000));
@@ -518,6 +559,42 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
       });
     }
     return ok_status();
+  }
+
+  // One data connection of `session`: connect, congestion control, HELLO.
+  // Runs on an opener thread; touches no member but the read-only ones.
+  Result<std::shared_ptr<ClientConn>> open_connection(const std::string& host, std::uint16_t port,
+                                                      std::size_t buffers, unsigned index,
+                                                      const v1::Session& session) {
+    XFER_ASSIGN_OR_RETURN(UniqueFd fd, protocol::tcp_connect(host, port, buffers));
+    if (!options_.cc.empty()) XFER_TRY(protocol::set_congestion_control(fd.get(), options_.cc));
+    auto conn = std::make_shared<ClientConn>(std::move(fd), index, session_gen_);
+    XFER_TRY(hello(*conn, session.session_id(), session.data_token(), encrypt_));
+    return conn;
+  }
+
+  // Sleeps before open attempt `attempt` (1, 2, ...): 100 ms doubling, with
+  // jitter so that clients refused together do not return together. False
+  // when the transfer is cancelled meanwhile.
+  bool backoff(unsigned attempt) {
+    const auto base = std::chrono::milliseconds(100) * (1u << (attempt - 1));
+    const auto until = std::chrono::steady_clock::now() + base + base * (jitter_() % 100) / 100;
+    while (std::chrono::steady_clock::now() < until) {
+      if (cancelled_.load()) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return !cancelled_.load();
+  }
+
+  // Asks the server to drop a session this client will not use.
+  void close_session(const std::string& id) {
+    if (id.empty() || cancelled_.load()) return;
+    v1::CloseSessionRequest req;
+    req.set_session_id(id);
+    v1::Empty resp;
+    grpc::ClientContext ctx;
+    auto call = track(ctx, std::chrono::seconds(5));
+    (void)stub_->CloseSession(&ctx, req, &resp);
   }
 
   Status hello(ClientConn& conn, const std::string& session_id, const std::string& data_token,
@@ -586,9 +663,10 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   std::atomic<std::uint64_t> next_handle_{1};
   std::uint64_t stats_id_ = 0;
   std::atomic<bool> cancelled_{false};
-  std::atomic<std::int64_t> min_rtt_us_{0};  // observe_rtt()
-  std::mutex calls_mu_;                      // may be taken while mu_ is held, never the reverse
-  std::set<grpc::ClientContext*> calls_;     // gRPC calls in flight (Call)
+  std::atomic<std::int64_t> min_rtt_us_{0};          // observe_rtt()
+  std::minstd_rand jitter_{std::random_device{}()};  // backoff(), under mu_
+  std::mutex calls_mu_;                   // may be taken while mu_ is held, never the reverse
+  std::set<grpc::ClientContext*> calls_;  // gRPC calls in flight (Call)
 };
 
 // ---- sources and sinks ------------------------------------------------------
