@@ -20,7 +20,9 @@ std::string flag_names(const OptionSpec& spec) {
 std::string help_with_default(const OptionSpec& spec) {
   const std::string def = option_default_text(spec);
   if (spec.kind == OptionKind::kFlag && def == "false") return std::string(spec.help);
-  if (spec.kind == OptionKind::kId) return std::string(spec.help);
+  if (spec.kind == OptionKind::kId || spec.kind == OptionKind::kAddresses) {
+    return std::string(spec.help);
+  }
   return fmt::format("{} (default: {})", spec.help, def);
 }
 
@@ -34,6 +36,8 @@ const char* type_name(OptionKind kind) {
       return "DURATION";
     case OptionKind::kId:
       return "ID";
+    case OptionKind::kAddresses:
+      return "ADDRS";
     default:
       return "";
   }

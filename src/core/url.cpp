@@ -2,6 +2,8 @@
 
 #include "xfer/core/url.hpp"
 
+#include <arpa/inet.h>
+
 #include <fmt/format.h>
 
 #include <cctype>
@@ -253,6 +255,35 @@ bool path_within(std::string_view path, std::string_view dir) {
   if (dir == "/") return !path.empty() && path.front() == '/';
   if (!path.starts_with(dir)) return false;
   return path.size() == dir.size() || path[dir.size()] == '/';
+}
+
+bool is_ip_literal(const std::string& host) {
+  in_addr a4{};
+  in6_addr a6{};
+  return ::inet_pton(AF_INET, host.c_str(), &a4) == 1 ||
+         ::inet_pton(AF_INET6, host.c_str(), &a6) == 1;
+}
+
+Result<std::vector<std::string>> parse_address_list(std::string_view text) {
+  constexpr std::size_t kMaxEntry = 45;  // the longest IPv6 text form
+  std::vector<std::string> out;
+  while (!text.empty()) {
+    const auto comma = text.find(',');
+    std::string one(text.substr(0, comma).substr(0, kMaxEntry + 1));
+    text = comma == std::string_view::npos ? std::string_view() : text.substr(comma + 1);
+    if (one.empty()) continue;
+    if (one.size() > kMaxEntry || !is_ip_literal(one)) {
+      return make_error(ErrorCode::kInvalidArgument, "parse addresses", one.substr(0, kMaxEntry),
+                        "not a numeric IP address (expected addresses separated by commas, "
+                        "as in 10.0.1.1,10.0.2.1)");
+    }
+    if (out.size() == kMaxAddressList) {
+      return make_error(ErrorCode::kInvalidArgument, "parse addresses", one,
+                        fmt::format("more than {} addresses", kMaxAddressList));
+    }
+    out.push_back(std::move(one));
+  }
+  return out;
 }
 
 }  // namespace xfer

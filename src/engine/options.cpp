@@ -5,12 +5,14 @@
 #include "xfer/engine/options.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <array>
 #include <charconv>
 
 #include "xfer/core/names.hpp"
 #include "xfer/core/units.hpp"
+#include "xfer/core/url.hpp"
 
 namespace xfer {
 namespace {
@@ -157,6 +159,21 @@ struct Codec<OptionKind::kId> {
     if (text.empty()) return std::string();  // unset: derived from the request
     XFER_TRY(validate_id(text, name));
     return std::string(text);
+  }
+  static std::string write(const std::string& v, std::string_view) { return v; }
+};
+
+template <>
+struct Codec<OptionKind::kAddresses> {
+  static Result<std::string> read(std::string_view name, std::string_view text, std::uint64_t,
+                                  std::uint64_t, std::string_view) {
+    auto list = parse_address_list(text);
+    if (!list) {
+      Error e = std::move(list).error();
+      e.operation = fmt::format("check {}", name);
+      return e;
+    }
+    return fmt::format("{}", fmt::join(*list, ","));
   }
   static std::string write(const std::string& v, std::string_view) { return v; }
 };

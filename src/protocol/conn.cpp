@@ -9,6 +9,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -20,6 +21,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 
 #include <fmt/format.h>
 
@@ -505,8 +507,8 @@ Status set_congestion_control(int fd, const std::string& name) {
       fmt::format("{} (this kernel has: {})", std::strerror(err), list.empty() ? "unknown" : list));
 }
 
-Result<UniqueFd> tcp_connect(const std::string& host, std::uint16_t port,
-                             std::size_t buffer_bytes) {
+Result<UniqueFd> tcp_connect(const std::string& host, std::uint16_t port, std::size_t buffer_bytes,
+                             const std::string& local, std::chrono::milliseconds timeout) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -516,7 +518,9 @@ Result<UniqueFd> tcp_connect(const std::string& host, std::uint16_t port,
   if (rc != 0) {
     return make_error(ErrorCode::kNotFound, "resolve", host, ::gai_strerror(rc));
   }
+  std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> owned(res, &::freeaddrinfo);
   int last = ECONNREFUSED;
+  std::string failed_op = "connect";
   for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
     UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
     if (!fd.valid()) {
@@ -525,14 +529,54 @@ Result<UniqueFd> tcp_connect(const std::string& host, std::uint16_t port,
     }
     tune_data_socket(fd.get());
     set_socket_buffers(fd.get(), buffer_bytes);
-    if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) == 0) {
-      ::freeaddrinfo(res);
+    if (!local.empty()) {
+      sockaddr_storage from{};
+      socklen_t from_len = 0;
+      if (ai->ai_family == AF_INET) {
+        auto* s4 = reinterpret_cast<sockaddr_in*>(&from);
+        s4->sin_family = AF_INET;
+        if (::inet_pton(AF_INET, local.c_str(), &s4->sin_addr) != 1) continue;
+        from_len = sizeof(sockaddr_in);
+      } else {
+        auto* s6 = reinterpret_cast<sockaddr_in6*>(&from);
+        s6->sin6_family = AF_INET6;
+        if (::inet_pton(AF_INET6, local.c_str(), &s6->sin6_addr) != 1) continue;
+        from_len = sizeof(sockaddr_in6);
+      }
+      if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&from), from_len) != 0) {
+        last = errno;
+        failed_op = "bind " + local;
+        continue;
+      }
+    }
+    // Non-blocking for the handshake only: bounded by `timeout`.
+    const int flags = ::fcntl(fd.get(), F_GETFL);
+    ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK);
+    int err = 0;
+    if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0) {
+      err = errno;
+      if (err == EINPROGRESS) {
+        pollfd p{fd.get(), POLLOUT, 0};
+        int n;
+        do {
+          n = ::poll(&p, 1, static_cast<int>(timeout.count()));
+        } while (n < 0 && errno == EINTR);
+        if (n == 0) {
+          err = ETIMEDOUT;
+        } else {
+          socklen_t len = sizeof(err);
+          if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+        }
+      }
+    }
+    if (err == 0) {
+      ::fcntl(fd.get(), F_SETFL, flags);
       return fd;
     }
-    last = errno;
+    last = err;
+    failed_op = "connect";
   }
-  ::freeaddrinfo(res);
-  Error e = connection_error(last, "connect");
+  Error e = connection_error(last, failed_op);
   e.path = fmt::format("{}:{}", host, port);
   return e;
 }

@@ -12,6 +12,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -132,8 +133,14 @@ class FrameConn {
 Result<std::pair<std::string, std::uint16_t>> split_host_port(std::string_view text);
 // Connects with TCP_NODELAY.
 // `buffer_bytes`: set_socket_buffers before connecting (0: leave them).
+// `local`: an address of this host to leave from ("" = the routes' choice).
+// A connection not established within kConnectTimeout fails (kUnavailable)
+// rather than waiting out the kernel's two minutes of SYN retries: a dead
+// path is given up on, and another tried.
+inline constexpr std::chrono::milliseconds kConnectTimeout{20000};
 Result<UniqueFd> tcp_connect(const std::string& host, std::uint16_t port,
-                             std::size_t buffer_bytes = 0);
+                             std::size_t buffer_bytes = 0, const std::string& local = {},
+                             std::chrono::milliseconds timeout = kConnectTimeout);
 // Listens (SO_REUSEADDR); port 0 picks a free one.
 // `buffer_bytes`: set on the listening socket, so accepted connections
 // inherit it (and the window scale they offer allows it).

@@ -109,6 +109,13 @@ class TcpTransport final : public Transport {
       s.min_rtt_ms = info.tcpi_min_rtt / 1000.0;
       s.cwnd = info.tcpi_snd_cwnd;
       s.retransmits = info.tcpi_total_retrans;
+      s.bytes_acked = info.tcpi_bytes_acked;
+      s.unacked = info.tcpi_unacked;
+      s.delivery_rate = info.tcpi_delivery_rate;
+      s.data_segs_out = info.tcpi_data_segs_out;
+      s.busy_us = info.tcpi_busy_time;
+      s.rwnd_limited_us = info.tcpi_rwnd_limited;
+      s.sndbuf_limited_us = info.tcpi_sndbuf_limited;
     }
     s.bytes_sent = sent_.load(std::memory_order_relaxed);
     s.bytes_received = received_.load(std::memory_order_relaxed);
@@ -137,7 +144,7 @@ class TcpTransport final : public Transport {
 Error connection_error(int err, std::string_view op) {
   Error e = errno_error(err, op, "data connection");
   if (err == ECONNRESET || err == EPIPE || err == ETIMEDOUT || err == ECONNREFUSED ||
-      err == ENOTCONN || err == ECONNABORTED) {
+      err == ENOTCONN || err == ECONNABORTED || err == ENETUNREACH || err == EHOSTUNREACH) {
     e.code = ErrorCode::kUnavailable;
     e.retry = RetryClass::kRetryCall;
   }

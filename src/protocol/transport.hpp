@@ -30,6 +30,17 @@ struct TransportStats {
   std::uint64_t retransmits = 0;
   std::uint64_t bytes_sent = 0;
   std::uint64_t bytes_received = 0;
+  // TCP_INFO's view (0 elsewhere): what the peer acknowledged, the latest
+  // delivery-rate sample, data segments sent, and how long the connection
+  // had data in flight (busy) and of that time how long the receiver's
+  // window or our send buffer was the limit.
+  std::uint64_t bytes_acked = 0;
+  std::uint32_t unacked = 0;        // segments sent and not yet acknowledged
+  std::uint64_t delivery_rate = 0;  // bytes per second
+  std::uint64_t data_segs_out = 0;
+  std::uint64_t busy_us = 0;
+  std::uint64_t rwnd_limited_us = 0;
+  std::uint64_t sndbuf_limited_us = 0;
 };
 
 class Transport {

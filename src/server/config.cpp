@@ -212,11 +212,36 @@ Result<ServerConfig> parse_server_config(std::string_view toml_text, const std::
     return rd.error(fmt::format("server.listen \"{}\": {}", cfg.listen, *why),
                     server ? server->get("listen") : nullptr);
   }
-  XFER_ASSIGN_OR_RETURN(auto data_listen, rd.string(server, "server", "data_listen"));
-  if (data_listen) cfg.data_listen = *data_listen;
-  if (auto why = check_listen_address(cfg.data_listen)) {
-    return rd.error(fmt::format("server.data_listen \"{}\": {}", cfg.data_listen, *why),
-                    server ? server->get("data_listen") : nullptr);
+  // data_listen: one "host:port" or a list of them (one per NIC).
+  if (const toml::node* dl = server ? server->get("data_listen") : nullptr) {
+    constexpr const char* kWant =
+        "server.data_listen must be \"host:port\" or a list of 1 to 16 of them";
+    cfg.data_listen.clear();
+    if (auto one = dl->value<std::string>(); dl->is_string() && one) {
+      cfg.data_listen.push_back(*one);
+    } else if (const toml::array* list = dl->as_array()) {
+      if (list->empty() || list->size() > kMaxDataListeners) return rd.error(kWant, dl);
+      for (const auto& item : *list) {
+        auto v = item.value<std::string>();
+        if (!item.is_string() || !v) return rd.error(kWant, &item);
+        cfg.data_listen.push_back(*v);
+      }
+    } else {
+      return rd.error(kWant, dl);
+    }
+  }
+  for (std::size_t i = 0; i < cfg.data_listen.size(); ++i) {
+    const std::string& a = cfg.data_listen[i];
+    if (auto why = check_listen_address(a)) {
+      return rd.error(fmt::format("server.data_listen \"{}\": {}", a, *why),
+                      server ? server->get("data_listen") : nullptr);
+    }
+    for (std::size_t j = 0; j < i; ++j) {
+      if (cfg.data_listen[j] == a) {
+        return rd.error(fmt::format("server.data_listen \"{}\" is listed twice", a),
+                        server->get("data_listen"));
+      }
+    }
   }
   XFER_ASSIGN_OR_RETURN(auto root, rd.string(server, "server", "root"));
   if (!root) return rd.error("server.root is required");

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -297,26 +298,35 @@ DataServer::~DataServer() {
   stop();
 }
 
-Status DataServer::start(const std::string& listen_address) {
-  XFER_ASSIGN_OR_RETURN(auto hp, protocol::split_host_port(listen_address));
-  XFER_ASSIGN_OR_RETURN(
-      UniqueFd fd, protocol::tcp_listen(hp.first, hp.second, 256, limits_.socket_buffer_bytes));
-  address_ = protocol::local_address(fd.get());
-  listen_fd_ = fd.release();
+Status DataServer::start(const std::vector<std::string>& listen_addresses) {
+  std::vector<UniqueFd> fds;
+  for (const std::string& a : listen_addresses) {
+    XFER_ASSIGN_OR_RETURN(auto hp, protocol::split_host_port(a));
+    XFER_ASSIGN_OR_RETURN(
+        UniqueFd fd, protocol::tcp_listen(hp.first, hp.second, 256, limits_.socket_buffer_bytes));
+    addresses_.push_back(protocol::local_address(fd.get()));
+    fds.push_back(std::move(fd));
+  }
   reserve_fd_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-  acceptor_ = std::thread([this] { accept_loop(); });
+  for (auto& fd : fds) {
+    const int lfd = fd.release();
+    listen_fds_.push_back(lfd);
+    acceptors_.emplace_back([this, lfd] { accept_loop(lfd); });
+  }
   watchdog_ = std::thread([this] { watchdog_loop(); });
   return ok_status();
 }
 
 void DataServer::stop() {
   if (stopping_.exchange(true)) return;
-  if (listen_fd_ >= 0) ::shutdown(listen_fd_, SHUT_RDWR);
-  if (acceptor_.joinable()) acceptor_.join();
+  for (int fd : listen_fds_) ::shutdown(fd, SHUT_RDWR);
+  for (auto& t : acceptors_) {
+    if (t.joinable()) t.join();
+  }
   watchdog_cv_.notify_all();
   if (watchdog_.joinable()) watchdog_.join();
-  if (listen_fd_ >= 0) ::close(listen_fd_);
-  listen_fd_ = -1;
+  for (int fd : listen_fds_) ::close(fd);
+  listen_fds_.clear();
   std::list<std::shared_ptr<Conn>> conns;
   {
     std::lock_guard lock(conns_mu_);
@@ -383,10 +393,10 @@ std::shared_ptr<DataServer::Conn> DataServer::admit_locked(UniqueFd fd,
   return conn;
 }
 
-void DataServer::accept_loop() {
+void DataServer::accept_loop(int listen_fd) {
   auto backoff = std::chrono::milliseconds(5);
   while (!stopping_.load()) {
-    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) {
       const int err = errno;
       if (err == EINTR || err == ECONNABORTED) continue;
@@ -396,11 +406,19 @@ void DataServer::accept_loop() {
         // connection off the queue and close it (otherwise it would wake us
         // forever), then back off and let the watchdog reap.
         audit_.refused("?", "data connection", "out of file descriptors");
-        if (reserve_fd_.valid()) {
-          reserve_fd_.reset();
-          int victim = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-          if (victim >= 0) ::close(victim);
-          reserve_fd_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        {
+          std::lock_guard lock(reserve_mu_);
+          if (reserve_fd_.valid()) {
+            reserve_fd_.reset();
+            // Only if one is still waiting (another acceptor may have taken
+            // it): a blocking accept here would hold reserve_mu_.
+            pollfd p{listen_fd, POLLIN, 0};
+            if (::poll(&p, 1, 0) > 0) {
+              int victim = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+              if (victim >= 0) ::close(victim);
+            }
+            reserve_fd_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+          }
         }
         std::this_thread::sleep_for(backoff);
         backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));

@@ -9,7 +9,7 @@
 // handshaking; the whole handshake's time; handles per session; the bytes
 // one connection buffers; descriptors (a share of RLIMIT_NOFILE).
 //
-// Threading: one acceptor thread, one watchdog thread (handshake deadlines,
+// Threading: one acceptor thread per listener, one watchdog thread (handshake deadlines,
 // sessions whose token expired, reaping), one thread per connection (frames
 // of one connection are handled in order; connections run in parallel). A
 // session's handle table is shared by its connections (chunks of one file
@@ -174,8 +174,11 @@ class DataServer {
  public:
   DataServer(SessionRegistry& sessions, DataLimits limits, FdBudget& fds, Audit& audit);
   ~DataServer();
-  Status start(const std::string& listen_address);
-  std::string address() const { return address_; }
+  // Listens on every address (one per NIC the server offers as a path;
+  // port 0 picks a free one) with one acceptor thread each.
+  Status start(const std::vector<std::string>& listen_addresses);
+  // The addresses listened on, in the order given ("host:port").
+  const std::vector<std::string>& addresses() const { return addresses_; }
   // Stops accepting, unblocks every connection (their open sinks are
   // aborted or suspended) and joins the threads.
   void stop();
@@ -183,7 +186,7 @@ class DataServer {
 
  private:
   struct Conn;
-  void accept_loop();
+  void accept_loop(int listen_fd);
   void watchdog_loop();
   // Admission under conns_mu_: null when the connection is refused.
   std::shared_ptr<Conn> admit_locked(UniqueFd fd, const std::string& address);
@@ -197,10 +200,11 @@ class DataServer {
   FdBudget& fds_;
   Audit& audit_;
   SubjectQuota subject_files_;
-  int listen_fd_ = -1;
-  UniqueFd reserve_fd_;  // given up to accept-and-close when out of descriptors
-  std::string address_;
-  std::thread acceptor_;
+  std::vector<int> listen_fds_;
+  UniqueFd reserve_fd_;    // given up to accept-and-close when out of descriptors
+  std::mutex reserve_mu_;  // reserve_fd_, shared by the acceptors
+  std::vector<std::string> addresses_;
+  std::vector<std::thread> acceptors_;
   std::thread watchdog_;
   std::atomic<bool> stopping_{false};
   std::atomic<std::size_t> live_{0};

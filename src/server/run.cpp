@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "xfer/core/log.hpp"
 #include "xfer/server/server.hpp"
@@ -33,11 +34,12 @@ int run_foreground(const std::string& config_path, const char* program) {
     fmt::print(stderr, "{}: error: {}\n", program, server.error().message());
     return 1;
   }
-  fmt::print("xferd: listening control={} data={}\n", (*server)->control_address(),
-             (*server)->data_address());
+  // data=A[,B...]: one address per data listener (tests and scripts read
+  // this line).
+  const std::string data = fmt::format("{}", fmt::join((*server)->data_addresses(), ","));
+  fmt::print("xferd: listening control={} data={}\n", (*server)->control_address(), data);
   std::fflush(stdout);
-  log().info("serving {} (control {}, data {})", config->root, (*server)->control_address(),
-             (*server)->data_address());
+  log().info("serving {} (control {}, data {})", config->root, (*server)->control_address(), data);
   int sig = 0;
   sigwait(&set, &sig);
   log().info("received {}, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");

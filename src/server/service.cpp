@@ -320,7 +320,7 @@ class Service final : public v1::Xfer::Service {
  public:
   Service(const ServerConfig& config, std::shared_ptr<ConfinedRoot> root,
           std::shared_ptr<const ServerRoot> server_root, SessionRegistry& sessions,
-          JobManager& jobs, Audit& audit, std::string data_address,
+          JobManager& jobs, Audit& audit, std::vector<std::string> data_addresses,
           std::shared_ptr<const BackendRegistry> backends, std::shared_ptr<JobRoots> job_roots)
       : config_(config),
         backends_(std::move(backends)),
@@ -330,7 +330,7 @@ class Service final : public v1::Xfer::Service {
         sessions_(sessions),
         jobs_(jobs),
         audit_(audit),
-        data_address_(std::move(data_address)),
+        data_addresses_(std::move(data_addresses)),
         watches_(config.max_watches_per_subject, config.max_watches) {}
 
   grpc::Status Stat(grpc::ServerContext* ctx, const v1::PathRequest* req,
@@ -430,7 +430,7 @@ class Service final : public v1::Xfer::Service {
     if (!session) return refuse(*ctx, session.error(), scope->subject, "open session");
     resp->set_session_id((*session)->id);
     resp->set_data_token((*session)->data_token);
-    resp->add_data_addresses(data_address_);
+    for (const std::string& a : data_addresses_) resp->add_data_addresses(a);
     resp->set_streams(streams);
     resp->set_encrypt(encrypt);
     // Sealed frames are buffered whole on the server: they are bounded by
@@ -773,7 +773,7 @@ class Service final : public v1::Xfer::Service {
   SessionRegistry& sessions_;
   JobManager& jobs_;
   Audit& audit_;
-  std::string data_address_;
+  std::vector<std::string> data_addresses_;
   SubjectQuota watches_;
 };
 
@@ -904,7 +904,7 @@ class ServerImpl final : public Server {
     XFER_TRY(data_->start(config_.data_listen));
     jobs_ = std::make_unique<JobManager>(config_);
     service_ = std::make_unique<Service>(config_, confined_, shared_root, *sessions_, *jobs_,
-                                         audit_, data_->address(), backends_, job_roots_);
+                                         audit_, data_->addresses(), backends_, job_roots_);
 
     std::shared_ptr<grpc::ServerCredentials> creds;
     if (!config_.tls_cert.empty()) {
@@ -957,7 +957,7 @@ class ServerImpl final : public Server {
   }
 
   std::string control_address() const override { return control_; }
-  std::string data_address() const override { return data_->address(); }
+  std::vector<std::string> data_addresses() const override { return data_->addresses(); }
 
   void shutdown(int grace_seconds) override {
     std::lock_guard lock(stop_mu_);

@@ -84,7 +84,7 @@ struct XferTraitsT {
     std::filesystem::create_directories(base / "state");
     server::ServerConfig config;
     config.listen = "127.0.0.1:0";
-    config.data_listen = "127.0.0.1:0";
+    config.data_listen = {"127.0.0.1:0"};
     config.root = dir.string();
     config.state_dir = (base / "state").string();
     config.secret = kSecret;

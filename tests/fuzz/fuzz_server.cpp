@@ -138,7 +138,7 @@ FuzzServer& fuzz_server(const char* name) {
   pthread_sigmask(SIG_BLOCK, &alarm, &saved);
   xfer::server::ServerConfig config;
   config.listen = "127.0.0.1:0";
-  config.data_listen = "127.0.0.1:0";
+  config.data_listen = {"127.0.0.1:0"};
   config.root = fz->root.string();
   config.state_dir = fz->state.string();
   config.secret = kSecret;

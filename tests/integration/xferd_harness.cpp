@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -104,7 +105,13 @@ void XferdProcess::write_config() const {
   std::ofstream out(config_, std::ios::trunc);
   out << "[server]\n";
   out << "listen = " << toml_string(opt_.host + ":" + std::to_string(control_port_)) << "\n";
-  out << "data_listen = " << toml_string(opt_.host + ":" + std::to_string(data_port_)) << "\n";
+  out << "data_listen = [";
+  for (std::size_t i = 0; i <= opt_.more_data_hosts.size(); ++i) {
+    const std::string& host = i == 0 ? opt_.host : opt_.more_data_hosts[i - 1];
+    const int port = i < data_ports_.size() ? data_ports_[i] : 0;
+    out << (i ? ", " : "") << toml_string(host + ":" + std::to_string(port));
+  }
+  out << "]\n";
   out << "root = " << toml_string(root_.string()) << "\n";
   out << "state_dir = " << toml_string(state_.string()) << "\n";
   out << opt_.server_extra;
@@ -234,19 +241,29 @@ std::string XferdProcess::log() const {
           return ::testing::AssertionFailure() << "cannot parse xferd's ready line: " << line;
         }
         control_ = text.substr(c0, sp - c0);
-        data_ = line.substr(d + 6);
-        const int cp = port_of(control_), dp = port_of(data_);
-        if (cp <= 0 || dp <= 0) {
+        std::vector<std::string> data;
+        std::vector<int> ports;
+        for (std::string_view rest = std::string_view(line).substr(d + 6); !rest.empty();) {
+          const auto comma = rest.find(',');
+          data.emplace_back(rest.substr(0, comma));
+          ports.push_back(port_of(data.back()));
+          rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+        }
+        const int cp = port_of(control_);
+        if (cp <= 0 || data.size() != opt_.more_data_hosts.size() + 1 ||
+            std::any_of(ports.begin(), ports.end(), [](int p) { return p <= 0; })) {
           kill9();
           return ::testing::AssertionFailure() << "bad ports in xferd's ready line: " << line;
         }
-        if ((control_port_ != 0 && cp != control_port_) || (data_port_ != 0 && dp != data_port_)) {
+        if ((control_port_ != 0 && cp != control_port_) ||
+            (!data_ports_.empty() && ports != data_ports_)) {
           kill9();
           return ::testing::AssertionFailure()
                  << "xferd came up on other ports than configured: " << line;
         }
         control_port_ = cp;
-        data_port_ = dp;
+        data_ports_ = std::move(ports);
+        data_ = std::move(data);
         write_config();  // from now on, the ports it got
         return ::testing::AssertionSuccess() << line;
       }

@@ -33,6 +33,9 @@ struct XferdOptions {
   std::vector<std::pair<std::string, std::string>> env;
   // The address both listeners bind (a lab host's address, say).
   std::string host = "127.0.0.1";
+  // More data listeners, one per address (a lab host's second NIC): xferd
+  // advertises each to clients as a path.
+  std::vector<std::string> more_data_hosts;
   // Run xferd through this command (e.g. {netlab, "exec", "--lab", L, "b",
   // "--"}: xferd inside a lab host). Its first word is an absolute path.
   std::vector<std::string> command_prefix;
@@ -76,9 +79,11 @@ class XferdProcess {
   bool alive();
   pid_t pid() const { return pid_; }
 
-  const std::string& control_address() const { return control_; }  // 127.0.0.1:PORT
-  const std::string& data_address() const { return data_; }        // 127.0.0.1:PORT
-  int data_port() const { return data_port_; }
+  const std::string& control_address() const { return control_; }    // 127.0.0.1:PORT
+  const std::string& data_address() const { return data_.front(); }  // 127.0.0.1:PORT
+  // Every data listener's address, data_address() first.
+  const std::vector<std::string>& data_addresses() const { return data_; }
+  int data_port() const { return data_ports_.empty() ? 0 : data_ports_.front(); }
   int control_port() const { return control_port_; }
 
   // "xfer://127.0.0.1:PORT" + path ("/" added in front when missing).
@@ -106,8 +111,10 @@ class XferdProcess {
   pid_t pid_ = -1;
   XferdExit reaped_;  // how the last run ended (once reaped)
   int runs_ = 0;
-  int control_port_ = 0, data_port_ = 0;
-  std::string control_, data_;
+  int control_port_ = 0;
+  std::vector<int> data_ports_;  // one per data listener, 0 until the first start
+  std::string control_;
+  std::vector<std::string> data_ = {""};
 };
 
 // Free-text helper: the entries below `dir` (recursive) whose name contains

@@ -259,21 +259,30 @@ class XferOnLab : public NetlabTest {
   // A two-host lab with `link` settings, xferd inside host b on b's address,
   // and a 64 MiB file of `seed` to send from a.
   void start(const std::string& link, std::uint64_t seed) {
-    lab_ = std::make_unique<Lab>(tmp(), two_hosts(link));
+    start_topology(two_hosts(link), {}, seed, 64ull << 20);
+  }
+  // A lab of `topology` (hosts a and b), xferd inside b on 10.99.0.2 and
+  // `more_data_hosts`, and a file of `bytes` to send from a.
+  void start_topology(const std::string& topology, std::vector<std::string> more_data_hosts,
+                      std::uint64_t seed, std::uint64_t bytes) {
+    lab_ = std::make_unique<Lab>(tmp(), topology);
     ASSERT_LAB_UP(*lab_);
     XferdOptions opt;
     opt.host = "10.99.0.2";
+    opt.more_data_hosts = std::move(more_data_hosts);
     opt.command_prefix = {netlab_bin(), "exec", "--lab", lab_->name(), "b", "--"};
     srv_ = std::make_unique<XferdProcess>(tmp() / "srv", opt);
     auto st = srv_->start(30s);
     ASSERT_TRUE(st) << st.message();
     file_ = tmp() / "f.bin";
-    write_random_file(file_, seed, 64ull << 20);
+    write_random_file(file_, seed, bytes);
   }
   // `xfer cp` of the file to b, run inside a.
-  std::vector<std::string> copy_command() const {
-    return lab_->in("a", {xfer_bin(), "--token", srv_->token("/", true), "cp", file_.string(),
-                          srv_->url("/f.bin")});
+  std::vector<std::string> copy_command(std::vector<std::string> flags = {}) const {
+    std::vector<std::string> cmd = {xfer_bin(), "--token", srv_->token("/", true), "cp"};
+    cmd.insert(cmd.end(), flags.begin(), flags.end());
+    cmd.insert(cmd.end(), {file_.string(), srv_->url("/f.bin")});
+    return lab_->in("a", cmd);
   }
   void TearDown() override {
     srv_.reset();  // the server first: it runs inside the lab
@@ -313,6 +322,73 @@ TEST_F(XferOnLab, ALinkCutForFiveSecondsDelaysButDoesNotBreakACopy) {
   EXPECT_TRUE(files_equal(file_, srv_->root() / "f.bin"));
   EXPECT_GT(r.seconds, 5.0 + 64.0 * 8 / 100 * 0.9) << "the cut happened during the copy";
   EXPECT_GT(lab.stats()["links"][0]["directions"][0]["cut"].get<int>(), 0);
+}
+
+// Two NICs on each side (links ab and ab2, each its own subnet); xferd in b
+// listens on both and advertises both, so the client's connections are
+// dealt over the two paths.
+class XferOnTwoPaths : public XferOnLab {
+ protected:
+  void start(const std::string& ab, const std::string& ab2, std::uint64_t seed,
+             std::uint64_t bytes) {
+    ASSERT_NO_FATAL_FAILURE(
+        start_topology("[hosts.a]\n[hosts.b]\n[links.ab]\nhosts = [\"a\", \"b\"]\n" + ab +
+                           "[links.ab2]\nhosts = [\"a\", \"b\"]\n" + ab2,
+                       {"10.99.1.2"}, seed, bytes));
+    ASSERT_EQ(srv_->data_addresses().size(), 2u);
+  }
+  // Bytes a→b that link `i` delivered.
+  static std::uint64_t carried(const Json& stats, int i) {
+    return stats["links"][i]["directions"][0]["bytes_delivered"].get<std::uint64_t>();
+  }
+};
+
+// One of two paths dies for good a second and a half into the copy: its
+// connections are given up on (no TCP progress while the other path
+// moves) and their chunks go over the other path; the copy completes, and
+// well before the two minutes a stalled call would otherwise wait.
+TEST_F(XferOnTwoPaths, OnePathCutTheCopyCompletesOnTheOther) {
+  ASSERT_NO_FATAL_FAILURE(start("rate = \"100mbit\"\ndelay = \"10ms\"\n",
+                                "rate = \"100mbit\"\ndelay = \"10ms\"\n", 71, 96ull << 20));
+  const Lab& lab = *lab_;
+  std::thread cutter;
+  auto r = run(copy_command({"--json"}), 90s, [&](pid_t) {
+    cutter = std::thread([&] {
+      std::this_thread::sleep_for(1500ms);
+      EXPECT_EQ(lab.set({"ab2", "up=0"}).exit_code, 0);
+    });
+  });
+  cutter.join();
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_TRUE(files_equal(file_, srv_->root() / "f.bin"));
+  const Json s = lab.stats();
+  EXPECT_GT(carried(s, 1), 4ull << 20) << "the second path carried data before its cut";
+  EXPECT_GT(s["links"][1]["directions"][0]["cut"].get<int>(), 0) << "the cut hit traffic";
+  EXPECT_GT(carried(s, 0), 48ull << 20);
+  EXPECT_LT(r.seconds, 45.0) << "stalled calls waited for their timeout";
+  // The summary shows the streams of both paths.
+  EXPECT_NE(r.out.find("\"path\":\"10.99.1.2:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"path\":\"10.99.0.2:"), std::string::npos) << r.out;
+  std::printf("netlab: 96 MiB over 2 x 100 Mbit/s, one path cut at 1.5 s: %.1f s\n", r.seconds);
+}
+
+// Paths of unequal rate get calls in proportion to what they move (the
+// client joins the shortest queue), not in turn: over 100 and 25 Mbit/s
+// the fast path carries about four fifths.
+TEST_F(XferOnTwoPaths, CallsFollowEachPathsGoodput) {
+  ASSERT_NO_FATAL_FAILURE(start("rate = \"100mbit\"\ndelay = \"10ms\"\n",
+                                "rate = \"25mbit\"\ndelay = \"10ms\"\n", 72, 64ull << 20));
+  auto r = run(copy_command({"--json"}), 90s);
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_TRUE(files_equal(file_, srv_->root() / "f.bin"));
+  const Json s = lab_->stats();
+  const double fast = static_cast<double>(carried(s, 0));
+  const double slow = static_cast<double>(carried(s, 1));
+  const double share = fast / (fast + slow);
+  EXPECT_GT(slow, 2.0 * (1 << 20)) << "the slow path was used";
+  EXPECT_GT(share, 0.65) << "calls dealt in turn would give the fast path half";
+  std::printf("netlab: 64 MiB over 100 + 25 Mbit/s: %.1f s, fast path's share %.2f\n", r.seconds,
+              share);
 }
 
 }  // namespace

@@ -42,6 +42,8 @@ std::string test_value(const OptionSpec& spec) {
       return std::to_string(std::min<std::uint64_t>(spec.max, 4000)) + "ms";
     case OptionKind::kId:
       return "test-job_1";
+    case OptionKind::kAddresses:
+      return "10.0.1.1,fd00::2";
   }
   return {};
 }
@@ -166,6 +168,7 @@ TEST(OptionTable, BadValuesAreRefusedNamingTheOption) {
     if (spec.kind == OptionKind::kCount) bad.push_back(std::to_string(spec.max + 1));
     if (spec.kind == OptionKind::kSize) bad.push_back(std::to_string(spec.max + 1024));
     if (spec.kind == OptionKind::kId) bad = {"../x", "a/b", "x y"};
+    if (spec.kind == OptionKind::kAddresses) bad = {"10.0.0.1,host.example", "10.0.0.256", "[::1]"};
     for (const auto& b : bad) {
       TransferOptions o;
       Status s = spec.set(o, b);

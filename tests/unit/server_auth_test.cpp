@@ -590,7 +590,7 @@ encrypt = "always"
   auto r = parse(text);
   ASSERT_TRUE(r.ok()) << r.error().message();
   EXPECT_EQ(r->listen, "[::1]:7401");
-  EXPECT_EQ(r->data_listen, "0.0.0.0:7402");
+  EXPECT_EQ(r->data_listen, std::vector<std::string>{"0.0.0.0:7402"});
   EXPECT_EQ(r->root, root_);
   EXPECT_EQ(r->state_dir, state);
   EXPECT_EQ(r->tls_cert, cert);
@@ -626,7 +626,7 @@ TEST_F(ServerConfigTest, Defaults) {
   ASSERT_TRUE(r.ok()) << r.error().message();
   ServerConfig d;
   EXPECT_EQ(r->listen, "127.0.0.1:7400");
-  EXPECT_EQ(r->data_listen, "127.0.0.1:0");
+  EXPECT_EQ(r->data_listen, std::vector<std::string>{"127.0.0.1:0"});
   EXPECT_EQ(r->state_dir, fs::weakly_canonical(base_ / "xdg" / "xferd").string());
   EXPECT_TRUE(r->tls_cert.empty());
   EXPECT_TRUE(r->auth_required);
@@ -744,6 +744,29 @@ TEST_F(ServerConfigTest, ListenAddressesAreChecked) {
     ASSERT_TRUE(r.ok()) << r.error().message();
     EXPECT_EQ(r->listen, good);
   }
+}
+
+// One data listener per NIC: a list, each entry checked as one address.
+TEST_F(ServerConfigTest, DataListenTakesAListOfAddresses) {
+  auto r = parse(with_root("data_listen = [\"10.0.1.2:7401\", \"[fd00::2]:0\"]"));
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->data_listen, (std::vector<std::string>{"10.0.1.2:7401", "[fd00::2]:0"}));
+  std::string seventeen;
+  for (int i = 0; i < 17; ++i)
+    seventeen += (i ? ", " : "") + ("\"10.0.0.1:" + std::to_string(i + 1) + "\"");
+  for (const std::string& bad :
+       {std::string("[]"), "[" + seventeen + "]", std::string("[7401]"), std::string("7401"),
+        std::string("[\"10.0.0.1:1\", [\"10.0.0.1:2\"]]")}) {
+    SCOPED_TRACE(bad);
+    std::string m = error_of(with_root("data_listen = " + bad));
+    EXPECT_NE(m.find("server.data_listen must be \"host:port\" or a list of 1 to 16 of them"),
+              std::string::npos)
+        << m;
+  }
+  std::string m = error_of(with_root("data_listen = [\"10.0.0.1:1\", \"10.0.0.1:7400x\"]"));
+  EXPECT_NE(m.find("server.data_listen \"10.0.0.1:7400x\""), std::string::npos) << m;
+  m = error_of(with_root("data_listen = [\"10.0.0.1:1\", \"10.0.0.1:1\"]"));
+  EXPECT_NE(m.find("listed twice"), std::string::npos) << m;
 }
 
 TEST_F(ServerConfigTest, ValuesAreTypeAndRangeChecked) {

@@ -110,7 +110,7 @@ class ServerProtocol : public ::testing::Test {
     root_ = fs::canonical(base_ / "root");
     ServerConfig config;
     config.listen = "127.0.0.1:0";
-    config.data_listen = "127.0.0.1:0";
+    config.data_listen = {"127.0.0.1:0"};
     config.root = root_.string();
     config.state_dir = (base_ / "state").string();
     config.secret = kSecret;
@@ -163,8 +163,8 @@ class ServerProtocol : public ::testing::Test {
   // A TCP connection to the data server; reads time out after 3 s so a
   // server that never answers fails the test instead of hanging it.
   std::unique_ptr<FrameConn> dial(const v1::Session& session) {
-    std::string address =
-        session.data_addresses_size() > 0 ? session.data_addresses(0) : server_->data_address();
+    std::string address = session.data_addresses_size() > 0 ? session.data_addresses(0)
+                                                            : server_->data_addresses().at(0);
     auto hp = protocol::split_host_port(address);
     EXPECT_TRUE(hp.ok()) << address;
     if (!hp) return nullptr;
@@ -729,7 +729,7 @@ TEST_F(ServerProtocol, TwoServersInOneProcessRunTheirOwnJobs) {
   fs::create_directories(other_base / "state");
   ServerConfig config;
   config.listen = "127.0.0.1:0";
-  config.data_listen = "127.0.0.1:0";
+  config.data_listen = {"127.0.0.1:0"};
   config.root = fs::canonical(other_base / "root").string();
   config.state_dir = (other_base / "state").string();
   config.secret = kSecret;

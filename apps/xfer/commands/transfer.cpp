@@ -93,14 +93,20 @@ json streams_json() {
   json out = json::array();
   for (const auto& s : context().stats->snapshot("")) {
     out.push_back({{"endpoint", s.endpoint},
+                   {"path", s.path},
                    {"index", s.index},
                    {"bytes_sent", s.bytes_sent},
                    {"bytes_received", s.bytes_received},
                    {"seconds", s.seconds},
                    {"throughput_bps", s.throughput_bps()},
                    {"rtt_ms", s.rtt_ms},
+                   {"min_rtt_ms", s.min_rtt_ms},
                    {"cwnd", s.cwnd},
-                   {"retransmits", s.retransmits}});
+                   {"retransmits", s.retransmits},
+                   {"delivery_rate_bps", s.delivery_rate_bps},
+                   {"busy_s", s.busy_s},
+                   {"rwnd_limited_s", s.rwnd_limited_s},
+                   {"sndbuf_limited_s", s.sndbuf_limited_s}});
   }
   return out;
 }

@@ -21,6 +21,7 @@ struct EndpointOptions {
   std::string token;     // bearer token (--token); empty: from the profile (profile.hpp)
   unsigned streams = 0;  // data connections; 0: the backend's default
   int encrypt = -1;      // data-channel sealing: -1 auto (off on loopback), 0 off, 1 on
+  std::string bind;      // local addresses for data connections, "A,B" (--bind)
   std::string cc;        // TCP congestion control of data connections; empty: the system's
   std::string tls_ca;    // CA bundle that signs the server's control-channel certificate
   bool tls = false;      // use TLS on the control channel

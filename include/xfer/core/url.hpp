@@ -44,6 +44,14 @@ struct Url {
 // the remotes expands it (BackendRegistry::parse).
 Result<Url> parse_url(std::string_view text);
 
+// "10.0.1.1,10.0.2.1": numeric IP addresses (v4 or v6, no brackets)
+// separated by commas, at most kMaxAddressList; "" is the empty list.
+// Errors name the first bad entry.
+inline constexpr std::size_t kMaxAddressList = 16;
+Result<std::vector<std::string>> parse_address_list(std::string_view text);
+// A numeric IPv4 or IPv6 address (no brackets, no port).
+bool is_ip_literal(const std::string& host);
+
 // Joins a directory path and a child name with exactly one '/'.
 std::string join_path(std::string_view dir, std::string_view name);
 // Last path component ("a/b/" -> "b", "/" -> "").

@@ -35,12 +35,13 @@ enum OptionWhere : unsigned {
 };
 
 enum class OptionKind {
-  kFlag,    // bool: true/false (flags --x and --no-x)
-  kSwitch,  // int -1/0/1: auto/false/true (flags --x and --no-x)
-  kCount,   // unsigned decimal
-  kSize,    // bytes: 4096, "64K", "16M", "1G"
-  kMillis,  // std::chrono::milliseconds: "50ms", "5s", "2m", or a number of ms
-  kId,      // std::string checked by validate_id (letters, digits, '-', '_', '.')
+  kFlag,       // bool: true/false (flags --x and --no-x)
+  kSwitch,     // int -1/0/1: auto/false/true (flags --x and --no-x)
+  kCount,      // unsigned decimal
+  kSize,       // bytes: 4096, "64K", "16M", "1G"
+  kMillis,     // std::chrono::milliseconds: "50ms", "5s", "2m", or a number of ms
+  kId,         // std::string checked by validate_id (letters, digits, '-', '_', '.')
+  kAddresses,  // std::string: IP addresses separated by commas (parse_address_list)
 };
 
 struct TransferOptions {

@@ -18,6 +18,7 @@ namespace xfer {
 
 struct StreamStat {
   std::string endpoint;  // "xfer://host:port"
+  std::string path;      // the server data address (with "local>" when bound)
   unsigned index = 0;    // connection number within its session
   std::uint64_t bytes_sent = 0;
   std::uint64_t bytes_received = 0;
@@ -25,6 +26,14 @@ struct StreamStat {
   double rtt_ms = 0;
   std::uint32_t cwnd = 0;  // segments
   std::uint64_t retransmits = 0;
+  double min_rtt_ms = 0;
+  double delivery_rate_bps = 0;  // TCP's latest delivery-rate sample (bytes/s)
+  // Seconds with data in flight, and of those limited by the receiver's
+  // window and by the sender's buffer (TCP_INFO; the rest: the network or
+  // the application).
+  double busy_s = 0;
+  double rwnd_limited_s = 0;
+  double sndbuf_limited_s = 0;
   double throughput_bps() const {
     return seconds > 0 ? static_cast<double>(bytes_sent + bytes_received) / seconds : 0;
   }

@@ -3,7 +3,8 @@
 //
 //   [server]
 //   listen = "127.0.0.1:7400"        # gRPC control channel (host:port, [v6]:port)
-//   data_listen = "127.0.0.1:0"      # TCP data channel; port 0 = any free port
+//   data_listen = "127.0.0.1:0"      # TCP data channel; port 0 = any free port;
+//                                    # or a list, one per NIC: ["10.0.1.2:7401", "10.0.2.2:7401"]
 //   root = "/srv/xfer"               # the one folder served
 //   state_dir = "/var/lib/xferd"     # server-run jobs' checkpoints
 //   user = "xferd"                   # drop to this user after binding (when root)
@@ -32,9 +33,15 @@ namespace xfer::server {
 
 enum class EncryptPolicy { kAuto, kAlways, kNever };
 
+// Data addresses one server may listen on and advertise; a client takes no
+// more than this many from a server either.
+inline constexpr std::size_t kMaxDataListeners = 16;
+
 struct ServerConfig {
   std::string listen = "127.0.0.1:" + std::to_string(kDefaultXferPort);
-  std::string data_listen = "127.0.0.1:0";
+  // Data listeners, each advertised to clients as a path (at most
+  // kMaxDataListeners).
+  std::vector<std::string> data_listen = {"127.0.0.1:0"};
   std::string root;
   std::string state_dir;
   std::string tls_cert;

@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "xfer/core/result.hpp"
 #include "xfer/server/config.hpp"
@@ -17,7 +18,8 @@ class Server {
   static Result<std::unique_ptr<Server>> start(const ServerConfig& config);
   virtual ~Server() = default;
   virtual std::string control_address() const = 0;
-  virtual std::string data_address() const = 0;
+  // The data listeners' addresses (one per configured data_listen).
+  virtual std::vector<std::string> data_addresses() const = 0;
   // Graceful stop: refuses new work, cancels running jobs (their partials
   // and checkpoints stay for a resume), closes data connections (open
   // temporaries are removed, resumable partials kept) and waits for

@@ -27,6 +27,7 @@
 #include <toml++/toml.h>
 
 #include "backend/xfer/control.hpp"
+#include "backend/xfer/paths.hpp"
 #include "protocol/conn.hpp"
 #include "protocol/grpc_errors.hpp"
 #include "protocol/pb_convert.hpp"
@@ -62,6 +63,15 @@ constexpr std::size_t kParallelHandshakes = 8;
 // Rounds of opening the connections the server refused for a limit
 // (backoff 100, 200, 400, 800 ms with up to 100% jitter between them).
 constexpr unsigned kOpenAttempts = 5;
+// The watchdog's tick, the least time a connection may sit on calls
+// without TCP progress before it counts as a dead path (stall_limit()),
+// and the backoff of re-opening a dead path's connections.
+constexpr auto kWatchInterval = std::chrono::milliseconds(500);
+constexpr auto kStallLimit = std::chrono::milliseconds(3000);
+constexpr auto kReopenFirst = std::chrono::milliseconds(1000);
+constexpr auto kReopenMax = std::chrono::milliseconds(30000);
+// Final figures kept of connections that were replaced.
+constexpr std::size_t kMaxRetiredStats = 256;
 
 bool is_loopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
@@ -96,10 +106,13 @@ struct Pending {
 
 class ClientConn {
  public:
-  ClientConn(UniqueFd fd, unsigned index, std::uint64_t session)
+  ClientConn(UniqueFd fd, unsigned index, std::uint64_t session, std::size_t path,
+             std::string path_name)
       : fc_(std::move(fd)),
         index_(index),
         session_(session),
+        path_(path),
+        path_name_(std::move(path_name)),
         started_(std::chrono::steady_clock::now()) {}
   ~ClientConn() { close(); }
 
@@ -107,7 +120,17 @@ class ClientConn {
   // Which data session (of this client) the connection belongs to.
   std::uint64_t session() const { return session_; }
   unsigned index() const { return index_; }
+  // Which of the client's data paths it runs over.
+  std::size_t path() const { return path_; }
+  const std::string& path_name() const { return path_name_; }
   bool alive() const { return alive_.load(); }
+  // Bytes of the calls in flight on it (requests sent or being sent, and
+  // replies expected): the client gives the next call to the connection
+  // with the fewest, so a path that moves data faster gets more of it and
+  // a stalled one none.
+  std::uint64_t outstanding() const { return outstanding_.load(std::memory_order_relaxed); }
+  // Calls in flight waiting for data (reads).
+  unsigned reads_in_flight() const { return reads_.load(std::memory_order_relaxed); }
 
   void start_reader() {
     reader_ = std::thread([this] { read_loop(); });
@@ -130,7 +153,22 @@ class ClientConn {
   Result<FrameHeader> call(const FrameHeader& req, std::span<const std::byte> a,
                            std::span<const std::byte> b, std::vector<std::byte>* body,
                            std::span<std::byte> target, std::string_view op, std::string_view path,
-                           const std::function<Status()>& sender = nullptr) {
+                           const std::function<Status()>& sender = nullptr,
+                           std::size_t sender_bytes = 0) {
+    // Counted for as long as the call lasts, however it ends.
+    const std::uint64_t cost = a.size() + b.size() + target.size() + sender_bytes + 64;
+    const bool read = !target.empty();
+    outstanding_.fetch_add(cost, std::memory_order_relaxed);
+    if (read) reads_.fetch_add(1, std::memory_order_relaxed);
+    struct Uncount {
+      ClientConn& c;
+      std::uint64_t cost;
+      bool read;
+      ~Uncount() {
+        c.outstanding_.fetch_sub(cost, std::memory_order_relaxed);
+        if (read) c.reads_.fetch_sub(1, std::memory_order_relaxed);
+      }
+    } uncount{*this, cost, read};
     auto p = std::make_shared<Pending>();
     p->target = target;
     const Key key{req.id, req.offset};
@@ -181,6 +219,7 @@ class ClientConn {
   StreamStat stat(const std::string& endpoint) const {
     StreamStat s;
     s.endpoint = endpoint;
+    s.path = path_name_;
     s.index = index_;
     // The transport's own figures (TCP_INFO over TCP).
     const auto t = fc_.transport_stats();
@@ -192,6 +231,11 @@ class ClientConn {
     s.rtt_ms = t.rtt_ms;
     s.cwnd = t.cwnd;
     s.retransmits = t.retransmits;
+    s.min_rtt_ms = t.min_rtt_ms;
+    s.delivery_rate_bps = static_cast<double>(t.delivery_rate);
+    s.busy_s = static_cast<double>(t.busy_us) / 1e6;
+    s.rwnd_limited_s = static_cast<double>(t.rwnd_limited_us) / 1e6;
+    s.sndbuf_limited_s = static_cast<double>(t.sndbuf_limited_us) / 1e6;
     return s;
   }
 
@@ -286,6 +330,10 @@ class ClientConn {
   FrameConn fc_;
   unsigned index_;
   std::uint64_t session_;
+  std::size_t path_;
+  std::string path_name_;
+  std::atomic<std::uint64_t> outstanding_{0};
+  std::atomic<unsigned> reads_{0};
   std::chrono::steady_clock::time_point started_;
   std::optional<std::chrono::steady_clock::time_point> closed_at_;
   std::atomic<bool> alive_{true};
@@ -305,13 +353,16 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
         name_("xfer://" + endpoint_name(url_)) {}
 
   ~XferClient() {
+    stop_watchdog();
     std::vector<std::shared_ptr<ClientConn>> conns;
+    std::vector<StreamStat> retired;
     {
       std::lock_guard lock(mu_);
       conns.swap(conns_);
+      retired.swap(retired_);
     }
     if (stats_id_ && options_.stats_board) {
-      std::vector<StreamStat> last;
+      std::vector<StreamStat> last = std::move(retired);
       for (auto& c : conns) last.push_back(c->stat(name_));
       options_.stats_board->remove(stats_id_, std::move(last));
     }
@@ -404,17 +455,12 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
       return make_error(ErrorCode::kCancelled, "data session", name_, "the transfer was cancelled");
     }
     if (conns_.empty()) XFER_TRY(open_session_locked());
-    const std::size_t n = conns_.size();
-    for (std::size_t tries = 0; tries < n; ++tries) {
-      auto& c = conns_[rr_++ % n];
-      if (c->alive()) return c;
-    }
+    if (auto c = least_loaded_locked(0)) return c;
     // Every connection is down: the server restarted or the network broke.
     // Reconnect (a new session if the old one is gone).
-    for (auto& c : conns_) c->close();
-    conns_.clear();
+    retire_all_locked();
     XFER_TRY(open_session_locked());
-    return conns_[rr_++ % conns_.size()];
+    return least_loaded_locked(0);
   }
 
   // A live connection of data session `session`, never reconnecting: a file
@@ -427,11 +473,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     if (cancelled_) {
       return make_error(ErrorCode::kCancelled, "data session", name_, "the transfer was cancelled");
     }
-    const std::size_t n = conns_.size();
-    for (std::size_t tries = 0; tries < n; ++tries) {
-      auto& c = conns_[rr_++ % n];
-      if (c->session() == session && c->alive()) return c;
-    }
+    if (auto c = least_loaded_locked(session)) return c;
     return make_error(ErrorCode::kUnavailable, "data session", name_,
                       "the connection to the server that held this file was lost",
                       RetryClass::kRetryFile);
@@ -446,6 +488,38 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   }
 
  private:
+  // The live connection (of session generation `gen`; 0: any) with the
+  // fewest bytes in flight, ties in turn; null when none is alive.
+  // Joining the shortest queue spreads calls by what each connection
+  // moves: a path twice as fast drains its queue twice as often and so
+  // gets twice the calls, and a stalled one gets none.
+  std::shared_ptr<ClientConn> least_loaded_locked(std::uint64_t gen) {
+    std::shared_ptr<ClientConn> best;
+    const std::size_t n = conns_.size();
+    const std::size_t start = rr_++;
+    for (std::size_t k = 0; k < n; ++k) {
+      const auto& c = conns_[(start + k) % n];
+      if (!c->alive() || (gen != 0 && c->session() != gen)) continue;
+      if (!best || c->outstanding() < best->outstanding()) best = c;
+    }
+    return best;
+  }
+
+  // Keeps the last figures of connections that are replaced or dropped
+  // (the summary counts their bytes), at most kMaxRetiredStats of them.
+  void retire_locked(const ClientConn& c) {
+    if (retired_.size() >= kMaxRetiredStats) retired_.erase(retired_.begin());
+    retired_.push_back(c.stat(name_));
+  }
+  void retire_all_locked() {
+    for (auto& c : conns_) {
+      c->shutdown();
+      retire_locked(*c);
+    }
+    for (auto& c : conns_) c->close();
+    conns_.clear();
+  }
+
   Status open_session_locked() {
     ++session_gen_;
     v1::OpenSessionRequest req;
@@ -453,32 +527,41 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     req.set_streams(want);
     bool enc = options_.encrypt == 1 || (options_.encrypt == -1 && !is_loopback(url_.host));
     req.set_encrypt(enc);
+    XFER_ASSIGN_OR_RETURN(auto local, parse_address_list(options_.bind));
     v1::Session session;
     grpc::ClientContext ctx;
     auto call = track(ctx);
     grpc::Status st = stub_->OpenSession(&ctx, req, &session);
     if (!st.ok()) return protocol::from_grpc(st, ctx, "open session", name_);
     session_id_ = session.session_id();
+    data_token_ = session.data_token();
     encrypt_ = session.encrypt();
     // The largest frame the server takes (it buffers sealed frames whole);
     // writes and reads are split to fit.
     max_payload_ = session.max_payload() == 0
                        ? kMaxPiece
                        : std::clamp<std::size_t>(session.max_payload(), 64 * 1024, kMaxPiece);
-    if (session.data_addresses().empty()) {
-      return make_error(ErrorCode::kCorrupt, "open session", name_, "server sent no data address");
+    // The server's data addresses (one per NIC it offers), validated, and
+    // paired with --bind's local addresses: connection i runs over path
+    // i mod paths.
+    std::vector<std::string> advertised;
+    for (int i = 0; i < session.data_addresses_size() && advertised.size() <= kMaxDataPaths; ++i) {
+      advertised.push_back(session.data_addresses(i));
     }
-    // The server reports the address it listens on; a wildcard listener
-    // ("0.0.0.0", "::") is reached at the host the control channel used.
-    XFER_ASSIGN_OR_RETURN(auto hp, protocol::split_host_port(session.data_addresses(0)));
-    std::string host = hp.first;
-    if (host == "0.0.0.0" || host == "::" || host.empty()) host = url_.host;
+    auto planned = plan_data_paths(advertised, url_.host, local);
+    if (!planned) {
+      close_session(session_id_);
+      session_id_.clear();
+      return std::move(planned).error();
+    }
+    paths_ = std::move(*planned);
+    path_retry_.assign(paths_.size(), PathRetry{});
     const unsigned streams = std::max(1u, std::min(session.streams(), want));
     // Each connection's share of the window the path needs (from the round
     // trips the control calls took so far).
-    const std::size_t buffers =
-        is_loopback(host) ? protocol::kLoopbackSocketBuffer
-                          : protocol::path_socket_buffer(rtt_ms(), streams, kMaxSocketBuffer);
+    buffers_ = is_loopback(paths_.front().host)
+                   ? protocol::kLoopbackSocketBuffer
+                   : protocol::path_socket_buffer(rtt_ms(), streams, kMaxSocketBuffer);
     // The connections are opened side by side (each costs a TCP handshake
     // and a HELLO round trip, which over 150 ms one after the other would
     // delay the first byte by more than a second), at most
@@ -493,6 +576,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     std::optional<Error> failure;
     std::vector<unsigned> todo(streams);
     for (unsigned i = 0; i < streams; ++i) todo[i] = i;
+    const Opening opening = opening_locked();
     for (unsigned attempt = 0; attempt < kOpenAttempts && !todo.empty(); ++attempt) {
       // With some connections open, one more round is enough: what the
       // server still refuses then is its connection limit, not a burst.
@@ -505,7 +589,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
         std::vector<std::thread> openers;
         for (std::size_t k = 0; k < n; ++k) {
           openers.emplace_back([&, k] {
-            opened[k] = open_connection(host, hp.second, buffers, todo[first + k], session);
+            opened[k] = open_connection(opening, todo[first + k], protocol::kConnectTimeout);
           });
         }
         for (auto& t : openers) t.join();
@@ -553,24 +637,178 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
         std::vector<StreamStat> out;
         if (auto self = weak.lock()) {
           std::lock_guard lock(self->mu_);
+          out = self->retired_;
           for (auto& c : self->conns_) out.push_back(c->stat(self->name_));
         }
         return out;
       });
     }
+    if (!watchdog_.joinable()) watchdog_ = std::thread([this] { watch_loop(); });
     return ok_status();
   }
 
-  // One data connection of `session`: connect, congestion control, HELLO.
-  // Runs on an opener thread; touches no member but the read-only ones.
-  Result<std::shared_ptr<ClientConn>> open_connection(const std::string& host, std::uint16_t port,
-                                                      std::size_t buffers, unsigned index,
-                                                      const v1::Session& session) {
-    XFER_ASSIGN_OR_RETURN(UniqueFd fd, protocol::tcp_connect(host, port, buffers));
+  // What a connection of the current session needs, copied under mu_ so
+  // that openers and the watchdog connect without holding it.
+  struct Opening {
+    std::vector<DataPath> paths;
+    std::size_t buffers = 0;
+    std::string session_id;
+    std::string data_token;
+    bool encrypt = false;
+    std::uint64_t gen = 0;
+  };
+  Opening opening_locked() const {
+    return Opening{paths_, buffers_, session_id_, data_token_, encrypt_, session_gen_};
+  }
+
+  // Data connection `index` of the session in `o`, over path index mod
+  // paths: connect, congestion control, HELLO. Any thread; reads no member
+  // but options_.
+  Result<std::shared_ptr<ClientConn>> open_connection(const Opening& o, unsigned index,
+                                                      std::chrono::milliseconds timeout) {
+    const std::size_t path = index % o.paths.size();
+    const DataPath& p = o.paths[path];
+    XFER_ASSIGN_OR_RETURN(UniqueFd fd,
+                          protocol::tcp_connect(p.host, p.port, o.buffers, p.local, timeout));
     if (!options_.cc.empty()) XFER_TRY(protocol::set_congestion_control(fd.get(), options_.cc));
-    auto conn = std::make_shared<ClientConn>(std::move(fd), index, session_gen_);
-    XFER_TRY(hello(*conn, session.session_id(), session.data_token(), encrypt_));
+    auto conn = std::make_shared<ClientConn>(std::move(fd), index, o.gen, path, p.name);
+    // The handshake is bounded too (a path can die in the middle of it).
+    conn->frames().transport().set_timeouts(timeout, timeout);
+    XFER_TRY(hello(*conn, o.session_id, o.data_token, o.encrypt));
+    conn->frames().transport().set_timeouts(std::chrono::milliseconds(0),
+                                            std::chrono::milliseconds(0));
     return conn;
+  }
+
+  // How long a connection may hold calls without TCP moving a byte, while
+  // another connection of its session moves, before it counts as a dead
+  // path: a few seconds, longer over long round trips (RTO backoff).
+  std::chrono::milliseconds stall_limit() const {
+    const auto rtt = std::chrono::milliseconds(static_cast<std::int64_t>(rtt_ms()));
+    return std::max<std::chrono::milliseconds>(kStallLimit, rtt * 10);
+  }
+
+  // The watchdog (one thread per client, from the first session on):
+  //  - a connection with calls in flight (unacknowledged data, or reads
+  //    outstanding) whose TCP moved nothing for stall_limit() while a
+  //    sibling of its session moved is shut down: its calls fail with
+  //    kRetryCall and the engine sends them again over the live ones;
+  //  - a dead connection of the current session is opened again on its
+  //    path, with backoff per path (1 s doubling to 30 s), so a path that
+  //    comes back is used again.
+  void watch_loop() {
+    struct Seen {
+      std::uint64_t progress = 0;
+      std::chrono::steady_clock::time_point moved;
+    };
+    std::map<const ClientConn*, Seen> seen;
+    std::unique_lock lock(watch_mu_);
+    while (!watch_stop_) {
+      watch_cv_.wait_for(lock, kWatchInterval, [&] { return watch_stop_; });
+      if (watch_stop_ || cancelled_.load()) break;
+      lock.unlock();
+      std::vector<std::shared_ptr<ClientConn>> conns;
+      std::uint64_t gen = 0;
+      {
+        std::lock_guard l(mu_);
+        conns = conns_;
+        gen = session_gen_;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      const auto limit = stall_limit();
+      std::map<const ClientConn*, Seen> next;
+      bool sibling_moved = false;
+      std::vector<std::shared_ptr<ClientConn>> stuck;
+      for (auto& c : conns) {
+        if (!c->alive() || c->session() != gen) continue;
+        const auto t = c->frames().transport_stats();
+        const std::uint64_t progress = t.bytes_acked + t.bytes_received;
+        Seen s{progress, now};
+        if (auto it = seen.find(c.get()); it != seen.end() && it->second.progress == progress) {
+          s.moved = it->second.moved;
+        }
+        next[c.get()] = s;
+        const bool waiting = c->outstanding() > 0 && (t.unacked > 0 || c->reads_in_flight() > 0);
+        if (waiting && now - s.moved >= limit) {
+          stuck.push_back(c);
+        } else if (now - s.moved < limit) {
+          sibling_moved = true;
+        }
+      }
+      seen = std::move(next);
+      for (auto& c : sibling_moved ? stuck : std::vector<std::shared_ptr<ClientConn>>{}) {
+        log().warn(
+            "{}: data path {} moved nothing for {} ms while the others did; its calls go "
+            "to the other connections",
+            name_, c->path_name(), limit.count());
+        c->shutdown();
+      }
+      conns.clear();
+      reopen_dead(gen);
+      lock.lock();
+    }
+  }
+
+  // Opens again the dead connections of session generation `gen` whose
+  // path is due (watchdog thread).
+  void reopen_dead(std::uint64_t gen) {
+    std::vector<std::size_t> slots;
+    Opening o;
+    {
+      std::lock_guard l(mu_);
+      if (gen != session_gen_ || cancelled_.load() || paths_.empty()) return;
+      const auto now = std::chrono::steady_clock::now();
+      for (std::size_t i = 0; i < conns_.size(); ++i) {
+        const auto& c = conns_[i];
+        if (c->alive() || c->session() != gen) continue;
+        if (c->path() >= path_retry_.size() || path_retry_[c->path()].at > now) continue;
+        slots.push_back(i);
+      }
+      if (slots.empty()) return;
+      o = opening_locked();
+    }
+    // Short timeouts: the destructor waits for the watchdog.
+    const auto timeout = std::chrono::milliseconds(2000) + stall_limit() / 2;
+    for (std::size_t slot : slots) {
+      std::shared_ptr<ClientConn> old;
+      {
+        std::lock_guard l(mu_);
+        if (gen != session_gen_ || slot >= conns_.size()) return;
+        old = conns_[slot];
+        if (path_retry_[old->path()].at > std::chrono::steady_clock::now()) continue;
+      }
+      if (watch_stopping() || cancelled_.load()) return;
+      auto fresh = open_connection(o, old->index(), timeout);
+      std::lock_guard l(mu_);
+      PathRetry& pr = path_retry_[old->path()];
+      if (!fresh) {
+        pr.wait = std::clamp<std::chrono::milliseconds>(pr.wait * 2, kReopenFirst, kReopenMax);
+        pr.at = std::chrono::steady_clock::now() + pr.wait;
+        continue;
+      }
+      pr = PathRetry{};
+      if (gen != session_gen_ || slot >= conns_.size() || conns_[slot] != old) {
+        (*fresh)->close();
+        continue;
+      }
+      log().info("{}: data path {} reconnected", name_, old->path_name());
+      retire_locked(*old);
+      (*fresh)->start_reader();
+      conns_[slot] = std::move(*fresh);
+    }
+  }
+
+  bool watch_stopping() {
+    std::lock_guard l(watch_mu_);
+    return watch_stop_;
+  }
+  void stop_watchdog() {
+    {
+      std::lock_guard l(watch_mu_);
+      watch_stop_ = true;
+    }
+    watch_cv_.notify_all();
+    if (watchdog_.joinable()) watchdog_.join();
   }
 
   // Sleeps before open attempt `attempt` (1, 2, ...): 100 ms doubling, with
@@ -658,7 +896,21 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   std::size_t rr_ = 0;
   std::uint64_t session_gen_ = 0;  // bumped by every OpenSession
   std::string session_id_;
+  std::string data_token_;
   bool encrypt_ = false;
+  std::vector<DataPath> paths_;  // of the current session
+  struct PathRetry {
+    std::chrono::steady_clock::time_point at;  // next re-open attempt
+    std::chrono::milliseconds wait{0};         // the backoff after the last failure
+  };
+  std::vector<PathRetry> path_retry_;  // one per path
+  std::size_t buffers_ = 0;            // socket buffers of the current session
+  std::vector<StreamStat> retired_;    // retire_locked()
+  // The watchdog (watch_loop); watch_mu_ is never held with mu_.
+  std::thread watchdog_;
+  std::mutex watch_mu_;
+  std::condition_variable watch_cv_;
+  bool watch_stop_ = false;
   std::size_t max_payload_ = kMaxPiece;
   std::atomic<std::uint64_t> next_handle_{1};
   std::uint64_t stats_id_ = 0;
