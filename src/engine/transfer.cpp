@@ -34,6 +34,7 @@ Result<Backend*> Engine::backend_for(const Url& url, const EndpointOptions& opti
   with_options.encrypt = opt_.encrypt;
   with_options.cc = opt_.cc;
   with_options.bind = opt_.bind;
+  with_options.streams_max = opt_.streams_max;
   XFER_ASSIGN_OR_RETURN(auto backend, backends_registry_->create(url, with_options));
   std::lock_guard lock(backends_mu_);
   if (cancelled()) backend->cancel();  // made after the cancel reached the others

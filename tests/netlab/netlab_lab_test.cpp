@@ -324,6 +324,45 @@ TEST_F(XferOnLab, ALinkCutForFiveSecondsDelaysButDoesNotBreakACopy) {
   EXPECT_GT(lab.stats()["links"][0]["directions"][0]["cut"].get<int>(), 0);
 }
 
+// The summary line of `xfer --json` output.
+Json summary_of(const std::string& out) {
+  std::size_t pos = 0;
+  while (pos < out.size()) {
+    const std::size_t eol = std::min(out.find('\n', pos), out.size());
+    const std::string line = out.substr(pos, eol - pos);
+    pos = eol + 1;
+    if (line.find("\"event\":\"summary\"") == std::string::npos) continue;
+    return Json::parse(line, nullptr, false);
+  }
+  return Json();
+}
+
+// Auto streams grow while each added connection raises the goodput: with
+// Reno over 1% loss one connection carries a few Mbit/s of a 100 Mbit/s
+// link, so the controller climbs from 4 towards --streams-max (8 here) and
+// never past it; the summary shows its decisions and what limited the copy.
+TEST_F(XferOnLab, AutoStreamsGrowWhileTheyPayAndStayWithinTheMaximum) {
+  ASSERT_NO_FATAL_FAILURE(
+      start("rate = \"100mbit\"\ndelay = \"10ms\"\nloss = \"1%\"\nqueue = \"1mb\"\n", 63));
+  auto r = run(copy_command({"--json", "--cc", "reno", "--streams-max", "8"}), 240s);
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_TRUE(files_equal(file_, srv_->root() / "f.bin"));
+  const Json sum = summary_of(r.out);
+  ASSERT_TRUE(sum.is_object()) << r.out;
+  const Json& events = sum["controller"];
+  ASSERT_TRUE(events.is_array() && !events.empty()) << sum.dump();
+  EXPECT_EQ(events[0]["action"], "start");
+  EXPECT_EQ(events[0]["streams"], 4);
+  unsigned most = 0;
+  for (const auto& e : events) most = std::max(most, e["streams"].get<unsigned>());
+  EXPECT_GE(most, 6u) << sum["controller"].dump();
+  EXPECT_LE(most, 8u) << sum["controller"].dump();
+  EXPECT_NE(sum["limited_by"].get<std::string>(), "") << sum.dump();
+  std::printf("%s\n", sum["controller"].dump().c_str());
+  std::printf("netlab: 64 MiB, Reno, 100 Mbit/s 20 ms 1%% loss: %.1f s, up to %u streams; %s\n",
+              r.seconds, most, sum["limited_by"].get<std::string>().c_str());
+}
+
 // Two NICs on each side (links ab and ab2, each its own subnet); xferd in b
 // listens on both and advertises both, so the client's connections are
 // dealt over the two paths.

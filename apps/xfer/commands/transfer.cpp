@@ -111,6 +111,19 @@ json streams_json() {
   return out;
 }
 
+json controller_json() {
+  json out = json::array();
+  for (const auto& e : context().stats->events()) {
+    out.push_back({{"endpoint", e.endpoint},
+                   {"t", e.seconds},
+                   {"streams", e.streams},
+                   {"goodput_bps", e.goodput_bps},
+                   {"retransmit_pct", e.retransmit_pct},
+                   {"action", e.action}});
+  }
+  return out;
+}
+
 }  // namespace
 
 int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& render) {
@@ -182,6 +195,7 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
   const std::uint64_t errors = counters.errors.load();
   double rate = r.seconds > 0 ? static_cast<double>(r.bytes_done) / r.seconds : 0;
   const int code = outcome_exit_code(r.cancelled, errors, r.files_done);
+  const std::string limit = describe_limit(context().stats->snapshot(""));
   if (render.json) {
     observer.emit({{"event", "summary"},
                    {"ok", code == kExitOk},
@@ -202,6 +216,8 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
                    {"job", r.job_id},
                    {"files_resumed", r.files_resumed},
                    {"streams", streams_json()},
+                   {"controller", controller_json()},
+                   {"limited_by", limit},
                    {"bytes_resumed", r.bytes_resumed},
                    {"checkpoint",
                     {{"records", r.journal_records},
@@ -223,6 +239,7 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
                request.options.dry_run ? "would have " : "", render.verb, r.files_done,
                r.bytes_done, r.seconds, format_bytes(rate), errors,
                r.cancelled ? " (interrupted)" : "");
+    if (!limit.empty()) fmt::print(stderr, "xfer: limited by {}\n", limit);
   }
   return code;
 }

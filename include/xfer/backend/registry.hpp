@@ -18,13 +18,14 @@ class StreamStatsBoard;  // xfer/metrics/streams.hpp
 // How to reach an endpoint beyond its URL: credentials and connection
 // choices. Backends ignore what does not apply to them.
 struct EndpointOptions {
-  std::string token;     // bearer token (--token); empty: from the profile (profile.hpp)
-  unsigned streams = 0;  // data connections; 0: the backend's default
-  int encrypt = -1;      // data-channel sealing: -1 auto (off on loopback), 0 off, 1 on
-  std::string bind;      // local addresses for data connections, "A,B" (--bind)
-  std::string cc;        // TCP congestion control of data connections; empty: the system's
-  std::string tls_ca;    // CA bundle that signs the server's control-channel certificate
-  bool tls = false;      // use TLS on the control channel
+  std::string token;          // bearer token (--token); empty: from the profile (profile.hpp)
+  unsigned streams = 0;       // data connections; 0: the backend's default
+  int encrypt = -1;           // data-channel sealing: -1 auto (off on loopback), 0 off, 1 on
+  unsigned streams_max = 16;  // the most connections auto streams (streams == 0) may use
+  std::string bind;           // local addresses for data connections, "A,B" (--bind)
+  std::string cc;             // TCP congestion control of data connections; empty: the system's
+  std::string tls_ca;         // CA bundle that signs the server's control-channel certificate
+  bool tls = false;           // use TLS on the control channel
   // Where the backend files its per-stream statistics (TCP_INFO of its data
   // connections); null: nowhere. The CLI keeps one board per process,
   // xferd one per job.

@@ -39,8 +39,31 @@ struct StreamStat {
   }
 };
 
+// One decision of a stream controller (the xfer backend's AIMD on the
+// number of data connections), with the figures it was taken on.
+struct ControllerEvent {
+  std::string endpoint;       // "xfer://host:port"
+  double seconds = 0;         // since the controller started
+  unsigned streams = 0;       // connections after the decision
+  double goodput_bps = 0;     // bytes per second over the last interval
+  double retransmit_pct = 0;  // retransmitted / sent segments over it
+  std::string action;         // "start", "add", "keep", "remove", "back off", "buffers"
+};
+
+// What limited a transfer, in one line, from its streams' TCP_INFO times
+// (sending side only: a download's TCP state is the server's): "" when
+// there were no network streams. Examples: "the network (congestion
+// window; 0.4% of segments retransmitted)", "the receiver's window (62% of
+// the busy time)".
+std::string describe_limit(const std::vector<StreamStat>& streams);
+
 class StreamStatsBoard {
  public:
+  // Events are kept in order, at most kMaxEvents (the oldest go first).
+  static constexpr std::size_t kMaxEvents = 1024;
+  void record(ControllerEvent event);
+  std::vector<ControllerEvent> events();
+
   using Provider = std::function<std::vector<StreamStat>()>;
   std::uint64_t add(std::string group, Provider provider);
   // Takes a final snapshot from the provider and keeps it.
@@ -61,6 +84,7 @@ class StreamStatsBoard {
   std::mutex mu_;
   std::uint64_t next_ = 1;
   std::map<std::uint64_t, Entry> entries_;
+  std::vector<ControllerEvent> events_;
 };
 
 }  // namespace xfer

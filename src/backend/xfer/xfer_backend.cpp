@@ -70,6 +70,24 @@ constexpr auto kWatchInterval = std::chrono::milliseconds(500);
 constexpr auto kStallLimit = std::chrono::milliseconds(3000);
 constexpr auto kReopenFirst = std::chrono::milliseconds(1000);
 constexpr auto kReopenMax = std::chrono::milliseconds(30000);
+// The stream controller (auto --streams over a network path): it starts
+// with kAutoStartStreams connections and decides every control interval
+// (kControlInterval, or 8 round trips when longer). It adds a connection
+// while each one added raised the goodput by kGainToKeep — judged on the
+// mean of the kJudgeIntervals after the add (the first includes the new
+// connection's slow start) against the mean of the two before, since one
+// interval's goodput swings by a quarter with TCP's sawtooth —, takes back
+// one that did not (and waits kHoldIntervals before probing again), and
+// backs off multiplicatively (kBackOff) when retransmissions pass
+// kLossSpike while the goodput fell below kFallToBackOff of the best seen.
+constexpr unsigned kAutoStartStreams = 4;
+constexpr auto kControlInterval = std::chrono::milliseconds(1000);
+constexpr double kGainToKeep = 1.05;
+constexpr unsigned kJudgeIntervals = 2;
+constexpr unsigned kHoldIntervals = 5;
+constexpr double kLossSpike = 0.02;
+constexpr double kFallToBackOff = 0.8;
+constexpr double kBackOff = 0.7;
 // Final figures kept of connections that were replaced.
 constexpr std::size_t kMaxRetiredStats = 256;
 
@@ -131,6 +149,10 @@ class ClientConn {
   std::uint64_t outstanding() const { return outstanding_.load(std::memory_order_relaxed); }
   // Calls in flight waiting for data (reads).
   unsigned reads_in_flight() const { return reads_.load(std::memory_order_relaxed); }
+  // A draining connection takes no new calls; the controller closes it
+  // once its calls are done.
+  void drain() { draining_.store(true); }
+  bool draining() const { return draining_.load(); }
 
   void start_reader() {
     reader_ = std::thread([this] { read_loop(); });
@@ -334,6 +356,7 @@ class ClientConn {
   std::string path_name_;
   std::atomic<std::uint64_t> outstanding_{0};
   std::atomic<unsigned> reads_{0};
+  std::atomic<bool> draining_{false};
   std::chrono::steady_clock::time_point started_;
   std::optional<std::chrono::steady_clock::time_point> closed_at_;
   std::atomic<bool> alive_{true};
@@ -500,7 +523,11 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     for (std::size_t k = 0; k < n; ++k) {
       const auto& c = conns_[(start + k) % n];
       if (!c->alive() || (gen != 0 && c->session() != gen)) continue;
-      if (!best || c->outstanding() < best->outstanding()) best = c;
+      // A draining connection only when nothing else is alive.
+      if (best && c->draining() && !best->draining()) continue;
+      if (!best || (best->draining() && !c->draining()) || c->outstanding() < best->outstanding()) {
+        best = c;
+      }
     }
     return best;
   }
@@ -523,7 +550,9 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   Status open_session_locked() {
     ++session_gen_;
     v1::OpenSessionRequest req;
-    const unsigned want = options_.streams > 0 ? options_.streams : 4;
+    // Auto streams ask the server for the most the controller may use.
+    const bool auto_streams = options_.streams == 0;
+    const unsigned want = auto_streams ? std::max(1u, options_.streams_max) : options_.streams;
     req.set_streams(want);
     bool enc = options_.encrypt == 1 || (options_.encrypt == -1 && !is_loopback(url_.host));
     req.set_encrypt(enc);
@@ -556,7 +585,14 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     }
     paths_ = std::move(*planned);
     path_retry_.assign(paths_.size(), PathRetry{});
-    const unsigned streams = std::max(1u, std::min(session.streams(), want));
+    const unsigned granted = std::max(1u, std::min(session.streams(), want));
+    // The controller runs over network paths; on loopback the CPU is the
+    // limit and 4 connections measured best.
+    control_ = Control{};
+    control_.on = auto_streams && !is_loopback(paths_.front().host) && granted > 1;
+    control_.max = granted;
+    const unsigned streams = auto_streams ? std::min(granted, kAutoStartStreams) : granted;
+    next_index_ = streams;
     // Each connection's share of the window the path needs (from the round
     // trips the control calls took so far).
     buffers_ = is_loopback(paths_.front().host)
@@ -642,6 +678,10 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
         }
         return out;
       });
+    }
+    control_.started = control_.last = std::chrono::steady_clock::now();
+    if (control_.on) {
+      record("start", static_cast<unsigned>(conns_.size()), 0, 0, 0);
     }
     if (!watchdog_.joinable()) watchdog_ = std::thread([this] { watch_loop(); });
     return ok_status();
@@ -745,6 +785,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
       }
       conns.clear();
       reopen_dead(gen);
+      control(gen);
       lock.lock();
     }
   }
@@ -796,6 +837,154 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
       (*fresh)->start_reader();
       conns_[slot] = std::move(*fresh);
     }
+  }
+
+  void record(const char* action, unsigned streams, double seconds, double goodput, double loss) {
+    if (!options_.stats_board) return;
+    options_.stats_board->record(
+        ControllerEvent{name_, seconds, streams, goodput, loss * 100.0, action});
+  }
+
+  // One step of the stream controller (watchdog thread): every control
+  // interval, from the goodput and retransmissions of the session's
+  // connections over it, adds a connection, takes one back, backs off, or
+  // keeps the count; and closes drained connections. control_ is guarded
+  // by mu_ (a new session resets it).
+  void control(std::uint64_t gen) {
+    unsigned active = 0;
+    {
+      std::lock_guard l(mu_);
+      if (gen != session_gen_) return;
+      // Drained connections with no call left go.
+      for (auto it = conns_.begin(); it != conns_.end();) {
+        if ((*it)->draining() && (*it)->outstanding() == 0) {
+          (*it)->shutdown();
+          retire_locked(**it);
+          it = conns_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      if (!control_.on) return;
+      const auto now = std::chrono::steady_clock::now();
+      const auto rtt = std::chrono::milliseconds(static_cast<std::int64_t>(rtt_ms()));
+      const auto interval = std::max<std::chrono::milliseconds>(kControlInterval, rtt * 8);
+      if (now - control_.last < interval) return;
+      // Totals of the live connections; a connection counts from its last
+      // seen figures (or from zero when new), so ones that come and go do
+      // not skew the deltas.
+      std::uint64_t moved = 0, retrans = 0, segs = 0, in_flight = 0;
+      std::map<const ClientConn*, Totals> next;
+      for (const auto& c : conns_) {
+        if (!c->alive() || c->session() != gen) continue;
+        const auto t = c->frames().transport_stats();
+        const Totals cur{t.bytes_acked + t.bytes_received, t.retransmits, t.data_segs_out};
+        Totals prev;
+        if (auto it = control_.totals.find(c.get()); it != control_.totals.end()) prev = it->second;
+        moved += cur.moved - std::min(cur.moved, prev.moved);
+        retrans += cur.retrans - std::min(cur.retrans, prev.retrans);
+        segs += cur.segs - std::min(cur.segs, prev.segs);
+        in_flight += c->outstanding();
+        if (!c->draining()) ++active;
+        next[c.get()] = cur;
+      }
+      control_.totals = std::move(next);
+      const double dt = std::chrono::duration<double>(now - control_.last).count();
+      control_.last = now;
+      const double goodput = static_cast<double>(moved) / dt;
+      const double loss = segs > 0 ? static_cast<double>(retrans) / static_cast<double>(segs) : 0;
+      const double at = std::chrono::duration<double>(now - control_.started).count();
+      // Nothing to send (the engine is between files, or the disk is the
+      // limit): no evidence either way.
+      if (in_flight == 0 || active == 0) return;
+      control_.best = std::max(control_.best, goodput);
+      const double recent = control_.previous > 0 ? (control_.previous + goodput) / 2 : goodput;
+      control_.previous = goodput;
+      unsigned target = active;
+      const char* action = nullptr;
+      if (loss > kLossSpike && goodput < control_.best * kFallToBackOff && active > 1) {
+        target = std::max(1u, static_cast<unsigned>(static_cast<double>(active) * kBackOff));
+        action = "back off";
+        control_.judging = 0;
+        control_.hold = kHoldIntervals;
+      } else if (control_.judging > 0) {
+        // An add awaiting its verdict.
+        control_.after_sum += goodput;
+        if (--control_.judging == 0) {
+          const double after = control_.after_sum / kJudgeIntervals;
+          if (after >= control_.before_add * kGainToKeep) {
+            if (active < control_.max) {
+              target = active + 1;
+              action = "add";
+              control_.before_add = after;
+            }
+          } else {
+            target = active - 1;
+            action = "remove";
+            control_.hold = kHoldIntervals;
+          }
+        }
+      } else if (control_.hold > 0) {
+        --control_.hold;
+      } else if (active < control_.max) {
+        target = active + 1;
+        action = "add";
+        control_.before_add = recent;
+      }
+      if (target > active) {
+        control_.judging = kJudgeIntervals;
+        control_.after_sum = 0;
+      } else {
+        unsigned n = active - target;
+        for (auto it = conns_.rbegin(); it != conns_.rend() && n > 0; ++it) {
+          if ((*it)->session() != gen || !(*it)->alive() || (*it)->draining()) continue;
+          (*it)->drain();
+          --n;
+        }
+      }
+      if (action != nullptr || at - control_.last_recorded >= 5.0) {
+        record(action != nullptr ? action : "keep", target, at, goodput, loss);
+        control_.last_recorded = at;
+        if (action != nullptr) {
+          log().info("{}: {} data connections ({}; {:.0f} Mbit/s, {:.2f}% retransmitted)", name_,
+                     target, action, goodput * 8 / 1e6, loss * 100);
+        }
+      }
+      if (target <= active) return;
+    }
+    if (!add_connection(gen)) {
+      std::lock_guard l(mu_);
+      if (gen != session_gen_) return;
+      control_.max = active;  // the server or the path takes no more
+      control_.judging = 0;
+    }
+  }
+
+  // Opens one more connection for session generation `gen` (watchdog
+  // thread); false when it cannot.
+  bool add_connection(std::uint64_t gen) {
+    Opening o;
+    unsigned index = 0;
+    {
+      std::lock_guard l(mu_);
+      if (gen != session_gen_ || cancelled_.load()) return false;
+      o = opening_locked();
+      index = next_index_++;
+    }
+    const auto timeout = std::chrono::milliseconds(2000) + stall_limit() / 2;
+    auto fresh = open_connection(o, index, timeout);
+    if (!fresh) {
+      log().info("{}: no more data connections: {}", name_, fresh.error().message());
+      return false;
+    }
+    std::lock_guard l(mu_);
+    if (gen != session_gen_ || cancelled_.load()) {
+      (*fresh)->close();
+      return false;
+    }
+    (*fresh)->start_reader();
+    conns_.push_back(std::move(*fresh));
+    return true;
   }
 
   bool watch_stopping() {
@@ -905,7 +1094,27 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   };
   std::vector<PathRetry> path_retry_;  // one per path
   std::size_t buffers_ = 0;            // socket buffers of the current session
-  std::vector<StreamStat> retired_;    // retire_locked()
+  unsigned next_index_ = 0;            // of the next connection opened
+  struct Totals {
+    std::uint64_t moved = 0, retrans = 0, segs = 0;
+  };
+  // The stream controller's state (control(); set when a session opens,
+  // then the watchdog's).
+  struct Control {
+    bool on = false;   // auto streams over a network path
+    unsigned max = 0;  // --streams-max, the server's grant, or what it took
+    std::chrono::steady_clock::time_point started, last;
+    std::map<const ClientConn*, Totals> totals;  // at `last`
+    double before_add = 0;  // mean goodput of the two intervals before the last add
+    double previous = 0;    // goodput of the last interval
+    double best = 0;
+    double last_recorded = 0;
+    unsigned judging = 0;  // intervals until the last add is judged
+    double after_sum = 0;  // goodput since the last add
+    unsigned hold = 0;     // intervals to wait before probing again
+  };
+  Control control_;
+  std::vector<StreamStat> retired_;  // retire_locked()
   // The watchdog (watch_loop); watch_mu_ is never held with mu_.
   std::thread watchdog_;
   std::mutex watch_mu_;
