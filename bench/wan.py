@@ -2,7 +2,9 @@
 """Wide-area scenarios on the network lab (docs/netlab.md), side by side.
 
 Each scenario is a two-host lab (a: client, b: server) with one emulated
-link. In one lab the script runs, alternating (A B A B ...): iperf3 with 1
+link, or two (W3: two NICs each side, each its own subnet; xferd listens
+on both and the client uses both paths, compared with an xferd that offers
+one). In one lab the script runs, alternating (A B A B ...): iperf3 with 1
 and with 4 streams (the TCP ceiling), and xfer uploads of one file to xferd
 in b — with the binaries under test and, when given, a baseline pair
 (e.g. an older build) for a before/after. It prints medians and ratios as
@@ -29,11 +31,15 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD = os.path.join(os.path.dirname(HERE), "build")
 
-# name: (description, link settings in the topology's TOML)
+# name: (description, link settings in the topology's TOML; a second link
+# between the same hosts when the scenario has two paths)
 SCENARIOS = {
-    "W0": ("LAN: 2 Gbit/s, 0.5 ms RTT", 'rate = "2gbit"\ndelay = "0.25ms"\n'),
-    "W1": ("continental: 1 Gbit/s, 50 ms RTT, 0.1% loss", 'rate = "1gbit"\ndelay = "25ms"\nloss = "0.1%"\n'),
-    "W5": ("long fat pipe: 1 Gbit/s, 150 ms RTT", 'rate = "1gbit"\ndelay = "75ms"\n'),
+    "W0": ("LAN: 2 Gbit/s, 0.5 ms RTT", 'rate = "2gbit"\ndelay = "0.25ms"\n', None),
+    "W1": ("continental: 1 Gbit/s, 50 ms RTT, 0.1% loss",
+           'rate = "1gbit"\ndelay = "25ms"\nloss = "0.1%"\n', None),
+    "W3": ("two paths: 2 x 500 Mbit/s, 20 ms RTT", 'rate = "500mbit"\ndelay = "10ms"\n',
+           'rate = "500mbit"\ndelay = "10ms"\n'),
+    "W5": ("long fat pipe: 1 Gbit/s, 150 ms RTT", 'rate = "1gbit"\ndelay = "75ms"\n', None),
 }
 SECRET = "0123456789abcdef0123456789abcdef"
 
@@ -52,11 +58,13 @@ def machine_busy() -> float:
 
 
 class Lab:
-    def __init__(self, netlab: str, name: str, link: str, workdir: str) -> None:
+    def __init__(self, netlab: str, name: str, link: str, workdir: str, link2: str | None = None) -> None:
         self.netlab, self.name = netlab, name
         topo = os.path.join(workdir, f"{name}.toml")
         with open(topo, "w") as f:
             f.write('[hosts.a]\n[hosts.b]\n[links.ab]\nhosts = ["a", "b"]\n' + link)
+            if link2:
+                f.write('[links.ab2]\nhosts = ["a", "b"]\n' + link2)
         sh([netlab, "down", name], check=False)
         sh([netlab, "up", topo, "--name", name, "--ttl", "3600s"])
 
@@ -73,14 +81,15 @@ class Lab:
 class Server:
     """xferd inside host b, on its own port and folder."""
 
-    def __init__(self, lab: Lab, xferd: str, port: int, workdir: str) -> None:
+    def __init__(self, lab: Lab, xferd: str, port: int, workdir: str, paths: int = 1) -> None:
         self.root = os.path.join(workdir, f"root{port}")
         os.makedirs(self.root, exist_ok=True)
         state = os.path.join(workdir, f"state{port}")
         os.makedirs(state, exist_ok=True)
         self.config = os.path.join(workdir, f"xferd{port}.toml")
         with open(self.config, "w") as f:
-            f.write(f'[server]\nlisten = "10.99.0.2:{port}"\ndata_listen = "10.99.0.2:0"\n'
+            data = ", ".join(f'"10.99.{i}.2:0"' for i in range(paths))
+            f.write(f'[server]\nlisten = "10.99.0.2:{port}"\ndata_listen = [{data}]\n'
                     f'root = "{self.root}"\nstate_dir = "{state}"\n'
                     f'[auth]\nsecret = "{SECRET}"\nrequired = true\n')
         self.log = open(os.path.join(workdir, f"xferd{port}.log"), "w")
@@ -179,21 +188,24 @@ def main() -> int:
     extra = args.xfer_args.split()
     results = {}
     for name in args.scenarios.split(","):
-        desc, link = SCENARIOS[name]
+        desc, link, link2 = SCENARIOS[name]
         print(f"== {name}: {desc}", flush=True)
-        lab = Lab(args.netlab, "wan" + name.lower(), link, args.workdir)
+        lab = Lab(args.netlab, "wan" + name.lower(), link, args.workdir, link2)
         servers = {}
+        # Two-path scenarios add xfer against a server that offers one path.
+        scenario_tools = tools + ([("xfer 1 path", args.xfer, args.xferd, [])] if link2 else [])
         try:
-            for i, (tool, _, xferd, _) in enumerate(tools):
-                servers[tool] = Server(lab, xferd, 7400 + i, args.workdir)
+            for i, (tool, _, xferd, _) in enumerate(scenario_tools):
+                paths = 2 if link2 and tool != "xfer 1 path" and tool != "baseline" else 1
+                servers[tool] = Server(lab, xferd, 7400 + i, args.workdir, paths)
             rows = {"iperf3 -P 1": [], "iperf3 -P 4": []}
-            runs = {t[0]: [] for t in tools}
+            runs = {t[0]: [] for t in scenario_tools}
             for r in range(args.runs):
                 for p in (1, 4):
                     mbit = iperf(lab, p, args.iperf_seconds)
                     rows[f"iperf3 -P {p}"].append(mbit)
                     print(f"  run {r + 1} iperf3 -P {p}: {mbit:.0f} Mbit/s", flush=True)
-                for tool, xfer, _, flags in tools:  # A B A B
+                for tool, xfer, _, flags in scenario_tools:  # A B A B
                     one = xfer_run(lab, xfer, servers[tool], src, extra + flags)
                     runs[tool].append(one)
                     print(f"  run {r + 1} {tool}: {one['mbit']:.0f} Mbit/s in {one['seconds']:.1f} s, "
@@ -207,14 +219,15 @@ def main() -> int:
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=1)
-    print("\n| scenario | iperf3 1 stream | iperf3 4 streams | " +
-          " | ".join(t[0] for t in tools) + " | xfer / iperf3 4 |")
-    print("|---|---|---|" + "---|" * len(tools) + "---|")
     for name, res in results.items():
+        names = list(res["xfer"])
+        print(f"\n| scenario | iperf3 1 stream | iperf3 4 streams | " + " | ".join(names) +
+              " | xfer / iperf3 4 |")
+        print("|---|---|---|" + "---|" * len(names) + "---|")
         med = {k: statistics.median(v) for k, v in res["iperf3"].items()}
         xm = {t: statistics.median(r["mbit"] for r in runs) for t, runs in res["xfer"].items()}
-        cells = [f"{xm[t[0]]:.0f}" + ("" if all(r["ok"] for r in res["xfer"][t[0]]) else " (FAILED)")
-                 for t in tools]
+        cells = [f"{xm[t]:.0f}" + ("" if all(r["ok"] for r in res["xfer"][t]) else " (FAILED)")
+                 for t in names]
         print(f"| {name} {res['description']} | {med['iperf3 -P 1']:.0f} | {med['iperf3 -P 4']:.0f} | " +
               " | ".join(cells) + f" | {xm['xfer'] / med['iperf3 -P 4']:.2f} |")
     return 0

@@ -138,6 +138,10 @@ Result<std::pair<std::string, std::uint16_t>> split_host_port(std::string_view t
 // rather than waiting out the kernel's two minutes of SYN retries: a dead
 // path is given up on, and another tried.
 inline constexpr std::chrono::milliseconds kConnectTimeout{20000};
+// The congestion control data connections use unless told otherwise (where
+// the kernel has it and lets the process pick it; docs/network-path.md has
+// the measurements).
+inline constexpr const char* kPreferredCongestionControl = "bbr";
 Result<UniqueFd> tcp_connect(const std::string& host, std::uint16_t port,
                              std::size_t buffer_bytes = 0, const std::string& local = {},
                              std::chrono::milliseconds timeout = kConnectTimeout);

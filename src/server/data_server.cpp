@@ -304,6 +304,10 @@ Status DataServer::start(const std::vector<std::string>& listen_addresses) {
     XFER_ASSIGN_OR_RETURN(auto hp, protocol::split_host_port(a));
     XFER_ASSIGN_OR_RETURN(
         UniqueFd fd, protocol::tcp_listen(hp.first, hp.second, 256, limits_.socket_buffer_bytes));
+    // Accepted connections inherit the listener's congestion control: BBR
+    // where the kernel has it (downloads are sent from here), else the
+    // system's default.
+    (void)protocol::set_congestion_control(fd.get(), protocol::kPreferredCongestionControl);
     addresses_.push_back(protocol::local_address(fd.get()));
     fds.push_back(std::move(fd));
   }
