@@ -237,7 +237,7 @@ Result<ServerConfig> parse_server_config(std::string_view toml_text, const std::
                       server ? server->get("data_listen") : nullptr);
     }
     for (std::size_t j = 0; j < i; ++j) {
-      if (cfg.data_listen[j] == a) {
+      if (cfg.data_listen[j] == a && !a.ends_with(":0")) {
         return rd.error(fmt::format("server.data_listen \"{}\" is listed twice", a),
                         server->get("data_listen"));
       }

@@ -8,7 +8,6 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -311,11 +310,14 @@ Status DataServer::start(const std::vector<std::string>& listen_addresses) {
     addresses_.push_back(protocol::local_address(fd.get()));
     fds.push_back(std::move(fd));
   }
-  reserve_fd_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-  for (auto& fd : fds) {
-    const int lfd = fd.release();
+  // One reserve descriptor per acceptor: an acceptor that gives its up
+  // to clear its queue gets it back without racing the others.
+  reserves_.resize(fds.size());
+  for (auto& r : reserves_) r = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  for (std::size_t i = 0; i < fds.size(); ++i) {
+    const int lfd = fds[i].release();
     listen_fds_.push_back(lfd);
-    acceptors_.emplace_back([this, lfd] { accept_loop(lfd); });
+    acceptors_.emplace_back([this, lfd, i] { accept_loop(lfd, reserves_[i]); });
   }
   watchdog_ = std::thread([this] { watchdog_loop(); });
   return ok_status();
@@ -397,7 +399,7 @@ std::shared_ptr<DataServer::Conn> DataServer::admit_locked(UniqueFd fd,
   return conn;
 }
 
-void DataServer::accept_loop(int listen_fd) {
+void DataServer::accept_loop(int listen_fd, UniqueFd& reserve) {
   auto backoff = std::chrono::milliseconds(5);
   while (!stopping_.load()) {
     int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
@@ -410,21 +412,16 @@ void DataServer::accept_loop(int listen_fd) {
         // connection off the queue and close it (otherwise it would wake us
         // forever), then back off and let the watchdog reap.
         audit_.refused("?", "data connection", "out of file descriptors");
-        {
-          std::lock_guard lock(reserve_mu_);
-          if (reserve_fd_.valid()) {
-            reserve_fd_.reset();
-            // Only if one is still waiting (another acceptor may have taken
-            // it): a blocking accept here would hold reserve_mu_.
-            pollfd p{listen_fd, POLLIN, 0};
-            if (::poll(&p, 1, 0) > 0) {
-              int victim = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-              if (victim >= 0) ::close(victim);
-            }
-            reserve_fd_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-          }
+        if (reserve.valid()) {
+          reserve.reset();
+          int victim = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+          if (victim >= 0) ::close(victim);
+          reserve = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
         }
         std::this_thread::sleep_for(backoff);
+        // Another acceptor may have taken the slot the reserve freed: take
+        // one back when there is one again.
+        if (!reserve.valid()) reserve = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
         backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
         {
           std::lock_guard lock(conns_mu_);

@@ -186,7 +186,7 @@ class DataServer {
 
  private:
   struct Conn;
-  void accept_loop(int listen_fd);
+  void accept_loop(int listen_fd, UniqueFd& reserve);
   void watchdog_loop();
   // Admission under conns_mu_: null when the connection is refused.
   std::shared_ptr<Conn> admit_locked(UniqueFd fd, const std::string& address);
@@ -201,8 +201,8 @@ class DataServer {
   Audit& audit_;
   SubjectQuota subject_files_;
   std::vector<int> listen_fds_;
-  UniqueFd reserve_fd_;    // given up to accept-and-close when out of descriptors
-  std::mutex reserve_mu_;  // reserve_fd_, shared by the acceptors
+  // One per acceptor, given up to accept-and-close when out of descriptors.
+  std::vector<UniqueFd> reserves_;
   std::vector<std::string> addresses_;
   std::vector<std::thread> acceptors_;
   std::thread watchdog_;

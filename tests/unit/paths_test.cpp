@@ -20,7 +20,7 @@ std::vector<std::string> names(const std::vector<DataPath>& paths) {
 }
 
 TEST(DataPaths, OnePathPerAdvertisedAddressWithoutBind) {
-  auto p = plan_data_paths({"10.99.0.2:7401", "10.99.1.2:7402"}, "10.99.0.2", {});
+  auto p = plan_data_paths({"10.99.0.2:7401", "10.99.1.2:7402"}, "10.99.0.2", false, {});
   ASSERT_TRUE(p.ok()) << p.error().message();
   EXPECT_EQ(names(*p), (std::vector<std::string>{"10.99.0.2:7401", "10.99.1.2:7402"}));
   EXPECT_EQ((*p)[1].host, "10.99.1.2");
@@ -29,27 +29,27 @@ TEST(DataPaths, OnePathPerAdvertisedAddressWithoutBind) {
 }
 
 TEST(DataPaths, BindPairsLocalAddressesInTurn) {
-  auto two = plan_data_paths({"10.0.0.9:7401"}, "h", {"10.0.1.1", "10.0.2.1"});
+  auto two = plan_data_paths({"10.0.0.9:7401"}, "h", false, {"10.0.1.1", "10.0.2.1"});
   ASSERT_TRUE(two.ok());
   EXPECT_EQ(names(*two),
             (std::vector<std::string>{"10.0.1.1>10.0.0.9:7401", "10.0.2.1>10.0.0.9:7401"}));
-  auto pairs = plan_data_paths({"10.0.1.2:1", "10.0.2.2:1"}, "h", {"10.0.1.1", "10.0.2.1"});
+  auto pairs = plan_data_paths({"10.0.1.2:1", "10.0.2.2:1"}, "h", false, {"10.0.1.1", "10.0.2.1"});
   ASSERT_TRUE(pairs.ok());
   EXPECT_EQ(names(*pairs),
             (std::vector<std::string>{"10.0.1.1>10.0.1.2:1", "10.0.2.1>10.0.2.2:1"}));
-  auto v6 = plan_data_paths({"[fd00::2]:7401"}, "h", {"fd00::1"});
+  auto v6 = plan_data_paths({"[fd00::2]:7401"}, "h", false, {"fd00::1"});
   ASSERT_TRUE(v6.ok());
   EXPECT_EQ(names(*v6), (std::vector<std::string>{"fd00::1>[fd00::2]:7401"}));
 }
 
 TEST(DataPaths, AWildcardListenerIsReachedAtTheControlHost) {
-  auto p = plan_data_paths({"0.0.0.0:7401", "[::]:7402"}, "192.0.2.7", {});
+  auto p = plan_data_paths({"0.0.0.0:7401", "[::]:7402"}, "192.0.2.7", false, {});
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(names(*p), (std::vector<std::string>{"192.0.2.7:7401", "192.0.2.7:7402"}));
 }
 
 TEST(DataPaths, DuplicatesCountOnce) {
-  auto p = plan_data_paths({"10.0.0.2:7401", "10.0.0.2:7401", "10.0.0.2:7401"}, "h", {});
+  auto p = plan_data_paths({"10.0.0.2:7401", "10.0.0.2:7401", "10.0.0.2:7401"}, "h", false, {});
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(p->size(), 1u);
 }
@@ -72,7 +72,7 @@ TEST(DataPaths, HostileAdvertisementsAreRefused) {
       {"10.0.0.1:7401", "10.0.0.1\n:7401"},  // a control character in the second
   };
   for (const auto& adv : bad) {
-    auto p = plan_data_paths(adv, "10.0.0.1", {});
+    auto p = plan_data_paths(adv, "10.0.0.1", false, {});
     ASSERT_FALSE(p.ok()) << (adv.empty() ? "(none)" : adv.back());
     EXPECT_NE(p.error().message().find("the server advertised a bad data address"),
               std::string::npos)
@@ -81,9 +81,41 @@ TEST(DataPaths, HostileAdvertisementsAreRefused) {
   }
   std::vector<std::string> many;
   for (int i = 0; i < 17; ++i) many.push_back("10.0.0." + std::to_string(i + 1) + ":7401");
-  EXPECT_FALSE(plan_data_paths(many, "h", {}).ok());
+  EXPECT_FALSE(plan_data_paths(many, "h", false, {}).ok());
   many.pop_back();
-  EXPECT_TRUE(plan_data_paths(many, "h", {}).ok());
+  EXPECT_TRUE(plan_data_paths(many, "h", false, {}).ok());
+}
+
+// A remote server may not point the client at its own loopback, at
+// link-local, multicast or broadcast addresses; every spelling of "any"
+// means the control host.
+TEST(DataPaths, OnlyOrdinaryUnicastAddressesOfTheServersScope) {
+  for (const char* bad : {"127.0.0.1:6379", "[::1]:22", "[::ffff:127.0.0.1]:80",
+                          "169.254.169.254:80", "[fe80::1]:7401", "224.0.0.1:7401",
+                          "255.255.255.255:7401", "0.1.2.3:7401", "[ff02::1]:7401"}) {
+    auto p = plan_data_paths({bad}, "192.0.2.7", false, {});
+    ASSERT_FALSE(p.ok()) << bad;
+    EXPECT_NE(p.error().message().find("bad data address"), std::string::npos)
+        << p.error().message();
+  }
+  // Loopback is fine when the control channel went over loopback too.
+  EXPECT_TRUE(plan_data_paths({"127.0.0.1:7401"}, "127.0.0.1", true, {}).ok());
+  EXPECT_TRUE(plan_data_paths({"[::1]:7401"}, "::1", true, {}).ok());
+  for (const char* any : {"[::0]:7401", "[0:0::0]:7401", "[::]:7401", "0.0.0.0:7401"}) {
+    auto p = plan_data_paths({any}, "192.0.2.7", false, {});
+    ASSERT_TRUE(p.ok()) << any;
+    EXPECT_EQ((*p)[0].host, "192.0.2.7") << any;
+  }
+  // Private and global unicast addresses are what NICs have.
+  EXPECT_TRUE(plan_data_paths({"10.99.1.2:7401", "[2001:db8::2]:7401"}, "h", false, {}).ok());
+}
+
+TEST(DataPaths, BindOfAnotherFamilyIsTheUsersError) {
+  auto p = plan_data_paths({"[2001:db8::2]:7401"}, "h", false, {"10.0.0.1"});
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(p.error().message().find("an IPv4 address cannot reach"), std::string::npos)
+      << p.error().message();
 }
 
 TEST(AddressList, TakesNumericAddressesSeparatedByCommas) {

@@ -139,6 +139,18 @@ class ClientConn {
         path_name_(std::move(path_name)),
         started_(std::chrono::steady_clock::now()) {}
   ~ClientConn() { close(); }
+  // A dead slot for connection `index` that could not be opened: the
+  // watchdog opens it later on its path.
+  static std::shared_ptr<ClientConn> placeholder(unsigned index, std::uint64_t session,
+                                                 std::size_t path, std::string path_name) {
+    auto c = std::make_shared<ClientConn>(UniqueFd(), index, session, path, std::move(path_name));
+    c->alive_.store(false);
+    c->closed_at_ns_.store(c->started_.time_since_epoch().count());
+    return c;
+  }
+  // Unique for the process's life (maps keyed by it never mistake a new
+  // connection for a freed one).
+  std::uint64_t id() const { return id_; }
 
   FrameConn& frames() { return fc_; }
   // Which data session (of this client) the connection belongs to.
@@ -254,7 +266,11 @@ class ClientConn {
     s.bytes_sent = t.bytes_sent;
     s.bytes_received = t.bytes_received;
     s.seconds = std::chrono::duration<double>(
-                    (closed_at_ ? *closed_at_ : std::chrono::steady_clock::now()) - started_)
+                    (closed_at_ns_.load() != 0
+                         ? std::chrono::steady_clock::time_point(
+                               std::chrono::steady_clock::duration(closed_at_ns_.load()))
+                         : std::chrono::steady_clock::now()) -
+                    started_)
                     .count();
     s.rtt_ms = t.rtt_ms;
     s.cwnd = t.cwnd;
@@ -330,7 +346,7 @@ class ClientConn {
       complete(p, *h, std::nullopt);
     }
     alive_.store(false);
-    closed_at_ = std::chrono::steady_clock::now();
+    closed_at_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count());
     std::map<Key, std::shared_ptr<Pending>> left;
     {
       std::lock_guard lock(mu_);
@@ -364,7 +380,9 @@ class ClientConn {
   std::atomic<unsigned> reads_{0};
   std::atomic<bool> draining_{false};
   std::chrono::steady_clock::time_point started_;
-  std::optional<std::chrono::steady_clock::time_point> closed_at_;
+  std::atomic<std::chrono::steady_clock::rep> closed_at_ns_{0};  // 0: open
+  std::uint64_t id_ = next_id_.fetch_add(1);
+  static inline std::atomic<std::uint64_t> next_id_{1};
   std::atomic<bool> alive_{true};
   std::mutex mu_;
   std::map<Key, std::shared_ptr<Pending>> pending_;
@@ -469,13 +487,18 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     // Set before taking mu_: a session being opened (which holds mu_)
     // sees it between its attempts.
     cancelled_.store(true);
+    // Handshakes and control calls first, without mu_: a session being
+    // opened holds mu_ across them.
+    shutdown_handshakes();
+    {
+      std::lock_guard lock(calls_mu_);
+      for (grpc::ClientContext* ctx : calls_) ctx->TryCancel();
+    }
     {
       std::lock_guard lock(mu_);
       conns = conns_;
     }
     for (auto& c : conns) c->shutdown();
-    std::lock_guard lock(calls_mu_);
-    for (grpc::ClientContext* ctx : calls_) ctx->TryCancel();
   }
 
   Result<std::shared_ptr<ClientConn>> pick() {
@@ -583,7 +606,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     for (int i = 0; i < session.data_addresses_size() && advertised.size() <= kMaxDataPaths; ++i) {
       advertised.push_back(session.data_addresses(i));
     }
-    auto planned = plan_data_paths(advertised, url_.host, local);
+    auto planned = plan_data_paths(advertised, url_.host, is_loopback(url_.host), local);
     if (!planned) {
       close_session(session_id_);
       session_id_.clear();
@@ -617,6 +640,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     std::vector<std::shared_ptr<ClientConn>> ready;
     std::optional<Error> failure;
     std::vector<unsigned> todo(streams);
+    std::vector<unsigned> unreached;  // connections whose path did not connect
     for (unsigned i = 0; i < streams; ++i) todo[i] = i;
     const Opening opening = opening_locked();
     for (unsigned attempt = 0; attempt < kOpenAttempts && !todo.empty(); ++attempt) {
@@ -625,7 +649,8 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
       if (attempt >= 2 && !ready.empty()) break;
       if (attempt > 0 && !backoff(attempt)) break;
       std::vector<unsigned> refused;
-      for (std::size_t first = 0; first < todo.size(); first += kParallelHandshakes) {
+      for (std::size_t first = 0; first < todo.size() && !cancelled_.load();
+           first += kParallelHandshakes) {
         const std::size_t n = std::min<std::size_t>(kParallelHandshakes, todo.size() - first);
         std::vector<std::optional<Result<std::shared_ptr<ClientConn>>>> opened(n);
         std::vector<std::thread> openers;
@@ -642,10 +667,17 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
             continue;
           }
           const bool retry = r.error().retry != RetryClass::kFatal;
+          // Only the server's refusals (its limits) are tried again here;
+          // a path that does not connect is left to the watchdog.
+          const bool refusal = r.error().operation == "handshake";
           if (!failure || (failure->retry != RetryClass::kFatal && !retry)) {
             failure = std::move(r).error();
           }
-          if (retry) refused.push_back(todo[first + k]);
+          if (retry && refusal) {
+            refused.push_back(todo[first + k]);
+          } else if (retry) {
+            unreached.push_back(todo[first + k]);
+          }
         }
       }
       // A final refusal (a bad token, a server that will not seal) is not
@@ -665,6 +697,16 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     if (ready.size() < streams) {
       log().info("{}: {} of {} data connections opened ({})", name_, ready.size(), streams,
                  failure ? failure->message() : std::string("cancelled"));
+    }
+    // The ones whose path did not connect (or the server still refused)
+    // become dead slots the watchdog re-opens, after a backoff, on their
+    // path.
+    for (unsigned i : unreached) todo.push_back(i);
+    const auto later = std::chrono::steady_clock::now() + kReopenFirst;
+    for (unsigned i : todo) {
+      const std::size_t path = i % paths_.size();
+      conns_.push_back(ClientConn::placeholder(i, session_gen_, path, paths_[path].name));
+      path_retry_[path] = PathRetry{later, kReopenFirst};
     }
     for (auto& conn : ready) {
       // The handshake gave TCP its first round trips: its minimum is the
@@ -725,9 +767,22 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
       (void)protocol::set_congestion_control(fd.get(), protocol::kPreferredCongestionControl);
     }
     auto conn = std::make_shared<ClientConn>(std::move(fd), index, o.gen, path, p.name);
-    // The handshake is bounded too (a path can die in the middle of it).
+    // The handshake is bounded too (a path can die in the middle of it),
+    // and cancel() or the client's end shuts it down (handshaking_).
     conn->frames().transport().set_timeouts(timeout, timeout);
-    XFER_TRY(hello(*conn, o.session_id, o.data_token, o.encrypt));
+    {
+      std::lock_guard l(handshaking_mu_);
+      if (cancelled_.load() || handshakes_stopped_) {
+        return make_error(ErrorCode::kCancelled, "handshake", p.name, "the transfer was cancelled");
+      }
+      handshaking_.insert(conn.get());
+    }
+    Status said = hello(*conn, o.session_id, o.data_token, o.encrypt);
+    {
+      std::lock_guard l(handshaking_mu_);
+      handshaking_.erase(conn.get());
+    }
+    XFER_TRY(said);
     conn->frames().transport().set_timeouts(std::chrono::milliseconds(0),
                                             std::chrono::milliseconds(0));
     return conn;
@@ -754,7 +809,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
       std::uint64_t progress = 0;
       std::chrono::steady_clock::time_point moved;
     };
-    std::map<const ClientConn*, Seen> seen;
+    std::map<std::uint64_t, Seen> seen;  // by ClientConn::id()
     std::unique_lock lock(watch_mu_);
     while (!watch_stop_) {
       watch_cv_.wait_for(lock, kWatchInterval, [&] { return watch_stop_; });
@@ -768,28 +823,60 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
         gen = session_gen_;
       }
       const auto now = std::chrono::steady_clock::now();
-      const auto limit = stall_limit();
-      std::map<const ClientConn*, Seen> next;
+      std::map<std::uint64_t, Seen> next;
       bool sibling_moved = false;
-      std::vector<std::shared_ptr<ClientConn>> stuck;
+      std::set<std::size_t> moving_paths;
+      std::vector<std::pair<std::shared_ptr<ClientConn>, std::chrono::milliseconds>> stuck;
       for (auto& c : conns) {
         if (!c->alive() || c->session() != gen) continue;
         const auto t = c->frames().transport_stats();
+        // Each connection's own patience: 10 of its own round trips when
+        // that is longer (a slow path beside a fast one). Not its RTO: on
+        // a dead path that doubles with every timeout and would never be
+        // reached.
+        const auto limit = std::max<std::chrono::milliseconds>(
+            stall_limit(), std::chrono::milliseconds(static_cast<std::int64_t>(t.rtt_ms * 10)));
         const std::uint64_t progress = t.bytes_acked + t.bytes_received;
         Seen s{progress, now};
-        if (auto it = seen.find(c.get()); it != seen.end() && it->second.progress == progress) {
+        if (auto it = seen.find(c->id()); it != seen.end() && it->second.progress == progress) {
           s.moved = it->second.moved;
         }
-        next[c.get()] = s;
-        const bool waiting = c->outstanding() > 0 && (t.unacked > 0 || c->reads_in_flight() > 0);
+        next[c->id()] = s;
+        // Stuck: our data sits unacknowledged. (A connection waiting only
+        // for the server — a commit's fsync, a read behind it — has
+        // nothing unacknowledged and is left alone; so, too, is a download
+        // over a path that died: its calls end at their own timeout.)
+        const bool waiting = c->outstanding() > 0 && t.unacked > 0;
         if (waiting && now - s.moved >= limit) {
-          stuck.push_back(c);
+          stuck.emplace_back(c, limit);
         } else if (now - s.moved < limit) {
           sibling_moved = true;
+          if (s.moved == now && seen.count(c->id()) != 0) moving_paths.insert(c->path());
         }
       }
       seen = std::move(next);
-      for (auto& c : sibling_moved ? stuck : std::vector<std::shared_ptr<ClientConn>>{}) {
+      {
+        std::lock_guard l(mu_);
+        if (gen == session_gen_) {
+          // A path that moves data is healthy again: its re-open backoff
+          // starts over.
+          for (std::size_t p : moving_paths) {
+            if (p < path_retry_.size()) path_retry_[p] = PathRetry{};
+          }
+          for (auto& [c, limit] : sibling_moved ? stuck : decltype(stuck){}) {
+            // Each time a path is given up on, it waits longer before the
+            // next try (a path that handshakes but carries nothing would
+            // otherwise cycle every few seconds).
+            if (c->path() < path_retry_.size()) {
+              PathRetry& pr = path_retry_[c->path()];
+              pr.wait =
+                  std::clamp<std::chrono::milliseconds>(pr.wait * 2, kReopenFirst, kReopenMax);
+              pr.at = now + pr.wait;
+            }
+          }
+        }
+      }
+      for (auto& [c, limit] : sibling_moved ? stuck : decltype(stuck){}) {
         log().warn(
             "{}: data path {} moved nothing for {} ms while the others did; its calls go "
             "to the other connections",
@@ -840,7 +927,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
         pr.at = std::chrono::steady_clock::now() + pr.wait;
         continue;
       }
-      pr = PathRetry{};
+      pr.at = std::chrono::steady_clock::now();  // the backoff resets when it moves data
       if (gen != session_gen_ || slot >= conns_.size() || conns_[slot] != old) {
         (*fresh)->close();
         continue;
@@ -888,13 +975,13 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
       // not skew the deltas.
       std::uint64_t moved = 0, retrans = 0, segs = 0;
       unsigned waiting = 0;  // active connections with no call in flight
-      std::map<const ClientConn*, Totals> next;
+      std::map<std::uint64_t, Totals> next;
       for (const auto& c : conns_) {
         if (!c->alive() || c->session() != gen) continue;
         const auto t = c->frames().transport_stats();
         const Totals cur{t.bytes_acked + t.bytes_received, t.retransmits, t.data_segs_out};
         Totals prev;
-        if (auto it = control_.totals.find(c.get()); it != control_.totals.end()) prev = it->second;
+        if (auto it = control_.totals.find(c->id()); it != control_.totals.end()) prev = it->second;
         moved += cur.moved - std::min(cur.moved, prev.moved);
         retrans += cur.retrans - std::min(cur.retrans, prev.retrans);
         segs += cur.segs - std::min(cur.segs, prev.segs);
@@ -902,7 +989,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
           ++active;
           if (c->outstanding() == 0) ++waiting;
         }
-        next[c.get()] = cur;
+        next[c->id()] = cur;
       }
       control_.totals = std::move(next);
       const double dt = std::chrono::duration<double>(now - control_.last).count();
@@ -1012,6 +1099,13 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     return true;
   }
 
+  // Shuts down every connection in its handshake (cancel, the client's end).
+  void shutdown_handshakes(bool for_good = false) {
+    std::lock_guard l(handshaking_mu_);
+    if (for_good) handshakes_stopped_ = true;
+    for (ClientConn* c : handshaking_) c->shutdown();
+  }
+
   bool watch_stopping() {
     std::lock_guard l(watch_mu_);
     return watch_stop_;
@@ -1022,6 +1116,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
       watch_stop_ = true;
     }
     watch_cv_.notify_all();
+    shutdown_handshakes(true);
     if (watchdog_.joinable()) watchdog_.join();
   }
 
@@ -1129,7 +1224,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     bool on = false;   // auto streams over a network path
     unsigned max = 0;  // --streams-max, the server's grant, or what it took
     std::chrono::steady_clock::time_point started, last;
-    std::map<const ClientConn*, Totals> totals;  // at `last`
+    std::map<std::uint64_t, Totals> totals;  // at `last`, by ClientConn::id()
     double before_add = 0;  // mean goodput of the two intervals before the last add
     double previous = 0;    // goodput of the last interval
     double best = 0;
@@ -1146,6 +1241,11 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   std::mutex watch_mu_;
   std::condition_variable watch_cv_;
   bool watch_stop_ = false;
+  // Connections in their handshake (open_connection), for cancel() and the
+  // client's end; handshaking_mu_ is taken with no other lock held.
+  std::mutex handshaking_mu_;
+  std::set<ClientConn*> handshaking_;
+  bool handshakes_stopped_ = false;
   std::size_t max_payload_ = kMaxPiece;
   std::atomic<std::uint64_t> next_handle_{1};
   std::uint64_t stats_id_ = 0;
