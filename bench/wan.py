@@ -16,6 +16,8 @@ Needs root, the lab's tools (scripts/setup.sh) and a build.
   sudo bench/wan.py --scenarios W1,W5 --runs 3 \
        --baseline-xfer /tmp/old/build/apps/xfer/xfer \
        --baseline-xferd /tmp/old/build/apps/xferd/xferd
+  sudo bench/wan.py --scenarios W1 --runs 2 --peers scp,rsync   # the ssh peers
+  sudo bench/wan.py --scenarios W3 --runs 3                     # two paths
 """
 from __future__ import annotations
 
@@ -113,6 +115,67 @@ class Server:
         self.log.close()
 
 
+class Sshd:
+    """OpenSSH's sshd inside host b on its own port, with a key of its own
+    and one client key (for the scp and rsync peers)."""
+
+    def __init__(self, lab: Lab, workdir: str, port: int = 2222) -> None:
+        d = os.path.join(workdir, "ssh")
+        os.makedirs(d, exist_ok=True)
+        os.makedirs("/run/sshd", exist_ok=True)
+        self.key = os.path.join(d, "client")
+        host_key = os.path.join(d, "host")
+        for k in (self.key, host_key):
+            if not os.path.exists(k):
+                sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", k])
+        auth = os.path.join(d, "authorized_keys")
+        with open(self.key + ".pub") as src, open(auth, "w") as dst:
+            dst.write(src.read())
+        config = os.path.join(d, "sshd_config")
+        with open(config, "w") as f:
+            f.write(f"Port {port}\nListenAddress 10.99.0.2\nHostKey {host_key}\n"
+                    f"AuthorizedKeysFile {auth}\nPermitRootLogin prohibit-password\n"
+                    f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+                    f"StrictModes no\nPidFile {d}/sshd.pid\n")
+        self.log = open(os.path.join(d, "sshd.log"), "w")
+        self.proc = subprocess.Popen(lab.cmd("b", ["/usr/sbin/sshd", "-D", "-e", "-f", config]),
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.port = port
+        time.sleep(0.5)
+
+    def ssh_args(self) -> list[str]:
+        return ["-i", self.key, "-o", "StrictHostKeyChecking=no", "-o",
+                "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def peer_run(lab: Lab, tool: str, sshd: Sshd, src: str, dst_dir: str) -> dict:
+    """scp or rsync (over ssh) of `src` into `dst_dir` in host b."""
+    dst = os.path.join(dst_dir, "peer.bin")
+    if os.path.exists(dst):
+        os.unlink(dst)
+    if tool == "scp":
+        argv = ["scp", "-q", "-P", str(sshd.port)] + sshd.ssh_args() + [src, f"root@10.99.0.2:{dst}"]
+    else:
+        ssh = " ".join(["ssh", "-p", str(sshd.port)] + sshd.ssh_args())
+        argv = ["rsync", "-a", "-e", ssh, src, f"root@10.99.0.2:{dst}"]
+    c0, cpu0, t0 = machine_busy(), lab.cpu(), time.monotonic()
+    r = sh(lab.cmd("a", argv), timeout=3600, check=False)
+    secs = time.monotonic() - t0
+    busy = (machine_busy() - c0) / os.sysconf("SC_CLK_TCK") / secs / os.cpu_count()
+    ok = r.returncode == 0 and sh(["cmp", "-s", src, dst], check=False).returncode == 0
+    return {"ok": ok, "seconds": secs, "mbit": os.path.getsize(src) * 8 / secs / 1e6, "busy": busy,
+            "emulator_cpu": lab.cpu() - cpu0, "stderr": r.stderr[-500:]}
+
+
 _iperf_port = 5201
 
 
@@ -166,6 +229,7 @@ def main() -> int:
     ap.add_argument("--xfer-args", default="", help="global flags for every xfer run")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
                     help='one more xfer run per round with extra global flags, e.g. "cubic=--cc cubic"')
+    ap.add_argument("--peers", default="", help="scp,rsync: also run these over ssh to sshd in b")
     ap.add_argument("--workdir", default="/var/tmp/xfer-wan")
     ap.add_argument("--json", default=os.path.join(HERE, "results", "wan.json"))
     args = ap.parse_args()
@@ -192,6 +256,8 @@ def main() -> int:
         print(f"== {name}: {desc}", flush=True)
         lab = Lab(args.netlab, "wan" + name.lower(), link, args.workdir, link2)
         servers = {}
+        peers = [p for p in args.peers.split(",") if p]
+        sshd = Sshd(lab, args.workdir) if peers else None
         # Two-path scenarios add xfer against a server that offers one path.
         scenario_tools = tools + ([("xfer 1 path", args.xfer, args.xferd, [])] if link2 else [])
         try:
@@ -200,13 +266,17 @@ def main() -> int:
                 servers[tool] = Server(lab, xferd, 7400 + i, args.workdir, paths)
             rows = {"iperf3 -P 1": [], "iperf3 -P 4": []}
             runs = {t[0]: [] for t in scenario_tools}
+            runs.update({p: [] for p in peers})
             for r in range(args.runs):
                 for p in (1, 4):
                     mbit = iperf(lab, p, args.iperf_seconds)
                     rows[f"iperf3 -P {p}"].append(mbit)
                     print(f"  run {r + 1} iperf3 -P {p}: {mbit:.0f} Mbit/s", flush=True)
-                for tool, xfer, _, flags in scenario_tools:  # A B A B
-                    one = xfer_run(lab, xfer, servers[tool], src, extra + flags)
+                for tool, xfer, _, flags in scenario_tools + [(p, "", "", []) for p in peers]:  # A B A B
+                    if tool in peers:
+                        one = peer_run(lab, tool, sshd, src, servers["xfer"].root)
+                    else:
+                        one = xfer_run(lab, xfer, servers[tool], src, extra + flags)
                     runs[tool].append(one)
                     print(f"  run {r + 1} {tool}: {one['mbit']:.0f} Mbit/s in {one['seconds']:.1f} s, "
                           f"{'ok' if one['ok'] else 'FAILED ' + one['stderr']}, machine {one['busy']:.0%} busy, "
@@ -215,6 +285,8 @@ def main() -> int:
         finally:
             for s in servers.values():
                 s.stop()
+            if sshd:
+                sshd.stop()
             lab.down()
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
@@ -230,6 +302,9 @@ def main() -> int:
                  for t in names]
         print(f"| {name} {res['description']} | {med['iperf3 -P 1']:.0f} | {med['iperf3 -P 4']:.0f} | " +
               " | ".join(cells) + f" | {xm['xfer'] / med['iperf3 -P 4']:.2f} |")
+        for peer in ("scp", "rsync"):
+            if peer in xm and xm[peer] > 0:
+                print(f"\n{name}: xfer / {peer} = {xm['xfer'] / xm[peer]:.1f}x")
     return 0
 
 

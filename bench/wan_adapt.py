@@ -85,7 +85,8 @@ def settle_times(run: dict, drop_at: float, rise_at: float) -> tuple[float, floa
 def chart(runs: dict, path: str, drop_at: float, rise_at: float) -> None:
     data = os.path.splitext(path)[0]
     plots, stream_plots = [], []
-    for name, run in runs.items():
+    for label, run in runs.items():
+        name = label.replace(" ", "-")
         with open(f"{data}-{name}.rate", "w") as f:
             for t, r in run["rates"]:
                 f.write(f"{t:.2f} {r:.1f}\n")
@@ -98,10 +99,10 @@ def chart(runs: dict, path: str, drop_at: float, rise_at: float) -> None:
                 last = e["streams"]
             if last is not None and run["rates"]:
                 f.write(f"{run['rates'][-1][0]:.2f} {last}\n")
-        plots.append(f"'{data}-{name}.rate' using 1:2 with lines lw 2 title '{name} rate (Mbit/s)'")
+        plots.append(f"'{data}-{name}.rate' using 1:2 with lines lw 2 title '{label} rate (Mbit/s)'")
         if run["controller"]:
             stream_plots.append(f"'{data}-{name}.streams' using 1:2 axes x1y2 with lines dt 2 "
-                                f"title '{name} streams'")
+                                f"title '{label} streams'")
     script = f"""set terminal svg size 900,420 dynamic background rgb 'white'
 set output '{path}'
 set title 'W6: 1 Gbit/s -> 200 Mbit/s at {drop_at:.0f} s -> 1 Gbit/s at {rise_at:.0f} s, 40 ms RTT'

@@ -47,7 +47,7 @@ struct ControllerEvent {
   unsigned streams = 0;       // connections after the decision
   double goodput_bps = 0;     // bytes per second over the last interval
   double retransmit_pct = 0;  // retransmitted / sent segments over it
-  std::string action;         // "start", "add", "keep", "remove", "back off", "buffers"
+  std::string action;         // "start", "add", "keep", "remove", "back off", "path changed"
 };
 
 // What limited a transfer, in one line, from its streams' TCP_INFO times

@@ -79,7 +79,10 @@ constexpr auto kReopenMax = std::chrono::milliseconds(30000);
 // interval's goodput swings by a quarter with TCP's sawtooth —, takes back
 // one that did not (and waits kHoldIntervals before probing again), and
 // backs off multiplicatively (kBackOff) when retransmissions pass
-// kLossSpike while the goodput fell below kFallToBackOff of the best seen.
+// kLossSpike while the goodput fell below kFallToBackOff of the best seen
+// in the intervals after an add (self-inflicted); the same signs under an
+// unchanged count are the path changing (W6: a rate drop cut 4 connections
+// to 1), and only reset the best seen.
 // Nothing is decided in the first kWarmupIntervals (TCP's start-up: a
 // connection added then only adds to the queue overruns of slow start;
 // measured on the lab's 150 ms link), nor in an interval where some
@@ -1014,11 +1017,21 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
       control_.previous = goodput;
       unsigned target = active;
       const char* action = nullptr;
-      if (loss > kLossSpike && goodput < control_.best * kFallToBackOff && active > 1) {
-        target = std::max(1u, static_cast<unsigned>(static_cast<double>(active) * kBackOff));
-        action = "back off";
+      if (loss > kLossSpike && goodput < control_.best * kFallToBackOff) {
+        if (control_.judging > 0 && active > 1) {
+          // Our own add overran the path: back off.
+          target = std::max(1u, static_cast<unsigned>(static_cast<double>(active) * kBackOff));
+          action = "back off";
+          control_.hold = kHoldIntervals;
+        } else {
+          // The path changed under an unchanged count (its rate fell, or
+          // other traffic came): fewer connections would not bring the
+          // rate back. The best seen starts over from here.
+          action = "path changed";
+          control_.best = goodput;
+          control_.hold = kJudgeIntervals;
+        }
         control_.judging = 0;
-        control_.hold = kHoldIntervals;
       } else if (control_.judging > 0) {
         // An add awaiting its verdict.
         control_.after_sum += goodput;
