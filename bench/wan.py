@@ -59,12 +59,27 @@ def machine_busy() -> float:
     return sum(v) - v[3] - v[4]  # all but idle and iowait, in ticks
 
 
+def stop_process(proc: subprocess.Popen, log) -> None:
+    """SIGTERM, 10 s, then SIGKILL; the process is ours (by its Popen)."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
 class Lab:
-    def __init__(self, netlab: str, name: str, link: str, workdir: str, link2: str | None = None) -> None:
+    def __init__(self, netlab: str, name: str, link: str, workdir: str, link2: str | None = None,
+                 host_cc: str = "") -> None:
         self.netlab, self.name = netlab, name
         topo = os.path.join(workdir, f"{name}.toml")
+        # host_cc: the hosts' default congestion control (what programs
+        # that do not choose get: scp, rsync, iperf3 without -C).
+        host = f'sysctl = {{ "net.ipv4.tcp_congestion_control" = "{host_cc}" }}\n' if host_cc else ""
         with open(topo, "w") as f:
-            f.write('[hosts.a]\n[hosts.b]\n[links.ab]\nhosts = ["a", "b"]\n' + link)
+            f.write(f'[hosts.a]\n{host}[hosts.b]\n{host}[links.ab]\nhosts = ["a", "b"]\n' + link)
             if link2:
                 f.write('[links.ab2]\nhosts = ["a", "b"]\n' + link2)
         sh([netlab, "down", name], check=False)
@@ -106,13 +121,7 @@ class Server:
         self.token = sh([xferd, "token", "--config", self.config, "--write", "--ttl", "7200"]).stdout.strip()
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        stop_process(self.proc, self.log)
 
 
 class Sshd:
@@ -136,7 +145,9 @@ class Sshd:
             f.write(f"Port {port}\nListenAddress 10.99.0.2\nHostKey {host_key}\n"
                     f"AuthorizedKeysFile {auth}\nPermitRootLogin prohibit-password\n"
                     f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
-                    f"StrictModes no\nPidFile {d}/sshd.pid\n")
+                    f"StrictModes no\nPidFile {d}/sshd.pid\n"
+                    # scp speaks SFTP by default since OpenSSH 9.0.
+                    f"Subsystem sftp /usr/lib/openssh/sftp-server\n")
         self.log = open(os.path.join(d, "sshd.log"), "w")
         self.proc = subprocess.Popen(lab.cmd("b", ["/usr/sbin/sshd", "-D", "-e", "-f", config]),
                                      stdout=self.log, stderr=subprocess.STDOUT)
@@ -148,13 +159,7 @@ class Sshd:
                 "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        stop_process(self.proc, self.log)
 
 
 def peer_run(lab: Lab, tool: str, sshd: Sshd, src: str, dst_dir: str) -> dict:
@@ -229,6 +234,8 @@ def main() -> int:
     ap.add_argument("--xfer-args", default="", help="global flags for every xfer run")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
                     help='one more xfer run per round with extra global flags, e.g. "cubic=--cc cubic"')
+    ap.add_argument("--host-cc", default="", help="the hosts' default congestion control "
+                    "(cubic: a stock Debian host; default: this machine's)")
     ap.add_argument("--peers", default="", help="scp,rsync: also run these over ssh to sshd in b")
     ap.add_argument("--workdir", default="/var/tmp/xfer-wan")
     ap.add_argument("--json", default=os.path.join(HERE, "results", "wan.json"))
@@ -254,7 +261,7 @@ def main() -> int:
     for name in args.scenarios.split(","):
         desc, link, link2 = SCENARIOS[name]
         print(f"== {name}: {desc}", flush=True)
-        lab = Lab(args.netlab, "wan" + name.lower(), link, args.workdir, link2)
+        lab = Lab(args.netlab, "wan" + name.lower(), link, args.workdir, link2, args.host_cc)
         servers = {}
         peers = [p for p in args.peers.split(",") if p]
         sshd = Sshd(lab, args.workdir) if peers else None
@@ -303,7 +310,7 @@ def main() -> int:
         print(f"| {name} {res['description']} | {med['iperf3 -P 1']:.0f} | {med['iperf3 -P 4']:.0f} | " +
               " | ".join(cells) + f" | {xm['xfer'] / med['iperf3 -P 4']:.2f} |")
         for peer in ("scp", "rsync"):
-            if peer in xm and xm[peer] > 0:
+            if peer in xm and xm[peer] > 0 and all(r["ok"] for r in res["xfer"][peer]):
                 print(f"\n{name}: xfer / {peer} = {xm['xfer'] / xm[peer]:.1f}x")
     return 0
 
