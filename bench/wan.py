@@ -220,15 +220,36 @@ def xfer_run(lab: Lab, xfer: str, srv: Server, src: str, extra: list[str]) -> di
             "emulator_cpu": lab.cpu() - cpu0, "stderr": r.stderr[-500:]}
 
 
+def add_lab_args(ap: argparse.ArgumentParser) -> None:
+    """The binaries and the work folder, the same for every wan*.py module."""
+    ap.add_argument("--netlab", default=os.path.join(BUILD, "tools/netlab/netlab"))
+    ap.add_argument("--xfer", default=os.path.join(BUILD, "apps/xfer/xfer"))
+    ap.add_argument("--xferd", default=os.path.join(BUILD, "apps/xferd/xferd"))
+    ap.add_argument("--workdir", default="/var/tmp/xfer-wan")
+
+
+def prepare(args: argparse.Namespace, program: str) -> str | None:
+    """Checks for root, makes the work folder and a random source file of
+    args.size_mib MiB (kept between runs); its path, or None without root."""
+    if os.geteuid() != 0:
+        print(f"{program}: the lab needs root", file=sys.stderr)
+        return None
+    os.makedirs(args.workdir, exist_ok=True)
+    src = os.path.join(args.workdir, f"src{args.size_mib}.bin")
+    if not os.path.exists(src) or os.path.getsize(src) != args.size_mib << 20:
+        with open(src, "wb") as f:
+            for _ in range(args.size_mib):
+                f.write(os.urandom(1 << 20))
+    return src
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenarios", default="W1,W5")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--iperf-seconds", type=int, default=10)
-    ap.add_argument("--netlab", default=os.path.join(BUILD, "tools/netlab/netlab"))
-    ap.add_argument("--xfer", default=os.path.join(BUILD, "apps/xfer/xfer"))
-    ap.add_argument("--xferd", default=os.path.join(BUILD, "apps/xferd/xferd"))
+    add_lab_args(ap)
     ap.add_argument("--baseline-xfer", help="the 'before' client (with --baseline-xferd)")
     ap.add_argument("--baseline-xferd")
     ap.add_argument("--xfer-args", default="", help="global flags for every xfer run")
@@ -237,18 +258,11 @@ def main() -> int:
     ap.add_argument("--host-cc", default="", help="the hosts' default congestion control "
                     "(cubic: a stock Debian host; default: this machine's)")
     ap.add_argument("--peers", default="", help="scp,rsync: also run these over ssh to sshd in b")
-    ap.add_argument("--workdir", default="/var/tmp/xfer-wan")
     ap.add_argument("--json", default=os.path.join(HERE, "results", "wan.json"))
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("wan.py: the lab needs root", file=sys.stderr)
+    src = prepare(args, "wan.py")
+    if src is None:
         return 2
-    os.makedirs(args.workdir, exist_ok=True)
-    src = os.path.join(args.workdir, "src.bin")
-    if not os.path.exists(src) or os.path.getsize(src) != args.size_mib << 20:
-        with open(src, "wb") as f:
-            for _ in range(args.size_mib):
-                f.write(os.urandom(1 << 20))
     # (name, client, server, extra flags), run in this order every round.
     tools = [("xfer", args.xfer, args.xferd, [])]
     if args.baseline_xfer:

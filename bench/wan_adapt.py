@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 
-from wan import BUILD, HERE, Lab, Server, sh
+from wan import HERE, Lab, Server, add_lab_args, prepare, sh
 
 LINK = 'rate = "1gbit"\ndelay = "20ms"\n'
 
@@ -128,22 +128,13 @@ def main() -> int:
     ap.add_argument("--drop-at", type=float, default=10)
     ap.add_argument("--rise-at", type=float, default=20)
     ap.add_argument("--compare-fixed", action="store_true", help="also run --streams 4, A B A B")
-    ap.add_argument("--netlab", default=os.path.join(BUILD, "tools/netlab/netlab"))
-    ap.add_argument("--xfer", default=os.path.join(BUILD, "apps/xfer/xfer"))
-    ap.add_argument("--xferd", default=os.path.join(BUILD, "apps/xferd/xferd"))
-    ap.add_argument("--workdir", default="/var/tmp/xfer-wan")
+    add_lab_args(ap)
     ap.add_argument("--json", default=os.path.join(HERE, "results", "wan-w6.json"))
     ap.add_argument("--svg", default=os.path.join(HERE, "results", "w6.svg"))
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("wan_adapt.py: the lab needs root", file=sys.stderr)
+    src = prepare(args, "wan_adapt.py")
+    if src is None:
         return 2
-    os.makedirs(args.workdir, exist_ok=True)
-    src = os.path.join(args.workdir, f"src{args.size_mib}.bin")
-    if not os.path.exists(src) or os.path.getsize(src) != args.size_mib << 20:
-        with open(src, "wb") as f:
-            for _ in range(args.size_mib):
-                f.write(os.urandom(1 << 20))
     variants = [("auto", [])] + ([("fixed 4", ["--streams", "4"])] if args.compare_fixed else [])
     lab = Lab(args.netlab, "wanw6", LINK, args.workdir)
     srv = None

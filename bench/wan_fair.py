@@ -21,7 +21,7 @@ import sys
 import time
 
 import wan
-from wan import BUILD, HERE, Lab, Server, sh
+from wan import HERE, Lab, Server, add_lab_args, prepare, sh
 
 LINK = 'rate = "500mbit"\ndelay = "20ms"\n'
 VARIANTS = [("xfer default", []), ("xfer --streams 1 --cc cubic", ["--streams", "1", "--cc", "cubic"])]
@@ -82,21 +82,12 @@ def main() -> int:
     ap.add_argument("--size-mib", type=int, default=512)
     ap.add_argument("--seconds", type=int, default=25)
     ap.add_argument("--start-after", type=float, default=3)
-    ap.add_argument("--netlab", default=os.path.join(BUILD, "tools/netlab/netlab"))
-    ap.add_argument("--xfer", default=os.path.join(BUILD, "apps/xfer/xfer"))
-    ap.add_argument("--xferd", default=os.path.join(BUILD, "apps/xferd/xferd"))
-    ap.add_argument("--workdir", default="/var/tmp/xfer-wan")
+    add_lab_args(ap)
     ap.add_argument("--json", default=os.path.join(HERE, "results", "wan-fair.json"))
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("wan_fair.py: the lab needs root", file=sys.stderr)
+    src = prepare(args, "wan_fair.py")
+    if src is None:
         return 2
-    os.makedirs(args.workdir, exist_ok=True)
-    src = os.path.join(args.workdir, f"src{args.size_mib}.bin")
-    if not os.path.exists(src) or os.path.getsize(src) != args.size_mib << 20:
-        with open(src, "wb") as f:
-            for _ in range(args.size_mib):
-                f.write(os.urandom(1 << 20))
     lab = Lab(args.netlab, "wanfair", LINK, args.workdir)
     srv = None
     results = {name: [] for name, _ in VARIANTS}
@@ -121,7 +112,8 @@ def main() -> int:
     for name, runs in results.items():
         x = statistics.median(r["xfer_mbit"] for r in runs)
         c = statistics.median(r["iperf_mbit"] for r in runs)
-        print(f"| {name} | {x:.0f} | {c:.0f} | {x / (x + c):.0%} | "
+        share = f"{x / (x + c):.0%}" if x + c > 0 else "no overlap"
+        print(f"| {name} | {x:.0f} | {c:.0f} | {share} | "
               f"{statistics.median(r['jain'] for r in runs):.2f} |")
     return 0
 

@@ -107,7 +107,6 @@ class TcpTransport final : public Transport {
     if (::getsockopt(fd_.get(), IPPROTO_TCP, TCP_INFO, &info, &len) == 0) {
       s.rtt_ms = info.tcpi_rtt / 1000.0;
       s.min_rtt_ms = info.tcpi_min_rtt / 1000.0;
-      s.rto_ms = info.tcpi_rto / 1000.0;
       s.cwnd = info.tcpi_snd_cwnd;
       s.retransmits = info.tcpi_total_retrans;
       s.bytes_acked = info.tcpi_bytes_acked;

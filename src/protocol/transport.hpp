@@ -26,7 +26,6 @@ namespace xfer::protocol {
 struct TransportStats {
   double rtt_ms = 0;
   double min_rtt_ms = 0;   // the smallest round trip TCP has seen on it
-  double rto_ms = 0;       // the retransmission timeout (TCP)
   std::uint32_t cwnd = 0;  // segments (TCP)
   std::uint64_t retransmits = 0;
   std::uint64_t bytes_sent = 0;

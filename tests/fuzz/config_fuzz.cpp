@@ -1,7 +1,9 @@
 // libFuzzer target for the text xfer reads from the user's files and URLs:
 // sealed secrets (core/secrets.cpp), credentials.toml
 // (backend/credentials.cpp), ~/.ssh/config and ~/.aws/* (backend/profile.cpp)
-// and URLs with query parameters (core/url.cpp). The first byte picks the
+// and URLs with query parameters (core/url.cpp); and what a server
+// advertises as its data addresses with the --bind list they are paired
+// with (backend/xfer/paths.cpp, core/url.cpp). The first byte picks the
 // parser. None may crash or read out of bounds; what parses must survive a
 // round trip (a URL printed and parsed again, a credentials file written
 // and read again, is the same). Built by this build's fuzz rules
@@ -13,7 +15,9 @@
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "backend/xfer/paths.hpp"
 #include "xfer/backend/credentials.hpp"
 #include "xfer/backend/profile.hpp"
 #include "xfer/core/secrets.hpp"
@@ -46,7 +50,7 @@ bool cheap_costs(std::string_view s) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
   const std::string_view text(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 5) {
+  switch (data[0] % 6) {
     case 0: {
       if (!cheap_costs(text)) return 0;
       (void)xfer::unseal_secret(text, "passphrase");
@@ -77,6 +81,29 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       auto again = xfer::parse_url(url->to_string());
       check(again.ok(), "a printed URL does not parse");
       check(same(*url, *again), "a URL changed in a round trip");
+      break;
+    }
+    case 5: {
+      // First line: a --bind list; the others: advertised data addresses.
+      std::vector<std::string> lines;
+      for (std::string_view rest = text; !rest.empty() && lines.size() < 40;) {
+        const auto nl = rest.find('\n');
+        lines.emplace_back(rest.substr(0, nl));
+        rest = nl == std::string_view::npos ? std::string_view() : rest.substr(nl + 1);
+      }
+      if (lines.empty()) break;
+      auto local = xfer::parse_address_list(lines.front());
+      if (!local) break;
+      for (const auto& a : *local) check(xfer::is_ip_literal(a), "--bind took a non-address");
+      const std::vector<std::string> advertised(lines.begin() + 1, lines.end());
+      auto paths = xfer::plan_data_paths(advertised, "192.0.2.1", (data[0] & 0x80) != 0, *local);
+      if (!paths) break;
+      check(!paths->empty() && paths->size() <= xfer::kMaxDataPaths, "path count out of bounds");
+      for (const auto& p : *paths) {
+        check(xfer::is_ip_literal(p.host) && p.port != 0, "a path to a non-address");
+        check(p.host.rfind("127.", 0) != 0 || (data[0] & 0x80) != 0,
+              "loopback from a remote server");
+      }
       break;
     }
   }
