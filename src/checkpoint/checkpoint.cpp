@@ -225,6 +225,16 @@ class CheckpointImpl final : public Checkpoint {
     return result;
   }
 
+  std::uint64_t recorded_chunk_size(const FileBegin& like) const override {
+    const Shard& sh = shard(like.file_key);
+    std::lock_guard lock(sh.mu);
+    auto it = sh.files.find(like.file_key);
+    if (it == sh.files.end()) return 0;
+    const FileBegin& b = it->second.begin;
+    if (b.size != like.size || b.mtime_ns != like.mtime_ns || b.source != like.source) return 0;
+    return it->second.progress.done_count() > 0 ? b.chunk_size : 0;
+  }
+
   void chunk_done(std::uint64_t key, std::uint64_t chunk, std::uint64_t xxh3) override {
     {
       Shard& sh = shard(key);
@@ -319,6 +329,7 @@ class CheckpointImpl final : public Checkpoint {
   };
 
   Shard& shard(std::uint64_t key) { return shards_[key % shards_.size()]; }
+  const Shard& shard(std::uint64_t key) const { return shards_[key % shards_.size()]; }
   DoneShard& done_shard(std::uint64_t key) { return done_shards_[key % done_shards_.size()]; }
   const DoneShard& done_shard(std::uint64_t key) const {
     return done_shards_[key % done_shards_.size()];

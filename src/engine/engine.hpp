@@ -126,6 +126,9 @@ class Engine {
   void finalize_chunked(std::shared_ptr<ChunkedFile> file);
   SinkOptions sink_options(const FileAttrs& attrs) const;
   Status start_chunked(const std::shared_ptr<ChunkedFile>& file);
+  // plan_file with what the root's two backends measured of the link and,
+  // for a file the checkpoint has progress for, the layout it recorded.
+  FilePlan plan_for(const Root& root, const FileTask& task, const FileAttrs& attrs);
   Status copy_stream(Source& source, Sink& sink, std::vector<std::uint64_t>* hashes,
                      std::atomic<std::uint64_t>* counted, std::uint64_t& size);
   Status copy_range(Source& source, Sink& sink, std::uint64_t begin, std::uint64_t end, bool sparse,
@@ -178,6 +181,10 @@ class Engine {
   std::unordered_set<std::uint64_t> begun_keys_;
   std::optional<bool> forced_into_dir_;  // from the interrupted run's job.json
   bool into_dir_ = false;
+  // The auto chunk size last reported to the stats board (plan_for; any
+  // worker), and when the engine started (the events' time base).
+  std::atomic<std::uint64_t> reported_chunk_{0};
+  Clock::time_point started_ = Clock::now();
 };
 
 }  // namespace xfer::detail

@@ -60,8 +60,7 @@ void Engine::finalize_chunked(std::shared_ptr<ChunkedFile> file) {
       file->size = file->source->attrs().size;
       counters_.bytes_total.fetch_add(file->size, std::memory_order_relaxed);
       counters_.bytes_total.fetch_sub(old_size, std::memory_order_relaxed);
-      FilePlan plan = plan_file(file->size, root.source->capabilities(),
-                                root.destination->capabilities(), opt_);
+      FilePlan plan = plan_for(root, file->task, file->source->attrs());
       file->chunk_size = std::max<std::uint64_t>(plan.chunk_size, 1);
       file->chunks =
           std::max<std::uint64_t>((file->size + file->chunk_size - 1) / file->chunk_size, 1);

@@ -20,16 +20,32 @@ unsigned auto_parallelism(double rtt_ms, const TransferOptions& options) {
   return std::clamp(want, kFloor, std::min(kCeiling, by_memory));
 }
 
+std::uint64_t link_chunk_cap(const LinkEstimate& link, std::uint64_t io_size) {
+  double cap = 0;
+  if (link.rtt_ms > 0) {
+    cap = static_cast<double>(io_size) * kChunkSeconds * 1000.0 / link.rtt_ms;
+  }
+  if (link.goodput_bps > 0) {
+    const double by_rate = link.goodput_bps * kChunkSeconds;
+    cap = cap > 0 ? std::min(cap, by_rate) : by_rate;
+  }
+  if (cap <= 0) return 0;
+  // Past 64 GiB the figure means "no cap" anyway; keep the cast defined.
+  const auto bytes = static_cast<std::uint64_t>(std::min(cap, 64.0 * 1024 * 1024 * 1024));
+  return std::max<std::uint64_t>(std::max(io_size, kMiB), bytes / kMiB * kMiB);
+}
+
 FilePlan plan_file(std::uint64_t size, const Capabilities& source, const Capabilities& sink,
-                   const TransferOptions& options, double rtt_ms) {
+                   const TransferOptions& options, const LinkEstimate& link,
+                   std::uint64_t recorded_chunk) {
+  const double rtt_ms = link.rtt_ms;
   FilePlan plan;
   const bool can_split = sink.random_writes && sink.parallel_writers;
   if (size <= options.small_file_threshold || !can_split) return plan;
 
-  // The layout follows the options only; the number in flight may follow
-  // the link. Auto lays out for 16 in flight (64 chunks of 8-64 MiB), so a
-  // long path can keep up to 64 calls of one file outstanding: a chunk has
-  // one call in flight at a time.
+  // Auto lays out for 16 in flight (64 chunks of 8-64 MiB), so a long path
+  // can keep up to 64 calls of one file outstanding: a chunk has one call
+  // in flight at a time. The link may make chunks smaller (link_chunk_cap).
   const unsigned layout = options.chunk_parallelism != 0 ? options.chunk_parallelism : 16;
   const unsigned parallelism = options.chunk_parallelism != 0 ? options.chunk_parallelism
                                                               : auto_parallelism(rtt_ms, options);
@@ -42,6 +58,12 @@ FilePlan plan_file(std::uint64_t size, const Capabilities& source, const Capabil
     chunk = std::max<std::uint64_t>(
         chunk, std::min(source.preferred_chunk_size, sink.preferred_chunk_size) / 2);
     chunk = (chunk + (1ull << 20) - 1) & ~((1ull << 20) - 1);
+    if (const std::uint64_t cap = link_chunk_cap(link, options.io_size); cap != 0) {
+      chunk = std::min(chunk, cap);
+    }
+    // A file a checkpoint has progress for keeps the layout it was begun
+    // with, whatever the link measures now.
+    if (recorded_chunk != 0) chunk = recorded_chunk;
   }
   chunk = std::max<std::uint64_t>(chunk, std::max<std::uint64_t>(sink.min_part_size, 4096));
   std::uint64_t chunks = (size + chunk - 1) / chunk;

@@ -29,10 +29,24 @@ struct FilePlan {
 // 1 MiB carry 80 MiB/s over 50 ms, 27 MiB/s over 150 ms.
 unsigned auto_parallelism(double rtt_ms, const TransferOptions& options);
 
-// `rtt_ms`: the larger of the two endpoints' link estimates. The chunk
-// layout never depends on it (a resumed job must find the same chunks); only
-// how many of them are in flight does.
+// The largest auto chunk the link allows (0: no cap, nothing measured). A
+// chunk is moved by one worker with one io_size call in flight at a time,
+// so it takes at least chunk / io_size round trips: the cap keeps that, and
+// the chunk's share of the measured goodput, near kChunkSeconds, so the
+// last chunks of a file do not hold it long after the others are done and
+// an interrupted chunk costs little to re-send. At least io_size and 1 MiB,
+// in whole MiB. With io_size 1 MiB: 20 MiB at 50 ms, 6 MiB at 150 ms,
+// 1 MiB at 600 ms (the seed's table: 8, 4, 1 MB).
+inline constexpr double kChunkSeconds = 1.0;
+std::uint64_t link_chunk_cap(const LinkEstimate& link, std::uint64_t io_size);
+
+// `link`: what the two endpoints measured of the path (the larger round
+// trip, the smaller goodput). How many chunks are in flight follows the
+// round trip; with chunk_size auto the layout also follows the link
+// (link_chunk_cap), so a resumed file must keep the layout its checkpoint
+// recorded (the engine passes it as `recorded_chunk`, 0: none).
 FilePlan plan_file(std::uint64_t size, const Capabilities& source, const Capabilities& sink,
-                   const TransferOptions& options, double rtt_ms = 0);
+                   const TransferOptions& options, const LinkEstimate& link = {},
+                   std::uint64_t recorded_chunk = 0);
 
 }  // namespace xfer

@@ -6,6 +6,7 @@
 // ChunkedFile's (see scheduler.hpp).
 
 #include "engine/engine.hpp"
+#include "xfer/metrics/streams.hpp"
 
 namespace xfer::detail {
 
@@ -111,10 +112,7 @@ void Engine::process_file(FileTask task) {
       scheduler_.file_classified();
       return;
     }
-    const double rtt_ms =
-        std::max(root.source->link_estimate().rtt_ms, root.destination->link_estimate().rtt_ms);
-    FilePlan plan = plan_file(size, root.source->capabilities(), root.destination->capabilities(),
-                              opt_, rtt_ms);
+    FilePlan plan = plan_for(root, task, source->attrs());
     if (plan.strategy == Strategy::kChunked) {
       auto file = std::make_shared<ChunkedFile>();
       file->key = checkpoint::file_key(task.destination);
@@ -261,6 +259,39 @@ SinkOptions Engine::sink_options(const FileAttrs& attrs) const {
   so.direct = opt_.direct;
   so.fsync = opt_.fsync;
   return so;
+}
+
+FilePlan Engine::plan_for(const Root& root, const FileTask& task, const FileAttrs& attrs) {
+  const LinkEstimate from = root.source->link_estimate();
+  const LinkEstimate to = root.destination->link_estimate();
+  LinkEstimate link;
+  link.rtt_ms = std::max(from.rtt_ms, to.rtt_ms);
+  link.goodput_bps = from.goodput_bps > 0 && to.goodput_bps > 0
+                         ? std::min(from.goodput_bps, to.goodput_bps)
+                         : std::max(from.goodput_bps, to.goodput_bps);
+  std::uint64_t recorded = 0;
+  if (ckpt_ && root.destination->capabilities().resume) {
+    recorded = ckpt_->recorded_chunk_size(checkpoint::FileBegin{
+        checkpoint::file_key(task.destination), attrs.size, attrs.mtime_ns, 0, task.source, {}});
+  }
+  FilePlan plan = plan_file(attrs.size, root.source->capabilities(),
+                            root.destination->capabilities(), opt_, link, recorded);
+  // A new auto chunk size is one of the controller's decisions (--json
+  // "controller"): filed when it changes, with the link it followed.
+  const auto& board = opt_.destination_endpoint.stats_board ? opt_.destination_endpoint.stats_board
+                                                            : opt_.source_endpoint.stats_board;
+  if (board && opt_.chunk_size == 0 && recorded == 0 && plan.strategy == Strategy::kChunked &&
+      reported_chunk_.exchange(plan.chunk_size) != plan.chunk_size) {
+    ControllerEvent e;
+    e.endpoint = (from.rtt_ms > to.rtt_ms ? root.source : root.destination)->describe();
+    e.seconds = std::chrono::duration<double>(Clock::now() - started_).count();
+    e.goodput_bps = link.goodput_bps;
+    e.rtt_ms = link.rtt_ms;
+    e.chunk_size = plan.chunk_size;
+    e.action = "chunk size";
+    board->record(std::move(e));
+  }
+  return plan;
 }
 
 Status Engine::start_chunked(const std::shared_ptr<ChunkedFile>& file) {

@@ -3,17 +3,26 @@
 // that would lead outside the destination. The client must refuse them and
 // write nothing outside its destination. And a server that offers setuid
 // files (a real xferd that keeps such bits) does not make setuid files on
-// the client.
+// the client. And a server whose data port answers the handshake a byte at
+// a time costs the client one handshake timeout, not a hang.
 
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "harness.hpp"
+#include "xfer/protocol/frame.hpp"
 #include "xfer/v1/xfer.grpc.pb.h"
 #include "xferd_harness.hpp"
 
@@ -69,6 +78,14 @@ class HostileService final : public v1::Xfer::Service {
 
 class HostileServer : public xfer_it::XferTest {};
 
+// A fake control service on a loopback port of its own (`port`).
+std::unique_ptr<grpc::Server> serve(grpc::Service& service, int& port) {
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  return builder.BuildAndStart();
+}
+
 TEST_F(HostileServer, ListingNamesCannotLeadOutsideTheDestination) {
   for (const std::vector<std::string>& names :
        {std::vector<std::string>{"../escaped.txt"}, std::vector<std::string>{"a/../../escaped.txt"},
@@ -76,11 +93,8 @@ TEST_F(HostileServer, ListingNamesCannotLeadOutsideTheDestination) {
         std::vector<std::string>{std::string("nul\0byte", 8)}}) {
     SCOPED_TRACE(names.front());
     HostileService service(names);
-    grpc::ServerBuilder builder;
     int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    builder.RegisterService(&service);
-    auto server = builder.BuildAndStart();
+    auto server = serve(service, port);
     ASSERT_TRUE(server);
     const fs::path dst = tmp() / "dst";
     auto r = xfer_it::run_xfer({"--token", "t", "cp", "-r", "--no-progress",
@@ -95,6 +109,114 @@ TEST_F(HostileServer, ListingNamesCannotLeadOutsideTheDestination) {
       EXPECT_EQ(e.path().filename().string().find("abs"), std::string::npos) << e.path();
     }
   }
+}
+
+// A data port that accepts connections and answers every HELLO with a
+// valid HELLO_OK header announcing a 4 KiB body, one byte every 300 ms:
+// each read succeeds long before any per-read timeout, so only a deadline
+// on the whole handshake ends it (otherwise about 20 minutes).
+class TricklingDataPort {
+ public:
+  TricklingDataPort() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 && ::listen(fd_, 16) == 0 &&
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+      port_ = ntohs(a.sin_port);
+    }
+    acceptor_ = std::thread([this] { accept_loop(); });
+  }
+  ~TricklingDataPort() {
+    stop_ = true;
+    acceptor_.join();
+    for (auto& t : tricklers_) t.join();
+    ::close(fd_);
+  }
+  int port() const { return port_; }
+  int connections() const { return connections_.load(); }
+
+ private:
+  void accept_loop() {
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      ++connections_;
+      tricklers_.emplace_back([this, c] { trickle(c); });
+    }
+  }
+  void trickle(int c) {
+    xfer::protocol::FrameHeader h;
+    h.type = xfer::protocol::FrameType::kHelloOk;
+    h.length = 4096;
+    const auto header = xfer::protocol::encode_header(h);
+    std::vector<std::byte> bytes(header.begin(), header.end());
+    bytes.resize(bytes.size() + 4096, std::byte{0});
+    for (std::size_t i = 0; i < bytes.size() && !stop_; ++i) {
+      if (::send(c, &bytes[i], 1, MSG_NOSIGNAL) != 1) break;
+      for (int k = 0; k < 3 && !stop_; ++k) std::this_thread::sleep_for(100ms);
+    }
+    ::close(c);
+  }
+
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> connections_{0};
+  std::thread acceptor_;
+  std::vector<std::thread> tricklers_;  // the acceptor's; joined after it
+};
+
+// Offers one 8 MiB file, "/f.bin", over a session whose data address is
+// the trickling port.
+class TricklingService final : public v1::Xfer::Service {
+ public:
+  explicit TricklingService(int data_port) : data_port_(data_port) {}
+  grpc::Status Stat(grpc::ServerContext*, const v1::PathRequest*, v1::FileAttrs* resp) override {
+    resp->set_type(v1::ENTRY_FILE);
+    resp->set_size(8u << 20);
+    resp->set_mode(0644);
+    return grpc::Status::OK;
+  }
+  grpc::Status OpenSession(grpc::ServerContext*, const v1::OpenSessionRequest* req,
+                           v1::Session* resp) override {
+    resp->set_session_id("s");
+    resp->set_data_token("t");
+    resp->add_data_addresses("127.0.0.1:" + std::to_string(data_port_));
+    resp->set_streams(req->streams());
+    return grpc::Status::OK;
+  }
+  grpc::Status CloseSession(grpc::ServerContext*, const v1::CloseSessionRequest*,
+                            v1::Empty*) override {
+    return grpc::Status::OK;
+  }
+
+ private:
+  int data_port_;
+};
+
+TEST_F(HostileServer, ATricklingHandshakeCostsOneTimeoutNotAHang) {
+  TricklingDataPort data;
+  ASSERT_NE(data.port(), 0);
+  TricklingService service(data.port());
+  int port = 0;
+  auto server = serve(service, port);
+  ASSERT_TRUE(server);
+  const fs::path dst = tmp() / "f.bin";
+  // One try: the engine would otherwise try the file again, a timeout each.
+  auto r = xfer_it::run_xfer({"--token", "t", "cp", "--no-progress", "--max-attempts", "1",
+                              "xfer://127.0.0.1:" + std::to_string(port) + "/f.bin", dst.string()},
+                             90s);
+  server->Shutdown(std::chrono::system_clock::now() + 1s);
+  EXPECT_FALSE(r.timed_out) << r.describe();
+  EXPECT_NE(r.exit_code, 0) << r.describe();
+  EXPECT_TRUE(xfer_it::icontains(r.err, "did not finish the handshake")) << r.describe();
+  EXPECT_GE(data.connections(), 1);
+  EXPECT_FALSE(fs::exists(dst));
 }
 
 // A real xferd that keeps setuid/setgid/sticky bits (allow_special_bits)

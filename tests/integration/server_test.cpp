@@ -25,6 +25,8 @@
 #include <set>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "harness.hpp"
 #include "xferd_harness.hpp"
 
@@ -63,16 +65,12 @@ std::uint64_t json_number(const std::string& line, const std::string& key) {
   return std::strtoull(line.c_str() + pos + key.size() + 3, nullptr, 10);
 }
 
-// Every "endpoint":"..." string of a summary line.
+// The endpoint of each data stream a --json summary line lists.
 std::vector<std::string> stream_endpoints(const std::string& line) {
   std::vector<std::string> out;
-  const std::string key = "\"endpoint\":\"";
-  for (auto pos = line.find(key); pos != std::string::npos; pos = line.find(key, pos + 1)) {
-    auto start = pos + key.size();
-    auto end = line.find('"', start);
-    if (end == std::string::npos) break;
-    out.push_back(line.substr(start, end - start));
-  }
+  const auto sum = nlohmann::json::parse(line, nullptr, false);
+  if (!sum.is_object() || !sum.contains("streams")) return out;
+  for (const auto& st : sum["streams"]) out.push_back(st.value("endpoint", std::string()));
   return out;
 }
 

@@ -46,25 +46,39 @@ TEST(Planner, LargeFilesAreChunkedWithinBounds) {
   EXPECT_EQ(plan_file(100ull << 20, local, local, opt).chunks, 100u);
 }
 
-TEST(Planner, ChunksInFlightFollowTheRoundTripButTheLayoutDoesNot) {
+TEST(Planner, ChunksInFlightAndTheirSizeFollowTheLink) {
   Capabilities caps;
   caps.random_writes = caps.parallel_writers = true;
   TransferOptions opt;  // chunk_parallelism auto, io_size 1 MiB, memory 256 MiB
-  const FilePlan local = plan_file(2ull << 30, caps, caps, opt, 0.05);
+  const FilePlan local = plan_file(2ull << 30, caps, caps, opt, LinkEstimate{0.05});
   EXPECT_EQ(local.parallelism, 4u) << "loopback and LANs keep 4";
+  EXPECT_EQ(local.chunk_size, 32ull << 20) << "2 GiB in 64 chunks";
   // 50 ms: a window of 2 × 50 ms × 2.5 Gbit/s = 31.25 MB, 30 calls of 1 MiB.
-  const FilePlan wan = plan_file(2ull << 30, caps, caps, opt, 50);
+  const FilePlan wan = plan_file(2ull << 30, caps, caps, opt, LinkEstimate{50});
   EXPECT_EQ(wan.parallelism, 30u);
-  EXPECT_EQ(plan_file(2ull << 30, caps, caps, opt, 600).parallelism, 64u) << "at most 64";
-  // A resumed job finds the same chunks whatever the round trip is now.
-  EXPECT_EQ(wan.chunk_size, local.chunk_size);
-  EXPECT_EQ(wan.chunks, local.chunks);
+  EXPECT_EQ(plan_file(2ull << 30, caps, caps, opt, LinkEstimate{600}).parallelism, 64u)
+      << "at most 64";
+  // A chunk is one call of 1 MiB per round trip at a time: about a second
+  // of them (the seed's table: 8 MB on good WANs, 4 MB on poor ones, 1 MB
+  // over satellites).
+  EXPECT_EQ(wan.chunk_size, 20ull << 20);
+  EXPECT_EQ(wan.chunks, 103u);
+  EXPECT_EQ(plan_file(2ull << 30, caps, caps, opt, LinkEstimate{150}).chunk_size, 6ull << 20);
+  EXPECT_EQ(plan_file(2ull << 30, caps, caps, opt, LinkEstimate{600}).chunk_size, 1ull << 20);
+  // And about a second of the measured goodput: 4 MB/s makes 3 MiB chunks.
+  EXPECT_EQ(plan_file(2ull << 30, caps, caps, opt, LinkEstimate{0.05, 4e6}).chunk_size, 3ull << 20);
+  // A file resumed from a checkpoint keeps the layout it was begun with.
+  EXPECT_EQ(plan_file(2ull << 30, caps, caps, opt, LinkEstimate{150}, 32ull << 20).chunk_size,
+            32ull << 20);
   // Half the memory budget bounds the window: 32 MiB of 1 MiB buffers.
   opt.memory = 32ull << 20;
-  EXPECT_EQ(plan_file(2ull << 30, caps, caps, opt, 150).parallelism, 16u);
-  // An explicit value is kept.
+  EXPECT_EQ(plan_file(2ull << 30, caps, caps, opt, LinkEstimate{150}).parallelism, 16u);
+  // Explicit values are kept.
   opt.chunk_parallelism = 3;
-  EXPECT_EQ(plan_file(2ull << 30, caps, caps, opt, 150).parallelism, 3u);
+  opt.chunk_size = 16ull << 20;
+  const FilePlan fixed = plan_file(2ull << 30, caps, caps, opt, LinkEstimate{150, 1e6});
+  EXPECT_EQ(fixed.parallelism, 3u);
+  EXPECT_EQ(fixed.chunk_size, 16ull << 20);
 }
 
 TEST(Planner, RespectsSinkPartRules) {
@@ -322,6 +336,45 @@ class StreamBackend final : public LocalForwarder {
   }
 };
 
+// A destination on a link the test describes (what its backend measured),
+// that asks for a cancel after a number of writes.
+struct FarLink {
+  LinkEstimate link;
+  std::atomic<int> writes_left{-1};  // < 0: never cancel
+  std::atomic<bool> cancel{false};
+};
+FarLink g_far;
+
+class FarSink final : public Sink {
+ public:
+  explicit FarSink(std::unique_ptr<Sink> inner) : inner_(std::move(inner)) {}
+  Status write_at(Offset off, std::span<const std::byte> data) override {
+    XFER_TRY(inner_->write_at(off, data));
+    if (g_far.writes_left.fetch_sub(1) == 1) g_far.cancel = true;
+    return ok_status();
+  }
+  Result<std::size_t> read_back(Offset off, std::span<std::byte> buf) override {
+    return inner_->read_back(off, buf);
+  }
+  Status commit() override { return inner_->commit(); }
+  Status abort() override { return inner_->abort(); }
+  Status suspend() override { return inner_->suspend(); }
+  bool resumed() const override { return inner_->resumed(); }
+
+ private:
+  std::unique_ptr<Sink> inner_;
+};
+
+class FarBackend final : public LocalForwarder {
+ public:
+  std::string describe() const override { return "far"; }
+  LinkEstimate link_estimate() const override { return g_far.link; }
+  Result<std::unique_ptr<Sink>> open_sink(std::string_view p, const SinkOptions& o) override {
+    XFER_ASSIGN_OR_RETURN(auto sink, inner_->open_sink(p, o));
+    return std::unique_ptr<Sink>(new FarSink(std::move(sink)));
+  }
+};
+
 class EngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -334,6 +387,11 @@ class EngineTest : public ::testing::Test {
         "parts",
         [](const Url&, const Profile&, const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
           return std::unique_ptr<Backend>(new PartsBackend());
+        });
+    backends_->register_scheme(
+        "far",
+        [](const Url&, const Profile&, const EndpointOptions&) -> Result<std::unique_ptr<Backend>> {
+          return std::unique_ptr<Backend>(new FarBackend());
         });
     for (bool needs_size : {false, true}) {
       backends_->register_scheme(
@@ -577,6 +635,38 @@ TEST_F(EngineTest, SourceGrowingDuringCopyIsRetriedThenConsistent) {
   EXPECT_EQ(r->files_done, 1u);
   EXPECT_GE(r->retries, 1u);
   EXPECT_TRUE(read_file(dir_ / "dst.bin") == read_file(dir_ / "src.bin"));
+}
+
+// Chunks follow the link (smaller over long round trips), so the link a
+// resumed run measures may call for another layout: the file keeps the one
+// its checkpoint recorded, and what was done is not sent again.
+TEST_F(EngineTest, ResumedFileKeepsTheChunkLayoutOfItsCheckpointWhenTheLinkChanged) {
+  const std::string data = write_file("src.bin", 64 << 20);
+  TransferRequest req =
+      request((dir_ / "src.bin").string(), "far://" + (dir_ / "dst.bin").string());
+  req.options.state_root = state_.string();
+  req.options.zero_copy = false;
+  req.options.chunk_parallelism = 2;  // 8 MiB chunks by the layout, 6 MiB by a 150 ms link
+  g_far.link = LinkEstimate{150};
+  g_far.cancel = false;
+  g_far.writes_left = 20;  // of 1 MiB: three or so chunks done, then a cancel
+  TransferCounters counters;
+  auto r = run_transfer(req, counters, nullptr, &g_far.cancel);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  ASSERT_TRUE(r->cancelled);
+  EXPECT_FALSE(fs::exists(dir_ / "dst.bin"));
+  // Over loopback now: the planner alone would lay out 8 MiB chunks.
+  g_far.link = LinkEstimate{};
+  g_far.writes_left = -1;
+  g_far.cancel = false;
+  TransferCounters again;
+  auto r2 = run_transfer(req, again, nullptr, &g_far.cancel);
+  ASSERT_TRUE(r2.ok()) << r2.error().message();
+  EXPECT_EQ(r2->files_done, 1u);
+  EXPECT_GE(r2->bytes_resumed, 12u << 20) << "at least two 6 MiB chunks were done";
+  EXPECT_EQ(r2->bytes_resumed % (6u << 20), 0u) << "whole chunks of the first run's layout";
+  EXPECT_EQ(r2->bytes_resumed + r2->bytes_done, 64u << 20);
+  EXPECT_EQ(read_file(dir_ / "dst.bin"), data);
 }
 
 TEST_F(EngineTest, CancelLeavesNoPartialFile) {

@@ -114,12 +114,19 @@ json streams_json() {
 json controller_json() {
   json out = json::array();
   for (const auto& e : context().stats->events()) {
-    out.push_back({{"endpoint", e.endpoint},
-                   {"t", e.seconds},
-                   {"streams", e.streams},
-                   {"goodput_bps", e.goodput_bps},
-                   {"retransmit_pct", e.retransmit_pct},
-                   {"action", e.action}});
+    json event = {{"endpoint", e.endpoint},
+                  {"t", e.seconds},
+                  {"goodput_bps", e.goodput_bps},
+                  {"action", e.action}};
+    if (e.action == "chunk size") {
+      event["chunk_size"] = e.chunk_size;
+      event["rtt_ms"] = e.rtt_ms;
+    } else {
+      event["streams"] = e.streams;
+      event["retransmit_pct"] = e.retransmit_pct;
+    }
+    if (e.moved > 0) event["moved"] = e.moved;
+    out.push_back(std::move(event));
   }
   return out;
 }

@@ -136,7 +136,8 @@ class Sink {
 // What a backend has measured of the path to its endpoint; the planner sizes
 // how much is in flight from it. Zero when unknown or local.
 struct LinkEstimate {
-  double rtt_ms = 0;  // the smallest round trip seen so far
+  double rtt_ms = 0;       // the smallest round trip seen so far
+  double goodput_bps = 0;  // bytes per second the path carried while busy (0: not measured)
 };
 
 class Backend {

@@ -76,6 +76,11 @@ class Checkpoint {
   // mtime, chunk size) its progress is returned and kept; otherwise the old
   // state is reset and an empty Progress returned.
   virtual Progress begin_file(const FileBegin& begin) = 0;
+  // The chunk size a file was begun with, when its recorded state matches
+  // `like` in everything but the chunk size (key, size, mtime, source) and
+  // has chunks done; 0 otherwise. A resumed file keeps its layout through
+  // it even when the planner would now choose another.
+  virtual std::uint64_t recorded_chunk_size(const FileBegin& like) const = 0;
   // Marks a chunk done: memory at once, the journal in the background. Blocks
   // only when the record queue is full (backpressure).
   virtual void chunk_done(std::uint64_t file_key, std::uint64_t chunk, std::uint64_t xxh3) = 0;

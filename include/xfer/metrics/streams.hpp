@@ -41,13 +41,21 @@ struct StreamStat {
 
 // One decision of a stream controller (the xfer backend's AIMD on the
 // number of data connections), with the figures it was taken on.
+// The engine files its chunk-size decisions here too ("chunk size").
 struct ControllerEvent {
   std::string endpoint;       // "xfer://host:port"
-  double seconds = 0;         // since the controller started
-  unsigned streams = 0;       // connections after the decision
+  double seconds = 0;         // since the controller (or the transfer) started
+  unsigned streams = 0;       // connections after the decision (0: not a stream decision)
   double goodput_bps = 0;     // bytes per second over the last interval
   double retransmit_pct = 0;  // retransmitted / sent segments over it
-  std::string action;         // "start", "add", "keep", "remove", "back off", "path changed"
+  // "start", "add", "keep", "remove", "back off", "path changed"; "moved"
+  // (calls taken off slow connections, `moved` of them, since the last
+  // event); "chunk size" (new files' auto chunk size, from rtt_ms and
+  // goodput_bps).
+  std::string action;
+  unsigned moved = 0;
+  double rtt_ms = 0;
+  std::uint64_t chunk_size = 0;
 };
 
 // What limited a transfer, in one line, from its streams' TCP_INFO times

@@ -53,6 +53,12 @@ constexpr std::size_t kMaxPiece =
     protocol::kMaxPayload - protocol::kTagSize;   // files up to this travel in one frame
 constexpr std::uint32_t kInlineLimit = 1u << 20;  // downloads up to this come inline
 constexpr auto kCallTimeout = std::chrono::seconds(120);
+// A call moves off its connection (ClientConn::Move) after waiting at
+// least kMoveAfter and 4 round trips while another connection of its
+// session sits idle; checked every kMoveTick, at most kMaxMoves times.
+constexpr auto kMoveAfter = std::chrono::milliseconds(1000);
+constexpr auto kMoveTick = std::chrono::milliseconds(250);
+constexpr unsigned kMaxMoves = 2;
 // The most a data connection's socket buffers may grow to on a long path.
 constexpr std::size_t kMaxSocketBuffer = std::size_t{64} << 20;
 constexpr auto kRpcTimeout = std::chrono::seconds(60);
@@ -168,8 +174,6 @@ class ClientConn {
   // with the fewest, so a path that moves data faster gets more of it and
   // a stalled one none.
   std::uint64_t outstanding() const { return outstanding_.load(std::memory_order_relaxed); }
-  // Calls in flight waiting for data (reads).
-  unsigned reads_in_flight() const { return reads_.load(std::memory_order_relaxed); }
   // A draining connection takes no new calls; the controller closes it
   // once its calls are done.
   void drain() { draining_.store(true); }
@@ -190,28 +194,37 @@ class ClientConn {
     fc_.shutdown();
   }
 
+  // A call that may leave this connection while it waits (a straggler at
+  // the end of a file): should_move is asked every kMoveTick with how long
+  // the call has waited; when it says yes and the reply has not begun to
+  // arrive, the call is taken back and returns with `moved` set, for the
+  // caller to send it again elsewhere. The request stays on the wire: its
+  // late reply is dropped (and counted out of outstanding() then), which
+  // is harmless because only idempotent calls move (a write of the same
+  // bytes at the same offset, a read).
+  struct Move {
+    std::function<bool(std::chrono::steady_clock::duration)> should_move;
+    bool moved = false;
+  };
+
   // Sends a request and waits for its reply. `target` receives a kData
   // reply's payload. The reply header is returned; kError replies become
-  // errors.
+  // errors. `sender` replaces the plain send (sendfile), `sender_bytes`
+  // being what it sends.
   Result<FrameHeader> call(const FrameHeader& req, std::span<const std::byte> a,
                            std::span<const std::byte> b, std::vector<std::byte>* body,
                            std::span<std::byte> target, std::string_view op, std::string_view path,
                            const std::function<Status()>& sender = nullptr,
-                           std::size_t sender_bytes = 0) {
-    // Counted for as long as the call lasts, however it ends.
+                           std::size_t sender_bytes = 0, Move* move = nullptr) {
+    // Counted for as long as the call lasts, however it ends; a moved
+    // call until its late reply arrives.
     const std::uint64_t cost = a.size() + b.size() + target.size() + sender_bytes + 64;
-    const bool read = !target.empty();
     outstanding_.fetch_add(cost, std::memory_order_relaxed);
-    if (read) reads_.fetch_add(1, std::memory_order_relaxed);
     struct Uncount {
       ClientConn& c;
       std::uint64_t cost;
-      bool read;
-      ~Uncount() {
-        c.outstanding_.fetch_sub(cost, std::memory_order_relaxed);
-        if (read) c.reads_.fetch_sub(1, std::memory_order_relaxed);
-      }
-    } uncount{*this, cost, read};
+      ~Uncount() { c.outstanding_.fetch_sub(cost, std::memory_order_relaxed); }
+    } uncount{*this, cost};
     auto p = std::make_shared<Pending>();
     p->target = target;
     const Key key{req.id, req.offset};
@@ -234,7 +247,28 @@ class ClientConn {
       return sent.error();
     }
     std::unique_lock lock(p->mu);
-    if (!p->cv.wait_for(lock, kCallTimeout, [&] { return p->done; })) {
+    const auto began = std::chrono::steady_clock::now();
+    const bool movable = move != nullptr && move->should_move;
+    while (!p->cv.wait_for(lock, movable ? kMoveTick : kCallTimeout, [&] { return p->done; })) {
+      const auto waited = std::chrono::steady_clock::now() - began;
+      if (movable && waited < kCallTimeout) {
+        lock.unlock();
+        if (move->should_move(waited)) {
+          std::lock_guard l2(mu_);
+          auto it = pending_.find(key);
+          if (it != pending_.end() && it->second == p) {
+            // Not begun to arrive: the reader will drop the reply.
+            pending_.erase(it);
+            abandoned_[key] += cost;
+            uncount.cost = 0;
+            move->moved = true;
+            return make_error(ErrorCode::kUnavailable, op, path, "moved to another connection",
+                              RetryClass::kRetryCall);
+          }
+        }
+        lock.lock();
+        continue;
+      }
       lock.unlock();
       {
         std::lock_guard l2(mu_);
@@ -317,7 +351,15 @@ class ClientConn {
       }
       Status rs = ok_status();
       if (!p) {
-        // A reply nobody waits for (kClose acks, a timed-out call).
+        // A reply nobody waits for (kClose acks, a timed-out or moved
+        // call).
+        {
+          std::lock_guard lock(mu_);
+          if (auto it = abandoned_.find(Key{h->id, h->offset}); it != abandoned_.end()) {
+            outstanding_.fetch_sub(it->second, std::memory_order_relaxed);
+            abandoned_.erase(it);
+          }
+        }
         rs = fc_.recv_payload(*h, scratch);
         if (!rs.ok() && rs.error().retry == RetryClass::kFatal) {
           failure = rs.error();
@@ -354,6 +396,10 @@ class ClientConn {
     {
       std::lock_guard lock(mu_);
       left.swap(pending_);
+      for (const auto& [k, cost] : abandoned_) {
+        outstanding_.fetch_sub(cost, std::memory_order_relaxed);
+      }
+      abandoned_.clear();
     }
     if (failure.code == ErrorCode::kUnavailable || failure.code == ErrorCode::kIo) {
       failure.code = ErrorCode::kUnavailable;
@@ -380,7 +426,6 @@ class ClientConn {
   std::size_t path_;
   std::string path_name_;
   std::atomic<std::uint64_t> outstanding_{0};
-  std::atomic<unsigned> reads_{0};
   std::atomic<bool> draining_{false};
   std::chrono::steady_clock::time_point started_;
   std::atomic<std::chrono::steady_clock::rep> closed_at_ns_{0};  // 0: open
@@ -389,6 +434,7 @@ class ClientConn {
   std::atomic<bool> alive_{true};
   std::mutex mu_;
   std::map<Key, std::shared_ptr<Pending>> pending_;
+  std::map<Key, std::uint64_t> abandoned_;  // moved calls' keys, and their cost
   std::thread reader_;
 };
 
@@ -473,6 +519,9 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
            !min_rtt_us_.compare_exchange_weak(seen, us, std::memory_order_relaxed)) {
     }
   }
+  // What the data session carried per second while every connection had
+  // work (0 until measured). Any thread.
+  double goodput() const { return goodput_.load(std::memory_order_relaxed); }
   double rtt_ms() const {
     return static_cast<double>(min_rtt_us_.load(std::memory_order_relaxed)) / 1000.0;
   }
@@ -534,6 +583,37 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
                       RetryClass::kRetryFile);
   }
 
+  // A data-plane call that may move (a write of a piece, a read): on a
+  // connection of `session`, moved to an idle one when it straggles
+  // (move_target). `send_file`, when set, sends the request itself
+  // (sendfile) on whichever connection carries it, `file_bytes` long.
+  Result<FrameHeader> moving_call(std::uint64_t session, const FrameHeader& req,
+                                  std::span<const std::byte> payload, std::span<std::byte> target,
+                                  std::string_view op, std::string_view path,
+                                  const std::function<Status(FrameConn&)>& send_file = nullptr,
+                                  std::size_t file_bytes = 0) {
+    XFER_ASSIGN_OR_RETURN(auto conn, pick_in(session));
+    for (unsigned moves = 0;; ++moves) {
+      std::shared_ptr<ClientConn> to;
+      ClientConn::Move move;
+      if (moves < kMaxMoves) {
+        move.should_move = [&](std::chrono::steady_clock::duration waited) {
+          to = move_target(*conn, waited, !target.empty());
+          return to != nullptr;
+        };
+      }
+      std::function<Status()> sender;
+      if (send_file) sender = [&, c = conn.get()] { return send_file(c->frames()); };
+      auto reply =
+          conn->call(req, payload, {}, nullptr, target, op, path, sender, file_bytes, &move);
+      if (!move.moved) return reply;
+      moved_.fetch_add(1, std::memory_order_relaxed);
+      log().debug("{}: a call on data path {} waited; moved to {}", name_, conn->path_name(),
+                  to->path_name());
+      conn = std::move(to);
+    }
+  }
+
   std::uint64_t next_handle() { return next_handle_.fetch_add(1); }
   std::size_t max_payload() const { return max_payload_; }
   bool sendfile_pays() const { return protocol::sendfile_pays(is_loopback(url_.host)); }
@@ -543,6 +623,36 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   }
 
  private:
+  // Where a call that has waited `waited` on `slow` should go, or null to
+  // keep waiting: a live connection of the same session with nothing in
+  // flight, once the call has waited kMoveAfter and 4 round trips. That
+  // is the tail of a file (or of the transfer) stuck behind a slow
+  // connection while the others have run out of work; in the middle of a
+  // transfer no connection is idle. A write moves only while its
+  // connection holds unacknowledged data (the network is what is slow; a
+  // server busy writing is as slow on every connection).
+  std::shared_ptr<ClientConn> move_target(ClientConn& slow,
+                                          std::chrono::steady_clock::duration waited, bool read) {
+    const auto rtt = std::chrono::microseconds(min_rtt_us_.load(std::memory_order_relaxed));
+    if (waited < std::max<std::chrono::steady_clock::duration>(kMoveAfter, rtt * 4)) return nullptr;
+    std::shared_ptr<ClientConn> idle;
+    {
+      std::lock_guard lock(mu_);
+      if (cancelled_) return nullptr;
+      for (const auto& c : conns_) {
+        if (c.get() == &slow || !c->alive() || c->draining() || c->session() != slow.session() ||
+            c->outstanding() != 0) {
+          continue;
+        }
+        idle = c;
+        break;
+      }
+    }
+    if (!idle) return nullptr;
+    if (!read && slow.frames().transport_stats().unacked == 0) return nullptr;
+    return idle;
+  }
+
   // The live connection (of session generation `gen`; 0: any) with the
   // fewest bytes in flight, ties in turn; null when none is alive.
   // Joining the shortest queue spreads calls by what each connection
@@ -770,20 +880,33 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
       (void)protocol::set_congestion_control(fd.get(), protocol::kPreferredCongestionControl);
     }
     auto conn = std::make_shared<ClientConn>(std::move(fd), index, o.gen, path, p.name);
-    // The handshake is bounded too (a path can die in the middle of it),
-    // and cancel() or the client's end shuts it down (handshaking_).
+    // The handshake is bounded too (a path can die in the middle of it):
+    // each read and write by `timeout`, and the whole of it by a deadline
+    // the reaper enforces (a server that trickles its reply a byte at a
+    // time never trips the per-read timeout). cancel() or the client's
+    // end shuts it down at once (handshaking_).
     conn->frames().transport().set_timeouts(timeout, timeout);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
     {
       std::lock_guard l(handshaking_mu_);
       if (cancelled_.load() || handshakes_stopped_) {
         return make_error(ErrorCode::kCancelled, "handshake", p.name, "the transfer was cancelled");
       }
-      handshaking_.insert(conn.get());
+      handshaking_[conn.get()] = deadline;
+      if (!reaper_.joinable()) reaper_ = std::thread([this] { reap_loop(); });
     }
+    reaper_cv_.notify_all();
     Status said = hello(*conn, o.session_id, o.data_token, o.encrypt);
     {
       std::lock_guard l(handshaking_mu_);
       handshaking_.erase(conn.get());
+    }
+    if (!said.ok() && !cancelled_.load() && std::chrono::steady_clock::now() >= deadline) {
+      // "connect", not "handshake": not a refusal to try again at once.
+      return make_error(
+          ErrorCode::kUnavailable, "connect", p.name,
+          fmt::format("the server did not finish the handshake in {} ms", timeout.count()),
+          RetryClass::kRetryCall);
     }
     XFER_TRY(said);
     conn->frames().transport().set_timeouts(std::chrono::milliseconds(0),
@@ -942,10 +1065,12 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     }
   }
 
-  void record(const char* action, unsigned streams, double seconds, double goodput, double loss) {
+  void record(const char* action, unsigned streams, double seconds, double goodput, double loss,
+              unsigned moved = 0) {
     if (!options_.stats_board) return;
-    options_.stats_board->record(
-        ControllerEvent{name_, seconds, streams, goodput, loss * 100.0, action});
+    ControllerEvent e{name_, seconds, streams, goodput, loss * 100.0, action};
+    e.moved = moved;
+    options_.stats_board->record(std::move(e));
   }
 
   // One step of the stream controller (watchdog thread): every control
@@ -968,7 +1093,6 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
           ++it;
         }
       }
-      if (!control_.on) return;
       const auto now = std::chrono::steady_clock::now();
       const auto rtt = std::chrono::milliseconds(static_cast<std::int64_t>(rtt_ms()));
       const auto interval = std::max<std::chrono::milliseconds>(kControlInterval, rtt * 8);
@@ -1001,6 +1125,19 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
       const double loss = segs > 0 ? static_cast<double>(retrans) / static_cast<double>(segs) : 0;
       const double at = std::chrono::duration<double>(now - control_.started).count();
       ++control_.intervals;
+      // Calls moved off slow connections (moving_call) since the last
+      // interval: one event for them all.
+      if (const unsigned calls = moved_.exchange(0); calls > 0) {
+        record("moved", active, at, goodput, loss, calls);
+        log().info("{}: {} calls moved off slow data connections", name_, calls);
+      }
+      // What the path carries while every connection has work (the
+      // planner sizes chunks from it): smoothed over intervals.
+      if (active > 0 && waiting == 0 && control_.intervals > kWarmupIntervals) {
+        const double before = goodput_.load(std::memory_order_relaxed);
+        goodput_.store(before > 0 ? (before + goodput) / 2 : goodput, std::memory_order_relaxed);
+      }
+      if (!control_.on) return;
       // Not enough to send (the engine is between files or at the end of
       // one, or the disk is the limit), or TCP still starting: no evidence
       // either way; an add being judged is judged afresh.
@@ -1116,7 +1253,29 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   void shutdown_handshakes(bool for_good = false) {
     std::lock_guard l(handshaking_mu_);
     if (for_good) handshakes_stopped_ = true;
-    for (ClientConn* c : handshaking_) c->shutdown();
+    for (auto& [c, deadline] : handshaking_) c->shutdown();
+    if (for_good) reaper_cv_.notify_all();
+  }
+
+  // The reaper: shuts down each handshake that outlives its deadline, so
+  // a stalling or trickling server costs one timeout, not a held session
+  // lock. One thread per client, from its first handshake to its end.
+  void reap_loop() {
+    std::unique_lock l(handshaking_mu_);
+    while (!handshakes_stopped_) {
+      auto next = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+      for (const auto& [c, deadline] : handshaking_) {
+        if (c->alive()) next = std::min(next, deadline);
+      }
+      reaper_cv_.wait_until(l, next);
+      const auto now = std::chrono::steady_clock::now();
+      for (auto& [c, deadline] : handshaking_) {
+        if (deadline <= now && c->alive()) {
+          log().warn("{}: data connection handshake took too long; closed", name_);
+          c->shutdown();
+        }
+      }
+    }
   }
 
   bool watch_stopping() {
@@ -1131,6 +1290,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     watch_cv_.notify_all();
     shutdown_handshakes(true);
     if (watchdog_.joinable()) watchdog_.join();
+    if (reaper_.joinable()) reaper_.join();
   }
 
   // Sleeps before open attempt `attempt` (1, 2, ...): 100 ms doubling, with
@@ -1255,15 +1415,20 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   std::condition_variable watch_cv_;
   bool watch_stop_ = false;
   // Connections in their handshake (open_connection), for cancel() and the
-  // client's end; handshaking_mu_ is taken with no other lock held.
+  // client's end, with each one's deadline (reap_loop); handshaking_mu_
+  // is taken with no other lock held.
   std::mutex handshaking_mu_;
-  std::set<ClientConn*> handshaking_;
+  std::map<ClientConn*, std::chrono::steady_clock::time_point> handshaking_;
   bool handshakes_stopped_ = false;
+  std::condition_variable reaper_cv_;
+  std::thread reaper_;
   std::size_t max_payload_ = kMaxPiece;
   std::atomic<std::uint64_t> next_handle_{1};
   std::uint64_t stats_id_ = 0;
   std::atomic<bool> cancelled_{false};
-  std::atomic<std::int64_t> min_rtt_us_{0};          // observe_rtt()
+  std::atomic<std::int64_t> min_rtt_us_{0};  // observe_rtt()
+  std::atomic<unsigned> moved_{0};  // calls moved since the controller last reported (moving_call)
+  std::atomic<double> goodput_{0};  // link_estimate()'s goodput (control())
   std::minstd_rand jitter_{std::random_device{}()};  // backoff(), under mu_
   std::mutex calls_mu_;                   // may be taken while mu_ is held, never the reverse
   std::set<grpc::ClientContext*> calls_;  // gRPC calls in flight (Call)
@@ -1312,14 +1477,14 @@ class XferSource final : public Source {
     limit = static_cast<std::size_t>(std::min<std::uint64_t>(limit, size - offset.get()));
     while (done < limit) {
       std::size_t want = std::min(limit - done, max_piece);
-      XFER_ASSIGN_OR_RETURN(auto conn, client_->pick_in(session_));
       FrameHeader req;
       req.type = FrameType::kRead;
       req.id = handle_;
       req.offset = offset.get() + done;
       req.aux = static_cast<std::uint32_t>(want);
-      XFER_ASSIGN_OR_RETURN(FrameHeader reply, conn->call(req, {}, {}, nullptr,
-                                                          buf.subspan(done, want), "read", path_));
+      XFER_ASSIGN_OR_RETURN(
+          FrameHeader reply,
+          client_->moving_call(session_, req, {}, buf.subspan(done, want), "read", path_));
       if (reply.type != FrameType::kData) {
         return make_error(ErrorCode::kCorrupt, "read", path_, "unexpected reply to a read");
       }
@@ -1450,13 +1615,13 @@ class XferSink final : public Sink {
     std::size_t done = 0;
     do {
       const std::size_t n = std::min(piece, data.size() - done);
-      XFER_ASSIGN_OR_RETURN(auto conn, client_->pick_in(session_));
       FrameHeader req;
       req.type = FrameType::kData;
       req.id = handle_;
       req.offset = offset.get() + done;
-      XFER_ASSIGN_OR_RETURN(FrameHeader reply, conn->call(req, data.subspan(done, n), {}, nullptr,
-                                                          {}, "write", path_));
+      XFER_ASSIGN_OR_RETURN(
+          FrameHeader reply,
+          client_->moving_call(session_, req, data.subspan(done, n), {}, "write", path_));
       XFER_TRY(expect_ack(reply));
       done += n;
     } while (done < data.size());
@@ -1468,18 +1633,17 @@ class XferSink final : public Sink {
     if (fd < 0 || client_->sealed() || !client_->sendfile_pays()) {
       return make_error(ErrorCode::kUnsupported, "copy_from", path_);
     }
-    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick_in(session_));
     FrameHeader req;
     req.type = FrameType::kData;
     req.id = handle_;
     req.offset = offset.get();
     const auto n =
         static_cast<std::uint32_t>(std::min<std::uint64_t>(length.get(), client_->max_payload()));
-    FrameConn& fc = conn->frames();
-    XFER_ASSIGN_OR_RETURN(FrameHeader reply,
-                          conn->call(req, {}, {}, nullptr, {}, "write", path_, [&]() -> Status {
-                            return fc.send_file(req, fd, offset.get(), n);
-                          }));
+    XFER_ASSIGN_OR_RETURN(
+        FrameHeader reply,
+        client_->moving_call(
+            session_, req, {}, {}, "write", path_,
+            [&](FrameConn& fc) -> Status { return fc.send_file(req, fd, offset.get(), n); }, n));
     XFER_TRY(expect_ack(reply));
     return std::uint64_t{n};
   }
@@ -1557,7 +1721,7 @@ class XferBackend final : public Backend {
   }
 
   const Capabilities& capabilities() const override { return caps_; }
-  LinkEstimate link_estimate() const override { return {client_->rtt_ms()}; }
+  LinkEstimate link_estimate() const override { return {client_->rtt_ms(), client_->goodput()}; }
   void cancel() override { client_->cancel(); }
   std::string describe() const override { return client_->name(); }
 
