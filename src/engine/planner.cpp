@@ -32,7 +32,9 @@ std::uint64_t link_chunk_cap(const LinkEstimate& link, std::uint64_t io_size) {
   if (cap <= 0) return 0;
   // Past 64 GiB the figure means "no cap" anyway; keep the cast defined.
   const auto bytes = static_cast<std::uint64_t>(std::min(cap, 64.0 * 1024 * 1024 * 1024));
-  return std::max<std::uint64_t>(std::max(io_size, kMiB), bytes / kMiB * kMiB);
+  const std::uint64_t io = std::max<std::uint64_t>(io_size, 1);
+  const std::uint64_t floor = (kMiB + io - 1) / io * io;
+  return std::max(floor, bytes / io * io);
 }
 
 FilePlan plan_file(std::uint64_t size, const Capabilities& source, const Capabilities& sink,
@@ -58,9 +60,16 @@ FilePlan plan_file(std::uint64_t size, const Capabilities& source, const Capabil
     chunk = std::max<std::uint64_t>(
         chunk, std::min(source.preferred_chunk_size, sink.preferred_chunk_size) / 2);
     chunk = (chunk + (1ull << 20) - 1) & ~((1ull << 20) - 1);
+    // Whole io_size pieces per chunk: --verify keeps one hash per piece.
+    const std::uint64_t io = std::max<std::uint64_t>(options.io_size, 1);
+    chunk = (chunk + io - 1) / io * io;
     if (const std::uint64_t cap = link_chunk_cap(link, options.io_size); cap != 0) {
       chunk = std::min(chunk, cap);
     }
+    // Never more chunks than kMaxAutoChunks (each costs a journal record
+    // and a bit and a hash in every snapshot of the file's progress).
+    const std::uint64_t fewest = (size + kMaxAutoChunks - 1) / kMaxAutoChunks;
+    chunk = std::max(chunk, (fewest + io - 1) / io * io);
     // A file a checkpoint has progress for keeps the layout it was begun
     // with, whatever the link measures now.
     if (recorded_chunk != 0) chunk = recorded_chunk;

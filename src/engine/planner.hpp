@@ -34,10 +34,13 @@ unsigned auto_parallelism(double rtt_ms, const TransferOptions& options);
 // so it takes at least chunk / io_size round trips: the cap keeps that, and
 // the chunk's share of the measured goodput, near kChunkSeconds, so the
 // last chunks of a file do not hold it long after the others are done and
-// an interrupted chunk costs little to re-send. At least io_size and 1 MiB,
-// in whole MiB. With io_size 1 MiB: 20 MiB at 50 ms, 6 MiB at 150 ms,
+// an interrupted chunk costs little to re-send. At least 1 MiB, in whole
+// io_size pieces. With io_size 1 MiB: 20 MiB at 50 ms, 6 MiB at 150 ms,
 // 1 MiB at 600 ms (the seed's table: 8, 4, 1 MB).
 inline constexpr double kChunkSeconds = 1.0;
+// The most chunks an auto layout gives one file (64 MiB chunks of 1 TiB,
+// as before the cap): the cap gives way above it.
+inline constexpr std::uint64_t kMaxAutoChunks = 16384;
 std::uint64_t link_chunk_cap(const LinkEstimate& link, std::uint64_t io_size);
 
 // `link`: what the two endpoints measured of the path (the larger round

@@ -67,6 +67,16 @@ TEST(Planner, ChunksInFlightAndTheirSizeFollowTheLink) {
   EXPECT_EQ(plan_file(2ull << 30, caps, caps, opt, LinkEstimate{600}).chunk_size, 1ull << 20);
   // And about a second of the measured goodput: 4 MB/s makes 3 MiB chunks.
   EXPECT_EQ(plan_file(2ull << 30, caps, caps, opt, LinkEstimate{0.05, 4e6}).chunk_size, 3ull << 20);
+  // Whole io_size pieces (--verify hashes each): 4 MiB calls over 150 ms
+  // make 26.7 MiB, so 24.
+  TransferOptions big_io = opt;
+  big_io.io_size = 4ull << 20;
+  EXPECT_EQ(plan_file(2ull << 30, caps, caps, big_io, LinkEstimate{150}).chunk_size, 24ull << 20);
+  big_io.io_size = 3ull << 20;
+  EXPECT_EQ(plan_file(2ull << 30, caps, caps, big_io, LinkEstimate{0.05}).chunk_size % (3u << 20),
+            0u);
+  // Never more than kMaxAutoChunks: 1 TiB over 600 ms keeps 64 MiB chunks.
+  EXPECT_EQ(plan_file(1ull << 40, caps, caps, opt, LinkEstimate{600}).chunk_size, 64ull << 20);
   // A file resumed from a checkpoint keeps the layout it was begun with.
   EXPECT_EQ(plan_file(2ull << 30, caps, caps, opt, LinkEstimate{150}, 32ull << 20).chunk_size,
             32ull << 20);

@@ -174,6 +174,34 @@ class ClientConn {
   // with the fewest, so a path that moves data faster gets more of it and
   // a stalled one none.
   std::uint64_t outstanding() const { return outstanding_.load(std::memory_order_relaxed); }
+  // True while the reply to a moved call with this request's key is still
+  // due here: a new call with the same key would take it for its own
+  // (replies are matched by handle and offset), so calls with that key go
+  // elsewhere or wait (call()).
+  bool owes(std::uint64_t id, std::uint64_t offset) {
+    std::lock_guard lock(mu_);
+    return abandoned_.count(Key{id, offset}) != 0;
+  }
+  // When the oldest reply still due to a moved call was abandoned (nullopt:
+  // none): the watchdog gives such a reply kCallTimeout, as a call has.
+  std::optional<std::chrono::steady_clock::time_point> oldest_abandoned() {
+    std::lock_guard lock(mu_);
+    std::optional<std::chrono::steady_clock::time_point> oldest;
+    for (const auto& [k, a] : abandoned_) {
+      if (!oldest || a.since < *oldest) oldest = a.since;
+    }
+    return oldest;
+  }
+  // Claims an idle connection as the target of one moved call: false when
+  // another call claimed it within kMoveTick (stuck calls that check at the
+  // same moment would otherwise all move onto the same connection).
+  bool claim_for_move(std::chrono::steady_clock::time_point now) {
+    const auto at = now.time_since_epoch().count();
+    auto last = claimed_at_ns_.load();
+    const auto tick = std::chrono::duration_cast<std::chrono::steady_clock::duration>(kMoveTick);
+    if (last != 0 && at - last < tick.count()) return false;
+    return claimed_at_ns_.compare_exchange_strong(last, at);
+  }
   // A draining connection takes no new calls; the controller closes it
   // once its calls are done.
   void drain() { draining_.store(true); }
@@ -229,7 +257,15 @@ class ClientConn {
     p->target = target;
     const Key key{req.id, req.offset};
     {
-      std::lock_guard lock(mu_);
+      std::unique_lock lock(mu_);
+      // A moved call's reply with this key still due here would be taken
+      // for this call's: wait for it (the client sends such calls
+      // elsewhere when it can; the watchdog bounds how long it is due).
+      if (!abandoned_cv_.wait_for(lock, kCallTimeout,
+                                  [&] { return !alive_.load() || abandoned_.count(key) == 0; })) {
+        return make_error(ErrorCode::kUnavailable, op, path,
+                          "an earlier reply for this request never came", RetryClass::kRetryCall);
+      }
       if (!alive_.load()) return dead_error();
       if (!pending_.emplace(key, p).second) {
         return make_error(ErrorCode::kInternal, op, path, "duplicate request in flight");
@@ -259,7 +295,9 @@ class ClientConn {
           if (it != pending_.end() && it->second == p) {
             // Not begun to arrive: the reader will drop the reply.
             pending_.erase(it);
-            abandoned_[key] += cost;
+            Abandoned& due = abandoned_[key];
+            if (due.cost == 0) due.since = std::chrono::steady_clock::now();
+            due.cost += cost;
             uncount.cost = 0;
             move->moved = true;
             return make_error(ErrorCode::kUnavailable, op, path, "moved to another connection",
@@ -270,12 +308,22 @@ class ClientConn {
         continue;
       }
       lock.unlock();
+      bool mine = false;
       {
         std::lock_guard l2(mu_);
-        pending_.erase(key);
+        auto it = pending_.find(key);
+        mine = it != pending_.end() && it->second == p;
+        if (mine) pending_.erase(it);
       }
       alive_.store(false);
       fc_.shutdown();
+      if (!mine) {
+        // The reader took the reply and may be writing it into `target`:
+        // the shutdown ends its receive, and it completes the call; only
+        // then may the caller's buffer go.
+        std::unique_lock l3(p->mu);
+        p->cv.wait(l3, [&] { return p->done; });
+      }
       return make_error(ErrorCode::kUnavailable, op, path, "server did not answer in 120 s",
                         RetryClass::kRetryCall);
     }
@@ -356,8 +404,9 @@ class ClientConn {
         {
           std::lock_guard lock(mu_);
           if (auto it = abandoned_.find(Key{h->id, h->offset}); it != abandoned_.end()) {
-            outstanding_.fetch_sub(it->second, std::memory_order_relaxed);
+            outstanding_.fetch_sub(it->second.cost, std::memory_order_relaxed);
             abandoned_.erase(it);
+            abandoned_cv_.notify_all();
           }
         }
         rs = fc_.recv_payload(*h, scratch);
@@ -396,11 +445,12 @@ class ClientConn {
     {
       std::lock_guard lock(mu_);
       left.swap(pending_);
-      for (const auto& [k, cost] : abandoned_) {
-        outstanding_.fetch_sub(cost, std::memory_order_relaxed);
+      for (const auto& [k, a] : abandoned_) {
+        outstanding_.fetch_sub(a.cost, std::memory_order_relaxed);
       }
       abandoned_.clear();
     }
+    abandoned_cv_.notify_all();
     if (failure.code == ErrorCode::kUnavailable || failure.code == ErrorCode::kIo) {
       failure.code = ErrorCode::kUnavailable;
       failure.retry = RetryClass::kRetryCall;
@@ -434,7 +484,13 @@ class ClientConn {
   std::atomic<bool> alive_{true};
   std::mutex mu_;
   std::map<Key, std::shared_ptr<Pending>> pending_;
-  std::map<Key, std::uint64_t> abandoned_;  // moved calls' keys, and their cost
+  struct Abandoned {
+    std::uint64_t cost = 0;  // counted in outstanding_ until the reply comes
+    std::chrono::steady_clock::time_point since;
+  };
+  std::map<Key, Abandoned> abandoned_;    // moved calls whose replies are due
+  std::condition_variable abandoned_cv_;  // an entry of abandoned_ went (with mu_)
+  std::atomic<std::chrono::steady_clock::rep> claimed_at_ns_{0};  // claim_for_move()
   std::thread reader_;
 };
 
@@ -564,7 +620,9 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     // Reconnect (a new session if the old one is gone).
     retire_all_locked();
     XFER_TRY(open_session_locked());
-    return least_loaded_locked(0);
+    if (auto c = least_loaded_locked(0)) return c;
+    return make_error(ErrorCode::kUnavailable, "data session", name_,
+                      "no data connection stayed open", RetryClass::kRetryCall);
   }
 
   // A live connection of data session `session`, never reconnecting: a file
@@ -572,12 +630,16 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   // is gone (server restarted, every connection lost) the call fails with
   // kUnavailable/kRetryFile and the engine reopens the file — resuming its
   // partial — through pick().
-  Result<std::shared_ptr<ClientConn>> pick_in(std::uint64_t session) {
+  // `req`, when given, is the call to be made: a connection that still
+  // owes a moved call's reply with its key is taken only when no other is
+  // alive (ClientConn::owes).
+  Result<std::shared_ptr<ClientConn>> pick_in(std::uint64_t session,
+                                              const FrameHeader* req = nullptr) {
     std::lock_guard lock(mu_);
     if (cancelled_) {
       return make_error(ErrorCode::kCancelled, "data session", name_, "the transfer was cancelled");
     }
-    if (auto c = least_loaded_locked(session)) return c;
+    if (auto c = least_loaded_locked(session, req)) return c;
     return make_error(ErrorCode::kUnavailable, "data session", name_,
                       "the connection to the server that held this file was lost",
                       RetryClass::kRetryFile);
@@ -592,13 +654,13 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
                                   std::string_view op, std::string_view path,
                                   const std::function<Status(FrameConn&)>& send_file = nullptr,
                                   std::size_t file_bytes = 0) {
-    XFER_ASSIGN_OR_RETURN(auto conn, pick_in(session));
+    XFER_ASSIGN_OR_RETURN(auto conn, pick_in(session, &req));
     for (unsigned moves = 0;; ++moves) {
       std::shared_ptr<ClientConn> to;
       ClientConn::Move move;
       if (moves < kMaxMoves) {
         move.should_move = [&](std::chrono::steady_clock::duration waited) {
-          to = move_target(*conn, waited, !target.empty());
+          to = move_target(*conn, req, waited, !target.empty());
           return to != nullptr;
         };
       }
@@ -631,26 +693,22 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   // transfer no connection is idle. A write moves only while its
   // connection holds unacknowledged data (the network is what is slow; a
   // server busy writing is as slow on every connection).
-  std::shared_ptr<ClientConn> move_target(ClientConn& slow,
+  std::shared_ptr<ClientConn> move_target(ClientConn& slow, const FrameHeader& req,
                                           std::chrono::steady_clock::duration waited, bool read) {
     const auto rtt = std::chrono::microseconds(min_rtt_us_.load(std::memory_order_relaxed));
     if (waited < std::max<std::chrono::steady_clock::duration>(kMoveAfter, rtt * 4)) return nullptr;
-    std::shared_ptr<ClientConn> idle;
-    {
-      std::lock_guard lock(mu_);
-      if (cancelled_) return nullptr;
-      for (const auto& c : conns_) {
-        if (c.get() == &slow || !c->alive() || c->draining() || c->session() != slow.session() ||
-            c->outstanding() != 0) {
-          continue;
-        }
-        idle = c;
-        break;
-      }
-    }
-    if (!idle) return nullptr;
     if (!read && slow.frames().transport_stats().unacked == 0) return nullptr;
-    return idle;
+    const auto now = std::chrono::steady_clock::now();
+    std::lock_guard lock(mu_);
+    if (cancelled_) return nullptr;
+    for (const auto& c : conns_) {
+      if (c.get() == &slow || !c->alive() || c->draining() || c->session() != slow.session() ||
+          c->outstanding() != 0 || c->owes(req.id, req.offset)) {
+        continue;
+      }
+      if (c->claim_for_move(now)) return c;
+    }
+    return nullptr;
   }
 
   // The live connection (of session generation `gen`; 0: any) with the
@@ -658,13 +716,23 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   // Joining the shortest queue spreads calls by what each connection
   // moves: a path twice as fast drains its queue twice as often and so
   // gets twice the calls, and a stalled one gets none.
-  std::shared_ptr<ClientConn> least_loaded_locked(std::uint64_t gen) {
+  std::shared_ptr<ClientConn> least_loaded_locked(std::uint64_t gen,
+                                                  const FrameHeader* req = nullptr) {
+    if (req != nullptr) {
+      auto best =
+          least_loaded_where(gen, [&](ClientConn& c) { return !c.owes(req->id, req->offset); });
+      if (best) return best;
+    }
+    return least_loaded_where(gen, [](ClientConn&) { return true; });
+  }
+  template <typename Usable>
+  std::shared_ptr<ClientConn> least_loaded_where(std::uint64_t gen, const Usable& usable) {
     std::shared_ptr<ClientConn> best;
     const std::size_t n = conns_.size();
     const std::size_t start = rr_++;
     for (std::size_t k = 0; k < n; ++k) {
       const auto& c = conns_[(start + k) % n];
-      if (!c->alive() || (gen != 0 && c->session() != gen)) continue;
+      if (!c->alive() || (gen != 0 && c->session() != gen) || !usable(*c)) continue;
       // A draining connection only when nothing else is alive.
       if (best && c->draining() && !best->draining()) continue;
       if (!best || (best->draining() && !c->draining()) || c->outstanding() < best->outstanding()) {
@@ -901,6 +969,11 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
       std::lock_guard l(handshaking_mu_);
       handshaking_.erase(conn.get());
     }
+    // The reaper may have shut it down just as the reply completed.
+    if (said.ok() && !conn->alive()) {
+      said = make_error(ErrorCode::kUnavailable, "connect", p.name, "handshake cut at its deadline",
+                        RetryClass::kRetryCall);
+    }
     if (!said.ok() && !cancelled_.load() && std::chrono::steady_clock::now() >= deadline) {
       // "connect", not "handshake": not a refusal to try again at once.
       return make_error(
@@ -973,6 +1046,15 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
         // nothing unacknowledged and is left alone; so, too, is a download
         // over a path that died: its calls end at their own timeout.)
         const bool waiting = c->outstanding() > 0 && t.unacked > 0;
+        // A moved call's reply gets kCallTimeout, as the call had: a
+        // server that never sends it must not keep the connection busy
+        // (never idle, never retired) for good.
+        if (auto since = c->oldest_abandoned(); since && now - *since >= kCallTimeout) {
+          log().warn("{}: data path {} left a reply unsent for {} s; closed", name_, c->path_name(),
+                     kCallTimeout.count());
+          c->shutdown();
+          continue;
+        }
         if (waiting && now - s.moved >= limit) {
           stuck.emplace_back(c, limit);
         } else if (now - s.moved < limit) {
@@ -1649,14 +1731,17 @@ class XferSink final : public Sink {
   }
 
   Result<std::size_t> read_back(Offset offset, std::span<std::byte> buf) override {
-    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick_in(session_));
     FrameHeader req;
     req.type = FrameType::kRead;
     req.id = handle_;
     req.offset = offset.get();
     req.aux = static_cast<std::uint32_t>(buf.size());
+    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick_in(session_, &req));
     XFER_ASSIGN_OR_RETURN(FrameHeader reply,
                           conn->call(req, {}, {}, nullptr, buf, "verify", path_));
+    if (reply.type != FrameType::kData || reply.aux > buf.size()) {
+      return make_error(ErrorCode::kCorrupt, "verify", path_, "unexpected reply to a read");
+    }
     return std::size_t{reply.aux};
   }
 
@@ -1675,10 +1760,10 @@ class XferSink final : public Sink {
   Status finish(FrameType type) {
     if (finished_) return ok_status();
     finished_ = true;
-    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick_in(session_));
     FrameHeader req;
     req.type = type;
     req.id = handle_;
+    XFER_ASSIGN_OR_RETURN(auto conn, client_->pick_in(session_, &req));
     const char* op = type == FrameType::kCommit ? "commit" : "abort";
     XFER_ASSIGN_OR_RETURN(FrameHeader reply, conn->call(req, {}, {}, nullptr, {}, op, path_));
     return expect_ack(reply);
