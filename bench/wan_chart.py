@@ -31,8 +31,7 @@ def medians(path: str) -> dict[str, dict[str, float]]:
         data = json.load(f)
     out = {}
     for name, res in data.items():
-        row = {f"iperf3 {k.split()[-1]} streams" if "-P" in k else k: statistics.median(v)
-               for k, v in res["iperf3"].items()}
+        row = {k: statistics.median(v) for k, v in res["iperf3"].items()}
         for tool, runs in res["xfer"].items():
             if runs and all(r["ok"] for r in runs):
                 row[tool] = statistics.median(r["mbit"] for r in runs)
@@ -73,6 +72,9 @@ set boxwidth 0.9
 set key outside right top
 set yrange [0:*]
 set grid ytics
+set linetype 1 lc rgb '#555555'
+set linetype 9 lc rgb '#cc6677'
+set linetype 10 lc rgb '#88ccee'
 plot for [i=2:{len(tools) + 1}] '{dat.name}' using i:xtic(1) title columnheader(i)
 """
     try:
