@@ -432,6 +432,36 @@ TEST_F(XferOnTwoPaths, OnePathCutTheCopyCompletesOnTheOther) {
   std::printf("netlab: 96 MiB over 2 x 100 Mbit/s, one path cut at 1.5 s: %.1f s\n", r.seconds);
 }
 
+// The same cut under a download: the client cannot see the server's
+// unacknowledged data, but it sees a reply stop half-way (the watchdog
+// closes such a connection) and reads not yet begun move to the other
+// path's idle connections; the copy completes long before the two
+// minutes a read would wait for its reply.
+TEST_F(XferOnTwoPaths, OnePathCutUnderADownloadTheCopyCompletesOnTheOther) {
+  ASSERT_NO_FATAL_FAILURE(start("rate = \"100mbit\"\ndelay = \"10ms\"\n",
+                                "rate = \"100mbit\"\ndelay = \"10ms\"\n", 74, 96ull << 20));
+  fs::copy_file(file_, srv_->root() / "f.bin");
+  const fs::path got = tmp() / "down.bin";
+  const Lab& lab = *lab_;
+  std::thread cutter;
+  auto r = run(lab.in("a", {xfer_bin(), "--token", srv_->token("/", false), "cp", "--json",
+                            srv_->url("/f.bin"), got.string()}),
+               110s, [&](pid_t) {
+                 cutter = std::thread([&] {
+                   std::this_thread::sleep_for(1500ms);
+                   EXPECT_EQ(lab.set({"ab2", "up=0"}).exit_code, 0);
+                 });
+               });
+  cutter.join();
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_TRUE(files_equal(file_, got));
+  const Json s = lab.stats();
+  EXPECT_GT(s["links"][1]["directions"][1]["cut"].get<int>(), 0) << "the cut hit traffic";
+  EXPECT_LT(r.seconds, 60.0) << "reads on the dead path waited for their timeout";
+  std::printf("netlab: 96 MiB download over 2 x 100 Mbit/s, one path cut at 1.5 s: %.1f s\n",
+              r.seconds);
+}
+
 // Paths of unequal rate get calls in proportion to what they move (the
 // client joins the shortest queue), not in turn: over 100 and 25 Mbit/s
 // the fast path carries about four fifths.

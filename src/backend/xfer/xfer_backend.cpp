@@ -202,6 +202,9 @@ class ClientConn {
     if (last != 0 && at - last < tick.count()) return false;
     return claimed_at_ns_.compare_exchange_strong(last, at);
   }
+  // The reader is in the middle of a reply's payload (the server has begun
+  // to send it): no progress then means the path, not the server.
+  bool receiving() const { return receiving_.load(std::memory_order_relaxed); }
   // A draining connection takes no new calls; the controller closes it
   // once its calls are done.
   void drain() { draining_.store(true); }
@@ -409,7 +412,9 @@ class ClientConn {
             abandoned_cv_.notify_all();
           }
         }
+        receiving_.store(true);
         rs = fc_.recv_payload(*h, scratch);
+        receiving_.store(false);
         if (!rs.ok() && rs.error().retry == RetryClass::kFatal) {
           failure = rs.error();
           break;
@@ -424,7 +429,9 @@ class ClientConn {
           complete(p, *h, failure);
           break;
         }
+        receiving_.store(true);
         rs = fc_.recv_payload(*h, p->target.subspan(0, plain));
+        receiving_.store(false);
         p->received = plain;
       } else {
         rs = fc_.recv_payload(*h, p->body);
@@ -476,6 +483,7 @@ class ClientConn {
   std::size_t path_;
   std::string path_name_;
   std::atomic<std::uint64_t> outstanding_{0};
+  std::atomic<bool> receiving_{false};  // receiving()
   std::atomic<bool> draining_{false};
   std::chrono::steady_clock::time_point started_;
   std::atomic<std::chrono::steady_clock::rep> closed_at_ns_{0};  // 0: open
@@ -1041,11 +1049,11 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
           s.moved = it->second.moved;
         }
         next[c->id()] = s;
-        // Stuck: our data sits unacknowledged. (A connection waiting only
-        // for the server — a commit's fsync, a read behind it — has
-        // nothing unacknowledged and is left alone; so, too, is a download
-        // over a path that died: its calls end at their own timeout.)
-        const bool waiting = c->outstanding() > 0 && t.unacked > 0;
+        // Stuck: our data sits unacknowledged, or a reply is half received
+        // (a download over a path that died in the middle of a reply). A
+        // connection waiting only for the server — a commit's fsync, a
+        // read queued behind it — has neither and is left alone.
+        const bool waiting = c->outstanding() > 0 && (t.unacked > 0 || c->receiving());
         // A moved call's reply gets kCallTimeout, as the call had: a
         // server that never sends it must not keep the connection busy
         // (never idle, never retired) for good.
