@@ -9,7 +9,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <iostream>
 
@@ -102,6 +106,16 @@ std::string format_mtime(std::int64_t mtime_ns) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
   return buf;
+}
+
+void write_out(std::string_view text, bool flush) {
+  const bool ok = std::fwrite(text.data(), 1, text.size(), stdout) == text.size() &&
+                  (!flush || std::fflush(stdout) == 0);
+  if (ok) return;
+  const int err = errno;
+  if (err == EPIPE) std::_Exit(kExitBrokenPipe);
+  fmt::print(stderr, "xfer: error: cannot write to standard output: {}\n", std::strerror(err));
+  std::_Exit(kExitFailure);
 }
 
 void install_signal_handlers() {

@@ -7,7 +7,10 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
+#include <utility>
 
+#include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
 #include "option_flags.hpp"
@@ -26,7 +29,7 @@ namespace xfer::cli {
 
 inline constexpr const char* kExitCodesHelp =
     "Exit codes: 0 success, 1 failure, 2 usage error, 3 partial failure (some files failed), "
-    "130 interrupted.";
+    "130 interrupted, 141 standard output closed (as by SIGPIPE).";
 
 // Process-wide context shared by the commands.
 struct Context {
@@ -53,6 +56,19 @@ struct Context {
 Context& context();
 
 // "xfer: error: <message>" on stderr.
+// Standard output, for every command. When its reader has gone (EPIPE:
+// `xfer ls -R | head -1`) the process ends at once, quietly, with
+// kExitBrokenPipe, as a program killed by SIGPIPE would (SIGPIPE itself is
+// ignored for the sockets' sake); a transfer ended so resumes as after
+// any kill. Another write error (a full disk behind `> file`) is reported
+// on stderr and ends the process with kExitFailure: output is never
+// silently cut short. Any thread; `flush` for lines a reader waits on.
+void write_out(std::string_view text, bool flush = false);
+template <typename... T>
+void print_out(fmt::format_string<T...> format, T&&... args) {
+  write_out(fmt::format(format, std::forward<T>(args)...));
+}
+
 void print_error(const Error& e);
 void print_error(const std::string& message);
 void print_warning(const std::string& message);

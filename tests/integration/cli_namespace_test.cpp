@@ -112,6 +112,46 @@ TEST_F(List, Recursive) {
       << r.describe();
 }
 
+// `xfer … | head -1`: once the reader has gone, xfer ends quietly with 141
+// (as a program killed by SIGPIPE), for listings in every format and for a
+// copy's --json lines — no "terminate called", no abort (134). A copy so
+// ended leaves nothing under its final name and resumes.
+TEST_F(List, ClosedPipeEndsOutputQuietly) {
+  const fs::path many = tmp() / "many";
+  fs::create_directories(many / "sub");
+  for (int i = 0; i < 3000; ++i) {
+    write_file(many / (i % 2 == 0 ? "sub" : "") / ("file-with-a-long-name-" + std::to_string(i)),
+               "x");
+  }
+  const fs::path big = tmp() / "big.bin";
+  write_random_file(big, 7, 8u << 20);
+  const fs::path copy = tmp() / "copy.bin";
+  // The exit status of xfer, the first command of the pipe, and its stderr.
+  auto piped = [&](const std::string& args) {
+    const std::string err = S(tmp() / "err.txt");
+    return run({"bash", "-c",
+                "'" + xfer_bin() + "' " + args + " 2>'" + err +
+                    "' | head -1 >/dev/null; echo \"${PIPESTATUS[0]}\"; cat '" + err + "'"},
+               60s);
+  };
+  for (const std::string& args :
+       {"ls -R --json '" + S(many) + "'", "ls -R -l '" + S(many) + "'", "ls -R '" + S(many) + "'",
+        "cp --json --bwlimit 2M '" + S(big) + "' '" + S(copy) + "'"}) {
+    SCOPED_TRACE(args);
+    auto r = piped(args);
+    ASSERT_EXIT_CODE(r, 0);
+    const auto lines = split_lines(r.out);
+    ASSERT_FALSE(lines.empty()) << r.describe();
+    EXPECT_EQ(lines[0], "141") << r.describe();
+    EXPECT_EQ(r.out.find("terminate"), std::string::npos) << r.describe();
+    EXPECT_EQ(r.out.find("Broken pipe"), std::string::npos) << r.describe();
+  }
+  EXPECT_FALSE(fs::exists(copy)) << "a copy cut by the closed pipe is not under its final name";
+  auto again = run_xfer({"cp", "--json", S(big), S(copy)});
+  ASSERT_EXIT_CODE(again, 0);
+  EXPECT_TRUE(files_equal(big, copy));
+}
+
 TEST_F(List, RecursiveDoesNotFollowSymlinkedDirectories) {
   fs::path outside = tmp() / "outside";
   fs::create_directory(outside);

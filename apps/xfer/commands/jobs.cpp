@@ -50,12 +50,12 @@ void register_jobs(CLI::App& app) {
           ++removed;
         }
       }
-      fmt::print("removed {} finished job(s)\n", removed);
+      print_out("removed {} finished job(s)\n", removed);
       return;
     }
     if (!a->json) {
-      fmt::print("{:<16}  {:<11}  {:>13}  {:>21}  {}\n", "ID", "STATUS", "FILES", "BYTES",
-                 "TRANSFER");
+      print_out("{:<16}  {:<11}  {:>13}  {:>21}  {}\n", "ID", "STATUS", "FILES", "BYTES",
+                "TRANSFER");
     }
     for (const auto& j : jobs) {
       if (!a->all && j.state == JobState::kDone) continue;
@@ -72,13 +72,13 @@ void register_jobs(CLI::App& app) {
                   {"bytes_total", j.bytes_total},
                   {"updated_s", j.updated_s},
                   {"pid", j.pid}};
-        fmt::print("{}\n", o.dump(-1, ' ', false, json::error_handler_t::replace));
+        print_out("{}\n", o.dump(-1, ' ', false, json::error_handler_t::replace));
       } else {
-        fmt::print("{:<16}  {:<11}  {:>13}  {:>21}  {}\n", j.id, shown_status(j),
-                   fmt::format("{}/{}", j.files_done, j.files_total),
-                   fmt::format("{}/{}", format_bytes(static_cast<double>(j.bytes_done)),
-                               format_bytes(static_cast<double>(j.bytes_total))),
-                   what);
+        print_out("{:<16}  {:<11}  {:>13}  {:>21}  {}\n", j.id, shown_status(j),
+                  fmt::format("{}/{}", j.files_done, j.files_total),
+                  fmt::format("{}/{}", format_bytes(static_cast<double>(j.bytes_done)),
+                              format_bytes(static_cast<double>(j.bytes_total))),
+                  what);
       }
     }
   });

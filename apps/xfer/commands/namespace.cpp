@@ -27,7 +27,7 @@ json entry_json(const std::string& name, const std::string& path, const FileAttr
 }
 
 void print_json(const json& j) {
-  fmt::print("{}\n", j.dump(-1, ' ', false, json::error_handler_t::replace));
+  print_out("{}\n", j.dump(-1, ' ', false, json::error_handler_t::replace));
 }
 
 std::string long_line(const std::string& name, const FileAttrs& a) {
@@ -74,9 +74,9 @@ Status list_one(Backend& b, const std::string& root, const std::string& rel, boo
     if (as_json) {
       print_json(entry_json(e.name, join_path(dir, e.name), e.attrs.value_or(FileAttrs{})));
     } else if (longf && e.attrs) {
-      fmt::print("{}\n", long_line(shown, *e.attrs));
+      print_out("{}\n", long_line(shown, *e.attrs));
     } else {
-      fmt::print("{}{}\n", shown, e.type == EntryType::kDirectory ? "/" : "");
+      print_out("{}{}\n", shown, e.type == EntryType::kDirectory ? "/" : "");
     }
     if (recursive && e.type == EntryType::kDirectory) subdirs.push_back(shown);
     return ok_status();
@@ -125,14 +125,14 @@ void register_list(CLI::App& app) {
         if (a->json) {
           print_json(entry_json(base_name(ep->url.path), ep->url.path, *attrs));
         } else if (a->longf) {
-          fmt::print("{}\n", long_line(ep->url.path, *attrs));
+          print_out("{}\n", long_line(ep->url.path, *attrs));
         } else {
-          fmt::print("{}\n", ep->url.path);
+          print_out("{}\n", ep->url.path);
         }
         ++out.ok;
         continue;
       }
-      if (a->paths.size() > 1 && !a->json) fmt::print("{}:\n", p);
+      if (a->paths.size() > 1 && !a->json) print_out("{}:\n", p);
       Status s = list_one(*ep->backend, ep->url.path, "", a->longf, a->recursive, a->json, out);
       if (!s.ok()) {
         out.fail(s.error());
@@ -172,10 +172,10 @@ void register_stat(CLI::App& app) {
         print_json(entry_json(base_name(ep->url.path), ep->url.path, *attrs));
         continue;
       }
-      fmt::print("path: {}\ntype: {}\nsize: {}\nmode: {:04o} ({})\nmtime: {} ({} ns)\n",
-                 ep->url.path, to_string(attrs->type), attrs->size, attrs->mode,
-                 mode_string(*attrs), format_mtime(attrs->mtime_ns), attrs->mtime_ns);
-      if (attrs->type == EntryType::kSymlink) fmt::print("target: {}\n", attrs->symlink_target);
+      print_out("path: {}\ntype: {}\nsize: {}\nmode: {:04o} ({})\nmtime: {} ({} ns)\n",
+                ep->url.path, to_string(attrs->type), attrs->size, attrs->mode, mode_string(*attrs),
+                format_mtime(attrs->mtime_ns), attrs->mtime_ns);
+      if (attrs->type == EntryType::kSymlink) print_out("target: {}\n", attrs->symlink_target);
     }
     context().exit_code = out.code();
   });

@@ -112,9 +112,9 @@ void register_remote_commands(CLI::App& app) {
                           : r.fields.count("account")  ? r.fields.at("account")
                                                        : "";
       if (*list_json) {
-        fmt::print("{}\n", json{{"name", r.name}, {"type", r.type}, {"where", where}}.dump());
+        print_out("{}\n", json{{"name", r.name}, {"type", r.type}, {"where", where}}.dump());
       } else {
-        fmt::print("{:<16} {:<6} {}\n", r.name, r.type, where);
+        print_out("{:<16} {:<6} {}\n", r.name, r.type, where);
       }
     }
   });
@@ -134,8 +134,8 @@ void register_remote_commands(CLI::App& app) {
                                             "no such remote (xfer remote list)"));
       return;
     }
-    fmt::print("[{}]\ntype = {}\n", r->name, r->type);
-    for (const auto& [k, v] : r->fields) fmt::print("{} = {}\n", k, shown_value(*r, k, v));
+    print_out("[{}]\ntype = {}\n", r->name, r->type);
+    for (const auto& [k, v] : r->fields) print_out("{} = {}\n", k, shown_value(*r, k, v));
   });
 
   auto rm_name = std::make_shared<std::string>();

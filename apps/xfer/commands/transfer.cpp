@@ -43,15 +43,12 @@ class CliObserver final : public TransferObserver {
       emit({{"event", "planned"}, {"source", src}, {"destination", dst}, {"size", size}});
     } else {
       std::lock_guard lock(mu_);
-      fmt::print("{} -> {} ({})\n", src, dst, format_bytes(static_cast<double>(size)));
+      print_out("{} -> {} ({})\n", src, dst, format_bytes(static_cast<double>(size)));
     }
   }
   void emit(const json& j) {
     std::lock_guard lock(mu_);
-    std::string line = j.dump(-1, ' ', false, json::error_handler_t::replace);
-    std::fwrite(line.data(), 1, line.size(), stdout);
-    std::fputc('\n', stdout);
-    std::fflush(stdout);
+    write_out(j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n", true);
   }
   unsigned printed_errors() const { return printed_errors_.load(); }
 

@@ -16,6 +16,7 @@ enum ExitCode : int {
   kExitUsage = 2,    // bad flags or arguments
   kExitPartial = 3,  // some items failed, others were done
   kExitInterrupted = 130,
+  kExitBrokenPipe = 141,  // standard output's reader went away (128 + SIGPIPE)
 };
 
 // Cancelled wins; else no failure is success; else partial when anything
