@@ -4,6 +4,8 @@
 
 #include "xfer/backend/registry.hpp"
 
+#include <fmt/format.h>
+
 #include "xfer/backend/local.hpp"
 #include "xfer/backend/xfer.hpp"
 
@@ -41,15 +43,24 @@ Result<Url> BackendRegistry::parse(std::string_view text) const {
     std::lock_guard lock(mu_);
     credentials = credentials_;
   }
-  // "NAME:rest" may name a remote; a credentials file that cannot be read
-  // then is an error, not a reason to take "NAME:rest" for a local file.
+  // "NAME:rest" names a remote, never a local file: `xfer cp f host:f`
+  // must not quietly make ./host:f (scp's habit says it is remote). A
+  // credentials file that cannot be read is an error, and so is a NAME
+  // that is no remote; a local name with a colon is written "./NAME:rest".
   const auto colon = text.find(':');
-  const bool remote_form = credentials && colon != std::string_view::npos && colon > 0 &&
+  const bool remote_form = colon != std::string_view::npos && colon > 0 &&
                            text.substr(0, colon).find('/') == std::string_view::npos &&
                            text.substr(colon, 3) != "://";
   if (remote_form) {
-    XFER_ASSIGN_OR_RETURN(auto store, credentials->store());
-    if (auto url = expand_remote(text, *store)) return *url;
+    if (credentials) {
+      XFER_ASSIGN_OR_RETURN(auto store, credentials->store());
+      if (auto url = expand_remote(text, *store)) return *url;
+    }
+    const std::string name(text.substr(0, colon));
+    return make_error(ErrorCode::kInvalidArgument, "open endpoint", text,
+                      fmt::format("'{}' is not a configured remote (xfer remote list); a local "
+                                  "file whose name has a colon is written ./{}",
+                                  name, text));
   }
   return parse_url(text);
 }

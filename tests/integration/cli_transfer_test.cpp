@@ -45,6 +45,24 @@ TEST_F(Transfer, SingleFileCopy) {
   EXPECT_TRUE(compare_trees(src, dst));
 }
 
+// scp's habit: `xfer cp big.iso myserver:backup.iso` means a remote. A
+// name that is no configured remote is refused with a message saying how
+// to write a local file with a colon; it never becomes ./myserver:backup.iso.
+TEST_F(Transfer, HostColonPathIsARemoteNeverALocalFile) {
+  write_file(tmp() / "a.txt", "hello\n");
+  auto r = run_xfer({"cp", "a.txt", "myserver:backup.txt"}, 60s, nullptr, S(tmp()));
+  EXPECT_EXIT_CODE(r, 1);
+  EXPECT_TRUE(icontains(r.err, "'myserver' is not a configured remote")) << r.describe();
+  EXPECT_TRUE(icontains(r.err, "./myserver:backup.txt")) << r.describe();
+  EXPECT_FALSE(fs::exists(tmp() / "myserver:backup.txt"));
+  auto listed = run_xfer({"ls", "myserver:"}, 60s, nullptr, S(tmp()));
+  EXPECT_EXIT_CODE(listed, 1);
+  // Written with ./ it is a local name like any other.
+  auto local = run_xfer({"cp", "a.txt", "./myserver:backup.txt"}, 60s, nullptr, S(tmp()));
+  ASSERT_EXIT_CODE(local, 0);
+  EXPECT_TRUE(files_equal(tmp() / "a.txt", tmp() / "myserver:backup.txt"));
+}
+
 TEST_F(Transfer, TransferCommandNameWorksToo) {
   fs::path src = tmp() / "a.txt";
   write_file(src, "hello, xfer\n");

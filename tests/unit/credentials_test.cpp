@@ -228,7 +228,12 @@ TEST(Remotes, RegistryParsesRemotesAndRefusesAnUnreadableFile) {
   auto url = registry->parse("lab:/x");
   ASSERT_TRUE(url.ok()) << url.error().message();
   EXPECT_EQ(url->scheme, "xfer");
-  EXPECT_EQ(registry->parse("notaremote:/x")->scheme, "file");
+  // A name that is no remote is refused, never taken for a local file.
+  auto unknown = registry->parse("notaremote:/x");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(registry->parse("./notaremote:/x")->scheme, "file");
+  EXPECT_EQ(registry->parse("/abs/notaremote:/x")->scheme, "file");
   auto other = BackendRegistry::with_builtins();
   ::chmod(path.c_str(), 0644);
   other->set_credentials(std::make_shared<Credentials>(path.string()));
