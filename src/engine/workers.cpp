@@ -97,6 +97,9 @@ void Engine::process_file(FileTask task) {
       scheduler_.file_classified();
       if (observer_ != nullptr) observer_->on_planned(task.source, task.destination, size);
       counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+      // What the copy would move: the summary's "would have copied N files
+      // (B bytes)" counts it.
+      counters_.bytes_done.fetch_add(size, std::memory_order_relaxed);
       return;
     }
     if (!source->attrs().size_known && root.destination->capabilities().needs_size) {

@@ -63,6 +63,22 @@ TEST_F(Transfer, HostColonPathIsARemoteNeverALocalFile) {
   EXPECT_TRUE(files_equal(tmp() / "a.txt", tmp() / "myserver:backup.txt"));
 }
 
+// The summary counts what a dry run would move, and speaks English.
+TEST_F(Transfer, SummaryCountsDryRunBytesAndSaysOneFile) {
+  write_file(tmp() / "one.txt", "12345");
+  fs::create_directories(tmp() / "d");
+  write_file(tmp() / "d" / "a.bin", std::string(1000, 'a'));
+  write_file(tmp() / "d" / "b.bin", std::string(234, 'b'));
+  auto dry = run_xfer({"cp", "-r", "--dry-run", S(tmp() / "d"), S(tmp() / "new")});
+  ASSERT_EXIT_CODE(dry, 0);
+  EXPECT_TRUE(icontains(dry.err, "would have copied 2 files (1234 bytes)")) << dry.describe();
+  EXPECT_FALSE(fs::exists(tmp() / "new"));
+  auto one = run_xfer({"cp", S(tmp() / "one.txt"), S(tmp() / "two.txt")});
+  ASSERT_EXIT_CODE(one, 0);
+  EXPECT_TRUE(icontains(one.err, "copied 1 file (5 bytes)")) << one.describe();
+  EXPECT_TRUE(icontains(one.err, ", 0 errors")) << one.describe();
+}
+
 TEST_F(Transfer, TransferCommandNameWorksToo) {
   fs::path src = tmp() / "a.txt";
   write_file(src, "hello, xfer\n");

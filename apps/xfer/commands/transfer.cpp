@@ -108,6 +108,11 @@ json streams_json() {
   return out;
 }
 
+// "1 file", "3 files", "0 files".
+std::string count_of(std::uint64_t n, std::string_view noun) {
+  return fmt::format("{} {}{}", n, noun, n == 1 ? "" : "s");
+}
+
 json controller_json() {
   json out = json::array();
   for (const auto& e : context().stats->events()) {
@@ -235,14 +240,14 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
                      {"backpressure_waits", r.checkpoint_backpressure}}}});
   }
   if (!render.quiet && r.bytes_resumed > 0) {
-    fmt::print(stderr, "xfer: resumed job {}: {} files and {} bytes were already there\n", r.job_id,
-               r.files_resumed, r.bytes_resumed);
+    fmt::print(stderr, "xfer: resumed job {}: {} and {} were already there\n", r.job_id,
+               count_of(r.files_resumed, "file"), count_of(r.bytes_resumed, "byte"));
   }
   if (!render.quiet) {
-    fmt::print(stderr, "xfer: {}{} {} files ({} bytes) in {:.2f} s, {}/s, {} errors{}\n",
-               request.options.dry_run ? "would have " : "", render.verb, r.files_done,
-               r.bytes_done, r.seconds, format_bytes(rate), errors,
-               r.cancelled ? " (interrupted)" : "");
+    fmt::print(stderr, "xfer: {}{} {} ({}) in {:.2f} s, {}/s, {}{}\n",
+               request.options.dry_run ? "would have " : "", render.verb,
+               count_of(r.files_done, "file"), count_of(r.bytes_done, "byte"), r.seconds,
+               format_bytes(rate), count_of(errors, "error"), r.cancelled ? " (interrupted)" : "");
     if (!limit.empty()) fmt::print(stderr, "xfer: limited by {}\n", limit);
   }
   return code;
