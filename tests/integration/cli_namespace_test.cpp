@@ -152,6 +152,43 @@ TEST_F(List, ClosedPipeEndsOutputQuietly) {
   EXPECT_TRUE(files_equal(big, copy));
 }
 
+// Listings come sorted as ls sorts them (the backend's order is readdir's,
+// a hash on ext4): by name; -S largest first; -t newest first; -r
+// reverses; -h gives human sizes with -l, and `ls -lh` is not a request
+// for help.
+TEST_F(List, SortedByNameSizeOrTimeWithHumanSizes) {
+  const fs::path d = tmp() / "sorted";
+  fs::create_directories(d);
+  write_file(d / "c", std::string(20000, 'c'));
+  write_file(d / "a", "a");
+  write_file(d / "b", "bb");
+  set_mtime(d / "a", 1000000000, 0);
+  set_mtime(d / "b", 1300000000, 0);
+  set_mtime(d / "c", 1200000000, 0);
+  auto names = [&](std::vector<std::string> flags) {
+    flags.insert(flags.begin(), "ls");
+    flags.push_back(S(d));
+    auto r = run_xfer(flags);
+    EXPECT_EXIT_CODE(r, 0);
+    return split_lines(r.out);
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(names({}), (V{"a", "b", "c"}));
+  EXPECT_EQ(names({"-S"}), (V{"c", "b", "a"}));
+  EXPECT_EQ(names({"-t"}), (V{"b", "c", "a"}));
+  EXPECT_EQ(names({"-t", "-r"}), (V{"a", "c", "b"}));
+  EXPECT_EQ(names({"-U"}).size(), 3u);
+  auto lh = run_xfer({"ls", "-lh", S(d)});
+  ASSERT_EXIT_CODE(lh, 0);
+  const auto lines = split_lines(lh.out);
+  ASSERT_EQ(lines.size(), 3u) << lh.describe();
+  EXPECT_NE(lines[2].find("19.5 KiB"), std::string::npos) << lh.describe();
+  EXPECT_EQ(lh.out.find("--help"), std::string::npos) << lh.describe();
+  auto help = run_xfer({"ls", "--help"});
+  EXPECT_EXIT_CODE(help, 0);
+  EXPECT_NE(help.out.find("--human-readable"), std::string::npos) << help.describe();
+}
+
 TEST_F(List, RecursiveDoesNotFollowSymlinkedDirectories) {
   fs::path outside = tmp() / "outside";
   fs::create_directory(outside);

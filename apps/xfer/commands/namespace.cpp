@@ -5,9 +5,11 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "../common.hpp"
+#include "xfer/core/units.hpp"
 
 namespace xfer::cli {
 namespace {
@@ -30,11 +32,14 @@ void print_json(const json& j) {
   print_out("{}\n", j.dump(-1, ' ', false, json::error_handler_t::replace));
 }
 
-std::string long_line(const std::string& name, const FileAttrs& a) {
+// `human`: sizes as "12.1 KiB" (ls -h) instead of the byte count.
+std::string long_line(const std::string& name, const FileAttrs& a, bool human = false) {
   std::string shown = name;
   if (a.type == EntryType::kDirectory) shown += '/';
   if (a.type == EntryType::kSymlink) shown += " -> " + a.symlink_target;
-  return fmt::format("{} {:>12} {} {}", mode_string(a), a.size, format_mtime(a.mtime_ns), shown);
+  const std::string size =
+      human ? format_bytes(static_cast<double>(a.size)) : std::to_string(a.size);
+  return fmt::format("{} {:>12} {} {}", mode_string(a), size, format_mtime(a.mtime_ns), shown);
 }
 
 // Tracks failures of a multi-argument command: 0, 1 or 3 like the transfer.
@@ -63,27 +68,62 @@ int for_each_endpoint(const std::vector<std::string>& paths, Op op) {
   return out.code();
 }
 
-Status list_one(Backend& b, const std::string& root, const std::string& rel, bool longf,
-                bool recursive, bool as_json, Outcome& out) {
+// How `xfer ls` shows a listing. Entries of each directory are sorted as
+// ls(1) sorts them: by name (bytes, as LC_ALL=C), -t newest first, -S
+// largest first, -U not at all (the backend's order, and no directory held
+// in memory: for huge directories); -r reverses.
+struct ListStyle {
+  bool longf = false, recursive = false, json = false, human = false, reverse = false;
+  bool by_time = false, by_size = false, unsorted = false;
+};
+
+void print_entry(const Entry& e, const std::string& dir, const std::string& shown,
+                 const ListStyle& st) {
+  if (st.json) {
+    print_json(entry_json(e.name, join_path(dir, e.name), e.attrs.value_or(FileAttrs{})));
+  } else if (st.longf && e.attrs) {
+    print_out("{}\n", long_line(shown, *e.attrs, st.human));
+  } else {
+    print_out("{}{}\n", shown, e.type == EntryType::kDirectory ? "/" : "");
+  }
+}
+
+Status list_one(Backend& b, const std::string& root, const std::string& rel, const ListStyle& st,
+                Outcome& out) {
   std::string dir = rel.empty() ? root : join_path(root, rel);
   std::vector<std::string> subdirs;
+  std::vector<Entry> entries;
   ListOptions lo;
-  lo.want_attrs = longf || as_json;
+  lo.want_attrs = st.longf || st.json || st.by_time || st.by_size;
   Status s = b.list(dir, lo, [&](Entry&& e) -> Status {
-    std::string shown = rel.empty() ? e.name : join_path(rel, e.name);
-    if (as_json) {
-      print_json(entry_json(e.name, join_path(dir, e.name), e.attrs.value_or(FileAttrs{})));
-    } else if (longf && e.attrs) {
-      print_out("{}\n", long_line(shown, *e.attrs));
+    if (st.unsorted) {
+      const std::string shown = rel.empty() ? e.name : join_path(rel, e.name);
+      print_entry(e, dir, shown, st);
+      if (st.recursive && e.type == EntryType::kDirectory) subdirs.push_back(shown);
     } else {
-      print_out("{}{}\n", shown, e.type == EntryType::kDirectory ? "/" : "");
+      entries.push_back(std::move(e));
     }
-    if (recursive && e.type == EntryType::kDirectory) subdirs.push_back(shown);
     return ok_status();
   });
   if (!s.ok()) return s;
+  if (!st.unsorted) {
+    auto attrs = [](const Entry& e) { return e.attrs.value_or(FileAttrs{}); };
+    std::sort(entries.begin(), entries.end(), [&](const Entry& x, const Entry& y) {
+      if (st.by_time && attrs(x).mtime_ns != attrs(y).mtime_ns) {
+        return attrs(x).mtime_ns > attrs(y).mtime_ns;
+      }
+      if (st.by_size && attrs(x).size != attrs(y).size) return attrs(x).size > attrs(y).size;
+      return x.name < y.name;
+    });
+    if (st.reverse) std::reverse(entries.begin(), entries.end());
+    for (const Entry& e : entries) {
+      const std::string shown = rel.empty() ? e.name : join_path(rel, e.name);
+      print_entry(e, dir, shown, st);
+      if (st.recursive && e.type == EntryType::kDirectory) subdirs.push_back(shown);
+    }
+  }
   for (const auto& sub : subdirs) {
-    Status r = list_one(b, root, sub, longf, recursive, as_json, out);
+    Status r = list_one(b, root, sub, st, out);
     if (!r.ok()) out.fail(r.error());
   }
   return ok_status();
@@ -94,17 +134,27 @@ Status list_one(Backend& b, const std::string& root, const std::string& rel, boo
 void register_list(CLI::App& app) {
   struct Args {
     std::vector<std::string> paths;
-    bool longf = false, recursive = false, json = false;
+    ListStyle style;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("list", "List a directory (entries in listing order)");
+  CLI::App* cmd = app.add_subcommand("list", "List a directory (sorted by name, as ls)");
   cmd->alias("ls");
   cmd->footer(kExitCodesHelp);
+  // -h is ls's "human-readable" here (`xfer ls -lh`), so help is --help only.
+  cmd->set_help_flag("--help", "Print this help message and exit");
   cmd->add_option("paths", a->paths, "Paths or URLs (default: .)");
-  cmd->add_flag("-l,--long", a->longf, "Mode, size, mtime and name");
-  cmd->add_flag("-R,--recursive", a->recursive, "Recurse into subdirectories");
-  cmd->add_flag("--json", a->json, "One JSON object per entry");
+  ListStyle& style = a->style;
+  cmd->add_flag("-l,--long", style.longf, "Mode, size, mtime and name");
+  cmd->add_flag("-R,--recursive", style.recursive, "Recurse into subdirectories");
+  cmd->add_flag("--json", style.json, "One JSON object per entry");
+  cmd->add_flag("-h,--human-readable", style.human, "Sizes as 12.1 KiB (with -l)");
+  cmd->add_flag("-t", style.by_time, "Newest first");
+  cmd->add_flag("-S", style.by_size, "Largest first");
+  cmd->add_flag("-r,--reverse", style.reverse, "Reverse the order");
+  cmd->add_flag("-U,--unsorted", style.unsorted,
+                "The backend's order, nothing held in memory (huge directories)");
   cmd->callback([a] {
+    const ListStyle& st = a->style;
     if (a->paths.empty()) a->paths.push_back(".");
     Outcome out;
     for (const auto& p : a->paths) {
@@ -122,18 +172,18 @@ void register_list(CLI::App& app) {
       // (a server refuses to follow a link; that error is reported).
       const bool follow = ep->url.trailing_slash && attrs->type == EntryType::kSymlink;
       if (attrs->type != EntryType::kDirectory && !follow) {
-        if (a->json) {
+        if (st.json) {
           print_json(entry_json(base_name(ep->url.path), ep->url.path, *attrs));
-        } else if (a->longf) {
-          print_out("{}\n", long_line(ep->url.path, *attrs));
+        } else if (st.longf) {
+          print_out("{}\n", long_line(ep->url.path, *attrs, st.human));
         } else {
           print_out("{}\n", ep->url.path);
         }
         ++out.ok;
         continue;
       }
-      if (a->paths.size() > 1 && !a->json) print_out("{}:\n", p);
-      Status s = list_one(*ep->backend, ep->url.path, "", a->longf, a->recursive, a->json, out);
+      if (a->paths.size() > 1 && !st.json) print_out("{}:\n", p);
+      Status s = list_one(*ep->backend, ep->url.path, "", st, out);
       if (!s.ok()) {
         out.fail(s.error());
       } else {
