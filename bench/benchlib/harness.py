@@ -782,6 +782,22 @@ def run_fio(workdir: str, size: int) -> dict:
 # machine description
 
 
+def _describe_binary(name: str, path: str, versions: dict, info: dict) -> None:
+    """versions[name]: the binary's --version line (None when not
+    executable); info[name + "_binary"]: its path, sha256 and mtime."""
+    if not os.access(path, os.X_OK):
+        versions[name] = None
+        return
+    versions[name] = first_line([path, "--version"], need_ok=True) or f"{path} (no --version)"
+    try:
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        mtime = _dt.datetime.fromtimestamp(os.path.getmtime(path)).astimezone().isoformat(timespec="seconds")
+        info[f"{name}_binary"] = {"path": path, "sha256": digest, "mtime": mtime}
+    except OSError:
+        pass
+
+
 def machine_info(workdir: str, xfer: str, xferd: str | None = None) -> dict:
     info: dict = {}
     info["hostname"] = platform.node()
@@ -821,31 +837,11 @@ def machine_info(workdir: str, xfer: str, xferd: str | None = None) -> dict:
         "fio": first_line(["fio", "--version"]),
         "gnuplot": first_line(["gnuplot", "--version"]),
     }
-    if os.access(xfer, os.X_OK):
-        versions["xfer"] = first_line([xfer, "--version"], need_ok=True) or f"{xfer} (no --version)"
-        try:
-            with open(xfer, "rb") as f:
-                digest = hashlib.file_digest(f, "sha256").hexdigest()
-            mtime = _dt.datetime.fromtimestamp(os.path.getmtime(xfer)).astimezone().isoformat(timespec="seconds")
-            info["xfer_binary"] = {"path": xfer, "sha256": digest, "mtime": mtime}
-        except OSError:
-            pass
-    else:
-        versions["xfer"] = None
+    _describe_binary("xfer", xfer, versions, info)
     if xferd is not None:
         for t, argv in (("ssh", ["ssh", "-V"]), ("iperf3", ["iperf3", "--version"]), ("tar", ["tar", "--version"])):
             versions[t] = first_line(argv) if shutil.which(argv[0]) else None
-        if os.access(xferd, os.X_OK):
-            versions["xferd"] = first_line([xferd, "--version"], need_ok=True) or f"{xferd} (no --version)"
-            try:
-                with open(xferd, "rb") as f:
-                    digest = hashlib.file_digest(f, "sha256").hexdigest()
-                mtime = _dt.datetime.fromtimestamp(os.path.getmtime(xferd)).astimezone().isoformat(timespec="seconds")
-                info["xferd_binary"] = {"path": xferd, "sha256": digest, "mtime": mtime}
-            except OSError:
-                pass
-        else:
-            versions["xferd"] = None
+        _describe_binary("xferd", xferd, versions, info)
     info["versions"] = versions
     return info
 

@@ -179,6 +179,8 @@ class ClientConn {
   // (replies are matched by handle and offset), so calls with that key go
   // elsewhere or wait (call()).
   bool owes(std::uint64_t id, std::uint64_t offset) {
+    // Every pick asks this of every connection: no lock while none is due.
+    if (!owes_any_.load(std::memory_order_relaxed)) return false;
     std::lock_guard lock(mu_);
     return abandoned_.count(Key{id, offset}) != 0;
   }
@@ -298,6 +300,7 @@ class ClientConn {
           if (it != pending_.end() && it->second == p) {
             // Not begun to arrive: the reader will drop the reply.
             pending_.erase(it);
+            owes_any_.store(true, std::memory_order_relaxed);
             Abandoned& due = abandoned_[key];
             if (due.cost == 0) due.since = std::chrono::steady_clock::now();
             due.cost += cost;
@@ -409,6 +412,7 @@ class ClientConn {
           if (auto it = abandoned_.find(Key{h->id, h->offset}); it != abandoned_.end()) {
             outstanding_.fetch_sub(it->second.cost, std::memory_order_relaxed);
             abandoned_.erase(it);
+            owes_any_.store(!abandoned_.empty(), std::memory_order_relaxed);
             abandoned_cv_.notify_all();
           }
         }
@@ -456,6 +460,7 @@ class ClientConn {
         outstanding_.fetch_sub(a.cost, std::memory_order_relaxed);
       }
       abandoned_.clear();
+      owes_any_.store(false, std::memory_order_relaxed);
     }
     abandoned_cv_.notify_all();
     if (failure.code == ErrorCode::kUnavailable || failure.code == ErrorCode::kIo) {
@@ -498,6 +503,7 @@ class ClientConn {
   };
   std::map<Key, Abandoned> abandoned_;    // moved calls whose replies are due
   std::condition_variable abandoned_cv_;  // an entry of abandoned_ went (with mu_)
+  std::atomic<bool> owes_any_{false};     // !abandoned_.empty(), written under mu_
   std::atomic<std::chrono::steady_clock::rep> claimed_at_ns_{0};  // claim_for_move()
   std::thread reader_;
 };
