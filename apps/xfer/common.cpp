@@ -54,6 +54,12 @@ void print_warning(const std::string& message) {
   fmt::print(stderr, "{}xfer: warning: {}\n", line_reset(), message);
 }
 
+void print_progress(std::string_view line) {
+  std::lock_guard lock(g_print_mu);
+  fmt::print(stderr, "\r\033[K{}", line);
+  std::fflush(stderr);
+}
+
 TransferOptions transfer_options(const OptionFlags& command_flags) {
   Context& ctx = context();
   TransferOptions options;

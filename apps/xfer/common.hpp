@@ -72,6 +72,18 @@ void print_out(fmt::format_string<T...> format, T&&... args) {
 void print_error(const Error& e);
 void print_error(const std::string& message);
 void print_warning(const std::string& message);
+// Redraws the live progress line on stderr (a terminal), serialised with
+// the messages above so that none is printed into the middle of it; an
+// empty line clears it.
+void print_progress(std::string_view line);
+
+// The live progress line for a terminal `width` columns wide: never wider
+// than width - 1, from a full line with a bar down to the percentage alone
+// (progress_line.cpp). terminal_width is the width of the terminal behind
+// `fd` now (80 when it has none): asked at every redraw, so a resized
+// window gets lines of its new width.
+std::string progress_line(const ProgressSnapshot& snapshot, int width);
+int terminal_width(int fd);
 
 // The options of a transfer command: the defaults, then the config file's
 // [transfer] keys, then the global flags, then the command's own flags.

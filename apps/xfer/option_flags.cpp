@@ -32,6 +32,8 @@ const char* type_name(OptionKind kind) {
       return "N";
     case OptionKind::kSize:
       return "SIZE";
+    case OptionKind::kRate:
+      return "RATE";
     case OptionKind::kMillis:
       return "DURATION";
     case OptionKind::kId:

@@ -104,7 +104,9 @@ class Engine {
   Status open_job();
   void close_job(TransferResult& result);
   void fill_job_progress(std::uint64_t files_done, std::uint64_t bytes_done);
-  bool skip_if_done(const FileTask& task, const FileAttrs& attrs);
+  bool skip_if_current(const FileTask& task, Source& source);
+  Result<bool> same_content(Source& source, Backend& destination, const std::string& path,
+                            std::uint64_t size);
 
   // Scanner thread.
   void scan();

@@ -1,8 +1,11 @@
 // The finalizer (engine.hpp): the fence of a chunked file, run once per
 // attempt by the worker that returned its last chunk: check the source did
 // not change, verify, commit and record it done; or keep the partial for a
-// resume, or abort and hand the file to the retry site. Also the resume
-// check that skips a file already whole at the destination.
+// resume, or abort and hand the file to the retry site. Also the check
+// that skips a file already whole at the destination (a resume, or a file
+// unchanged since an earlier copy).
+
+#include <cstring>
 
 #include "engine/engine.hpp"
 
@@ -79,38 +82,76 @@ void Engine::finalize_chunked(std::shared_ptr<ChunkedFile> file) {
   report(std::move(e));
 }
 
-// Resume of a whole file: the done-index says it was copied with this size
-// and mtime, and the destination still has them.
-bool Engine::skip_if_done(const FileTask& task, const FileAttrs& attrs) {
-  if (!ckpt_) return false;
-  auto done = ckpt_->done(checkpoint::file_key(task.destination));
+// Is the file at the destination already this one? Either the done-index
+// says this job copied it with this size and mtime (a resume), or, unless
+// --ignore-times, the destination is a regular file with the source's size
+// and mtime (rsync's and rclone's quick check), or with --checksum the same
+// size and the same bytes. Such a file is not sent again.
+bool Engine::skip_if_current(const FileTask& task, Source& source) {
+  const FileAttrs& attrs = source.attrs();
+  Backend& destination = *roots_[task.root].destination;
+  const std::uint64_t key = checkpoint::file_key(task.destination);
+  auto done = ckpt_ ? ckpt_->done(key) : std::nullopt;
   const bool recorded = done && done->size == attrs.size && done->mtime_ns == attrs.mtime_ns;
-  // When resuming, a destination with the source's size and mtime was
-  // published by the interrupted run even if its done record did not reach
-  // the disk (xfer sets the mtime at commit): the rsync quick check.
-  if (!recorded && !resuming_) return false;
-  auto dst = roots_[task.root].destination->stat(task.destination);
+  if (!recorded && opt_.ignore_times) return false;
+  auto dst = destination.stat(task.destination);
   if (!dst || dst->type != EntryType::kFile || dst->size != attrs.size) return false;
-  if (roots_[task.root].destination->capabilities().mtime && dst->mtime_ns != attrs.mtime_ns) {
-    return false;
+  // Without stored mtimes only the job's own record trusts the size alone.
+  const bool same_mtime =
+      destination.capabilities().mtime ? dst->mtime_ns == attrs.mtime_ns : recorded;
+  bool unchanged = false;
+  if (recorded || (resuming_ && !opt_.checksum)) {
+    // A resume. A destination with the source's size and mtime was
+    // published by the interrupted run even if its done record did not
+    // reach the disk (xfer sets the mtime at commit).
+    if (!same_mtime) return false;
+  } else if (opt_.checksum) {
+    auto same = same_content(source, destination, task.destination, attrs.size);
+    if (!same || !*same) return false;
+    unchanged = true;
+  } else {
+    if (!same_mtime) return false;
+    unchanged = true;
   }
   // An earlier run of this job began the file again and was killed (a
   // finished job run again copies anew): its partial beside the whole
   // destination is garbage. Opened as this job's partial and aborted, it
   // is removed, locally or on a server alike.
-  const std::uint64_t key = checkpoint::file_key(task.destination);
-  if (begun_keys_.count(key) != 0) {
+  if (begun_keys_.count(key) != 0 && !opt_.dry_run) {
     SinkOptions so = sink_options(attrs);
     so.resume_name = job_.id.substr(0, 12);
     so.resume_existing = true;
-    if (auto partial = roots_[task.root].destination->open_sink(task.destination, so)) {
-      (void)(*partial)->abort();
-    }
+    if (auto partial = destination.open_sink(task.destination, so)) (void)(*partial)->abort();
     ckpt_->reset_file(key);
   }
   counters_.files_done.fetch_add(1, std::memory_order_relaxed);
-  counters_.files_resumed.fetch_add(1, std::memory_order_relaxed);
-  counters_.bytes_resumed.fetch_add(attrs.size, std::memory_order_relaxed);
+  if (unchanged) {
+    counters_.files_unchanged.fetch_add(1, std::memory_order_relaxed);
+    counters_.bytes_unchanged.fetch_add(attrs.size, std::memory_order_relaxed);
+  } else {
+    counters_.files_resumed.fetch_add(1, std::memory_order_relaxed);
+    counters_.bytes_resumed.fetch_add(attrs.size, std::memory_order_relaxed);
+  }
+  return true;
+}
+
+// --checksum: the source's bytes against the destination's, read in io_size
+// pieces (over xfer:// the destination's are read across the network).
+Result<bool> Engine::same_content(Source& source, Backend& destination, const std::string& path,
+                                  std::uint64_t size) {
+  XFER_ASSIGN_OR_RETURN(std::unique_ptr<Source> theirs, destination.open_source(path));
+  if (theirs->attrs().size != size) return false;
+  Buffer ours_buf = pool_.acquire();
+  Buffer theirs_buf = pool_.acquire();
+  for (std::uint64_t pos = 0; pos < size; pos += opt_.io_size) {
+    if (cancelled()) return make_error(ErrorCode::kCancelled, "compare", path);
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(opt_.io_size, size - pos));
+    XFER_ASSIGN_OR_RETURN(std::size_t a,
+                          source.read_at(Offset{pos}, ours_buf.writable().subspan(0, n)));
+    XFER_ASSIGN_OR_RETURN(std::size_t b,
+                          theirs->read_at(Offset{pos}, theirs_buf.writable().subspan(0, n)));
+    if (a != n || b != n || std::memcmp(ours_buf.data(), theirs_buf.data(), n) != 0) return false;
+  }
   return true;
 }
 

@@ -39,7 +39,9 @@ Status Engine::lock_job() {
   if (auto previous = read_job(state_root_, job_.id)) {
     previous_job_ = std::move(previous).value();
     resuming_ = previous_job_->state != JobState::kDone;
-    if (resuming_ && previous_job_->into_dir >= 0) forced_into_dir_ = previous_job_->into_dir == 1;
+    // Run again, resumed or not, the job copies to where its first run did:
+    // `xfer cp -r s d` made d a copy of s, and its re-run must not nest d/s.
+    if (previous_job_->into_dir >= 0) forced_into_dir_ = previous_job_->into_dir == 1;
   }
   return ok_status();
 }

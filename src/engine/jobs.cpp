@@ -42,6 +42,9 @@ std::string absolute_if_local(const std::string& text) {
   return s;
 }
 
+// job.json's layout: 2 since rates carry their unit ("30M/s").
+constexpr int kJobRecordFormat = 2;
+
 // The options `xfer resume` must run with again (kJob in options.inc), as
 // their canonical text: the resumed run plans every file as this one did.
 json options_json(const TransferOptions& o) {
@@ -51,8 +54,10 @@ json options_json(const TransferOptions& o) {
 }
 
 // A job record is ours, but it sits in a folder the user may edit: each
-// value goes through the option table's checks like any other.
-Status options_from_json(const json& j, TransferOptions& o) {
+// value goes through the option table's checks like any other. Records
+// before format 2 wrote a rate (--bwlimit) as a bare number of bytes,
+// which now reads as KiB/s: such a number keeps its old meaning.
+Status options_from_json(const json& j, TransferOptions& o, int format) {
   if (!j.is_object()) {
     return make_error(ErrorCode::kCorrupt, "read job", "", "options must be an object");
   }
@@ -66,6 +71,11 @@ Status options_from_json(const json& j, TransferOptions& o) {
       text = std::to_string(value.get<std::uint64_t>());
     } else {
       return make_error(ErrorCode::kCorrupt, "read job", name, "option value of the wrong type");
+    }
+    const OptionSpec* spec = find_option(name);
+    if (format < 2 && spec != nullptr && spec->kind == OptionKind::kRate && !text.empty() &&
+        text.find_first_not_of("0123456789") == std::string::npos) {
+      text += "B";
     }
     Status s = set_option(o, name, text, kJob);
     if (!s.ok()) return make_error(ErrorCode::kCorrupt, "read job", name, s.error().detail);
@@ -103,6 +113,7 @@ Status write_job(const std::string& state_root, const JobInfo& job) {
   fs::create_directories(dir, ec);
   if (ec) return errno_error(ec.value(), "mkdir", dir);
   json j = {{"id", job.id},
+            {"format", kJobRecordFormat},
             {"status", std::string(to_string(job.state))},
             {"sources", job.request.sources},
             {"destination", job.request.destination},
@@ -141,7 +152,7 @@ Result<JobInfo> read_job(const std::string& state_root, const std::string& id) {
     job.request.sources = j.at("sources").get<std::vector<std::string>>();
     job.request.destination = j.at("destination").get<std::string>();
     if (j.contains("options")) {
-      Status s = options_from_json(j["options"], job.request.options);
+      Status s = options_from_json(j["options"], job.request.options, j.value("format", 1));
       if (!s.ok()) {
         return make_error(ErrorCode::kCorrupt, "read job", dir + "/job.json", s.error().detail);
       }

@@ -137,6 +137,25 @@ struct Codec<OptionKind::kSize> {
   }
 };
 
+// Written with its unit, so the text never depends on how a bare number is
+// read ("30M/s", "30000B/s").
+template <>
+struct Codec<OptionKind::kRate> {
+  static Result<std::uint64_t> read(std::string_view name, std::string_view text, std::uint64_t min,
+                                    std::uint64_t max, std::string_view zero) {
+    if (!zero.empty() && (text == zero || text == "0")) return std::uint64_t{0};
+    auto v = parse_rate(text);
+    if (!v) return bad_value(name, text, v.error().detail);
+    return in_range(name, text, *v, min, max, zero, true);
+  }
+  static std::string write(std::uint64_t v, std::string_view zero) {
+    if (v == 0 && !zero.empty()) return std::string(zero);
+    const std::string size = size_text(v);
+    const bool bare = size.back() >= '0' && size.back() <= '9';
+    return size + (bare ? "B/s" : "/s");
+  }
+};
+
 template <>
 struct Codec<OptionKind::kMillis> {
   static Result<std::chrono::milliseconds> read(std::string_view name, std::string_view text,

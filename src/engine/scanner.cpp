@@ -71,9 +71,13 @@ Status Engine::resolve_roots() {
     root.destination = dst;
     root.source_path = src_url->path;
     root.source_attrs = *attrs;
+    // rsync's rule: a folder written with a trailing '/' ("src/") puts its
+    // contents into the destination, not a folder of its name; "src/."
+    // does the same by cp's rule.
+    const bool contents = src_url->trailing_slash && attrs->type == EntryType::kDirectory;
     root.destination_path =
-        into_dir ? join_path(dst_url.path, base_name(src_url->path)) : dst_url.path;
-    if (into_dir && base_name(src_url->path).empty()) {
+        into_dir && !contents ? join_path(dst_url.path, base_name(src_url->path)) : dst_url.path;
+    if (into_dir && !contents && base_name(src_url->path).empty()) {
       fail(make_error(ErrorCode::kInvalidArgument, "transfer", src_url->path,
                       "cannot copy the root directory into a directory by name"));
       continue;

@@ -143,6 +143,8 @@ Result<JobOutcome> run_job(const TransferRequest& request, TransferCounters& cou
     counters.bytes_done.store(p.bytes_done());
     counters.bytes_total.store(p.bytes_total());
     counters.errors.store(p.errors());
+    counters.files_unchanged.store(p.files_unchanged());
+    counters.bytes_unchanged.store(p.bytes_unchanged());
     {
       std::lock_guard lock(*last_mu);
       last->clear();
@@ -202,6 +204,8 @@ Result<TransferResult> run_third_party(const TransferRequest& request, TransferC
   TransferResult r;
   r.files_done = job.files_done;
   r.bytes_done = job.bytes_done;
+  r.files_unchanged = counters.files_unchanged.load();
+  r.bytes_unchanged = counters.bytes_unchanged.load();
   r.seconds = job.seconds;
   r.job_id = job.job_id;
   r.cancelled = job.exit_code == kExitInterrupted;

@@ -51,6 +51,15 @@ Result<TransferResult> Engine::run() {
   auto start = Clock::now();
   const bool checkpointing = opt_.checkpoint && !opt_.dry_run;
   Status locked = checkpointing ? lock_job() : ok_status();
+  if (opt_.checkpoint && opt_.dry_run) {
+    // A dry run shows what the real run would do: copy to where the job's
+    // earlier run did (job_state.cpp), without taking the job.
+    const std::string root = opt_.state_root.empty() ? default_state_root() : opt_.state_root;
+    const std::string id = opt_.job_id.empty() ? derive_job_id(req_) : opt_.job_id;
+    if (auto previous = read_job(root, id); previous && previous->into_dir >= 0) {
+      forced_into_dir_ = previous->into_dir == 1;
+    }
+  }
   // Two processes must not run one job (they would share its partials).
   if (!locked.ok() && locked.error().code == ErrorCode::kUnavailable) return locked.error();
   // Resolving the roots already talks to servers (a Stat each): a cancel
@@ -163,6 +172,8 @@ Result<TransferResult> Engine::run() {
   }
   result.files_resumed = counters_.files_resumed.load();
   result.bytes_resumed = counters_.bytes_resumed.load();
+  result.files_unchanged = counters_.files_unchanged.load();
+  result.bytes_unchanged = counters_.bytes_unchanged.load();
   if (ckpt_) close_job(result);
   return result;
 }

@@ -93,6 +93,11 @@ void Engine::process_file(FileTask task) {
       counters_.files_opened.fetch_add(1, std::memory_order_relaxed);
       counters_.bytes_total.fetch_add(size, std::memory_order_relaxed);
     }
+    // A stream (size unknown) is never "already there": it is read again.
+    if (attempt == 1 && source->attrs().size_known && skip_if_current(task, *source)) {
+      scheduler_.file_classified();
+      return;
+    }
     if (opt_.dry_run) {
       scheduler_.file_classified();
       if (observer_ != nullptr) observer_->on_planned(task.source, task.destination, size);
@@ -108,11 +113,6 @@ void Engine::process_file(FileTask task) {
       report(make_error(ErrorCode::kUnsupported, "copy", task.source,
                         fmt::format("its size is not known until it ends, and {} needs it first",
                                     root.destination->describe())));
-      return;
-    }
-    // A stream (size unknown) is never "already there": it is read again.
-    if (attempt == 1 && source->attrs().size_known && skip_if_done(task, source->attrs())) {
-      scheduler_.file_classified();
       return;
     }
     FilePlan plan = plan_for(root, task, source->attrs());

@@ -10,8 +10,8 @@ namespace xfer {
 
 RateLimiter::RateLimiter(std::uint64_t bytes_per_second)
     : rate_(bytes_per_second),
-      burst_(std::max(static_cast<double>(bytes_per_second) / 4.0, 64.0 * 1024)),
-      tokens_(burst_),
+      burst_(std::max(static_cast<double>(bytes_per_second) / 20.0, 64.0 * 1024)),
+      tokens_(0),
       last_(Clock::now()) {}
 
 bool RateLimiter::acquire(std::uint64_t bytes, const std::atomic<bool>* cancel) {

@@ -8,14 +8,17 @@
 namespace xfer {
 
 ProgressMeter::ProgressMeter(const TransferCounters& counters)
-    : counters_(counters), start_(Clock::now()), last_(start_) {}
+    : counters_(counters), start_(Clock::now()) {
+  window_.push_back({start_, 0, 0});
+}
 
 ProgressSnapshot ProgressMeter::sample() {
   auto now = Clock::now();
   ProgressSnapshot s;
   auto rd = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   s.elapsed_s = std::chrono::duration<double>(now - start_).count();
-  s.bytes_done = rd(counters_.bytes_done) + rd(counters_.bytes_resumed);
+  const std::uint64_t moved = rd(counters_.bytes_done);
+  s.bytes_done = moved + rd(counters_.bytes_resumed) + rd(counters_.bytes_unchanged);
   s.bytes_total = rd(counters_.bytes_total);
   s.files_done = rd(counters_.files_done);
   s.files_total = rd(counters_.files_total);
@@ -23,35 +26,33 @@ ProgressSnapshot ProgressMeter::sample() {
   s.retries = rd(counters_.retries);
   s.scan_complete = counters_.scan_complete.load(std::memory_order_relaxed);
 
-  double dt = std::chrono::duration<double>(now - last_).count();
-  if (dt > 0.05) {
-    double inst = static_cast<double>(s.bytes_done - std::min(s.bytes_done, last_bytes_)) / dt;
-    double inst_files =
-        static_cast<double>(s.files_done - std::min(s.files_done, last_files_)) / dt;
-    // Exponential smoothing with a ~2 s horizon; the first sample seeds it.
-    double alpha = std::min(1.0, dt / 2.0);
-    rate_ = primed_ ? rate_ + alpha * (inst - rate_) : inst;
-    files_rate_ = primed_ ? files_rate_ + alpha * (inst_files - files_rate_) : inst_files;
-    primed_ = true;
-    last_ = now;
-    last_bytes_ = s.bytes_done;
-    last_files_ = s.files_done;
+  // The window: drop samples older than kWindow but keep the newest of
+  // those as its start, so the span is kWindow once the copy is that old.
+  window_.push_back({now, moved, s.files_done});
+  while (window_.size() > 2 && now - window_[1].at >= kWindow) window_.pop_front();
+  const Point& from = window_.front();
+  const double span = std::chrono::duration<double>(now - from.at).count();
+  double rate = 0;
+  double files_rate = 0;
+  if (span > 0.1) {
+    // bytes_done drops back when a file is retried: never a negative rate.
+    rate = static_cast<double>(moved - std::min(moved, from.moved)) / span;
+    files_rate = static_cast<double>(s.files_done - std::min(s.files_done, from.files)) / span;
   }
-  s.rate_bps = rate_;
-  s.files_per_s = files_rate_;
+  s.rate_bps = rate;
+  s.files_per_s = files_rate;
 
   if (s.scan_complete && s.files_total > 0) {
     bool sizes_known = rd(counters_.files_opened) + rd(counters_.files_skipped) >= s.files_total;
     if (sizes_known && s.bytes_total > 0) {
       s.percent = 100.0 * static_cast<double>(s.bytes_done) / static_cast<double>(s.bytes_total);
-      if (rate_ > 0)
-        s.eta_s =
-            static_cast<double>(s.bytes_total - std::min(s.bytes_total, s.bytes_done)) / rate_;
+      if (rate > 0)
+        s.eta_s = static_cast<double>(s.bytes_total - std::min(s.bytes_total, s.bytes_done)) / rate;
     } else {
       s.percent = 100.0 * static_cast<double>(s.files_done) / static_cast<double>(s.files_total);
-      if (files_rate_ > 0) {
-        s.eta_s = static_cast<double>(s.files_total - std::min(s.files_total, s.files_done)) /
-                  files_rate_;
+      if (files_rate > 0) {
+        s.eta_s =
+            static_cast<double>(s.files_total - std::min(s.files_total, s.files_done)) / files_rate;
       }
     }
     s.percent = std::clamp(s.percent, 0.0, 100.0);

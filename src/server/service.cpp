@@ -691,6 +691,8 @@ class Service final : public v1::Xfer::Service {
     p.set_bytes_done(job.counters.bytes_done.load());
     p.set_bytes_total(job.counters.bytes_total.load());
     p.set_errors(job.counters.errors.load());
+    p.set_files_unchanged(job.counters.files_unchanged.load());
+    p.set_bytes_unchanged(job.counters.bytes_unchanged.load());
     p.set_message(job.message);
     p.set_exit_code(job.exit_code);
     p.set_elapsed_seconds(

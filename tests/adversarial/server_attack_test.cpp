@@ -604,7 +604,7 @@ TEST_F(Attack, JobsAreVisibleOnlyToTheirSubject) {
   v1::JobRequest req;
   req.add_sources("/a.bin");
   req.set_destination("/b.bin");
-  set_job_option(req, "bwlimit", 8u << 20);  // keeps it running for a while
+  set_job_option(req, "bwlimit", "8M");  // keeps it running for a while
   v1::JobAccepted acc;
   {
     grpc::ClientContext ctx;
@@ -1074,7 +1074,7 @@ TEST_F(Attack, JobsFollowNoSwappedSymlinkOutOfTheirPrefix) {
   req.add_sources("/in/alice/src");
   req.set_destination("/in/alice/dst/copy");
   set_job_option(req, "recursive", true);
-  set_job_option(req, "bwlimit", 256u << 10);  // about 3 s
+  set_job_option(req, "bwlimit", "256K");  // about 3 s
   grpc::Status st;
   const std::string id = submit_job(p, tok, req, &st);
   ASSERT_TRUE(st.ok()) << st.error_message();
@@ -1123,7 +1123,7 @@ TEST_F(Attack, JobsEndWithTheirToken) {
   req.add_sources("/src");
   req.set_destination("/dst");
   set_job_option(req, "recursive", true);
-  set_job_option(req, "bwlimit", 512u << 10);  // 3.75 MiB: about 8 s
+  set_job_option(req, "bwlimit", "512K");  // 3.75 MiB: about 8 s
   grpc::Status st;
   const std::string id = submit_job(p, tok, req, &st);
   ASSERT_TRUE(st.ok()) << st.error_message();
@@ -1492,7 +1492,7 @@ TEST_F(Attack, JobWatchesAreBoundedPerSubject) {
   v1::JobRequest req;
   req.add_sources("/a.bin");
   req.set_destination("/b.bin");
-  set_job_option(req, "bwlimit", 1u << 20);  // runs for about 8 s
+  set_job_option(req, "bwlimit", "1M");  // runs for about 8 s
   grpc::Status st;
   const std::string id = submit_job(p, mallory, req, &st);
   ASSERT_TRUE(st.ok()) << st.error_message();

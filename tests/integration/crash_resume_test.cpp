@@ -394,7 +394,7 @@ TEST_F(CrashResume, ResumedJobPlansFilesAsTheFirstRun) {
   EXPECT_EQ(json_number(resumed.out, "chunks"), 64u) << resumed.describe();
 }
 
-// A finished job run again copies anew; killed mid-way, that run leaves a
+// A finished job run again with -I copies anew; killed mid-way, that run leaves a
 // partial beside the (still whole) destination. The next run finds the
 // destination whole and skips the file: it must also remove the partial,
 // not leave it hidden forever (seen as a flaky leftover in the xferd kill
@@ -409,7 +409,10 @@ TEST_F(CrashResume, SkippedFileLosesTheStalePartialOfAKilledRecopy) {
                                          "--job", "again",     S(src), S(out / "copy.bin")};
   auto first = run_xfer(args);
   ASSERT_EQ(first.exit_code, 0) << first.describe();
-  auto k = run_and_kill(args, std::chrono::milliseconds(900));
+  // A re-run skips the unchanged file; -I makes it copy anew.
+  std::vector<std::string> forced = args;
+  forced.insert(forced.begin() + 1, "-I");
+  auto k = run_and_kill(forced, std::chrono::milliseconds(900));
   ASSERT_TRUE(k.killed) << k.result.describe();
   ASSERT_EQ(xfer_hidden_files(out).size(), 1u) << "the re-copy left no partial to clean";
   auto last = run_xfer(args);

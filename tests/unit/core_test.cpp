@@ -135,6 +135,31 @@ TEST(Units, ParseSize) {
   EXPECT_FALSE(parse_size("99999999999T").ok());
 }
 
+// --bwlimit reads as rsync and rclone do: a bare number is KiB/s.
+TEST(Units, ParseRateAsRsyncAndRclone) {
+  EXPECT_EQ(*parse_rate("30000"), 30000ull * 1024);
+  EXPECT_EQ(*parse_rate("0"), 0u);
+  EXPECT_EQ(*parse_rate("30M"), 30ull << 20);
+  EXPECT_EQ(*parse_rate("30M/s"), 30ull << 20);
+  EXPECT_EQ(*parse_rate("1.5GiB"), 3ull << 29);
+  EXPECT_EQ(*parse_rate("64KB/s"), 64ull << 10);
+  EXPECT_EQ(*parse_rate("30000B"), 30000u);
+  EXPECT_EQ(*parse_rate("30000B/s"), 30000u);
+  EXPECT_EQ(*parse_rate("800Mbit"), 100'000'000u);
+  EXPECT_EQ(*parse_rate("1Gbit/s"), 125'000'000u);
+  EXPECT_EQ(*parse_rate("100Mbps"), 12'500'000u);
+  EXPECT_EQ(*parse_rate("512kbit"), 64'000u);
+  EXPECT_EQ(*parse_rate("8bit"), 1u);
+  auto ambiguous = parse_rate("100Mb");
+  ASSERT_FALSE(ambiguous.ok());
+  EXPECT_NE(ambiguous.error().message().find("100M for bytes or 100Mbit for bits"),
+            std::string::npos)
+      << ambiguous.error().message();
+  for (const char* bad : {"", "-1", "fast", "10X", "10Xbit", "M", "/s", "1e400"}) {
+    EXPECT_FALSE(parse_rate(bad).ok()) << bad;
+  }
+}
+
 TEST(Units, Format) {
   EXPECT_EQ(format_bytes(512), "512 B");
   EXPECT_EQ(format_bytes(1536), "1.5 KiB");

@@ -38,6 +38,8 @@ std::string test_value(const OptionSpec& spec) {
       return std::to_string(spec.max);
     case OptionKind::kSize:
       return std::to_string(spec.max / 2);
+    case OptionKind::kRate:  // a bare number is KiB/s
+      return std::to_string(spec.max / 2048);
     case OptionKind::kMillis:  // between the retry defaults (50ms..5s): keeps base <= cap
       return std::to_string(std::min<std::uint64_t>(spec.max, 4000)) + "ms";
     case OptionKind::kId:
@@ -167,6 +169,7 @@ TEST(OptionTable, BadValuesAreRefusedNamingTheOption) {
     std::vector<std::string> bad = {"garbage", "-1x"};
     if (spec.kind == OptionKind::kCount) bad.push_back(std::to_string(spec.max + 1));
     if (spec.kind == OptionKind::kSize) bad.push_back(std::to_string(spec.max + 1024));
+    if (spec.kind == OptionKind::kRate) bad.push_back(std::to_string(spec.max / 1024 + 1));
     if (spec.kind == OptionKind::kId) bad = {"../x", "a/b", "x y"};
     if (spec.kind == OptionKind::kAddresses) bad = {"10.0.0.1,host.example", "10.0.0.256", "[::1]"};
     for (const auto& b : bad) {
@@ -286,6 +289,46 @@ TEST(OptionTable, ResumedJobPlansAsTheFirstRun) {
   // 3 MiB is chunked under these options and whole under the defaults: the
   // record carried them.
   EXPECT_EQ(plan_file(3ull << 20, caps, caps, back->request.options).strategy, Strategy::kChunked);
+  fs::remove_all(state);
+}
+
+// --bwlimit: a bare number is KiB/s; the canonical text carries its unit,
+// and a job record of before (format 1, bare bytes) keeps its meaning.
+TEST(OptionTable, RatesReadAsRsyncAndOldJobRecordsKeepTheirBytes) {
+  TransferOptions o;
+  ASSERT_TRUE(set_option(o, "bwlimit", "30000", kCli).ok());
+  EXPECT_EQ(o.bwlimit, 30000ull * 1024);
+  ASSERT_TRUE(set_option(o, "bwlimit", "30000B", kCli).ok());
+  EXPECT_EQ(o.bwlimit, 30000u);
+  EXPECT_EQ(find_option("bwlimit")->get(o), "30000B/s");
+  ASSERT_TRUE(set_option(o, "bwlimit", "800Mbit", kCli).ok());
+  EXPECT_EQ(o.bwlimit, 100'000'000u);
+  ASSERT_TRUE(set_option(o, "bwlimit", "30M", kCli).ok());
+  EXPECT_EQ(find_option("bwlimit")->get(o), "30M/s");
+  EXPECT_FALSE(set_option(o, "bwlimit", "1B", kCli).ok()) << "below the 1K floor";
+
+  const fs::path state = fs::path(::testing::TempDir()) / ("rate-" + std::to_string(::getpid()));
+  JobInfo job;
+  job.id = "rates";
+  job.state = JobState::kCancelled;
+  job.request.sources = {"/src"};
+  job.request.destination = "/dst";
+  job.request.options.bwlimit = 30000;
+  ASSERT_TRUE(write_job(state.string(), job).ok());
+  auto back = read_job(state.string(), "rates");
+  ASSERT_TRUE(back.ok()) << back.error().message();
+  EXPECT_EQ(back->request.options.bwlimit, 30000u);
+  // The same record as a build of before wrote it: no format, bare bytes.
+  const std::string path = (state / "jobs" / "rates" / "job.json").string();
+  auto text = read_small_file(path, 1 << 20);
+  ASSERT_TRUE(text.ok());
+  std::string old = *text;
+  old.replace(old.find("\"30000B/s\""), 10, "\"30000\"");
+  old.erase(old.find("\"format\": 2,"), 12);
+  ASSERT_TRUE(write_file_atomically(path, old).ok());
+  back = read_job(state.string(), "rates");
+  ASSERT_TRUE(back.ok()) << back.error().message() << "\n" << old;
+  EXPECT_EQ(back->request.options.bwlimit, 30000u) << old;
   fs::remove_all(state);
 }
 

@@ -72,20 +72,6 @@ json progress_json(const ProgressSnapshot& s) {
           {"eta_s", s.eta_s}};
 }
 
-std::string progress_line(const ProgressSnapshot& s) {
-  std::string pct = s.percent >= 0 ? fmt::format("{:5.1f}%", s.percent) : "  ...";
-  constexpr int kBar = 24;
-  int filled = s.percent >= 0 ? static_cast<int>(s.percent / 100.0 * kBar) : 0;
-  std::string bar = std::string(static_cast<size_t>(filled), '#') +
-                    std::string(static_cast<size_t>(kBar - filled), '-');
-  std::string files = s.scan_complete ? fmt::format("{}/{}", s.files_done, s.files_total)
-                                      : fmt::format("{}/{}+", s.files_done, s.files_total);
-  return fmt::format("[{}] {} {} / {}  {}/s  files {}  ETA {}", bar, pct,
-                     format_bytes(static_cast<double>(s.bytes_done)),
-                     format_bytes(static_cast<double>(s.bytes_total)), format_bytes(s.rate_bps),
-                     files, s.eta_s >= 0 ? format_duration(s.eta_s) : "--");
-}
-
 json streams_json() {
   json out = json::array();
   for (const auto& s : context().stats->snapshot("")) {
@@ -160,14 +146,14 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
       std::unique_lock lock(mu);
       while (!cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return done; })) {
         ProgressSnapshot s = meter.sample();
-        if (live) fmt::print(stderr, "\r\033[K{}", progress_line(s));
+        if (live) print_progress(progress_line(s, terminal_width(STDERR_FILENO)));
         auto now = std::chrono::steady_clock::now();
         if (render.json && now - last_json >= std::chrono::seconds(1)) {
           observer.emit(progress_json(s));
           last_json = now;
         }
       }
-      if (live) fmt::print(stderr, "\r\033[K");
+      if (live) print_progress("");
     });
   }
 
@@ -228,6 +214,8 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
                    {"controller", controller_json()},
                    {"limited_by", limit},
                    {"bytes_resumed", r.bytes_resumed},
+                   {"files_unchanged", r.files_unchanged},
+                   {"bytes_unchanged", r.bytes_unchanged},
                    {"checkpoint",
                     {{"records", r.journal_records},
                      {"fsyncs", r.journal_fsyncs},
@@ -244,10 +232,13 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
                count_of(r.files_resumed, "file"), count_of(r.bytes_resumed, "byte"));
   }
   if (!render.quiet) {
-    fmt::print(stderr, "xfer: {}{} {} ({}) in {:.2f} s, {}/s, {}{}\n",
+    const std::string unchanged =
+        r.files_unchanged > 0 ? fmt::format(", {} unchanged", r.files_unchanged) : "";
+    fmt::print(stderr, "xfer: {}{} {} ({}){} in {:.2f} s, {}/s, {}{}\n",
                request.options.dry_run ? "would have " : "", render.verb,
-               count_of(r.files_done, "file"), count_of(r.bytes_done, "byte"), r.seconds,
-               format_bytes(rate), count_of(errors, "error"), r.cancelled ? " (interrupted)" : "");
+               count_of(r.files_done - std::min(r.files_done, r.files_unchanged), "file"),
+               count_of(r.bytes_done, "byte"), unchanged, r.seconds, format_bytes(rate),
+               count_of(errors, "error"), r.cancelled ? " (interrupted)" : "");
     if (!limit.empty()) fmt::print(stderr, "xfer: limited by {}\n", limit);
   }
   return code;

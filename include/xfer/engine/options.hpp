@@ -39,6 +39,7 @@ enum class OptionKind {
   kSwitch,     // int -1/0/1: auto/false/true (flags --x and --no-x)
   kCount,      // unsigned decimal
   kSize,       // bytes: 4096, "64K", "16M", "1G"
+  kRate,       // bytes per second, read by parse_rate: "500" (KiB/s), "30M", "800Mbit"
   kMillis,     // std::chrono::milliseconds: "50ms", "5s", "2m", or a number of ms
   kId,         // std::string checked by validate_id (letters, digits, '-', '_', '.')
   kAddresses,  // std::string: IP addresses separated by commas (parse_address_list)

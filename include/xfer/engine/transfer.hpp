@@ -30,7 +30,7 @@ class TransferObserver {
 };
 
 struct TransferResult {
-  std::uint64_t files_done = 0;
+  std::uint64_t files_done = 0;  // at the destination now: copied, resumed or unchanged
   std::uint64_t files_failed = 0;
   std::uint64_t files_skipped = 0;
   std::uint64_t bytes_done = 0;
@@ -43,6 +43,9 @@ struct TransferResult {
   std::string job_id;
   std::uint64_t files_resumed = 0;
   std::uint64_t bytes_resumed = 0;
+  // Skipped as already current (counted in files_done; not in bytes_done).
+  std::uint64_t files_unchanged = 0;
+  std::uint64_t bytes_unchanged = 0;
   std::uint64_t journal_records = 0;
   std::uint64_t journal_fsyncs = 0;
   std::uint64_t journal_bytes = 0;

@@ -1,7 +1,8 @@
 #pragma once
 // Token-bucket rate limiter shared by all workers of a transfer (--bwlimit).
-// acquire(n) blocks until n bytes may pass. Burst is bounded to a quarter
-// second of traffic (at least one request) so the long-run rate holds.
+// acquire(n) blocks until n bytes may pass. The bucket starts empty (a
+// copy's first second is at the limit, not a burst above it) and holds at
+// most 50 ms of traffic (at least 64 KiB) after an idle spell.
 // Thread-safe. A rate of 0 disables limiting.
 
 #include <atomic>

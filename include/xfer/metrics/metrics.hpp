@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 
 namespace xfer {
 
@@ -27,6 +28,10 @@ struct TransferCounters {
   std::atomic<std::uint64_t> bytes_verified{0};
   std::atomic<std::uint64_t> files_resumed{0};  // found complete by the checkpoint: skipped
   std::atomic<std::uint64_t> bytes_resumed{0};  // not sent again thanks to the checkpoint
+  // Already at the destination with the source's size and mtime (or bytes,
+  // --checksum): counted in files_done, never sent.
+  std::atomic<std::uint64_t> files_unchanged{0};
+  std::atomic<std::uint64_t> bytes_unchanged{0};
   std::atomic<std::uint64_t> active_workers{0};
   std::atomic<bool> scan_complete{false};
 };
@@ -40,29 +45,34 @@ struct ProgressSnapshot {
   std::uint64_t files_failed = 0;
   std::uint64_t retries = 0;
   bool scan_complete = false;
-  double rate_bps = 0;     // smoothed bytes per second
-  double files_per_s = 0;  // smoothed
+  double rate_bps = 0;     // bytes moved per second over the last few seconds
+  double files_per_s = 0;  // files finished per second, same window
   double percent = -1;     // -1 while unknown (still scanning)
   double eta_s = -1;       // -1 while unknown
 };
 
-// Turns successive counter readings into rates and an ETA. Not thread-safe:
-// one renderer thread owns it.
+// Turns successive counter readings into rates and an ETA. The rate is
+// what was moved over a moving window of kWindow (bytes a resume found
+// already there count towards the progress, never towards the rate, so a
+// resumed copy does not start at a rate it never had); the ETA is what is
+// left at that rate. Not thread-safe: one renderer thread owns it.
 class ProgressMeter {
  public:
+  static constexpr std::chrono::seconds kWindow{5};
+
   explicit ProgressMeter(const TransferCounters& counters);
   ProgressSnapshot sample();
 
  private:
   using Clock = std::chrono::steady_clock;
+  struct Point {
+    Clock::time_point at;
+    std::uint64_t moved;
+    std::uint64_t files;
+  };
   const TransferCounters& counters_;
   Clock::time_point start_;
-  Clock::time_point last_;
-  std::uint64_t last_bytes_ = 0;
-  std::uint64_t last_files_ = 0;
-  double rate_ = 0;
-  double files_rate_ = 0;
-  bool primed_ = false;
+  std::deque<Point> window_;  // oldest first; at most kWindow of samples
 };
 
 }  // namespace xfer

@@ -1,0 +1,341 @@
+// The first hour of a user coming from rsync, rclone or scp (issue 11),
+// through the real binary: the progress line in a pseudo-terminal, the
+// rate under --bwlimit, re-runs that send nothing, rsync's trailing slash.
+// See docs/cli.md ("Coming from rsync, cp, rclone or scp").
+
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "harness.hpp"
+
+namespace xfer_it {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+class FirstHour : public XferTest {};
+
+std::string S(const fs::path& p) {
+  return p.string();
+}
+
+// ------------------------------------------------------------ terminal
+
+struct PtyRun {
+  int exit_code = -1;
+  // What the terminal received, in the pieces read, each with the second
+  // (since the start) it arrived at.
+  std::vector<std::pair<double, std::string>> pieces;
+};
+
+// Runs xfer on a pseudo-terminal `cols` wide (stdin, stdout and stderr
+// all on it, as in a shell); `tick(master, seconds)` is called every
+// ~20 ms to resize it. Killed after 60 s.
+PtyRun run_in_pty(const std::vector<std::string>& args, int cols,
+                  const std::function<void(int, double)>& tick = {}) {
+  PtyRun out;
+  winsize ws{};
+  ws.ws_row = 24;
+  ws.ws_col = static_cast<unsigned short>(cols);
+  int master = -1;
+  const std::string bin = xfer_bin();
+  const pid_t pid = ::forkpty(&master, nullptr, nullptr, &ws);
+  if (pid == 0) {
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(bin.c_str()));
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(bin.c_str(), argv.data());
+    ::_exit(127);
+  }
+  if (pid < 0) {
+    ADD_FAILURE() << "forkpty failed";
+    return out;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    const double t =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (t > 60) {
+      ::kill(pid, SIGKILL);
+      ADD_FAILURE() << "xfer did not finish in 60 s";
+      break;
+    }
+    if (tick) tick(master, t);
+    pollfd p{master, POLLIN, 0};
+    if (::poll(&p, 1, 20) <= 0) continue;
+    char buf[4096];
+    const ssize_t n = ::read(master, buf, sizeof buf);
+    if (n <= 0) break;  // EIO: the terminal's last writer has gone
+    out.pieces.emplace_back(t, std::string(buf, static_cast<size_t>(n)));
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ::close(master);
+  out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return out;
+}
+
+// The progress lines drawn (each starts with "\r\033[K"), with the second
+// their last byte arrived at.
+std::vector<std::pair<double, std::string>> progress_lines(const PtyRun& run) {
+  std::vector<std::pair<double, std::string>> lines;
+  std::string pending;
+  bool in_progress = false;
+  for (const auto& [t, piece] : run.pieces) {
+    for (std::size_t i = 0; i < piece.size(); ++i) {
+      if (piece.compare(i, 4, "\r\033[K") == 0) {
+        if (in_progress && !pending.empty()) lines.emplace_back(t, pending);
+        pending.clear();
+        in_progress = true;
+        i += 3;
+        continue;
+      }
+      if (in_progress && pending == "xfer:") in_progress = false;  // a message after a clear
+      if (piece[i] == '\r' || piece[i] == '\n') {
+        if (in_progress && !pending.empty()) lines.emplace_back(t, pending);
+        pending.clear();
+        in_progress = false;
+        continue;
+      }
+      pending += piece[i];
+    }
+  }
+  if (in_progress && !pending.empty()) lines.emplace_back(run.pieces.back().first, pending);
+  return lines;
+}
+
+// The progress line fits the terminal at 60, 80 and 200 columns (a line
+// as wide as the terminal wraps and leaves a stale line at each redraw),
+// and follows a resize.
+TEST_F(FirstHour, ProgressLineFitsTheTerminalAndFollowsAResize) {
+  write_random_file(tmp() / "big.bin", 5, 6u << 20);
+  for (int cols : {60, 80, 200}) {
+    SCOPED_TRACE(cols);
+    fs::remove(tmp() / "copy.bin");
+    PtyRun r =
+        run_in_pty({"cp", "--bwlimit", "6M", S(tmp() / "big.bin"), S(tmp() / "copy.bin")}, cols);
+    ASSERT_EQ(r.exit_code, 0);
+    auto lines = progress_lines(r);
+    ASSERT_GE(lines.size(), 3u) << "a 1 s copy redraws every 200 ms";
+    std::size_t widest = 0;
+    for (const auto& [t, line] : lines) {
+      EXPECT_LT(line.size(), static_cast<std::size_t>(cols)) << "'" << line << "'";
+      widest = std::max(widest, line.size());
+      EXPECT_NE(line.find('%'), std::string::npos) << line;
+    }
+    if (cols >= 80) {
+      EXPECT_GE(widest, 60u) << "a wide terminal gets the full line";
+      EXPECT_NE(lines.back().second.find("ETA"), std::string::npos) << lines.back().second;
+    }
+    EXPECT_TRUE(files_equal(tmp() / "big.bin", tmp() / "copy.bin"));
+  }
+  // 200 columns, then 50 after 0.8 s: the lines drawn after the resize
+  // (and a redraw period) are the compact ones.
+  fs::remove(tmp() / "copy.bin");
+  bool resized = false;
+  PtyRun r = run_in_pty({"cp", "--bwlimit", "3M", S(tmp() / "big.bin"), S(tmp() / "copy.bin")}, 200,
+                        [&](int master, double t) {
+                          if (resized || t < 0.8) return;
+                          winsize ws{};
+                          ws.ws_row = 24;
+                          ws.ws_col = 50;
+                          ::ioctl(master, TIOCSWINSZ, &ws);
+                          resized = true;
+                        });
+  ASSERT_EQ(r.exit_code, 0);
+  std::size_t before = 0, after = 0;
+  for (const auto& [t, line] : progress_lines(r)) {
+    if (t < 0.75) {
+      before = std::max(before, line.size());
+    } else if (t > 1.1) {
+      ++after;
+      EXPECT_LT(line.size(), 50u) << "'" << line << "' at " << t << " s";
+    }
+  }
+  EXPECT_GT(before, 50u) << "the full line before the resize";
+  EXPECT_GE(after, 3u);
+}
+
+// ------------------------------------------------------------ rate
+
+std::vector<json> json_lines(const std::string& out) {
+  std::vector<json> events;
+  for (const auto& line : split_lines(out)) {
+    if (!line.empty()) events.push_back(json::parse(line));
+  }
+  return events;
+}
+
+// --bwlimit reads a bare number as KiB/s (rsync, rclone); the rate shown
+// is within 10% of the limit from the second second on, with no burst at
+// the start; after a resume the bytes already there are progress but not
+// rate, and the ETA converges on the time actually left.
+TEST_F(FirstHour, RateUnderABandwidthLimitIsTheLimitAndTheEtaConverges) {
+  constexpr double kLimit = 4 << 20;  // --bwlimit 4096 (KiB/s)
+  // In memory: what is measured is the limiter, not a disk the other tests
+  // keep busy.
+  const fs::path dir = make_temp_dir_under("/dev/shm");
+  write_random_file(dir / "a.bin", 6, 14u << 20);
+  auto r = run_xfer({"cp", "--json", "--bwlimit", "4096", S(dir / "a.bin"), S(dir / "b.bin")});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  ASSERT_TRUE(files_equal(dir / "a.bin", dir / "b.bin"));
+  int checked = 0;
+  json summary;
+  for (const json& e : json_lines(r.out)) {
+    if (e["event"] == "summary") summary = e;
+    if (e["event"] != "progress") continue;
+    const double rate = e["rate_bps"].get<double>();
+    EXPECT_LE(rate, kLimit * 1.10) << e.dump() << " (no burst at the start)";
+    if (e["elapsed_s"].get<double>() >= 1.9) {
+      EXPECT_NEAR(rate, kLimit, kLimit * 0.10) << e.dump();
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 1) << r.out;
+  EXPECT_GE(summary["seconds"].get<double>(), 3.5 * 0.9) << "14 MiB at 4 MiB/s";
+  EXPECT_LE(summary["seconds"].get<double>(), 3.5 + 1.5) << "14 MiB at 4 MiB/s";
+
+  // Interrupted at 1.5 s, then resumed: 6 of 24 MiB are there.
+  write_random_file(dir / "c.bin", 7, 24u << 20);
+  const std::vector<std::string> args = {
+      "cp",           "--json", "--bwlimit",      "4096",
+      "--chunk-size", "1M",     S(dir / "c.bin"), S(dir / "d.bin")};
+  auto first = run_xfer(args, 60s, [](pid_t pid) {
+    std::this_thread::sleep_for(1500ms);
+    ::kill(pid, SIGINT);
+  });
+  ASSERT_EQ(first.exit_code, 130) << first.describe();
+  auto again = run_xfer(args);
+  ASSERT_EQ(again.exit_code, 0) << again.describe();
+  ASSERT_TRUE(files_equal(dir / "c.bin", dir / "d.bin"));
+  double total = 0;
+  std::vector<json> progress;
+  for (const json& e : json_lines(again.out)) {
+    if (e["event"] == "summary") {
+      total = e["seconds"].get<double>();
+      EXPECT_GE(e["bytes_resumed"].get<std::uint64_t>(), 3u << 20) << e.dump();
+    }
+    if (e["event"] == "progress") progress.push_back(e);
+  }
+  ASSERT_FALSE(progress.empty()) << again.out;
+  for (const json& e : progress) {
+    EXPECT_LE(e["rate_bps"].get<double>(), kLimit * 1.10)
+        << e.dump() << ": the resumed bytes are not a rate";
+    const double elapsed = e["elapsed_s"].get<double>();
+    if (elapsed >= 1.9 && total - elapsed > 1.0) {
+      EXPECT_NEAR(e["eta_s"].get<double>(), total - elapsed, 0.2 * (total - elapsed) + 0.3)
+          << e.dump() << " finished at " << total;
+    }
+  }
+}
+
+// ------------------------------------------------------------ re-runs
+
+std::uint64_t summary_field(const RunResult& r, const char* name) {
+  for (const json& e : json_lines(r.out)) {
+    if (e["event"] == "summary") return e[name].get<std::uint64_t>();
+  }
+  ADD_FAILURE() << "no summary: " << r.describe();
+  return ~0ull;
+}
+
+// A re-run onto an identical tree copies 0 bytes and says "N unchanged",
+// as rsync and `rclone copy` skip files of the same size and mtime; a file
+// whose bytes changed under the same size and mtime is found by --checksum;
+// --ignore-times copies everything. A re-run of `cp -r s d` does not nest
+// d/s in the copy it made.
+TEST_F(FirstHour, ReRunOntoAnIdenticalTreeCopiesNothing) {
+  TreeSpec spec;
+  spec.seed = 41;
+  spec.files = 30;
+  spec.max_size = 64 << 10;
+  generate_tree(tmp() / "src", spec);
+  const std::vector<std::string> copy = {"cp", "-r", "--json", S(tmp() / "src"), S(tmp() / "dst")};
+  auto first = run_xfer(copy);
+  ASSERT_EQ(first.exit_code, 0) << first.describe();
+  ASSERT_TRUE(compare_trees(tmp() / "src", tmp() / "dst"));
+  EXPECT_EQ(summary_field(first, "files_unchanged"), 0u);
+
+  auto again = run_xfer(copy);
+  ASSERT_EQ(again.exit_code, 0) << again.describe();
+  EXPECT_EQ(summary_field(again, "bytes"), 0u) << again.out;
+  EXPECT_EQ(summary_field(again, "files_unchanged"), 30u) << again.out;
+  EXPECT_FALSE(fs::exists(tmp() / "dst" / "src")) << "the re-run nested a second copy";
+  EXPECT_TRUE(compare_trees(tmp() / "src", tmp() / "dst"));
+  auto human = run_xfer({"cp", "-r", S(tmp() / "src"), S(tmp() / "dst")});
+  ASSERT_EQ(human.exit_code, 0) << human.describe();
+  EXPECT_TRUE(icontains(human.err, "copied 0 files (0 bytes), 30 unchanged")) << human.err;
+
+  // Same size, same mtime, other bytes: only --checksum sees it.
+  const fs::path victim = tmp() / "src" / list_relative(tmp() / "src").back();
+  ASSERT_TRUE(fs::is_regular_file(victim)) << victim;
+  const struct timespec mtime = get_mtime(victim);
+  std::string bytes = read_file(victim);
+  ASSERT_FALSE(bytes.empty());
+  bytes[0] = static_cast<char>(bytes[0] ^ 0x5a);
+  write_file(victim, bytes);
+  set_mtime(victim, mtime.tv_sec, mtime.tv_nsec);
+  auto quick = run_xfer(copy);
+  EXPECT_EQ(summary_field(quick, "bytes"), 0u) << "size and mtime match: skipped";
+  auto checksum =
+      run_xfer({"cp", "-r", "--json", "--checksum", S(tmp() / "src"), S(tmp() / "dst")});
+  ASSERT_EQ(checksum.exit_code, 0) << checksum.describe();
+  EXPECT_EQ(summary_field(checksum, "bytes"), bytes.size()) << checksum.out;
+  EXPECT_EQ(summary_field(checksum, "files_unchanged"), 29u) << checksum.out;
+  EXPECT_TRUE(compare_trees(tmp() / "src", tmp() / "dst"));
+  auto forced = run_xfer({"cp", "-r", "--json", "-I", S(tmp() / "src"), S(tmp() / "dst")});
+  ASSERT_EQ(forced.exit_code, 0) << forced.describe();
+  EXPECT_EQ(summary_field(forced, "files_unchanged"), 0u) << forced.out;
+  std::uint64_t tree_bytes = 0;
+  for (const auto& e : fs::recursive_directory_iterator(tmp() / "src")) {
+    if (e.is_regular_file()) tree_bytes += e.file_size();
+  }
+  EXPECT_EQ(summary_field(forced, "bytes"), tree_bytes) << forced.out;
+
+  // A newer mtime is a change: the dry run lists that one file only.
+  set_mtime(victim, mtime.tv_sec + 60, 0);
+  auto dry = run_xfer({"cp", "-r", "-n", S(tmp() / "src"), S(tmp() / "dst")});
+  ASSERT_EQ(dry.exit_code, 0) << dry.describe();
+  auto planned = split_lines(dry.out);
+  // Folders are listed too (they are made where missing): files only.
+  std::erase_if(planned, [](const std::string& l) {
+    return l.empty() || l.find("/ -> ") != std::string::npos;
+  });
+  ASSERT_EQ(planned.size(), 1u) << dry.out;
+  EXPECT_NE(planned[0].find(victim.filename().string()), std::string::npos) << dry.out;
+}
+
+// rsync's trailing slash: `cp -r src/ dst` copies the contents of src into
+// an existing dst; without the slash cp's rule puts dst/src.
+TEST_F(FirstHour, TrailingSlashCopiesTheContentsAsRsyncDoes) {
+  generate_tree(tmp() / "src", TreeSpec{.seed = 3, .dirs = 2, .files = 5});
+  fs::create_directories(tmp() / "into");
+  auto slash = run_xfer({"cp", "-r", S(tmp() / "src") + "/", S(tmp() / "into")});
+  ASSERT_EQ(slash.exit_code, 0) << slash.describe();
+  EXPECT_FALSE(fs::exists(tmp() / "into" / "src"));
+  EXPECT_TRUE(compare_trees(tmp() / "src", tmp() / "into", {.compare_root = false}));
+  fs::create_directories(tmp() / "nest");
+  auto bare = run_xfer({"cp", "-r", S(tmp() / "src"), S(tmp() / "nest")});
+  ASSERT_EQ(bare.exit_code, 0) << bare.describe();
+  EXPECT_TRUE(compare_trees(tmp() / "src", tmp() / "nest" / "src"));
+  // "src/." is the contents too, by cp's rule.
+  fs::create_directories(tmp() / "dot");
+  auto dot = run_xfer({"cp", "-r", S(tmp() / "src") + "/.", S(tmp() / "dot")});
+  ASSERT_EQ(dot.exit_code, 0) << dot.describe();
+  EXPECT_TRUE(compare_trees(tmp() / "src", tmp() / "dot", {.compare_root = false}));
+}
+
+}  // namespace
+}  // namespace xfer_it
