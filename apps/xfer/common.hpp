@@ -123,8 +123,20 @@ struct RenderOptions {
   bool json = false;
   bool progress = true;  // live progress on a terminal
   bool quiet = false;
+  bool verbose = false;  // -v: one line per file copied, as rsync -v
+  bool stats = false;    // --stats: a block of figures after the summary
+  bool human = false;    // -h: sizes in the summary as 73.0 MiB
   std::string verb = "copied";
 };
+// The output flags of cp and mv: --json, --no-progress, -P/--progress,
+// -q, -v, --stats, -h (help is --help there).
+void add_render_flags(CLI::App& cmd, RenderOptions& render);
+
+// Usage errors explained in the user's terms (hints.cpp): an unknown
+// command is named with the commands there are, and a flag from rsync,
+// rclone or scp gets what xfer does instead. True when it printed one
+// (the caller exits with kExitUsage); false leaves it to CLI11.
+bool explain_usage_error(const CLI::App& app, int argc, char** argv);
 // Returns the exit code.
 int run_transfer_with_ui(const TransferRequest& request, const RenderOptions& render);
 

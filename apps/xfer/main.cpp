@@ -76,6 +76,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::Success& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
+    if (explain_usage_error(app, argc, argv)) return kExitUsage;
     app.exit(e);
     return kExitUsage;
   }

@@ -28,6 +28,9 @@ void Engine::finalize_chunked(std::shared_ptr<ChunkedFile> file) {
     }
     if (s.ok()) {
       counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+      if (observer_ != nullptr) {
+        observer_->on_copied(file->task.source, file->task.destination, file->size);
+      }
       return;
     }
     failure = s.error();

@@ -55,6 +55,7 @@ void Engine::process_symlink(const FileTask& task) {
     return;
   }
   counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+  if (observer_ != nullptr) observer_->on_copied(task.source, task.destination, 0);
 }
 
 void Engine::process_file(FileTask task) {
@@ -143,6 +144,9 @@ void Engine::process_file(FileTask task) {
       Status s = copy_whole(task, *source, attempt);
       if (s.ok()) {
         counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+        if (observer_ != nullptr) {
+          observer_->on_copied(task.source, task.destination, source->attrs().size);
+        }
         return;
       }
       Error e = s.error();

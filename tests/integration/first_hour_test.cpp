@@ -337,5 +337,56 @@ TEST_F(FirstHour, TrailingSlashCopiesTheContentsAsRsyncDoes) {
   EXPECT_TRUE(compare_trees(tmp() / "src", tmp() / "dot", {.compare_root = false}));
 }
 
+// ------------------------------------------------------------ habits
+
+// Flags typed from rsync, rclone or scp habit work or get a hint naming
+// what xfer does instead; an unknown command is named with the commands.
+TEST_F(FirstHour, RsyncAndRcloneHabitsWorkOrGetAHint) {
+  generate_tree(tmp() / "src", TreeSpec{.seed = 8, .dirs = 2, .files = 6, .symlinks = 0});
+  struct Case {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  const std::vector<Case> refused = {
+      {{"sync", "src", "dst"}, "xfer sync is not built yet: xfer cp -r SRC/ DST copies"},
+      {{"copy", "src", "dst"}, "'copy' is not an xfer command: xfer cp -r SRC/ DST is rclone copy"},
+      {{"frob"}, "'frob' is not an xfer command; the commands are transfer/cp, list/ls"},
+      {{"cp", "-avz", "src", "dst"}, "-z: xfer does not compress"},
+      {{"cp", "-r", "--delete", "src/", "dst"}, "--delete is part of xfer sync"},
+      {{"cp", "-r", "--exclude=*.o", "src/", "dst"}, "--exclude is part of xfer sync"},
+      {{"cp", "-e", "ssh", "src", "host:dst"}, "-e: xfer talks to xferd"},
+      {{"cp", "--partial", "src", "dst"}, "--partial: xfer always keeps the partial"},
+      {{"cp", "--transfers", "8", "src", "dst"}, "--transfers: rclone's --transfers is --workers"},
+      {{"cp", "--bogus", "src", "dst"}, "--bogus: unknown flag (xfer cp --help lists the flags)"},
+      {{"ls", "-lQ", "src"}, "-Q: unknown flag (xfer ls --help lists the flags)"},
+  };
+  for (const Case& c : refused) {
+    auto r = run_xfer(c.args, 60s, nullptr, S(tmp()));
+    EXPECT_EQ(r.exit_code, 2) << r.describe();
+    EXPECT_TRUE(icontains(r.err, "xfer: error: " + c.says)) << r.describe();
+    EXPECT_FALSE(icontains(r.err, "not expected")) << "CLI11's generic words\n" << r.describe();
+    EXPECT_FALSE(fs::exists(tmp() / "dst")) << r.describe();
+  }
+  // -a is -r (modes, mtimes and symlinks are always kept); -v prints one
+  // line per file copied; -P shows progress; --stats and -h as in rsync.
+  auto a = run_xfer({"cp", "-avP", "--stats", "-h", "src", "dst"}, 60s, nullptr, S(tmp()));
+  ASSERT_EQ(a.exit_code, 0) << a.describe();
+  EXPECT_TRUE(compare_trees(tmp() / "src", tmp() / "dst"));
+  std::size_t files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(tmp() / "src")) files += e.is_regular_file();
+  std::size_t lines = 0;
+  for (const auto& line : split_lines(a.out)) lines += line.find(" -> ") != std::string::npos;
+  EXPECT_EQ(lines, files) << a.describe();
+  EXPECT_TRUE(icontains(a.err, "Files copied:         " + std::to_string(files))) << a.err;
+  EXPECT_TRUE(icontains(a.err, " KiB) in ")) << "-h: a human size in the summary\n" << a.err;
+  auto help = run_xfer({"cp", "--help"});
+  EXPECT_TRUE(icontains(help.out, "-a,--archive")) << help.out;
+  EXPECT_TRUE(icontains(help.out, "always kept")) << help.out;
+  // Run again: nothing is copied, so -v prints nothing.
+  auto again = run_xfer({"cp", "-av", "src", "dst"}, 60s, nullptr, S(tmp()));
+  ASSERT_EQ(again.exit_code, 0) << again.describe();
+  EXPECT_EQ(again.out, "") << again.describe();
+}
+
 }  // namespace
 }  // namespace xfer_it

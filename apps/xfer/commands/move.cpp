@@ -14,7 +14,7 @@ void register_move(CLI::App& app) {
   struct Args {
     std::vector<std::string> paths;
     OptionFlags flags;
-    bool json = false, quiet = false;
+    RenderOptions render;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("move", "Move or rename: SRC... DST (like mv)");
@@ -23,8 +23,8 @@ void register_move(CLI::App& app) {
   cmd->add_option("paths", a->paths, "SRC... DST")->required()->expected(2, -1);
   // A move always takes whole trees, and its renames cannot be dry-run.
   add_option_flags(*cmd, a->flags, kCli, {"recursive", "dry_run"});
-  cmd->add_flag("--json", a->json, "JSON lines for copied moves");
-  cmd->add_flag("-q,--quiet", a->quiet, "No progress or summary");
+  a->render.verb = "moved";
+  add_render_flags(*cmd, a->render);
   cmd->callback([a] {
     const TransferOptions options = transfer_options(a->flags);
     std::vector<std::string> sources(a->paths.begin(), a->paths.end() - 1);
@@ -81,11 +81,7 @@ void register_move(CLI::App& app) {
       req.destination = dst->url.with_path(target).to_string();
       req.options = options;
       req.options.recursive = true;
-      RenderOptions render;
-      render.json = a->json;
-      render.quiet = a->quiet;
-      render.verb = "moved";
-      int code = run_transfer_with_ui(req, render);
+      int code = run_transfer_with_ui(req, a->render);
       if (code != kExitOk) {
         ++failed;
         if (code == kExitInterrupted) {

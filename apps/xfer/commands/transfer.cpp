@@ -38,6 +38,14 @@ class CliObserver final : public TransferObserver {
     if (!render_.quiet) print_warning(m);
     if (render_.json) emit({{"event", "warning"}, {"message", m}});
   }
+  void on_copied(const std::string& src, const std::string& dst, std::uint64_t size) override {
+    if (render_.json) {
+      emit({{"event", "copied"}, {"source", src}, {"destination", dst}, {"size", size}});
+    } else if (render_.verbose) {
+      std::lock_guard lock(mu_);
+      print_out("{} -> {} ({})\n", src, dst, format_bytes(static_cast<double>(size)));
+    }
+  }
   void on_planned(const std::string& src, const std::string& dst, std::uint64_t size) override {
     if (render_.json) {
       emit({{"event", "planned"}, {"source", src}, {"destination", dst}, {"size", size}});
@@ -119,7 +127,48 @@ json controller_json() {
   return out;
 }
 
+// --stats: the figures a user of rsync --stats looks for, one per line.
+void print_stats(const TransferResult& r, const TransferCounters& c, double rate) {
+  auto size = [](std::uint64_t b) {
+    return b < 1024 ? count_of(b, "byte")
+                    : fmt::format("{} ({} bytes)", format_bytes(static_cast<double>(b)), b);
+  };
+  const std::uint64_t copied =
+      r.files_done - std::min(r.files_done, r.files_unchanged + r.files_resumed);
+  fmt::print(stderr,
+             "Files found:          {}\n"
+             "Files copied:         {}\n"
+             "Files unchanged:      {}, {}\n"
+             "Files resumed:        {}\n"
+             "Files failed:         {}\n"
+             "Files skipped:        {}\n"
+             "Bytes copied:         {}\n"
+             "Bytes already there:  {}\n"
+             "Bytes verified:       {}\n"
+             "Retries:              {}\n"
+             "Time:                 {:.2f} s\n"
+             "Rate:                 {}/s\n",
+             c.files_total.load(), copied, r.files_unchanged, size(r.bytes_unchanged),
+             r.files_resumed, r.files_failed, r.files_skipped, size(r.bytes_done),
+             size(r.bytes_resumed), size(c.bytes_verified.load()), r.retries, r.seconds,
+             format_bytes(rate));
+}
+
 }  // namespace
+
+void add_render_flags(CLI::App& cmd, RenderOptions& render) {
+  cmd.set_help_flag("--help", "Print this help message and exit");
+  cmd.add_flag("--json", render.json, "Emit JSON lines (progress, errors, summary) on stdout");
+  cmd.add_flag_callback("--no-progress", [&render] { render.progress = false; },
+                        "No live progress line");
+  cmd.add_flag_callback("-P,--progress", [&render] { render.progress = true; },
+                        "The live progress line (the default on a terminal; partials are always "
+                        "kept, as rsync -P asks)");
+  cmd.add_flag("-q,--quiet", render.quiet, "No progress, no summary (errors still print)");
+  cmd.add_flag("-v,--verbose", render.verbose, "One line per file copied, as rsync -v");
+  cmd.add_flag("--stats", render.stats, "Figures after the summary, as rsync --stats");
+  cmd.add_flag("-h,--human-readable", render.human, "Sizes in the summary as 73.0 MiB");
+}
 
 int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& render) {
   // This process's backends, and its one statistics board for every
@@ -237,9 +286,12 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
     fmt::print(stderr, "xfer: {}{} {} ({}){} in {:.2f} s, {}/s, {}{}\n",
                request.options.dry_run ? "would have " : "", render.verb,
                count_of(r.files_done - std::min(r.files_done, r.files_unchanged), "file"),
-               count_of(r.bytes_done, "byte"), unchanged, r.seconds, format_bytes(rate),
+               render.human ? format_bytes(static_cast<double>(r.bytes_done))
+                            : count_of(r.bytes_done, "byte"),
+               unchanged, r.seconds, format_bytes(rate),
                count_of(errors, "error"), r.cancelled ? " (interrupted)" : "");
     if (!limit.empty()) fmt::print(stderr, "xfer: limited by {}\n", limit);
+    if (render.stats) print_stats(r, counters, rate);
   }
   return code;
 }
@@ -248,7 +300,7 @@ void register_transfer(CLI::App& app) {
   struct Args {
     std::vector<std::string> paths;
     OptionFlags flags;
-    bool json = false, no_progress = false, quiet = false;
+    RenderOptions render;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("transfer", "Copy files and trees: SRC... DST");
@@ -256,19 +308,13 @@ void register_transfer(CLI::App& app) {
   cmd->footer(kExitCodesHelp);
   cmd->add_option("paths", args->paths, "SRC... DST (paths or URLs)")->required()->expected(2, -1);
   add_option_flags(*cmd, args->flags, kCli);
-  cmd->add_flag("--json", args->json, "Emit JSON lines (progress, errors, summary) on stdout");
-  cmd->add_flag("--no-progress", args->no_progress, "No live progress line");
-  cmd->add_flag("-q,--quiet", args->quiet, "No progress, no summary (errors still print)");
+  add_render_flags(*cmd, args->render);
   cmd->callback([args] {
     TransferRequest req;
     req.options = transfer_options(args->flags);
     req.sources.assign(args->paths.begin(), args->paths.end() - 1);
     req.destination = args->paths.back();
-    RenderOptions render;
-    render.json = args->json;
-    render.progress = !args->no_progress;
-    render.quiet = args->quiet;
-    context().exit_code = run_transfer_with_ui(req, render);
+    context().exit_code = run_transfer_with_ui(req, args->render);
   });
 }
 

@@ -22,6 +22,12 @@ class TransferObserver {
   virtual void on_error(const Error& error) { (void)error; }
   // A non-fatal note: a skipped special file, a retry.
   virtual void on_warning(const std::string& message) { (void)message; }
+  // A file (or symlink) published at its destination by this run: not one
+  // skipped as unchanged or already there (`xfer cp -v`).
+  virtual void on_copied(const std::string& source, const std::string& destination,
+                         std::uint64_t size) {
+    (void)source, (void)destination, (void)size;
+  }
   // --dry-run: what would be copied.
   virtual void on_planned(const std::string& source, const std::string& destination,
                           std::uint64_t size) {
