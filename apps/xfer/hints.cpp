@@ -31,28 +31,33 @@ constexpr std::string_view kSync =
     "size and mtime match";
 
 const std::array<Hint, 13> kHints = {{
-    {"-z --compress --compress-level", "xfer does not compress yet; it moves data over parallel "
-                                       "streams instead (--streams, --workers)"},
+    {"-z --compress --compress-level",
+     "xfer does not compress yet; it moves data over parallel "
+     "streams instead (--streams, --workers)"},
     {"--delete --delete-before --delete-after --delete-during --delete-excluded --max-delete "
      "--backup --backup-dir",
      kSync},
     {"--exclude --include --filter --exclude-from --include-from --files-from -u --update "
      "--size-only --ignore-existing --existing",
      kSync},
-    {"-e --rsh", "xfer talks to xferd (xfer://host/path, docs/server.md), not through ssh; "
-                 "NAME:path names a configured remote (xfer remote add)"},
+    {"-e --rsh",
+     "xfer talks to xferd (xfer://host/path, docs/server.md), not through ssh; "
+     "NAME:path names a configured remote (xfer remote add)"},
     {"--partial --partial-dir --append --append-verify --inplace", kPartial},
     {"-p -t -o -g -l -D --perms --times --owner --group --links --devices --specials", kKept},
     {"-W --whole-file", "xfer always sends whole files (no delta transfer yet)"},
-    {"--transfers", "rclone's --transfers is --workers N here (files and chunks in flight); "
-                    "--streams N sets the connections per server"},
+    {"--transfers",
+     "rclone's --transfers is --workers N here (files and chunks in flight); "
+     "--streams N sets the connections per server"},
     {"--checkers", "not needed: xfer compares sizes and mtimes as it copies"},
-    {"--info --progress2", "the progress line is on by default on a terminal (-P forces it, "
-                           "--no-progress hides it); --stats prints the figures at the end"},
+    {"--info --progress2",
+     "the progress line is on by default on a terminal (-P forces it, "
+     "--no-progress hides it); --stats prints the figures at the end"},
     {"-x --one-file-system", "not supported yet: xfer copies the whole tree below SRC"},
     {"--no-perms --no-times --chmod --chown --numeric-ids", kKept},
-    {"-H --hard-links -A --acls -X --xattrs", "not supported yet: hard links are copied as "
-                                              "separate files; ACLs and xattrs are not copied"},
+    {"-H --hard-links -A --acls -X --xattrs",
+     "not supported yet: hard links are copied as "
+     "separate files; ACLs and xattrs are not copied"},
 }};
 
 std::optional<std::string_view> hint_for(std::string_view flag) {
@@ -149,9 +154,8 @@ bool explain_usage_error(const CLI::App& app, int argc, char** argv) {
         }
         if (unknown == name) continue;  // every letter is a flag: not this one
       }
-      const std::string help = command != nullptr
-                                   ? fmt::format("xfer {} --help", command_word)
-                                   : std::string("xfer --help");
+      const std::string help = command != nullptr ? fmt::format("xfer {} --help", command_word)
+                                                  : std::string("xfer --help");
       say(unknown, fmt::format("unknown flag ({} lists the flags)", help));
       return true;
     }
@@ -160,9 +164,10 @@ bool explain_usage_error(const CLI::App& app, int argc, char** argv) {
     command_word = arg;
     if (command != nullptr) continue;
     if (arg == "sync") {
-      say("", "xfer sync is not built yet: xfer cp -r SRC/ DST copies what is new or changed "
-              "(files with the same size and mtime are skipped); deleting what the source no "
-              "longer has is not available yet");
+      say("",
+          "xfer sync is not built yet: xfer cp -r SRC/ DST copies what is new or changed "
+          "(files with the same size and mtime are skipped); deleting what the source no "
+          "longer has is not available yet");
     } else if (arg == "copy" || arg == "copyto") {
       say("", fmt::format("'{}' is not an xfer command: xfer cp -r SRC/ DST is rclone copy SRC "
                           "DST (the trailing slash copies the contents); commands: {}",

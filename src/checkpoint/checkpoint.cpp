@@ -101,11 +101,14 @@ FileState fresh_state(const FileBegin& b) {
   std::uint64_t n = chunk_count(b);
   s.progress.done.assign(n, false);
   s.progress.hashes.assign(n, 0);
+  s.progress.partial.assign(n, 0);
   return s;
 }
 
 // Snapshot := magic(8) | u32 body_len | u32 crc32(body) | body
 // body     := FileBegin record | u64 seq | u64 chunks | bitmap | u64 hash[chunks]
+//             [ u64 count | (u64 chunk, u64 bytes)[count] ]   chunks begun, not done
+// (the last part is absent in snapshots written before ChunkProgress)
 std::vector<std::byte> encode_snapshot(const FileState& s) {
   std::vector<std::byte> body;
   encode(s.begin, body);
@@ -121,6 +124,14 @@ std::vector<std::byte> encode_snapshot(const FileState& s) {
   }
   body.insert(body.end(), bitmap.begin(), bitmap.end());
   for (std::uint64_t h : s.progress.hashes) put_u64(h);
+  std::uint64_t begun = 0;
+  for (std::uint64_t i = 0; i < n; ++i) begun += !s.progress.done[i] && s.progress.partial[i] > 0;
+  put_u64(begun);
+  for (std::uint64_t i = 0; i < n; ++i) {
+    if (s.progress.done[i] || s.progress.partial[i] == 0) continue;
+    put_u64(i);
+    put_u64(s.progress.partial[i]);
+  }
   std::vector<std::byte> out;
   for (char c : kSnapshotMagic) out.push_back(static_cast<std::byte>(c));
   std::uint32_t len = static_cast<std::uint32_t>(body.size());
@@ -158,12 +169,22 @@ std::optional<FileState> decode_snapshot(std::span<const std::byte> in) {
   std::uint64_t n = 0;
   if (!u64(s.seq) || !u64(n) || n != s.progress.done.size()) return std::nullopt;
   std::size_t bitmap_bytes = (n + 7) / 8;
-  if (pos + bitmap_bytes + 8 * n != body.size()) return std::nullopt;
+  if (pos + bitmap_bytes + 8 * n > body.size()) return std::nullopt;
   for (std::uint64_t i = 0; i < n; ++i) {
     s.progress.done[i] = (static_cast<unsigned>(body[pos + i / 8]) >> (i % 8)) & 1u;
   }
   pos += bitmap_bytes;
   for (std::uint64_t i = 0; i < n; ++i) u64(s.progress.hashes[i]);
+  if (pos == body.size()) return s;  // a snapshot of before ChunkProgress
+  std::uint64_t begun = 0;
+  if (!u64(begun) || begun > n || pos + 16 * begun != body.size()) return std::nullopt;
+  for (std::uint64_t k = 0; k < begun; ++k) {
+    std::uint64_t chunk = 0, bytes = 0;
+    u64(chunk);
+    u64(bytes);
+    if (chunk >= n || bytes >= s.begin.chunk_size) return std::nullopt;
+    s.progress.partial[chunk] = bytes;
+  }
   return s;
 }
 
@@ -232,7 +253,7 @@ class CheckpointImpl final : public Checkpoint {
     if (it == sh.files.end()) return 0;
     const FileBegin& b = it->second.begin;
     if (b.size != like.size || b.mtime_ns != like.mtime_ns || b.source != like.source) return 0;
-    return it->second.progress.done_count() > 0 ? b.chunk_size : 0;
+    return it->second.progress.begun() ? b.chunk_size : 0;
   }
 
   void chunk_done(std::uint64_t key, std::uint64_t chunk, std::uint64_t xxh3) override {
@@ -243,9 +264,24 @@ class CheckpointImpl final : public Checkpoint {
       if (it == sh.files.end() || chunk >= it->second.progress.done.size()) return;
       it->second.progress.done[chunk] = true;
       it->second.progress.hashes[chunk] = xxh3;
+      it->second.progress.partial[chunk] = 0;
       ++it->second.seq;
     }
     enqueue(ChunkDone{key, chunk, xxh3});
+  }
+
+  void chunk_progress(std::uint64_t key, std::uint64_t chunk, std::uint64_t bytes) override {
+    {
+      Shard& sh = shard(key);
+      std::lock_guard lock(sh.mu);
+      auto it = sh.files.find(key);
+      if (it == sh.files.end() || chunk >= it->second.progress.done.size() ||
+          it->second.progress.done[chunk] || bytes >= it->second.begin.chunk_size) {
+        return;
+      }
+      it->second.progress.partial[chunk] = bytes;
+    }
+    enqueue(ChunkProgress{key, chunk, bytes});
   }
 
   void reset_file(std::uint64_t key) override {
@@ -480,6 +516,9 @@ class CheckpointImpl final : public Checkpoint {
             using T = std::decay_t<decltype(r)>;
             if constexpr (std::is_same_v<T, ChunkDone>) {
               ++snap_clock_[r.file_key].updates;
+            } else if constexpr (std::is_same_v<T, ChunkProgress>) {
+              // Many per chunk: they ride in the journal until the chunk's
+              // ChunkDone or a compaction snapshots them.
             } else if constexpr (std::is_same_v<T, FileBegin>) {
               snap_clock_.try_emplace(r.file_key);
             } else {
@@ -606,7 +645,14 @@ class CheckpointImpl final : public Checkpoint {
               if (it != files.end() && v.chunk < it->second.progress.done.size()) {
                 it->second.progress.done[v.chunk] = true;
                 it->second.progress.hashes[v.chunk] = v.xxh3;
+                it->second.progress.partial[v.chunk] = 0;
                 ++it->second.seq;
+              }
+            } else if constexpr (std::is_same_v<T, ChunkProgress>) {
+              auto it = files.find(v.file_key);
+              if (it != files.end() && v.chunk < it->second.progress.done.size() &&
+                  !it->second.progress.done[v.chunk] && v.bytes < it->second.begin.chunk_size) {
+                it->second.progress.partial[v.chunk] = v.bytes;
               }
             } else if constexpr (std::is_same_v<T, FileDone>) {
               files.erase(v.file_key);
@@ -663,6 +709,14 @@ std::uint64_t Progress::done_count() const {
   std::uint64_t n = 0;
   for (bool b : done) n += b ? 1 : 0;
   return n;
+}
+
+bool Progress::begun() const {
+  if (done_count() > 0) return true;
+  for (std::uint64_t b : partial) {
+    if (b > 0) return true;
+  }
+  return false;
 }
 
 std::uint64_t file_key(const std::string& destination) {

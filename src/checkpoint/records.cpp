@@ -76,6 +76,7 @@ RecordType type_of(const Record& r) {
         if constexpr (std::is_same_v<T, FileBegin>) return RecordType::kFileBegin;
         if constexpr (std::is_same_v<T, ChunkDone>) return RecordType::kChunkDone;
         if constexpr (std::is_same_v<T, FileDone>) return RecordType::kFileDone;
+        if constexpr (std::is_same_v<T, ChunkProgress>) return RecordType::kChunkProgress;
         return RecordType::kFileReset;
       },
       r);
@@ -116,6 +117,10 @@ void encode(const Record& record, std::vector<std::byte>& out) {
           put_u64(body, v.file_key);
           put_u64(body, v.size);
           put_u64(body, static_cast<std::uint64_t>(v.mtime_ns));
+        } else if constexpr (std::is_same_v<T, ChunkProgress>) {
+          put_u64(body, v.file_key);
+          put_u64(body, v.chunk);
+          put_u64(body, v.bytes);
         } else {
           put_u64(body, v.file_key);
         }
@@ -179,6 +184,12 @@ Decoded decode(std::span<const std::byte> in) {
     case RecordType::kFileReset: {
       FileReset v;
       ok = r.u64(v.file_key) && r.done();
+      d.record = v;
+      break;
+    }
+    case RecordType::kChunkProgress: {
+      ChunkProgress v;
+      ok = r.u64(v.file_key) && r.u64(v.chunk) && r.u64(v.bytes) && r.done();
       d.record = v;
       break;
     }

@@ -133,9 +133,15 @@ class Engine {
   FilePlan plan_for(const Root& root, const FileTask& task, const FileAttrs& attrs);
   Status copy_stream(Source& source, Sink& sink, std::vector<std::uint64_t>* hashes,
                      std::atomic<std::uint64_t>* counted, std::uint64_t& size);
+  // The chunk a copy_range belongs to, when its progress is journaled.
+  struct ChunkRef {
+    std::uint64_t key;    // the file's checkpoint key
+    std::uint64_t index;  // the chunk
+    std::uint64_t begin;  // its first byte in the file
+  };
   Status copy_range(Source& source, Sink& sink, std::uint64_t begin, std::uint64_t end, bool sparse,
                     std::uint64_t* hashes, std::atomic<std::uint64_t>* counted,
-                    Xxh3Stream* chunk_hash = nullptr);
+                    Xxh3Stream* chunk_hash = nullptr, const ChunkRef* chunk = nullptr);
   Result<bool> resumed_chunk_intact(ChunkedFile& file, std::uint64_t chunk);
   Status verify_pieces(Sink& sink, std::uint64_t size, const std::uint64_t* hashes);
 

@@ -40,6 +40,8 @@ struct ChunkedFile {
   std::uint64_t key = 0;          // checkpoint key (XXH3 of the destination path)
   std::vector<bool> resume_done;  // chunks already at the destination (resume)
   std::vector<std::uint64_t> resume_hashes;
+  // Per chunk not done: its first bytes already at the destination (resume).
+  std::vector<std::uint64_t> resume_partial;
   std::unique_ptr<Source> source;
   std::unique_ptr<Sink> sink;
   std::uint64_t size = 0;

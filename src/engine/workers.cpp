@@ -310,12 +310,13 @@ Status Engine::start_chunked(const std::shared_ptr<ChunkedFile>& file) {
   file->sparse = so.sparse;
   file->resume_done.clear();
   file->resume_hashes.clear();
+  file->resume_partial.clear();
   if (ckpt_ && root.destination->capabilities().resume) {
     checkpoint::FileBegin begin{file->key,        attrs.size,        attrs.mtime_ns,
                                 file->chunk_size, file->task.source, file->task.destination};
     checkpoint::Progress progress = ckpt_->begin_file(begin);
     so.resume_name = job_.id.substr(0, 12);
-    so.resume_existing = progress.done_count() > 0;
+    so.resume_existing = progress.begun();
     XFER_ASSIGN_OR_RETURN(file->sink, root.destination->open_sink(file->task.destination, so));
     if (so.resume_existing && !file->sink->resumed()) {
       // The partial is gone (deleted by hand?): start the file over.
@@ -324,6 +325,9 @@ Status Engine::start_chunked(const std::shared_ptr<ChunkedFile>& file) {
     } else if (so.resume_existing) {
       file->resume_done = std::move(progress.done);
       file->resume_hashes = std::move(progress.hashes);
+      // --verify checks a resumed chunk against its hash, which covers the
+      // whole chunk: a begun one is sent again from its start.
+      if (!opt_.verify) file->resume_partial = std::move(progress.partial);
     }
   } else {
     XFER_ASSIGN_OR_RETURN(file->sink, root.destination->open_sink(file->task.destination, so));
@@ -354,11 +358,22 @@ void Engine::run_chunk(WorkItem item) {
     if (!intact) failure = intact.error();
   }
   std::uint64_t chunk_hash = 0;
+  // The chunk's first bytes, written by an interrupted run (the journal's
+  // ChunkProgress): only the rest is sent.
+  std::uint64_t from = begin;
+  if (item.chunk < file->resume_partial.size()) {
+    const std::uint64_t there = file->resume_partial[item.chunk];
+    if (there > 0 && there < end - begin) {
+      from = begin + there;
+      counters_.bytes_resumed.fetch_add(there, std::memory_order_relaxed);
+    }
+  }
+  const ChunkRef ref{file->key, item.chunk, begin};
   for (unsigned attempt = 1; !failure; ++attempt) {
     Xxh3Stream hasher;
     Status s =
-        copy_range(*file->source, *file->sink, begin, end, file->sparse, file->piece_hashes.get(),
-                   &file->bytes_counted, opt_.verify ? &hasher : nullptr);
+        copy_range(*file->source, *file->sink, from, end, file->sparse, file->piece_hashes.get(),
+                   &file->bytes_counted, opt_.verify ? &hasher : nullptr, ckpt_ ? &ref : nullptr);
     if (s.ok()) {
       if (opt_.verify) chunk_hash = hasher.digest();
       break;
@@ -379,14 +394,21 @@ void Engine::run_chunk(WorkItem item) {
 // `hashes[i]` receives the XXH3 of piece i (offset / io_size) for --verify.
 Status Engine::copy_range(Source& source, Sink& sink, std::uint64_t begin, std::uint64_t end,
                           bool sparse, std::uint64_t* hashes, std::atomic<std::uint64_t>* counted,
-                          Xxh3Stream* chunk_hash) {
+                          Xxh3Stream* chunk_hash, const ChunkRef* chunk) {
   const std::uint64_t io = opt_.io_size;
   std::uint64_t pos = begin;
+  // Each piece written is recorded, so a kill re-sends at most the piece
+  // in flight (and what the journal had not flushed) of this chunk.
+  auto progressed = [&] {
+    if (chunk != nullptr && pos < end)
+      ckpt_->chunk_progress(chunk->key, chunk->index, pos - chunk->begin);
+  };
   if (zero_copy_.load(std::memory_order_relaxed) && !sparse && hashes == nullptr &&
       chunk_hash == nullptr) {
     // Zero-copy pieces stay large (4 io units) to amortise the syscall, and
-    // small enough for smooth progress and rate limiting.
-    const std::uint64_t piece = io * 4;
+    // small enough for smooth progress and rate limiting; one io unit when
+    // each is a resume point of a chunk.
+    const std::uint64_t piece = chunk != nullptr ? io : io * 4;
     while (pos < end) {
       if (cancelled()) return make_error(ErrorCode::kCancelled, "copy", "");
       std::uint64_t n = std::min(piece, end - pos);
@@ -407,6 +429,7 @@ Status Engine::copy_range(Source& source, Sink& sink, std::uint64_t begin, std::
       counters_.bytes_done.fetch_add(n, std::memory_order_relaxed);
       counters_.bytes_zero_copy.fetch_add(n, std::memory_order_relaxed);
       counted->fetch_add(n, std::memory_order_relaxed);
+      progressed();
     }
     if (pos >= end) return ok_status();
   }
@@ -428,6 +451,7 @@ Status Engine::copy_range(Source& source, Sink& sink, std::uint64_t begin, std::
     pos += n;
     counters_.bytes_done.fetch_add(n, std::memory_order_relaxed);
     counted->fetch_add(n, std::memory_order_relaxed);
+    progressed();
   }
   return ok_status();
 }

@@ -115,7 +115,9 @@ KillLoop kill_until_done(const std::vector<std::string>& args, int max_kills, st
 class CrashResume : public XferTest {};
 
 TEST_F(CrashResume, LargeFileKilled20TimesResumesWithoutResending) {
-  constexpr std::uint64_t kSize = 512ull << 20, kChunk = 2ull << 20;
+  // Chunks of 16 MiB, resumed within: a kill costs the piece (1 MiB) in
+  // flight on each stream, not the chunk.
+  constexpr std::uint64_t kSize = 512ull << 20, kChunk = 16ull << 20, kPiece = 1ull << 20;
   constexpr int kStreams = 4, kKills = 20;
   fs::path src = tmp() / "big.bin";
   {
@@ -129,7 +131,7 @@ TEST_F(CrashResume, LargeFileKilled20TimesResumesWithoutResending) {
                                          "--bwlimit",
                                          "40M",
                                          "--chunk-size",
-                                         "2M",
+                                         "16M",
                                          "--chunk-parallelism",
                                          std::to_string(kStreams),
                                          S(src),
@@ -147,13 +149,13 @@ TEST_F(CrashResume, LargeFileKilled20TimesResumesWithoutResending) {
   const std::uint64_t resent = written > kSize ? written - kSize : 0;
   std::printf(
       "[info] %d kills; %.1f MiB written in all for a %.0f MiB file: %.1f MiB re-sent "
-      "(%.2f chunks of %llu MiB per kill per stream)\n",
+      "(%.2f MiB per kill per stream; chunks of %llu MiB)\n",
       kills, written / 1048576.0, kSize / 1048576.0, resent / 1048576.0,
-      kills ? resent / double(kChunk) / kills / kStreams : 0.0,
+      kills ? resent / 1048576.0 / kills / kStreams : 0.0,
       static_cast<unsigned long long>(kChunk >> 20));
-  // At most the chunks in flight on each stream, plus what completed during
-  // the last journal fsync, per kill (and a little for state files).
-  EXPECT_LE(resent, static_cast<std::uint64_t>(kills) * kStreams * kChunk + (1u << 20));
+  // At most the piece in flight on each stream, plus what completed during
+  // the last journal flush (20 ms at 40 MiB/s), per kill.
+  EXPECT_LE(resent, static_cast<std::uint64_t>(kills) * (kStreams * kPiece + kPiece) + kPiece);
   EXPECT_GE(kills, 10) << "the runs finished too fast to be killed mid-way";
 }
 
@@ -216,7 +218,7 @@ class CrashResumeXferd : public XferTest {
 };
 
 TEST_F(CrashResumeXferd, ClientKilled20TimesLargeUploadResumesWithoutResending) {
-  constexpr std::uint64_t kSize = 256ull << 20, kChunk = 2ull << 20;
+  constexpr std::uint64_t kSize = 256ull << 20, kPiece = 1ull << 20;
   constexpr int kStreams = 4, kKills = 20;
   fs::path src = tmp() / "big.bin";
   {
@@ -224,7 +226,7 @@ TEST_F(CrashResumeXferd, ClientKilled20TimesLargeUploadResumesWithoutResending) 
     write_file(src, random_bytes(rng, kSize));
   }
   const auto args = remote({"cp", "--json", "--no-zero-copy", "--bwlimit", "40M", "--chunk-size",
-                            "2M", "--chunk-parallelism", std::to_string(kStreams), "--streams",
+                            "16M", "--chunk-parallelism", std::to_string(kStreams), "--streams",
                             std::to_string(kStreams), S(src), server_->url("/big.copy")});
   const fs::path dst = server_->root() / "big.copy";
   std::mt19937_64 rng(4242);
@@ -242,11 +244,43 @@ TEST_F(CrashResumeXferd, ClientKilled20TimesLargeUploadResumesWithoutResending) 
   const std::uint64_t resent = written > kSize ? written - kSize : 0;
   std::printf(
       "[info] %d client kills; %.1f MiB sent for a %.0f MiB file: %.1f MiB re-sent "
-      "(%.2f chunks per kill per stream)\n",
+      "(%.2f MiB per kill per stream; chunks of 16 MiB)\n",
       kills, written / 1048576.0, kSize / 1048576.0, resent / 1048576.0,
-      kills ? resent / double(kChunk) / kills / kStreams : 0.0);
-  EXPECT_LE(resent, static_cast<std::uint64_t>(kills) * kStreams * kChunk + (1u << 20));
+      kills ? resent / 1048576.0 / kills / kStreams : 0.0);
+  // The piece in flight per stream and the last journal flush, per kill.
+  EXPECT_LE(resent, static_cast<std::uint64_t>(kills) * (kStreams * kPiece + kPiece) + kPiece);
   EXPECT_GE(kills, 10) << "the runs finished too fast to be killed mid-way";
+}
+
+// The same kills of a download: the chunks being read from the server are
+// resumed at the last piece written here.
+TEST_F(CrashResumeXferd, ClientKilled20TimesLargeDownloadResumesWithoutResending) {
+  constexpr std::uint64_t kSize = 256ull << 20, kPiece = 1ull << 20;
+  constexpr int kStreams = 4, kKills = 20;
+  const fs::path src = server_->root() / "big.bin";
+  {
+    std::mt19937_64 rng(29);
+    write_file(src, random_bytes(rng, kSize));
+  }
+  const fs::path dst = tmp() / "big.copy";
+  const auto args = remote({"cp", "--json", "--bwlimit", "40M", "--chunk-size", "16M",
+                            "--chunk-parallelism", std::to_string(kStreams), "--streams",
+                            std::to_string(kStreams), server_->url("/big.bin"), S(dst)});
+  std::mt19937_64 rng(777);
+  std::uniform_int_distribution<int> delay_ms(150, 400);
+  auto loop = kill_until_done(args, kKills, rng, delay_ms, [&] {
+    if (lexists(dst)) ASSERT_TRUE(files_equal(src, dst)) << "partial file under the final name";
+  });
+  ASSERT_TRUE(files_equal(src, dst));
+  EXPECT_EQ(xfer_hidden_files(tmp()), std::vector<std::string>{});
+  const std::uint64_t resent = loop.written > kSize ? loop.written - kSize : 0;
+  std::printf(
+      "[info] %d client kills; %.1f MiB written for a %.0f MiB download: %.1f MiB re-sent "
+      "(%.2f MiB per kill per stream)\n",
+      loop.kills, loop.written / 1048576.0, kSize / 1048576.0, resent / 1048576.0,
+      loop.kills ? resent / 1048576.0 / loop.kills / kStreams : 0.0);
+  EXPECT_LE(resent, static_cast<std::uint64_t>(loop.kills) * (kStreams * kPiece + kPiece) + kPiece);
+  EXPECT_GE(loop.kills, 10) << "the runs finished too fast to be killed mid-way";
 }
 
 TEST_F(CrashResumeXferd, ClientKilled20TimesTreeUploadEndsIdentical) {

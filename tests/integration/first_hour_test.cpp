@@ -337,6 +337,45 @@ TEST_F(FirstHour, TrailingSlashCopiesTheContentsAsRsyncDoes) {
   EXPECT_TRUE(compare_trees(tmp() / "src", tmp() / "dot", {.compare_root = false}));
 }
 
+// ------------------------------------------------------------ resume
+
+// Ctrl-C says how to go on; the re-run says it resumed and how much was
+// there, and sends only the rest (a chunk is resumed within: 16 MiB chunks,
+// and at most the 1 MiB piece in flight per stream is sent twice).
+TEST_F(FirstHour, InterruptedCopySaysHowToResumeAndTheReRunWhatWasThere) {
+  constexpr std::uint64_t kSize = 48ull << 20;
+  write_random_file(tmp() / "big.bin", 12, kSize);
+  const std::vector<std::string> args = {"cp",
+                                         "--json",
+                                         "--bwlimit",
+                                         "16M",
+                                         "--chunk-size",
+                                         "16M",
+                                         "--chunk-parallelism",
+                                         "4",
+                                         S(tmp() / "big.bin"),
+                                         S(tmp() / "copy.bin")};
+  auto cut = run_xfer(args, 60s, [](pid_t pid) {
+    std::this_thread::sleep_for(1200ms);
+    ::kill(pid, SIGINT);
+  });
+  ASSERT_EQ(cut.exit_code, 130) << cut.describe();
+  EXPECT_TRUE(icontains(cut.err,
+                        "are at the destination; run the same command again, or xfer "
+                        "resume "))
+      << cut.describe();
+  EXPECT_FALSE(fs::exists(tmp() / "copy.bin"));
+  auto again = run_xfer(args);
+  ASSERT_EQ(again.exit_code, 0) << again.describe();
+  EXPECT_TRUE(icontains(again.err, "xfer: resumed job ")) << again.describe();
+  EXPECT_TRUE(icontains(again.err, " already there")) << again.describe();
+  const std::uint64_t moved = summary_field(cut, "bytes") + summary_field(again, "bytes");
+  EXPECT_GT(summary_field(cut, "bytes"), 8u << 20) << cut.out;
+  EXPECT_LE(moved, kSize + 4 * (1u << 20)) << cut.out << again.out;
+  EXPECT_EQ(summary_field(again, "bytes") + summary_field(again, "bytes_resumed"), kSize);
+  ASSERT_TRUE(files_equal(tmp() / "big.bin", tmp() / "copy.bin"));
+}
+
 // ------------------------------------------------------------ habits
 
 // Flags typed from rsync, rclone or scp habit work or get a hint naming
@@ -373,7 +412,8 @@ TEST_F(FirstHour, RsyncAndRcloneHabitsWorkOrGetAHint) {
   ASSERT_EQ(a.exit_code, 0) << a.describe();
   EXPECT_TRUE(compare_trees(tmp() / "src", tmp() / "dst"));
   std::size_t files = 0;
-  for (const auto& e : fs::recursive_directory_iterator(tmp() / "src")) files += e.is_regular_file();
+  for (const auto& e : fs::recursive_directory_iterator(tmp() / "src"))
+    files += e.is_regular_file();
   std::size_t lines = 0;
   for (const auto& line : split_lines(a.out)) lines += line.find(" -> ") != std::string::npos;
   EXPECT_EQ(lines, files) << a.describe();

@@ -18,7 +18,8 @@ namespace fs = std::filesystem;
 
 std::vector<Record> sample_records() {
   return {FileBegin{42, 1000, -5, 100, "src/a b", "dst/\xc3\xa9\n"}, ChunkDone{42, 3, 0xdeadbeef},
-          FileDone{42, 1000, 1'700'000'000'000'000'001LL}, FileReset{7}};
+          FileDone{42, 1000, 1'700'000'000'000'000'001LL}, FileReset{7},
+          ChunkProgress{42, 5, 65536}};
 }
 
 TEST(Records, RoundTripEveryType) {
@@ -223,6 +224,50 @@ TEST_F(CheckpointTest, SnapshotsAreAtomicAndSurviveCompaction) {
   Progress p = cp->begin_file(file(1));
   EXPECT_EQ(p.done_count(), 5u);
   EXPECT_EQ(p.hashes[8], 9u);
+}
+
+// Progress within a chunk survives a restart, from the journal and from a
+// snapshot (compaction), is superseded by the chunk's ChunkDone, and a
+// value past the chunk is ignored.
+TEST_F(CheckpointTest, ProgressWithinAChunkIsRecovered) {
+  Options o;
+  {
+    auto cp = open(o);
+    cp->begin_file(file(1));
+    cp->chunk_progress(1, 3, 512);
+    cp->chunk_progress(1, 3, 768);
+    cp->chunk_progress(1, 4, 256);
+    cp->chunk_done(1, 4, 7);
+    cp->chunk_progress(1, 5, 4096);  // past the chunk (1024): ignored
+    ASSERT_TRUE(cp->flush().ok());
+  }
+  {
+    auto cp = open(o);
+    Progress p = cp->begin_file(file(1));
+    ASSERT_EQ(p.partial.size(), 10u);
+    EXPECT_EQ(p.partial[3], 768u);
+    EXPECT_EQ(p.partial[4], 0u) << "done supersedes progress";
+    EXPECT_TRUE(p.done[4]);
+    EXPECT_EQ(p.partial[5], 0u);
+    EXPECT_TRUE(p.begun());
+    EXPECT_EQ(cp->recorded_chunk_size(file(1)), 1024u);
+  }
+  // Through a compaction: the snapshot carries the partial chunks.
+  o.snapshot_every = 1;
+  o.compact_bytes = 64;
+  {
+    auto cp = open(o);
+    cp->begin_file(file(2));
+    cp->chunk_progress(2, 7, 100);
+    cp->chunk_done(2, 0, 1);
+    ASSERT_TRUE(cp->flush().ok());
+    EXPECT_GT(cp->stats().compactions.load(), 0u);
+  }
+  auto cp = open(o);
+  Progress p = cp->begin_file(file(2));
+  EXPECT_EQ(p.partial[7], 100u);
+  EXPECT_TRUE(p.done[0]);
+  EXPECT_EQ(cp->begin_file(file(1)).partial[3], 768u);
 }
 
 TEST_F(CheckpointTest, CorruptSnapshotIsIgnoredJournalStillCounts) {

@@ -159,11 +159,12 @@ void print_stats(const TransferResult& r, const TransferCounters& c, double rate
 void add_render_flags(CLI::App& cmd, RenderOptions& render) {
   cmd.set_help_flag("--help", "Print this help message and exit");
   cmd.add_flag("--json", render.json, "Emit JSON lines (progress, errors, summary) on stdout");
-  cmd.add_flag_callback("--no-progress", [&render] { render.progress = false; },
-                        "No live progress line");
-  cmd.add_flag_callback("-P,--progress", [&render] { render.progress = true; },
-                        "The live progress line (the default on a terminal; partials are always "
-                        "kept, as rsync -P asks)");
+  cmd.add_flag_callback(
+      "--no-progress", [&render] { render.progress = false; }, "No live progress line");
+  cmd.add_flag_callback(
+      "-P,--progress", [&render] { render.progress = true; },
+      "The live progress line (the default on a terminal; partials are always "
+      "kept, as rsync -P asks)");
   cmd.add_flag("-q,--quiet", render.quiet, "No progress, no summary (errors still print)");
   cmd.add_flag("-v,--verbose", render.verbose, "One line per file copied, as rsync -v");
   cmd.add_flag("--stats", render.stats, "Figures after the summary, as rsync --stats");
@@ -277,8 +278,11 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
                      {"backpressure_waits", r.checkpoint_backpressure}}}});
   }
   if (!render.quiet && r.bytes_resumed > 0) {
-    fmt::print(stderr, "xfer: resumed job {}: {} and {} were already there\n", r.job_id,
-               count_of(r.files_resumed, "file"), count_of(r.bytes_resumed, "byte"));
+    const std::string whole =
+        r.files_resumed > 0 ? fmt::format(", {} whole", count_of(r.files_resumed, "file")) : "";
+    fmt::print(stderr, "xfer: resumed job {}: {} ({}) already there{}\n", r.job_id,
+               format_bytes(static_cast<double>(r.bytes_resumed)),
+               count_of(r.bytes_resumed, "byte"), whole);
   }
   if (!render.quiet) {
     const std::string unchanged =
@@ -288,10 +292,19 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
                count_of(r.files_done - std::min(r.files_done, r.files_unchanged), "file"),
                render.human ? format_bytes(static_cast<double>(r.bytes_done))
                             : count_of(r.bytes_done, "byte"),
-               unchanged, r.seconds, format_bytes(rate),
-               count_of(errors, "error"), r.cancelled ? " (interrupted)" : "");
+               unchanged, r.seconds, format_bytes(rate), count_of(errors, "error"),
+               r.cancelled ? " (interrupted)" : "");
     if (!limit.empty()) fmt::print(stderr, "xfer: limited by {}\n", limit);
     if (render.stats) print_stats(r, counters, rate);
+    if (r.cancelled && !r.job_id.empty() && !request.options.dry_run) {
+      // What a user needs after Ctrl-C: how to go on.
+      const std::uint64_t there = r.bytes_done + r.bytes_resumed + r.bytes_unchanged;
+      fmt::print(stderr,
+                 "xfer: {} of {} are at the destination; run the same command again, or xfer "
+                 "resume {}, to send the rest\n",
+                 format_bytes(static_cast<double>(there)),
+                 format_bytes(static_cast<double>(counters.bytes_total.load())), r.job_id);
+    }
   }
   return code;
 }

@@ -56,9 +56,11 @@ struct Stats {
 
 // What is known about a chunked file when it (re)starts.
 struct Progress {
-  std::vector<bool> done;             // per chunk
-  std::vector<std::uint64_t> hashes;  // per chunk, 0 = unknown
+  std::vector<bool> done;              // per chunk
+  std::vector<std::uint64_t> hashes;   // per chunk, 0 = unknown
+  std::vector<std::uint64_t> partial;  // per chunk not done: bytes at its start already written
   std::uint64_t done_count() const;
+  bool begun() const;  // a chunk done or begun: the partial holds something
 };
 
 class Checkpoint {
@@ -84,6 +86,10 @@ class Checkpoint {
   // Marks a chunk done: memory at once, the journal in the background. Blocks
   // only when the record queue is full (backpressure).
   virtual void chunk_done(std::uint64_t file_key, std::uint64_t chunk, std::uint64_t xxh3) = 0;
+  // The first `bytes` of `chunk` are written (acknowledged by the
+  // destination): a resume starts the chunk there. Asynchronous like
+  // chunk_done; ignored for a chunk already done or past the chunk's size.
+  virtual void chunk_progress(std::uint64_t file_key, std::uint64_t chunk, std::uint64_t bytes) = 0;
   // Forgets a file's progress (its source changed; it restarts from zero).
   virtual void reset_file(std::uint64_t file_key) = 0;
   // The file is committed at its destination: record it in the journal and

@@ -24,10 +24,11 @@ inline constexpr std::size_t kRecordHeaderSize = 9;     // len + crc + type
 inline constexpr std::uint32_t kMaxPayload = 1u << 20;  // larger is corruption
 
 enum class RecordType : std::uint8_t {
-  kFileBegin = 1,  // a chunked file starts (or restarts) with this geometry
-  kChunkDone = 2,  // one chunk is written at the destination
-  kFileDone = 3,   // the file is committed under its final name
-  kFileReset = 4,  // forget progress (the source changed)
+  kFileBegin = 1,      // a chunked file starts (or restarts) with this geometry
+  kChunkDone = 2,      // one chunk is written at the destination
+  kFileDone = 3,       // the file is committed under its final name
+  kFileReset = 4,      // forget progress (the source changed)
+  kChunkProgress = 5,  // the first `bytes` of a chunk are written at the destination
 };
 
 struct FileBegin {
@@ -59,7 +60,17 @@ struct FileReset {
   bool operator==(const FileReset&) const = default;
 };
 
-using Record = std::variant<FileBegin, ChunkDone, FileDone, FileReset>;
+// Within a chunk: its first `bytes` are at the destination (each piece
+// written and, over the network, acknowledged), so a resume sends only
+// the rest of it. Superseded by the chunk's ChunkDone.
+struct ChunkProgress {
+  std::uint64_t file_key = 0;
+  std::uint64_t chunk = 0;
+  std::uint64_t bytes = 0;
+  bool operator==(const ChunkProgress&) const = default;
+};
+
+using Record = std::variant<FileBegin, ChunkDone, FileDone, FileReset, ChunkProgress>;
 
 // Appends the encoded record to `out`.
 void encode(const Record& record, std::vector<std::byte>& out);
