@@ -76,7 +76,7 @@ class Engine {
   Engine(const TransferRequest& request, TransferCounters& counters, TransferObserver* observer,
          const std::atomic<bool>* cancel)
       : req_(request),
-        opt_(request.options),
+        opt_(req_.options),
         backends_registry_(request.backends ? request.backends : BackendRegistry::with_builtins()),
         counters_(counters),
         observer_(observer),
@@ -148,7 +148,7 @@ class Engine {
   void report(Error e);
   bool cancelled() const { return cancel_ != nullptr && cancel_->load(std::memory_order_relaxed); }
 
-  const TransferRequest& req_;
+  TransferRequest req_;  // a copy: run() resolves its local paths
   const TransferOptions& opt_;
   std::shared_ptr<const BackendRegistry> backends_registry_;  // URL scheme -> backend
   TransferCounters& counters_;

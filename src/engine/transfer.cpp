@@ -49,6 +49,20 @@ void Engine::cancel_backends() {
 
 Result<TransferResult> Engine::run() {
   auto start = Clock::now();
+  // Local paths as absolute ones: the job record and the checkpoint's file
+  // keys then name the same files whichever folder `xfer resume ID` (or
+  // `xfer jobs rm`) runs from. Remote URLs and NAME:path stay as typed.
+  auto absolute = [&](const std::string& text) {
+    auto url = backends_registry_->parse(text);
+    if (!url || !url->is_local()) return text;
+    std::error_code ec;
+    std::string abs = std::filesystem::absolute(url->path, ec).lexically_normal().string();
+    if (ec || abs.empty()) return text;
+    if (url->trailing_slash && abs.back() != '/') abs += '/';
+    return abs;
+  };
+  for (auto& s : req_.sources) s = absolute(s);
+  req_.destination = absolute(req_.destination);
   const bool checkpointing = opt_.checkpoint && !opt_.dry_run;
   Status locked = checkpointing ? lock_job() : ok_status();
   if (opt_.checkpoint && opt_.dry_run) {

@@ -485,5 +485,95 @@ TEST_F(CrashResume, JobsListsKilledJobAndResumeFinishesIt) {
   EXPECT_NE(missing.err.find("no such job"), std::string::npos) << missing.describe();
 }
 
+// `xfer jobs` shows what each job holds on disk; `xfer jobs rm` removes a
+// job with its partial file and state; --failed spares finished jobs and
+// --all takes them too. The record keeps resolved paths: `xfer resume`
+// from another folder finishes the copy where the first run was going.
+TEST_F(CrashResume, JobsRmRemovesAJobWithWhatItHoldsAndResumeWorksFromElsewhere) {
+  fs::create_directories(tmp() / "work");
+  write_random_file(tmp() / "work" / "big.bin", 31, 64u << 20);
+  const std::vector<std::string> args = {"cp",    "--bwlimit", "16M",     "--chunk-size", "4M",
+                                         "--job", "first",     "big.bin", "out.bin"};
+  auto killed_run = [&](const std::vector<std::string>& a) {
+    RunResult r = run_xfer(
+        a, 60s,
+        [](pid_t pid) {
+          std::this_thread::sleep_for(1500ms);
+          ::kill(pid, SIGKILL);
+        },
+        S(tmp() / "work"));
+    EXPECT_EQ(r.term_signal, SIGKILL) << r.describe();
+  };
+  killed_run(args);
+  ASSERT_EQ(xfer_hidden_files(tmp() / "work").size(), 1u);
+  auto jobs = run_xfer({"jobs"});
+  ASSERT_EQ(jobs.exit_code, 0) << jobs.describe();
+  EXPECT_NE(jobs.out.find("ON DISK"), std::string::npos) << jobs.out;
+  EXPECT_NE(jobs.out.find(S(tmp() / "work" / "big.bin")), std::string::npos)
+      << "the record keeps resolved paths\n"
+      << jobs.out;
+  // Resumed from another folder: the relative names the user typed would
+  // point elsewhere; the record's absolute ones do not.
+  auto resumed = run_xfer({"resume", "--json", "first"}, 60s, nullptr, S(tmp()));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.describe();
+  EXPECT_GE(json_number(resumed.out, "bytes_resumed"), 8u << 20)
+      << "the checkpoint's files are found from another folder too\n"
+      << resumed.describe();
+  EXPECT_TRUE(files_equal(tmp() / "work" / "big.bin", tmp() / "work" / "out.bin"));
+  EXPECT_FALSE(fs::exists(tmp() / "out.bin"));
+
+  // A killed job: rm takes its partial and its state.
+  std::vector<std::string> second = args;
+  second[6] = "second";
+  second[8] = "out2.bin";
+  killed_run(second);
+  ASSERT_EQ(xfer_hidden_files(tmp() / "work").size(), 1u);
+  auto rm = run_xfer({"jobs", "rm", "second"});
+  ASSERT_EQ(rm.exit_code, 0) << rm.describe();
+  EXPECT_TRUE(icontains(rm.out, "removed job second (killed): 1 partial file (")) << rm.out;
+  EXPECT_EQ(xfer_hidden_files(tmp() / "work"), std::vector<std::string>{});
+  EXPECT_FALSE(fs::exists(state_dir() / "jobs" / "second"));
+  auto again = run_xfer({"jobs", "rm", "second"});
+  EXPECT_EQ(again.exit_code, 1) << again.describe();
+  EXPECT_TRUE(icontains(again.err, "no such job")) << again.describe();
+  auto neither = run_xfer({"jobs", "rm"});
+  EXPECT_EQ(neither.exit_code, 2) << neither.describe();
+
+  // --failed leaves the finished job "first"; --all takes it.
+  std::vector<std::string> third = args;
+  third[6] = "third";
+  third[8] = "out3.bin";
+  killed_run(third);
+  auto failed = run_xfer({"jobs", "rm", "--failed"});
+  ASSERT_EQ(failed.exit_code, 0) << failed.describe();
+  EXPECT_TRUE(icontains(failed.out, "removed job third (killed)")) << failed.out;
+  EXPECT_FALSE(icontains(failed.out, "first")) << failed.out;
+  EXPECT_TRUE(fs::exists(state_dir() / "jobs" / "first"));
+  EXPECT_EQ(xfer_hidden_files(tmp() / "work"), std::vector<std::string>{});
+  auto all = run_xfer({"jobs", "rm", "--all"});
+  ASSERT_EQ(all.exit_code, 0) << all.describe();
+  EXPECT_TRUE(icontains(all.out, "removed job first (done)")) << all.out;
+  EXPECT_FALSE(fs::exists(state_dir() / "jobs" / "first"));
+  EXPECT_TRUE(files_equal(tmp() / "work" / "big.bin", tmp() / "work" / "out.bin"))
+      << "removing a job never touches what it copied";
+}
+
+// Over xfer://: the partial a killed upload left on the server goes too.
+TEST_F(CrashResumeXferd, JobsRmRemovesTheServersPartial) {
+  write_random_file(tmp() / "big.bin", 37, 64u << 20);
+  auto k = run_and_kill(remote({"cp", "--bwlimit", "16M", "--chunk-size", "4M", "--job", "up",
+                                S(tmp() / "big.bin"), server_->url("/big.bin")}),
+                        1500ms);
+  ASSERT_TRUE(k.killed) << k.result.describe();
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(xfer_hidden_files(server_->root()).size(), 1u);
+  auto rm = run_xfer(remote({"jobs", "rm", "up"}));
+  ASSERT_EQ(rm.exit_code, 0) << rm.describe();
+  EXPECT_TRUE(icontains(rm.out, "removed job up (killed): 1 partial file at the destination"))
+      << rm.out;
+  EXPECT_EQ(xfer_hidden_files(server_->root()), std::vector<std::string>{});
+  EXPECT_FALSE(fs::exists(server_->root() / "big.bin"));
+}
+
 }  // namespace
 }  // namespace xfer_it

@@ -30,6 +30,11 @@ std::string S(const fs::path& p) {
   return p.string();
 }
 
+// "would have copied 40 files (123456 bytes)": the bytes part.
+std::string fmt_count(std::uint64_t bytes) {
+  return "(" + std::to_string(bytes) + " bytes)";
+}
+
 // ------------------------------------------------------------ terminal
 
 struct PtyRun {
@@ -315,6 +320,27 @@ TEST_F(FirstHour, ReRunOntoAnIdenticalTreeCopiesNothing) {
   });
   ASSERT_EQ(planned.size(), 1u) << dry.out;
   EXPECT_NE(planned[0].find(victim.filename().string()), std::string::npos) << dry.out;
+}
+
+// A dry run lists its plan sorted (workers plan in any order) and counts
+// the bytes it would move.
+TEST_F(FirstHour, DryRunListsThePlanSortedWithItsBytes) {
+  TreeSpec spec;
+  spec.seed = 19;
+  spec.files = 40;
+  generate_tree(tmp() / "src", spec);
+  auto dry = run_xfer({"cp", "-r", "-n", S(tmp() / "src"), S(tmp() / "dst")});
+  ASSERT_EQ(dry.exit_code, 0) << dry.describe();
+  auto lines = split_lines(dry.out);
+  std::erase_if(lines, [](const std::string& l) { return l.empty(); });
+  EXPECT_EQ(lines.size(), count_entries(tmp() / "src") + 1) << dry.out;  // and the root
+  EXPECT_TRUE(std::is_sorted(lines.begin(), lines.end())) << dry.out;
+  std::uint64_t bytes = 0;
+  for (const auto& e : fs::recursive_directory_iterator(tmp() / "src")) {
+    if (e.is_regular_file()) bytes += e.file_size();
+  }
+  EXPECT_TRUE(icontains(dry.err, fmt_count(bytes))) << dry.err;
+  EXPECT_FALSE(fs::exists(tmp() / "dst"));
 }
 
 // rsync's trailing slash: `cp -r src/ dst` copies the contents of src into

@@ -26,6 +26,7 @@
 #include <memory>
 #include <sstream>
 #include <system_error>
+#include <thread>
 
 namespace xfer_it {
 
@@ -410,7 +411,14 @@ void XferTest::TearDown() {
       }
       ::chmod(d.c_str(), 0755);
     }
-    fs::remove_all(d, ec);
+    // A server still winding down may remove its own files meanwhile
+    // (ENOENT half-way): that is no leftover, so try again.
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      ec.clear();
+      fs::remove_all(d, ec);
+      if (!ec || ec != std::errc::no_such_file_or_directory) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
     if (ec) ADD_FAILURE() << "cleanup of " << d << ": " << ec.message();
   }
   extra_dirs_.clear();

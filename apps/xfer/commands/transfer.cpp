@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <iostream>
@@ -50,9 +51,18 @@ class CliObserver final : public TransferObserver {
     if (render_.json) {
       emit({{"event", "planned"}, {"source", src}, {"destination", dst}, {"size", size}});
     } else {
+      // Workers plan in any order: the lines are printed sorted, at the end.
       std::lock_guard lock(mu_);
-      print_out("{} -> {} ({})\n", src, dst, format_bytes(static_cast<double>(size)));
+      planned_.push_back(
+          fmt::format("{} -> {} ({})", src, dst, format_bytes(static_cast<double>(size))));
     }
+  }
+  // The dry run's lines, sorted by source path.
+  void print_planned() {
+    std::lock_guard lock(mu_);
+    std::sort(planned_.begin(), planned_.end());
+    for (const auto& line : planned_) print_out("{}\n", line);
+    planned_.clear();
   }
   void emit(const json& j) {
     std::lock_guard lock(mu_);
@@ -63,6 +73,7 @@ class CliObserver final : public TransferObserver {
  private:
   const RenderOptions& render_;
   std::mutex mu_;
+  std::vector<std::string> planned_;
   std::atomic<unsigned> printed_errors_{0};
 };
 
@@ -214,6 +225,7 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
   }
   cv.notify_all();
   if (renderer.joinable()) renderer.join();
+  observer.print_planned();
 
   // Interrupted before anything started (while the roots were resolved):
   // the error is the cancel's doing, not the user's to read.

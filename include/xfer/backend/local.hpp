@@ -5,6 +5,7 @@
 // optional O_DIRECT.
 
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "xfer/backend/backend.hpp"
@@ -19,6 +20,10 @@ std::unique_ptr<Backend> make_local_backend();
 // replaced by the next run).
 inline constexpr std::string_view kLocalTempInfix = ".xfer-part-";
 inline constexpr std::string_view kLocalTmpInfix = ".xfer-tmp-";
+
+// The resumable partial of the destination `path` for a job's resume token
+// (what a local Sink opened with SinkOptions::resume_name writes to).
+std::string local_partial_path(const std::string& path, const std::string& resume_name);
 
 // Is `name` (one component) one of those hidden names?
 inline bool is_local_temporary(std::string_view name) {

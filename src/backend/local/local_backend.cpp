@@ -922,4 +922,8 @@ std::unique_ptr<Backend> make_local_backend() {
   return std::make_unique<LocalBackend>();
 }
 
+std::string local_partial_path(const std::string& path, const std::string& resume_name) {
+  return fs::resumable_name_for(path, resume_name);
+}
+
 }  // namespace xfer
