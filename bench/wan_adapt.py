@@ -58,7 +58,7 @@ def run_once(lab: Lab, xfer: str, srv: Server, src: str, flags: list[str], drop_
         except json.JSONDecodeError:
             continue
         if j.get("event") == "progress":
-            samples.append((j["elapsed_s"], j["bytes_done"]))
+            samples.append((j["elapsed_s"], j.get("bytes", j.get("bytes_done"))))
         elif j.get("event") == "summary":
             summary = j
     # Rate per second from the byte counts (Mbit/s at the end of each second).

@@ -59,7 +59,7 @@ def run_once(lab: Lab, xfer: str, srv: Server, src: str, flags: list[str], secon
         except json.JSONDecodeError:
             continue
         if j.get("event") == "progress":
-            samples.append((x0 + j["elapsed_s"], j["bytes_done"]))
+            samples.append((x0 + j["elapsed_s"], j.get("bytes", j.get("bytes_done"))))
     ij = json.loads(iout)
     intervals = [(iv["sum"]["start"], iv["sum"]["end"], iv["sum"]["bits_per_second"] / 1e6)
                  for iv in ij["intervals"]]

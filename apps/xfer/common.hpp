@@ -27,6 +27,18 @@ namespace xfer::cli {
 // Exit codes: include/xfer/engine/outcome.hpp, documented in --help and
 // docs/cli.md.
 
+// The version of every JSON line xfer prints ("schema": 1): docs/cli.md,
+// "JSON output". Raised when a field changes meaning or goes; new fields
+// may appear within a version.
+inline constexpr int kJsonSchema = 1;
+
+// The flags for remote endpoints that xfer takes before or after any
+// command, for the help of the commands that copy.
+inline constexpr const char* kRemoteFlagsHelp =
+    "Remote endpoints (xfer://, NAME:path; also before the command): --token T, --streams N, "
+    "--streams-max N, --encrypt/--no-encrypt, --tls, --tls-ca FILE, --bind ADDRS, --cc NAME, "
+    "--passphrase-file FILE (xfer --help).";
+
 inline constexpr const char* kExitCodesHelp =
     "Exit codes: 0 success, 1 failure, 2 usage error, 3 partial failure (some files failed), "
     "130 interrupted, 141 standard output closed (as by SIGPIPE).";

@@ -5,6 +5,10 @@
 #include "xfer/backend/registry.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <vector>
 
 #include "xfer/backend/local.hpp"
 #include "xfer/backend/xfer.hpp"
@@ -84,8 +88,14 @@ Result<std::unique_ptr<Backend>> BackendRegistry::create(const Url& url,
     std::lock_guard lock(mu_);
     auto it = factories_.find(url.scheme);
     if (it == factories_.end()) {
+      std::vector<std::string> schemes;
+      for (const auto& [scheme, f] : factories_) schemes.push_back(scheme + "://");
+      std::sort(schemes.begin(), schemes.end());
+      const std::string known = fmt::format("{}", fmt::join(schemes, ", "));
       return make_error(ErrorCode::kUnsupported, "open endpoint", url.to_string(),
-                        "no backend for scheme '" + url.scheme + "'");
+                        fmt::format("xfer cannot reach {}:// endpoints yet; it speaks {} (a local "
+                                    "path is file://)",
+                                    url.scheme, known));
     }
     factory = it->second;
   }

@@ -3,6 +3,8 @@
 
 #include "protocol/grpc_errors.hpp"
 
+#include <fmt/format.h>
+
 #include <charconv>
 #include <string>
 
@@ -51,6 +53,51 @@ grpc::Status to_grpc(grpc::ServerContext& context, const Error& error) {
                                                  std::to_string(static_cast<int>(error.retry)));
   return grpc::Status(grpc_code(error.code), error.detail.empty() ? error.message() : error.detail);
 }
+
+namespace {
+
+// gRPC's words for an unreachable server ("DNS resolution failed for
+// nohost:1: C-ares status is not ARES_SUCCESS qtype=AAAA ...") in the
+// user's: one line naming the host and what to check.
+std::string unreachable(const std::string& grpc_message) {
+  auto after = [&](std::string_view marker) -> std::string {
+    auto at = grpc_message.find(marker);
+    if (at == std::string::npos) return {};
+    at += marker.size();
+    auto end = grpc_message.find_first_of(": ", at);
+    // "host:port": keep the port, stop at the colon that follows it.
+    auto colon = grpc_message.find(':', at);
+    if (colon != std::string::npos) end = grpc_message.find_first_of(": ", colon + 1);
+    return grpc_message.substr(at, end == std::string::npos ? std::string::npos : end - at);
+  };
+  if (grpc_message.find("DNS resolution failed") != std::string::npos) {
+    const std::string target = after("DNS resolution failed for ");
+    const std::string host = target.substr(0, target.rfind(':'));
+    return fmt::format("cannot resolve the host name '{}' (is it spelt right?)", host);
+  }
+  if (grpc_message.find("Connection refused") != std::string::npos) {
+    std::string target = after("ipv4:");
+    if (target.empty()) target = after("ipv6:");
+    return fmt::format("nothing listens on {} (is xferd running there, on that port?)",
+                       target.empty() ? std::string("that address") : target);
+  }
+  if (grpc_message.find("Deadline") != std::string::npos ||
+      grpc_message.find("timed out") != std::string::npos ||
+      grpc_message.find("Timeout") != std::string::npos) {
+    return "the server did not answer in time (a firewall, or the wrong address?)";
+  }
+  if (grpc_message.find("ssl") != std::string::npos ||
+      grpc_message.find("SSL") != std::string::npos ||
+      grpc_message.find("handshake") != std::string::npos ||
+      grpc_message.find("TLS") != std::string::npos) {
+    return "the TLS handshake failed (does the server use TLS? --tls, --tls-ca FILE): " +
+           grpc_message;
+  }
+  return "server unreachable (is xferd running there, and does it use TLS: --tls/--tls-ca?): " +
+         grpc_message;
+}
+
+}  // namespace
 
 // The trailer, when a (checked) one came; else the status code alone, as
 // from a proxy or a server that failed before our handler ran.
@@ -110,10 +157,7 @@ Error from_grpc(const grpc::Status& status, const grpc::ClientContext& context,
     }
   }
   std::string detail = status.error_message();
-  if (status.error_code() == grpc::StatusCode::UNAVAILABLE && !exact) {
-    detail = "server unreachable (is xferd running there, and does it use TLS: --tls/--tls-ca?): " +
-             detail;
-  }
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE && !exact) detail = unreachable(detail);
   return make_error(code, operation, path, detail, retry);
 }
 

@@ -14,9 +14,11 @@
 #include <cmath>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "harness.hpp"
+#include "xferd_harness.hpp"
 
 namespace xfer_it {
 namespace {
@@ -402,6 +404,82 @@ TEST_F(FirstHour, InterruptedCopySaysHowToResumeAndTheReRunWhatWasThere) {
   ASSERT_TRUE(files_equal(tmp() / "big.bin", tmp() / "copy.bin"));
 }
 
+// ------------------------------------------------------------ remote errors
+
+// Errors from remote endpoints in the user's terms, one line each: the
+// host that does not resolve, the port nothing listens on, the schemes
+// there are, and where a missing token was looked for.
+TEST_F(FirstHour, RemoteErrorsSayWhatToCheckInOneLine) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {{"ls", "xfer://nohost.invalid:1/"}, "cannot resolve the host name 'nohost.invalid'"},
+      {{"ls", "xfer://127.0.0.1:1/"}, "nothing listens on 127.0.0.1:1 (is xferd running there"},
+      {{"cp", "sftp://host/x", "y"},
+       "xfer cannot reach sftp:// endpoints yet; it speaks file://, xfer://"},
+  };
+  for (const Case& c : cases) {
+    auto r = run_xfer(c.args, 60s, nullptr, S(tmp()));
+    EXPECT_EQ(r.exit_code, 1) << r.describe();
+    EXPECT_TRUE(icontains(r.err, c.says)) << r.describe();
+    EXPECT_EQ(split_lines(r.err).size(), 1u) << r.describe();
+    EXPECT_FALSE(icontains(r.err, "C-ares")) << r.describe();
+    EXPECT_FALSE(icontains(r.err, "ARES_")) << r.describe();
+  }
+  if (xferd_bin().empty()) GTEST_SKIP() << "XFERD_BIN not set";
+  XferdProcess server(tmp() / "server");
+  ASSERT_TRUE(server.start());
+  const std::string url = server.url("/");  // xfer://127.0.0.1:PORT/
+  const std::string host_port = url.substr(7, url.size() - 8);
+  const std::string port = host_port.substr(host_port.find(':') + 1);
+  const fs::path creds = tmp() / "credentials.toml";
+  write_file(creds, "");
+  ::chmod(creds.c_str(), 0600);
+  ::setenv("XFER_CREDENTIALS", creds.c_str(), 1);
+  ::unsetenv("XFER_TOKEN");
+  auto r = run_xfer({"ls", "xfer://localhost:" + port + "/"});
+  ::unsetenv("XFER_CREDENTIALS");
+  EXPECT_EQ(r.exit_code, 1) << r.describe();
+  EXPECT_TRUE(icontains(r.err, "none was given: no --token, no $XFER_TOKEN, and " + S(creds) +
+                                   " has no token for \"localhost:" + port + "\""))
+      << r.describe();
+  EXPECT_EQ(split_lines(r.err).size(), 1u) << r.describe();
+}
+
+// ------------------------------------------------------------ help, JSON
+
+// `xfer cp --help` names the command as typed and lists the flags remote
+// copies need; every JSON line carries the schema version, and progress
+// and summary name the same things the same way.
+TEST_F(FirstHour, HelpNamesTheCommandAndJsonHasOneVersionedSchema) {
+  auto help = run_xfer({"cp", "--help"});
+  ASSERT_EQ(help.exit_code, 0) << help.describe();
+  EXPECT_TRUE(icontains(help.out, "Usage: ")) << help.out;
+  EXPECT_TRUE(icontains(help.out, " cp [OPTIONS]")) << help.out;
+  for (const char* flag : {"--token", "--streams", "--encrypt", "--tls", "--verify", "--bwlimit"}) {
+    EXPECT_TRUE(icontains(help.out, flag)) << flag << "\n" << help.out;
+  }
+  write_random_file(tmp() / "a.bin", 3, 3u << 20);
+  auto r =
+      run_xfer({"cp", "--json", "-v", "--bwlimit", "2M", S(tmp() / "a.bin"), S(tmp() / "b.bin")});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  std::set<std::string> events;
+  for (const json& e : json_lines(r.out)) {
+    EXPECT_EQ(e.value("schema", 0), 1) << e.dump();
+    events.insert(e["event"].get<std::string>());
+    if (e["event"] == "progress" || e["event"] == "summary") {
+      EXPECT_TRUE(e.contains("bytes") && e.contains("files")) << e.dump();
+      EXPECT_FALSE(e.contains("bytes_done") || e.contains("files_done")) << e.dump();
+    }
+  }
+  EXPECT_EQ(events, (std::set<std::string>{"progress", "copied", "summary"})) << r.out;
+  auto ls = run_xfer({"ls", "--json", S(tmp())});
+  ASSERT_EQ(ls.exit_code, 0) << ls.describe();
+  for (const json& e : json_lines(ls.out)) EXPECT_EQ(e.value("schema", 0), 1) << e.dump();
+}
+
 // ------------------------------------------------------------ habits
 
 // Flags typed from rsync, rclone or scp habit work or get a hint naming
@@ -415,7 +493,7 @@ TEST_F(FirstHour, RsyncAndRcloneHabitsWorkOrGetAHint) {
   const std::vector<Case> refused = {
       {{"sync", "src", "dst"}, "xfer sync is not built yet: xfer cp -r SRC/ DST copies"},
       {{"copy", "src", "dst"}, "'copy' is not an xfer command: xfer cp -r SRC/ DST is rclone copy"},
-      {{"frob"}, "'frob' is not an xfer command; the commands are transfer/cp, list/ls"},
+      {{"frob"}, "'frob' is not an xfer command; the commands are cp/transfer, ls/list"},
       {{"cp", "-avz", "src", "dst"}, "-z: xfer does not compress"},
       {{"cp", "-r", "--delete", "src/", "dst"}, "--delete is part of xfer sync"},
       {{"cp", "-r", "--exclude=*.o", "src/", "dst"}, "--exclude is part of xfer sync"},

@@ -189,7 +189,8 @@ void register_jobs(CLI::App& app) {
           fmt::format("{} -> {}", fmt::join(j.request.sources, " "), j.request.destination);
       const Held held = held_by(j);
       if (a->json) {
-        json o = {{"id", j.id},
+        json o = {{"schema", kJsonSchema},
+                  {"id", j.id},
                   {"state_bytes", held.state_bytes},
                   {"partial_files", held.begun.size()},
                   {"partial_bytes", held.partial_bytes},

@@ -17,9 +17,9 @@ void register_move(CLI::App& app) {
     RenderOptions render;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("move", "Move or rename: SRC... DST (like mv)");
-  cmd->alias("mv");
-  cmd->footer(kExitCodesHelp);
+  CLI::App* cmd = app.add_subcommand("mv", "Move or rename: SRC... DST (like mv)");
+  cmd->alias("move");
+  cmd->footer(std::string(kRemoteFlagsHelp) + "\n" + kExitCodesHelp);
   cmd->add_option("paths", a->paths, "SRC... DST")->required()->expected(2, -1);
   // A move always takes whole trees, and its renames cannot be dry-run.
   add_option_flags(*cmd, a->flags, kCli, {"recursive", "dry_run"});

@@ -17,13 +17,10 @@ namespace {
 using nlohmann::json;
 
 json entry_json(const std::string& name, const std::string& path, const FileAttrs& a) {
-  json j = {{"name", name},
-            {"path", path},
-            {"type", std::string(to_string(a.type))},
-            {"size", a.size},
-            {"mode", fmt::format("{:04o}", a.mode)},
-            {"mtime_ns", a.mtime_ns},
-            {"mtime", format_mtime(a.mtime_ns)}};
+  json j = {{"schema", kJsonSchema},  {"name", name},
+            {"path", path},           {"type", std::string(to_string(a.type))},
+            {"size", a.size},         {"mode", fmt::format("{:04o}", a.mode)},
+            {"mtime_ns", a.mtime_ns}, {"mtime", format_mtime(a.mtime_ns)}};
   if (a.type == EntryType::kSymlink) j["target"] = a.symlink_target;
   return j;
 }
@@ -137,8 +134,8 @@ void register_list(CLI::App& app) {
     ListStyle style;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("list", "List a directory (sorted by name, as ls)");
-  cmd->alias("ls");
+  CLI::App* cmd = app.add_subcommand("ls", "List a directory (sorted by name, as ls)");
+  cmd->alias("list");
   cmd->footer(kExitCodesHelp);
   // -h is ls's "human-readable" here (`xfer ls -lh`), so help is --help only.
   cmd->set_help_flag("--help", "Print this help message and exit");

@@ -112,7 +112,10 @@ void register_remote_commands(CLI::App& app) {
                           : r.fields.count("account")  ? r.fields.at("account")
                                                        : "";
       if (*list_json) {
-        print_out("{}\n", json{{"name", r.name}, {"type", r.type}, {"where", where}}.dump());
+        print_out(
+            "{}\n",
+            json{{"schema", kJsonSchema}, {"name", r.name}, {"type", r.type}, {"where", where}}
+                .dump());
       } else {
         print_out("{:<16} {:<6} {}\n", r.name, r.type, where);
       }

@@ -64,7 +64,9 @@ class CliObserver final : public TransferObserver {
     for (const auto& line : planned_) print_out("{}\n", line);
     planned_.clear();
   }
-  void emit(const json& j) {
+  // One JSON line; every event carries the schema version.
+  void emit(json j) {
+    j["schema"] = kJsonSchema;
     std::lock_guard lock(mu_);
     write_out(j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n", true);
   }
@@ -80,9 +82,9 @@ class CliObserver final : public TransferObserver {
 json progress_json(const ProgressSnapshot& s) {
   return {{"event", "progress"},
           {"elapsed_s", s.elapsed_s},
-          {"bytes_done", s.bytes_done},
+          {"bytes", s.bytes_done},
           {"bytes_total", s.bytes_total},
-          {"files_done", s.files_done},
+          {"files", s.files_done},
           {"files_total", s.files_total},
           {"files_failed", s.files_failed},
           {"scan_complete", s.scan_complete},
@@ -328,9 +330,9 @@ void register_transfer(CLI::App& app) {
     RenderOptions render;
   };
   auto args = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("transfer", "Copy files and trees: SRC... DST");
-  cmd->alias("cp");
-  cmd->footer(kExitCodesHelp);
+  CLI::App* cmd = app.add_subcommand("cp", "Copy files and trees: SRC... DST");
+  cmd->alias("transfer");
+  cmd->footer(std::string(kRemoteFlagsHelp) + "\n" + kExitCodesHelp);
   cmd->add_option("paths", args->paths, "SRC... DST (paths or URLs)")->required()->expected(2, -1);
   add_option_flags(*cmd, args->flags, kCli);
   add_render_flags(*cmd, args->render);

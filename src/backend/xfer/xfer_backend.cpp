@@ -512,6 +512,22 @@ class ClientConn {
 
 class XferClient : public std::enable_shared_from_this<XferClient> {
  public:
+  // A refusal for want of a token, with where xfer looked for one: the
+  // user's terms, not the server's.
+  Error explain(Error e) const {
+    if (e.code != ErrorCode::kPermission || !token_.empty()) return e;
+    const std::string host_port = fmt::format(
+        "{}:{}", url_.host.find(':') != std::string::npos ? "[" + url_.host + "]" : url_.host,
+        url_.port != 0 ? url_.port : kDefaultXferPort);
+    e.detail = fmt::format(
+        "{}; none was given: no --token, no $XFER_TOKEN, and {} has no token for \"{}\" "
+        "(xfer remote add NAME xfer host={} port={} token=…, or a [\"{}\"] table: "
+        "docs/credentials.md)",
+        e.detail, CredentialStore::default_path(), host_port, url_.host,
+        url_.port != 0 ? url_.port : kDefaultXferPort, host_port);
+    return e;
+  }
+
   XferClient(Url url, EndpointOptions options, std::string token)
       : url_(std::move(url)),
         options_(std::move(options)),
@@ -785,7 +801,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     grpc::ClientContext ctx;
     auto call = track(ctx);
     grpc::Status st = stub_->OpenSession(&ctx, req, &session);
-    if (!st.ok()) return protocol::from_grpc(st, ctx, "open session", name_);
+    if (!st.ok()) return explain(protocol::from_grpc(st, ctx, "open session", name_));
     session_id_ = session.session_id();
     data_token_ = session.data_token();
     encrypt_ = session.encrypt();
@@ -1601,7 +1617,7 @@ class XferSource final : public Source {
     grpc::ClientContext ctx;
     auto call = client_->track(ctx);
     grpc::Status st = client_->stub().Stat(&ctx, req, &resp);
-    if (!st.ok()) return protocol::from_grpc(st, ctx, "stat", path_);
+    if (!st.ok()) return client_->explain(protocol::from_grpc(st, ctx, "stat", path_));
     if (resp.size() != attrs_.size || resp.mtime_ns() != attrs_.mtime_ns) {
       return make_error(ErrorCode::kChanged, "read", path_, "file changed while being copied",
                         RetryClass::kRetryFile);
@@ -1831,7 +1847,7 @@ class XferBackend final : public Backend {
     grpc::ClientContext ctx;
     auto call = client_->track(ctx);
     grpc::Status st = client_->stub().Stat(&ctx, req, &resp);
-    if (!st.ok()) return protocol::from_grpc(st, ctx, "stat", path);
+    if (!st.ok()) return client_->explain(protocol::from_grpc(st, ctx, "stat", path));
     return peer_attrs(resp);
   }
 
@@ -1869,7 +1885,7 @@ class XferBackend final : public Backend {
     }
     grpc::Status st = reader->Finish();
     if (!stop.ok()) return stop;
-    if (!st.ok()) return protocol::from_grpc(st, ctx, "list", path);
+    if (!st.ok()) return client_->explain(protocol::from_grpc(st, ctx, "list", path));
     return ok_status();
   }
 
@@ -1979,7 +1995,7 @@ class XferBackend final : public Backend {
     grpc::ClientContext ctx;
     auto call = client_->track(ctx);
     grpc::Status st = (client_->stub().*method)(&ctx, req, &resp);
-    if (!st.ok()) return protocol::from_grpc(st, ctx, op, path);
+    if (!st.ok()) return client_->explain(protocol::from_grpc(st, ctx, op, path));
     return ok_status();
   }
 
