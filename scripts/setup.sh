@@ -17,6 +17,8 @@ PACKAGES=(
   # test and benchmark peers / tools
   rsync rclone gnuplot-nox fio time python3 util-linux coreutils openssl
   openssh-server openssh-client iperf3
+  # packaging (CPack's .deb) and its tests: man pages, completion scripts
+  dpkg-dev man-db groff-base zsh fish
   # the network lab (tools/netlab): namespaces, offloads, its accuracy tests
   iproute2 ethtool iputils-ping
 )

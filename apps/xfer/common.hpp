@@ -129,6 +129,8 @@ void register_jobs(CLI::App& app);
 void register_resume(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_remote(CLI::App& app);  // remote add|list|show|remove, credentials seal|...
+// completion SHELL; also the hidden --help-man (the man page).
+void register_completion(CLI::App& app);
 
 // Runs a transfer with progress rendering and summary (shared by transfer and move).
 struct RenderOptions {

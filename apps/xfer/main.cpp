@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
   using xfer::kExitOk;
   using xfer::kExitUsage;
   CLI::App app{"xfer: fast, verifiable file transfer"};
-  app.set_version_flag("--version", "xfer 0.1.0");
+  app.set_version_flag("--version", "xfer " XFER_VERSION);
   app.require_subcommand(1);
   app.footer(kExitCodesHelp);
   std::string config_path = xfer::default_config_path();
@@ -57,6 +57,7 @@ int main(int argc, char** argv) {
   register_resume(app);
   register_serve(app);
   register_remote(app);
+  register_completion(app);
 
   // Load the config before subcommand callbacks run.
   app.parse_complete_callback([&] {

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include "man_page.hpp"
 #include "xfer/core/log.hpp"
 #include "xfer/server/auth.hpp"
 #include "xfer/server/config.hpp"
@@ -55,7 +56,7 @@ int print_token(const std::string& config_path, const std::string& prefix, bool 
 
 int main(int argc, char** argv) {
   CLI::App app{"xferd: the xfer server. Serves one folder over gRPC (control) and TCP (data)."};
-  app.set_version_flag("--version", "xferd 0.1.0");
+  app.set_version_flag("--version", "xferd " XFER_VERSION);
   std::string config_path;
   app.add_option("-c,--config", config_path, "TOML configuration file (docs/server.md)");
   std::string log_level = "info";
@@ -74,6 +75,8 @@ int main(int argc, char** argv) {
   token->add_flag("--write", write, "Allow writing (default: read-only)");
   token->add_option("--ttl", ttl, "Lifetime in seconds")->capture_default_str();
   token->add_option("--subject", subject, "Who the token is for (logged)");
+
+  xfer::cli::add_man_flag(app, xfer::server::xferd_man_info());
 
   CLI11_PARSE(app, argc, argv);
   xfer::init_logging(log_level);
