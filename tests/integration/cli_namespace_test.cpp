@@ -146,6 +146,31 @@ TEST_F(List, ClosedPipeEndsOutputQuietly) {
     EXPECT_EQ(r.out.find("terminate"), std::string::npos) << r.describe();
     EXPECT_EQ(r.out.find("Broken pipe"), std::string::npos) << r.describe();
   }
+  // Every other command with output: stat of 1500 paths fills the pipe
+  // and ends with 141; the short outputs (jobs, remote list, a completion
+  // script) may fit the pipe's buffer and end with 0. Never a crash, never
+  // a word on stderr.
+  std::string paths;
+  for (int i = 1; i < 3000; i += 2)
+    paths += " '" + S(many / ("file-with-a-long-name-" + std::to_string(i))) + "'";
+  for (const std::string& args : {"stat --json" + paths, "stat" + paths}) {
+    auto r = piped(args);
+    ASSERT_EXIT_CODE(r, 0);
+    EXPECT_EQ(split_lines(r.out)[0], "141") << r.describe();
+    EXPECT_EQ(split_lines(r.out).size(), 1u) << "stderr is quiet\n" << r.describe();
+  }
+  for (const std::string& args :
+       {std::string("jobs --json --all"), std::string("jobs --all"), std::string("remote list"),
+        std::string("completion fish"), std::string("completion bash"), std::string("--help")}) {
+    SCOPED_TRACE(args);
+    auto r = piped(args);
+    ASSERT_EXIT_CODE(r, 0);
+    const auto lines = split_lines(r.out);
+    ASSERT_FALSE(lines.empty()) << r.describe();
+    EXPECT_TRUE(lines[0] == "0" || lines[0] == "141") << r.describe();
+    EXPECT_EQ(r.out.find("terminate"), std::string::npos) << r.describe();
+    EXPECT_EQ(r.out.find("rror"), std::string::npos) << r.describe();
+  }
   EXPECT_FALSE(fs::exists(copy)) << "a copy cut by the closed pipe is not under its final name";
   auto again = run_xfer({"cp", "--json", S(big), S(copy)});
   ASSERT_EXIT_CODE(again, 0);
