@@ -5,6 +5,9 @@
 // thread; shared state is the scheduler's, the counters' (atomics) and each
 // ChunkedFile's (see scheduler.hpp).
 
+#include <algorithm>
+#include <cstring>
+
 #include "engine/engine.hpp"
 #include "xfer/metrics/streams.hpp"
 
@@ -389,6 +392,41 @@ void Engine::run_chunk(WorkItem item) {
   if (scheduler_.chunk_finished(file, std::move(failure))) finalize_chunked(std::move(file));
 }
 
+namespace {
+
+// Holes are kept at this granularity: the block size of the file systems
+// xfer writes to (ext4, xfs, btrfs, tmpfs: 4 KiB), so a sparse file arrives
+// with no more allocated than its source (docs/local-backend.md, "Sparse").
+constexpr std::uint64_t kSparseBlock = 4096;
+
+bool block_is_zero(std::span<const std::byte> block) {
+  static constexpr std::byte kZeros[kSparseBlock] = {};
+  return std::memcmp(block.data(), kZeros, block.size()) == 0;
+}
+
+// Writes the blocks of `data` (at file offset `pos`) that hold a non-zero
+// byte, as runs; blocks are aligned to the file's offsets, so an all-zero
+// block is left a hole in the destination.
+Status write_data_blocks(Sink& sink, std::uint64_t pos, std::span<const std::byte> data) {
+  // End (index into data) of the block that holds index i.
+  auto block_end = [&](std::size_t i) {
+    const std::uint64_t next = ((pos + i) / kSparseBlock + 1) * kSparseBlock;
+    return static_cast<std::size_t>(std::min<std::uint64_t>(data.size(), next - pos));
+  };
+  std::size_t i = 0;
+  while (i < data.size()) {
+    while (i < data.size() && block_is_zero(data.subspan(i, block_end(i) - i))) i = block_end(i);
+    if (i == data.size()) break;
+    std::size_t j = i;
+    while (j < data.size() && !block_is_zero(data.subspan(j, block_end(j) - j))) j = block_end(j);
+    XFER_TRY(sink.write_at(Offset{pos + i}, data.subspan(i, j - i)));
+    i = j;
+  }
+  return ok_status();
+}
+
+}  // namespace
+
 // Copies [begin, end) of source into sink at the same offsets. Pieces of
 // io_size go through a pooled buffer (or copy_file_range when allowed);
 // `hashes[i]` receives the XXH3 of piece i (offset / io_size) for --verify.
@@ -433,10 +471,30 @@ Status Engine::copy_range(Source& source, Sink& sink, std::uint64_t begin, std::
     }
     if (pos >= end) return ok_status();
   }
+  // A sparse source is read by its data extents (holes are skipped, not
+  // read), unless every byte must be hashed for --verify.
+  const bool skip_holes = sparse && hashes == nullptr && chunk_hash == nullptr;
+  std::uint64_t data_end = skip_holes ? pos : end;  // end of the data extent at pos
   Buffer buf = pool_.acquire();
   while (pos < end) {
     if (cancelled()) return make_error(ErrorCode::kCancelled, "copy", "");
-    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(io, end - pos));
+    if (pos >= data_end) {
+      XFER_ASSIGN_OR_RETURN(const Source::Extent ext, source.data_extent(Offset{pos}));
+      const std::uint64_t next = std::min(std::max(ext.begin, pos), end);
+      if (next > pos) {
+        // A hole: nothing to read or write; it counts as copied.
+        const std::uint64_t hole = next - pos;
+        pos = next;
+        counters_.bytes_done.fetch_add(hole, std::memory_order_relaxed);
+        counted->fetch_add(hole, std::memory_order_relaxed);
+        progressed();
+        continue;
+      }
+      // (An extent that ends at pos means the file changed under us: read
+      // on, and the end-of-copy check reports it.)
+      data_end = ext.end > pos ? ext.end : end;
+    }
+    std::size_t n = static_cast<std::size_t>(std::min({io, end - pos, data_end - pos}));
     std::span<std::byte> span = buf.writable().subspan(0, n);
     XFER_ASSIGN_OR_RETURN(std::size_t got, source.read_at(Offset{pos}, span));
     if (got < n) {
@@ -447,7 +505,11 @@ Status Engine::copy_range(Source& source, Sink& sink, std::uint64_t begin, std::
     if (hashes != nullptr) hashes[pos / io] = xxh3_64(data);
     if (chunk_hash != nullptr) chunk_hash->update(data);
     if (!limiter_.acquire(n, cancel_)) return make_error(ErrorCode::kCancelled, "copy", "");
-    if (!(sparse && all_zero(data))) XFER_TRY(sink.write_at(Offset{pos}, data));
+    if (sparse) {
+      XFER_TRY(write_data_blocks(sink, pos, data));
+    } else {
+      XFER_TRY(sink.write_at(Offset{pos}, data));
+    }
     pos += n;
     counters_.bytes_done.fetch_add(n, std::memory_order_relaxed);
     counted->fetch_add(n, std::memory_order_relaxed);

@@ -419,9 +419,30 @@ class Service final : public v1::Xfer::Service {
                            v1::Session* resp) override {
     auto scope = authenticate(ctx);
     if (!scope) return refuse(*ctx, scope.error(), "?", "open session");
+    // The policy overrides what an auto client proposed; a client whose
+    // user chose the other way is refused, never silently overridden (a
+    // --encrypt that quietly became plaintext would be a lie).
     bool encrypt = req->encrypt();
-    if (config_.encrypt == EncryptPolicy::kAlways) encrypt = true;
-    if (config_.encrypt == EncryptPolicy::kNever) encrypt = false;
+    if (config_.encrypt == EncryptPolicy::kAlways) {
+      if (!encrypt && req->encrypt_chosen()) {
+        return refuse(*ctx,
+                      make_error(ErrorCode::kInvalidArgument, "open session", "",
+                                 "this server seals every session (data.encrypt = always); "
+                                 "drop --no-encrypt"),
+                      scope->subject, "open session");
+      }
+      encrypt = true;
+    }
+    if (config_.encrypt == EncryptPolicy::kNever) {
+      if (encrypt && req->encrypt_chosen()) {
+        return refuse(*ctx,
+                      make_error(ErrorCode::kInvalidArgument, "open session", "",
+                                 "this server does not seal sessions (data.encrypt = never); "
+                                 "use --no-encrypt, or ask its operator"),
+                      scope->subject, "open session");
+      }
+      encrypt = false;
+    }
     const unsigned streams =
         std::clamp<unsigned>(req->streams(), 1, std::max(1u, config_.max_streams_per_session));
     auto session = sessions_.create(

@@ -455,6 +455,36 @@ void write_random_file(const fs::path& p, std::uint64_t seed, std::uint64_t size
   ::close(fd);
 }
 
+std::uint64_t allocated_bytes(const fs::path& p) {
+  struct stat st {};
+  if (::lstat(p.c_str(), &st) != 0) {
+    ADD_FAILURE() << "lstat " << p << ": " << std::strerror(errno);
+    return 0;
+  }
+  return static_cast<std::uint64_t>(st.st_blocks) * 512;
+}
+
+void write_sparse_file(const fs::path& p, std::uint64_t size,
+                       const std::vector<std::uint64_t>& offsets, std::size_t len,
+                       std::uint64_t zeros_at, std::size_t zeros) {
+  const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0) << p << ": " << std::strerror(errno);
+  ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(size)), 0);
+  std::mt19937_64 rng(size ^ len);
+  for (std::uint64_t off : offsets) {
+    std::string data = random_bytes(rng, len);
+    data[0] = 'x';  // never a zero block, even by chance
+    ASSERT_EQ(::pwrite(fd, data.data(), len, static_cast<off_t>(off)), static_cast<ssize_t>(len));
+  }
+  if (zeros > 0) {
+    const std::string z(zeros, '\0');
+    ASSERT_EQ(::pwrite(fd, z.data(), zeros, static_cast<off_t>(zeros_at)),
+              static_cast<ssize_t>(zeros));
+  }
+  ASSERT_EQ(::fsync(fd), 0);
+  ::close(fd);
+}
+
 std::uint64_t lsize(const fs::path& p) {
   struct stat st;
   if (::lstat(p.c_str(), &st) != 0) return 0;

@@ -116,6 +116,13 @@ std::string random_bytes(std::mt19937_64& rng, std::size_t n);
 void write_random_file(const fs::path& p, std::uint64_t seed, std::uint64_t size);
 // lstat size, 0 when missing.
 std::uint64_t lsize(const fs::path& p);
+// Bytes the file system allocated to `p` (st_blocks * 512).
+std::uint64_t allocated_bytes(const fs::path& p);
+// A sparse file of `size` bytes: random data of `len` bytes at each offset,
+// `zeros` bytes of written (allocated) zeros at `zeros_at`, holes elsewhere.
+void write_sparse_file(const fs::path& p, std::uint64_t size,
+                       const std::vector<std::uint64_t>& offsets, std::size_t len,
+                       std::uint64_t zeros_at = 0, std::size_t zeros = 0);
 void write_file(const fs::path& p, std::string_view content);
 std::string read_file(const fs::path& p);
 void set_mtime(const fs::path& p, std::int64_t sec, long nsec, bool no_follow = true);

@@ -407,6 +407,30 @@ TEST_F(Server, SmallSparseFileArrivesWithZeroHoles) {
   EXPECT_TRUE(files_equal(f, srv->root() / "holey"));
 }
 
+// A 200 MiB file with 8 KiB of data and 1 MiB of written zeros keeps its
+// holes both ways: uploaded (the client reads only data extents and sends
+// only non-zero blocks) and downloaded (the zeros cross the wire, the
+// client leaves zero blocks unwritten): at most 64 KiB allocated.
+TEST_F(Server, SparseFileKeepsItsHolesUpAndDown) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  const std::string token = srv->token();
+  const fs::path f = tmp() / "holes.img";
+  ASSERT_NO_FATAL_FAILURE(write_sparse_file(f, 200ull << 20, {(5ull << 20) - 2048, 150ull << 20},
+                                            4096, 80ull << 20, 1 << 20));
+  auto up = xfer(token, {"cp", S(f), srv->url("/holes.img")});
+  ASSERT_EXIT_CODE(up, 0);
+  EXPECT_TRUE(files_equal(f, srv->root() / "holes.img"));
+  EXPECT_LE(allocated_bytes(srv->root() / "holes.img"), 64u << 10);
+  ASSERT_NO_FATAL_FAILURE(write_sparse_file(srv->root() / "served.img", 200ull << 20,
+                                            {(5ull << 20) - 2048, 150ull << 20}, 4096, 80ull << 20,
+                                            1 << 20));
+  auto down = xfer(token, {"cp", srv->url("/served.img"), S(tmp() / "down.img")});
+  ASSERT_EXIT_CODE(down, 0);
+  EXPECT_TRUE(files_equal(srv->root() / "served.img", tmp() / "down.img"));
+  EXPECT_LE(allocated_bytes(tmp() / "down.img"), 64u << 10);
+}
+
 // ------------------------------------------------------ 2. namespace commands
 
 TEST_F(Server, ListShowsAllOf3000Entries) {

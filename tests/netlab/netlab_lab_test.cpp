@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "harness.hpp"
+#include "wire_relay.hpp"
 #include "xferd_harness.hpp"
 
 namespace xfer_it {
@@ -500,6 +501,120 @@ TEST_F(XferOnTwoPaths, CallsStuckOnASlowPathMoveToAnIdleConnection) {
   std::printf(
       "netlab: 32 MiB over 100 + 2 Mbit/s: %.1f s, %u calls moved, slow path carried %.1f MiB\n",
       r.seconds, moved, static_cast<double>(carried(s, 1)) / (1 << 20));
+}
+
+// ------------------------------------------------------------ sealing on the wire
+
+// What crosses the wire between a client in lab host a and xferd in b,
+// recorded by a relay in a: the client reaches xferd at a's own address
+// (10.99.0.1, not loopback, so "between hosts"), the relay forwards to b.
+// xferd listens on the wildcard address, so the data address it advertises
+// is "the host of your control channel": the relay's, which carries both.
+// A file of one marker repeated shows whether data travelled in clear.
+class SealingOnTheWire : public NetlabTest {
+ protected:
+  static constexpr std::string_view kMarker = "XFER-WIRE-MARKER-7b1d9e";
+
+  void start(const std::string& policy) {
+    lab_ = std::make_unique<Lab>(tmp(), two_hosts("rate = \"1gbit\"\n"));
+    ASSERT_LAB_UP(*lab_);
+    XferdOptions opt;
+    opt.host = "0.0.0.0";
+    opt.command_prefix = {netlab_bin(), "exec", "--lab", lab_->name(), "b", "--"};
+    opt.extra_toml = "[data]\nencrypt = \"" + policy + "\"\n";
+    srv_ = std::make_unique<XferdProcess>(tmp() / "srv", opt);
+    auto st = srv_->start(30s);
+    ASSERT_TRUE(st) << st.message();
+    const int c = srv_->control_port();
+    const int d = srv_->data_port();
+    relay_ =
+        std::make_unique<WireRelay>(std::vector<WireRelay::Route>{{"10.99.0.1", c, "10.99.0.2", c},
+                                                                  {"10.99.0.1", d, "10.99.0.2", d}},
+                                    "xnl-" + lab_->name() + "-a");
+    ASSERT_TRUE(relay_->ready());
+    url_ = "xfer://10.99.0.1:" + std::to_string(c);
+    std::string text;
+    while (text.size() < (4u << 20)) text += std::string(kMarker) + " ";
+    file_ = tmp() / "marked.txt";
+    write_file(file_, text);
+    write_file(srv_->root() / "served.txt", text);
+  }
+  // `xfer cp` inside a, with `flags`, from src to dst.
+  RunResult copy(std::vector<std::string> flags, const std::string& src, const std::string& dst) {
+    std::vector<std::string> cmd = {xfer_bin(), "--token", srv_->token("/", true), "cp"};
+    cmd.insert(cmd.end(), flags.begin(), flags.end());
+    cmd.insert(cmd.end(), {src, dst});
+    return lab_->exec("a", cmd, 120s);
+  }
+  // An upload and a download, both checked at the destination; whether
+  // the marker was seen on the wire.
+  void round_trip(std::vector<std::string> flags, bool* seen) {
+    // Fresh destinations (an unchanged one would be skipped) and a fresh
+    // record.
+    fs::remove(srv_->root() / "up.txt");
+    fs::remove(tmp() / "down.txt");
+    relay_->clear();
+    auto up = copy(flags, file_.string(), url_ + "/up.txt");
+    ASSERT_EQ(up.exit_code, 0) << up.describe();
+    EXPECT_TRUE(files_equal(file_, srv_->root() / "up.txt"));
+    auto down = copy(flags, url_ + "/served.txt", (tmp() / "down.txt").string());
+    ASSERT_EQ(down.exit_code, 0) << down.describe();
+    EXPECT_TRUE(files_equal(srv_->root() / "served.txt", tmp() / "down.txt"));
+    // Both files crossed the relay: it saw at least their bytes.
+    EXPECT_GE(relay_->bytes(), 2 * lsize(file_)) << "the data did not pass the relay";
+    EXPECT_GE(relay_->connections(), 3u);
+    *seen = relay_->contains(kMarker);
+    last_ = down;
+  }
+  void TearDown() override {
+    relay_.reset();
+    srv_.reset();
+    lab_.reset();
+    NetlabTest::TearDown();
+  }
+
+  std::unique_ptr<Lab> lab_;
+  std::unique_ptr<XferdProcess> srv_;
+  std::unique_ptr<WireRelay> relay_;
+  std::string url_;
+  fs::path file_;
+  RunResult last_;
+};
+
+TEST_F(SealingOnTheWire, PlaintextWhenAskedSealedByDefaultAndWithEncrypt) {
+  ASSERT_NO_FATAL_FAILURE(start("auto"));
+  bool seen = false;
+  ASSERT_NO_FATAL_FAILURE(round_trip({"--no-encrypt"}, &seen));
+  EXPECT_TRUE(seen) << "--no-encrypt: the marker should be on the wire (the relay works)";
+  ASSERT_NO_FATAL_FAILURE(round_trip({}, &seen));
+  EXPECT_FALSE(seen) << "default between hosts must be sealed";
+  ASSERT_NO_FATAL_FAILURE(round_trip({"--encrypt"}, &seen));
+  EXPECT_FALSE(seen) << "--encrypt must seal";
+}
+
+TEST_F(SealingOnTheWire, AlwaysRefusesPlaintextAndSealsAutoClients) {
+  ASSERT_NO_FATAL_FAILURE(start("always"));
+  auto r = copy({"--no-encrypt"}, file_.string(), url_ + "/up.txt");
+  EXPECT_EQ(r.exit_code, 1) << r.describe();
+  EXPECT_NE(r.err.find("data.encrypt = always"), std::string::npos) << r.err;
+  EXPECT_FALSE(lexists(srv_->root() / "up.txt"));
+  EXPECT_TRUE(xfer_hidden_files(srv_->root()).empty());
+  bool seen = true;
+  ASSERT_NO_FATAL_FAILURE(round_trip({}, &seen));
+  EXPECT_FALSE(seen);
+}
+
+TEST_F(SealingOnTheWire, NeverRefusesEncryptAndTellsAutoClientsItIsPlaintext) {
+  ASSERT_NO_FATAL_FAILURE(start("never"));
+  auto r = copy({"--encrypt"}, file_.string(), url_ + "/up.txt");
+  EXPECT_EQ(r.exit_code, 1) << r.describe();
+  EXPECT_NE(r.err.find("data.encrypt = never"), std::string::npos) << r.err;
+  EXPECT_FALSE(lexists(srv_->root() / "up.txt"));
+  EXPECT_FALSE(relay_->contains(kMarker));
+  bool seen = false;
+  ASSERT_NO_FATAL_FAILURE(round_trip({}, &seen));
+  EXPECT_TRUE(seen) << "a never server gets plaintext";
+  EXPECT_NE(last_.err.find("plaintext"), std::string::npos) << last_.err;
 }
 
 }  // namespace

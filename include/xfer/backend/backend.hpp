@@ -12,6 +12,7 @@
 // Paths are the path part of the endpoint's URL, '/'-separated. No method
 // retries on its own: errors carry a RetryClass and the scheduler decides.
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -76,6 +77,18 @@ class Source {
   virtual Status check_unchanged() = 0;
   // Native file descriptor for zero-copy paths, or -1.
   virtual int native_handle() const { return -1; }
+  // The next stretch of data at or after `offset`, [begin, end) with
+  // offset <= begin <= end <= attrs().size: the bytes in [offset, begin)
+  // are a hole (they read as zeros), and begin == end == size when only
+  // holes follow. Sparse copies read only data extents. The default knows
+  // no holes.
+  struct Extent {
+    std::uint64_t begin = 0;
+    std::uint64_t end = 0;
+  };
+  virtual Result<Extent> data_extent(Offset offset) {
+    return Extent{offset.get(), std::max(offset.get(), attrs().size)};
+  }
 };
 
 struct SinkOptions {

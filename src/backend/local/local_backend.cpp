@@ -193,6 +193,23 @@ class LocalSource final : public Source {
 
   int native_handle() const override { return fd_.get(); }
 
+  // SEEK_DATA/SEEK_HOLE; a file system without them reports the whole file
+  // as data (the kernel's generic answer). Clamped to the size seen at open.
+  Result<Extent> data_extent(Offset offset) override {
+    const std::uint64_t size = attrs_.size;
+    if (offset.get() >= size) return Extent{size, size};
+    const off_t data = ::lseek(fd_.get(), static_cast<off_t>(offset.get()), SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) return Extent{size, size};  // only a hole follows
+      return errno_error(errno, "seek data", path_);
+    }
+    const auto begin = std::min<std::uint64_t>(static_cast<std::uint64_t>(data), size);
+    const off_t hole = ::lseek(fd_.get(), data, SEEK_HOLE);
+    if (hole < 0) return errno_error(errno, "seek hole", path_);
+    const auto end = std::clamp<std::uint64_t>(static_cast<std::uint64_t>(hole), begin, size);
+    return Extent{begin, end};
+  }
+
  private:
   Fd fd_;
   std::string path_;

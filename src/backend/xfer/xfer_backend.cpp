@@ -796,6 +796,7 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     req.set_streams(want);
     bool enc = options_.encrypt == 1 || (options_.encrypt == -1 && !is_loopback(url_.host));
     req.set_encrypt(enc);
+    req.set_encrypt_chosen(options_.encrypt != -1);
     XFER_ASSIGN_OR_RETURN(auto local, parse_address_list(options_.bind));
     v1::Session session;
     grpc::ClientContext ctx;
@@ -805,6 +806,14 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
     session_id_ = session.session_id();
     data_token_ = session.data_token();
     encrypt_ = session.encrypt();
+    if (enc && !encrypt_) {
+      // Auto asked for sealing (the server is not on loopback) and the
+      // server's policy said no (data.encrypt = never): said once per session.
+      log().warn(
+          "{}: the server does not seal data (data.encrypt = never): the data channel "
+          "is plaintext; --encrypt refuses such a server",
+          name_);
+    }
     // The largest frame the server takes (it buffers sealed frames whole);
     // writes and reads are split to fit.
     max_payload_ = session.max_payload() == 0
