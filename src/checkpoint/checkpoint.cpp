@@ -336,6 +336,31 @@ class CheckpointImpl final : public Checkpoint {
 
   const Stats& stats() const override { return stats_; }
 
+  std::uint64_t recorded_bytes() const override {
+    std::uint64_t n = 0;
+    for (const auto& ds : done_shards_) {
+      std::lock_guard lock(ds.mu);
+      for (const auto& [k, d] : ds.done) n += d.size;
+    }
+    for (const auto& sh : shards_) {
+      std::lock_guard lock(sh.mu);
+      for (const auto& [k, st] : sh.files) {
+        const FileBegin& b = st.begin;
+        for (std::uint64_t c = 0; c < st.progress.done.size(); ++c) {
+          const std::uint64_t first = c * b.chunk_size;
+          if (first >= b.size) break;
+          const std::uint64_t len = std::min(b.chunk_size, b.size - first);
+          if (st.progress.done[c]) {
+            n += len;
+          } else if (c < st.progress.partial.size()) {
+            n += std::min(st.progress.partial[c], len);
+          }
+        }
+      }
+    }
+    return n;
+  }
+
   std::vector<FileBegin> active_files() const override {
     std::vector<FileBegin> out;
     for (const auto& sh : shards_) {

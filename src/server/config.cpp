@@ -414,7 +414,7 @@ const LimitKey kLimitKeys[] = {
      "files open at once in one session"},
     {"max_open_files_per_subject", &ServerConfig::max_open_files_per_subject, 1, 1 << 20,
      "files open at once in all the sessions of one token subject"},
-    {"session_idle_seconds", &ServerConfig::session_idle_seconds, 1, 7 * 24 * 3600,
+    {"session_idle_seconds", &ServerConfig::session_idle_seconds, 5, 7 * 24 * 3600,
      "a session without connections is closed after this"},
     {"max_connections", &ServerConfig::max_connections, 1, 1 << 20, "data connections in total"},
     {"max_connections_per_address", &ServerConfig::max_connections_per_address, 1, 1 << 20,

@@ -445,9 +445,9 @@ class Service final : public v1::Xfer::Service {
     }
     const unsigned streams =
         std::clamp<unsigned>(req->streams(), 1, std::max(1u, config_.max_streams_per_session));
-    auto session = sessions_.create(
-        *scope, streams, encrypt, std::chrono::seconds(std::max(60u, config_.session_idle_seconds)),
-        scoped(*scope));
+    auto session =
+        sessions_.create(*scope, streams, encrypt,
+                         std::chrono::seconds(config_.session_idle_seconds), scoped(*scope));
     if (!session) return refuse(*ctx, session.error(), scope->subject, "open session");
     resp->set_session_id((*session)->id);
     resp->set_data_token((*session)->data_token);

@@ -14,6 +14,20 @@
 namespace xfer_it {
 namespace {
 
+// A folder on a tmpfs of its own: another device than tmp(), whatever
+// file system that is on (asserted).
+#define ASSERT_OTHER_DEVICE(var)                                                       \
+  auto var##_mnt = mount_tmpfs("other-device", "size=64m");                            \
+  if (!var##_mnt) GTEST_SKIP() << "cannot mount tmpfs here: " << std::strerror(errno); \
+  const fs::path var = *var##_mnt;                                                     \
+  ASSERT_NE(device_of(var), device_of(tmp())) << var << " and " << tmp()
+
+dev_t device_of(const fs::path& p) {
+  struct stat st {};
+  EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
+  return st.st_dev;
+}
+
 using namespace std::chrono_literals;
 
 #define EXPECT_EXIT_CODE(res, code) EXPECT_EQ((res).exit_code, (code)) << (res).describe()
@@ -455,7 +469,7 @@ TEST_F(Rename, ReplacesExistingFile) {
 }
 
 TEST_F(Rename, AcrossDevicesFails) {
-  fs::path shm = make_temp_dir_under("/dev/shm");
+  ASSERT_OTHER_DEVICE(shm);
   write_file(shm / "f", "stays put");
   auto r = run_xfer({"rename", S(shm / "f"), S(tmp() / "f")});
   EXPECT_EXIT_CODE(r, 1);
@@ -508,12 +522,8 @@ TEST_F(Move, IntoExistingDirectory) {
 }
 
 TEST_F(Move, FileAcrossDevices) {
-  // /dev/shm (tmpfs) -> /var/tmp-based test dir (disk): copy + delete.
-  fs::path shm = make_temp_dir_under("/dev/shm");
-  struct stat s1, s2;
-  ASSERT_EQ(::stat(shm.c_str(), &s1), 0);
-  ASSERT_EQ(::stat(tmp().c_str(), &s2), 0);
-  if (s1.st_dev == s2.st_dev) GTEST_SKIP() << "/dev/shm and " << tmp() << " are on the same device";
+  // tmpfs -> the test dir (another device): copy + delete.
+  ASSERT_OTHER_DEVICE(shm);
 
   std::mt19937_64 rng(301);
   const std::string content = random_bytes(rng, (3 << 20) + 5);
@@ -532,7 +542,7 @@ TEST_F(Move, FileAcrossDevices) {
 }
 
 TEST_F(Move, TreeAcrossDevices) {
-  fs::path shm = make_temp_dir_under("/dev/shm");
+  ASSERT_OTHER_DEVICE(shm);
   TreeSpec spec;
   spec.seed = 302;
   spec.dirs = 8;

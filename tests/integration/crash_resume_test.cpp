@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -74,20 +75,41 @@ std::uint64_t json_number(const std::string& out, const std::string& key) {
   return std::strtoull(out.c_str() + pos + key.size() + 3, nullptr, 10);
 }
 
+// Bytes the job's checkpoint vouches for now (`xfer jobs --json`,
+// recorded_bytes, summed over this test's jobs): what a resume will not
+// send again.
+std::uint64_t recorded_now() {
+  auto r = run_xfer({"jobs", "--json"}, 60s);
+  EXPECT_EQ(r.exit_code, 0) << r.describe();
+  std::uint64_t sum = 0;
+  for (const std::string& line : split_lines(r.out)) {
+    if (line.find("\"recorded_bytes\":") != std::string::npos)
+      sum += json_number(line, "recorded_bytes");
+  }
+  return sum;
+}
+
 // Runs `args` and SIGKILLs it at a random moment (delay drawn from `delay`),
 // up to `max_kills` times or until a run finishes first, then once more to
 // completion if needed. `after_kill` runs after every kill (checks of what a
-// killed run left behind). Returns the kills and the bytes the runs wrote in
-// all (wchar before each kill, the summary's bytes for a finished run).
+// killed run left behind). Returns the kills, the bytes the runs wrote in
+// all (wchar before each kill, the summary's bytes for a finished run) and,
+// per kill, what that run wrote that the checkpoint did not keep (its
+// wchar less the growth of recorded_now()): the bytes the kill cost.
 struct KillLoop {
   int kills = 0;
   std::uint64_t written = 0;
+  std::vector<std::uint64_t> lost;  // per kill
+  std::uint64_t worst() const {
+    return lost.empty() ? 0 : *std::max_element(lost.begin(), lost.end());
+  }
 };
 KillLoop kill_until_done(const std::vector<std::string>& args, int max_kills, std::mt19937_64& rng,
                          std::uniform_int_distribution<int> delay,
                          const std::function<void()>& after_kill = nullptr) {
   KillLoop out;
   bool finished = false;
+  std::uint64_t recorded = recorded_now();
   for (int i = 0; i < max_kills; ++i) {
     auto k = run_and_kill(args, std::chrono::milliseconds(delay(rng)));
     if (!k.killed) {
@@ -98,9 +120,14 @@ KillLoop kill_until_done(const std::vector<std::string>& args, int max_kills, st
     }
     ++out.kills;
     out.written += k.written;
+    const std::uint64_t now = recorded_now();
+    const std::uint64_t kept = now > recorded ? now - recorded : 0;
+    out.lost.push_back(k.written > kept ? k.written - kept : 0);
+    recorded = now;
     if (std::getenv("XFER_TEST_VERBOSE")) {
-      std::printf("[run %d] killed after %.2f s, %llu bytes written\n", i, k.result.seconds,
-                  static_cast<unsigned long long>(k.written));
+      std::printf("[run %d] killed after %.2f s, %llu bytes written, %llu kept\n", i,
+                  k.result.seconds, static_cast<unsigned long long>(k.written),
+                  static_cast<unsigned long long>(kept));
     }
     if (after_kill) after_kill();
   }
@@ -111,6 +138,12 @@ KillLoop kill_until_done(const std::vector<std::string>& args, int max_kills, st
   }
   return out;
 }
+
+// Each kill, not only all of them together, within `bound` bytes lost.
+#define EXPECT_EACH_KILL_WITHIN(loop, bound)                                               \
+  for (std::size_t kill_ = 0; kill_ < (loop).lost.size(); ++kill_) {                       \
+    EXPECT_LE((loop).lost[kill_], (bound)) << "kill " << kill_ << " cost that many bytes"; \
+  }
 
 class CrashResume : public XferTest {};
 
@@ -155,6 +188,8 @@ TEST_F(CrashResume, LargeFileKilled20TimesResumesWithoutResending) {
       static_cast<unsigned long long>(kChunk >> 20));
   // At most the piece in flight on each stream, plus what completed during
   // the last journal flush (20 ms at 40 MiB/s), per kill.
+  std::printf("[info] the costliest kill: %.2f MiB\n", loop.worst() / 1048576.0);
+  EXPECT_EACH_KILL_WITHIN(loop, kStreams * kPiece + kPiece);
   EXPECT_LE(resent, static_cast<std::uint64_t>(kills) * (kStreams * kPiece + kPiece) + kPiece);
   EXPECT_GE(kills, 10) << "the runs finished too fast to be killed mid-way";
 }
@@ -189,6 +224,8 @@ TEST_F(CrashResume, TreeKilled20TimesEndsIdentical) {
               written / 1048576.0, total / 1048576.0, resent / 1048576.0);
   // Per kill at most the files in flight (one per worker, 128 KiB at most)
   // plus those finished during the last journal fsync.
+  std::printf("[info] the costliest kill: %.2f MiB\n", loop.worst() / 1048576.0);
+  EXPECT_EACH_KILL_WITHIN(loop, 2 * kWorkers * (128u << 10) + (1u << 20));
   EXPECT_LE(resent, static_cast<std::uint64_t>(kills) * 2 * kWorkers * (128u << 10) + (1u << 20));
   EXPECT_GE(kills, 10);
 }
@@ -239,8 +276,8 @@ TEST_F(CrashResumeXferd, ClientKilled20TimesLargeUploadResumesWithoutResending) 
   ASSERT_TRUE(files_equal(src, dst));
   // The server dropped each killed client's session; the resumable partial
   // was published by the last run: nothing hidden is left.
-  std::this_thread::sleep_for(300ms);
-  EXPECT_EQ(xfer_hidden_files(server_->root()), std::vector<std::string>{});
+  EXPECT_TRUE(wait_until([&] { return xfer_hidden_files(server_->root()).empty(); }))
+      << ::testing::PrintToString(xfer_hidden_files(server_->root()));
   const std::uint64_t resent = written > kSize ? written - kSize : 0;
   std::printf(
       "[info] %d client kills; %.1f MiB sent for a %.0f MiB file: %.1f MiB re-sent "
@@ -248,6 +285,8 @@ TEST_F(CrashResumeXferd, ClientKilled20TimesLargeUploadResumesWithoutResending) 
       kills, written / 1048576.0, kSize / 1048576.0, resent / 1048576.0,
       kills ? resent / 1048576.0 / kills / kStreams : 0.0);
   // The piece in flight per stream and the last journal flush, per kill.
+  std::printf("[info] the costliest kill: %.2f MiB\n", loop.worst() / 1048576.0);
+  EXPECT_EACH_KILL_WITHIN(loop, kStreams * kPiece + kPiece);
   EXPECT_LE(resent, static_cast<std::uint64_t>(kills) * (kStreams * kPiece + kPiece) + kPiece);
   EXPECT_GE(kills, 10) << "the runs finished too fast to be killed mid-way";
 }
@@ -279,6 +318,8 @@ TEST_F(CrashResumeXferd, ClientKilled20TimesLargeDownloadResumesWithoutResending
       "(%.2f MiB per kill per stream)\n",
       loop.kills, loop.written / 1048576.0, kSize / 1048576.0, resent / 1048576.0,
       loop.kills ? resent / 1048576.0 / loop.kills / kStreams : 0.0);
+  std::printf("[info] the costliest kill: %.2f MiB\n", loop.worst() / 1048576.0);
+  EXPECT_EACH_KILL_WITHIN(loop, kStreams * kPiece + kPiece);
   EXPECT_LE(resent, static_cast<std::uint64_t>(loop.kills) * (kStreams * kPiece + kPiece) + kPiece);
   EXPECT_GE(loop.kills, 10) << "the runs finished too fast to be killed mid-way";
 }
@@ -306,13 +347,15 @@ TEST_F(CrashResumeXferd, ClientKilled20TimesTreeUploadEndsIdentical) {
   const int kills = loop.kills;
   const std::uint64_t written = loop.written;
   EXPECT_TRUE(compare_trees(src, server_->root() / "copy"));
-  std::this_thread::sleep_for(300ms);
-  EXPECT_EQ(xfer_hidden_files(server_->root()), std::vector<std::string>{});
+  EXPECT_TRUE(wait_until([&] { return xfer_hidden_files(server_->root()).empty(); }))
+      << ::testing::PrintToString(xfer_hidden_files(server_->root()));
   const std::uint64_t resent = written > total ? written - total : 0;
   std::printf("[info] %d client kills; %.1f MiB sent for %.1f MiB of files: %.1f MiB re-sent\n",
               kills, written / 1048576.0, total / 1048576.0, resent / 1048576.0);
   // Per kill at most the files in flight (one per worker, 128 KiB at most),
   // those finished during the last journal fsync, and frame overhead.
+  std::printf("[info] the costliest kill: %.2f MiB\n", loop.worst() / 1048576.0);
+  EXPECT_EACH_KILL_WITHIN(loop, 2 * kWorkers * (128u << 10) + (2u << 20));
   EXPECT_LE(resent, static_cast<std::uint64_t>(kills) * 2 * kWorkers * (128u << 10) + (2u << 20));
   EXPECT_GE(kills, 10);
 }

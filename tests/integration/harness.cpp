@@ -378,6 +378,11 @@ std::optional<fs::path> XferTest::mount_tmpfs(const std::string& name, const std
     }
   }
   if (::mount("tmpfs", dir.c_str(), "tmpfs", flags, data.empty() ? nullptr : data.c_str()) != 0) {
+    // Only a non-root run may skip: as root the mount must work, and a test
+    // that silently stopped testing would hide what it guards.
+    if (::geteuid() == 0) {
+      ADD_FAILURE() << "cannot mount tmpfs on " << dir << " as root: " << std::strerror(errno);
+    }
     return std::nullopt;
   }
   mounts_.push_back(dir);
@@ -453,6 +458,15 @@ void write_random_file(const fs::path& p, std::uint64_t seed, std::uint64_t size
     left -= n;
   }
   ::close(fd);
+}
+
+bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds deadline) {
+  const auto end = std::chrono::steady_clock::now() + deadline;
+  while (std::chrono::steady_clock::now() < end) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return cond();
 }
 
 std::uint64_t allocated_bytes(const fs::path& p) {

@@ -95,8 +95,9 @@ class XferTest : public ::testing::Test {
   fs::path make_temp_dir_under(const fs::path& base);
 
   // Mounts a tmpfs with `options` (e.g. "size=8m" or "ro") on a new directory
-  // `name` under tmp(). Returns nullopt if mounting is not permitted (the
-  // caller should GTEST_SKIP). Unmounted in TearDown.
+  // `name` under tmp(). Returns nullopt if mounting failed: not root (the
+  // caller may GTEST_SKIP; tests/skip-allowlist.txt says which may), or,
+  // as root, with a test failure already added. Unmounted in TearDown.
   std::optional<fs::path> mount_tmpfs(const std::string& name, const std::string& options);
 
   // Remounts an already mounted (by mount_tmpfs) dir read-only.
@@ -186,6 +187,12 @@ bool is_json_object(std::string_view line, std::string* why = nullptr);
 
 // Case-insensitive substring search.
 bool icontains(std::string_view hay, std::string_view needle);
+
+// Polls `cond` every 20 ms until it holds (true) or `deadline` passes
+// (false, after one last look). The deadline is generous on purpose: it
+// bounds a hang, it is not a claim about speed.
+bool wait_until(const std::function<bool()>& cond,
+                std::chrono::milliseconds deadline = std::chrono::seconds(30));
 
 // Raw sockets for the server tests. A TCP connection to "a.b.c.d:port" from
 // `source_ip` (any 127.x address; "" = the kernel's choice), -1 on failure.

@@ -35,8 +35,9 @@ std::string shown_status(const JobInfo& j) {
 struct Held {
   std::uint64_t state_bytes = 0;
   std::vector<checkpoint::FileBegin> begun;
-  std::uint64_t partial_bytes = 0;  // allocated, local partials only
-  bool local = true;                // the destination is this machine
+  std::uint64_t partial_bytes = 0;   // allocated, local partials only
+  std::uint64_t recorded_bytes = 0;  // what the checkpoint vouches for (not while running)
+  bool local = true;                 // the destination is this machine
 };
 
 Held held_by(const JobInfo& j) {
@@ -54,6 +55,7 @@ Held held_by(const JobInfo& j) {
   auto ckpt = checkpoint::Checkpoint::open(o);
   if (!ckpt) return h;
   h.begun = (*ckpt)->active_files();
+  h.recorded_bytes = (*ckpt)->recorded_bytes();
   if (h.local) {
     for (const auto& f : h.begun) {
       struct stat st {};
@@ -194,6 +196,7 @@ void register_jobs(CLI::App& app) {
                   {"state_bytes", held.state_bytes},
                   {"partial_files", held.begun.size()},
                   {"partial_bytes", held.partial_bytes},
+                  {"recorded_bytes", held.recorded_bytes},
                   {"status", shown_status(j)},
                   {"sources", j.request.sources},
                   {"destination", j.request.destination},
@@ -207,7 +210,9 @@ void register_jobs(CLI::App& app) {
       } else {
         print_out("{:<16}  {:<11}  {:>13}  {:>21}  {:>10}  {}\n", j.id, shown_status(j),
                   fmt::format("{}/{}", j.files_done, j.files_total),
-                  fmt::format("{}/{}", format_bytes(static_cast<double>(j.bytes_done)),
+                  fmt::format("{}/{}",
+                              format_bytes(
+                                  static_cast<double>(std::max(j.bytes_done, held.recorded_bytes))),
                               format_bytes(static_cast<double>(j.bytes_total))),
                   format_bytes(static_cast<double>(held.state_bytes + held.partial_bytes)), what);
       }

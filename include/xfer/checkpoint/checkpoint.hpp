@@ -102,6 +102,10 @@ class Checkpoint {
   virtual const Stats& stats() const = 0;
   // Files recovered with progress and not yet finished (for `xfer jobs`).
   virtual std::vector<FileBegin> active_files() const = 0;
+  // Bytes at the destination this state vouches for, which a resume does not
+  // send again: the size of every file done, and of every begun file its
+  // chunks done plus the recorded prefix of each chunk begun.
+  virtual std::uint64_t recorded_bytes() const = 0;
 };
 
 // XXH3-64 of a destination path: the key of its file in the checkpoint.
