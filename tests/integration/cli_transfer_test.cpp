@@ -1006,14 +1006,16 @@ TEST_F(Transfer, SourceShrinkingDuringCopy) {
   const std::uint64_t initial = 64ull << 20, truncated = 10ull << 20;
   write_random_file(src, 72, initial);
   fs::path dst = tmp() / "shrinking.copy";
-  std::thread truncator;
-  auto r = run_xfer({"cp", "--bwlimit", "32M", S(src), S(dst)}, 60s, [&](pid_t) {
-    truncator = std::thread([&] {
-      std::this_thread::sleep_for(700ms);
-      ::truncate(src.c_str(), static_cast<off_t>(truncated));
-    });
-  });
-  if (truncator.joinable()) truncator.join();
+  // Truncated once 16 MiB are written (the copy is surely under way); the
+  // "signal" is a no-op after that.
+  bool cut = false;
+  auto run = run_xfer_signal_when(
+      {"cp", "--bwlimit", "32M", S(src), S(dst)}, 0,
+      [](pid_t pid) { return process_wchar(pid) >= (16u << 20); },
+      [&] { cut = ::truncate(src.c_str(), static_cast<off_t>(truncated)) == 0; }, 60s);
+  const RunResult& r = run.result;
+  ASSERT_TRUE(run.signalled && cut) << "the copy ended before 16 MiB were written\n"
+                                    << r.describe();
   std::printf("[info] exit %d after %.2f s; stderr: %s\n", r.exit_code, r.seconds, r.err.c_str());
   ASSERT_FALSE(r.timed_out) << r.describe();
   if (r.exit_code == 0) {
@@ -1036,24 +1038,6 @@ TEST_F(Transfer, SourceShrinkingDuringCopy) {
   }
 }
 
-// Runs xfer and sends `sig` to it after `delay` (via a pidfd, so a child
-// that already exited and was reaped cannot be confused with another one).
-RunResult run_and_signal(const std::vector<std::string>& args, int sig,
-                         std::chrono::milliseconds delay) {
-  std::thread killer;
-  int pidfd = -1;
-  auto r = run_xfer(args, 60s, [&](pid_t pid) {
-    pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-    killer = std::thread([pidfd, sig, delay] {
-      std::this_thread::sleep_for(delay);
-      if (pidfd >= 0) ::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0);
-    });
-  });
-  if (killer.joinable()) killer.join();
-  if (pidfd >= 0) ::close(pidfd);
-  return r;
-}
-
 TEST_F(Transfer, InterruptLeavesNoPartialFile) {
   // SIGINT / SIGTERM during a (rate-limited) copy: exit 130 and no
   // half-written file under the final name. With --no-checkpoint no
@@ -1071,14 +1055,12 @@ TEST_F(Transfer, InterruptLeavesNoPartialFile) {
       std::vector<std::string> args = {"cp", "--bwlimit", "8M",  "--chunk-size",
                                        "1M", S(src),      S(dst)};
       if (!checkpoint) args.insert(args.begin() + 1, "--no-checkpoint");
-      auto r = run_and_signal(args, sig, 1500ms);
-      ASSERT_FALSE(r.exit_code == 0 && r.seconds < 1.5)
-          << "the copy finished before the signal: --bwlimit 8M was not "
-             "honoured (64 MiB should take ~8 s)\n"
-          << r.describe();
+      // The signal once 4 MiB are written: several 1 MiB chunks are done.
+      auto run = run_xfer_signal_when(args, sig,
+                                      [](pid_t pid) { return process_wchar(pid) >= (4u << 20); });
+      const RunResult& r = run.result;
+      ASSERT_TRUE(run.signalled) << "the copy ended before 4 MiB were written\n" << r.describe();
       EXPECT_EXIT_CODE(r, 130);
-      EXPECT_LT(r.seconds, 4.5) << "slow to react to the signal\n" << r.describe();
-      std::printf("[info] exit after %.2f s (signal at 1.5 s)\n", r.seconds);
       EXPECT_FALSE(lexists(dst)) << "half-written file under the final name";
       auto left = list_relative(tmp());
       if (!checkpoint) {
@@ -1116,10 +1098,25 @@ TEST_F(Transfer, InterruptDuringTreeCopyLeavesOnlyCompleteFiles) {
     write_file(src / ("f" + std::to_string(i)), random_bytes(rng, 1 << 20));
   stamp_mtimes(src, 81);
   fs::path dst = tmp() / "dst";
-  auto r = run_and_signal({"cp", "-r", "--bwlimit", "8M", S(src), S(dst)}, SIGINT, 1500ms);
+  // SIGINT once 4 files are at the destination; it must stop the run
+  // promptly: at most the files in flight then (one per worker) finish.
+  auto finished = [&] {
+    std::size_t n = 0;
+    if (lexists(dst)) {
+      for (const auto& rel : list_relative(dst)) n += rel.find(".xfer-") == std::string::npos;
+    }
+    return n;
+  };
+  std::size_t at_signal = 0;
+  auto run = run_xfer_signal_when(
+      {"cp", "-r", "--bwlimit", "8M", "--workers", "4", S(src), S(dst)}, SIGINT,
+      [&](pid_t) { return finished() >= 4; }, [&] { at_signal = finished(); });
+  const RunResult& r = run.result;
+  ASSERT_TRUE(run.signalled) << r.describe();
   EXPECT_EXIT_CODE(r, 130);
-  EXPECT_LT(r.seconds, 4.5) << "xfer kept copying after SIGINT (the whole tree takes ~10 s)\n"
-                            << r.describe();
+  EXPECT_LE(finished(), at_signal + 4 + 1)
+      << "xfer kept copying after SIGINT: " << at_signal << " files at the signal\n"
+      << r.describe();
   std::size_t present = 0;
   if (lexists(dst)) {
     for (const auto& rel : list_relative(dst)) {
@@ -1141,9 +1138,11 @@ TEST_F(Transfer, BwlimitIsHonoured) {
   write_random_file(src, 82, 32u << 20);
   auto r = run_xfer({"cp", "--bwlimit", "8M", S(src), S(tmp() / "g.bin")}, 60s);
   ASSERT_EXIT_CODE(r, 0);
-  // 32 MiB at 8 MiB/s is 4 s; allow for a generous initial burst.
+  // 32 MiB at 8 MiB/s cannot take less than 4 s; at least 2 s allows for
+  // the clock's and the limiter's slack. Only this lower bound is the
+  // promise (a loaded machine makes a run slower, never faster); how close
+  // the limiter holds its rate is measured in bench/ (bwlimit rows).
   EXPECT_GE(r.seconds, 2.0) << r.describe();
-  EXPECT_LT(r.seconds, 12.0) << r.describe();
   EXPECT_TRUE(compare_trees(src, tmp() / "g.bin"));
 }
 

@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -458,6 +460,49 @@ void write_random_file(const fs::path& p, std::uint64_t seed, std::uint64_t size
     left -= n;
   }
   ::close(fd);
+}
+
+std::uint64_t process_wchar(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/io");
+  std::string key;
+  std::uint64_t value = 0;
+  while (in >> key >> value) {
+    if (key == "wchar:") return value;
+  }
+  return 0;
+}
+
+SignalledRun run_xfer_signal_when(const std::vector<std::string>& args, int sig,
+                                  const std::function<bool(pid_t)>& ready,
+                                  const std::function<void()>& at_signal,
+                                  std::chrono::seconds timeout, const std::string& cwd) {
+  SignalledRun out;
+  std::thread watcher;
+  std::atomic<bool> ended{false};
+  int pidfd = -1;
+  out.result = run_xfer(
+      args, timeout,
+      [&](pid_t pid) {
+        pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+        watcher = std::thread([&, pid] {
+          while (!ended.load()) {
+            // Still running (a zombie is not: pidfd polls readable)?
+            pollfd p{pidfd, POLLIN, 0};
+            if (pidfd < 0 || ::poll(&p, 1, 0) != 0) return;
+            if (ready(pid)) {
+              if (at_signal) at_signal();
+              out.signalled = ::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0) == 0;
+              return;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          }
+        });
+      },
+      cwd);
+  ended = true;
+  if (watcher.joinable()) watcher.join();
+  if (pidfd >= 0) ::close(pidfd);
+  return out;
 }
 
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds deadline) {

@@ -77,6 +77,25 @@ RunResult run_xfer(const std::vector<std::string>& args,
 RunResult run_xfer(const std::vector<std::string>& args, std::chrono::seconds timeout,
                    const std::function<void(pid_t)>& on_spawn, const std::string& cwd = {});
 
+// Bytes a running process has passed to write-like calls (/proc/PID/io
+// wchar); 0 once it is gone.
+std::uint64_t process_wchar(pid_t pid);
+
+// Runs xfer and, once `ready(pid)` holds (polled every 5 ms while the run
+// lasts), sends `sig` to it through a pidfd (so a reaped pid is never
+// confused with another process). `at_signal` runs just before the signal
+// (to note the state the signal found). `signalled` is false when the run
+// ended first.
+struct SignalledRun {
+  RunResult result;
+  bool signalled = false;
+};
+SignalledRun run_xfer_signal_when(const std::vector<std::string>& args, int sig,
+                                  const std::function<bool(pid_t)>& ready,
+                                  const std::function<void()>& at_signal = nullptr,
+                                  std::chrono::seconds timeout = std::chrono::seconds(120),
+                                  const std::string& cwd = {});
+
 // ---------------------------------------------------------------- fixture
 
 // Creates a fresh directory under $XFER_TEST_TMP (default /var/tmp, i.e. on
