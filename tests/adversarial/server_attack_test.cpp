@@ -528,6 +528,95 @@ TEST_F(Attack, SessionsAreLimitedPerSubject) {
   EXPECT_TRUE(st.ok()) << st.error_message();
 }
 
+// session_idle_seconds is honoured as configured (it was silently raised to
+// 60 s): with one session allowed per subject, a second one is refused
+// while the first, without connections, lives, and granted once it has
+// been idle for 5 s: not sooner, and well before 60 s.
+TEST_F(Attack, IdleSessionsCloseAfterTheConfiguredTime) {
+  XferdProcess* srv = start_with_limits("max_sessions_per_subject = 1\nsession_idle_seconds = 5\n");
+  ASSERT_NE(srv, nullptr);
+  Peer p = peer(*srv);
+  const std::string tok = srv->token("/", true, 3600, "idle");
+  grpc::Status st;
+  const v1::Session first = p.open_session(tok, false, &st);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  const auto opened = std::chrono::steady_clock::now();
+  p.open_session(tok, false, &st);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << "the first session is alive";
+  EXPECT_TRUE(xfer_it::wait_until(
+      [&] {
+        p.open_session(tok, false, &st);
+        return st.ok();
+      },
+      30s))
+      << "the idle session still holds its place: " << st.error_message();
+  const double idle =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - opened).count();
+  EXPECT_GE(idle, 4.5) << "closed before its idle time";
+  expect_no_new_connection(p, first);
+}
+
+// A token holder asks for a wider token: a prefix outside its own, write
+// from a read-only token, a lifetime past its own. Refused, or (lifetime)
+// clamped; and what was issued is tried: it reaches no further.
+TEST_F(Attack, IssuedTokensNeverWiden) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  fs::create_directories(srv->root() / "a");
+  fs::create_directories(srv->root() / "b");
+  Peer p = peer(*srv);
+  const std::string parent = srv->token("/a", false, 600, "mallory");  // read-only, 10 min
+  auto issue = [&](const std::string& prefix, bool write, unsigned ttl, v1::IssuedToken* out) {
+    v1::IssueTokenRequest req;
+    req.set_prefix(prefix);
+    req.set_write(write);
+    req.set_ttl_seconds(ttl);
+    grpc::ClientContext ctx;
+    Peer::prepare(ctx, parent);
+    return p.stub().IssueToken(&ctx, req, out);
+  };
+  auto stat_with = [&](const std::string& token, const std::string& path) {
+    v1::PathRequest req;
+    req.set_path(path);
+    v1::FileAttrs attrs;
+    grpc::ClientContext ctx;
+    Peer::prepare(ctx, token);
+    return p.stub().Stat(&ctx, req, &attrs);
+  };
+  auto mkdir_with = [&](const std::string& token, const std::string& path) {
+    v1::MkdirRequest req;
+    req.set_path(path);
+    v1::Empty empty;
+    grpc::ClientContext ctx;
+    Peer::prepare(ctx, token);
+    return p.stub().Mkdir(&ctx, req, &empty);
+  };
+  v1::IssuedToken issued;
+  for (const std::string& wider : {"/", "/b", "/a/../b", "/ab"}) {
+    grpc::Status st = issue(wider, false, 60, &issued);
+    EXPECT_FALSE(st.ok()) << "a token for " << wider << " was issued from one for /a";
+  }
+  EXPECT_FALSE(issue("/a", true, 60, &issued).ok()) << "write issued from a read-only token";
+  // Narrower is fine, and the lifetime asked for (a day) is cut to the
+  // parent's (10 minutes).
+  ASSERT_TRUE(issue("/a", false, 86400, &issued).ok());
+  EXPECT_LE(issued.expires_at(), static_cast<std::uint64_t>(::time(nullptr)) + 600 + 5);
+  EXPECT_TRUE(stat_with(issued.token(), "/a").ok());
+  EXPECT_FALSE(stat_with(issued.token(), "/b").ok()) << "the issued token reaches /b";
+  EXPECT_FALSE(mkdir_with(issued.token(), "/a/new").ok()) << "the issued token writes";
+  EXPECT_FALSE(fs::exists(srv->root() / "a" / "new"));
+  // A token issued from an issued one is no wider either.
+  const std::string child = issued.token();
+  v1::IssueTokenRequest req;
+  req.set_prefix("/");
+  req.set_write(true);
+  req.set_ttl_seconds(86400);
+  grpc::ClientContext ctx;
+  Peer::prepare(ctx, child);
+  v1::IssuedToken grandchild;
+  EXPECT_FALSE(p.stub().IssueToken(&ctx, req, &grandchild).ok());
+}
+
 // --------------------------------------------------------------- 4. modes
 
 TEST_F(Attack, SetuidAndSetgidBitsAreDropped) {

@@ -830,6 +830,9 @@ TEST_F(Server, SymlinkOutOfTheRootIsNotFollowed) {
   EXPECT_FALSE(fs::is_directory(fs::symlink_status(tmp() / "etc-copy")))
       << "/etc was copied through the server\n"
       << dr.describe();
+  EXPECT_EXIT_CODE(dr, 0);
+  ASSERT_TRUE(fs::is_symlink(tmp() / "etc-copy")) << dr.describe();
+  EXPECT_EQ(fs::read_symlink(tmp() / "etc-copy"), fs::path("/etc"));
 
   for (const std::string link : {"/outlink", "/rel"}) {
     auto lo = xfer(tok, {"ls", srv->url(link + "/")});
