@@ -3,7 +3,9 @@
 // system; an in-process xferd for xfer://; later sshd or s3rver processes)
 // and names a fresh empty root folder on it. Backends that lack a capability
 // must say so and return kUnsupported; the tests check both sides of that
-// contract.
+// contract, and no test skips: "reduced" (reduced_backend.hpp, the local
+// backend without random_writes, parallel_writers, resume, symlinks and
+// zero_copy_send, as an object store) runs the kUnsupported half of each.
 //
 // Traits flags for legitimate differences between backends:
 //   kHasIdentity              stat() fills device/inode (local only: a remote
@@ -16,10 +18,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <future>
+#include <mutex>
 #include <random>
 #include <set>
 #include <thread>
@@ -31,6 +33,8 @@
 #include "xfer/server/auth.hpp"
 #include "xfer/server/config.hpp"
 #include "xfer/server/server.hpp"
+
+#include "reduced_backend.hpp"
 
 namespace xfer {
 namespace {
@@ -57,6 +61,13 @@ struct LocalTraits {
     return std::move(BackendRegistry::with_builtins()->create(*url)).value();
   }
   std::string root() const { return dir.string(); }
+};
+
+// The local backend behind the reduced-capability wrapper: sequential
+// writes only, no resume, no symlinks, no native handle.
+struct ReducedTraits : LocalTraits {
+  static constexpr const char* kName = "reduced";
+  std::unique_ptr<Backend> make() { return make_reduced_backend(LocalTraits::make()); }
 };
 
 // A full xferd in this process (gRPC control + TCP data server) serving a
@@ -184,18 +195,111 @@ class BackendConformance : public ::testing::Test {
     return out;
   }
 
+  // The kUnsupported half of the contract: `r` was refused as outside the
+  // backend's capabilities, and its error names the operation and the path.
+  template <typename R>
+  void expect_unsupported(const R& r, std::string_view operation, const std::string& rel) {
+    ASSERT_FALSE(r.ok()) << operation << " of " << rel << " was accepted";
+    EXPECT_EQ(r.error().code, ErrorCode::kUnsupported) << r.error().message();
+    EXPECT_EQ(r.error().operation, operation) << r.error().message();
+    EXPECT_NE(r.error().path.find(rel), std::string::npos) << r.error().message();
+  }
+
+  struct Range {
+    std::size_t begin = 0, end = 0;
+  };
+  // Writes the ranges of `data` into `sink`, one list per writer, each
+  // writer its ranges in the order given; the writers run at once with
+  // parallel_writers, one after another without. With random_writes every
+  // range is taken. Without, the sink takes bytes in order only: what it
+  // took makes a prefix of the file, everything else was refused as
+  // kUnsupported write_at of `rel` (and something was: the lists are out
+  // of order), and the rest is then written in order here. Either way the
+  // sink ends up holding all of `data`.
+  void write_ranges(Sink& sink, const std::vector<std::byte>& data,
+                    const std::vector<std::vector<Range>>& writers, const std::string& rel) {
+    std::mutex mutex;
+    std::vector<Range> accepted;
+    std::vector<Error> refused;
+    auto run = [&](const std::vector<Range>& ranges) {
+      for (Range r : ranges) {
+        Status s = sink.write_at(Offset{r.begin}, {data.data() + r.begin, r.end - r.begin});
+        std::lock_guard lock(mutex);
+        if (s.ok()) {
+          accepted.push_back(r);
+        } else {
+          refused.push_back(s.error());
+        }
+      }
+    };
+    const auto& caps = backend_->capabilities();
+    if (caps.parallel_writers) {
+      std::vector<std::thread> threads;
+      for (const auto& ranges : writers) threads.emplace_back(run, std::cref(ranges));
+      for (auto& t : threads) t.join();
+    } else {
+      for (const auto& ranges : writers) run(ranges);
+    }
+    if (caps.random_writes) {
+      for (const Error& e : refused) ADD_FAILURE() << e.message();
+      return;
+    }
+    EXPECT_FALSE(refused.empty()) << "a sequential sink took every range out of order";
+    for (const Error& e : refused) expect_unsupported(Status(e), "write_at", rel);
+    std::sort(accepted.begin(), accepted.end(),
+              [](const Range& a, const Range& b) { return a.begin < b.begin; });
+    std::size_t prefix = 0;
+    for (Range r : accepted) {
+      EXPECT_EQ(r.begin, prefix) << "a sequential sink took [" << r.begin << ", " << r.end
+                                 << ") before the bytes ahead of it";
+      prefix = std::max(prefix, r.end);
+    }
+    ASSERT_TRUE(sink.write_at(Offset{prefix}, {data.data() + prefix, data.size() - prefix}).ok());
+  }
+
+  // Without resume, a sink opened without a resume_name keeps nothing when
+  // it is suspended (or destroyed) after `n` bytes of `data`.
+  void expect_plain_sink_discarded(const std::string& rel, const std::vector<std::byte>& data,
+                                   std::size_t n, bool suspend) {
+    {
+      SinkOptions plain;
+      plain.size = data.size();
+      auto sink = backend_->open_sink(p(rel), plain);
+      ASSERT_TRUE(sink.ok()) << sink.error().message();
+      ASSERT_TRUE((*sink)->write_at(Offset{0}, {data.data(), n}).ok());
+      if (suspend) {
+        ASSERT_TRUE((*sink)->suspend().ok());
+      }
+    }
+    EXPECT_TRUE(names("").empty()) << "a sink that cannot resume kept something";
+  }
+  // Without resume, open_sink with a resume_name is refused, as a new
+  // partial and as an existing one, and creates nothing.
+  void expect_resume_refused(const std::string& rel, SinkOptions so) {
+    ASSERT_FALSE(so.resume_name.empty());
+    for (bool existing : {false, true}) {
+      SCOPED_TRACE(existing ? "resume_existing" : "new partial");
+      so.resume_existing = existing;
+      auto sink = backend_->open_sink(p(rel), so);
+      expect_unsupported(sink, "open_sink", rel);
+    }
+    EXPECT_FALSE(backend_->stat(p(rel)).ok());
+    EXPECT_TRUE(names("").empty()) << "a refused resumable open left something";
+  }
+
   Traits traits_;
   std::unique_ptr<Backend> backend_;
 };
 
-// Test names read "BackendConformance/local.X", ".../xfer.X", ".../xfer_sealed.X".
+// Test names read "BackendConformance/local.X", ".../xfer.X", ".../xfer_sealed.X",
+// ".../reduced.X".
 struct TraitsName {
   template <typename T>
   static std::string GetName(int) {
     return T::kName;
   }
 };
-using BackendTypes = ::testing::Types<LocalTraits, XferTraits, XferSealedTraits>;
+using BackendTypes = ::testing::Types<LocalTraits, XferTraits, XferSealedTraits, ReducedTraits>;
 TYPED_TEST_SUITE(BackendConformance, BackendTypes, TraitsName);
 
 TYPED_TEST(BackendConformance, StatMissingIsNotFound) {
@@ -222,30 +326,21 @@ TYPED_TEST(BackendConformance, WriteCommitReadBackWithAttributes) {
   }
 }
 
+// Four writers, the last chunk first. A sequential backend refuses the
+// chunks out of order (write_ranges) and takes the rest in order.
 TYPED_TEST(BackendConformance, ParallelOutOfOrderWrites) {
-  const auto& caps = this->backend_->capabilities();
-  if (!caps.random_writes || !caps.parallel_writers) GTEST_SKIP() << "sequential backend";
   constexpr std::size_t kChunk = 256 * 1024, kChunks = 24;
   auto data = pattern(kChunk * kChunks - 100, 2);
   SinkOptions so;
   so.size = data.size();
   auto sink = this->backend_->open_sink(this->p("par.bin"), so);
   ASSERT_TRUE(sink.ok());
-  std::vector<std::size_t> order(kChunks);
-  for (std::size_t i = 0; i < kChunks; ++i) order[i] = kChunks - 1 - i;  // last chunk first
-  std::vector<std::thread> threads;
-  std::atomic<int> failures{0};
-  for (int t = 0; t < 4; ++t) {
-    threads.emplace_back([&, t] {
-      for (std::size_t k = static_cast<std::size_t>(t); k < kChunks; k += 4) {
-        std::size_t c = order[k];
-        std::size_t begin = c * kChunk, end = std::min(data.size(), begin + kChunk);
-        if (!(*sink)->write_at(Offset{begin}, {data.data() + begin, end - begin}).ok()) ++failures;
-      }
-    });
+  std::vector<std::vector<typename TestFixture::Range>> writers(4);
+  for (std::size_t k = 0; k < kChunks; ++k) {
+    const std::size_t begin = (kChunks - 1 - k) * kChunk;
+    writers[k % 4].push_back({begin, std::min(data.size(), begin + kChunk)});
   }
-  for (auto& t : threads) t.join();
-  EXPECT_EQ(failures.load(), 0);
+  this->write_ranges(**sink, data, writers, "par.bin");
   EXPECT_FALSE(this->backend_->stat(this->p("par.bin")).ok()) << "visible before commit";
   ASSERT_TRUE((*sink)->commit().ok());
   EXPECT_TRUE(this->get("par.bin") == data);
@@ -278,7 +373,11 @@ TYPED_TEST(BackendConformance, ResumableSinkKeepsItsPartialAcrossOpens) {
   SinkOptions so;
   so.size = data.size();
   so.resume_name = "job42";
-  if (!b.capabilities().resume) GTEST_SKIP() << "backend cannot resume";
+  if (!b.capabilities().resume) {
+    this->expect_plain_sink_discarded("r.bin", data, 65536, /*suspend=*/true);
+    this->expect_resume_refused("r.bin", so);
+    return;
+  }
   {
     auto sink = b.open_sink(this->p("r.bin"), so);
     ASSERT_TRUE(sink.ok());
@@ -385,8 +484,11 @@ TYPED_TEST(BackendConformance, SymlinksWhenCapable) {
   a.mtime_ns = 1'500'000'000'000'000'000LL;
   Status s = b.symlink("target/that/does/not/exist", this->p("ln"), a);
   if (!b.capabilities().symlinks) {
-    ASSERT_FALSE(s.ok());
-    EXPECT_EQ(s.error().code, ErrorCode::kUnsupported);
+    this->expect_unsupported(s, "symlink", "ln");
+    auto st = b.stat(this->p("ln"));
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.error().code, ErrorCode::kNotFound);
+    EXPECT_TRUE(this->names("").empty());
     return;
   }
   ASSERT_TRUE(s.ok()) << s.error().message();
@@ -429,6 +531,25 @@ TYPED_TEST(BackendConformance, SourceDetectsChangeAndRefusesDirectories) {
   EXPECT_EQ(dir.error().code, ErrorCode::kIsDirectory);
 }
 
+// zero_copy_send: a Source exposes a descriptor that reads the file's bytes;
+// without it, native_handle() is -1.
+TYPED_TEST(BackendConformance, NativeHandleOnlyWithZeroCopySend) {
+  auto data = pattern(5000, 80);
+  this->put("z.bin", data);
+  auto src = this->backend_->open_source(this->p("z.bin"));
+  ASSERT_TRUE(src.ok()) << src.error().message();
+  const int fd = (*src)->native_handle();
+  if (!this->backend_->capabilities().zero_copy_send) {
+    EXPECT_EQ(fd, -1);
+    return;
+  }
+  ASSERT_GE(fd, 0);
+  std::vector<std::byte> back(data.size() + 1);
+  EXPECT_EQ(::pread(fd, back.data(), back.size(), 0), static_cast<ssize_t>(data.size()));
+  back.resize(data.size());
+  EXPECT_TRUE(back == data);
+}
+
 TYPED_TEST(BackendConformance, SetAttrsOnDirectories) {
   auto& b = *this->backend_;
   ASSERT_TRUE(b.mkdir(this->p("sd"), false).ok());
@@ -458,9 +579,10 @@ std::vector<std::byte> read_range(Source& src, std::uint64_t offset, std::size_t
   return out;
 }
 
+// Eight writers, each its range back to front; a sequential backend refuses
+// what is out of order (write_ranges) and takes the rest in order.
 TYPED_TEST(BackendConformance, EightThreadsWriteDisjointRangesThenCommit) {
   const auto& caps = this->backend_->capabilities();
-  if (!caps.random_writes || !caps.parallel_writers) GTEST_SKIP() << "sequential backend";
   constexpr std::size_t kThreads = 8;
   constexpr std::size_t kPiece = 100'003;  // odd sizes: no alignment luck
   auto data = pattern(kThreads * 3 * kPiece + 77, 21);
@@ -471,23 +593,15 @@ TYPED_TEST(BackendConformance, EightThreadsWriteDisjointRangesThenCommit) {
   auto sink = this->backend_->open_sink(this->p("eight.bin"), so);
   ASSERT_TRUE(sink.ok()) << sink.error().message();
   const std::size_t share = (data.size() + kThreads - 1) / kThreads;
-  std::atomic<int> failures{0};
-  std::vector<std::thread> threads;
+  std::vector<std::vector<typename TestFixture::Range>> writers(kThreads);
   for (std::size_t t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      const std::size_t begin = t * share, end = std::min(data.size(), begin + share);
-      // Each thread writes its range back to front.
-      std::vector<std::size_t> starts;
-      for (std::size_t o = begin; o < end; o += kPiece) starts.push_back(o);
-      std::reverse(starts.begin(), starts.end());
-      for (std::size_t o : starts) {
-        const std::size_t n = std::min(kPiece, end - o);
-        if (!(*sink)->write_at(Offset{o}, {data.data() + o, n}).ok()) ++failures;
-      }
-    });
+    const std::size_t begin = t * share, end = std::min(data.size(), begin + share);
+    for (std::size_t o = begin; o < end; o += kPiece) {
+      writers[t].push_back({o, std::min(o + kPiece, end)});
+    }
+    std::reverse(writers[t].begin(), writers[t].end());
   }
-  for (auto& t : threads) t.join();
-  EXPECT_EQ(failures.load(), 0);
+  this->write_ranges(**sink, data, writers, "eight.bin");
   EXPECT_FALSE(this->backend_->stat(this->p("eight.bin")).ok()) << "visible before commit";
   ASSERT_TRUE((*sink)->commit().ok());
   auto st = this->backend_->stat(this->p("eight.bin"));
@@ -517,7 +631,14 @@ TYPED_TEST(BackendConformance, AbortOfLargeSinksLeavesNothing) {
   {
     auto sink = this->backend_->open_sink(this->p("big-dropped.bin"), so);
     ASSERT_TRUE(sink.ok());
-    ASSERT_TRUE((*sink)->write_at(Offset{1 << 20}, {data.data(), 1 << 20}).ok());
+    Status ahead = (*sink)->write_at(Offset{1 << 20}, {data.data(), 1 << 20});
+    if (this->backend_->capabilities().random_writes) {
+      ASSERT_TRUE(ahead.ok()) << ahead.error().message();
+    } else {
+      // A sequential sink refuses a write past its first byte and stays usable.
+      this->expect_unsupported(ahead, "write_at", "big-dropped.bin");
+      ASSERT_TRUE((*sink)->write_at(Offset{0}, {data.data(), 1 << 20}).ok());
+    }
   }  // destroyed without commit
   this->put("kept.bin", pattern(10, 23));
   EXPECT_EQ(this->names(""), std::set<std::string>{"kept.bin"});
@@ -610,11 +731,15 @@ TYPED_TEST(BackendConformance, OpenSourceOfMissingFileIsNotFound) {
 // resumable one is suspended)".
 TYPED_TEST(BackendConformance, DestroyingAResumableSinkKeepsItsPartial) {
   auto& b = *this->backend_;
-  if (!b.capabilities().resume) GTEST_SKIP() << "backend cannot resume";
   auto data = pattern(2 * 1024 * 1024, 50);
   SinkOptions so;
   so.size = data.size();
   so.resume_name = "job-destroyed";
+  if (!b.capabilities().resume) {
+    this->expect_plain_sink_discarded("d.bin", data, 1 << 20, /*suspend=*/false);
+    this->expect_resume_refused("d.bin", so);
+    return;
+  }
   {
     auto sink = b.open_sink(this->p("d.bin"), so);
     ASSERT_TRUE(sink.ok());
@@ -639,12 +764,18 @@ TYPED_TEST(BackendConformance, DestroyingAResumableSinkKeepsItsPartial) {
 // The partial survives the client: a suspended sink is resumed through a new
 // backend instance (for xfer: a new client, gRPC channel and data session).
 TYPED_TEST(BackendConformance, ResumeThroughANewBackendInstance) {
-  if (!this->backend_->capabilities().resume) GTEST_SKIP() << "backend cannot resume";
   auto data = pattern(3 * 1024 * 1024 + 3, 51);
   constexpr std::size_t kFirst = 1'500'000;
   SinkOptions so;
   so.size = data.size();
   so.resume_name = "job-across";
+  if (!this->backend_->capabilities().resume) {
+    this->expect_plain_sink_discarded("x.bin", data, kFirst, /*suspend=*/true);
+    this->backend_ = this->traits_.make();  // a new client finds no partial either
+    ASSERT_TRUE(this->backend_ != nullptr);
+    this->expect_resume_refused("x.bin", so);
+    return;
+  }
   {
     auto sink = this->backend_->open_sink(this->p("x.bin"), so);
     ASSERT_TRUE(sink.ok());

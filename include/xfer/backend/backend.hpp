@@ -46,7 +46,23 @@ struct ListOptions {
 using EntrySink = std::function<Status(Entry&&)>;
 
 // Stated up front and read by the planner. A backend never fakes what it
-// cannot do: an operation outside its capabilities returns kUnsupported.
+// cannot do: an operation outside its capabilities returns kUnsupported,
+// with the operation and the path in the Error, and leaves nothing behind.
+// For each of these flags, a backend without it behaves as follows:
+//   random_writes     a Sink takes its bytes in order: each write_at must
+//                     start where the bytes it accepted so far end. A write
+//                     at any other offset is refused (kUnsupported,
+//                     "write_at") and changes nothing; the sink stays usable.
+//   parallel_writers  the caller makes one write_at at a time on a Sink (the
+//                     planner writes such a file whole, from one worker).
+//   resume            open_sink with a non-empty SinkOptions::resume_name is
+//                     refused (kUnsupported, "open_sink") and creates
+//                     nothing; suspend() and destruction discard.
+//   symlinks          symlink() is refused (kUnsupported, "symlink") and
+//                     creates nothing.
+//   zero_copy_send    Source::native_handle() is -1.
+// tests/conformance/ runs a backend without these five flags
+// (reduced_backend.hpp) through the same suite as the real ones.
 struct Capabilities {
   bool random_writes = false;     // write_at at any offset, in any order
   bool parallel_writers = false;  // concurrent write_at on one Sink
@@ -102,7 +118,8 @@ struct SinkOptions {
   // Resumable sinks (capabilities().resume): a non-empty resume_name names a
   // partial that survives the process (locally a hidden sibling file derived
   // from it). With resume_existing the partial is reopened as it is;
-  // otherwise it starts empty.
+  // otherwise it starts empty. A backend without resume refuses a
+  // resume_name (kUnsupported).
   std::string resume_name;
   bool resume_existing = false;
   // The layout the engine will write in, known before the first byte: a
