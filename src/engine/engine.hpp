@@ -126,7 +126,9 @@ class Engine {
   Status copy_whole(const FileTask& task, Source& source, unsigned attempt);
   void run_chunk(WorkItem item);
   void finalize_chunked(std::shared_ptr<ChunkedFile> file);
-  SinkOptions sink_options(const FileAttrs& attrs) const;
+  // Sparse only where the destination takes writes out of order: holes are
+  // skipped by writing around them.
+  SinkOptions sink_options(const FileAttrs& attrs, const Capabilities& destination) const;
   Status start_chunked(const std::shared_ptr<ChunkedFile>& file);
   // plan_file with what the root's two backends measured of the link and,
   // for a file the checkpoint has progress for, the layout it recorded.

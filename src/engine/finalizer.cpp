@@ -121,7 +121,7 @@ bool Engine::skip_if_current(const FileTask& task, Source& source) {
   // destination is garbage. Opened as this job's partial and aborted, it
   // is removed, locally or on a server alike.
   if (begun_keys_.count(key) != 0 && !opt_.dry_run) {
-    SinkOptions so = sink_options(attrs);
+    SinkOptions so = sink_options(attrs, destination.capabilities());
     so.resume_name = job_.id.substr(0, 12);
     so.resume_existing = true;
     if (auto partial = destination.open_sink(task.destination, so)) (void)(*partial)->abort();

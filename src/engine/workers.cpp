@@ -187,7 +187,7 @@ Status Engine::copy_whole(const FileTask& task, Source& source, unsigned attempt
   (void)attempt;
   const Root& root = roots_[task.root];
   const FileAttrs& attrs = source.attrs();
-  SinkOptions so = sink_options(attrs);
+  SinkOptions so = sink_options(attrs, root.destination->capabilities());
   XFER_ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink,
                         root.destination->open_sink(task.destination, so));
   std::vector<std::uint64_t> hashes;
@@ -261,11 +261,11 @@ Status Engine::copy_stream(Source& source, Sink& sink, std::vector<std::uint64_t
 
 // The sink for a source with `attrs`: its size and attributes, sparse when
 // the source has fewer bytes allocated than its size (holes stay holes).
-SinkOptions Engine::sink_options(const FileAttrs& attrs) const {
+SinkOptions Engine::sink_options(const FileAttrs& attrs, const Capabilities& destination) const {
   SinkOptions so;
   so.size = attrs.size;
   so.attrs = attrs;
-  so.sparse = attrs.size > 0 && attrs.allocated < attrs.size;
+  so.sparse = attrs.size > 0 && attrs.allocated < attrs.size && destination.random_writes;
   so.direct = opt_.direct;
   so.fsync = opt_.fsync;
   return so;
@@ -307,7 +307,7 @@ FilePlan Engine::plan_for(const Root& root, const FileTask& task, const FileAttr
 Status Engine::start_chunked(const std::shared_ptr<ChunkedFile>& file) {
   const Root& root = roots_[file->task.root];
   const FileAttrs& attrs = file->source->attrs();
-  SinkOptions so = sink_options(attrs);
+  SinkOptions so = sink_options(attrs, root.destination->capabilities());
   so.part_size = file->chunk_size;  // the planner's layout, before the first write
   so.parts = file->chunks;
   file->sparse = so.sparse;

