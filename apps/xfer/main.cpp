@@ -19,7 +19,9 @@ int main(int argc, char** argv) {
   app.footer(kExitCodesHelp);
   std::string config_path = xfer::default_config_path();
   std::string log_level;
-  app.add_option("--config", config_path, "Config file (TOML)");
+  CLI::Option* config_flag =
+      app.add_option("--config", config_path,
+                     "Config file (TOML; default $XFER_CONFIG, then ~/.config/xfer/config.toml)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off");
   // Remote endpoints (xfer://). Accepted before or after the command.
   app.fallthrough();
@@ -61,7 +63,9 @@ int main(int argc, char** argv) {
 
   // Load the config before subcommand callbacks run.
   app.parse_complete_callback([&] {
-    auto cfg = xfer::load_config(config_path);
+    // A file named on the command line must exist; the default place (or
+    // $XFER_CONFIG) may hold none.
+    auto cfg = xfer::load_config(config_path, config_flag->count() > 0);
     if (!cfg) throw CLI::ValidationError("--config", cfg.error().message());
     xfer::TransferOptions checked;  // a bad value stops every command, not only cp
     if (xfer::Status s = xfer::apply_config(*cfg, checked); !s.ok()) {

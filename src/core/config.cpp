@@ -65,9 +65,12 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& origi
   return cfg;
 }
 
-Result<Config> load_config(const std::string& path) {
+Result<Config> load_config(const std::string& path, bool must_exist) {
   if (path.empty()) return Config{};  // no home folder: defaults
   auto text = read_small_file(path, kMaxConfigBytes);
+  if (!text && must_exist && text.error().code == ErrorCode::kNotFound) {
+    return make_error(ErrorCode::kNotFound, "config", path, "no such file");
+  }
   if (!text) {
     // No file, or one this user may not read (a tool run under another
     // uid with the same HOME): defaults, as before there was a file.

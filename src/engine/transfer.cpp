@@ -137,9 +137,11 @@ Result<TransferResult> Engine::run() {
   // tell the scheduler, which wakes every waiting thread.
   std::atomic<bool> finished{false};
   // It also refreshes job.json's progress every 2 s so `xfer jobs` can show
-  // how far a job got, even one that is later killed.
+  // how far a job got, even one that is later killed, and once as soon as
+  // the scan is complete, so the totals are there from then on.
   std::thread watcher([&] {
     auto last_job_write = Clock::now();
+    bool totals_written = false;
     while (!finished.load()) {
       if (cancelled()) {
         scheduler_.cancel();
@@ -148,7 +150,10 @@ Result<TransferResult> Engine::run() {
         cancel_backends();
         return;
       }
-      if (ckpt_ && Clock::now() - last_job_write >= std::chrono::seconds(2)) {
+      const bool totals_known =
+          !totals_written && counters_.scan_complete.load(std::memory_order_relaxed);
+      if (ckpt_ && (totals_known || Clock::now() - last_job_write >= std::chrono::seconds(2))) {
+        totals_written = totals_written || totals_known;
         fill_job_progress(counters_.files_done.load(),
                           counters_.bytes_done.load() + counters_.bytes_resumed.load());
         (void)write_job(state_root_, job_);

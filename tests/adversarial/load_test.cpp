@@ -49,8 +49,7 @@ TEST_F(Load, IdleSlowAndBusyClientsUnderNofile1024) {
   for (int i = 0; i < kBusy; ++i) {
     toks.push_back(srv.token("/", true, 3600, "user-" + std::to_string(i)));
   }
-  std::this_thread::sleep_for(300ms);
-  const ProcFigures idle = proc_figures(srv.pid());
+  const ProcFigures idle = settled_figures(srv.pid());
 
   // The attack: idle connections to both ports, and slow-loris handshakes
   // (one byte of the magic every second), from 127.0.0.2-127.0.0.101.
@@ -85,8 +84,9 @@ TEST_F(Load, IdleSlowAndBusyClientsUnderNofile1024) {
     }
   });
 
-  std::this_thread::sleep_for(1s);
-  const ProcFigures attacked = proc_figures(srv.pid());
+  // Once the server has taken in the idle connections and the first round
+  // of slow handshakes.
+  const ProcFigures attacked = settled_figures(srv.pid());
   std::vector<xfer_it::RunResult> results(kBusy);
   std::vector<std::thread> clients;
   std::atomic<std::size_t> peak_fds{0}, peak_threads{0};

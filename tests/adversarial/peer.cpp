@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "xfer/protocol/crypto.hpp"
 
@@ -201,6 +202,25 @@ ProcFigures proc_figures(pid_t pid) {
     if (key == "VmHWM:") status >> f.hwm_kib;
   }
   return f;
+}
+
+ProcFigures settled_figures(pid_t pid, std::chrono::milliseconds quiet,
+                            std::chrono::seconds deadline) {
+  using Clock = std::chrono::steady_clock;
+  const auto until = Clock::now() + deadline;
+  ProcFigures last = proc_figures(pid);
+  auto since = Clock::now();
+  while (Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const ProcFigures now = proc_figures(pid);
+    if (now.fds != last.fds || now.threads != last.threads) {
+      last = now;
+      since = Clock::now();
+    } else if (Clock::now() - since >= quiet) {
+      return now;
+    }
+  }
+  return last;
 }
 
 }  // namespace xfer_adv

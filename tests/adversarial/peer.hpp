@@ -109,5 +109,10 @@ struct ProcFigures {
   std::size_t hwm_kib = 0;  // peak RSS
 };
 ProcFigures proc_figures(pid_t pid);
+// proc_figures once the process's descriptors and threads have not changed
+// for `quiet` (it has taken in what was thrown at it), or at `deadline`.
+ProcFigures settled_figures(pid_t pid,
+                            std::chrono::milliseconds quiet = std::chrono::milliseconds(200),
+                            std::chrono::seconds deadline = std::chrono::seconds(10));
 
 }  // namespace xfer_adv

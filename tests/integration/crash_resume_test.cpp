@@ -17,6 +17,8 @@
 #include <random>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "harness.hpp"
 #include "xferd_harness.hpp"
 
@@ -68,6 +70,31 @@ KillOutcome run_and_kill(const std::vector<std::string>& args, std::chrono::mill
   if (pidfd >= 0) ::close(pidfd);
   out.killed = out.killed && out.result.exit_code != 0;
   return out;
+}
+
+// Runs xfer and SIGKILLs it once `ready()` holds (unless it finished first).
+KillOutcome kill_when(const std::vector<std::string>& args, const std::function<bool()>& ready) {
+  KillOutcome out;
+  pid_t running = 0;
+  auto r = run_xfer_signal_when(
+      args, SIGKILL,
+      [&](pid_t pid) {
+        running = pid;
+        return ready();
+      },
+      [&] { out.written = wchar_of(running); });
+  out.result = r.result;
+  out.killed = r.signalled && out.result.exit_code != 0;
+  return out;
+}
+
+// How far the writes into the longest hidden partial in `dir` reached (its
+// size: the local backend preallocates without changing it, so allocation
+// says nothing).
+std::uint64_t partial_reach(const fs::path& dir) {
+  std::uint64_t most = 0;
+  for (const auto& h : xfer_hidden_files(dir)) most = std::max(most, lsize(dir / h));
+  return most;
 }
 
 std::uint64_t json_number(const std::string& out, const std::string& key) {
@@ -458,10 +485,12 @@ TEST_F(CrashResume, ResumedJobPlansFilesAsTheFirstRun) {
   std::mt19937_64 rng(8);
   write_file(src, random_bytes(rng, 6u << 20));
   fs::path dst = tmp() / "mid.copy";
-  auto k = run_and_kill(
-      {"cp", "--json", "--bwlimit", "2M", "--small-file-threshold", "1M", "--chunk-size", "96K",
-       "--chunk-parallelism", "2", "--job", "plans", S(src), S(dst)},
-      std::chrono::milliseconds(1200));
+  // Killed once 2 MiB are at the destination: a second after the first
+  // chunks were done, so the journal holds some (bytes_resumed > 0).
+  auto k =
+      kill_when({"cp", "--json", "--bwlimit", "2M", "--small-file-threshold", "1M", "--chunk-size",
+                 "96K", "--chunk-parallelism", "2", "--job", "plans", S(src), S(dst)},
+                [&] { return partial_reach(tmp()) >= (2u << 20); });
   ASSERT_TRUE(k.killed) << k.result.describe();
   auto resumed = run_xfer({"resume", "--json", "plans"});
   ASSERT_EQ(resumed.exit_code, 0) << resumed.describe();
@@ -490,7 +519,7 @@ TEST_F(CrashResume, SkippedFileLosesTheStalePartialOfAKilledRecopy) {
   // A re-run skips the unchanged file; -I makes it copy anew.
   std::vector<std::string> forced = args;
   forced.insert(forced.begin() + 1, "-I");
-  auto k = run_and_kill(forced, std::chrono::milliseconds(900));
+  auto k = kill_when(forced, [&] { return partial_reach(out) >= (1u << 20); });
   ASSERT_TRUE(k.killed) << k.result.describe();
   ASSERT_EQ(xfer_hidden_files(out).size(), 1u) << "the re-copy left no partial to clean";
   auto last = run_xfer(args);
@@ -504,14 +533,43 @@ TEST_F(CrashResume, JobsListsKilledJobAndResumeFinishesIt) {
   std::mt19937_64 rng(6);
   write_file(src, random_bytes(rng, 64u << 20));
   fs::path dst = tmp() / "copy.bin";
-  auto k = run_and_kill(
+  auto k = kill_when(
       {"cp", "--bwlimit", "16M", "--chunk-size", "1M", "--job", "nightly", S(src), S(dst)},
-      std::chrono::milliseconds(1200));
+      [&] { return partial_reach(tmp()) >= (8u << 20); });
   ASSERT_TRUE(k.killed) << k.result.describe();
   auto jobs = run_xfer({"jobs"});
   EXPECT_EQ(jobs.exit_code, 0) << jobs.describe();
   EXPECT_NE(jobs.out.find("nightly"), std::string::npos) << jobs.describe();
   EXPECT_NE(jobs.out.find("killed"), std::string::npos) << jobs.describe();
+  // The same job as JSON, with the fields docs/cli.md lists.
+  {
+    auto j = run_xfer({"jobs", "--json"});
+    ASSERT_EQ(j.exit_code, 0) << j.describe();
+    const auto lines = split_lines(j.out);
+    ASSERT_EQ(lines.size(), 1u) << j.out;
+    const nlohmann::json job = nlohmann::json::parse(lines[0]);
+    EXPECT_EQ(job["schema"], 1) << lines[0];
+    EXPECT_EQ(job["id"], "nightly") << lines[0];
+    EXPECT_EQ(job["status"], "killed") << lines[0];
+    ASSERT_TRUE(job["sources"].is_array()) << lines[0];
+    EXPECT_EQ(job["sources"][0], S(src)) << lines[0];
+    EXPECT_EQ(job["destination"], S(dst)) << lines[0];
+    EXPECT_EQ(job["files_done"], 0) << lines[0];
+    EXPECT_EQ(job["files_total"], 1) << lines[0];
+    EXPECT_EQ(job["bytes_total"], 64u << 20) << lines[0];
+    EXPECT_EQ(job["partial_files"], 1) << lines[0];
+    const std::uint64_t partial = job["partial_bytes"].get<std::uint64_t>();
+    const std::uint64_t recorded = job["recorded_bytes"].get<std::uint64_t>();
+    EXPECT_GE(partial, 8u << 20) << lines[0];
+    EXPECT_LE(partial, 64u << 20) << lines[0];
+    // The checkpoint vouches for what it recorded of what is there.
+    EXPECT_GT(recorded, 0u) << lines[0];
+    EXPECT_LE(recorded, partial) << lines[0];
+    EXPECT_GT(job["state_bytes"].get<std::uint64_t>(), 0u) << lines[0];
+    EXPECT_TRUE(job["updated_s"].is_number()) << lines[0];
+    EXPECT_TRUE(job.contains("pid")) << lines[0];
+    EXPECT_LE(job["bytes_done"].get<std::uint64_t>(), 64u << 20) << lines[0];
+  }
   auto resumed = run_xfer({"resume", "--json", "nightly"});
   EXPECT_EQ(resumed.exit_code, 0) << resumed.describe();
   EXPECT_TRUE(files_equal(src, dst));

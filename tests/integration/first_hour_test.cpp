@@ -3,6 +3,7 @@
 // rate under --bwlimit, re-runs that send nothing, rsync's trailing slash.
 // See docs/cli.md ("Coming from rsync, cp, rclone or scp").
 
+#include <fcntl.h>
 #include <poll.h>
 #include <pty.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 #include <cmath>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -528,6 +530,259 @@ TEST_F(FirstHour, RsyncAndRcloneHabitsWorkOrGetAHint) {
   auto again = run_xfer({"cp", "-av", "src", "dst"}, 60s, nullptr, S(tmp()));
   ASSERT_EQ(again.exit_code, 0) << again.describe();
   EXPECT_EQ(again.out, "") << again.describe();
+}
+
+// ------------------------------------------------------ config, credentials
+
+// Sets an environment variable for the scope, restoring its old value (or
+// its absence) after.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    ::setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      ::setenv(name_, old_->c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+// The config file's [transfer] table sets options and a flag wins over it
+// (docs/options.md, "Where a value comes from"); $XFER_CONFIG names the
+// default place, where no file means the defaults; a file named with
+// --config must exist: a typo is an error, nothing is copied.
+TEST_F(FirstHour, ConfigFileSetsOptionsAFlagWinsAndANamedFileMustExist) {
+  const fs::path src = tmp() / "src.bin";
+  write_random_file(src, 41, 16u << 20);
+  const fs::path cfg = tmp() / "config.toml";
+  write_file(cfg, "[transfer]\nverify = true\nchunk_size = \"1M\"\n");
+
+  auto a = run_xfer({"--config", S(cfg), "cp", "--json", S(src), S(tmp() / "a.bin")});
+  ASSERT_EQ(a.exit_code, 0) << a.describe();
+  EXPECT_TRUE(files_equal(src, tmp() / "a.bin"));
+  EXPECT_EQ(summary_field(a, "bytes_verified"), 16u << 20) << "verify = true was not applied";
+  EXPECT_EQ(summary_field(a, "chunks"), 16u) << "chunk_size = 1M was not applied";
+  {
+    ScopedEnv env("XFER_CONFIG", S(cfg));
+    auto b = run_xfer({"cp", "--json", "--chunk-size", "4M", S(src), S(tmp() / "b.bin")});
+    ASSERT_EQ(b.exit_code, 0) << b.describe();
+    EXPECT_EQ(summary_field(b, "bytes_verified"), 16u << 20) << "$XFER_CONFIG was not read";
+    EXPECT_EQ(summary_field(b, "chunks"), 4u) << "the flag must win over the file";
+  }
+  {
+    ScopedEnv env("XFER_CONFIG", S(tmp() / "none.toml"));
+    auto c = run_xfer({"cp", "--json", S(src), S(tmp() / "c.bin")});
+    ASSERT_EQ(c.exit_code, 0) << c.describe();
+    EXPECT_EQ(summary_field(c, "bytes_verified"), 0u) << "defaults: no verify";
+  }
+  auto d = run_xfer({"--config", S(tmp() / "typo.toml"), "cp", S(src), S(tmp() / "d.bin")});
+  EXPECT_EQ(d.exit_code, 2) << d.describe();
+  EXPECT_TRUE(icontains(d.err, S(tmp() / "typo.toml") + ": no such file")) << d.describe();
+  EXPECT_FALSE(lexists(tmp() / "d.bin"));
+}
+
+// The token for xfer://HOST:PORT comes from the ["HOST:PORT"] table of the
+// credentials file: $XFER_CREDENTIALS, else $XDG_CONFIG_HOME/xfer/, else
+// ~/.config/xfer/ (docs/credentials.md). A wrong token there is refused,
+// and nothing is written.
+TEST_F(FirstHour, CredentialsFileGivesTheTokenForItsHostAndPort) {
+  XferdProcess server(tmp() / "server");
+  ASSERT_TRUE(server.start());
+  const std::string url = server.url("/");  // xfer://127.0.0.1:PORT/
+  const std::string key = url.substr(7, url.size() - 8);
+  const fs::path f = tmp() / "f.bin";
+  write_random_file(f, 42, 1u << 20);
+  auto creds = [&](const fs::path& p, const std::string& token) {
+    fs::create_directories(p.parent_path());
+    write_file(p, "[\"" + key + "\"]\ntoken = \"" + token + "\"\n");
+    ::chmod(p.c_str(), 0600);
+  };
+  ::unsetenv("XFER_TOKEN");
+  const std::string token = server.token();
+
+  creds(tmp() / "explicit.toml", token);
+  {
+    ScopedEnv env("XFER_CREDENTIALS", S(tmp() / "explicit.toml"));
+    auto r = run_xfer({"cp", "--no-progress", S(f), url + "one.bin"});
+    EXPECT_EQ(r.exit_code, 0) << r.describe();
+    EXPECT_TRUE(files_equal(f, server.root() / "one.bin"));
+  }
+  // No $XFER_CREDENTIALS: $XDG_CONFIG_HOME, then $HOME/.config.
+  const char* old_creds = std::getenv("XFER_CREDENTIALS");
+  const std::optional<std::string> saved =
+      old_creds ? std::optional<std::string>(old_creds) : std::nullopt;
+  ::unsetenv("XFER_CREDENTIALS");
+  creds(tmp() / "xdg" / "xfer" / "credentials.toml", token);
+  {
+    ScopedEnv env("XDG_CONFIG_HOME", S(tmp() / "xdg"));
+    auto r = run_xfer({"cp", "--no-progress", S(f), url + "two.bin"});
+    EXPECT_EQ(r.exit_code, 0) << r.describe();
+    EXPECT_TRUE(files_equal(f, server.root() / "two.bin"));
+  }
+  creds(tmp() / "home" / ".config" / "xfer" / "credentials.toml", token + "x");
+  {
+    ScopedEnv home("HOME", S(tmp() / "home"));
+    const char* old_xdg = std::getenv("XDG_CONFIG_HOME");
+    const std::optional<std::string> xdg =
+        old_xdg ? std::optional<std::string>(old_xdg) : std::nullopt;
+    ::unsetenv("XDG_CONFIG_HOME");
+    auto r = run_xfer({"cp", "--no-progress", S(f), url + "three.bin"});
+    if (xdg) ::setenv("XDG_CONFIG_HOME", xdg->c_str(), 1);
+    EXPECT_EQ(r.exit_code, 1) << "the token of ~/.config/xfer/credentials.toml is wrong\n"
+                              << r.describe();
+    EXPECT_TRUE(icontains(r.err, "token")) << r.describe();
+    EXPECT_FALSE(lexists(server.root() / "three.bin"));
+    EXPECT_EQ(xfer_hidden_files(server.root()), std::vector<std::string>{});
+  }
+  if (saved) ::setenv("XFER_CREDENTIALS", saved->c_str(), 1);
+}
+
+// `xfer serve --config FILE` is xferd in the foreground: the same ready
+// line, the same tokens, transfers both ways, SIGTERM ends it with 0.
+TEST_F(FirstHour, XferServeRunsTheServer) {
+  XferdOptions o;
+  // The harness runs PREFIX xferd --config FILE: this shell turns that into
+  // xfer serve --config FILE.
+  o.command_prefix = {"/bin/sh", "-c", "exec \"$0\" serve \"$2\" \"$3\"", xfer_bin()};
+  XferdProcess server(tmp() / "served", o);
+  ASSERT_TRUE(server.start());
+  const std::string token = server.token();
+  const fs::path f = tmp() / "f.bin";
+  write_random_file(f, 43, 12u << 20);
+  auto up = run_xfer({"--token", token, "cp", "--no-progress", S(f), server.url("/f.bin")});
+  ASSERT_EQ(up.exit_code, 0) << up.describe();
+  EXPECT_TRUE(files_equal(f, server.root() / "f.bin"));
+  auto down =
+      run_xfer({"--token", token, "cp", "--no-progress", server.url("/f.bin"), S(tmp() / "g.bin")});
+  ASSERT_EQ(down.exit_code, 0) << down.describe();
+  EXPECT_TRUE(files_equal(f, tmp() / "g.bin"));
+  auto none = run_xfer({"--token", "nope", "ls", server.url("/")});
+  EXPECT_EQ(none.exit_code, 1) << "a bad token is refused by xfer serve too\n" << none.describe();
+  const XferdExit e = server.stop(std::chrono::seconds(20));
+  EXPECT_TRUE(e.exited && e.code == 0) << e.describe() << "\n" << server.log();
+  EXPECT_FALSE(e.escalated) << e.describe();
+}
+
+// ------------------------------------------------------------ --verify
+
+// The longest hidden partial in `dir`, or "" when there is none. Its size
+// is how far its furthest write reached (the local backend preallocates
+// without changing the size, so allocation says nothing).
+fs::path partial_in(const fs::path& dir) {
+  fs::path best;
+  std::uint64_t most = 0;
+  for (const auto& h : xfer_hidden_files(dir)) {
+    const std::uint64_t n = lsize(dir / h);
+    if (best.empty() || n > most) {
+      best = dir / h;
+      most = n;
+    }
+  }
+  return best;
+}
+
+// Overwrites 4 KiB at `offset` of `p` with bytes the source never has.
+void corrupt(const fs::path& p, std::uint64_t offset) {
+  const int fd = ::open(p.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0) << p;
+  const std::string junk(4096, '\x5a');
+  ASSERT_EQ(::pwrite(fd, junk.data(), junk.size(), static_cast<off_t>(offset)), 4096) << p;
+  ::close(fd);
+}
+
+// --verify through the binary: bytes that change at the destination while
+// the copy runs (a bad disk, a stray writer) are found before the file is
+// published, the file is copied again, and the right bytes end under the
+// final name. The same fault without --verify is published as it is: the
+// control that shows the fault lands.
+TEST_F(FirstHour, VerifyCatchesBytesChangedAtTheDestination) {
+  const fs::path src = tmp() / "src.bin";
+  write_random_file(src, 44, 48u << 20);
+  for (const bool verify : {true, false}) {
+    SCOPED_TRACE(verify ? "--verify" : "no --verify");
+    const fs::path out = tmp() / (verify ? "v" : "nv");
+    fs::create_directories(out);
+    // Checkpointed, so the partial has a name (an unnamed O_TMPFILE
+    // otherwise).
+    std::vector<std::string> args = {"cp",           "--json", "--bwlimit", "24M",
+                                     "--chunk-size", "4M",     S(src),      S(out / "dst.bin")};
+    if (verify) args.insert(args.begin() + 1, "--verify");
+    bool corrupted = false;
+    auto r = run_xfer_signal_when(args, 0, [&](pid_t) {
+      // Once 16 MiB are written, the first piece of the file (long
+      // written, not yet verified) is changed under the copy.
+      const fs::path part = partial_in(out);
+      if (corrupted || part.empty() || lsize(part) < (16u << 20)) return false;
+      corrupt(part, 0);
+      corrupted = true;
+      return true;
+    });
+    ASSERT_TRUE(corrupted) << "the copy ended before the fault: " << r.result.describe();
+    if (verify) {
+      ASSERT_EQ(r.result.exit_code, 0) << r.result.describe();
+      EXPECT_TRUE(files_equal(src, out / "dst.bin"));
+      EXPECT_GE(summary_field(r.result, "retries"), 1u) << r.result.out;
+      EXPECT_GE(summary_field(r.result, "bytes_verified"), 48u << 20) << r.result.out;
+    } else {
+      ASSERT_EQ(r.result.exit_code, 0) << r.result.describe();
+      EXPECT_FALSE(files_equal(src, out / "dst.bin")) << "the fault did not land";
+    }
+    EXPECT_EQ(xfer_hidden_files(out), std::vector<std::string>{});
+  }
+}
+
+// A resumed copy trusts the chunks the journal calls done; with --verify
+// each is read back and checked first, and one whose bytes changed while
+// no copy ran is sent again (docs/options.md, `verify`). The same resume
+// without --verify keeps the changed bytes: the control.
+TEST_F(FirstHour, VerifyRechecksResumedChunks) {
+  const fs::path src = tmp() / "src.bin";
+  write_random_file(src, 45, 32u << 20);
+  for (const bool verify : {true, false}) {
+    SCOPED_TRACE(verify ? "--verify" : "no --verify");
+    const fs::path out = tmp() / (verify ? "v" : "nv");
+    fs::create_directories(out);
+    const std::string job = verify ? "checked" : "trusted";
+    std::vector<std::string> args = {
+        "cp", "--json", "--bwlimit", "16M",  "--chunk-size",    "2M", "--chunk-parallelism",
+        "1",  "--job",  job,         S(src), S(out / "dst.bin")};
+    if (verify) args.insert(args.begin() + 1, "--verify");
+    // Interrupted (SIGINT: the journal is flushed) once 8 MiB are there:
+    // with one chunk at a time, chunks 0 to 2 are done.
+    auto first = run_xfer_signal_when(args, SIGINT, [&](pid_t) {
+      const fs::path part = partial_in(out);
+      return !part.empty() && lsize(part) >= (8u << 20);
+    });
+    ASSERT_TRUE(first.signalled) << first.result.describe();
+    ASSERT_NE(first.result.exit_code, 0) << first.result.describe();
+    const fs::path part = partial_in(out);
+    ASSERT_FALSE(part.empty()) << "no partial kept";
+    corrupt(part, 4096);  // inside chunk 0
+    auto again = run_xfer(args);
+    ASSERT_EQ(again.exit_code, 0) << again.describe();
+    const std::uint64_t resumed = summary_field(again, "bytes_resumed");
+    EXPECT_GT(resumed, 0u) << again.out;
+    if (verify) {
+      EXPECT_TRUE(files_equal(src, out / "dst.bin")) << "a changed resumed chunk was trusted";
+      EXPECT_LE(resumed, (32u << 20) - (2u << 20)) << "chunk 0 must not count as resumed";
+      // Found as the chunk was resumed, so only it is sent again; not by the
+      // final read-back, which would copy the whole file once more.
+      EXPECT_EQ(summary_field(again, "retries"), 0u) << again.out;
+      EXPECT_LE(summary_field(again, "bytes"), (32u << 20) - resumed) << again.out;
+    } else {
+      EXPECT_FALSE(files_equal(src, out / "dst.bin")) << "the fault did not land";
+    }
+  }
 }
 
 }  // namespace

@@ -350,6 +350,10 @@ void XferTest::SetUp() {
   // outside tmp() so tree comparisons do not see it; removed in TearDown.
   state_dir_ = make_temp_dir_under(base);
   ::setenv("XFER_STATE_DIR", state_dir_.c_str(), 1);
+  // Nor does the user's own config or credentials file reach a test: both
+  // name files that do not exist until a test writes them.
+  ::setenv("XFER_CONFIG", (tmp_ / "no-config.toml").c_str(), 1);
+  ::setenv("XFER_CREDENTIALS", (tmp_ / "no-credentials.toml").c_str(), 1);
 }
 
 fs::path XferTest::make_temp_dir_under(const fs::path& base) {

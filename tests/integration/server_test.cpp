@@ -1038,12 +1038,16 @@ TEST_F(Server, ServerKilledMidUploadThenRestartedAndRerun) {
     first = run_xfer(args, 120s);
     first_done.store(true);
   });
-  const auto t0 = Clock::now();
+  // Killed once the server's partial reaches 64 MiB (of 512), watching for
+  // a file under the final name meanwhile.
   bool early_final = false;
-  while (Clock::now() - t0 < 2s && !first_done.load()) {
+  wait_until([&] {
     early_final = early_final || lexists(dst);
-    std::this_thread::sleep_for(20ms);
-  }
+    for (const auto& h : xfer_hidden_files(srv->root())) {
+      if (lsize(srv->root() / h) >= (64u << 20)) return true;
+    }
+    return first_done.load();
+  });
   ASSERT_FALSE(first_done.load()) << "finished before the kill: " << first.describe();
   const auto t_kill = Clock::now();
   XferdExit killed = srv->kill9();

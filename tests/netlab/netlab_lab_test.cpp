@@ -313,13 +313,31 @@ TEST_F(XferOnLab, ALossyLinkCarriesEveryByte) {
   std::printf("netlab: 64 MiB over 50 Mbit/s, 20 ms, 1%% loss: %.1f s\n", r.seconds);
 }
 
+// Waits (polling the emulator, at most `deadline`) until direction `dir`
+// of link `link` has delivered `bytes`; returns what it had then.
+std::uint64_t wait_delivered(const Lab& lab, int link, int dir, std::uint64_t bytes,
+                             std::chrono::seconds deadline = 60s) {
+  std::uint64_t got = 0;
+  xfer_it::wait_until(
+      [&] {
+        got = lab.stats()["links"][link]["directions"][dir]["bytes_delivered"].get<std::uint64_t>();
+        return got >= bytes;
+      },
+      deadline);
+  return got;
+}
+
+// The link goes down for five seconds once 8 MiB of the 64 have crossed
+// it (the scenario's five seconds are the cut's length, not a wait for
+// anything), and comes back: the copy waits and completes.
 TEST_F(XferOnLab, ALinkCutForFiveSecondsDelaysButDoesNotBreakACopy) {
   ASSERT_NO_FATAL_FAILURE(start("rate = \"100mbit\"\ndelay = \"10ms\"\n", 62));
   const Lab& lab = *lab_;
   std::thread cutter;
+  std::uint64_t at_cut = 0;
   auto r = run(copy_command(), 240s, [&](pid_t) {
     cutter = std::thread([&] {
-      std::this_thread::sleep_for(1500ms);
+      at_cut = wait_delivered(lab, 0, 0, 8u << 20);
       EXPECT_EQ(lab.set({"ab", "up=0"}).exit_code, 0);
       std::this_thread::sleep_for(5s);
       EXPECT_EQ(lab.set({"ab", "up=1"}).exit_code, 0);
@@ -328,8 +346,10 @@ TEST_F(XferOnLab, ALinkCutForFiveSecondsDelaysButDoesNotBreakACopy) {
   cutter.join();
   ASSERT_EQ(r.exit_code, 0) << r.describe();
   EXPECT_TRUE(files_equal(file_, srv_->root() / "f.bin"));
-  EXPECT_GT(r.seconds, 5.0 + 64.0 * 8 / 100 * 0.9) << "the cut happened during the copy";
-  EXPECT_GT(lab.stats()["links"][0]["directions"][0]["cut"].get<int>(), 0);
+  EXPECT_GE(at_cut, 8u << 20) << "the copy never got going";
+  EXPECT_LT(at_cut, 64u << 20) << "the cut came after the copy";
+  EXPECT_GT(lab.stats()["links"][0]["directions"][0]["cut"].get<int>(), 0)
+      << "the cut hit the copy's traffic";
 }
 
 // The summary line of `xfer --json` output.
@@ -411,7 +431,7 @@ class XferOnTwoPaths : public XferOnLab {
   }
 };
 
-// One of two paths dies for good a second and a half into the copy: its
+// One of two paths dies for good once it has carried 8 MiB of the copy: its
 // connections are given up on (no TCP progress while the other path
 // moves) and their chunks go over the other path; the copy completes, and
 // well before the two minutes a stalled call would otherwise wait.
@@ -422,7 +442,7 @@ TEST_F(XferOnTwoPaths, OnePathCutTheCopyCompletesOnTheOther) {
   std::thread cutter;
   auto r = run(copy_command({"--json"}), 90s, [&](pid_t) {
     cutter = std::thread([&] {
-      std::this_thread::sleep_for(1500ms);
+      wait_delivered(lab, 1, 0, 8u << 20);  // the second path carries the copy
       EXPECT_EQ(lab.set({"ab2", "up=0"}).exit_code, 0);
     });
   });
@@ -437,7 +457,7 @@ TEST_F(XferOnTwoPaths, OnePathCutTheCopyCompletesOnTheOther) {
   // The summary shows the streams of both paths.
   EXPECT_NE(r.out.find("\"path\":\"10.99.1.2:"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("\"path\":\"10.99.0.2:"), std::string::npos) << r.out;
-  std::printf("netlab: 96 MiB over 2 x 100 Mbit/s, one path cut at 1.5 s: %.1f s\n", r.seconds);
+  std::printf("netlab: 96 MiB over 2 x 100 Mbit/s, one path cut after 8 MiB: %.1f s\n", r.seconds);
 }
 
 // The same cut under a download: the client cannot see the server's
@@ -456,7 +476,7 @@ TEST_F(XferOnTwoPaths, OnePathCutUnderADownloadTheCopyCompletesOnTheOther) {
                             srv_->url("/f.bin"), got.string()}),
                110s, [&](pid_t) {
                  cutter = std::thread([&] {
-                   std::this_thread::sleep_for(1500ms);
+                   wait_delivered(lab, 1, 1, 8u << 20);  // b to a: the download
                    EXPECT_EQ(lab.set({"ab2", "up=0"}).exit_code, 0);
                  });
                });
@@ -466,7 +486,7 @@ TEST_F(XferOnTwoPaths, OnePathCutUnderADownloadTheCopyCompletesOnTheOther) {
   const Json s = lab.stats();
   EXPECT_GT(s["links"][1]["directions"][1]["cut"].get<int>(), 0) << "the cut hit traffic";
   EXPECT_LT(r.seconds, 60.0) << "reads on the dead path waited for their timeout";
-  std::printf("netlab: 96 MiB download over 2 x 100 Mbit/s, one path cut at 1.5 s: %.1f s\n",
+  std::printf("netlab: 96 MiB download over 2 x 100 Mbit/s, one path cut after 8 MiB: %.1f s\n",
               r.seconds);
 }
 

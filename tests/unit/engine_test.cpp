@@ -697,11 +697,15 @@ TEST_F(EngineTest, CancelLeavesNoPartialFile) {
     req.options.bwlimit = 16 << 20;  // slow enough to cancel mid-way
     req.options.chunk_size = 1 << 20;
     std::atomic<bool> cancel{false};
+    TransferCounters counters;
+    // Cancelled once 8 MiB are copied (whole 1 MiB chunks the journal holds).
     std::thread canceller([&] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(600));
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+      while (counters.bytes_done.load() < (8u << 20) && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
       cancel = true;
     });
-    TransferCounters counters;
     auto r = run_transfer(req, counters, nullptr, &cancel);
     canceller.join();
     ASSERT_TRUE(r.ok());

@@ -1,8 +1,12 @@
 #include <gtest/gtest.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <fstream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -36,17 +40,38 @@ TEST(BufferPool, BuffersAreAlignedAndRecycled) {
   EXPECT_EQ(again.data(), first);
 }
 
+// True once thread `tid` of this process is asleep (state S: blocked, for
+// the threads below in a condition variable's futex); false after 10 s.
+bool asleep(pid_t tid) {
+  for (auto until = std::chrono::steady_clock::now() + 10s;
+       std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(1ms)) {
+    std::ifstream stat("/proc/self/task/" + std::to_string(tid) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto close = line.rfind(')');
+    if (close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'S') {
+      return true;
+    }
+  }
+  return false;
+}
+
 TEST(MemoryGovernor, HardLimitBlocksUntilRelease) {
   MemoryGovernor gov(100, 0.5);
   gov.reserve(60);
   EXPECT_TRUE(gov.pressure());
   EXPECT_FALSE(gov.try_reserve(50));
   std::atomic<bool> got{false};
+  std::atomic<pid_t> tid{0};
   std::thread t([&] {
+    tid = static_cast<pid_t>(::syscall(SYS_gettid));
     gov.reserve(50);
     got = true;
   });
-  std::this_thread::sleep_for(50ms);
+  // Not "still false after a while" (true too when the thread has not run
+  // yet): the thread has gone to sleep inside reserve, and not got it.
+  while (tid.load() == 0) std::this_thread::yield();
+  EXPECT_TRUE(asleep(tid.load())) << "reserve(50) over the hard limit did not block";
   EXPECT_FALSE(got.load());
   gov.release(60);
   t.join();

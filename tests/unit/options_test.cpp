@@ -259,6 +259,15 @@ TEST(Config, MissingFileGivesDefaults) {
   EXPECT_TRUE(cfg->transfer.empty());
 }
 
+// A file the user named (--config) must exist: a typo is not the defaults.
+TEST(Config, MissingNamedFileIsAnError) {
+  auto cfg = load_config("/nonexistent/xfer/config.toml", true);
+  ASSERT_FALSE(cfg.ok());
+  EXPECT_EQ(cfg.error().code, ErrorCode::kNotFound);
+  EXPECT_NE(cfg.error().message().find("/nonexistent/xfer/config.toml"), std::string::npos)
+      << cfg.error().message();
+}
+
 // The job record keeps every option the planner reads: a resumed job cuts
 // each file into the same chunks as its first run.
 TEST(OptionTable, ResumedJobPlansAsTheFirstRun) {

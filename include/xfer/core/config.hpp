@@ -41,10 +41,12 @@ struct Config {
 // Default location: $XFER_CONFIG, else $XDG_CONFIG_HOME/xfer/config.toml,
 // else ~/.config/xfer/config.toml.
 std::string default_config_path();
-// A missing file yields the defaults; a malformed one (bad TOML, a [transfer]
+// A missing file yields the defaults, unless `must_exist` (a file the user
+// named with --config: a typo must not silently run with the defaults),
+// where it is a kNotFound error; a malformed one (bad TOML, a [transfer]
 // value that is not a number, string or boolean) is a kInvalidArgument
 // error naming the line.
-Result<Config> load_config(const std::string& path);
+Result<Config> load_config(const std::string& path, bool must_exist = false);
 Result<Config> parse_config(std::string_view toml_text, const std::string& origin);
 
 }  // namespace xfer
