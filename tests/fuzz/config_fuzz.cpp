@@ -3,7 +3,8 @@
 // (backend/credentials.cpp), ~/.ssh/config and ~/.aws/* (backend/profile.cpp)
 // and URLs with query parameters (core/url.cpp); and what a server
 // advertises as its data addresses with the --bind list they are paired
-// with (backend/xfer/paths.cpp, core/url.cpp). The first byte picks the
+// with (backend/xfer/paths.cpp, core/url.cpp); include/exclude rules and
+// the paths matched against them (engine/filter.cpp). The first byte picks the
 // parser. None may crash or read out of bounds; what parses must survive a
 // round trip (a URL printed and parsed again, a credentials file written
 // and read again, is the same). Built by this build's fuzz rules
@@ -22,6 +23,7 @@
 #include "xfer/backend/profile.hpp"
 #include "xfer/core/secrets.hpp"
 #include "xfer/core/url.hpp"
+#include "xfer/engine/filter.hpp"
 
 namespace {
 
@@ -50,7 +52,7 @@ bool cheap_costs(std::string_view s) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
   const std::string_view text(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 6) {
+  switch (data[0] % 7) {
     case 0: {
       if (!cheap_costs(text)) return 0;
       (void)xfer::unseal_secret(text, "passphrase");
@@ -103,6 +105,28 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         check(xfer::is_ip_literal(p.host) && p.port != 0, "a path to a non-address");
         check(p.host.rfind("127.", 0) != 0 || (data[0] & 0x80) != 0,
               "loopback from a remote server");
+      }
+      break;
+    }
+    case 6: {
+      // A filter file (as --filter-from, or the rules a job request
+      // carries), then paths to match: the part after the first NUL, one
+      // per line. What parses must print and parse back to the same rules.
+      const auto nul = text.find('\0');
+      xfer::FilterSet f;
+      if (!f.add_filter_text(text.substr(0, nul), "fuzz").ok()) break;
+      check(f.rules().size() <= xfer::FilterSet::kMaxRules, "more rules than the bound");
+      xfer::FilterSet again;
+      check(again.add_filter_text(f.to_text(), "again").ok(), "printed rules do not parse");
+      check(again.to_text() == f.to_text(), "rules changed in a round trip");
+      if (nul == std::string_view::npos) break;
+      std::string_view paths = text.substr(nul + 1);
+      for (int i = 0; i < 16 && !paths.empty(); ++i) {
+        const auto nl = paths.find('\n');
+        const std::string_view path = paths.substr(0, nl);
+        check(f.excluded(path, true) == again.excluded(path, true), "round trip changed a match");
+        (void)f.excluded(path, false);
+        paths = nl == std::string_view::npos ? std::string_view() : paths.substr(nl + 1);
       }
       break;
     }

@@ -615,7 +615,9 @@ TEST_F(CrashResume, JobsRmRemovesAJobWithWhatItHoldsAndResumeWorksFromElsewhere)
   // point elsewhere; the record's absolute ones do not.
   auto resumed = run_xfer({"resume", "--json", "first"}, 60s, nullptr, S(tmp()));
   ASSERT_EQ(resumed.exit_code, 0) << resumed.describe();
-  EXPECT_GE(json_number(resumed.out, "bytes_resumed"), 8u << 20)
+  // 8 MiB were written when the kill came; the checkpoint keeps all but
+  // the piece (1 MiB) each of the 4 chunks in flight was writing.
+  EXPECT_GE(json_number(resumed.out, "bytes_resumed"), 4u << 20)
       << "the checkpoint's files are found from another folder too\n"
       << resumed.describe();
   EXPECT_TRUE(files_equal(tmp() / "work" / "big.bin", tmp() / "work" / "out.bin"));
