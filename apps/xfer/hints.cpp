@@ -37,9 +37,7 @@ const std::array<Hint, 13> kHints = {{
     {"--delete --delete-before --delete-after --delete-during --delete-excluded --max-delete "
      "--backup --backup-dir",
      kSync},
-    {"--exclude --include --filter --exclude-from --include-from --files-from -u --update "
-     "--size-only --ignore-existing --existing",
-     kSync},
+    {"--files-from -u --update --size-only --ignore-existing --existing", kSync},
     {"-e --rsh",
      "xfer talks to xferd (xfer://host/path, docs/server.md), not through ssh; "
      "NAME:path names a configured remote (xfer remote add)"},

@@ -5,7 +5,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <functional>
 #include <memory>
+
+#include "xfer/core/files.hpp"
+#include "xfer/engine/filter.hpp"
 
 namespace xfer::cli {
 namespace {
@@ -88,6 +92,69 @@ void add_option_flags(CLI::App& app, OptionFlags& flags, OptionWhere where,
 
 void apply_flags(const OptionFlags& flags, TransferOptions& options) {
   for (const auto& [spec, text] : flags.given) (void)spec->set(options, text);
+}
+
+namespace {
+
+// A rules file named on the command line (1 MiB at most: 10,000 rules of
+// a hundred bytes).
+std::string read_rules_file(const std::string& flag, const std::string& path) {
+  auto text = read_small_file(path, 1u << 20);
+  if (!text) throw CLI::ValidationError(flag, text.error().message());
+  return std::move(*text);
+}
+
+}  // namespace
+
+void add_filter_flags(CLI::App& app, FilterFlags& flags) {
+  // Each adds its rules in the order the flags were typed (trigger_on_parse
+  // runs the callback at each occurrence, not once per flag at the end).
+  auto add = [&app, &flags](const std::string& name, const std::string& type,
+                            const std::string& help,
+                            std::function<Status(FilterSet&, const std::string&)> parse) {
+    app.add_option_function<std::string>(
+           name,
+           [&flags, name, parse](const std::string& value) {
+             FilterSet f;
+             if (Status s = f.add_filter_text(flags.rules, "rules"); !s.ok()) {
+               throw CLI::ValidationError(name, s.error().detail);
+             }
+             if (Status s = parse(f, value); !s.ok()) {
+               throw CLI::ValidationError(name, s.error().message());
+             }
+             flags.rules = f.to_text();
+           },
+           help)
+        ->type_name(type)
+        ->trigger_on_parse()
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  };
+  add("--include", "PATTERN", "Include what PATTERN matches (rsync's rules: docs/filters.md)",
+      [](FilterSet& f, const std::string& v) { return f.add(true, v, "--include"); });
+  add("--exclude", "PATTERN", "Exclude what PATTERN matches (the first matching rule decides)",
+      [](FilterSet& f, const std::string& v) { return f.add(false, v, "--exclude"); });
+  add("--filter", "RULE", "One rule: '+ PATTERN' or '- PATTERN'",
+      [](FilterSet& f, const std::string& v) { return f.add_filter_text(v, "--filter"); });
+  add("--filter-from", "FILE", "Rules from FILE, one per line (+ PATTERN, - PATTERN, # comments)",
+      [](FilterSet& f, const std::string& v) {
+        return f.add_filter_text(read_rules_file("--filter-from", v), v);
+      });
+  add("--include-from", "FILE", "Include the patterns in FILE, one per line",
+      [](FilterSet& f, const std::string& v) {
+        return f.add_pattern_text(true, read_rules_file("--include-from", v), v);
+      });
+  add("--exclude-from", "FILE", "Exclude the patterns in FILE, one per line",
+      [](FilterSet& f, const std::string& v) {
+        return f.add_pattern_text(false, read_rules_file("--exclude-from", v), v);
+      });
+}
+
+void apply_filter_flags(const FilterFlags& flags, TransferOptions& options) {
+  if (flags.rules.empty()) return;
+  const std::string combined = flags.rules + options.filter;
+  if (Status s = find_option("filter")->set(options, combined); !s.ok()) {
+    throw CLI::ValidationError("--filter", s.error().message());
+  }
 }
 
 }  // namespace xfer::cli

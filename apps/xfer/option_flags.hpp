@@ -30,4 +30,17 @@ void add_option_flags(CLI::App& app, OptionFlags& flags, OptionWhere where,
 // Sets what was given onto `options`. The values were checked when parsed.
 void apply_flags(const OptionFlags& flags, TransferOptions& options);
 
+// The command line's include/exclude rules (docs/filters.md): --include P,
+// --exclude P, --filter RULE, --filter-from FILE, --include-from FILE and
+// --exclude-from FILE, in the order given (the first match wins), as the
+// `filter` option's text. Each is checked (and a FILE read) as it is
+// parsed, so a bad rule is a usage error naming the flag, FILE:LINE.
+struct FilterFlags {
+  std::string rules;
+};
+void add_filter_flags(CLI::App& app, FilterFlags& flags);
+// The rules of the command line first, then the config file's (`filter`
+// in [transfer]): a flag wins over the file, as for every option.
+void apply_filter_flags(const FilterFlags& flags, TransferOptions& options);
+
 }  // namespace xfer::cli

@@ -40,6 +40,7 @@
 #include "xfer/core/log.hpp"
 #include "xfer/core/names.hpp"
 #include "xfer/engine/changes.hpp"
+#include "xfer/engine/filter.hpp"
 #include "xfer/engine/jobs.hpp"
 #include "xfer/engine/transfer.hpp"
 #include "xfer/io/buffer_pool.hpp"
@@ -56,6 +57,9 @@ struct Root {
   std::string source_path;
   std::string destination_path;
   FileAttrs source_attrs;
+  // The root's path for the include/exclude rules (docs/filters.md): its
+  // name ("src"), or "" when its contents are copied ("src/").
+  std::string filter_path;
 };
 
 struct DirFixup {
@@ -168,6 +172,7 @@ class Engine {
   std::mutex backends_mu_;
   std::vector<std::pair<std::string, std::unique_ptr<Backend>>> backends_;
   std::vector<Root> roots_;
+  FilterSet filter_;                  // opt_.filter, parsed at the start of run(); read-only after
   std::vector<DirFixup> dir_fixups_;  // scanner thread only, until it joins
 
   // Change feeds: destinations being copied ("root|path" -> changed again

@@ -13,6 +13,7 @@
 #include "xfer/core/names.hpp"
 #include "xfer/core/units.hpp"
 #include "xfer/core/url.hpp"
+#include "xfer/engine/filter.hpp"
 
 namespace xfer {
 namespace {
@@ -193,6 +194,24 @@ struct Codec<OptionKind::kAddresses> {
       return e;
     }
     return fmt::format("{}", fmt::join(*list, ","));
+  }
+  static std::string write(const std::string& v, std::string_view) { return v; }
+};
+
+// Rules as --filter-from text ("+ *.c\n- *\n"): parsed with FilterSet's
+// bounds (they may come from a peer's job request) and written back in its
+// normal form, so the job record holds exactly the rules that ran.
+template <>
+struct Codec<OptionKind::kFilter> {
+  static Result<std::string> read(std::string_view name, std::string_view text, std::uint64_t,
+                                  std::uint64_t, std::string_view) {
+    FilterSet f;
+    if (Status s = f.add_filter_text(text, name); !s.ok()) {
+      Error e = std::move(s).error();
+      e.operation = fmt::format("check {}", name);
+      return e;
+    }
+    return f.to_text();
   }
   static std::string write(const std::string& v, std::string_view) { return v; }
 };

@@ -36,6 +36,7 @@ Status Engine::resolve_roots() {
   }
 
   std::optional<Error> first_error;
+  bool excluded_roots = false;
   for (const auto& src_text : req_.sources) {
     auto fail = [&](Error e) {
       if (!first_error) first_error = e;
@@ -77,6 +78,12 @@ Status Engine::resolve_roots() {
     const bool contents = src_url->trailing_slash && attrs->type == EntryType::kDirectory;
     root.destination_path =
         into_dir && !contents ? join_path(dst_url.path, base_name(src_url->path)) : dst_url.path;
+    root.filter_path = contents ? std::string() : base_name(src_url->path);
+    if (!root.filter_path.empty() &&
+        filter_.excluded(root.filter_path, attrs->type == EntryType::kDirectory)) {
+      excluded_roots = true;
+      continue;  // the whole source is excluded, as rsync leaves it out
+    }
     if (into_dir && !contents && base_name(src_url->path).empty()) {
       fail(make_error(ErrorCode::kInvalidArgument, "transfer", src_url->path,
                       "cannot copy the root directory into a directory by name"));
@@ -115,7 +122,7 @@ Status Engine::resolve_roots() {
     }
     roots_.push_back(std::move(root));
   }
-  if (roots_.empty()) {
+  if (roots_.empty() && (first_error || !excluded_roots)) {
     return first_error ? *first_error
                        : make_error(ErrorCode::kInvalidArgument, "transfer", "", "nothing to do");
   }
@@ -146,8 +153,9 @@ void Engine::scan_tree(std::size_t root_index, std::string source, std::string d
   struct Pending {
     std::string source;
     std::string destination;
+    std::string filter_path;  // for the rules; kept only when there are rules
   };
-  std::vector<Pending> stack{{std::move(source), std::move(destination)}};
+  std::vector<Pending> stack{{std::move(source), std::move(destination), root.filter_path}};
   while (!stack.empty() && !cancelled()) {
     Pending dir = std::move(stack.back());
     stack.pop_back();
@@ -178,11 +186,17 @@ void Engine::scan_tree(std::size_t root_index, std::string source, std::string d
     }
     std::vector<Pending> subdirs;
     Status listed = root.source->list(dir.source, {}, [&](Entry&& e) -> Status {
+      // The rules first: an excluded directory is not entered (rsync's rule).
+      std::string rel;
+      if (!filter_.empty()) {
+        rel = dir.filter_path.empty() ? e.name : dir.filter_path + "/" + e.name;
+        if (filter_.excluded(rel, e.type == EntryType::kDirectory)) return ok_status();
+      }
       std::string src = join_path(dir.source, e.name);
       std::string dst = join_path(dir.destination, e.name);
       switch (e.type) {
         case EntryType::kDirectory:
-          subdirs.push_back({std::move(src), std::move(dst)});
+          subdirs.push_back({std::move(src), std::move(dst), std::move(rel)});
           break;
         case EntryType::kFile:
         case EntryType::kSymlink:

@@ -63,6 +63,7 @@ Result<TransferResult> Engine::run() {
   };
   for (auto& s : req_.sources) s = absolute(s);
   req_.destination = absolute(req_.destination);
+  if (!opt_.filter.empty()) XFER_TRY(filter_.add_filter_text(opt_.filter, "filter"));
   const bool checkpointing = opt_.checkpoint && !opt_.dry_run;
   Status locked = checkpointing ? lock_job() : ok_status();
   if (opt_.checkpoint && opt_.dry_run) {

@@ -52,6 +52,8 @@ using protocol::to_grpc;
 // URLs), and each key names the backend of one job, confined to the scope
 // of the token that submitted it.
 constexpr const char* kRootScheme = "xferd";
+// The most text a job request's `filter` option may hold.
+constexpr std::size_t kMaxJobFilterBytes = 256 << 10;
 
 // Certificates and keys are read whole: a few KiB, never more than this.
 constexpr std::size_t kMaxPemBytes = 1 << 20;
@@ -686,7 +688,10 @@ class Service final : public v1::Xfer::Service {
       return make_error(ErrorCode::kInvalidArgument, "submit job", "", "too many options");
     }
     for (const auto& [name, text] : values) {
-      if (name.size() > 64 || text.size() > 256) {
+      // Include/exclude rules are a list (docs/filters.md): 256 KiB of them;
+      // every other option is one short value.
+      const std::size_t max_text = name == "filter" ? kMaxJobFilterBytes : 256;
+      if (name.size() > 64 || text.size() > max_text) {
         return make_error(ErrorCode::kInvalidArgument, "submit job", "", "option too long");
       }
       Status set = set_option(t.options, name, text, kRemote);

@@ -1113,14 +1113,16 @@ TEST_F(Attack, JobOptionsAreCheckedAgainstTheOptionTable) {
     return req;
   };
   const std::vector<std::pair<std::string, std::string>> refused = {
-      {"memory", "1T"},                     // the server's memory is not the client's to size
-      {"workers", "1024"},                  // nor its threads
-      {"no_such_option", "1"},              // unknown
-      {"bwlimit", "lots"},                  // not a size
-      {"streams", "100000"},                // out of range
-      {"verify", "perhaps"},                // not a yes/no
-      {"job_id", "../../etc"},              // not an id
-      {"recursive", std::string(300, 'x')}  // too long
+      {"memory", "1T"},                      // the server's memory is not the client's to size
+      {"workers", "1024"},                   // nor its threads
+      {"no_such_option", "1"},               // unknown
+      {"bwlimit", "lots"},                   // not a size
+      {"streams", "100000"},                 // out of range
+      {"verify", "perhaps"},                 // not a yes/no
+      {"job_id", "../../etc"},               // not an id
+      {"recursive", std::string(300, 'x')},  // too long
+      {"filter", "merge /etc/passwd\n"},     // not a rule xfer reads
+      {"filter", std::string((256 << 10) + 1, '-')},  // past the 256 KiB of rules
   };
   for (const auto& [name, value] : refused) {
     v1::JobRequest req = request();
@@ -1144,6 +1146,31 @@ TEST_F(Attack, JobOptionsAreCheckedAgainstTheOptionTable) {
   ASSERT_NE(id, "") << st.error_message();
   EXPECT_EQ(watch_to_end(p, tok, id).state(), "done");
   EXPECT_TRUE(xfer_it::lexists(srv->root() / "b.txt"));
+  // Include/exclude rules from a request: 10,000 rules of which the job
+  // runs the last that matters.
+  fs::create_directories(srv->root() / "tree");
+  xfer_it::write_file(srv->root() / "tree" / "keep.c", "c");
+  xfer_it::write_file(srv->root() / "tree" / "drop.o", "o");
+  std::string rules;
+  for (int i = 0; i < 9999; ++i) rules += "- n" + std::to_string(i) + "\n";
+  rules += "- *.o\n";
+  ASSERT_LE(rules.size(), 256u << 10);
+  v1::JobRequest filtered;
+  filtered.add_sources("/tree");
+  filtered.set_destination("/copy");
+  set_job_option(filtered, "recursive", true);
+  set_job_option(filtered, "filter", rules);
+  const std::string fid = submit_job(p, tok, filtered, &st);
+  ASSERT_NE(fid, "") << st.error_message();
+  EXPECT_EQ(watch_to_end(p, tok, fid).state(), "done");
+  EXPECT_TRUE(xfer_it::lexists(srv->root() / "copy" / "keep.c"));
+  EXPECT_FALSE(xfer_it::lexists(srv->root() / "copy" / "drop.o"));
+  v1::JobRequest too_many = filtered;
+  set_job_option(too_many, "filter", rules + "- one.more\n");
+  EXPECT_EQ(submit_job(p, tok, too_many, &st), "");
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_NE(st.error_message().find("more than 10000 rules"), std::string::npos)
+      << st.error_message();
 }
 
 // A server-run job reaches the root only as its submitter's token does:

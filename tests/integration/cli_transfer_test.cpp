@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "harness.hpp"
+#include "xferd_harness.hpp"
 
 #include <optional>
 
@@ -1260,6 +1261,139 @@ TEST_F(Transfer, MemoryBudgetBoundsThePeakResidentSet) {
               r.peak_rss_kib, baseline.peak_rss_kib);
   EXPECT_LT(r.peak_rss_kib, baseline.peak_rss_kib + budget_kib + 8 * 1024)
       << "the transfer held more than its memory budget";
+}
+
+// ------------------------------------------------------ include/exclude
+
+// Runs `rsync -a FLAGS SRC DST` (rsync is the reference for these rules).
+RunResult rsync_a(const std::vector<std::string>& flags, const fs::path& src, const fs::path& dst,
+                  bool contents) {
+  std::vector<std::string> argv = {"rsync", "-a"};
+  for (std::size_t i = 0; i < flags.size(); ++i) {
+    if (flags[i] == "--filter-from" && i + 1 < flags.size()) {
+      argv.push_back("--filter=merge " + flags[++i]);  // rsync's spelling of it
+    } else {
+      argv.push_back(flags[i]);
+    }
+  }
+  argv.push_back(src.string() + (contents ? "/" : ""));
+  argv.push_back(dst.string() + "/");
+  return run(argv, 60s);
+}
+
+// A tree with names the rules below pick apart.
+void make_filter_tree(const fs::path& root) {
+  for (const char* d : {"build", "src/build", "src/doc", "doc", "deep/a/b", "cache", "empty"}) {
+    fs::create_directories(root / d);
+  }
+  int i = 0;
+  for (const char* f : {"a.c", "a.o", "keep.o", "b.txt", ".hidden", "build/x.o", "build/y.c",
+                        "src/main.c", "src/main.o", "src/build/z.o", "src/doc/a.tmp", "doc/a.tmp",
+                        "doc/b.md", "deep/a/b/d.txt", "deep/a/x.c", "sp ace.txt"}) {
+    write_file(root / f, std::string(static_cast<std::size_t>(100 + i++), 'x'));
+  }
+  stamp_mtimes(root, 7);
+}
+
+// cp -r with --include/--exclude/--filter-from/--exclude-from keeps what
+// `rsync -a` keeps with the same flags, copying a folder's contents
+// ("src/") and the folder itself ("src", where the rules see "src/..."),
+// the flags' order deciding (the first match wins).
+TEST_F(Transfer, IncludeExcludeKeepWhatRsyncKeeps) {
+  const fs::path src = tmp() / "src";
+  make_filter_tree(src);
+  write_file(tmp() / "rules.txt", "# build output\n- *.o\n+ /doc/***\n- *.tmp\n");
+  write_file(tmp() / "patterns.txt", "*.md\nbuild/\n");
+  const std::vector<std::vector<std::string>> cases = {
+      {"--exclude", "*.o"},
+      {"--include", "keep.o", "--exclude", "*.o"},
+      {"--exclude", "*.o", "--include", "keep.o"},
+      {"--exclude", "/build/"},
+      {"--exclude", "build/"},
+      {"--include", "*/", "--include", "*.c", "--exclude", "*"},
+      {"--include", "/deep/***", "--exclude", "*"},
+      {"--exclude", "doc/*.tmp", "--exclude", ".*"},
+      {"--filter", "- **/b/**"},
+      {"--filter-from", S(tmp() / "rules.txt")},
+      {"--exclude-from", S(tmp() / "patterns.txt")},
+      {"--include-from", S(tmp() / "patterns.txt"), "--exclude", "*.md"},
+      {"--exclude", "/src/build/", "--exclude", "sp ace.txt"},
+  };
+  int n = 0;
+  for (const auto& flags : cases) {
+    for (const bool contents : {true, false}) {
+      const std::string tag = std::to_string(n++);
+      SCOPED_TRACE(::testing::PrintToString(flags) + (contents ? " src/" : " src"));
+      const fs::path ours = tmp() / ("x" + tag);
+      const fs::path theirs = tmp() / ("r" + tag);
+      fs::create_directories(ours);
+      fs::create_directories(theirs);
+      std::vector<std::string> args = {"cp", "-r", "--no-progress"};
+      args.insert(args.end(), flags.begin(), flags.end());
+      args.push_back(S(src) + (contents ? "/" : ""));
+      args.push_back(S(ours) + "/");
+      auto r = run_xfer(args);
+      ASSERT_EQ(r.exit_code, 0) << r.describe();
+      auto rs = rsync_a(flags, src, theirs, contents);
+      ASSERT_EQ(rs.exit_code, 0) << rs.describe();
+      CompareOptions co;
+      co.compare_root = false;
+      EXPECT_TRUE(compare_trees(theirs, ours, co));
+    }
+  }
+}
+
+// The rules are part of the job: a run killed mid-way and resumed with
+// `xfer resume ID` (which takes the options from the job record) keeps
+// them; the config file's rules come after the command line's; a bad rule
+// is a usage error naming it, with nothing copied.
+TEST_F(Transfer, IncludeExcludeRulesAreKeptByTheJobAndComeAfterTheFlags) {
+  const fs::path src = tmp() / "src";
+  make_filter_tree(src);
+  write_random_file(src / "big.bin", 5, 32u << 20);
+  write_random_file(src / "big.o", 6, 1u << 20);
+  const fs::path dst = tmp() / "dst";
+  fs::create_directories(dst);
+  auto killed = run_xfer_signal_when({"cp", "-r", "--no-progress", "--bwlimit", "8M", "--job",
+                                      "filtered", "--exclude", "*.o", S(src) + "/", S(dst) + "/"},
+                                     SIGKILL, [&](pid_t) {
+                                       for (const auto& h : xfer_hidden_files(dst)) {
+                                         if (lsize(dst / h) >= (4u << 20)) return true;
+                                       }
+                                       return false;
+                                     });
+  ASSERT_TRUE(killed.signalled) << killed.result.describe();
+  auto resumed = run_xfer({"resume", "filtered"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.describe();
+  const fs::path ref = tmp() / "ref";
+  fs::create_directories(ref);
+  ASSERT_EQ(rsync_a({"--exclude", "*.o"}, src, ref, true).exit_code, 0);
+  CompareOptions co;
+  co.compare_root = false;
+  EXPECT_TRUE(compare_trees(ref, dst, co));
+
+  // Config rules after the flags: the flag's include of keep.o wins over
+  // the file's exclude of *.o.
+  write_file(tmp() / "config.toml", "[transfer]\nfilter = \"- *.o\\n- big.bin\\n\"\n");
+  const fs::path cfg_dst = tmp() / "cfg";
+  auto c = run_xfer({"--config", S(tmp() / "config.toml"), "cp", "-r", "--no-progress", "--include",
+                     "keep.o", S(src) + "/", S(cfg_dst) + "/"});
+  ASSERT_EQ(c.exit_code, 0) << c.describe();
+  EXPECT_TRUE(fs::exists(cfg_dst / "keep.o"));
+  EXPECT_FALSE(fs::exists(cfg_dst / "a.o"));
+  EXPECT_FALSE(fs::exists(cfg_dst / "big.bin"));
+  EXPECT_TRUE(fs::exists(cfg_dst / "a.c"));
+
+  write_file(tmp() / "bad.txt", "- ok\nmerge other.txt\n");
+  auto bad = run_xfer(
+      {"cp", "-r", "--filter-from", S(tmp() / "bad.txt"), S(src) + "/", S(tmp() / "bad") + "/"});
+  EXPECT_EQ(bad.exit_code, 2) << bad.describe();
+  EXPECT_TRUE(icontains(bad.err, S(tmp() / "bad.txt") + ":2")) << bad.describe();
+  EXPECT_FALSE(fs::exists(tmp() / "bad"));
+  auto missing = run_xfer(
+      {"cp", "-r", "--exclude-from", S(tmp() / "nope.txt"), S(src) + "/", S(tmp() / "bad") + "/"});
+  EXPECT_EQ(missing.exit_code, 2) << missing.describe();
+  EXPECT_FALSE(fs::exists(tmp() / "bad"));
 }
 
 }  // namespace

@@ -496,7 +496,7 @@ TEST_F(FirstHour, RsyncAndRcloneHabitsWorkOrGetAHint) {
       {{"frob"}, "'frob' is not an xfer command; the commands are cp/transfer, ls/list"},
       {{"cp", "-avz", "src", "dst"}, "-z: xfer does not compress"},
       {{"cp", "-r", "--delete", "src/", "dst"}, "--delete is part of xfer sync"},
-      {{"cp", "-r", "--exclude=*.o", "src/", "dst"}, "--exclude is part of xfer sync"},
+      {{"cp", "-r", "--update", "src/", "dst"}, "--update is part of xfer sync"},
       {{"cp", "-e", "ssh", "src", "host:dst"}, "-e: xfer talks to xferd"},
       {{"cp", "--partial", "src", "dst"}, "--partial: xfer always keeps the partial"},
       {{"cp", "--transfers", "8", "src", "dst"}, "--transfers: rclone's --transfers is --workers"},

@@ -46,6 +46,8 @@ std::string test_value(const OptionSpec& spec) {
       return "test-job_1";
     case OptionKind::kAddresses:
       return "10.0.1.1,fd00::2";
+    case OptionKind::kFilter:
+      return "+ keep.o\n- *.o\n- /build/\n";
   }
   return {};
 }
@@ -85,7 +87,16 @@ std::vector<std::string> cli_args(const OptionSpec& spec, const std::string& val
 std::string toml_value(const OptionSpec& spec, const std::string& text) {
   if (spec.kind == OptionKind::kFlag) return text;
   if (spec.kind == OptionKind::kCount) return text;
-  return "\"" + text + "\"";
+  std::string quoted = "\"";
+  for (char c : text) {
+    if (c == '\n') {
+      quoted += "\\n";  // filter rules are lines
+    } else {
+      if (c == '"' || c == '\\') quoted += '\\';
+      quoted += c;
+    }
+  }
+  return quoted + "\"";
 }
 
 TEST(OptionTable, EveryOptionIsDeclaredOnceAndReachable) {
@@ -172,6 +183,7 @@ TEST(OptionTable, BadValuesAreRefusedNamingTheOption) {
     if (spec.kind == OptionKind::kRate) bad.push_back(std::to_string(spec.max / 1024 + 1));
     if (spec.kind == OptionKind::kId) bad = {"../x", "a/b", "x y"};
     if (spec.kind == OptionKind::kAddresses) bad = {"10.0.0.1,host.example", "10.0.0.256", "[::1]"};
+    if (spec.kind == OptionKind::kFilter) bad = {"garbage", "+ \n", "merge x\n"};
     for (const auto& b : bad) {
       TransferOptions o;
       Status s = spec.set(o, b);

@@ -26,7 +26,11 @@ void register_move(CLI::App& app) {
   a->render.verb = "moved";
   add_render_flags(*cmd, a->render);
   cmd->callback([a] {
-    const TransferOptions options = transfer_options(a->flags);
+    TransferOptions options = transfer_options(a->flags);
+    // A move takes everything: include/exclude rules (the config file's
+    // filter) would leave part of the source behind, or worse, delete it
+    // uncopied after a copying move.
+    options.filter.clear();
     std::vector<std::string> sources(a->paths.begin(), a->paths.end() - 1);
     const std::string& dst_text = a->paths.back();
     auto dst = open_endpoint(dst_text);

@@ -327,6 +327,7 @@ void register_transfer(CLI::App& app) {
   struct Args {
     std::vector<std::string> paths;
     OptionFlags flags;
+    FilterFlags filters;
     RenderOptions render;
   };
   auto args = std::make_shared<Args>();
@@ -335,10 +336,12 @@ void register_transfer(CLI::App& app) {
   cmd->footer(std::string(kRemoteFlagsHelp) + "\n" + kExitCodesHelp);
   cmd->add_option("paths", args->paths, "SRC... DST (paths or URLs)")->required()->expected(2, -1);
   add_option_flags(*cmd, args->flags, kCli);
+  add_filter_flags(*cmd, args->filters);
   add_render_flags(*cmd, args->render);
   cmd->callback([args] {
     TransferRequest req;
     req.options = transfer_options(args->flags);
+    apply_filter_flags(args->filters, req.options);
     req.sources.assign(args->paths.begin(), args->paths.end() - 1);
     req.destination = args->paths.back();
     context().exit_code = run_transfer_with_ui(req, args->render);

@@ -43,6 +43,7 @@ enum class OptionKind {
   kMillis,     // std::chrono::milliseconds: "50ms", "5s", "2m", or a number of ms
   kId,         // std::string checked by validate_id (letters, digits, '-', '_', '.')
   kAddresses,  // std::string: IP addresses separated by commas (parse_address_list)
+  kFilter,     // std::string: include/exclude rules as --filter-from text (FilterSet)
 };
 
 struct TransferOptions {
