@@ -125,6 +125,7 @@ void register_touch(CLI::App& app);
 void register_rename(CLI::App& app);
 void register_move(CLI::App& app);
 void register_rm(CLI::App& app);
+void register_sync(CLI::App& app);
 void register_jobs(CLI::App& app);
 void register_resume(CLI::App& app);
 void register_serve(CLI::App& app);
@@ -140,6 +141,9 @@ struct RenderOptions {
   bool verbose = false;  // -v: one line per file copied, as rsync -v
   bool stats = false;    // --stats: a block of figures after the summary
   bool human = false;    // -h: sizes in the summary as 73.0 MiB
+  bool itemize = false;  // -i (sync): one line per change in rsync's format
+  bool sync = false;     // the changes are the plan and -v's lines (xfer sync)
+  bool dry_run = false;  // with sync: the changes are printed as a plan, sorted
   std::string verb = "copied";
 };
 // The output flags of cp and mv: --json, --no-progress, -P/--progress,

@@ -27,17 +27,18 @@ constexpr std::string_view kPartial =
     "xfer always keeps the partial of an interrupted copy and resumes it: run the same command "
     "again, or xfer resume ID (xfer jobs lists them)";
 constexpr std::string_view kSync =
-    "is part of xfer sync, which is not built yet; xfer cp -r SRC/ DST already skips files whose "
-    "size and mtime match";
+    "is a flag of xfer sync (xfer sync --delete SRC/ DST mirrors SRC, docs/sync.md); xfer cp "
+    "never deletes";
 
-const std::array<Hint, 13> kHints = {{
+const std::array<Hint, 14> kHints = {{
     {"-z --compress --compress-level",
      "xfer does not compress yet; it moves data over parallel "
      "streams instead (--streams, --workers)"},
-    {"--delete --delete-before --delete-after --delete-during --delete-excluded --max-delete "
-     "--backup --backup-dir",
-     kSync},
-    {"--files-from -u --update --size-only --ignore-existing --existing", kSync},
+    {"--delete --delete-before --delete-after --delete-during --max-delete --backup-dir", kSync},
+    {"-b --backup",
+     "xfer sync --backup-dir DIR keeps every replaced or deleted file in DIR (no -b needed)"},
+    {"--files-from --delete-excluded --existing",
+     "not supported yet: --include/--exclude rules select files (docs/filters.md)"},
     {"-e --rsh",
      "xfer talks to xferd (xfer://host/path, docs/server.md), not through ssh; "
      "NAME:path names a configured remote (xfer remote add)"},
@@ -161,12 +162,7 @@ bool explain_usage_error(const CLI::App& app, int argc, char** argv) {
     command = subcommand_named(app, arg);
     command_word = arg;
     if (command != nullptr) continue;
-    if (arg == "sync") {
-      say("",
-          "xfer sync is not built yet: xfer cp -r SRC/ DST copies what is new or changed "
-          "(files with the same size and mtime are skipped); deleting what the source no "
-          "longer has is not available yet");
-    } else if (arg == "copy" || arg == "copyto") {
+    if (arg == "copy" || arg == "copyto") {
       say("", fmt::format("'{}' is not an xfer command: xfer cp -r SRC/ DST is rclone copy SRC "
                           "DST (the trailing slash copies the contents); commands: {}",
                           arg, commands_of(app)));

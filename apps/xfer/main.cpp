@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
   app.add_option("--tls-ca", ep.tls_ca, "CA bundle for the control channel's TLS (implies --tls)");
 
   register_transfer(app);
+  register_sync(app);
   register_list(app);
   register_stat(app);
   register_mkdir(app);

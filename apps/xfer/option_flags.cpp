@@ -24,7 +24,8 @@ std::string flag_names(const OptionSpec& spec) {
 std::string help_with_default(const OptionSpec& spec) {
   const std::string def = option_default_text(spec);
   if (spec.kind == OptionKind::kFlag && def == "false") return std::string(spec.help);
-  if (spec.kind == OptionKind::kId || spec.kind == OptionKind::kAddresses) {
+  if (spec.kind == OptionKind::kId || spec.kind == OptionKind::kAddresses ||
+      spec.kind == OptionKind::kPath) {
     return std::string(spec.help);
   }
   return fmt::format("{} (default: {})", spec.help, def);
@@ -44,6 +45,8 @@ const char* type_name(OptionKind kind) {
       return "ID";
     case OptionKind::kAddresses:
       return "ADDRS";
+    case OptionKind::kPath:
+      return "DIR";
     default:
       return "";
   }

@@ -7,6 +7,7 @@
 //   verifier.cpp   --verify: read back and compare; resumed chunks checked
 //   finalizer.cpp  the fence per file: commit, suspend or abort; resume skips
 //   job_state.cpp  the job record and checkpoint: lock, open, close
+//   sync.cpp       xfer sync: both trees compared, deletions, backups
 //   transfer.cpp   run(): threads, the order of the parts, the result
 //
 // Planning is planner.cpp (a pure function), queues and the one retry site
@@ -123,6 +124,54 @@ class Engine {
   void follow_changes();
   void apply_change(const ChangeEvent& event);
 
+  // Sync (sync.cpp). The walk runs on the scanner thread; deletions run on
+  // the thread of run(), once the workers joined.
+  enum class SyncPass { kCopy, kDeletions };
+  struct SyncDir {
+    std::string source;
+    std::string destination;
+    std::string name;  // relative to the transfer's root, for the rules and the user
+    FileAttrs source_attrs;
+    std::optional<FileAttrs> destination_attrs;  // nullopt: not there (yet)
+  };
+  struct Deletion {
+    std::size_t root;
+    std::string path;  // at the destination
+    std::string name;
+    EntryType type;
+  };
+  // What the quick check (or its replacements: --size-only, -u,
+  // --ignore-existing, -c) says of a destination file.
+  enum class Verdict { kCopy, kUnchanged, kKeep, kCompareContent };
+  Verdict compare(const FileAttrs& source, const FileAttrs& destination, bool mtimes) const;
+  bool same_mtime(std::int64_t a, std::int64_t b) const;
+  void sync_scan();
+  void sync_tree(std::size_t root_index, SyncDir top, SyncPass pass);
+  // One name present on either end (or both); subfolders to walk go to
+  // `subdirs`.
+  void sync_entry(std::size_t root_index, const std::string& source_path,
+                  const std::string& destination_path, const std::string& name, const Entry* source,
+                  const Entry* destination, SyncPass pass, std::vector<SyncDir>& subdirs);
+  // The destination entry is in the way of another type: removed (into
+  // --backup-dir if set; a non-empty folder only with --delete).
+  bool make_way(std::size_t root_index, const std::string& path, const std::string& name,
+                EntryType type);
+  // `path` and everything under it, children first, as deletions.
+  void collect_deletions(std::size_t root_index, const std::string& path, const std::string& name,
+                         EntryType type, std::vector<Deletion>& out);
+  void run_deletions(std::vector<Deletion>& deletions);
+  bool remove_entry(const Deletion& d, bool shown_as_deleted = true);
+  // Moves a destination entry to --backup-dir (its parents made).
+  Status backup(std::size_t root_index, const std::string& path);
+  bool protected_name(const std::string& destination_path, std::string_view entry_name) const;
+  void emit_change(std::string_view item, const std::string& name, const std::string& target,
+                   std::uint64_t size);
+  // --checksum in sync: the bytes decide; equal files get their attributes.
+  // A differing file gets 'c' in its item.
+  bool unchanged_content(FileTask& task, Source& source);
+  // After a commit (or, --dry-run, the plan): -v's line and the itemized change.
+  void announce(const FileTask& task, std::uint64_t size, const std::string& target = {});
+
   // Workers.
   void worker_loop();
   void process_file(FileTask task);
@@ -174,6 +223,14 @@ class Engine {
   std::vector<Root> roots_;
   FilterSet filter_;                  // opt_.filter, parsed at the start of run(); read-only after
   std::vector<DirFixup> dir_fixups_;  // scanner thread only, until it joins
+
+  // Sync: the deletions to run after the copies (scanner thread, until it
+  // joins); a listing that failed cancels every deletion (rsync's rule).
+  std::vector<Deletion> deletions_;
+  std::atomic<bool> sync_io_error_{false};
+  std::string destination_root_;  // DST's path: --backup-dir is relative to it
+  std::string backup_root_;       // empty without --backup-dir
+  std::int64_t window_ns_ = 0;    // mtimes this close are equal
 
   // Change feeds: destinations being copied ("root|path" -> changed again
   // meanwhile) and the tasks to push again; the scanner and the workers.

@@ -19,6 +19,10 @@ void Engine::finalize_chunked(std::shared_ptr<ChunkedFile> file) {
   if (!failure) {
     Status s = file->source->check_unchanged();
     if (s.ok() && opt_.verify) s = verify_pieces(*file->sink, file->size, file->piece_hashes.get());
+    if (s.ok() && (file->task.sync & kSyncBackup) != 0) {
+      s = backup(file->task.root, file->task.destination);
+      if (!s.ok() && s.error().code == ErrorCode::kNotFound) s = ok_status();
+    }
     if (s.ok()) s = file->sink->commit();
     if (s.ok() && ckpt_) {
       // The last synchronous flush of this file: done in the journal and the
@@ -28,9 +32,7 @@ void Engine::finalize_chunked(std::shared_ptr<ChunkedFile> file) {
     }
     if (s.ok()) {
       counters_.files_done.fetch_add(1, std::memory_order_relaxed);
-      if (observer_ != nullptr) {
-        observer_->on_copied(file->task.source, file->task.destination, file->size);
-      }
+      announce(file->task, file->size);
       return;
     }
     failure = s.error();
@@ -96,24 +98,30 @@ bool Engine::skip_if_current(const FileTask& task, Source& source) {
   const std::uint64_t key = checkpoint::file_key(task.destination);
   auto done = ckpt_ ? ckpt_->done(key) : std::nullopt;
   const bool recorded = done && done->size == attrs.size && done->mtime_ns == attrs.mtime_ns;
-  if (!recorded && opt_.ignore_times) return false;
+  const bool keeps = opt_.ignore_existing || opt_.update;  // may keep what is there, even with -I
+  if (!recorded && opt_.ignore_times && !keeps) return false;
   auto dst = destination.stat(task.destination);
-  if (!dst || dst->type != EntryType::kFile || dst->size != attrs.size) return false;
+  if (!dst || dst->type != EntryType::kFile) return false;
+  const bool mtimes = destination.capabilities().mtime;
+  const Verdict verdict = recorded ? Verdict::kUnchanged : compare(attrs, *dst, mtimes);
+  if (verdict == Verdict::kCopy) return false;
+  if (dst->size != attrs.size && verdict != Verdict::kKeep) return false;
   // Without stored mtimes only the job's own record trusts the size alone.
-  const bool same_mtime =
-      destination.capabilities().mtime ? dst->mtime_ns == attrs.mtime_ns : recorded;
+  const bool mtime_matches = mtimes ? same_mtime(dst->mtime_ns, attrs.mtime_ns) : recorded;
   bool unchanged = false;
-  if (recorded || (resuming_ && !opt_.checksum)) {
+  if (verdict == Verdict::kKeep || (verdict == Verdict::kUnchanged && opt_.size_only)) {
+    unchanged = true;  // -u, --ignore-existing, --size-only: kept as it is
+  } else if (recorded || (resuming_ && !opt_.checksum)) {
     // A resume. A destination with the source's size and mtime was
     // published by the interrupted run even if its done record did not
     // reach the disk (xfer sets the mtime at commit).
-    if (!same_mtime) return false;
+    if (!mtime_matches) return false;
   } else if (opt_.checksum) {
     auto same = same_content(source, destination, task.destination, attrs.size);
     if (!same || !*same) return false;
     unchanged = true;
   } else {
-    if (!same_mtime) return false;
+    if (!mtime_matches) return false;
     unchanged = true;
   }
   // An earlier run of this job began the file again and was killed (a

@@ -162,12 +162,14 @@ struct Codec<OptionKind::kMillis> {
   static Result<std::chrono::milliseconds> read(std::string_view name, std::string_view text,
                                                 std::uint64_t min, std::uint64_t max,
                                                 std::string_view zero) {
+    if (!zero.empty() && text == zero) return std::chrono::milliseconds(0);
     auto v = parse_millis(text);
     if (!v) return bad_value(name, text, "must be a duration (50ms, 5s, 2m)");
     XFER_ASSIGN_OR_RETURN(std::uint64_t ms, in_range(name, text, *v, min, max, zero, false));
     return std::chrono::milliseconds(static_cast<std::int64_t>(ms));
   }
-  static std::string write(std::chrono::milliseconds v, std::string_view) {
+  static std::string write(std::chrono::milliseconds v, std::string_view zero) {
+    if (v.count() == 0 && !zero.empty()) return std::string(zero);
     return millis_text(static_cast<std::uint64_t>(v.count()));
   }
 };
@@ -212,6 +214,38 @@ struct Codec<OptionKind::kFilter> {
       return e;
     }
     return f.to_text();
+  }
+  static std::string write(const std::string& v, std::string_view) { return v; }
+};
+
+// A relative path ("old/backups"): at most 1,024 bytes, each component a
+// valid name (no "..", ".", empty names, NUL or newline), as a name from a
+// peer is checked; it may come in a job request.
+template <>
+struct Codec<OptionKind::kPath> {
+  static Result<std::string> read(std::string_view name, std::string_view text, std::uint64_t,
+                                  std::uint64_t, std::string_view) {
+    if (text.empty()) return std::string();
+    if (text.size() > 1024) return bad_value(name, text, "longer than 1024 bytes");
+    if (text.front() == '/') return bad_value(name, text, "must be relative to the destination");
+    for (char c : text) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+        return bad_value(name, text, "holds a control character");
+      }
+    }
+    std::string_view rest = text;
+    while (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
+    while (!rest.empty()) {
+      const std::size_t slash = rest.find('/');
+      const std::string_view part = rest.substr(0, slash);
+      if (Status ok = validate_name_component(part, name); !ok.ok()) {
+        return bad_value(name, text, ok.error().detail);
+      }
+      if (slash == std::string_view::npos) break;
+      rest.remove_prefix(slash + 1);
+    }
+    text = text.substr(0, text.find_last_not_of('/') + 1);
+    return std::string(text);
   }
   static std::string write(const std::string& v, std::string_view) { return v; }
 };
@@ -271,8 +305,9 @@ Status set_option(TransferOptions& options, std::string_view name, std::string_v
                       fmt::format("unknown option \"{}\"", printable_name(name, 64)));
   }
   if ((spec->where & where) == 0) {
-    static constexpr std::array<std::pair<OptionWhere, std::string_view>, 5> kPlaces = {
+    static constexpr std::array<std::pair<OptionWhere, std::string_view>, 6> kPlaces = {
         {{kCli, "on the command line"},
+         {kSync, "on the command line"},
          {kGlobal, "on the command line"},
          {kConfig, "in the config file"},
          {kJob, "in a job record"},

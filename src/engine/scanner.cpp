@@ -127,11 +127,30 @@ Status Engine::resolve_roots() {
                        : make_error(ErrorCode::kInvalidArgument, "transfer", "", "nothing to do");
   }
   if (into_dir && !dst_exists && !opt_.dry_run) XFER_TRY(dst->mkdir(dst_url.path, true));
+  // Sync: --backup-dir is relative to the destination folder (DST, or the
+  // folder of a DST file), and mtimes are compared as finely as both ends
+  // keep them.
+  destination_root_ =
+      into_dir || roots_.empty() || roots_.front().source_attrs.type == EntryType::kDirectory
+          ? dst_url.path
+          : dir_name(dst_url.path);
+  while (destination_root_.size() > 1 && destination_root_.back() == '/') {
+    destination_root_.pop_back();
+  }
+  if (!opt_.backup_dir.empty()) backup_root_ = join_path(destination_root_, opt_.backup_dir);
+  std::int64_t granularity = 1;
+  for (const Root& r : roots_) {
+    granularity = std::max({granularity, r.source->capabilities().mtime_granularity_ns,
+                            r.destination->capabilities().mtime_granularity_ns});
+  }
+  window_ns_ =
+      opt_.modify_window.count() > 0 ? opt_.modify_window.count() * 1'000'000 : granularity - 1;
   return ok_status();
 }
 
 void Engine::scan() {
-  for (std::size_t i = 0; i < roots_.size() && !cancelled(); ++i) {
+  if (opt_.sync) sync_scan();
+  for (std::size_t i = 0; i < roots_.size() && !cancelled() && !opt_.sync; ++i) {
     const Root& root = roots_[i];
     if (root.source_attrs.type == EntryType::kDirectory) {
       scan_tree(i, root.source_path, root.destination_path);

@@ -22,11 +22,21 @@
 namespace xfer {
 
 // One entry found by the scanner.
+enum SyncFlags : std::uint8_t {
+  kSyncDecided = 1,         // copy it: the walk found it differs (no quick check again)
+  kSyncCompareContent = 2,  // --checksum: same size; the worker compares the bytes
+  kSyncBackup = 4,          // the destination has a file to move to --backup-dir first
+};
+
 struct FileTask {
   std::size_t root = 0;     // index of the (source backend, dest backend) pair
   std::string source;       // path on the source endpoint
   std::string destination;  // path on the destination endpoint
   EntryType type = EntryType::kFile;
+  // Set by the sync walk (sync.cpp), which compared both ends already.
+  std::uint8_t sync = 0;  // SyncFlags
+  std::string item;       // rsync's itemize code of the change ("" outside sync)
+  std::string name;       // the path as shown to the user, relative to the transfer's root
   // Held while the file's work lasts (its copy, its retries); released when
   // the task and its ChunkedFile are gone. Change feeds use it to copy a
   // path once at a time (engine.hpp: enqueue).

@@ -168,6 +168,11 @@ Result<TransferResult> Engine::run() {
   finished.store(true);
   watcher.join();
 
+  // Sync's deletions once every copy is committed (sync.cpp decides
+  // whether they may run), then the folders' attributes: a deletion
+  // changes its folder's mtime.
+  if (opt_.sync && !opt_.delete_before) run_deletions(deletions_);
+
   // Directory attributes last, children before parents, so a read-only
   // directory is filled before it becomes read-only and its mtime is final.
   if (!cancelled()) {
@@ -194,6 +199,8 @@ Result<TransferResult> Engine::run() {
   result.bytes_resumed = counters_.bytes_resumed.load();
   result.files_unchanged = counters_.files_unchanged.load();
   result.bytes_unchanged = counters_.bytes_unchanged.load();
+  result.files_deleted = counters_.files_deleted.load();
+  result.files_attrs_set = counters_.files_attrs_set.load();
   if (ckpt_) close_job(result);
   return result;
 }

@@ -39,7 +39,7 @@ void Engine::process_symlink(const FileTask& task) {
   }
   counters_.files_opened.fetch_add(1, std::memory_order_relaxed);
   if (opt_.dry_run) {
-    if (observer_ != nullptr) observer_->on_planned(task.source, task.destination, 0);
+    announce(task, 0, attrs->symlink_target);
     counters_.files_done.fetch_add(1, std::memory_order_relaxed);
     return;
   }
@@ -51,14 +51,19 @@ void Engine::process_symlink(const FileTask& task) {
     }
     return;
   }
-  Status s = root.destination->symlink(attrs->symlink_target, task.destination, *attrs);
+  Status s = ok_status();
+  if ((task.sync & kSyncBackup) != 0) {
+    s = backup(task.root, task.destination);
+    if (!s.ok() && s.error().code == ErrorCode::kNotFound) s = ok_status();
+  }
+  if (s.ok()) s = root.destination->symlink(attrs->symlink_target, task.destination, *attrs);
   if (!s.ok()) {
     counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
     report(s.error());
     return;
   }
   counters_.files_done.fetch_add(1, std::memory_order_relaxed);
-  if (observer_ != nullptr) observer_->on_copied(task.source, task.destination, 0);
+  announce(task, 0, attrs->symlink_target);
 }
 
 void Engine::process_file(FileTask task) {
@@ -98,13 +103,18 @@ void Engine::process_file(FileTask task) {
       counters_.bytes_total.fetch_add(size, std::memory_order_relaxed);
     }
     // A stream (size unknown) is never "already there": it is read again.
-    if (attempt == 1 && source->attrs().size_known && skip_if_current(task, *source)) {
+    // A sync's walk compared the file already, unless the bytes decide.
+    const bool current = attempt == 1 && source->attrs().size_known &&
+                         ((task.sync & kSyncCompareContent) != 0 ? unchanged_content(task, *source)
+                          : (task.sync & kSyncDecided) == 0      ? skip_if_current(task, *source)
+                                                                 : false);
+    if (current) {
       scheduler_.file_classified();
       return;
     }
     if (opt_.dry_run) {
       scheduler_.file_classified();
-      if (observer_ != nullptr) observer_->on_planned(task.source, task.destination, size);
+      announce(task, size);
       counters_.files_done.fetch_add(1, std::memory_order_relaxed);
       // What the copy would move: the summary's "would have copied N files
       // (B bytes)" counts it.
@@ -147,9 +157,7 @@ void Engine::process_file(FileTask task) {
       Status s = copy_whole(task, *source, attempt);
       if (s.ok()) {
         counters_.files_done.fetch_add(1, std::memory_order_relaxed);
-        if (observer_ != nullptr) {
-          observer_->on_copied(task.source, task.destination, source->attrs().size);
-        }
+        announce(task, source->attrs().size);
         return;
       }
       Error e = s.error();
@@ -202,6 +210,10 @@ Status Engine::copy_whole(const FileTask& task, Source& source, unsigned attempt
                       : copy_stream(source, *sink, opt_.verify ? &hashes : nullptr, &counted, size);
   if (copied.ok()) copied = source.check_unchanged();
   if (copied.ok() && opt_.verify) copied = verify_pieces(*sink, size, hashes.data());
+  if (copied.ok() && (task.sync & kSyncBackup) != 0) {
+    copied = backup(task.root, task.destination);  // gone already after a failed commit: fine
+    if (!copied.ok() && copied.error().code == ErrorCode::kNotFound) copied = ok_status();
+  }
   if (copied.ok()) copied = sink->commit();
   if (!copied.ok()) {
     counters_.bytes_done.fetch_sub(counted.load(), std::memory_order_relaxed);

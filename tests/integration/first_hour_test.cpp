@@ -491,12 +491,13 @@ TEST_F(FirstHour, RsyncAndRcloneHabitsWorkOrGetAHint) {
     std::string says;
   };
   const std::vector<Case> refused = {
-      {{"sync", "src", "dst"}, "xfer sync is not built yet: xfer cp -r SRC/ DST copies"},
+      {{"bisync", "src", "dst"}, "'bisync' is not an xfer command; the commands are"},
+      {{"sync", "-b", "src/", "dst"}, "-b: xfer sync --backup-dir DIR keeps"},
       {{"copy", "src", "dst"}, "'copy' is not an xfer command: xfer cp -r SRC/ DST is rclone copy"},
-      {{"frob"}, "'frob' is not an xfer command; the commands are cp/transfer, ls/list"},
+      {{"frob"}, "'frob' is not an xfer command; the commands are cp/transfer, sync, ls/list"},
       {{"cp", "-avz", "src", "dst"}, "-z: xfer does not compress"},
-      {{"cp", "-r", "--delete", "src/", "dst"}, "--delete is part of xfer sync"},
-      {{"cp", "-r", "--update", "src/", "dst"}, "--update is part of xfer sync"},
+      {{"cp", "-r", "--delete", "src/", "dst"}, "--delete is a flag of xfer sync"},
+      {{"cp", "-r", "--max-delete", "3", "src/", "dst"}, "--max-delete is a flag of xfer sync"},
       {{"cp", "-e", "ssh", "src", "host:dst"}, "-e: xfer talks to xferd"},
       {{"cp", "--partial", "src", "dst"}, "--partial: xfer always keeps the partial"},
       {{"cp", "--transfers", "8", "src", "dst"}, "--transfers: rclone's --transfers is --workers"},

@@ -48,6 +48,8 @@ std::string test_value(const OptionSpec& spec) {
       return "10.0.1.1,fd00::2";
     case OptionKind::kFilter:
       return "+ keep.o\n- *.o\n- /build/\n";
+    case OptionKind::kPath:
+      return "old/backups";
   }
   return {};
 }
@@ -65,9 +67,9 @@ TransferOptions from_cli(std::vector<std::string> args) {
   cli::OptionFlags global, command;
   app.fallthrough();  // before the command is added, as in apps/xfer/main.cpp
   cli::add_option_flags(app, global, kGlobal);
-  CLI::App* cmd = app.add_subcommand("cp");
-  cli::add_option_flags(*cmd, command, kCli);
-  args.insert(args.begin(), "cp");
+  CLI::App* cmd = app.add_subcommand("sync");  // sync takes every flag cp does, and its own
+  cli::add_option_flags(*cmd, command, static_cast<OptionWhere>(kCli | kSync));
+  args.insert(args.begin(), "sync");
   std::reverse(args.begin(), args.end());  // CLI11 takes argv-style, last first
   app.parse(args);
   TransferOptions o;
@@ -104,7 +106,7 @@ TEST(OptionTable, EveryOptionIsDeclaredOnceAndReachable) {
   for (const auto& spec : option_table()) {
     EXPECT_EQ(std::count(names.begin(), names.end(), spec.name), 0) << spec.name;
     names.push_back(spec.name);
-    EXPECT_NE(spec.where & (kCli | kGlobal | kConfig), 0u)
+    EXPECT_NE(spec.where & (kCli | kSync | kGlobal | kConfig), 0u)
         << spec.name << " cannot be set by anyone";
     EXPECT_FALSE(spec.help.empty()) << spec.name;
     EXPECT_EQ(find_option(spec.name), &spec);
@@ -125,7 +127,7 @@ TEST(OptionTable, EveryOptionRoundTripsThroughEveryPlace) {
     const std::string want = canonical(spec, typed);
     ASSERT_NE(want, option_default_text(spec)) << "the test value must not be the default";
     std::string text = typed;
-    if (spec.where & (kCli | kGlobal)) {
+    if (spec.where & (kCli | kSync | kGlobal)) {
       TransferOptions o = from_cli(cli_args(spec, typed));
       ASSERT_EQ(spec.get(o), want);
       text = spec.get(o);
@@ -184,6 +186,9 @@ TEST(OptionTable, BadValuesAreRefusedNamingTheOption) {
     if (spec.kind == OptionKind::kId) bad = {"../x", "a/b", "x y"};
     if (spec.kind == OptionKind::kAddresses) bad = {"10.0.0.1,host.example", "10.0.0.256", "[::1]"};
     if (spec.kind == OptionKind::kFilter) bad = {"garbage", "+ \n", "merge x\n"};
+    if (spec.kind == OptionKind::kPath) {
+      bad = {"../x", "a/../b", "/abs", "a//b", "./a", std::string("a\nb"), std::string(1100, 'x')};
+    }
     for (const auto& b : bad) {
       TransferOptions o;
       Status s = spec.set(o, b);

@@ -40,6 +40,7 @@ class CliObserver final : public TransferObserver {
     if (render_.json) emit({{"event", "warning"}, {"message", m}});
   }
   void on_copied(const std::string& src, const std::string& dst, std::uint64_t size) override {
+    if (render_.sync) return;  // a sync shows its changes (on_change)
     if (render_.json) {
       emit({{"event", "copied"}, {"source", src}, {"destination", dst}, {"size", size}});
     } else if (render_.verbose) {
@@ -47,7 +48,42 @@ class CliObserver final : public TransferObserver {
       print_out("{} -> {} ({})\n", src, dst, format_bytes(static_cast<double>(size)));
     }
   }
+  void on_change(std::string_view item, const std::string& name, const std::string& target,
+                 std::uint64_t size) override {
+    if (render_.json) {
+      json j = {{"event", "change"}, {"item", std::string(item)}, {"path", name}, {"size", size}};
+      if (!target.empty()) j["target"] = target;
+      emit(std::move(j));
+      return;
+    }
+    std::string line;
+    if (render_.itemize) {
+      // rsync's --itemize-changes: "%i %n", and " -> TARGET" for a symlink.
+      line = fmt::format("{} {}{}", item, name, target.empty() ? "" : " -> " + target);
+    } else if (render_.verbose || render_.dry_run) {
+      const bool deleting = !item.empty() && item[0] == '*';
+      const bool created = item.find("+++") != std::string_view::npos;
+      const bool attrs_only = !item.empty() && item[0] == '.';
+      const char* what = deleting  ? (render_.dry_run ? "would delete" : "deleted")
+                         : created ? (render_.dry_run ? "would create" : "created")
+                         : attrs_only
+                             ? (render_.dry_run ? "would set attributes of" : "set attributes of")
+                             : (render_.dry_run ? "would update" : "updated");
+      line = size > 0
+                 ? fmt::format("{} {} ({})", what, name, format_bytes(static_cast<double>(size)))
+                 : fmt::format("{} {}", what, name);
+    } else {
+      return;
+    }
+    std::lock_guard lock(mu_);
+    if (render_.dry_run) {
+      planned_.push_back(std::move(line));  // sorted, at the end
+    } else {
+      print_out("{}\n", line);
+    }
+  }
   void on_planned(const std::string& src, const std::string& dst, std::uint64_t size) override {
+    if (render_.sync) return;  // a sync's plan is its changes (on_change)
     if (render_.json) {
       emit({{"event", "planned"}, {"source", src}, {"destination", dst}, {"size", size}});
     } else {
@@ -280,6 +316,8 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
                    {"bytes_resumed", r.bytes_resumed},
                    {"files_unchanged", r.files_unchanged},
                    {"bytes_unchanged", r.bytes_unchanged},
+                   {"files_deleted", r.files_deleted},
+                   {"files_attrs_set", r.files_attrs_set},
                    {"checkpoint",
                     {{"records", r.journal_records},
                      {"fsyncs", r.journal_fsyncs},
@@ -299,8 +337,9 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
                count_of(r.bytes_resumed, "byte"), whole);
   }
   if (!render.quiet) {
-    const std::string unchanged =
+    std::string unchanged =
         r.files_unchanged > 0 ? fmt::format(", {} unchanged", r.files_unchanged) : "";
+    if (r.files_deleted > 0) unchanged += fmt::format(", {} deleted", r.files_deleted);
     fmt::print(stderr, "xfer: {}{} {} ({}){} in {:.2f} s, {}/s, {}{}\n",
                request.options.dry_run ? "would have " : "", render.verb,
                count_of(r.files_done - std::min(r.files_done, r.files_unchanged), "file"),

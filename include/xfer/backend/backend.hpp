@@ -70,6 +70,10 @@ struct Capabilities {
   bool symlinks = false;
   bool permissions = false;  // mode bits are stored
   bool mtime = false;        // modification times are stored
+  // How finely they are stored: sync counts mtimes this close as equal
+  // (--modify-window auto). 1 ns for file systems and xferd; 1 s for a
+  // store that keeps whole seconds.
+  std::int64_t mtime_granularity_ns = 1;
   bool server_side_copy = false;
   bool zero_copy_send = false;      // Source exposes a file descriptor for sendfile/copy_file_range
   std::uint64_t min_part_size = 0;  // smallest chunk except the last (S3: 5 MiB)

@@ -32,6 +32,7 @@ enum OptionWhere : unsigned {
   kConfig = 1u << 2,  // a key of [transfer] in config.toml
   kJob = 1u << 3,     // saved in job.json: `xfer resume` runs with it again
   kRemote = 1u << 4,  // sent to the server that runs a third-party job
+  kSync = 1u << 5,    // a flag of xfer sync only
 };
 
 enum class OptionKind {
@@ -44,6 +45,7 @@ enum class OptionKind {
   kId,         // std::string checked by validate_id (letters, digits, '-', '_', '.')
   kAddresses,  // std::string: IP addresses separated by commas (parse_address_list)
   kFilter,     // std::string: include/exclude rules as --filter-from text (FilterSet)
+  kPath,       // std::string: a relative path, each component checked as a name from a peer
 };
 
 struct TransferOptions {

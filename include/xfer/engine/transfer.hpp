@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "xfer/core/result.hpp"
@@ -27,6 +28,15 @@ class TransferObserver {
   virtual void on_copied(const std::string& source, const std::string& destination,
                          std::uint64_t size) {
     (void)source, (void)destination, (void)size;
+  }
+  // sync: one change, as rsync's --itemize-changes shows it: `item` is its
+  // 11-character code (">f.st......", "cd+++++++++", "*deleting  "),
+  // `name` the path relative to the transfer's root ("sub/" for a
+  // folder), `target` a symlink's target. Emitted once the change is made
+  // (planned, with --dry-run).
+  virtual void on_change(std::string_view item, const std::string& name, const std::string& target,
+                         std::uint64_t size) {
+    (void)item, (void)name, (void)target, (void)size;
   }
   // --dry-run: what would be copied.
   virtual void on_planned(const std::string& source, const std::string& destination,
@@ -52,6 +62,9 @@ struct TransferResult {
   // Skipped as already current (counted in files_done; not in bytes_done).
   std::uint64_t files_unchanged = 0;
   std::uint64_t bytes_unchanged = 0;
+  // sync: entries deleted at the destination, files whose attributes were set.
+  std::uint64_t files_deleted = 0;
+  std::uint64_t files_attrs_set = 0;
   std::uint64_t journal_records = 0;
   std::uint64_t journal_fsyncs = 0;
   std::uint64_t journal_bytes = 0;

@@ -32,6 +32,10 @@ struct TransferCounters {
   // --checksum): counted in files_done, never sent.
   std::atomic<std::uint64_t> files_unchanged{0};
   std::atomic<std::uint64_t> bytes_unchanged{0};
+  // sync: destination entries removed (or moved to --backup-dir) because
+  // the source has none, and files whose attributes alone were set.
+  std::atomic<std::uint64_t> files_deleted{0};
+  std::atomic<std::uint64_t> files_attrs_set{0};
   std::atomic<std::uint64_t> active_workers{0};
   std::atomic<bool> scan_complete{false};
 };

@@ -1,0 +1,553 @@
+// xfer sync (engine.hpp): the scanner's walk when the `sync` option is set.
+// Each folder is listed on both ends (one List call each, attributes
+// included), the two listings are merged by name, and each name is decided
+// once: copied (new, or changed by the quick check), left alone (unchanged;
+// its mode and mtime set when only they differ), made way for (another type
+// stands in its place), or deleted (--delete: once every copy is
+// committed; --delete-before: in a first pass). Unchanged files never reach
+// a worker, and no file is opened to learn that it is unchanged.
+//
+// Memory: one folder's two listings, the stack of folders still to visit
+// and the deletions planned, never the tree's unchanged files.
+//
+// Threads: sync_scan and everything it calls run on the scanner thread;
+// run_deletions for --delete on the thread of run(), after the workers
+// joined; unchanged_content, announce and backup (for a replaced file) on
+// workers.
+
+#include <cstdlib>
+
+#include "engine/engine.hpp"
+
+namespace xfer::detail {
+namespace {
+
+constexpr std::string_view kNewFile = ">f+++++++++";
+constexpr std::string_view kNewDir = "cd+++++++++";
+constexpr std::string_view kNewLink = "cL+++++++++";
+constexpr std::string_view kChangedLink = "cLc........";
+constexpr std::string_view kDeleting = "*deleting  ";
+
+// rsync's itemize code "YXcstpoguax" for an entry that exists on both ends:
+// Y what happens ('>' data sent, '.' attributes only), X the type, then
+// checksum, size, time and permissions; owner, group, ACLs and xattrs are
+// not kept by xfer, so never marked.
+std::string item_code(char y, char x, bool size, bool time, bool perms) {
+  std::string code = fmt::format("{}{}...........", y, x).substr(0, 11);
+  if (size) code[3] = 's';
+  if (time) code[4] = 't';
+  if (perms) code[5] = 'p';
+  return code;
+}
+
+// xfer's own partials and temporaries (".NAME.xfer-part-ID",
+// ".NAME.xfer-tmp-...", docs/local-backend.md): never compared, never
+// deleted by a sync (a resume needs its partials).
+bool is_xfer_temporary(std::string_view name) {
+  return !name.empty() && name.front() == '.' &&
+         (name.find(".xfer-part-") != std::string_view::npos ||
+          name.find(".xfer-tmp-") != std::string_view::npos);
+}
+
+std::string join_name(const std::string& dir, const std::string& name) {
+  return dir.empty() ? name : dir + "/" + name;
+}
+
+// A folder as rsync names it: "sub/", and "./" for the transfer's root.
+std::string folder_name(const std::string& name) {
+  return name.empty() ? std::string("./") : name + "/";
+}
+
+bool perms_differ(const FileAttrs& a, const FileAttrs& b) {
+  return (a.mode & 07777) != (b.mode & 07777);
+}
+
+}  // namespace
+
+bool Engine::same_mtime(std::int64_t a, std::int64_t b) const {
+  const std::int64_t diff = a > b ? a - b : b - a;
+  return diff >= 0 && diff <= window_ns_;
+}
+
+// rsync's order: --ignore-existing and --update keep what is there, even
+// with -I; then the size; then --size-only, --checksum or the mtime.
+Engine::Verdict Engine::compare(const FileAttrs& source, const FileAttrs& destination,
+                                bool mtimes) const {
+  if (opt_.ignore_existing) return Verdict::kKeep;
+  if (opt_.update && mtimes && destination.mtime_ns > source.mtime_ns &&
+      !same_mtime(source.mtime_ns, destination.mtime_ns)) {
+    return Verdict::kKeep;
+  }
+  if (opt_.ignore_times) return Verdict::kCopy;
+  if (source.size != destination.size) return Verdict::kCopy;
+  if (opt_.size_only) return Verdict::kUnchanged;
+  if (opt_.checksum) return Verdict::kCompareContent;
+  return mtimes && same_mtime(source.mtime_ns, destination.mtime_ns) ? Verdict::kUnchanged
+                                                                     : Verdict::kCopy;
+}
+
+void Engine::sync_scan() {
+  if (opt_.delete_before) {
+    for (std::size_t i = 0; i < roots_.size() && !cancelled(); ++i) {
+      const Root& root = roots_[i];
+      if (root.source_attrs.type != EntryType::kDirectory) continue;
+      auto there = root.destination->stat(root.destination_path);
+      if (!there || there->type != EntryType::kDirectory) continue;
+      sync_tree(
+          i, {root.source_path, root.destination_path, root.filter_path, root.source_attrs, *there},
+          SyncPass::kDeletions);
+    }
+    if (!cancelled()) run_deletions(deletions_);
+    deletions_.clear();
+  }
+  for (std::size_t i = 0; i < roots_.size() && !cancelled(); ++i) {
+    const Root& root = roots_[i];
+    std::optional<Entry> theirs;
+    if (auto there = root.destination->stat(root.destination_path)) {
+      theirs = Entry{base_name(root.destination_path), there->type, *there};
+    } else if (there.error().code != ErrorCode::kNotFound) {
+      report(there.error());
+      sync_io_error_.store(true);
+      continue;
+    }
+    if (root.source_attrs.type == EntryType::kDirectory) {
+      std::optional<FileAttrs> dst_attrs;
+      if (theirs) dst_attrs = theirs->attrs;
+      sync_tree(
+          i,
+          {root.source_path, root.destination_path, root.filter_path, root.source_attrs, dst_attrs},
+          SyncPass::kCopy);
+      continue;
+    }
+    const Entry ours{base_name(root.source_path), root.source_attrs.type, root.source_attrs};
+    std::vector<SyncDir> none;
+    sync_entry(i, root.source_path, root.destination_path, base_name(root.destination_path), &ours,
+               theirs ? &*theirs : nullptr, SyncPass::kCopy, none);
+  }
+}
+
+void Engine::sync_tree(std::size_t root_index, SyncDir top, SyncPass pass) {
+  const Root& root = roots_[root_index];
+  const Capabilities& caps = root.destination->capabilities();
+  std::vector<SyncDir> stack;
+  stack.push_back(std::move(top));
+  std::vector<Entry> ours;
+  std::vector<Entry> theirs;
+  while (!stack.empty() && !cancelled()) {
+    SyncDir dir = std::move(stack.back());
+    stack.pop_back();
+    if (pass == SyncPass::kCopy) {
+      if (!dir.destination_attrs) {
+        if (!opt_.dry_run) {
+          Status made = root.destination->mkdir(dir.destination, false);
+          if (!made.ok() && made.error().code != ErrorCode::kExists) {
+            report(made.error());
+            sync_io_error_.store(true);
+            continue;  // nothing below can be written
+          }
+          if (made.ok()) counters_.dirs_created.fetch_add(1, std::memory_order_relaxed);
+        }
+        emit_change(kNewDir, folder_name(dir.name), "", 0);
+      } else {
+        const bool time =
+            caps.mtime && !same_mtime(dir.source_attrs.mtime_ns, dir.destination_attrs->mtime_ns);
+        const bool perms =
+            caps.permissions && perms_differ(dir.source_attrs, *dir.destination_attrs);
+        if (time || perms)
+          emit_change(item_code('.', 'd', false, time, perms), folder_name(dir.name), "", 0);
+      }
+      if (!opt_.dry_run) dir_fixups_.push_back({root_index, dir.destination, dir.source_attrs});
+    }
+    ours.clear();
+    theirs.clear();
+    ListOptions with_attrs;
+    with_attrs.want_attrs = true;
+    Status listed = root.source->list(dir.source, with_attrs, [&](Entry&& e) -> Status {
+      ours.push_back(std::move(e));
+      return ok_status();
+    });
+    if (!listed.ok()) {
+      if (cancelled()) return;
+      report(listed.error());
+      sync_io_error_.store(true);
+      continue;
+    }
+    if (dir.destination_attrs) {
+      Status listed_there =
+          root.destination->list(dir.destination, with_attrs, [&](Entry&& e) -> Status {
+            if (!protected_name(dir.destination, e.name)) theirs.push_back(std::move(e));
+            return ok_status();
+          });
+      if (!listed_there.ok() && listed_there.error().code != ErrorCode::kNotFound) {
+        if (cancelled()) return;
+        report(listed_there.error());
+        sync_io_error_.store(true);
+        continue;
+      }
+    }
+    auto by_name = [](const Entry& a, const Entry& b) { return a.name < b.name; };
+    std::sort(ours.begin(), ours.end(), by_name);
+    std::sort(theirs.begin(), theirs.end(), by_name);
+    std::vector<SyncDir> subdirs;
+    std::size_t i = 0;
+    std::size_t j = 0;
+    while ((i < ours.size() || j < theirs.size()) && !cancelled()) {
+      const Entry* s = nullptr;
+      const Entry* d = nullptr;
+      if (j >= theirs.size() || (i < ours.size() && ours[i].name < theirs[j].name)) {
+        s = &ours[i++];
+      } else if (i >= ours.size() || theirs[j].name < ours[i].name) {
+        d = &theirs[j++];
+      } else {
+        s = &ours[i++];
+        d = &theirs[j++];
+      }
+      const std::string& entry = s != nullptr ? s->name : d->name;
+      sync_entry(root_index, join_path(dir.source, entry), join_path(dir.destination, entry),
+                 join_name(dir.name, entry), s, d, pass, subdirs);
+    }
+    // In reverse, so the walk visits subfolders in name order.
+    for (auto it = subdirs.rbegin(); it != subdirs.rend(); ++it) stack.push_back(std::move(*it));
+  }
+}
+
+void Engine::sync_entry(std::size_t root_index, const std::string& src, const std::string& dst,
+                        const std::string& name, const Entry* s, const Entry* d, SyncPass pass,
+                        std::vector<SyncDir>& subdirs) {
+  const Root& root = roots_[root_index];
+  // The rules: a name they exclude is left alone on both ends, and so never
+  // deleted (rsync's rule without --delete-excluded).
+  const EntryType rule_type = s != nullptr ? s->type : d->type;
+  if (!filter_.empty() && filter_.excluded(name, rule_type == EntryType::kDirectory)) return;
+  const bool deleting = opt_.delete_extraneous || opt_.delete_before;
+  auto attrs_of = [&](const Entry& e, const std::string& path,
+                      Backend& b) -> std::optional<FileAttrs> {
+    if (e.attrs) return e.attrs;
+    auto a = b.stat(path);  // a backend that lists without attributes
+    if (!a) {
+      report(a.error());
+      sync_io_error_.store(true);
+      return std::nullopt;
+    }
+    return *a;
+  };
+
+  if (pass == SyncPass::kDeletions) {
+    if (s == nullptr) {
+      collect_deletions(root_index, dst, name, d->type, deletions_);
+    } else if (d != nullptr && s->type == EntryType::kDirectory &&
+               d->type == EntryType::kDirectory) {
+      auto sa = attrs_of(*s, src, *root.source);
+      auto da = attrs_of(*d, dst, *root.destination);
+      if (sa && da) subdirs.push_back({src, dst, name, *sa, *da});
+    }
+    return;
+  }
+  if (s == nullptr) {
+    if (deleting && !opt_.delete_before)
+      collect_deletions(root_index, dst, name, d->type, deletions_);
+    return;
+  }
+  if (s->type == EntryType::kOther) {
+    counters_.files_skipped.fetch_add(1, std::memory_order_relaxed);
+    if (observer_ != nullptr) {
+      observer_->on_warning(fmt::format("skipping {}: not a regular file", src));
+    }
+    return;
+  }
+  auto sa = attrs_of(*s, src, *root.source);
+  if (!sa) return;
+  std::optional<FileAttrs> da;
+  if (d != nullptr) {
+    da = attrs_of(*d, dst, *root.destination);
+    if (!da) return;
+    da->type = d->type;
+  }
+  if (da && opt_.ignore_existing) {
+    // Whatever is there stays, of any type; a folder that is not one
+    // cannot take the source's entries (rsync fails them the same way).
+    if (s->type == EntryType::kDirectory && da->type != EntryType::kDirectory) {
+      counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+      report(make_error(ErrorCode::kNotDirectory, "sync", dst,
+                        "is not a folder, and --ignore-existing keeps it"));
+      return;
+    }
+    if (s->type != EntryType::kDirectory) {
+      counters_.files_total.fetch_add(1, std::memory_order_relaxed);
+      counters_.files_opened.fetch_add(1, std::memory_order_relaxed);
+      counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+      counters_.files_unchanged.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+  }
+  bool backup_old = false;
+  if (da && da->type != s->type) {
+    // Another type stands in the way. A file and a symlink replace each
+    // other in one step (the commit, symlink()); a folder, or a folder's
+    // place, needs the old entry gone first, as rsync does without --delete.
+    const bool in_one_step = s->type != EntryType::kDirectory && da->type != EntryType::kDirectory;
+    if (!in_one_step && !make_way(root_index, dst, name, da->type)) return;
+    backup_old = in_one_step && !backup_root_.empty();
+    da.reset();
+  }
+  if (s->type == EntryType::kDirectory) {
+    subdirs.push_back({src, dst, name, *sa, da});
+    return;
+  }
+  counters_.files_total.fetch_add(1, std::memory_order_relaxed);
+  FileTask task{root_index, src, dst, s->type};
+  task.name = name;
+  task.sync = kSyncDecided;
+  if (backup_old || (da && !backup_root_.empty())) task.sync |= kSyncBackup;
+  auto unchanged = [&](std::uint64_t size) {
+    counters_.files_opened.fetch_add(1, std::memory_order_relaxed);
+    counters_.bytes_total.fetch_add(size, std::memory_order_relaxed);
+    counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+    counters_.files_unchanged.fetch_add(1, std::memory_order_relaxed);
+    counters_.bytes_unchanged.fetch_add(size, std::memory_order_relaxed);
+  };
+  if (s->type == EntryType::kSymlink) {
+    if (da && da->symlink_target == sa->symlink_target) {
+      unchanged(0);
+      return;
+    }
+    task.item = da ? kChangedLink : kNewLink;
+    (void)enqueue(std::move(task));
+    return;
+  }
+  if (!da) {
+    task.item = kNewFile;
+    (void)enqueue(std::move(task));
+    return;
+  }
+  const Capabilities& caps = root.destination->capabilities();
+  const bool time = caps.mtime && !same_mtime(sa->mtime_ns, da->mtime_ns);
+  const bool perms = caps.permissions && perms_differ(*sa, *da);
+  switch (compare(*sa, *da, caps.mtime)) {
+    case Verdict::kKeep:
+      unchanged(sa->size);
+      return;
+    case Verdict::kUnchanged:
+      unchanged(sa->size);
+      if (time || perms) {
+        // The same file with other attributes (--size-only, or a chmod):
+        // set, not sent, as rsync does.
+        if (!opt_.dry_run) {
+          if (Status set = root.destination->set_attrs(dst, *sa); !set.ok()) {
+            report(set.error());
+            return;
+          }
+        }
+        counters_.files_attrs_set.fetch_add(1, std::memory_order_relaxed);
+        emit_change(item_code('.', 'f', false, time, perms), name, "", 0);
+      }
+      return;
+    case Verdict::kCompareContent:
+      task.sync |= kSyncCompareContent;
+      break;
+    case Verdict::kCopy:
+      break;
+  }
+  task.item = item_code('>', 'f', sa->size != da->size, time, perms);
+  // --checksum marks every update whose bytes differ; with another size
+  // they differ without being read.
+  if (opt_.checksum && sa->size != da->size) task.item[2] = 'c';
+  (void)enqueue(std::move(task));
+}
+
+bool Engine::make_way(std::size_t root_index, const std::string& path, const std::string& name,
+                      EntryType type) {
+  if (opt_.dry_run) return true;
+  Backend& destination = *roots_[root_index].destination;
+  if (type == EntryType::kDirectory) {
+    if (opt_.delete_extraneous || opt_.delete_before) {
+      std::vector<Deletion> tree;
+      collect_deletions(root_index, path, name, type, tree);
+      // What was in it is itemized as deleted; the folder itself is shown
+      // as what replaces it (rsync's lines).
+      for (std::size_t i = 0; i < tree.size(); ++i)
+        (void)remove_entry(tree[i], i + 1 < tree.size());
+    } else {
+      (void)destination.remove(path, false);  // an empty folder goes, as with rsync
+    }
+    auto left = destination.stat(path);
+    if (left) {
+      counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+      report(make_error(ErrorCode::kNotEmpty, "sync", path,
+                        opt_.delete_extraneous || opt_.delete_before
+                            ? "cannot delete non-empty directory (excluded files are kept in it)"
+                            : "cannot delete non-empty directory (use --delete to replace it)"));
+      return false;
+    }
+    return true;
+  }
+  Status gone = backup_root_.empty() ? destination.remove(path, false) : backup(root_index, path);
+  if (!gone.ok()) {
+    counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+    report(gone.error());
+    return false;
+  }
+  return true;
+}
+
+void Engine::collect_deletions(std::size_t root_index, const std::string& path,
+                               const std::string& name, EntryType type,
+                               std::vector<Deletion>& out) {
+  if (type != EntryType::kDirectory) {
+    out.push_back({root_index, path, name, type});
+    return;
+  }
+  // Children first, each folder after everything in it.
+  Backend& destination = *roots_[root_index].destination;
+  std::vector<std::pair<Deletion, bool>> stack;  // (folder, listed already)
+  stack.push_back({{root_index, path, name, type}, false});
+  while (!stack.empty()) {
+    if (stack.back().second) {
+      out.push_back(std::move(stack.back().first));
+      stack.pop_back();
+      continue;
+    }
+    stack.back().second = true;
+    const Deletion folder = stack.back().first;
+    std::vector<Entry> entries;
+    Status listed = destination.list(folder.path, {}, [&](Entry&& e) -> Status {
+      if (!protected_name(folder.path, e.name)) entries.push_back(std::move(e));
+      return ok_status();
+    });
+    if (!listed.ok()) {
+      report(listed.error());
+      sync_io_error_.store(true);
+      continue;
+    }
+    std::sort(entries.begin(), entries.end(),
+              [](const Entry& a, const Entry& b) { return a.name < b.name; });
+    for (auto& e : entries) {
+      const std::string child_name = join_name(folder.name, e.name);
+      // Excluded names are kept, and so is the folder that holds them.
+      if (!filter_.empty() && filter_.excluded(child_name, e.type == EntryType::kDirectory)) {
+        continue;
+      }
+      Deletion child{root_index, join_path(folder.path, e.name), child_name, e.type};
+      if (e.type == EntryType::kDirectory) {
+        stack.push_back({std::move(child), false});
+      } else {
+        out.push_back(std::move(child));
+      }
+    }
+  }
+}
+
+// --delete: only after a sync whose every listing and copy succeeded
+// (rsync skips deletions after an I/O error, for the same reason: a file
+// missing from a listing that failed is not a file to delete), and not at
+// all when there are more than --max-delete.
+void Engine::run_deletions(std::vector<Deletion>& deletions) {
+  if (deletions.empty() || cancelled()) return;
+  const std::uint64_t failed = counters_.files_failed.load();
+  if (sync_io_error_.load() || failed > 0) {
+    if (observer_ != nullptr) {
+      observer_->on_warning(
+          fmt::format("{} deletion{} not done: {}; they are made by a sync without errors",
+                      deletions.size(), deletions.size() == 1 ? "" : "s",
+                      failed > 0 ? fmt::format("{} file{} failed", failed, failed == 1 ? "" : "s")
+                                 : std::string("a listing failed")));
+    }
+    return;
+  }
+  if (opt_.max_delete != 0 && deletions.size() > opt_.max_delete) {
+    report(make_error(ErrorCode::kInvalidArgument, "delete", destination_root_,
+                      fmt::format("{} deletions planned, more than --max-delete {}: none done",
+                                  deletions.size(), opt_.max_delete)));
+    return;
+  }
+  for (const Deletion& d : deletions) {
+    if (cancelled()) return;
+    (void)remove_entry(d);
+  }
+}
+
+bool Engine::remove_entry(const Deletion& d, bool shown_as_deleted) {
+  const std::string shown = d.type == EntryType::kDirectory ? folder_name(d.name) : d.name;
+  if (opt_.dry_run) {
+    counters_.files_deleted.fetch_add(1, std::memory_order_relaxed);
+    if (shown_as_deleted) emit_change(kDeleting, shown, "", 0);
+    return true;
+  }
+  Backend& destination = *roots_[d.root].destination;
+  Status s = !backup_root_.empty() && d.type != EntryType::kDirectory
+                 ? backup(d.root, d.path)
+                 : destination.remove(d.path, false);
+  if (!s.ok()) {
+    // A folder that keeps an excluded file stays, as with rsync.
+    if (d.type == EntryType::kDirectory && s.error().code == ErrorCode::kNotEmpty) return false;
+    if (s.error().code == ErrorCode::kNotFound) return true;  // gone already
+    report(s.error());
+    return false;
+  }
+  counters_.files_deleted.fetch_add(1, std::memory_order_relaxed);
+  if (shown_as_deleted) emit_change(kDeleting, shown, "", 0);
+  return true;
+}
+
+Status Engine::backup(std::size_t root_index, const std::string& path) {
+  std::string rel;
+  if (path.size() > destination_root_.size() && path_within(path, destination_root_)) {
+    rel = path.substr(destination_root_.size());
+    while (!rel.empty() && rel.front() == '/') rel.erase(0, 1);
+  }
+  if (rel.empty()) rel = base_name(path);
+  const std::string target = join_path(backup_root_, rel);
+  Backend& destination = *roots_[root_index].destination;
+  Status made = destination.mkdir(dir_name(target), true);
+  if (!made.ok() && made.error().code != ErrorCode::kExists) return made;
+  return destination.rename(path, target);
+}
+
+bool Engine::protected_name(const std::string& destination_path,
+                            std::string_view entry_name) const {
+  if (is_xfer_temporary(entry_name)) return true;
+  return !backup_root_.empty() && join_path(destination_path, entry_name) == backup_root_;
+}
+
+void Engine::emit_change(std::string_view item, const std::string& name, const std::string& target,
+                         std::uint64_t size) {
+  if (observer_ != nullptr) observer_->on_change(item, name, target, size);
+}
+
+bool Engine::unchanged_content(FileTask& task, Source& source) {
+  const FileAttrs& attrs = source.attrs();
+  Backend& destination = *roots_[task.root].destination;
+  auto same = same_content(source, destination, task.destination, attrs.size);
+  if (!same || !*same) {
+    if (task.item.size() > 2) task.item[2] = 'c';  // sent because the bytes differ
+    return false;
+  }
+  counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+  counters_.files_unchanged.fetch_add(1, std::memory_order_relaxed);
+  counters_.bytes_unchanged.fetch_add(attrs.size, std::memory_order_relaxed);
+  const bool time = task.item.size() == 11 && task.item[4] == 't';
+  const bool perms = task.item.size() == 11 && task.item[5] == 'p';
+  if (time || perms) {
+    if (!opt_.dry_run) {
+      if (Status set = destination.set_attrs(task.destination, attrs); !set.ok()) {
+        report(set.error());
+        return true;
+      }
+    }
+    counters_.files_attrs_set.fetch_add(1, std::memory_order_relaxed);
+    emit_change(item_code('.', 'f', false, time, perms), task.name, "", 0);
+  }
+  return true;
+}
+
+void Engine::announce(const FileTask& task, std::uint64_t size, const std::string& target) {
+  if (observer_ == nullptr) return;
+  if (opt_.dry_run) {
+    observer_->on_planned(task.source, task.destination, size);
+  } else {
+    observer_->on_copied(task.source, task.destination, size);
+  }
+  if (!task.item.empty()) observer_->on_change(task.item, task.name, target, size);
+}
+
+}  // namespace xfer::detail
