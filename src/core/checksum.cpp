@@ -31,4 +31,24 @@ std::uint64_t Xxh3Stream::digest() const {
   return XXH3_64bits_digest(&state_->st);
 }
 
+struct Xxh3Stream128::State {
+  XXH3_state_t st;
+};
+
+Xxh3Stream128::Xxh3Stream128() : state_(std::make_unique<State>()) {
+  XXH3_128bits_reset(&state_->st);
+}
+Xxh3Stream128::~Xxh3Stream128() = default;
+Xxh3Stream128::Xxh3Stream128(Xxh3Stream128&&) noexcept = default;
+Xxh3Stream128& Xxh3Stream128::operator=(Xxh3Stream128&&) noexcept = default;
+
+void Xxh3Stream128::update(std::span<const std::byte> data) {
+  XXH3_128bits_update(&state_->st, data.data(), data.size());
+}
+
+std::pair<std::uint64_t, std::uint64_t> Xxh3Stream128::digest() const {
+  const XXH128_hash_t h = XXH3_128bits_digest(&state_->st);
+  return {h.high64, h.low64};
+}
+
 }  // namespace xfer

@@ -110,8 +110,7 @@ class Engine {
   void close_job(TransferResult& result);
   void fill_job_progress(std::uint64_t files_done, std::uint64_t bytes_done);
   bool skip_if_current(const FileTask& task, Source& source);
-  Result<bool> same_content(Source& source, Backend& destination, const std::string& path,
-                            std::uint64_t size);
+  Result<bool> same_content(const FileTask& task, Source& source, std::uint64_t size);
 
   // Scanner thread.
   void scan();

@@ -117,7 +117,7 @@ bool Engine::skip_if_current(const FileTask& task, Source& source) {
     // reach the disk (xfer sets the mtime at commit).
     if (!mtime_matches) return false;
   } else if (opt_.checksum) {
-    auto same = same_content(source, destination, task.destination, attrs.size);
+    auto same = same_content(task, source, attrs.size);
     if (!same || !*same) return false;
     unchanged = true;
   } else {
@@ -146,10 +146,36 @@ bool Engine::skip_if_current(const FileTask& task, Source& source) {
   return true;
 }
 
-// --checksum: the source's bytes against the destination's, read in io_size
-// pieces (over xfer:// the destination's are read across the network).
-Result<bool> Engine::same_content(Source& source, Backend& destination, const std::string& path,
-                                  std::uint64_t size) {
+// --checksum: is the destination's file the source's bytes? Each end
+// hashes its own file where it lives (Backend::checksum: xferd hashes on
+// the server, so no content crosses the network). An endpoint without
+// hashing (an older xferd: kUnsupported) is compared byte by byte, its
+// bytes read across.
+Result<bool> Engine::same_content(const FileTask& task, Source& source, std::uint64_t size) {
+  const Root& root = roots_[task.root];
+  Backend& destination = *root.destination;
+  const std::string& path = task.destination;
+  // A server busy hashing for this subject (UNAVAILABLE) is asked again
+  // after the retry policy's backoff; a comparison that cannot be made
+  // means a copy, which is never wrong.
+  auto with_retries = [&](Backend& b, const std::string& p) {
+    for (unsigned attempt = 1;; ++attempt) {
+      auto d = b.checksum(p, size, cancel_);
+      if (d || !scheduler_.retry(d.error(), attempt, RetryScope::kCall)) return d;
+    }
+  };
+  auto their_digest = with_retries(destination, path);
+  if (their_digest) {
+    if (their_digest->size != size) return false;
+    auto ours = with_retries(*root.source, task.source);
+    if (ours) {
+      counters_.files_hashed.fetch_add(2, std::memory_order_relaxed);
+      return ours->same_bytes(*their_digest) && ours->size == source.attrs().size;
+    }
+    if (ours.error().code != ErrorCode::kUnsupported) return ours.error();
+  } else if (their_digest.error().code != ErrorCode::kUnsupported) {
+    return their_digest.error();
+  }
   XFER_ASSIGN_OR_RETURN(std::unique_ptr<Source> theirs, destination.open_source(path));
   if (theirs->attrs().size != size) return false;
   Buffer ours_buf = pool_.acquire();

@@ -517,7 +517,7 @@ void Engine::emit_change(std::string_view item, const std::string& name, const s
 bool Engine::unchanged_content(FileTask& task, Source& source) {
   const FileAttrs& attrs = source.attrs();
   Backend& destination = *roots_[task.root].destination;
-  auto same = same_content(source, destination, task.destination, attrs.size);
+  auto same = same_content(task, source, attrs.size);
   if (!same || !*same) {
     if (task.item.size() > 2) task.item[2] = 'c';  // sent because the bytes differ
     return false;

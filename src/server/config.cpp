@@ -341,6 +341,9 @@ Result<ServerConfig> parse_server_config(std::string_view toml_text, const std::
   if (cfg.max_watches_per_subject > cfg.max_watches) {
     cfg.max_watches_per_subject = cfg.max_watches;
   }
+  if (cfg.max_checksums_per_subject > cfg.max_checksums) {
+    cfg.max_checksums_per_subject = cfg.max_checksums;
+  }
 
   // [server] user, allow_special_bits
   XFER_ASSIGN_OR_RETURN(auto user, rd.string(server, "server", "user"));
@@ -436,6 +439,10 @@ const LimitKey kLimitKeys[] = {
      "WatchJob streams open at once (each holds a gRPC thread)"},
     {"max_watches_per_subject", &ServerConfig::max_watches_per_subject, 1, 1024,
      "WatchJob streams of one token subject"},
+    {"max_checksums", &ServerConfig::max_checksums, 1, 1024,
+     "Checksum calls hashing a file at once (each holds a gRPC thread and reads a file)"},
+    {"max_checksums_per_subject", &ServerConfig::max_checksums_per_subject, 1, 1024,
+     "Checksum calls of one token subject at once"},
     {"job_retention_seconds", &ServerConfig::job_retention_seconds, 0, 30 * 24 * 3600,
      "a finished job is forgotten after this"},
     {"max_finished_jobs", &ServerConfig::max_finished_jobs, 0, 65536,

@@ -336,7 +336,8 @@ class Service final : public v1::Xfer::Service {
         jobs_(jobs),
         audit_(audit),
         data_addresses_(std::move(data_addresses)),
-        watches_(config.max_watches_per_subject, config.max_watches) {}
+        watches_(config.max_watches_per_subject, config.max_watches),
+        checksums_(config.max_checksums_per_subject, config.max_checksums) {}
 
   grpc::Status Stat(grpc::ServerContext* ctx, const v1::PathRequest* req,
                     v1::FileAttrs* resp) override {
@@ -345,6 +346,44 @@ class Service final : public v1::Xfer::Service {
     auto a = scoped(*scope)->stat(req->path());
     if (!a) return fail(*ctx, a.error(), *scope, "stat", req->path());
     to_pb(*a, resp);
+    return grpc::Status::OK;
+  }
+
+  // Reads the whole file and hashes it here, so a client comparing by
+  // content receives 32 bytes, not the file. The read holds a gRPC thread
+  // and a descriptor for as long as it lasts: bounded per subject and in
+  // total (max_checksums*), and it stops as soon as the caller goes away.
+  grpc::Status Checksum(grpc::ServerContext* ctx, const v1::PathRequest* req,
+                        v1::ChecksumReply* resp) override {
+    auto scope = authenticate(ctx);
+    if (!scope) return refuse(*ctx, scope.error(), "?", "checksum");
+    if (auto v = checksums_.try_acquire(scope->subject); v != SubjectQuota::Verdict::kGranted) {
+      const std::string why =
+          v == SubjectQuota::Verdict::kServerFull
+              ? fmt::format("the server hashes {} files already", config_.max_checksums)
+              : fmt::format("'{}' has {} checksums running, the most one token subject may",
+                            printable_name(scope->subject, 100), config_.max_checksums_per_subject);
+      return refuse(
+          *ctx, make_error(ErrorCode::kUnavailable, "checksum", "", why, RetryClass::kRetryCall),
+          scope->subject, "checksum");
+    }
+    struct Release {
+      SubjectQuota& quota;
+      const std::string& subject;
+      ~Release() { quota.release(subject); }
+    } release{checksums_, scope->subject};
+    auto source = scoped(*scope)->open_source(req->path());
+    if (!source) return fail(*ctx, source.error(), *scope, "checksum", req->path());
+    auto digest = digest_source(**source, [ctx] { return ctx->IsCancelled(); });
+    if (!digest) {
+      Error e = std::move(digest).error();
+      if (e.path.empty()) e.path = req->path();
+      return fail(*ctx, e, *scope, "checksum", req->path());
+    }
+    resp->set_size(digest->size);
+    resp->set_mtime_ns(digest->mtime_ns);
+    resp->set_xxh3_high(digest->high);
+    resp->set_xxh3_low(digest->low);
     return grpc::Status::OK;
   }
 
@@ -806,6 +845,7 @@ class Service final : public v1::Xfer::Service {
   Audit& audit_;
   std::vector<std::string> data_addresses_;
   SubjectQuota watches_;
+  SubjectQuota checksums_;  // Checksum calls hashing now
 };
 
 // A Backend handle that shares the server's confined backend (the engine

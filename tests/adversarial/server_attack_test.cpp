@@ -23,6 +23,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -31,6 +32,7 @@
 
 #include "harness.hpp"
 #include "peer.hpp"
+#include "xfer/core/checksum.hpp"
 #include "xferd_harness.hpp"
 
 namespace xfer_adv {
@@ -1956,6 +1958,116 @@ TEST_F(Attack, SigtermCancelsRunningJobsAndKeepsTheirPartials) {
   EXPECT_LE(end.bytes_done(), kSize - kept + (16u << 20))
       << "the resubmitted job copied " << end.bytes_done() << " bytes: it did not resume";
   EXPECT_EQ(xfer_it::xfer_hidden_files(srv->root()), std::vector<std::string>{});
+}
+
+// Checksum (sync --checksum) reads a whole file on the server: only inside
+// the token's prefix, never through a symlink out of it, never a FIFO (it
+// must not hang), and at most max_checksums_per_subject at once, each
+// stopped as soon as its caller goes away.
+TEST_F(Attack, ChecksumStaysInsideTheTokenAndIsBoundedAndCancellable) {
+  XferdProcess* srv = start_with_limits("max_checksums = 2\nmax_checksums_per_subject = 1\n");
+  ASSERT_NE(srv, nullptr);
+  const fs::path pub = srv->root() / "pub";
+  fs::create_directories(pub / "dir");
+  xfer_it::write_random_file(pub / "a.bin", 3, 3u << 20);
+  xfer_it::write_file(pub / "tiny.bin", "t");
+  xfer_it::write_file(srv->root() / "private.txt", "not for this token\n");
+  xfer_it::write_file(outside(*srv) / "secret.txt", "outside the root\n");
+  fs::create_symlink(outside(*srv) / "secret.txt", pub / "out");
+  ASSERT_EQ(::mkfifo((pub / "fifo").c_str(), 0644), 0);
+  {
+    // A sparse file that takes many seconds to read whole.
+    int fd = ::open((pub / "huge.bin").c_str(), O_CREAT | O_WRONLY, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, std::int64_t{256} << 30), 0);
+    ::close(fd);
+  }
+  Peer p = peer(*srv);
+  const std::string tok = srv->token("/pub", false, 3600, "hasher");
+  auto checksum = [&](const std::string& token, const std::string& path,
+                      v1::ChecksumReply* out = nullptr, grpc::ClientContext* given = nullptr) {
+    v1::PathRequest req;
+    req.set_path(path);
+    v1::ChecksumReply reply;
+    grpc::ClientContext ctx;
+    grpc::ClientContext& c = given != nullptr ? *given : ctx;
+    if (given == nullptr) Peer::prepare(c, token);
+    grpc::Status st = p.stub().Checksum(&c, req, &reply);
+    if (out != nullptr) *out = reply;
+    return st;
+  };
+
+  // The right digest for a file inside the prefix, with a read-only token.
+  v1::ChecksumReply reply;
+  ASSERT_TRUE(checksum(tok, "/pub/a.bin", &reply).ok());
+  const std::string bytes = xfer_it::read_file(pub / "a.bin");
+  xfer::Xxh3Stream128 want;
+  want.update(std::as_bytes(std::span(bytes.data(), bytes.size())));
+  EXPECT_EQ(reply.size(), bytes.size());
+  EXPECT_EQ(reply.xxh3_high(), want.digest().first);
+  EXPECT_EQ(reply.xxh3_low(), want.digest().second);
+
+  // Refused: outside the prefix, climbing out, a symlink out of the root,
+  // a FIFO (answered at once, not hung), a folder, a missing file.
+  for (const char* path : {"/private.txt", "/pub/../private.txt", "/pub/out", "/pub/fifo",
+                           "/pub/dir", "/pub/missing", "/pub/a.bin/x"}) {
+    SCOPED_TRACE(path);
+    const auto t0 = Clock::now();
+    grpc::Status st = checksum(tok, path);
+    EXPECT_FALSE(st.ok());
+    EXPECT_LT(Clock::now() - t0, 5s);
+  }
+
+  // One checksum per subject at a time: a second is refused while the
+  // first reads 256 GiB; another subject still gets one (2 in total).
+  // The long call retries while a probe below holds the subject's slot.
+  std::mutex ctx_mu;
+  std::unique_ptr<grpc::ClientContext> long_ctx;
+  bool stop_retrying = false;
+  std::atomic<bool> long_done{false};
+  grpc::Status long_status;
+  std::thread hasher([&] {
+    for (;;) {
+      grpc::ClientContext* c = nullptr;
+      {
+        std::lock_guard lock(ctx_mu);
+        if (stop_retrying) break;
+        long_ctx = std::make_unique<grpc::ClientContext>();
+        long_ctx->AddMetadata("authorization", "Bearer " + tok);
+        long_ctx->set_deadline(std::chrono::system_clock::now() + 120s);
+        c = long_ctx.get();
+      }
+      long_status = checksum(tok, "/pub/huge.bin", nullptr, c);
+      if (long_status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+    }
+    long_done.store(true);
+  });
+  grpc::Status second;
+  EXPECT_TRUE(xfer_it::wait_until(
+      [&] {
+        second = checksum(tok, "/pub/tiny.bin");
+        return !second.ok();
+      },
+      10s))
+      << "a second checksum of the subject was never refused";
+  EXPECT_EQ(second.error_code(), grpc::StatusCode::UNAVAILABLE) << second.error_message();
+  EXPECT_NE(second.error_message().find("checksums running"), std::string::npos)
+      << second.error_message();
+  const std::string other = srv->token("/pub", false, 3600, "someone-else");
+  EXPECT_TRUE(checksum(other, "/pub/a.bin").ok());
+  EXPECT_FALSE(long_done.load()) << "256 GiB were read too fast for this test to hold a slot";
+
+  // The caller goes away: the server stops reading and frees the slot.
+  {
+    std::lock_guard lock(ctx_mu);
+    stop_retrying = true;
+    long_ctx->TryCancel();
+  }
+  hasher.join();
+  EXPECT_EQ(long_status.error_code(), grpc::StatusCode::CANCELLED) << long_status.error_message();
+  EXPECT_TRUE(xfer_it::wait_until([&] { return checksum(tok, "/pub/a.bin").ok(); }, 5s))
+      << "the cancelled checksum still holds the subject's slot";
+  EXPECT_TRUE(srv->alive()) << srv->log();
 }
 
 }  // namespace

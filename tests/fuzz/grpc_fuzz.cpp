@@ -2,9 +2,9 @@
 // through a real client stub over loopback, against a real in-process
 // server whose root holds a seeded /sandbox (the token's prefix).
 //
-// Input: the first byte picks the method (% 14: Stat, List, Mkdir, Remove,
+// Input: the first byte picks the method (% 15: Stat, List, Mkdir, Remove,
 // Rename, Touch, Symlink, SetAttrs, OpenSession, CloseSession, IssueToken,
-// SubmitJob, WatchJob, CancelJob), the rest is that method's request message
+// SubmitJob, WatchJob, CancelJob, Checksum), the rest is that method's request message
 // (protobuf wire format; an input that does not parse is skipped). The call
 // carries a read-write bearer token for "/sandbox" and a 2 s deadline; its
 // status is ignored (errors are expected). Streams are read for at most 16
@@ -36,7 +36,7 @@ using xfer_fuzz::fail;
 namespace fs = xfer_fuzz::fs;
 namespace v1 = ::xfer::v1;
 
-constexpr int kMethods = 14;
+constexpr int kMethods = 15;
 constexpr int kMaxMessages = 16;
 constexpr const char* kSubject = "grpc-fuzz";
 
@@ -213,8 +213,10 @@ bool call(State& st, int method, const std::uint8_t* data, std::size_t size) {
           st.token, [&](grpc::ClientContext& ctx) { return st.fz->stub->WatchJob(&ctx, req); });
       return true;
     }
-    default:
+    case 13:
       return unary<v1::JobId, v1::Empty>(st, data, size, &Stub::CancelJob);
+    default:
+      return unary<v1::PathRequest, v1::ChecksumReply>(st, data, size, &Stub::Checksum);
   }
 }
 

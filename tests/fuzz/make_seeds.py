@@ -91,7 +91,7 @@ def data_seeds():
 # ---- grpc_fuzz -----------------------------------------------------------
 # Methods (grpc_fuzz.cpp), then the request message in protobuf wire format.
 (STAT, LIST, MKDIR, REMOVE, RENAME, TOUCH, SYMLINK, SET_ATTRS, OPEN_SESSION, CLOSE_SESSION,
- ISSUE_TOKEN, SUBMIT_JOB, WATCH_JOB, CANCEL_JOB) = range(14)
+ ISSUE_TOKEN, SUBMIT_JOB, WATCH_JOB, CANCEL_JOB, CHECKSUM) = range(15)
 
 
 def varint(n):
@@ -204,6 +204,11 @@ def grpc_seeds():
                                            job_id="fuzz-job")],
         "watch": [WATCH_JOB, sfield(1, "srv-1-0")],
         "cancel": [CANCEL_JOB, sfield(1, "../x")],
+        "checksum": [CHECKSUM, sfield(1, s + "/big.bin")],
+        "checksum_link": [CHECKSUM, sfield(1, s + "/link/secret.txt")],
+        "checksum_fifo": [CHECKSUM, sfield(1, s + "/fifo")],
+        "checksum_dir": [CHECKSUM, sfield(1, s + "/dir")],
+        "checksum_dotdot": [CHECKSUM, sfield(1, s + "/../private.txt")],
     }
     return {name: bytes([m]) + body for name, (m, body) in seeds.items()}
 

@@ -14,7 +14,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "harness.hpp"
@@ -291,6 +293,74 @@ TEST_F(Sync, ASecondSyncSendsNothing) {
   EXPECT_TRUE(item_lines(again.out).empty()) << again.out;
   EXPECT_NE(again.err.find("synced 0 files (0 bytes), 310 unchanged"), std::string::npos)
       << again.err;
+}
+
+// The --json summary of a run.
+nlohmann::json summary_of(const RunResult& r) {
+  for (const auto& line : split_lines(r.out)) {
+    if (line.empty()) continue;
+    auto e = nlohmann::json::parse(line, nullptr, false);
+    if (!e.is_discarded() && e.value("event", "") == "summary") return e;
+  }
+  ADD_FAILURE() << "no summary in\n" << r.describe();
+  return nlohmann::json::object();
+}
+
+// Bytes the run's data connections carried, both ways.
+std::uint64_t data_bytes(const nlohmann::json& summary) {
+  std::uint64_t n = 0;
+  for (const auto& s : summary.value("streams", nlohmann::json::array())) {
+    n += s.value("bytes_sent", std::uint64_t{0}) + s.value("bytes_received", std::uint64_t{0});
+  }
+  return n;
+}
+
+// -c against xferd: each end hashes its own file (xferd with its Checksum
+// call), so comparing 16 MiB costs no byte of content on the network, up
+// or down; a file that differs is then sent.
+TEST_F(Sync, ChecksumIsComputedWhereTheBytesLive) {
+  XferdProcess* server = start_server();
+  ASSERT_NE(server, nullptr);
+  const std::string token = server->token("/", true);
+  for (const bool up : {true, false}) {
+    SCOPED_TRACE(up ? "upload" : "download");
+    const fs::path local = tmp() / (up ? "up" : "down");
+    const fs::path remote = server->root() / (up ? "up" : "down");
+    fs::create_directories(local);
+    write_random_file(local / "big.bin", 11, 16u << 20);
+    fs::create_directories(remote);
+    fs::copy_file(local / "big.bin", remote / "big.bin");
+    const fs::path& from = up ? local : remote;
+    const fs::path& to = up ? remote : local;
+    set_mtime(from / "big.bin", kT0, 0);
+    set_mtime(to / "big.bin", kT0 + 99, 0);  // same bytes, another mtime
+    auto url = [&](const fs::path& p) {
+      return server->url("/" + fs::relative(p, server->root()).string()) + "/";
+    };
+    const std::string src = up ? S(from) + "/" : url(from);
+    const std::string dst = up ? url(to) : S(to) + "/";
+    auto same = run_xfer({"--token", token, "sync", "-c", "-i", "--json", src, dst});
+    ASSERT_EQ(same.exit_code, 0) << same.describe();
+    const auto s = summary_of(same);
+    EXPECT_EQ(s.value("files_hashed", 0), 2) << same.out;
+    EXPECT_EQ(s.value("files_attrs_set", 0), 1) << same.out;
+    EXPECT_EQ(s.value("bytes", 1), 0) << same.out;
+    EXPECT_LT(data_bytes(s), 64u << 10) << "content crossed the network to compare\n" << same.out;
+    EXPECT_EQ(get_mtime(to / "big.bin").tv_sec, kT0) << "the source's mtime, set without a copy";
+
+    // One byte changed, same size and mtime: found by the hashes, then sent.
+    {
+      std::fstream f(from / "big.bin", std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(5 << 20);
+      f.put('\x5a' ^ static_cast<char>(read_file(from / "big.bin")[5 << 20]));
+    }
+    set_mtime(from / "big.bin", kT0, 0);
+    auto changed = run_xfer({"--token", token, "sync", "-c", "-i", "--json", src, dst});
+    ASSERT_EQ(changed.exit_code, 0) << changed.describe();
+    EXPECT_NE(changed.out.find(R"("item":">fc........","path":"big.bin")"), std::string::npos)
+        << changed.out;
+    EXPECT_TRUE(files_equal(from / "big.bin", to / "big.bin"));
+  }
 }
 
 // --dry-run prints the plan and changes nothing; --max-delete stops every

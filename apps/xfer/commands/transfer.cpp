@@ -318,6 +318,7 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
                    {"bytes_unchanged", r.bytes_unchanged},
                    {"files_deleted", r.files_deleted},
                    {"files_attrs_set", r.files_attrs_set},
+                   {"files_hashed", counters.files_hashed.load()},
                    {"checkpoint",
                     {{"records", r.journal_records},
                      {"fsyncs", r.journal_fsyncs},

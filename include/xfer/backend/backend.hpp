@@ -13,6 +13,7 @@
 // retries on its own: errors carry a RetryClass and the scheduler decides.
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -22,6 +23,7 @@
 #include <string>
 #include <string_view>
 
+#include "xfer/core/checksum.hpp"
 #include "xfer/core/file_attrs.hpp"
 #include "xfer/core/result.hpp"
 #include "xfer/core/types.hpp"
@@ -207,10 +209,24 @@ class Backend {
   // Applies mode and mtime to an existing entry (directories after a tree copy).
   virtual Status set_attrs(std::string_view path, const FileAttrs& attrs) = 0;
 
+  // A regular file's XXH3-128, computed where its bytes live: an xfer://
+  // endpoint asks xferd (the Checksum RPC), so no content crosses the
+  // network to compare (sync --checksum). The default reads the file
+  // through open_source (digest_source). `size_hint` is the size the
+  // caller expects (a remote call's patience grows with it); `cancel`
+  // stops a long read.
+  virtual Result<FileDigest> checksum(std::string_view path, std::uint64_t size_hint,
+                                      const std::atomic<bool>* cancel);
+
   // Data.
   virtual Result<std::unique_ptr<Source>> open_source(std::string_view path) = 0;
   virtual Result<std::unique_ptr<Sink>> open_sink(std::string_view path,
                                                   const SinkOptions& options) = 0;
 };
+
+// Reads `source` from its start to its end in 1 MiB pieces and returns its
+// XXH3-128, with the attributes it was opened with; kChanged when the file
+// changed meanwhile, kCancelled when `stop` says so (checked per piece).
+Result<FileDigest> digest_source(Source& source, const std::function<bool()>& stop);
 
 }  // namespace xfer

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <utility>
 
 namespace xfer {
 
@@ -23,6 +24,33 @@ class Xxh3Stream {
  private:
   struct State;
   std::unique_ptr<State> state_;
+};
+
+// Streaming XXH3-128: a whole file's fingerprint (sync --checksum). Not
+// thread-safe; feed bytes in order.
+class Xxh3Stream128 {
+ public:
+  Xxh3Stream128();
+  ~Xxh3Stream128();
+  Xxh3Stream128(Xxh3Stream128&&) noexcept;
+  Xxh3Stream128& operator=(Xxh3Stream128&&) noexcept;
+  void update(std::span<const std::byte> data);
+  std::pair<std::uint64_t, std::uint64_t> digest() const;  // (high, low)
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// A whole file's XXH3-128 with the size and mtime it had when it was read.
+struct FileDigest {
+  std::uint64_t size = 0;
+  std::int64_t mtime_ns = 0;
+  std::uint64_t high = 0;
+  std::uint64_t low = 0;
+  bool same_bytes(const FileDigest& o) const {
+    return size == o.size && high == o.high && low == o.low;
+  }
 };
 
 }  // namespace xfer

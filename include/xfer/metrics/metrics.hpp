@@ -36,6 +36,8 @@ struct TransferCounters {
   // the source has none, and files whose attributes alone were set.
   std::atomic<std::uint64_t> files_deleted{0};
   std::atomic<std::uint64_t> files_attrs_set{0};
+  // --checksum: files hashed where they live (Backend::checksum), both ends.
+  std::atomic<std::uint64_t> files_hashed{0};
   std::atomic<std::uint64_t> active_workers{0};
   std::atomic<bool> scan_complete{false};
 };

@@ -32,6 +32,7 @@
 #include "protocol/grpc_errors.hpp"
 #include "protocol/pb_convert.hpp"
 #include "xfer/core/files.hpp"
+#include "xfer/core/limits.hpp"
 #include "xfer/core/log.hpp"
 #include "xfer/core/names.hpp"
 #include "xfer/metrics/streams.hpp"
@@ -1860,6 +1861,46 @@ class XferBackend final : public Backend {
     return peer_attrs(resp);
   }
 
+  // Hashed by the server. The call may last as long as reading the file
+  // takes there: the usual minute, and a second more per 16 MiB expected.
+  Result<FileDigest> checksum(std::string_view path, std::uint64_t size_hint,
+                              const std::atomic<bool>* cancel) override {
+    (void)cancel;  // cancel() reaches the call (it is tracked)
+    // At most xferd's default per-subject count at once (max_checksums_per_subject):
+    // the engine's many workers queue here, not at the server's refusal.
+    std::unique_lock slot(checksum_mu_);
+    checksum_cv_.wait(slot, [this] { return checksums_in_flight_ < kChecksumsInFlight; });
+    ++checksums_in_flight_;
+    slot.unlock();
+    struct Free {
+      XferBackend* b;
+      ~Free() {
+        std::lock_guard l(b->checksum_mu_);
+        --b->checksums_in_flight_;
+        b->checksum_cv_.notify_one();
+      }
+    } free_slot{this};
+    v1::PathRequest req;
+    req.set_path(std::string(path));
+    v1::ChecksumReply resp;
+    grpc::ClientContext ctx;
+    const auto patience =
+        kRpcTimeout + std::chrono::seconds(std::min<std::uint64_t>(size_hint, kMaxFileSize) >> 24);
+    auto call = client_->track(ctx, std::chrono::duration_cast<std::chrono::seconds>(patience));
+    grpc::Status st = client_->stub().Checksum(&ctx, req, &resp);
+    if (!st.ok()) return client_->explain(protocol::from_grpc(st, ctx, "checksum", path));
+    if (resp.size() > kMaxFileSize) {
+      return make_error(ErrorCode::kCorrupt, "checksum", path,
+                        "server reported an impossible size");
+    }
+    FileDigest d;
+    d.size = resp.size();
+    d.mtime_ns = resp.mtime_ns();
+    d.high = resp.xxh3_high();
+    d.low = resp.xxh3_low();
+    return d;
+  }
+
   Status list(std::string_view path, const ListOptions& options, const EntrySink& sink) override {
     v1::ListRequest req;
     req.set_path(std::string(path));
@@ -1978,6 +2019,10 @@ class XferBackend final : public Backend {
   }
 
  private:
+  static constexpr unsigned kChecksumsInFlight = 4;
+  std::mutex checksum_mu_;
+  std::condition_variable checksum_cv_;
+  unsigned checksums_in_flight_ = 0;  // under checksum_mu_
   // kOpenRead/kOpenWrite of `handle`; the server's OpenReply.
   struct Opened {
     protocol::OpenReply reply;

@@ -1,0 +1,53 @@
+// Whole-file digests (backend.hpp): Backend::checksum's default and the
+// reader xferd's Checksum RPC uses. Runs on the caller's thread; the
+// Source is the caller's.
+
+#include <vector>
+
+#include "xfer/backend/backend.hpp"
+
+namespace xfer {
+
+Result<FileDigest> digest_source(Source& source, const std::function<bool()>& stop) {
+  constexpr std::size_t kPiece = 1u << 20;
+  std::vector<std::byte> buf(kPiece);
+  Xxh3Stream128 hash;
+  std::uint64_t pos = 0;
+  for (;;) {
+    if (stop && stop()) return make_error(ErrorCode::kCancelled, "checksum", "");
+    XFER_ASSIGN_OR_RETURN(std::size_t n, source.read_at(Offset{pos}, buf));
+    if (n == 0) break;
+    hash.update(std::span<const std::byte>(buf.data(), n));
+    pos += n;
+  }
+  const FileAttrs& attrs = source.attrs();
+  if (pos != attrs.size) {
+    return make_error(ErrorCode::kChanged, "checksum", "", "file changed while being read",
+                      RetryClass::kRetryFile);
+  }
+  XFER_TRY(source.check_unchanged());
+  FileDigest d;
+  d.size = pos;
+  d.mtime_ns = attrs.mtime_ns;
+  std::tie(d.high, d.low) = hash.digest();
+  return d;
+}
+
+Result<FileDigest> Backend::checksum(std::string_view path, std::uint64_t size_hint,
+                                     const std::atomic<bool>* cancel) {
+  (void)size_hint;
+  XFER_ASSIGN_OR_RETURN(std::unique_ptr<Source> source, open_source(path));
+  if (source->attrs().type != EntryType::kFile) {
+    return make_error(ErrorCode::kInvalidArgument, "checksum", path, "not a regular file");
+  }
+  auto digest = digest_source(
+      *source, [cancel] { return cancel != nullptr && cancel->load(std::memory_order_relaxed); });
+  if (!digest && digest.error().path.empty()) {
+    Error e = std::move(digest).error();
+    e.path = std::string(path);
+    return e;
+  }
+  return digest;
+}
+
+}  // namespace xfer
