@@ -37,7 +37,7 @@ const std::array<Hint, 14> kHints = {{
     {"--delete --delete-before --delete-after --delete-during --max-delete --backup-dir", kSync},
     {"-b --backup",
      "xfer sync --backup-dir DIR keeps every replaced or deleted file in DIR (no -b needed)"},
-    {"--files-from --delete-excluded --existing",
+    {"--delete-excluded --existing",
      "not supported yet: --include/--exclude rules select files (docs/filters.md)"},
     {"-e --rsh",
      "xfer talks to xferd (xfer://host/path, docs/server.md), not through ssh; "

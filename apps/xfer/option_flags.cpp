@@ -146,6 +146,20 @@ void add_filter_flags(CLI::App& app, FilterFlags& flags) {
       [](FilterSet& f, const std::string& v) {
         return f.add_pattern_text(true, read_rules_file("--include-from", v), v);
       });
+  app.add_option_function<std::string>(
+         "--files-from",
+         [&flags](const std::string& path) {
+           // 1,000,000 paths of up to 4,096 bytes could be 4 GiB: 64 MiB is
+           // a million paths of 64 bytes, and what a file list should hold.
+           auto text = read_small_file(path, 64u << 20);
+           if (!text) throw CLI::ValidationError("--files-from", text.error().message());
+           auto normal = PathList::normalize(*text, path);
+           if (!normal) throw CLI::ValidationError("--files-from", normal.error().message());
+           flags.files_from = std::move(normal).value();
+         },
+         "Only the paths in FILE (one per line, relative to SRC; a folder brings everything "
+         "in it), as rsync -r --files-from")
+      ->type_name("FILE");
   add("--exclude-from", "FILE", "Exclude the patterns in FILE, one per line",
       [](FilterSet& f, const std::string& v) {
         return f.add_pattern_text(false, read_rules_file("--exclude-from", v), v);
@@ -153,6 +167,11 @@ void add_filter_flags(CLI::App& app, FilterFlags& flags) {
 }
 
 void apply_filter_flags(const FilterFlags& flags, TransferOptions& options) {
+  if (!flags.files_from.empty()) {
+    if (Status s = find_option("files_from")->set(options, flags.files_from); !s.ok()) {
+      throw CLI::ValidationError("--files-from", s.error().message());
+    }
+  }
   if (flags.rules.empty()) return;
   const std::string combined = flags.rules + options.filter;
   if (Status s = find_option("filter")->set(options, combined); !s.ok()) {

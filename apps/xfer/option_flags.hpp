@@ -37,6 +37,7 @@ void apply_flags(const OptionFlags& flags, TransferOptions& options);
 // parsed, so a bad rule is a usage error naming the flag, FILE:LINE.
 struct FilterFlags {
   std::string rules;
+  std::string files_from;  // --files-from FILE's paths, normalized (PathList)
 };
 void add_filter_flags(CLI::App& app, FilterFlags& flags);
 // The rules of the command line first, then the config file's (`filter`

@@ -24,6 +24,7 @@
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -126,13 +127,25 @@ class Engine {
   // Sync (sync.cpp). The walk runs on the scanner thread; deletions run on
   // the thread of run(), once the workers joined.
   enum class SyncPass { kCopy, kDeletions };
+  // Both listings of one folder, sorted by name.
+  struct SyncListing {
+    Status source = ok_status();
+    Status destination = ok_status();  // kNotFound counts as empty
+    std::vector<Entry> ours;
+    std::vector<Entry> theirs;
+  };
   struct SyncDir {
     std::string source;
     std::string destination;
     std::string name;  // relative to the transfer's root, for the rules and the user
     FileAttrs source_attrs;
     std::optional<FileAttrs> destination_attrs;  // nullopt: not there (yet)
+    // Its listings, being read ahead on another thread (kListAhead folders
+    // at most), or null.
+    std::shared_ptr<std::future<SyncListing>> ahead;
   };
+  static constexpr std::size_t kListAhead = 16;
+  SyncListing list_both(const Root& root, const SyncDir& dir) const;
   struct Deletion {
     std::size_t root;
     std::string path;  // at the destination
@@ -147,8 +160,9 @@ class Engine {
   void sync_scan();
   void sync_tree(std::size_t root_index, SyncDir top, SyncPass pass);
   // One name present on either end (or both); subfolders to walk go to
-  // `subdirs`.
-  void sync_entry(std::size_t root_index, const std::string& source_path,
+  // `subdirs`. True when the destination folder's entries change (its
+  // mtime moves, so its attributes are set again at the end).
+  bool sync_entry(std::size_t root_index, const std::string& source_path,
                   const std::string& destination_path, const std::string& name, const Entry* source,
                   const Entry* destination, SyncPass pass, std::vector<SyncDir>& subdirs);
   // The destination entry is in the way of another type: removed (into
@@ -220,7 +234,11 @@ class Engine {
   std::mutex backends_mu_;
   std::vector<std::pair<std::string, std::unique_ptr<Backend>>> backends_;
   std::vector<Root> roots_;
-  FilterSet filter_;                  // opt_.filter, parsed at the start of run(); read-only after
+  FilterSet filter_;     // opt_.filter, parsed at the start of run(); read-only after
+  PathList files_from_;  // opt_.files_from, loaded likewise
+  // --files-from's verdict on `name` (relative to the transfer's root, the
+  // root's own name first when it has one) of a folder root.
+  PathList::Match selected(const Root& root, std::string_view name) const;
   std::vector<DirFixup> dir_fixups_;  // scanner thread only, until it joins
 
   // Sync: the deletions to run after the copies (scanner thread, until it

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "xfer/core/names.hpp"
+
 namespace xfer {
 namespace {
 
@@ -295,6 +297,73 @@ std::string FilterSet::to_text() const {
     out += '\n';
   }
   return out;
+}
+
+Result<std::string> PathList::normalize(std::string_view text, std::string_view origin) {
+  std::string out;
+  std::size_t count = 0;
+  std::size_t line_no = 0;
+  while (!text.empty()) {
+    ++line_no;
+    const std::size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty() || line.front() == '#' || line.front() == ';') continue;
+    auto bad = [&](std::string_view why) {
+      return make_error(ErrorCode::kInvalidArgument, "files-from", origin,
+                        fmt::format("line {}: {}", line_no, why));
+    };
+    if (line.size() > kMaxPathBytes) return bad("a path longer than 4096 bytes");
+    if (++count > kMaxPaths) return bad("more than 1,000,000 paths");
+    while (line.starts_with("./")) line.remove_prefix(2);
+    while (!line.empty() && line.front() == '/') line.remove_prefix(1);
+    while (!line.empty() && line.back() == '/') line.remove_suffix(1);
+    if (line.empty() || line == ".") {
+      out += ".\n";
+      continue;
+    }
+    for (std::string_view rest = line; !rest.empty();) {
+      const std::size_t slash = rest.find('/');
+      if (Status ok = validate_name_component(rest.substr(0, slash), "path"); !ok.ok()) {
+        return bad(ok.error().detail);
+      }
+      rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+    }
+    out.append(line);
+    out += '\n';
+  }
+  return out;
+}
+
+void PathList::load(std::string_view normalized) {
+  while (!normalized.empty()) {
+    const std::size_t nl = normalized.find('\n');
+    const std::string_view line = normalized.substr(0, nl);
+    normalized = nl == std::string_view::npos ? std::string_view() : normalized.substr(nl + 1);
+    if (line.empty()) continue;
+    if (line == ".") {
+      everything_ = true;
+      continue;
+    }
+    listed_.emplace(line);
+    for (std::size_t slash = line.find('/'); slash != std::string_view::npos;
+         slash = line.find('/', slash + 1)) {
+      passages_.emplace(line.substr(0, slash));
+    }
+  }
+}
+
+PathList::Match PathList::match(std::string_view path) const {
+  if (everything_) return Match::kIn;
+  if (path.empty()) return Match::kPassage;
+  // Listed itself, or below a listed folder: each ancestor looked up.
+  for (std::size_t end = path.find('/');; end = path.find('/', end + 1)) {
+    const std::string key(path.substr(0, end));
+    if (listed_.count(key) != 0) return Match::kIn;
+    if (end == std::string_view::npos) break;
+  }
+  return passages_.count(std::string(path)) != 0 ? Match::kPassage : Match::kOut;
 }
 
 }  // namespace xfer

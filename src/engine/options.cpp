@@ -250,6 +250,23 @@ struct Codec<OptionKind::kPath> {
   static std::string write(const std::string& v, std::string_view) { return v; }
 };
 
+// Paths as --files-from text: checked and bounded by PathList (they may
+// come in a job request) and written back in its normal form.
+template <>
+struct Codec<OptionKind::kPathList> {
+  static Result<std::string> read(std::string_view name, std::string_view text, std::uint64_t,
+                                  std::uint64_t, std::string_view) {
+    auto normal = PathList::normalize(text, name);
+    if (!normal) {
+      Error e = std::move(normal).error();
+      e.operation = fmt::format("check {}", name);
+      return e;
+    }
+    return std::move(normal).value();
+  }
+  static std::string write(const std::string& v, std::string_view) { return v; }
+};
+
 constexpr std::array kTable = {
 #define XFER_OPTION(name_, kind_, type_, def_, min_, max_, zero_, where_, names_, help_)      \
   OptionSpec{#name_,                                                                          \

@@ -148,6 +148,16 @@ Status Engine::resolve_roots() {
   return ok_status();
 }
 
+PathList::Match Engine::selected(const Root& root, std::string_view name) const {
+  if (files_from_.empty()) return PathList::Match::kIn;
+  std::string_view below = name;
+  if (!root.filter_path.empty()) {
+    below = name.size() > root.filter_path.size() ? name.substr(root.filter_path.size() + 1)
+                                                  : std::string_view();
+  }
+  return files_from_.match(below);
+}
+
 void Engine::scan() {
   if (opt_.sync) sync_scan();
   for (std::size_t i = 0; i < roots_.size() && !cancelled() && !opt_.sync; ++i) {
@@ -172,9 +182,12 @@ void Engine::scan_tree(std::size_t root_index, std::string source, std::string d
   struct Pending {
     std::string source;
     std::string destination;
-    std::string filter_path;  // for the rules; kept only when there are rules
+    std::string filter_path;  // for the rules and --files-from; kept only when there are some
+    bool all_in = false;      // --files-from: below a listed folder (everything is taken)
   };
-  std::vector<Pending> stack{{std::move(source), std::move(destination), root.filter_path}};
+  const bool named = !filter_.empty() || !files_from_.empty();
+  std::vector<Pending> stack{{std::move(source), std::move(destination), root.filter_path,
+                              selected(root, root.filter_path) == PathList::Match::kIn}};
   while (!stack.empty() && !cancelled()) {
     Pending dir = std::move(stack.back());
     stack.pop_back();
@@ -207,15 +220,24 @@ void Engine::scan_tree(std::size_t root_index, std::string source, std::string d
     Status listed = root.source->list(dir.source, {}, [&](Entry&& e) -> Status {
       // The rules first: an excluded directory is not entered (rsync's rule).
       std::string rel;
-      if (!filter_.empty()) {
+      bool all_in = dir.all_in;
+      if (named) {
         rel = dir.filter_path.empty() ? e.name : dir.filter_path + "/" + e.name;
         if (filter_.excluded(rel, e.type == EntryType::kDirectory)) return ok_status();
+      }
+      if (!all_in) {
+        // --files-from: a listed path (and all below it), or a folder on
+        // the way to one; nothing else.
+        const PathList::Match m = selected(root, rel);
+        if (m == PathList::Match::kOut) return ok_status();
+        if (m == PathList::Match::kPassage && e.type != EntryType::kDirectory) return ok_status();
+        all_in = m == PathList::Match::kIn;
       }
       std::string src = join_path(dir.source, e.name);
       std::string dst = join_path(dir.destination, e.name);
       switch (e.type) {
         case EntryType::kDirectory:
-          subdirs.push_back({std::move(src), std::move(dst), std::move(rel)});
+          subdirs.push_back({std::move(src), std::move(dst), std::move(rel), all_in});
           break;
         case EntryType::kFile:
         case EntryType::kSymlink:

@@ -131,11 +131,13 @@ void Engine::sync_tree(std::size_t root_index, SyncDir top, SyncPass pass) {
   const Capabilities& caps = root.destination->capabilities();
   std::vector<SyncDir> stack;
   stack.push_back(std::move(top));
-  std::vector<Entry> ours;
-  std::vector<Entry> theirs;
   while (!stack.empty() && !cancelled()) {
     SyncDir dir = std::move(stack.back());
     stack.pop_back();
+    // A folder's mode and mtime are set at the end when they differ or
+    // when something in it changes (which moves its mtime): an unchanged
+    // folder costs no call.
+    bool fix_attrs = false;
     if (pass == SyncPass::kCopy) {
       if (!dir.destination_attrs) {
         if (!opt_.dry_run) {
@@ -148,6 +150,7 @@ void Engine::sync_tree(std::size_t root_index, SyncDir top, SyncPass pass) {
           if (made.ok()) counters_.dirs_created.fetch_add(1, std::memory_order_relaxed);
         }
         emit_change(kNewDir, folder_name(dir.name), "", 0);
+        fix_attrs = true;
       } else {
         const bool time =
             caps.mtime && !same_mtime(dir.source_attrs.mtime_ns, dir.destination_attrs->mtime_ns);
@@ -155,39 +158,18 @@ void Engine::sync_tree(std::size_t root_index, SyncDir top, SyncPass pass) {
             caps.permissions && perms_differ(dir.source_attrs, *dir.destination_attrs);
         if (time || perms)
           emit_change(item_code('.', 'd', false, time, perms), folder_name(dir.name), "", 0);
+        fix_attrs = time || perms;
       }
-      if (!opt_.dry_run) dir_fixups_.push_back({root_index, dir.destination, dir.source_attrs});
     }
-    ours.clear();
-    theirs.clear();
-    ListOptions with_attrs;
-    with_attrs.want_attrs = true;
-    Status listed = root.source->list(dir.source, with_attrs, [&](Entry&& e) -> Status {
-      ours.push_back(std::move(e));
-      return ok_status();
-    });
-    if (!listed.ok()) {
+    SyncListing listing = dir.ahead ? dir.ahead->get() : list_both(root, dir);
+    if (!listing.source.ok() || !listing.destination.ok()) {
       if (cancelled()) return;
-      report(listed.error());
+      report(!listing.source.ok() ? listing.source.error() : listing.destination.error());
       sync_io_error_.store(true);
       continue;
     }
-    if (dir.destination_attrs) {
-      Status listed_there =
-          root.destination->list(dir.destination, with_attrs, [&](Entry&& e) -> Status {
-            if (!protected_name(dir.destination, e.name)) theirs.push_back(std::move(e));
-            return ok_status();
-          });
-      if (!listed_there.ok() && listed_there.error().code != ErrorCode::kNotFound) {
-        if (cancelled()) return;
-        report(listed_there.error());
-        sync_io_error_.store(true);
-        continue;
-      }
-    }
-    auto by_name = [](const Entry& a, const Entry& b) { return a.name < b.name; };
-    std::sort(ours.begin(), ours.end(), by_name);
-    std::sort(theirs.begin(), theirs.end(), by_name);
+    const std::vector<Entry>& ours = listing.ours;
+    const std::vector<Entry>& theirs = listing.theirs;
     std::vector<SyncDir> subdirs;
     std::size_t i = 0;
     std::size_t j = 0;
@@ -203,22 +185,71 @@ void Engine::sync_tree(std::size_t root_index, SyncDir top, SyncPass pass) {
         d = &theirs[j++];
       }
       const std::string& entry = s != nullptr ? s->name : d->name;
-      sync_entry(root_index, join_path(dir.source, entry), join_path(dir.destination, entry),
-                 join_name(dir.name, entry), s, d, pass, subdirs);
+      fix_attrs |=
+          sync_entry(root_index, join_path(dir.source, entry), join_path(dir.destination, entry),
+                     join_name(dir.name, entry), s, d, pass, subdirs);
+    }
+    if (pass == SyncPass::kCopy && fix_attrs && !opt_.dry_run) {
+      dir_fixups_.push_back({root_index, dir.destination, dir.source_attrs});
     }
     // In reverse, so the walk visits subfolders in name order.
     for (auto it = subdirs.rbegin(); it != subdirs.rend(); ++it) stack.push_back(std::move(*it));
+    // The next folders' listings are read ahead, kListAhead at most: over
+    // xfer:// each is a round trip, and one after another they would add up
+    // (1,000 folders, 1,000 round trips).
+    std::size_t seen = 0;
+    for (auto it = stack.rbegin(); it != stack.rend() && seen < kListAhead; ++it, ++seen) {
+      if (it->ahead) continue;
+      SyncDir copy = *it;
+      it->ahead = std::make_shared<std::future<SyncListing>>(std::async(
+          std::launch::async, [this, &root, d = std::move(copy)] { return list_both(root, d); }));
+    }
   }
 }
 
-void Engine::sync_entry(std::size_t root_index, const std::string& src, const std::string& dst,
+Engine::SyncListing Engine::list_both(const Root& root, const SyncDir& dir) const {
+  SyncListing l;
+  ListOptions with_attrs;
+  with_attrs.want_attrs = true;
+  l.source = root.source->list(dir.source, with_attrs, [&](Entry&& e) -> Status {
+    l.ours.push_back(std::move(e));
+    return ok_status();
+  });
+  if (l.source.ok() && dir.destination_attrs) {
+    l.destination = root.destination->list(dir.destination, with_attrs, [&](Entry&& e) -> Status {
+      if (!protected_name(dir.destination, e.name)) l.theirs.push_back(std::move(e));
+      return ok_status();
+    });
+    if (!l.destination.ok() && l.destination.error().code == ErrorCode::kNotFound) {
+      l.destination = ok_status();
+      l.theirs.clear();
+    }
+  }
+  auto by_name = [](const Entry& a, const Entry& b) { return a.name < b.name; };
+  std::sort(l.ours.begin(), l.ours.end(), by_name);
+  std::sort(l.theirs.begin(), l.theirs.end(), by_name);
+  return l;
+}
+
+bool Engine::sync_entry(std::size_t root_index, const std::string& src, const std::string& dst,
                         const std::string& name, const Entry* s, const Entry* d, SyncPass pass,
                         std::vector<SyncDir>& subdirs) {
   const Root& root = roots_[root_index];
   // The rules: a name they exclude is left alone on both ends, and so never
   // deleted (rsync's rule without --delete-excluded).
   const EntryType rule_type = s != nullptr ? s->type : d->type;
-  if (!filter_.empty() && filter_.excluded(name, rule_type == EntryType::kDirectory)) return;
+  if (!filter_.empty() && filter_.excluded(name, rule_type == EntryType::kDirectory)) {
+    return false;
+  }
+  // --files-from: only listed paths, and what is below a listed folder,
+  // are compared, copied or deleted; the folders on the way are entered.
+  if (!files_from_.empty() && root.source_attrs.type == EntryType::kDirectory) {
+    const PathList::Match m = selected(root, name);
+    if (m == PathList::Match::kOut) return false;
+    if (m == PathList::Match::kPassage && (s == nullptr || s->type != EntryType::kDirectory)) {
+      return false;
+    }
+  }
   const bool deleting = opt_.delete_extraneous || opt_.delete_before;
   auto attrs_of = [&](const Entry& e, const std::string& path,
                       Backend& b) -> std::optional<FileAttrs> {
@@ -241,26 +272,28 @@ void Engine::sync_entry(std::size_t root_index, const std::string& src, const st
       auto da = attrs_of(*d, dst, *root.destination);
       if (sa && da) subdirs.push_back({src, dst, name, *sa, *da});
     }
-    return;
+    return false;
   }
   if (s == nullptr) {
-    if (deleting && !opt_.delete_before)
+    if (deleting && !opt_.delete_before) {
       collect_deletions(root_index, dst, name, d->type, deletions_);
-    return;
+      return true;
+    }
+    return false;
   }
   if (s->type == EntryType::kOther) {
     counters_.files_skipped.fetch_add(1, std::memory_order_relaxed);
     if (observer_ != nullptr) {
       observer_->on_warning(fmt::format("skipping {}: not a regular file", src));
     }
-    return;
+    return false;
   }
   auto sa = attrs_of(*s, src, *root.source);
-  if (!sa) return;
+  if (!sa) return false;
   std::optional<FileAttrs> da;
   if (d != nullptr) {
     da = attrs_of(*d, dst, *root.destination);
-    if (!da) return;
+    if (!da) return false;
     da->type = d->type;
   }
   if (da && opt_.ignore_existing) {
@@ -270,14 +303,14 @@ void Engine::sync_entry(std::size_t root_index, const std::string& src, const st
       counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
       report(make_error(ErrorCode::kNotDirectory, "sync", dst,
                         "is not a folder, and --ignore-existing keeps it"));
-      return;
+      return false;
     }
     if (s->type != EntryType::kDirectory) {
       counters_.files_total.fetch_add(1, std::memory_order_relaxed);
       counters_.files_opened.fetch_add(1, std::memory_order_relaxed);
       counters_.files_done.fetch_add(1, std::memory_order_relaxed);
       counters_.files_unchanged.fetch_add(1, std::memory_order_relaxed);
-      return;
+      return false;
     }
   }
   bool backup_old = false;
@@ -286,13 +319,13 @@ void Engine::sync_entry(std::size_t root_index, const std::string& src, const st
     // other in one step (the commit, symlink()); a folder, or a folder's
     // place, needs the old entry gone first, as rsync does without --delete.
     const bool in_one_step = s->type != EntryType::kDirectory && da->type != EntryType::kDirectory;
-    if (!in_one_step && !make_way(root_index, dst, name, da->type)) return;
+    if (!in_one_step && !make_way(root_index, dst, name, da->type)) return true;
     backup_old = in_one_step && !backup_root_.empty();
     da.reset();
   }
   if (s->type == EntryType::kDirectory) {
     subdirs.push_back({src, dst, name, *sa, da});
-    return;
+    return !da.has_value();  // a new folder here
   }
   counters_.files_total.fetch_add(1, std::memory_order_relaxed);
   FileTask task{root_index, src, dst, s->type};
@@ -309,16 +342,16 @@ void Engine::sync_entry(std::size_t root_index, const std::string& src, const st
   if (s->type == EntryType::kSymlink) {
     if (da && da->symlink_target == sa->symlink_target) {
       unchanged(0);
-      return;
+      return false;
     }
     task.item = da ? kChangedLink : kNewLink;
     (void)enqueue(std::move(task));
-    return;
+    return true;
   }
   if (!da) {
     task.item = kNewFile;
     (void)enqueue(std::move(task));
-    return;
+    return true;
   }
   const Capabilities& caps = root.destination->capabilities();
   const bool time = caps.mtime && !same_mtime(sa->mtime_ns, da->mtime_ns);
@@ -326,7 +359,7 @@ void Engine::sync_entry(std::size_t root_index, const std::string& src, const st
   switch (compare(*sa, *da, caps.mtime)) {
     case Verdict::kKeep:
       unchanged(sa->size);
-      return;
+      return false;
     case Verdict::kUnchanged:
       unchanged(sa->size);
       if (time || perms) {
@@ -335,13 +368,13 @@ void Engine::sync_entry(std::size_t root_index, const std::string& src, const st
         if (!opt_.dry_run) {
           if (Status set = root.destination->set_attrs(dst, *sa); !set.ok()) {
             report(set.error());
-            return;
+            return false;
           }
         }
         counters_.files_attrs_set.fetch_add(1, std::memory_order_relaxed);
         emit_change(item_code('.', 'f', false, time, perms), name, "", 0);
       }
-      return;
+      return false;
     case Verdict::kCompareContent:
       task.sync |= kSyncCompareContent;
       break;
@@ -353,6 +386,7 @@ void Engine::sync_entry(std::size_t root_index, const std::string& src, const st
   // they differ without being read.
   if (opt_.checksum && sa->size != da->size) task.item[2] = 'c';
   (void)enqueue(std::move(task));
+  return true;
 }
 
 bool Engine::make_way(std::size_t root_index, const std::string& path, const std::string& name,

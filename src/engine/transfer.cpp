@@ -64,6 +64,7 @@ Result<TransferResult> Engine::run() {
   for (auto& s : req_.sources) s = absolute(s);
   req_.destination = absolute(req_.destination);
   if (!opt_.filter.empty()) XFER_TRY(filter_.add_filter_text(opt_.filter, "filter"));
+  if (!opt_.files_from.empty()) files_from_.load(opt_.files_from);
   const bool checkpointing = opt_.checkpoint && !opt_.dry_run;
   Status locked = checkpointing ? lock_job() : ok_status();
   if (opt_.checkpoint && opt_.dry_run) {

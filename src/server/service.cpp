@@ -57,6 +57,10 @@ constexpr const char* kRootScheme = "xferd";
 // patterns on a 4 KiB path is about 0.1 s of one core per entry (256 KiB
 // measured 1.6 s), and a job only walks its own token's prefix.
 constexpr std::size_t kMaxJobFilterBytes = 16 << 10;
+// The most text a job request's `files_from` may hold: a hash set of its
+// paths and their folders costs the job about 80 bytes a path, so 256 KiB
+// of 2-byte paths is at most ~20 MiB per job (max_jobs of them at once).
+constexpr std::size_t kMaxJobFilesFromBytes = 256 << 10;
 
 // Certificates and keys are read whole: a few KiB, never more than this.
 constexpr std::size_t kMaxPemBytes = 1 << 20;
@@ -731,8 +735,10 @@ class Service final : public v1::Xfer::Service {
     }
     for (const auto& [name, text] : values) {
       // Include/exclude rules are a list (docs/filters.md): 16 KiB of them;
-      // every other option is one short value.
-      const std::size_t max_text = name == "filter" ? kMaxJobFilterBytes : 256;
+      // a --files-from list 256 KiB; every other option is one short value.
+      const std::size_t max_text = name == "filter"       ? kMaxJobFilterBytes
+                                   : name == "files_from" ? kMaxJobFilesFromBytes
+                                                          : 256;
       if (name.size() > 64 || text.size() > max_text) {
         return make_error(ErrorCode::kInvalidArgument, "submit job", "", "option too long");
       }

@@ -407,6 +407,57 @@ TEST_F(Sync, DryRunMaxDeleteAndFailuresKeepTheDestination) {
   EXPECT_TRUE(fs::exists(dst / "extra.txt"));
 }
 
+// --files-from as rsync -r --files-from has it: listed files, listed
+// folders with everything in them, the folders on the way; with --delete,
+// deletions only inside listed folders. cp and sync, against rsync.
+TEST_F(Sync, FilesFromTakesWhatRsyncTakes) {
+  write_file(tmp() / "list.txt", "# what to take\nnewdir\n./sub/\ngrown.txt\nf2d\n/link\n");
+  for (const bool sync : {false, true}) {
+    SCOPED_TRACE(sync ? "sync --delete" : "cp -r");
+    const fs::path base = tmp() / (sync ? "sync" : "cp");
+    const fs::path src = base / "src", ours = base / "ours", theirs = base / "theirs";
+    const fs::path ref_src = base / "ref_src";
+    make_case(src, ours, false);
+    make_case(ref_src, theirs, false);
+    if (!sync) {
+      fs::remove_all(ours);
+      fs::remove_all(theirs);
+      fs::create_directories(ours);
+      fs::create_directories(theirs);
+    }
+    stamp_folders(base);
+    std::vector<std::string> rs = {"rsync", "-a", "-r", "-i",
+                                   "--files-from=" + S(tmp() / "list.txt")};
+    if (sync) rs.push_back("--delete");
+    rs.push_back(S(ref_src) + "/");
+    rs.push_back(S(theirs) + "/");
+    auto r = run(rs, 60s);
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    std::vector<std::string> args = {sync ? "sync" : "cp", "--no-progress", "--files-from",
+                                     S(tmp() / "list.txt")};
+    if (sync) {
+      args.insert(args.end(), {"-i", "--delete"});
+    } else {
+      args.push_back("-r");
+    }
+    args.push_back(S(src) + "/");
+    args.push_back(S(ours) + "/");
+    auto x = run_xfer(args);
+    ASSERT_EQ(x.exit_code, 0) << x.describe();
+    if (sync) EXPECT_EQ(item_lines(x.out), item_lines(r.out)) << x.describe() << r.describe();
+    CompareOptions co;
+    co.compare_root = sync;  // rsync leaves a new root's mtime as it was made
+    EXPECT_TRUE(compare_trees(theirs, ours, co));
+  }
+  // A bad list is a usage error naming the file and line; nothing is copied.
+  write_file(tmp() / "bad.txt", "ok.txt\n../etc/passwd\n");
+  auto bad = run_xfer({"sync", "--files-from", S(tmp() / "bad.txt"), S(tmp() / "cp/src") + "/",
+                       S(tmp() / "nowhere")});
+  EXPECT_EQ(bad.exit_code, 2) << bad.describe();
+  EXPECT_NE(bad.err.find("line 2"), std::string::npos) << bad.err;
+  EXPECT_FALSE(fs::exists(tmp() / "nowhere"));
+}
+
 // cp takes the quick check's flags too: -u keeps a newer destination file,
 // --ignore-existing keeps any, --size-only trusts the size (and, unlike a
 // sync, a copy leaves the kept file's attributes alone).

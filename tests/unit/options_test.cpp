@@ -50,6 +50,8 @@ std::string test_value(const OptionSpec& spec) {
       return "+ keep.o\n- *.o\n- /build/\n";
     case OptionKind::kPath:
       return "old/backups";
+    case OptionKind::kPathList:
+      return "docs/\n./src/main.c\n# a comment\n";
   }
   return {};
 }
@@ -186,6 +188,7 @@ TEST(OptionTable, BadValuesAreRefusedNamingTheOption) {
     if (spec.kind == OptionKind::kId) bad = {"../x", "a/b", "x y"};
     if (spec.kind == OptionKind::kAddresses) bad = {"10.0.0.1,host.example", "10.0.0.256", "[::1]"};
     if (spec.kind == OptionKind::kFilter) bad = {"garbage", "+ \n", "merge x\n"};
+    if (spec.kind == OptionKind::kPathList) bad = {"../x\n", "a/../b\n", "ok\nb/..\n"};
     if (spec.kind == OptionKind::kPath) {
       bad = {"../x", "a/../b", "/abs", "a//b", "./a", std::string("a\nb"), std::string(1100, 'x')};
     }

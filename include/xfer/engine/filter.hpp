@@ -28,6 +28,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "xfer/core/result.hpp"
@@ -81,5 +82,42 @@ class FilterSet {
 // "**" does not, '?', classes, '\' quoting); the whole of both must match.
 // Exposed for its tests.
 bool wildmatch(std::string_view pattern, std::string_view text);
+
+// --files-from: the paths a transfer is limited to, relative to each SRC
+// folder, as `rsync -r --files-from` has them: a listed file is taken, a
+// listed folder with everything in it, and the folders on the way to a
+// listed path are entered (and made) but bring nothing else. A sync
+// deletes only inside listed folders. Built once from the option's text,
+// then only read (any thread).
+//
+// The list may come from a peer's job request: parse() bounds it
+// (kMaxPaths, kMaxPathBytes) and checks every component as a name from a
+// peer; lines that are blank or start with '#' or ';' are skipped (rsync's
+// rule), a leading "/" or "./" is dropped, and "." means everything.
+class PathList {
+ public:
+  static constexpr std::size_t kMaxPaths = 1'000'000;
+  static constexpr std::size_t kMaxPathBytes = 4096;
+
+  // The text in its normal form ("a/b\nc\n"), or an error naming `origin`
+  // and the line.
+  static Result<std::string> normalize(std::string_view text, std::string_view origin);
+  // Loads normalized text (normalize's output).
+  void load(std::string_view normalized);
+
+  enum class Match {
+    kOut,      // not selected: left alone on both ends
+    kPassage,  // a folder on the way to a listed path
+    kIn,       // listed, or below a listed folder
+  };
+  // `path` relative to the SRC folder ("" is the folder itself).
+  Match match(std::string_view path) const;
+  bool empty() const { return listed_.empty() && !everything_; }
+
+ private:
+  bool everything_ = false;
+  std::unordered_set<std::string> listed_;
+  std::unordered_set<std::string> passages_;  // every proper ancestor of a listed path
+};
 
 }  // namespace xfer

@@ -46,6 +46,7 @@ enum class OptionKind {
   kAddresses,  // std::string: IP addresses separated by commas (parse_address_list)
   kFilter,     // std::string: include/exclude rules as --filter-from text (FilterSet)
   kPath,       // std::string: a relative path, each component checked as a name from a peer
+  kPathList,   // std::string: relative paths, one per line (PathList, --files-from)
 };
 
 struct TransferOptions {
