@@ -145,6 +145,10 @@ class Engine {
     std::shared_ptr<std::future<SyncListing>> ahead;
   };
   static constexpr std::size_t kListAhead = 16;
+  // The most names one folder may hold in a sync (both listings are held
+  // whole to be merged): a million.
+  static constexpr std::size_t kMaxSyncFolderEntries = 1'000'000;
+  std::size_t reading_ahead_ = 0;  // read-aheads started and not yet taken (scanner thread)
   SyncListing list_both(const Root& root, const SyncDir& dir) const;
   struct Deletion {
     std::size_t root;

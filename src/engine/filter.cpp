@@ -336,7 +336,11 @@ Result<std::string> PathList::normalize(std::string_view text, std::string_view 
   return out;
 }
 
-void PathList::load(std::string_view normalized) {
+void PathList::load(std::string_view text) {
+  text_.assign(text);
+  listed_.clear();
+  passages_.clear();
+  std::string_view normalized = text_;
   while (!normalized.empty()) {
     const std::size_t nl = normalized.find('\n');
     const std::string_view line = normalized.substr(0, nl);
@@ -359,11 +363,10 @@ PathList::Match PathList::match(std::string_view path) const {
   if (path.empty()) return Match::kPassage;
   // Listed itself, or below a listed folder: each ancestor looked up.
   for (std::size_t end = path.find('/');; end = path.find('/', end + 1)) {
-    const std::string key(path.substr(0, end));
-    if (listed_.count(key) != 0) return Match::kIn;
+    if (listed_.count(path.substr(0, end)) != 0) return Match::kIn;
     if (end == std::string_view::npos) break;
   }
-  return passages_.count(std::string(path)) != 0 ? Match::kPassage : Match::kOut;
+  return passages_.count(path) != 0 ? Match::kPassage : Match::kOut;
 }
 
 }  // namespace xfer

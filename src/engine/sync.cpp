@@ -65,8 +65,10 @@ bool perms_differ(const FileAttrs& a, const FileAttrs& b) {
 }  // namespace
 
 bool Engine::same_mtime(std::int64_t a, std::int64_t b) const {
-  const std::int64_t diff = a > b ? a - b : b - a;
-  return diff >= 0 && diff <= window_ns_;
+  // In unsigned arithmetic: a peer's mtime may be INT64_MIN.
+  const std::uint64_t diff = a > b ? static_cast<std::uint64_t>(a) - static_cast<std::uint64_t>(b)
+                                   : static_cast<std::uint64_t>(b) - static_cast<std::uint64_t>(a);
+  return diff <= static_cast<std::uint64_t>(window_ns_);
 }
 
 // rsync's order: --ignore-existing and --update keep what is there, even
@@ -147,7 +149,31 @@ void Engine::sync_tree(std::size_t root_index, SyncDir top, SyncPass pass) {
             sync_io_error_.store(true);
             continue;  // nothing below can be written
           }
-          if (made.ok()) counters_.dirs_created.fetch_add(1, std::memory_order_relaxed);
+          if (made.ok()) {
+            counters_.dirs_created.fetch_add(1, std::memory_order_relaxed);
+          } else {
+            // Something is there now that the listing did not show. Only
+            // a folder (never a symlink to one: the files below would be
+            // written through it) is walked, and then compared as one.
+            auto there = root.destination->stat(dir.destination);
+            if (!there || there->type != EntryType::kDirectory) {
+              counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+              report(make_error(ErrorCode::kNotDirectory, "mkdir", dir.destination,
+                                "exists and is not a folder"));
+              sync_io_error_.store(true);
+              if (dir.ahead) {
+                (void)dir.ahead->get();
+                --reading_ahead_;
+              }
+              continue;
+            }
+            dir.destination_attrs = *there;
+            if (dir.ahead) {
+              (void)dir.ahead->get();  // read without the destination: read again
+              --reading_ahead_;
+              dir.ahead.reset();
+            }
+          }
         }
         emit_change(kNewDir, folder_name(dir.name), "", 0);
         fix_attrs = true;
@@ -161,7 +187,13 @@ void Engine::sync_tree(std::size_t root_index, SyncDir top, SyncPass pass) {
         fix_attrs = time || perms;
       }
     }
-    SyncListing listing = dir.ahead ? dir.ahead->get() : list_both(root, dir);
+    SyncListing listing;
+    if (dir.ahead) {
+      listing = dir.ahead->get();
+      --reading_ahead_;
+    } else {
+      listing = list_both(root, dir);
+    }
     if (!listing.source.ok() || !listing.destination.ok()) {
       if (cancelled()) return;
       report(!listing.source.ok() ? listing.source.error() : listing.destination.error());
@@ -197,12 +229,18 @@ void Engine::sync_tree(std::size_t root_index, SyncDir top, SyncPass pass) {
     // The next folders' listings are read ahead, kListAhead at most: over
     // xfer:// each is a round trip, and one after another they would add up
     // (1,000 folders, 1,000 round trips).
-    std::size_t seen = 0;
-    for (auto it = stack.rbegin(); it != stack.rend() && seen < kListAhead; ++it, ++seen) {
+    // At most kListAhead in flight in all (a read-ahead buried under new
+    // subfolders still counts), so a deep tree never means more threads.
+    for (auto it = stack.rbegin(); it != stack.rend() && reading_ahead_ < kListAhead; ++it) {
       if (it->ahead) continue;
       SyncDir copy = *it;
-      it->ahead = std::make_shared<std::future<SyncListing>>(std::async(
-          std::launch::async, [this, &root, d = std::move(copy)] { return list_both(root, d); }));
+      try {
+        it->ahead = std::make_shared<std::future<SyncListing>>(std::async(
+            std::launch::async, [this, &root, d = std::move(copy)] { return list_both(root, d); }));
+        ++reading_ahead_;
+      } catch (const std::system_error&) {
+        break;  // no thread to spare: the folder is listed when its turn comes
+      }
     }
   }
 }
@@ -211,14 +249,25 @@ Engine::SyncListing Engine::list_both(const Root& root, const SyncDir& dir) cons
   SyncListing l;
   ListOptions with_attrs;
   with_attrs.want_attrs = true;
-  l.source = root.source->list(dir.source, with_attrs, [&](Entry&& e) -> Status {
-    l.ours.push_back(std::move(e));
-    return ok_status();
-  });
-  if (l.source.ok() && dir.destination_attrs) {
-    l.destination = root.destination->list(dir.destination, with_attrs, [&](Entry&& e) -> Status {
-      if (!protected_name(dir.destination, e.name)) l.theirs.push_back(std::move(e));
+  // One folder's listings are held whole to be merged: a folder of more
+  // than kMaxSyncFolderEntries names (a hostile endpoint's endless
+  // listing) is an error, not an allocation without end.
+  auto bounded = [](std::vector<Entry>& to, const std::string& path) {
+    return [&to, &path](Entry&& e) -> Status {
+      if (to.size() >= kMaxSyncFolderEntries) {
+        return make_error(ErrorCode::kCorrupt, "list", path,
+                          fmt::format("more than {} entries in one folder", kMaxSyncFolderEntries));
+      }
+      to.push_back(std::move(e));
       return ok_status();
+    };
+  };
+  l.source = root.source->list(dir.source, with_attrs, bounded(l.ours, dir.source));
+  if (l.source.ok() && dir.destination_attrs) {
+    auto keep = bounded(l.theirs, dir.destination);
+    l.destination = root.destination->list(dir.destination, with_attrs, [&](Entry&& e) -> Status {
+      if (protected_name(dir.destination, e.name)) return ok_status();
+      return keep(std::move(e));
     });
     if (!l.destination.ok() && l.destination.error().code == ErrorCode::kNotFound) {
       l.destination = ok_status();
@@ -226,8 +275,20 @@ Engine::SyncListing Engine::list_both(const Root& root, const SyncDir& dir) cons
     }
   }
   auto by_name = [](const Entry& a, const Entry& b) { return a.name < b.name; };
+  auto same_name = [](const Entry& a, const Entry& b) { return a.name == b.name; };
   std::sort(l.ours.begin(), l.ours.end(), by_name);
   std::sort(l.theirs.begin(), l.theirs.end(), by_name);
+  // A name listed twice (a hostile or broken endpoint: a file and a
+  // folder of one name) would be decided twice; the folder is not walked.
+  if (l.source.ok() &&
+      std::adjacent_find(l.ours.begin(), l.ours.end(), same_name) != l.ours.end()) {
+    l.source = make_error(ErrorCode::kCorrupt, "list", dir.source, "a name is listed twice");
+  }
+  if (l.destination.ok() &&
+      std::adjacent_find(l.theirs.begin(), l.theirs.end(), same_name) != l.theirs.end()) {
+    l.destination =
+        make_error(ErrorCode::kCorrupt, "list", dir.destination, "a name is listed twice");
+  }
   return l;
 }
 
@@ -237,6 +298,9 @@ bool Engine::sync_entry(std::size_t root_index, const std::string& src, const st
   const Root& root = roots_[root_index];
   // The rules: a name they exclude is left alone on both ends, and so never
   // deleted (rsync's rule without --delete-excluded).
+  // --backup-dir is never part of the sync, on either end: a source entry
+  // of its name (a symlink out of the destination, say) is not made there.
+  if (!backup_root_.empty() && dst == backup_root_) return false;
   const EntryType rule_type = s != nullptr ? s->type : d->type;
   if (!filter_.empty() && filter_.excluded(name, rule_type == EntryType::kDirectory)) {
     return false;
@@ -397,6 +461,22 @@ bool Engine::make_way(std::size_t root_index, const std::string& path, const std
     if (opt_.delete_extraneous || opt_.delete_before) {
       std::vector<Deletion> tree;
       collect_deletions(root_index, path, name, type, tree);
+      // These deletions cannot wait for the end, but they keep its rules:
+      // none after an error, none past --max-delete (counting those made
+      // and planned).
+      const std::uint64_t planned =
+          tree.size() + deletions_.size() + counters_.files_deleted.load();
+      const char* held = sync_io_error_.load() || counters_.files_failed.load() > 0
+                             ? "a listing or a file failed, so nothing is deleted"
+                         : opt_.max_delete != 0 && planned > opt_.max_delete
+                             ? "it would pass --max-delete"
+                             : nullptr;
+      if (held != nullptr) {
+        counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+        report(make_error(ErrorCode::kNotEmpty, "sync", path,
+                          fmt::format("a folder stands in the way and is not deleted: {}", held)));
+        return false;
+      }
       // What was in it is itemized as deleted; the folder itself is shown
       // as what replaces it (rsync's lines).
       for (std::size_t i = 0; i < tree.size(); ++i)
@@ -431,11 +511,27 @@ void Engine::collect_deletions(std::size_t root_index, const std::string& path,
     out.push_back({root_index, path, name, type});
     return;
   }
-  // Children first, each folder after everything in it.
+  // Children first, each folder after everything in it. Once more than
+  // --max-delete are planned none will be made: no need to list on (a
+  // hostile endpoint's endless tree ends here too).
   Backend& destination = *roots_[root_index].destination;
+  auto enough = [&] {
+    if (out.size() >= kMaxSyncFolderEntries * 4 && !sync_io_error_.exchange(true)) {
+      report(make_error(ErrorCode::kCorrupt, "delete", path,
+                        "more than 4,000,000 entries to delete: none is deleted"));
+    }
+    return cancelled() || sync_io_error_.load() ||
+           (opt_.max_delete != 0 && out.size() > opt_.max_delete);
+  };
   std::vector<std::pair<Deletion, bool>> stack;  // (folder, listed already)
   stack.push_back({{root_index, path, name, type}, false});
   while (!stack.empty()) {
+    if (enough()) {
+      // The plan is over the limit either way; say so once at the end.
+      if (!cancelled()) out.push_back(std::move(stack.back().first));
+      stack.pop_back();
+      continue;
+    }
     if (stack.back().second) {
       out.push_back(std::move(stack.back().first));
       stack.pop_back();
@@ -532,8 +628,28 @@ Status Engine::backup(std::size_t root_index, const std::string& path) {
   if (rel.empty()) rel = base_name(path);
   const std::string target = join_path(backup_root_, rel);
   Backend& destination = *roots_[root_index].destination;
-  Status made = destination.mkdir(dir_name(target), true);
-  if (!made.ok() && made.error().code != ErrorCode::kExists) return made;
+  // Every folder from the destination down to the target's must be a
+  // folder, never a symlink: a rename through one would move the file out
+  // of the destination.
+  std::string at = destination_root_;
+  const std::string below =
+      dir_name(target).substr(std::min(dir_name(target).size(), destination_root_.size()));
+  for (std::size_t start = 0; start < below.size();) {
+    std::size_t slash = below.find('/', start);
+    if (slash == std::string::npos) slash = below.size();
+    if (slash > start) {
+      at = join_path(at, below.substr(start, slash - start));
+      auto there = destination.stat(at);
+      if (!there) {
+        if (there.error().code != ErrorCode::kNotFound) return there.error();
+        XFER_TRY(destination.mkdir(at, false));
+      } else if (there->type != EntryType::kDirectory) {
+        return make_error(ErrorCode::kNotDirectory, "backup", at,
+                          "is not a folder (--backup-dir must not pass through a symlink)");
+      }
+    }
+    start = slash + 1;
+  }
   return destination.rename(path, target);
 }
 

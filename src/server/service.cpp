@@ -57,9 +57,10 @@ constexpr const char* kRootScheme = "xferd";
 // patterns on a 4 KiB path is about 0.1 s of one core per entry (256 KiB
 // measured 1.6 s), and a job only walks its own token's prefix.
 constexpr std::size_t kMaxJobFilterBytes = 16 << 10;
-// The most text a job request's `files_from` may hold: a hash set of its
-// paths and their folders costs the job about 80 bytes a path, so 256 KiB
-// of 2-byte paths is at most ~20 MiB per job (max_jobs of them at once).
+// The most text a job request's `files_from` may hold. PathList keeps the
+// text once and a hashed view per path and per folder component (about 50
+// bytes each), so 256 KiB of it costs a job at most ~7 MiB (131,072
+// one-byte components), max_jobs of them at once.
 constexpr std::size_t kMaxJobFilesFromBytes = 256 << 10;
 
 // Certificates and keys are read whole: a few KiB, never more than this.

@@ -111,6 +111,24 @@ TEST_F(HostileServer, ListingNamesCannotLeadOutsideTheDestination) {
   }
 }
 
+// A name listed twice (a file and a folder of one name could make a sync
+// write through a symlink it just made): the folder is refused as corrupt
+// and nothing of that name is made.
+TEST_F(HostileServer, ANameListedTwiceIsRefusedBySync) {
+  HostileService service({"twice", "other", "twice"});
+  int port = 0;
+  auto server = serve(service, port);
+  ASSERT_TRUE(server);
+  const fs::path dst = tmp() / "dst";
+  auto r = xfer_it::run_xfer({"--token", "t", "sync", "--delete", "--no-progress",
+                              "xfer://127.0.0.1:" + std::to_string(port) + "/d/", dst.string()},
+                             60s);
+  server->Shutdown(std::chrono::system_clock::now() + 1s);
+  EXPECT_NE(r.exit_code, 0) << r.describe();
+  EXPECT_TRUE(xfer_it::icontains(r.err, "a name is listed twice")) << r.describe();
+  EXPECT_FALSE(fs::exists(dst / "twice"));
+}
+
 // A data port that accepts connections and answers every HELLO with a
 // valid HELLO_OK header announcing a 4 KiB body, one byte every 300 ms:
 // each read succeeds long before any per-read timeout, so only a deadline

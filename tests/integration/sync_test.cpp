@@ -458,6 +458,34 @@ TEST_F(Sync, FilesFromTakesWhatRsyncTakes) {
   EXPECT_FALSE(fs::exists(tmp() / "nowhere"));
 }
 
+// --backup-dir never passes through a symlink: a source entry of its name
+// (a symlink out of the destination) is not made, and a symlink already
+// standing there makes the backup fail, never move a file out.
+TEST_F(Sync, BackupDirIsNeverASymlinkOutOfTheDestination) {
+  const fs::path src = tmp() / "src", dst = tmp() / "dst", away = tmp() / "away";
+  fs::create_directories(away);
+  put(src / "f.txt", "new version\n", kT0 + 10);
+  put(dst / "f.txt", "old version\n", kT0);
+  link_to(S(away), src / "bk");  // the source offers bk -> away
+  auto r = run_xfer({"sync", "--backup-dir", "bk", "--no-progress", S(src) + "/", S(dst) + "/"});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_TRUE(fs::is_empty(away));
+  EXPECT_FALSE(fs::is_symlink(dst / "bk"));
+  EXPECT_EQ(read_file(dst / "bk/f.txt"), "old version\n");
+  EXPECT_EQ(read_file(dst / "f.txt"), "new version\n");
+
+  // A symlink planted at the backup folder beforehand: no file moves out.
+  fs::remove_all(dst / "bk");
+  link_to(S(away), dst / "bk");
+  put(src / "f.txt", "newer version\n", kT0 + 20);
+  auto planted =
+      run_xfer({"sync", "--backup-dir", "bk", "--no-progress", S(src) + "/", S(dst) + "/"});
+  EXPECT_NE(planted.exit_code, 0) << planted.describe();
+  EXPECT_NE(planted.err.find("must not pass through a symlink"), std::string::npos) << planted.err;
+  EXPECT_TRUE(fs::is_empty(away));
+  EXPECT_EQ(read_file(dst / "f.txt"), "new version\n") << "kept, since it could not be backed up";
+}
+
 // cp takes the quick check's flags too: -u keeps a newer destination file,
 // --ignore-existing keeps any, --size-only trusts the size (and, unlike a
 // sync, a copy leaves the kept file's attributes alone).

@@ -13,6 +13,7 @@
 
 #include "../common.hpp"
 #include "xfer/backend/xfer.hpp"
+#include "xfer/core/names.hpp"
 #include "xfer/core/units.hpp"
 #include "xfer/metrics/streams.hpp"
 
@@ -56,10 +57,14 @@ class CliObserver final : public TransferObserver {
       emit(std::move(j));
       return;
     }
+    // Names and targets may come from a peer: control characters are
+    // escaped, so a name can neither forge a line nor drive the terminal.
+    const std::string shown_name = printable_name(name, 4096);
+    const std::string shown_target = target.empty() ? "" : " -> " + printable_name(target, 4096);
     std::string line;
     if (render_.itemize) {
       // rsync's --itemize-changes: "%i %n", and " -> TARGET" for a symlink.
-      line = fmt::format("{} {}{}", item, name, target.empty() ? "" : " -> " + target);
+      line = fmt::format("{} {}{}", item, shown_name, shown_target);
     } else if (render_.verbose || render_.dry_run) {
       const bool deleting = !item.empty() && item[0] == '*';
       const bool created = item.find("+++") != std::string_view::npos;
@@ -69,9 +74,9 @@ class CliObserver final : public TransferObserver {
                          : attrs_only
                              ? (render_.dry_run ? "would set attributes of" : "set attributes of")
                              : (render_.dry_run ? "would update" : "updated");
-      line = size > 0
-                 ? fmt::format("{} {} ({})", what, name, format_bytes(static_cast<double>(size)))
-                 : fmt::format("{} {}", what, name);
+      line = size > 0 ? fmt::format("{} {} ({})", what, shown_name,
+                                    format_bytes(static_cast<double>(size)))
+                      : fmt::format("{} {}", what, shown_name);
     } else {
       return;
     }

@@ -116,8 +116,12 @@ class PathList {
 
  private:
   bool everything_ = false;
-  std::unordered_set<std::string> listed_;
-  std::unordered_set<std::string> passages_;  // every proper ancestor of a listed path
+  // Views into text_ (which never changes once loaded): a path and its
+  // ancestors share its bytes, so a deep list costs a view per component,
+  // not a copy of every prefix.
+  std::string text_;
+  std::unordered_set<std::string_view> listed_;
+  std::unordered_set<std::string_view> passages_;  // every proper ancestor of a listed path
 };
 
 }  // namespace xfer

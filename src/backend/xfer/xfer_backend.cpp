@@ -1862,7 +1862,8 @@ class XferBackend final : public Backend {
   }
 
   // Hashed by the server. The call may last as long as reading the file
-  // takes there: the usual minute, and a second more per 16 MiB expected.
+  // takes there: the usual minute, and a second more per 16 MiB expected,
+  // an hour at most.
   Result<FileDigest> checksum(std::string_view path, std::uint64_t size_hint,
                               const std::atomic<bool>* cancel) override {
     (void)cancel;  // cancel() reaches the call (it is tracked)
@@ -1884,8 +1885,10 @@ class XferBackend final : public Backend {
     req.set_path(std::string(path));
     v1::ChecksumReply resp;
     grpc::ClientContext ctx;
-    const auto patience =
-        kRpcTimeout + std::chrono::seconds(std::min<std::uint64_t>(size_hint, kMaxFileSize) >> 24);
+    // size_hint may come from the peer (its listing): an hour at most.
+    const auto patience = std::min<std::chrono::seconds>(
+        kRpcTimeout + std::chrono::seconds(std::min<std::uint64_t>(size_hint, kMaxFileSize) >> 24),
+        std::chrono::hours(1));
     auto call = client_->track(ctx, std::chrono::duration_cast<std::chrono::seconds>(patience));
     grpc::Status st = client_->stub().Checksum(&ctx, req, &resp);
     if (!st.ok()) return client_->explain(protocol::from_grpc(st, ctx, "checksum", path));
