@@ -335,7 +335,11 @@ class LocalSink final : public Sink {
       }
       if (errno != EEXIST) return fail(errno, "publish");
       // The final name exists: link under a temp name, then rename over it.
-      temp_name_ = temp_name_for(final_name_, "swap");
+      // The temp name is this commit's own: two commits of one name (two
+      // processes, or a retry racing a slow first attempt) must not
+      // replace each other's temp, or one rename finds it gone (ENOENT).
+      static std::atomic<std::uint64_t> swaps{0};
+      temp_name_ = temp_name_for(final_name_, fmt::format("swap-{}-{}", ::getpid(), ++swaps));
       if (create_replacing_stale(dir_, temp_name_, [&](const std::string& t) {
             return ::linkat(AT_FDCWD, proc.c_str(), dir_, t.c_str(), AT_SYMLINK_FOLLOW);
           }) != 0) {
