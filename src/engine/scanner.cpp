@@ -159,15 +159,18 @@ PathList::Match Engine::selected(const Root& root, std::string_view name) const 
 }
 
 void Engine::scan() {
-  if (opt_.sync) sync_scan();
-  for (std::size_t i = 0; i < roots_.size() && !cancelled() && !opt_.sync; ++i) {
-    const Root& root = roots_[i];
-    if (root.source_attrs.type == EntryType::kDirectory) {
-      scan_tree(i, root.source_path, root.destination_path);
-      continue;
+  if (opt_.sync) {
+    sync_scan();
+  } else {
+    for (std::size_t i = 0; i < roots_.size() && !cancelled(); ++i) {
+      const Root& root = roots_[i];
+      if (root.source_attrs.type == EntryType::kDirectory) {
+        scan_tree(i, root.source_path, root.destination_path);
+        continue;
+      }
+      counters_.files_total.fetch_add(1, std::memory_order_relaxed);
+      if (!enqueue({i, root.source_path, root.destination_path, root.source_attrs.type})) break;
     }
-    counters_.files_total.fetch_add(1, std::memory_order_relaxed);
-    if (!enqueue({i, root.source_path, root.destination_path, root.source_attrs.type})) break;
   }
   if (req_.changes && !cancelled()) follow_changes();
   counters_.scan_complete.store(true, std::memory_order_relaxed);

@@ -326,6 +326,25 @@ class JobManager {
 
 // ---- the service ------------------------------------------------------------
 
+// Gives back a SubjectQuota slot when the call that took it ends.
+struct QuotaRelease {
+  SubjectQuota& quota;
+  const std::string& subject;
+  ~QuotaRelease() { quota.release(subject); }
+};
+
+// A refused slot: UNAVAILABLE (try again later), naming the limit met,
+// the server's (`server_full`) or the subject's ("'SUBJECT' `subject_has`,
+// the most one token subject may").
+Error quota_refusal(SubjectQuota::Verdict v, std::string_view operation, std::string server_full,
+                    std::string_view subject_has, const std::string& subject) {
+  std::string why = v == SubjectQuota::Verdict::kServerFull
+                        ? std::move(server_full)
+                        : fmt::format("'{}' {}, the most one token subject may",
+                                      printable_name(subject, 100), subject_has);
+  return make_error(ErrorCode::kUnavailable, operation, "", why, RetryClass::kRetryCall);
+}
+
 class Service final : public v1::Xfer::Service {
  public:
   Service(const ServerConfig& config, std::shared_ptr<ConfinedRoot> root,
@@ -363,20 +382,15 @@ class Service final : public v1::Xfer::Service {
     auto scope = authenticate(ctx);
     if (!scope) return refuse(*ctx, scope.error(), "?", "checksum");
     if (auto v = checksums_.try_acquire(scope->subject); v != SubjectQuota::Verdict::kGranted) {
-      const std::string why =
-          v == SubjectQuota::Verdict::kServerFull
-              ? fmt::format("the server hashes {} files already", config_.max_checksums)
-              : fmt::format("'{}' has {} checksums running, the most one token subject may",
-                            printable_name(scope->subject, 100), config_.max_checksums_per_subject);
       return refuse(
-          *ctx, make_error(ErrorCode::kUnavailable, "checksum", "", why, RetryClass::kRetryCall),
+          *ctx,
+          quota_refusal(v, "checksum",
+                        fmt::format("the server hashes {} files already", config_.max_checksums),
+                        fmt::format("has {} checksums running", config_.max_checksums_per_subject),
+                        scope->subject),
           scope->subject, "checksum");
     }
-    struct Release {
-      SubjectQuota& quota;
-      const std::string& subject;
-      ~Release() { quota.release(subject); }
-    } release{checksums_, scope->subject};
+    QuotaRelease release{checksums_, scope->subject};
     auto source = scoped(*scope)->open_source(req->path());
     if (!source) return fail(*ctx, source.error(), *scope, "checksum", req->path());
     auto digest = digest_source(**source, [ctx] { return ctx->IsCancelled(); });
@@ -584,20 +598,15 @@ class Service final : public v1::Xfer::Service {
     // Each stream holds one of gRPC's threads for as long as its job runs:
     // bounded in total and per subject (max_watches, max_watches_per_subject).
     if (auto v = watches_.try_acquire(scope->subject); v != SubjectQuota::Verdict::kGranted) {
-      const std::string why =
-          v == SubjectQuota::Verdict::kServerFull
-              ? fmt::format("the server has {} job watches open", config_.max_watches)
-              : fmt::format("'{}' has {} job watches open, the most one token subject may",
-                            printable_name(scope->subject, 100), config_.max_watches_per_subject);
       return refuse(
-          *ctx, make_error(ErrorCode::kUnavailable, "watch job", "", why, RetryClass::kRetryCall),
+          *ctx,
+          quota_refusal(v, "watch job",
+                        fmt::format("the server has {} job watches open", config_.max_watches),
+                        fmt::format("has {} job watches open", config_.max_watches_per_subject),
+                        scope->subject),
           scope->subject, "watch job");
     }
-    struct Release {
-      SubjectQuota& quota;
-      const std::string& subject;
-      ~Release() { quota.release(subject); }
-    } release{watches_, scope->subject};
+    QuotaRelease release{watches_, scope->subject};
     while (true) {
       v1::JobProgress p;
       bool finished;
