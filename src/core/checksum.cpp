@@ -46,6 +46,10 @@ void Xxh3Stream128::update(std::span<const std::byte> data) {
   XXH3_128bits_update(&state_->st, data.data(), data.size());
 }
 
+void Xxh3Stream128::reset() {
+  XXH3_128bits_reset(&state_->st);
+}
+
 std::pair<std::uint64_t, std::uint64_t> Xxh3Stream128::digest() const {
   const XXH128_hash_t h = XXH3_128bits_digest(&state_->st);
   return {h.high64, h.low64};

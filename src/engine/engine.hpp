@@ -8,6 +8,7 @@
 //   finalizer.cpp  the fence per file: commit, suspend or abort; resume skips
 //   job_state.cpp  the job record and checkpoint: lock, open, close
 //   sync.cpp       xfer sync: both trees compared, deletions, backups
+//   delta.cpp      sync's delta: a changed file rebuilt from its old blocks
 //   transfer.cpp   run(): threads, the order of the parts, the result
 //
 // Planning is planner.cpp (a pure function), queues and the one retry site
@@ -148,6 +149,9 @@ class Engine {
   // The most names one folder may hold in a sync (both listings are held
   // whole to be merged): a million.
   static constexpr std::size_t kMaxSyncFolderEntries = 1'000'000;
+  // The smallest file sent as a delta (both versions at least this long):
+  // below it, two signatures cost more than the bytes they save.
+  static constexpr std::uint64_t kDeltaMinSize = 1u << 20;
   std::size_t reading_ahead_ = 0;  // read-aheads started and not yet taken (scanner thread)
   SyncListing list_both(const Root& root, const SyncDir& dir) const;
   struct Deletion {
@@ -188,6 +192,14 @@ class Engine {
   bool unchanged_content(FileTask& task, Source& source);
   // After a commit (or, --dry-run, the plan): -v's line and the itemized change.
   void announce(const FileTask& task, std::uint64_t size, const std::string& target = {});
+
+  // Delta (delta.cpp, a worker). True when the file was sent as a delta
+  // and committed; false when the two versions have too little in common
+  // (the caller sends it whole); an error when it failed (so does the
+  // caller, whole, unless cancelled).
+  bool delta_allowed(const Root& root) const;
+  Result<bool> copy_delta(const FileTask& task, Source& source);
+  Status verify_whole(Sink& sink, std::uint64_t size, const FileDigest& expected);
 
   // Workers.
   void worker_loop();

@@ -26,6 +26,7 @@ enum SyncFlags : std::uint8_t {
   kSyncDecided = 1,         // copy it: the walk found it differs (no quick check again)
   kSyncCompareContent = 2,  // --checksum: same size; the worker compares the bytes
   kSyncBackup = 4,          // the destination has a file to move to --backup-dir first
+  kSyncDelta = 8,           // the destination's old file may be the basis of a delta
 };
 
 struct FileTask {
@@ -34,9 +35,10 @@ struct FileTask {
   std::string destination;  // path on the destination endpoint
   EntryType type = EntryType::kFile;
   // Set by the sync walk (sync.cpp), which compared both ends already.
-  std::uint8_t sync = 0;  // SyncFlags
-  std::string item;       // rsync's itemize code of the change ("" outside sync)
-  std::string name;       // the path as shown to the user, relative to the transfer's root
+  std::uint8_t sync = 0;       // SyncFlags
+  std::string item;            // rsync's itemize code of the change ("" outside sync)
+  std::string name;            // the path as shown to the user, relative to the transfer's root
+  std::uint64_t old_size = 0;  // kSyncDelta: the destination's size as listed
   // Held while the file's work lasts (its copy, its retries); released when
   // the task and its ChunkedFile are gone. Change feeds use it to copy a
   // path once at a time (engine.hpp: enqueue).

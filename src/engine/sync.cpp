@@ -445,6 +445,11 @@ bool Engine::sync_entry(std::size_t root_index, const std::string& src, const st
     case Verdict::kCopy:
       break;
   }
+  if (delta_allowed(root) && da->type == EntryType::kFile && da->size >= kDeltaMinSize &&
+      sa->size >= kDeltaMinSize) {
+    task.sync |= kSyncDelta;
+    task.old_size = da->size;
+  }
   task.item = item_code('>', 'f', sa->size != da->size, time, perms);
   // --checksum marks every update whose bytes differ; with another size
   // they differ without being read.

@@ -129,6 +129,31 @@ void Engine::process_file(FileTask task) {
                                     root.destination->describe())));
       return;
     }
+    // sync's delta, unless the checkpoint holds progress of a copy of this
+    // file sent whole (resumed as it was begun).
+    if ((task.sync & kSyncDelta) != 0 && attempt == 1 && source->attrs().size_known &&
+        !(ckpt_ &&
+          ckpt_->recorded_chunk_size(checkpoint::FileBegin{checkpoint::file_key(task.destination),
+                                                           size,
+                                                           source->attrs().mtime_ns,
+                                                           0,
+                                                           task.source,
+                                                           {}}) != 0)) {
+      auto sent = copy_delta(task, *source);
+      if (sent && *sent) {
+        scheduler_.file_classified();
+        counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+        announce(task, size);
+        return;
+      }
+      if (!sent) {
+        if (sent.error().code == ErrorCode::kCancelled) {
+          scheduler_.file_classified();
+          return;
+        }
+        log().info("sending {} whole: its delta failed: {}", task.source, sent.error().message());
+      }
+    }
     FilePlan plan = plan_for(root, task, source->attrs());
     if (plan.strategy == Strategy::kChunked) {
       auto file = std::make_shared<ChunkedFile>();

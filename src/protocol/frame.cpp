@@ -188,7 +188,7 @@ std::uint32_t header_check(std::span<const std::byte> header) {
 
 bool known_type(std::uint8_t t) {
   return t >= static_cast<std::uint8_t>(FrameType::kHello) &&
-         t <= static_cast<std::uint8_t>(FrameType::kPong);
+         t <= static_cast<std::uint8_t>(FrameType::kCopyBasis);
 }
 
 constexpr std::uint8_t kKnownFlags = kFlagSealed;
@@ -201,6 +201,10 @@ void put_meta(Writer& w, const FileMeta& m) {
   w.i64(m.mtime_ns);
   w.u32(m.flags);
   w.str(m.resume_name);
+  if ((m.flags & kMetaBasis) != 0) {
+    w.u64(m.basis_size);
+    w.i64(m.basis_mtime_ns);
+  }
 }
 
 Status get_meta(Reader& r, FileMeta& m) {
@@ -210,6 +214,10 @@ Status get_meta(Reader& r, FileMeta& m) {
   XFER_TRY(r.i64(m.mtime_ns, "mtime_ns"));
   XFER_TRY(r.u32(m.flags, "flags"));
   XFER_TRY(r.str(m.resume_name, "resume_name", /*is_path=*/true));
+  if ((m.flags & kMetaBasis) != 0) {
+    XFER_TRY(r.u64(m.basis_size, "basis_size"));
+    XFER_TRY(r.i64(m.basis_mtime_ns, "basis_mtime_ns"));
+  }
   return ok_status();
 }
 
@@ -306,11 +314,19 @@ std::string_view to_string(FrameType type) {
       return "PING";
     case FrameType::kPong:
       return "PONG";
+    case FrameType::kCopyBasis:
+      return "COPY_BASIS";
   }
   return "UNKNOWN";
 }
 
 // ---- Bodies: encode.
+
+void encode(const CopyBasis& v, std::vector<std::byte>& out) {
+  Writer w(out);
+  w.u64(v.basis_offset);
+  w.u64(v.length);
+}
 
 void encode(const Hello& v, std::vector<std::byte>& out) {
   Writer w(out);
@@ -418,6 +434,15 @@ Result<OpenWrite> decode_open_write(std::span<const std::byte> in) {
   Reader r(in, "OPEN_WRITE");
   OpenWrite v;
   XFER_TRY(get_meta(r, v.meta));
+  XFER_TRY(r.finish());
+  return v;
+}
+
+Result<CopyBasis> decode_copy_basis(std::span<const std::byte> in) {
+  Reader r(in, "COPY_BASIS");
+  CopyBasis v;
+  XFER_TRY(r.u64(v.basis_offset, "basis_offset"));
+  XFER_TRY(r.u64(v.length, "length"));
   XFER_TRY(r.finish());
   return v;
 }

@@ -747,6 +747,8 @@ class FrameHandler {
         return on_finish(h);
       case FrameType::kPing:
         return on_ping(h);
+      case FrameType::kCopyBasis:
+        return on_copy_basis(h);
       default: {
         Error e = make_error(
             ErrorCode::kCorrupt, "data frame", "",
@@ -873,6 +875,9 @@ class FrameHandler {
     o.fsync = (m.flags & protocol::kMetaFsync) != 0;
     o.resume_existing = (m.flags & protocol::kMetaResume) != 0;
     o.resume_name = m.resume_name;
+    o.basis = (m.flags & protocol::kMetaBasis) != 0;
+    o.basis_size = m.basis_size;
+    o.basis_mtime_ns = m.basis_mtime_ns;
     return o;
   }
 
@@ -954,8 +959,10 @@ class FrameHandler {
     Status os = [&]() -> Status {
       XFER_ASSIGN_OR_RETURN(auto ow, protocol::decode_open_write(buf_));
       XFER_TRY(check_size(ow.meta));
-      XFER_TRY(reserve_handle(h.id, kSinkFds));
-      auto handle = new_handle(kSinkFds, ow.meta.path);
+      // A delta's sink holds the old file open too.
+      const std::size_t fds = kSinkFds + ((ow.meta.flags & protocol::kMetaBasis) != 0 ? 1 : 0);
+      XFER_TRY(reserve_handle(h.id, fds));
+      auto handle = new_handle(fds, ow.meta.path);
       handle->size = ow.meta.size;
       XFER_ASSIGN_OR_RETURN(handle->sink,
                             session_.fs->open_sink(ow.meta.path, sink_options(ow.meta)));
@@ -963,6 +970,43 @@ class FrameHandler {
       return add_handle(h.id, std::move(handle));
     }();
     return reply_open(h.id, os, reply);
+  }
+
+  // Bytes of the old file copied into the new one, here: the client sends
+  // where and how many, not the bytes (sync's delta). Bounded per frame
+  // (kMaxCopyBasis) and by the file's declared size and its basis (the
+  // sink checks both).
+  Status on_copy_basis(const FrameHeader& h) {
+    if (fc_.plain_length(h) > kMaxSmallPayload) return oversized(h, "COPY_BASIS");
+    XFER_TRY(fc_.recv_payload(h, buf_));
+    Status cs = [&]() -> Status {
+      XFER_ASSIGN_OR_RETURN(auto copy, protocol::decode_copy_basis(buf_));
+      if (copy.length > protocol::kMaxCopyBasis) {
+        return make_error(ErrorCode::kInvalidArgument, "copy_basis", "",
+                          fmt::format("{} bytes in one frame; the most is {}", copy.length,
+                                      protocol::kMaxCopyBasis));
+      }
+      auto handle = find(h.id);
+      if (!handle || !handle->sink) return no_handle(h.id);
+      std::shared_lock use(handle->use);
+      if (handle->finished) return no_handle(h.id);
+      // Counted before the copy (two connections cannot both pass the
+      // bound), given back when it fails.
+      const std::uint64_t before = handle->basis_copied.fetch_add(copy.length);
+      if (before + copy.length > handle->size) {
+        handle->basis_copied.fetch_sub(copy.length);
+        return make_error(ErrorCode::kInvalidArgument, "copy_basis", handle->server_path,
+                          fmt::format("{} bytes copied from the old file, more than the new "
+                                      "file's declared {}",
+                                      before + copy.length, handle->size));
+      }
+      Status copied = handle->sink->copy_basis(Offset{h.offset}, Offset{copy.basis_offset},
+                                               Length{copy.length});
+      if (!copied.ok()) handle->basis_copied.fetch_sub(copy.length);
+      return copied;
+    }();
+    if (cs.ok()) return send_ack(fc_, h.id, h.offset);
+    return send_error(fc_, h.id, h.offset, cs.error());
   }
 
   Status on_open_read(const FrameHeader& h) {

@@ -84,7 +84,11 @@ class SubjectQuota {
 // maybe reused by another open), and none starts after.
 struct Handle {
   std::string server_path;
-  std::uint64_t size = 0;          // a sink's declared size: DATA stays within it
+  std::uint64_t size = 0;  // a sink's declared size: DATA stays within it
+  // Bytes COPY_BASIS copied so far: at most `size` (each byte of the new
+  // file once), so a few small frames cannot make the server write more
+  // than the file it declared.
+  std::atomic<std::uint64_t> basis_copied{0};
   std::unique_ptr<Sink> sink;      // open for writing
   std::unique_ptr<Source> source;  // open for reading
   std::size_t fds = 0;             // descriptors held against the FdBudget

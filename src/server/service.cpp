@@ -373,6 +373,21 @@ class Service final : public v1::Xfer::Service {
     return grpc::Status::OK;
   }
 
+  // One of the max_checksums* slots of a call that reads a whole file
+  // (Checksum, Signature), or the refusal to send; the caller releases a
+  // slot it got (QuotaRelease).
+  std::optional<grpc::Status> take_hash_slot(grpc::ServerContext& ctx, const std::string& subject,
+                                             std::string_view op) {
+    const auto v = checksums_.try_acquire(subject);
+    if (v == SubjectQuota::Verdict::kGranted) return std::nullopt;
+    return refuse(
+        ctx,
+        quota_refusal(
+            v, op, fmt::format("the server hashes {} files already", config_.max_checksums),
+            fmt::format("has {} checksums running", config_.max_checksums_per_subject), subject),
+        subject, op);
+  }
+
   // Reads the whole file and hashes it here, so a client comparing by
   // content receives 32 bytes, not the file. The read holds a gRPC thread
   // and a descriptor for as long as it lasts: bounded per subject and in
@@ -381,15 +396,7 @@ class Service final : public v1::Xfer::Service {
                         v1::ChecksumReply* resp) override {
     auto scope = authenticate(ctx);
     if (!scope) return refuse(*ctx, scope.error(), "?", "checksum");
-    if (auto v = checksums_.try_acquire(scope->subject); v != SubjectQuota::Verdict::kGranted) {
-      return refuse(
-          *ctx,
-          quota_refusal(v, "checksum",
-                        fmt::format("the server hashes {} files already", config_.max_checksums),
-                        fmt::format("has {} checksums running", config_.max_checksums_per_subject),
-                        scope->subject),
-          scope->subject, "checksum");
-    }
+    if (auto refused = take_hash_slot(*ctx, scope->subject, "checksum")) return *refused;
     QuotaRelease release{checksums_, scope->subject};
     auto source = scoped(*scope)->open_source(req->path());
     if (!source) return fail(*ctx, source.error(), *scope, "checksum", req->path());
@@ -403,6 +410,52 @@ class Service final : public v1::Xfer::Service {
     resp->set_mtime_ns(digest->mtime_ns);
     resp->set_xxh3_high(digest->high);
     resp->set_xxh3_low(digest->low);
+    return grpc::Status::OK;
+  }
+
+  // Cuts and hashes the file here (core/cdc.hpp) and streams its blocks in
+  // batches; the same slots as Checksum (a whole-file read on a gRPC
+  // thread). The parameters come from the client and are checked first.
+  grpc::Status Signature(grpc::ServerContext* ctx, const v1::SignatureRequest* req,
+                         grpc::ServerWriter<v1::SignatureReply>* writer) override {
+    auto scope = authenticate(ctx);
+    if (!scope) return refuse(*ctx, scope.error(), "?", "signature");
+    const CdcParams params{req->min_block(), req->avg_block(), req->max_block()};
+    if (Status valid = validate_cdc_params(params); !valid.ok()) {
+      return fail(*ctx, valid.error(), *scope, "signature", req->path());
+    }
+    if (auto refused = take_hash_slot(*ctx, scope->subject, "signature")) return *refused;
+    QuotaRelease release{checksums_, scope->subject};
+    auto source = scoped(*scope)->open_source(req->path());
+    if (!source) return fail(*ctx, source.error(), *scope, "signature", req->path());
+    constexpr int kBatch = 8192;  // ~160 KiB per message
+    v1::SignatureReply batch;
+    auto flush = [&]() -> Status {
+      if (!writer->Write(batch)) {
+        return make_error(ErrorCode::kCancelled, "signature", req->path(), "the client went away");
+      }
+      batch.Clear();
+      return ok_status();
+    };
+    auto sig = signature_source(
+        **source, params, [ctx] { return ctx->IsCancelled(); },
+        [&](const BlockSig& b) -> Status {
+          batch.add_length(b.length);
+          batch.add_xxh3_high(b.high);
+          batch.add_xxh3_low(b.low);
+          return batch.length_size() >= kBatch ? flush() : ok_status();
+        });
+    if (!sig) {
+      Error e = std::move(sig).error();
+      if (e.path.empty()) e.path = req->path();
+      return fail(*ctx, e, *scope, "signature", req->path());
+    }
+    batch.set_last(true);
+    batch.set_size(sig->size);
+    batch.set_mtime_ns(sig->mtime_ns);
+    batch.set_file_xxh3_high(sig->digest.high);
+    batch.set_file_xxh3_low(sig->digest.low);
+    writer->WriteLast(batch, grpc::WriteOptions());
     return grpc::Status::OK;
   }
 

@@ -1964,6 +1964,141 @@ TEST_F(Attack, SigtermCancelsRunningJobsAndKeepsTheirPartials) {
 // the token's prefix, never through a symlink out of it, never a FIFO (it
 // must not hang), and at most max_checksums_per_subject at once, each
 // stopped as soon as its caller goes away.
+// sync's delta on the server: an OPEN_WRITE with a basis opens only the
+// regular file at its own name (never through a symlink, and only as the
+// client's signature saw it); COPY_BASIS copies only from inside that file,
+// only into the declared size, at most 64 MiB per frame and at most the
+// declared size in all (a few small frames cannot make the server write
+// more than the file it declared). The Signature call is confined like
+// Checksum and checks the block sizes it is asked for.
+TEST_F(Attack, DeltaCopiesStayInsideTheOldFileAndTheDeclaredSize) {
+  XferdProcess* srv = start_server();
+  ASSERT_NE(srv, nullptr);
+  const fs::path pub = srv->root() / "pub";
+  fs::create_directories(pub);
+  xfer_it::write_random_file(pub / "old.bin", 41, 1u << 20);
+  xfer_it::write_file(srv->root() / "private.txt", "not for this token\n");
+  xfer_it::write_file(outside(*srv) / "secret.txt", std::string(1u << 20, 's'));
+  fs::create_symlink(outside(*srv) / "secret.txt", pub / "link");
+  ASSERT_EQ(::mkfifo((pub / "fifo").c_str(), 0644), 0);
+  struct stat old_st {};
+  ASSERT_EQ(::stat((pub / "old.bin").c_str(), &old_st), 0);
+  const std::int64_t old_mtime = old_st.st_mtim.tv_sec * 1'000'000'000LL + old_st.st_mtim.tv_nsec;
+  struct stat secret_st {};
+  ASSERT_EQ(::stat((outside(*srv) / "secret.txt").c_str(), &secret_st), 0);
+  const std::int64_t secret_mtime =
+      secret_st.st_mtim.tv_sec * 1'000'000'000LL + secret_st.st_mtim.tv_nsec;
+  const std::string tok = srv->token("/pub", true, 3600, "delta");
+  Peer p = peer(*srv);
+  v1::Session session;
+  auto fc = p.session_connection(tok, &session);
+  ASSERT_NE(fc, nullptr);
+  auto open_with_basis = [&](std::uint64_t id, const std::string& path, std::uint64_t size,
+                             std::uint64_t basis_size, std::int64_t basis_mtime) {
+    xfer::protocol::OpenWrite ow;
+    ow.meta.path = path;
+    ow.meta.size = size;
+    ow.meta.mode = 0644;
+    ow.meta.flags = xfer::protocol::kMetaBasis;
+    ow.meta.basis_size = basis_size;
+    ow.meta.basis_mtime_ns = basis_mtime;
+    std::vector<std::byte> body;
+    xfer::protocol::encode(ow, body);
+    return Peer::call(*fc, header(FrameType::kOpenWrite, id), body);
+  };
+  auto copy = [&](std::uint64_t id, std::uint64_t offset, std::uint64_t from, std::uint64_t n) {
+    std::vector<std::byte> body;
+    xfer::protocol::encode(xfer::protocol::CopyBasis{from, n}, body);
+    return Peer::call(*fc, header(FrameType::kCopyBasis, id, offset), body);
+  };
+  auto refused = [](const xfer::Result<Frame>& r, std::string_view why) {
+    ASSERT_TRUE(r.ok()) << r.error().message();
+    EXPECT_EQ(r->h.type, FrameType::kError);
+    EXPECT_NE(error_text(*r).find(why), std::string::npos) << error_text(*r);
+  };
+
+  // A symlink out of the root is no basis, even with its target's exact
+  // size and mtime; nor is a FIFO or a file outside the prefix.
+  refused(open_with_basis(1, "/pub/link", 1u << 20, 1u << 20, secret_mtime), "old file");
+  refused(open_with_basis(2, "/pub/fifo", 1u << 20, 0, 0), "old file");
+  refused(open_with_basis(3, "/private.txt", 1u << 20, 19, 0), "");
+  // Not the file the signature saw.
+  refused(open_with_basis(4, "/pub/old.bin", 2u << 20, 1u << 20, old_mtime + 1), "changed");
+
+  auto opened = open_with_basis(5, "/pub/old.bin", 2u << 20, 1u << 20, old_mtime);
+  ASSERT_TRUE(opened.ok());
+  ASSERT_EQ(opened->h.type, FrameType::kOpenOk) << error_text(*opened);
+  refused(copy(5, 0, (1u << 20) - 10, 11), "outside");        // past the old file's end
+  refused(copy(5, (2u << 20) - 10, 0, 11), "outside");        // past the declared size
+  refused(copy(5, 0, ~std::uint64_t{0} - 5, 10), "outside");  // wrapping around
+  refused(copy(5, 0, 0, (64ull << 20) + 1), "the most is");   // one frame, too much
+  refused(Peer::call(*fc, header(FrameType::kCopyBasis, 5), bytes_of("short")), "COPY_BASIS");
+  refused(copy(77, 0, 0, 10), "unknown file handle");
+  // The declared 2 MiB from the old file, then not one byte more.
+  for (std::uint64_t at : {0u, 1u << 20}) {
+    auto ok = copy(5, at, 0, 1u << 20);
+    ASSERT_TRUE(ok.ok());
+    EXPECT_EQ(ok->h.type, FrameType::kAck) << error_text(*ok);
+  }
+  refused(copy(5, 0, 0, 1), "more than the new file's declared");
+  auto c = Peer::call(*fc, header(FrameType::kCommit, 5));
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(c->h.type, FrameType::kAck) << error_text(*c);
+  EXPECT_EQ(fs::file_size(pub / "old.bin"), 2u << 20);
+  const std::string twice = xfer_it::read_file(pub / "old.bin");
+  EXPECT_EQ(twice.substr(0, 1u << 20), twice.substr(1u << 20));
+
+  // A handle opened without a basis copies nothing.
+  auto plain =
+      Peer::call(*fc, header(FrameType::kOpenWrite, 6), open_write("/pub/new.bin", 4 << 20));
+  ASSERT_TRUE(plain.ok());
+  ASSERT_EQ(plain->h.type, FrameType::kOpenOk) << error_text(*plain);
+  refused(copy(6, 0, 0, 10), "no basis");
+
+  // Signature: confined like Checksum, answered at once when refused.
+  auto signature = [&](const std::string& path, std::uint32_t min, std::uint32_t avg,
+                       std::uint32_t max, std::vector<v1::SignatureReply>* out = nullptr) {
+    v1::SignatureRequest req;
+    req.set_path(path);
+    req.set_min_block(min);
+    req.set_avg_block(avg);
+    req.set_max_block(max);
+    grpc::ClientContext ctx;
+    Peer::prepare(ctx, tok);
+    auto reader = p.stub().Signature(&ctx, req);
+    v1::SignatureReply reply;
+    while (reader->Read(&reply)) {
+      if (out != nullptr) out->push_back(reply);
+    }
+    return reader->Finish();
+  };
+  for (const char* path :
+       {"/private.txt", "/pub/../private.txt", "/pub/link", "/pub/fifo", "/pub", "/pub/missing"}) {
+    SCOPED_TRACE(path);
+    const auto t0 = Clock::now();
+    EXPECT_FALSE(signature(path, 16u << 10, 64u << 10, 256u << 10).ok());
+    EXPECT_LT(Clock::now() - t0, 5s);
+  }
+  for (auto [min, avg, max] :
+       {std::tuple{1u, 64u << 10, 256u << 10}, std::tuple{16u << 10, 60000u, 256u << 10},
+        std::tuple{16u << 10, 64u << 10, 1u << 31}}) {
+    const grpc::Status st = signature("/pub/old.bin", min, avg, max);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  }
+  std::vector<v1::SignatureReply> replies;
+  ASSERT_TRUE(signature("/pub/old.bin", 16u << 10, 64u << 10, 256u << 10, &replies).ok());
+  ASSERT_FALSE(replies.empty());
+  EXPECT_TRUE(replies.back().last());
+  EXPECT_EQ(replies.back().size(), 2u << 20);
+  std::uint64_t sum = 0;
+  for (const auto& r : replies) {
+    for (std::uint32_t len : r.length()) sum += len;
+  }
+  EXPECT_EQ(sum, 2u << 20);
+  EXPECT_FALSE(fs::exists(pub / "link.xfer-tmp")) << "nothing written next to the symlink";
+  EXPECT_EQ(xfer_it::read_file(outside(*srv) / "secret.txt"), std::string(1u << 20, 's'));
+}
+
 TEST_F(Attack, ChecksumStaysInsideTheTokenAndIsBoundedAndCancellable) {
   XferdProcess* srv = start_with_limits("max_checksums = 2\nmax_checksums_per_subject = 1\n");
   ASSERT_NE(srv, nullptr);

@@ -415,6 +415,73 @@ TYPED_TEST(BackendConformance, CommitReplacesExistingAtomically) {
   EXPECT_EQ(this->names(""), std::set<std::string>{"r.bin"});
 }
 
+// sync's delta at the backend: signature() of a file where it lives, and
+// a sink that rebuilds a new version from blocks of the old one
+// (copy_basis) plus written bytes. The old file must be what its
+// signature saw; a copy outside it is refused; nothing is left behind.
+TYPED_TEST(BackendConformance, DeltaSinkRebuildsFromTheOldFile) {
+  auto& b = *this->backend_;
+  const auto old_data = pattern(3u << 20, 21);
+  this->put("d.bin", old_data);
+  const CdcParams params = cdc_params_for(old_data.size());
+  auto old_sig = b.signature(this->p("d.bin"), params, old_data.size(), nullptr);
+  ASSERT_TRUE(old_sig.ok()) << old_sig.error().message();
+  ASSERT_TRUE(validate_signature(*old_sig, params).ok());
+  Xxh3Stream128 whole;
+  whole.update(old_data);
+  EXPECT_EQ(std::pair(old_sig->digest.high, old_sig->digest.low), whole.digest());
+  EXPECT_EQ(old_sig->size, old_data.size());
+
+  // The new version: 7 bytes inserted at the start, 64 KiB replaced in the middle.
+  std::vector<std::byte> new_data(7, std::byte{0x42});
+  new_data.insert(new_data.end(), old_data.begin(), old_data.end());
+  const auto fresh = pattern(64u << 10, 22);
+  std::copy(fresh.begin(), fresh.end(), new_data.begin() + (3u << 19));
+  Signature new_sig;
+  new_sig.params = params;
+  new_sig.size = new_data.size();
+  CdcChunker chunker(params, [&](const BlockSig& blk) { new_sig.blocks.push_back(blk); });
+  chunker.update(new_data);
+  chunker.finish();
+  const DeltaPlan plan = plan_delta(new_sig, *old_sig);
+  EXPECT_GT(plan.matched_bytes, old_data.size() - (1u << 20));
+
+  SinkOptions so;
+  so.size = new_data.size();
+  so.attrs.mode = 0640;
+  so.basis = true;
+  so.basis_size = old_sig->size;
+  so.basis_mtime_ns = old_sig->mtime_ns + 1;  // not what the signature saw
+  {
+    auto refused = b.open_sink(this->p("d.bin"), so);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.error().code, ErrorCode::kChanged) << refused.error().message();
+  }
+  so.basis_mtime_ns = old_sig->mtime_ns;
+  auto sink = b.open_sink(this->p("d.bin"), so);
+  ASSERT_TRUE(sink.ok()) << sink.error().message();
+  const Status outside = (*sink)->copy_basis(Offset{0}, Offset{old_data.size() - 10}, Length{11});
+  ASSERT_FALSE(outside.ok());
+  if (outside.error().code == ErrorCode::kUnsupported) {
+    this->expect_unsupported(outside, "copy_basis", "d.bin");
+    ASSERT_TRUE((*sink)->abort().ok());
+  } else {
+    EXPECT_EQ(outside.error().code, ErrorCode::kInvalidArgument) << outside.error().message();
+    for (const DeltaOp& op : plan.ops) {
+      const Status s =
+          op.from_basis
+              ? (*sink)->copy_basis(Offset{op.offset}, Offset{op.basis_offset}, Length{op.length})
+              : (*sink)->write_at(Offset{op.offset}, std::span<const std::byte>(new_data).subspan(
+                                                         op.offset, op.length));
+      ASSERT_TRUE(s.ok()) << s.error().message();
+    }
+    EXPECT_TRUE(this->get("d.bin") == old_data) << "the old file stays until the commit";
+    ASSERT_TRUE((*sink)->commit().ok());
+    EXPECT_TRUE(this->get("d.bin") == new_data);
+  }
+  EXPECT_EQ(this->names(""), std::set<std::string>{"d.bin"});
+}
+
 TYPED_TEST(BackendConformance, NamespaceOperations) {
   auto& b = *this->backend_;
   ASSERT_TRUE(b.mkdir(this->p("d"), false).ok());

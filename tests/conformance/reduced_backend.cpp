@@ -63,6 +63,10 @@ class SequentialSink final : public Sink {
   Result<std::size_t> read_back(Offset offset, std::span<std::byte> buf) override {
     return inner_->read_back(offset, buf);
   }
+  // A store that cannot copy inside itself (the delta is then sent whole).
+  Status copy_basis(Offset, Offset, Length) override {
+    return make_error(ErrorCode::kUnsupported, "copy_basis", path_);
+  }
   Status commit() override { return inner_->commit(); }
   Status abort() override { return inner_->abort(); }
   // No resume: suspend() keeps the base's abort().

@@ -4,12 +4,14 @@
 //
 // Input: up to 32 records, integers little-endian:
 //   [u8 kind][u64 id][u64 offset][u32 aux][u16 length][length payload bytes]
-// kind % 20 picks the frame: 0..15 the frame type kind + 1 with the payload
+// kind % 21 picks the frame: 0..15 the frame type kind + 1 with the payload
 // as it is; 16 OPEN_WRITE, 17 PUT_FILE, 18 OPEN_READ, each encoded with
 // protocol::encode from fields taken out of the payload
 //   [u16 path length][u8 resume name length][u8 flags][path][resume name][data]
-// (OPEN_WRITE: size = offset, mode = aux; PUT_FILE: the data, mode = aux,
-// mtime = offset; OPEN_READ: inline_limit = aux); 19 DATA again (weight).
+// (OPEN_WRITE: size = offset, mode = aux, and with the basis flag the
+// basis size and mtime from the data's first 16 bytes; PUT_FILE: the data,
+// mode = aux, mtime = offset; OPEN_READ: inline_limit = aux); 19 DATA
+// again (weight); 20 COPY_BASIS with the payload as it is.
 // Frames go out with FrameConn::send, so length, payload hash and header
 // check are valid and the handlers see them; a reader thread drains the
 // replies. Each input has its own session (token prefix "/", write access)
@@ -132,7 +134,7 @@ std::vector<Outgoing> parse_input(const std::uint8_t* data, std::size_t size) {
       break;
     }
     std::span<const std::byte> payload = in.bytes(length);
-    const unsigned k = kind % 20;
+    const unsigned k = kind % 21;
     if (k < 16) {
       o.h.type = static_cast<FrameType>(k + 1);
       o.payload.assign(payload.begin(), payload.end());
@@ -145,6 +147,10 @@ std::vector<Outgoing> parse_input(const std::uint8_t* data, std::size_t size) {
       ow.meta.mtime_ns = 1'650'000'000'000'000'000LL;
       ow.meta.flags = f.flags;
       ow.meta.resume_name = f.resume_name;
+      if ((ow.meta.flags & protocol::kMetaBasis) != 0 && f.data.size() >= 16) {
+        std::memcpy(&ow.meta.basis_size, f.data.data(), 8);
+        std::memcpy(&ow.meta.basis_mtime_ns, f.data.data() + 8, 8);
+      }
       o.h.type = FrameType::kOpenWrite;
       protocol::encode(ow, o.payload);
       o.h.offset = 0;
@@ -171,6 +177,9 @@ std::vector<Outgoing> parse_input(const std::uint8_t* data, std::size_t size) {
       protocol::encode(rd, o.payload);
       o.h.offset = 0;
       o.h.aux = 0;
+    } else if (k == 20) {
+      o.h.type = FrameType::kCopyBasis;
+      o.payload.assign(payload.begin(), payload.end());
     } else {
       o.h.type = FrameType::kData;
       o.payload.assign(payload.begin(), payload.end());

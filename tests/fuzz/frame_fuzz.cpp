@@ -117,6 +117,9 @@ void fuzz_frame(In in) {
     case FrameType::kPutFile:
       fuzz_put_file(payload);
       break;
+    case FrameType::kCopyBasis:
+      round_trip<CopyBasis>(payload, decode_copy_basis, "frame CopyBasis");
+      break;
     default:
       (void)payload_hash(payload);
       break;
@@ -131,7 +134,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const Bytes buf(reinterpret_cast<const std::byte*>(data + 1),
                   reinterpret_cast<const std::byte*>(data + size));
   const In in(buf);
-  switch (data[0] % 9) {
+  switch (data[0] % 10) {
     case 0:
       fuzz_header(in);
       break;
@@ -158,6 +161,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       break;
     case 8:
       fuzz_frame(in);
+      break;
+    case 9:
+      round_trip<CopyBasis>(in, decode_copy_basis, "CopyBasis");
       break;
   }
   return 0;

@@ -4,7 +4,7 @@
 //
 // Input: the first byte picks the method (% 15: Stat, List, Mkdir, Remove,
 // Rename, Touch, Symlink, SetAttrs, OpenSession, CloseSession, IssueToken,
-// SubmitJob, WatchJob, CancelJob, Checksum), the rest is that method's request message
+// SubmitJob, WatchJob, CancelJob, Checksum, Signature), the rest is that method's request message
 // (protobuf wire format; an input that does not parse is skipped). The call
 // carries a read-write bearer token for "/sandbox" and a 2 s deadline; its
 // status is ignored (errors are expected). Streams are read for at most 16
@@ -36,7 +36,7 @@ using xfer_fuzz::fail;
 namespace fs = xfer_fuzz::fs;
 namespace v1 = ::xfer::v1;
 
-constexpr int kMethods = 15;
+constexpr int kMethods = 16;
 constexpr int kMaxMessages = 16;
 constexpr const char* kSubject = "grpc-fuzz";
 
@@ -215,8 +215,15 @@ bool call(State& st, int method, const std::uint8_t* data, std::size_t size) {
     }
     case 13:
       return unary<v1::JobId, v1::Empty>(st, data, size, &Stub::CancelJob);
-    default:
+    case 14:
       return unary<v1::PathRequest, v1::ChecksumReply>(st, data, size, &Stub::Checksum);
+    default: {
+      v1::SignatureRequest req;
+      if (!req.ParseFromArray(data, static_cast<int>(size))) return false;
+      read_stream<v1::SignatureReply>(
+          st.token, [&](grpc::ClientContext& ctx) { return st.fz->stub->Signature(&ctx, req); });
+      return true;
+    }
   }
 }
 

@@ -12,7 +12,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # ---- data_server_fuzz ----------------------------------------------------
 # Record kinds (data_server_fuzz.cpp): kind < 16 is frame type kind + 1.
 HELLO, DATA, ACK, COMMIT, ABORT, READ, CLOSE, SUSPEND, PING = 0, 5, 6, 7, 8, 11, 12, 13, 14
-OPEN_WRITE, PUT_FILE, OPEN_READ = 16, 17, 18
+OPEN_WRITE, PUT_FILE, OPEN_READ, COPY_BASIS = 16, 17, 18, 20
+BASIS = 8  # FileMeta flag: the old file is a delta's basis
 
 
 def record(kind, id=0, offset=0, aux=0, payload=b""):
@@ -29,8 +30,12 @@ def put(id, path, data=b"x", mode=0o644, resume=b"", flags=0):
     return record(PUT_FILE, id, 1_650_000_000_000_000_000, mode, fields(path, resume, flags, data))
 
 
-def open_write(id, path, size, mode=0o644, resume=b"", flags=0):
-    return record(OPEN_WRITE, id, size, mode, fields(path, resume, flags))
+def open_write(id, path, size, mode=0o644, resume=b"", flags=0, data=b""):
+    return record(OPEN_WRITE, id, size, mode, fields(path, resume, flags, data))
+
+
+def copy_basis(id, offset, basis_offset, length):
+    return record(COPY_BASIS, id, offset, 0, struct.pack("<QQ", basis_offset, length))
 
 
 def open_read(id, path, inline_limit=0):
@@ -80,6 +85,16 @@ def data_seeds():
         + open_write(1, "/d.bin", 1) + open_write(1, "/d.bin", 1),
         "unexpected_frames": record(ACK, 1) + record(HELLO, 0, 0, 0, b"hello again"),
         "folder_targets": open_write(1, "/dir", 1) + open_read(2, "/dir") + put(3, "/dir/sub"),
+        # A delta's basis: the seeded file's mtime is not known here, so
+        # the open is refused as "changed"; the copies then meet no handle.
+        "delta_basis": open_write(1, "/big.bin", 1 << 20, flags=BASIS,
+                                  data=struct.pack("<Qq", 200_000, 0))
+        + copy_basis(1, 0, 0, 65536) + copy_basis(1, 1 << 20, 0, 1 << 30) + record(COMMIT, 1),
+        "delta_no_basis": open_write(2, "/w.bin", 1 << 20) + copy_basis(2, 0, 0, 4096)
+        + copy_basis(2, 0, 2**64 - 8, 16) + record(COMMIT, 2),
+        "delta_basis_symlink": open_write(3, "/link/secret.txt", 100, flags=BASIS,
+                                          data=struct.pack("<Qq", 100, 0))
+        + copy_basis(3, 0, 0, 100) + record(COMMIT, 3),
     }
     for i, name in enumerate(HOSTILE):
         path = name.encode("latin-1")
@@ -91,7 +106,7 @@ def data_seeds():
 # ---- grpc_fuzz -----------------------------------------------------------
 # Methods (grpc_fuzz.cpp), then the request message in protobuf wire format.
 (STAT, LIST, MKDIR, REMOVE, RENAME, TOUCH, SYMLINK, SET_ATTRS, OPEN_SESSION, CLOSE_SESSION,
- ISSUE_TOKEN, SUBMIT_JOB, WATCH_JOB, CANCEL_JOB, CHECKSUM) = range(15)
+ ISSUE_TOKEN, SUBMIT_JOB, WATCH_JOB, CANCEL_JOB, CHECKSUM, SIGNATURE) = range(16)
 
 
 def varint(n):
@@ -209,6 +224,14 @@ def grpc_seeds():
         "checksum_fifo": [CHECKSUM, sfield(1, s + "/fifo")],
         "checksum_dir": [CHECKSUM, sfield(1, s + "/dir")],
         "checksum_dotdot": [CHECKSUM, sfield(1, s + "/../private.txt")],
+        "signature": [SIGNATURE, sfield(1, s + "/big.bin") + vfield(2, 16384) + vfield(3, 65536)
+                      + vfield(4, 262144)],
+        "signature_tiny_blocks": [SIGNATURE, sfield(1, s + "/big.bin") + vfield(2, 1)
+                                  + vfield(3, 2) + vfield(4, 4)],
+        "signature_link": [SIGNATURE, sfield(1, s + "/link/secret.txt") + vfield(2, 16384)
+                           + vfield(3, 65536) + vfield(4, 262144)],
+        "signature_fifo": [SIGNATURE, sfield(1, s + "/fifo") + vfield(2, 16384)
+                           + vfield(3, 65536) + vfield(4, 262144)],
     }
     return {name: bytes([m]) + body for name, (m, body) in seeds.items()}
 

@@ -363,6 +363,69 @@ TEST_F(Sync, ChecksumIsComputedWhereTheBytesLive) {
   }
 }
 
+// Delta through xferd, up and down: a 1 GiB file with 1 MiB changed in the
+// middle, then with one byte inserted at its start, is rebuilt at the
+// destination from its old blocks; the data connections carry about the
+// change, not the file, and the summary says how much came from the old
+// copy.
+TEST_F(Sync, DeltaSendsOnlyWhatChangedInALargeFile) {
+  XferdProcess* server = start_server();
+  ASSERT_NE(server, nullptr);
+  const std::string token = server->token("/", true);
+  constexpr std::uint64_t kSize = 1ull << 30;
+  for (const bool up : {true, false}) {
+    SCOPED_TRACE(up ? "upload" : "download");
+    const fs::path local = tmp() / (up ? "up" : "down");
+    const fs::path remote = server->root() / (up ? "up" : "down");
+    fs::create_directories(local);
+    fs::create_directories(remote);
+    const fs::path& from = up ? local : remote;
+    const fs::path& to = up ? remote : local;
+    write_random_file(from / "big.bin", 31, kSize);
+    fs::copy_file(from / "big.bin", to / "big.bin");
+    set_mtime(to / "big.bin", kT0, 0);
+    auto url = [&](const fs::path& p) {
+      return server->url("/" + fs::relative(p, server->root()).string()) + "/";
+    };
+    const std::string src = up ? S(from) + "/" : url(from);
+    const std::string dst = up ? url(to) : S(to) + "/";
+    auto sync = [&](const char* what) {
+      SCOPED_TRACE(what);
+      auto r = run_xfer({"--token", token, "sync", "--json", src, dst});
+      EXPECT_EQ(r.exit_code, 0) << r.describe();
+      const auto s = summary_of(r);
+      EXPECT_EQ(s.value("files_delta", 0), 1) << r.out;
+      const std::uint64_t size = fs::file_size(from / "big.bin");
+      EXPECT_GE(s.value("bytes_matched", std::uint64_t{0}), size - (2u << 20)) << r.out;
+      EXPECT_LT(data_bytes(s), 3u << 20) << "more than the change crossed the network\n" << r.out;
+      EXPECT_TRUE(files_equal(from / "big.bin", to / "big.bin"));
+      EXPECT_EQ(list_relative(to), std::vector<std::string>{"big.bin"}) << "a temporary was left";
+    };
+    {
+      std::mt19937_64 rng(32);
+      const std::string fresh = random_bytes(rng, 1u << 20);
+      std::fstream f(from / "big.bin", std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(kSize / 2);
+      f.write(fresh.data(), static_cast<std::streamsize>(fresh.size()));
+    }
+    set_mtime(from / "big.bin", kT0 + 10, 0);
+    sync("1 MiB changed in the middle");
+    {
+      const fs::path moved = from / "big.tmp";
+      std::ifstream in(from / "big.bin", std::ios::binary);
+      std::ofstream out(moved, std::ios::binary);
+      out.put('!');
+      out << in.rdbuf();
+      out.close();
+      fs::rename(moved, from / "big.bin");
+    }
+    set_mtime(from / "big.bin", kT0 + 20, 0);
+    sync("1 byte inserted at the start");
+    fs::remove_all(local);
+    fs::remove_all(remote);
+  }
+}
+
 // --dry-run prints the plan and changes nothing; --max-delete stops every
 // deletion when more are planned; a failed copy holds every deletion back.
 TEST_F(Sync, DryRunMaxDeleteAndFailuresKeepTheDestination) {

@@ -93,6 +93,15 @@ FileMeta sample_meta(std::uint64_t size) {
   return m;
 }
 
+FileMeta sample_basis_meta() {
+  FileMeta m = sample_meta(5u << 20);
+  m.flags = kMetaBasis;
+  m.resume_name.clear();
+  m.basis_size = 3u << 20;
+  m.basis_mtime_ns = 1700000000987654321;
+  return m;
+}
+
 OpenRead sample_open_read() {
   return OpenRead{"a/b/c.txt", 65536};
 }
@@ -153,6 +162,9 @@ std::vector<BodyCase> all_bodies() {
       {"HelloOk", encoded(sample_hello_ok()), as_status(decode_hello_ok)},
       {"ErrorBody", encoded(sample_error()), as_status(decode_error)},
       {"OpenWrite", encoded(OpenWrite{sample_meta(77)}), as_status(decode_open_write)},
+      {"OpenWrite with a basis", encoded(OpenWrite{sample_basis_meta()}),
+       as_status(decode_open_write)},
+      {"CopyBasis", encoded(CopyBasis{1ull << 40, 64ull << 20}), as_status(decode_copy_basis)},
       {"OpenRead", encoded(sample_open_read()), as_status(decode_open_read)},
       {"OpenReply", encoded(sample_open_reply()), as_status(decode_open_reply)},
       {"PutFile", put, as_status(decode_put_file)},
@@ -197,7 +209,7 @@ TEST(FrameHeaderTest, SpanOverloadMatchesArrayOverload) {
 }
 
 TEST(FrameHeaderTest, EveryFrameTypeRoundTrips) {
-  for (int t = 1; t <= 16; ++t) {
+  for (int t = 1; t <= 17; ++t) {
     FrameHeader h;
     h.type = static_cast<FrameType>(t);
     auto d = decode_header(encode_header(h));
@@ -247,7 +259,7 @@ std::array<std::byte, kHeaderSize> with_valid_check(std::array<std::byte, kHeade
 }
 
 TEST(FrameHeaderTest, UnknownTypeIsRefused) {
-  for (std::uint8_t t : {0, 17, 77, 255}) {
+  for (std::uint8_t t : {0, 18, 77, 255}) {
     auto b = encode_header(sample_header());
     b[0] = std::byte{t};
     auto d = decode_header(with_valid_check(b));
@@ -354,6 +366,25 @@ TEST(FrameBodyTest, OpenWriteWithEmptyResumeName) {
   auto d = decode_open_write(encoded(v));
   ASSERT_TRUE(d.ok()) << d.error().message();
   EXPECT_EQ(d->meta, v.meta);
+}
+
+TEST(FrameBodyTest, OpenWriteWithABasisCarriesWhatTheOldFileMustBe) {
+  const OpenWrite v{sample_basis_meta()};
+  auto d = decode_open_write(encoded(v));
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  EXPECT_EQ(d->meta, v.meta);
+  // Without the flag the two fields are not on the wire: the same bytes
+  // read as a meta with trailing garbage.
+  Bytes b = encoded(v);
+  b[b.size() - 16 - 4 - 4] = std::byte{0};  // the flags' low byte (before resume_name's u32 length)
+  EXPECT_FALSE(decode_open_write(b).ok());
+}
+
+TEST(FrameBodyTest, CopyBasisRoundTrip) {
+  const CopyBasis v{123456789012ull, 42ull << 20};
+  auto d = decode_copy_basis(encoded(v));
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  EXPECT_EQ(*d, v);
 }
 
 TEST(FrameBodyTest, OpenReadRoundTrip) {

@@ -324,6 +324,8 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
                    {"files_deleted", r.files_deleted},
                    {"files_attrs_set", r.files_attrs_set},
                    {"files_hashed", counters.files_hashed.load()},
+                   {"files_delta", counters.files_delta.load()},
+                   {"bytes_matched", counters.bytes_matched.load()},
                    {"checkpoint",
                     {{"records", r.journal_records},
                      {"fsyncs", r.journal_fsyncs},
@@ -354,6 +356,13 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
                unchanged, r.seconds, format_bytes(rate), count_of(errors, "error"),
                r.cancelled ? " (interrupted)" : "");
     if (!limit.empty()) fmt::print(stderr, "xfer: limited by {}\n", limit);
+    if (const std::uint64_t matched = counters.bytes_matched.load(); matched > 0) {
+      // What the delta saved: bytes_done counts the whole files.
+      fmt::print(stderr,
+                 "xfer: {} sent as deltas; {} of the bytes above came from the old copies\n",
+                 count_of(counters.files_delta.load(), "file"),
+                 format_bytes(static_cast<double>(matched)));
+    }
     if (render.stats) print_stats(r, counters, rate);
     if (r.cancelled && !r.job_id.empty() && !request.options.dry_run) {
       // What a user needs after Ctrl-C: how to go on.

@@ -23,6 +23,7 @@
 #include <string>
 #include <string_view>
 
+#include "xfer/core/cdc.hpp"
 #include "xfer/core/checksum.hpp"
 #include "xfer/core/file_attrs.hpp"
 #include "xfer/core/result.hpp"
@@ -77,6 +78,10 @@ struct Capabilities {
   // store that keeps whole seconds.
   std::int64_t mtime_granularity_ns = 1;
   bool server_side_copy = false;
+  // The endpoint's bytes cross a network to reach this process: sync sends
+  // a changed large file as a delta (docs/sync.md, "Delta") unless told
+  // --whole-file. False for file systems on this machine.
+  bool network = false;
   bool zero_copy_send = false;      // Source exposes a file descriptor for sendfile/copy_file_range
   std::uint64_t min_part_size = 0;  // smallest chunk except the last (S3: 5 MiB)
   std::uint64_t max_parts = 0;      // 0 = unlimited
@@ -136,6 +141,14 @@ struct SinkOptions {
   // multipart, Azure blocks). 0/0 for a file written whole, in order.
   std::uint64_t part_size = 0;
   std::uint64_t parts = 0;
+  // Delta (sync): the file now under the final name is the basis the new
+  // version is partly rebuilt from (Sink::copy_basis). The sink opens it
+  // when it is opened, and refuses (kChanged) unless it is a regular file
+  // of basis_size bytes and mtime basis_mtime_ns, as the signature saw it;
+  // a basis that changes before commit fails the commit the same way.
+  bool basis = false;
+  std::uint64_t basis_size = 0;
+  std::int64_t basis_mtime_ns = 0;
 };
 
 // Positional writer of one file that becomes visible atomically on commit().
@@ -152,6 +165,14 @@ class Sink {
   virtual Result<std::uint64_t> copy_from(Source& source, Offset offset, Length length) {
     (void)source, (void)offset, (void)length;
     return make_error(ErrorCode::kUnsupported, "copy_from", "");
+  }
+  // Delta: copies [basis_offset, basis_offset + length) of the basis (the
+  // file the sink replaces, SinkOptions::basis) to `offset`, where the
+  // bytes live, without moving them through this process. kInvalidArgument
+  // without a basis or outside it; kUnsupported where the backend cannot.
+  virtual Status copy_basis(Offset offset, Offset basis_offset, Length length) {
+    (void)offset, (void)basis_offset, (void)length;
+    return make_error(ErrorCode::kUnsupported, "copy_basis", "");
   }
   // Reads back written bytes (for --verify); kUnsupported where impossible.
   virtual Result<std::size_t> read_back(Offset offset, std::span<std::byte> buf) {
@@ -218,6 +239,13 @@ class Backend {
   virtual Result<FileDigest> checksum(std::string_view path, std::uint64_t size_hint,
                                       const std::atomic<bool>* cancel);
 
+  // A regular file's blocks (core/cdc.hpp) cut with `params`, computed where
+  // its bytes live: xfer:// asks xferd (the Signature RPC). `size_hint`
+  // as for checksum(); kChanged when the file changed while being read.
+  // The default reads it through open_source (signature_source).
+  virtual Result<Signature> signature(std::string_view path, const CdcParams& params,
+                                      std::uint64_t size_hint, const std::atomic<bool>* cancel);
+
   // Data.
   virtual Result<std::unique_ptr<Source>> open_source(std::string_view path) = 0;
   virtual Result<std::unique_ptr<Sink>> open_sink(std::string_view path,
@@ -228,5 +256,11 @@ class Backend {
 // XXH3-128, with the attributes it was opened with; kChanged when the file
 // changed meanwhile, kCancelled when `stop` says so (checked per piece).
 Result<FileDigest> digest_source(Source& source, const std::function<bool()>& stop);
+// Reads `source` likewise and cuts it into blocks with `params`; the
+// whole-file digest comes with it. Each block goes to `on_block` as it is
+// cut (xferd streams them), or into the Signature's list when it is null.
+Result<Signature> signature_source(Source& source, const CdcParams& params,
+                                   const std::function<bool()>& stop,
+                                   const std::function<Status(const BlockSig&)>& on_block = {});
 
 }  // namespace xfer

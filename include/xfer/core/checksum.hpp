@@ -36,6 +36,7 @@ class Xxh3Stream128 {
   Xxh3Stream128& operator=(Xxh3Stream128&&) noexcept;
   void update(std::span<const std::byte> data);
   std::pair<std::uint64_t, std::uint64_t> digest() const;  // (high, low)
+  void reset();                                            // starts over, as if new
 
  private:
   struct State;

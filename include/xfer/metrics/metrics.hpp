@@ -38,6 +38,10 @@ struct TransferCounters {
   std::atomic<std::uint64_t> files_attrs_set{0};
   // --checksum: files hashed where they live (Backend::checksum), both ends.
   std::atomic<std::uint64_t> files_hashed{0};
+  // sync's delta: files rebuilt from their old copy, and the bytes of them
+  // taken from it (counted in bytes_done too, never sent).
+  std::atomic<std::uint64_t> files_delta{0};
+  std::atomic<std::uint64_t> bytes_matched{0};
   std::atomic<std::uint64_t> active_workers{0};
   std::atomic<bool> scan_complete{false};
 };

@@ -58,6 +58,10 @@ enum class FrameType : std::uint8_t {
   kSuspend = 14,  // c->s: id = handle: keep the resumable partial; reply kAck
   kPing = 15,     // either way; reply kPong with the same id
   kPong = 16,
+  // c->s: id = handle (opened with kMetaBasis), offset = where in the new
+  // file, CopyBasis payload: bytes of the file being replaced, copied on
+  // the server (sync's delta). Reply kAck (offset echoed) or kError.
+  kCopyBasis = 17,
 };
 
 enum FrameFlags : std::uint8_t {
@@ -92,10 +96,11 @@ std::string_view to_string(FrameType type);
 // byte strings without NUL.
 
 // The flag bits of the bodies below, by name (the wire values are fixed).
-inline constexpr std::uint16_t kHelloSeal = 1u << 0;     // Hello/HelloOk: sealed frames
-inline constexpr std::uint32_t kMetaSparse = 1u << 0;    // FileMeta: keep holes
-inline constexpr std::uint32_t kMetaFsync = 1u << 1;     // FileMeta: fdatasync before commit
-inline constexpr std::uint32_t kMetaResume = 1u << 2;    // FileMeta: resume an existing partial
+inline constexpr std::uint16_t kHelloSeal = 1u << 0;   // Hello/HelloOk: sealed frames
+inline constexpr std::uint32_t kMetaSparse = 1u << 0;  // FileMeta: keep holes
+inline constexpr std::uint32_t kMetaFsync = 1u << 1;   // FileMeta: fdatasync before commit
+inline constexpr std::uint32_t kMetaResume = 1u << 2;  // FileMeta: resume an existing partial
+inline constexpr std::uint32_t kMetaBasis = 1u << 3;   // FileMeta: the old file is a delta's basis
 inline constexpr std::uint32_t kReplyResumed = 1u << 0;  // OpenReply: a partial was resumed
 inline constexpr std::uint32_t kReplyInlined = 1u << 1;  // OpenReply: inline_data is the file
 
@@ -131,9 +136,21 @@ struct FileMeta {  // what the server needs to create a file
   std::int64_t mtime_ns = 0;
   std::uint32_t flags = 0;  // kMetaSparse | kMetaFsync | kMetaResume
   std::string resume_name;  // empty: not resumable
+  // Present on the wire only with kMetaBasis: what the old file must be.
+  std::uint64_t basis_size = 0;
+  std::int64_t basis_mtime_ns = 0;
 
   bool operator==(const FileMeta&) const = default;  // field-wise (tests, fuzzer)
 };
+struct CopyBasis {
+  std::uint64_t basis_offset = 0;
+  std::uint64_t length = 0;  // at most kMaxCopyBasis
+
+  bool operator==(const CopyBasis&) const = default;  // field-wise (tests, fuzzer)
+};
+// The most one COPY_BASIS frame may copy (the server's connection thread
+// does it before reading the next frame).
+inline constexpr std::uint64_t kMaxCopyBasis = 64ull << 20;
 struct OpenWrite {
   FileMeta meta;
 
@@ -168,6 +185,7 @@ void encode(const OpenWrite& v, std::vector<std::byte>& out);
 void encode(const OpenRead& v, std::vector<std::byte>& out);
 void encode(const OpenReply& v, std::vector<std::byte>& out);
 void encode(const PutFile& v, std::vector<std::byte>& out);
+void encode(const CopyBasis& v, std::vector<std::byte>& out);
 // PutFile without copying the data: encodes the meta part; the file bytes
 // follow it directly in the payload (meta.size bytes).
 void encode_put_file_meta(const FileMeta& meta, std::vector<std::byte>& out);
@@ -177,6 +195,7 @@ Result<HelloOk> decode_hello_ok(std::span<const std::byte> in);
 Result<ErrorBody> decode_error(std::span<const std::byte> in);
 Result<OpenWrite> decode_open_write(std::span<const std::byte> in);
 Result<OpenRead> decode_open_read(std::span<const std::byte> in);
+Result<CopyBasis> decode_copy_basis(std::span<const std::byte> in);
 Result<OpenReply> decode_open_reply(std::span<const std::byte> in);
 // Splits a PutFile payload into its meta and a view of the data (no copy).
 struct PutFileView {

@@ -309,8 +309,76 @@ class LocalSink final : public Sink {
     return pread_full(fd_.get(), offset, buf, "read back", shown_);
   }
 
+  void set_basis(Fd basis) { basis_ = std::move(basis); }
+
+  // In the kernel (copy_file_range: a reflink where the file system shares
+  // extents, an in-kernel copy elsewhere); through a buffer where it cannot.
+  Status copy_basis(Offset offset, Offset basis_offset, Length length) override {
+    if (!basis_.valid()) {
+      return make_error(ErrorCode::kInvalidArgument, "copy_basis", shown_, "no basis was opened");
+    }
+    if (offset.get() > opts_.size || length.get() > opts_.size - offset.get() ||
+        basis_offset.get() > opts_.basis_size ||
+        length.get() > opts_.basis_size - basis_offset.get()) {
+      return make_error(
+          ErrorCode::kInvalidArgument, "copy_basis", shown_,
+          fmt::format("{}+{} from {} is outside the file ({}) or its basis ({})", offset.get(),
+                      length.get(), basis_offset.get(), opts_.size, opts_.basis_size));
+    }
+    std::uint64_t done = 0;
+    bool in_kernel = !opts_.direct;
+    std::vector<std::byte> buf;
+    while (done < length.get()) {
+      const std::uint64_t left = length.get() - done;
+      ssize_t n = -1;
+      if (in_kernel) {
+        loff_t in_off = static_cast<loff_t>(basis_offset.get() + done);
+        loff_t out_off = static_cast<loff_t>(offset.get() + done);
+        n = ::copy_file_range(basis_.get(), &in_off, fd_.get(), &out_off, left, 0);
+        if (n < 0 &&
+            (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+          in_kernel = false;
+          continue;
+        }
+      } else {
+        if (buf.empty()) buf.resize(1u << 20);
+        const std::size_t want =
+            static_cast<std::size_t>(std::min<std::uint64_t>(left, buf.size()));
+        n = ::pread(basis_.get(), buf.data(), want, static_cast<off_t>(basis_offset.get() + done));
+        if (n > 0) {
+          XFER_TRY(write_at(Offset{offset.get() + done},
+                            std::span<const std::byte>(buf.data(), static_cast<std::size_t>(n))));
+        }
+      }
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return errno_error(errno, "copy from the old file", shown_);
+      }
+      if (n == 0) {
+        return make_error(ErrorCode::kChanged, "copy from the old file", shown_,
+                          "the old file shrank", RetryClass::kRetryFile);
+      }
+      done += static_cast<std::uint64_t>(n);
+    }
+    return ok_status();
+  }
+
   Status commit() override {
     if (!fd_.valid()) return make_error(ErrorCode::kInternal, "commit", shown_, "not open");
+    if (basis_.valid()) {
+      // The blocks taken from it must be the ones the signature named.
+      struct stat bst {};
+      if (::fstat(basis_.get(), &bst) != 0) return fail(errno, "stat");
+      if (static_cast<std::uint64_t>(bst.st_size) != opts_.basis_size ||
+          to_ns(bst.st_mtim) != opts_.basis_mtime_ns) {
+        Error e = make_error(ErrorCode::kChanged, "commit", shown_,
+                             "the old file changed while the new one was built from it",
+                             RetryClass::kRetryFile);
+        (void)abort();
+        return e;
+      }
+      basis_.reset();
+    }
     // Size first: a sparse tail (or a zero-length file) needs it.
     struct stat st {};
     if (::fstat(fd_.get(), &st) != 0) return fail(errno, "stat");
@@ -361,6 +429,7 @@ class LocalSink final : public Sink {
       ::unlinkat(dir_, temp_name_.c_str(), 0);
     }
     buffered_.reset();
+    basis_.reset();
     fd_.reset();  // an O_TMPFILE vanishes with its last descriptor
     committed_ = true;
     return ok_status();
@@ -403,6 +472,7 @@ class LocalSink final : public Sink {
   bool resumed_ = false;
   std::mutex buffered_mu_;
   Fd buffered_;  // lazily opened for unaligned writes under O_DIRECT
+  Fd basis_;     // the file being replaced (SinkOptions::basis), read-only
 };
 
 // Preallocation reserves the space up front: disk full shows at once, and
@@ -789,6 +859,28 @@ Result<std::unique_ptr<Source>> open_source_at(const At& at, const FsPolicy& pol
   return std::unique_ptr<Source>(new LocalSource(std::move(f), at.shown, attrs_from_stat(st)));
 }
 
+// The file a delta rebuilds from: what is under the final name now, never
+// through a symlink, and exactly what its signature described.
+Result<Fd> open_basis(const At& at, const SinkOptions& options) {
+  Fd f(::openat(at.dir, at.name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  auto changed = [&](std::string_view why) {
+    return make_error(ErrorCode::kChanged, "open the old file", at.shown, std::string(why),
+                      RetryClass::kRetryFile);
+  };
+  if (!f.valid()) {
+    if (errno == ENOENT || errno == ELOOP) return changed("it is gone");
+    return errno_error(errno, "open the old file", at.shown);
+  }
+  struct stat st {};
+  if (::fstat(f.get(), &st) != 0) return errno_error(errno, "stat", at.shown);
+  if (!S_ISREG(st.st_mode)) return changed("it is no longer a regular file");
+  if (static_cast<std::uint64_t>(st.st_size) != options.basis_size ||
+      to_ns(st.st_mtim) != options.basis_mtime_ns) {
+    return changed("it changed since its blocks were read");
+  }
+  return f;
+}
+
 Result<std::unique_ptr<Sink>> open_sink_at(Fd dir_owner, At at, const SinkOptions& in,
                                            const FsPolicy& policy, SinkEnv& env) {
   SinkOptions options = in;
@@ -800,6 +892,10 @@ Result<std::unique_ptr<Sink>> open_sink_at(Fd dir_owner, At at, const SinkOption
   const bool mode_is_final = (want & 07000) == 0 && (want & env.umask) == 0;
   const mode_t create_mode = mode_is_final ? want : 0600;
   if (!options.resume_name.empty()) {
+    if (options.basis) {
+      return make_error(ErrorCode::kInvalidArgument, "open", at.shown,
+                        "a delta is never written to a resumable partial");
+    }
     return open_resumable(std::move(dir_owner), at, std::move(options), flags, mode_is_final,
                           policy);
   }
@@ -833,10 +929,21 @@ Result<std::unique_ptr<Sink>> open_sink_at(Fd dir_owner, At at, const SinkOption
       return s.error();
     }
   }
+  Fd basis;
+  if (options.basis) {
+    auto opened = open_basis(at, options);
+    if (!opened) {
+      if (!anonymous) ::unlinkat(at.dir, temp.c_str(), 0);
+      return opened.error();
+    }
+    basis = std::move(opened).value();
+  }
   const int dir_fd = at.dir;
-  return std::unique_ptr<Sink>(new LocalSink(std::move(dir_owner), dir_fd, std::move(f),
-                                             std::move(at.name), std::move(at.shown), temp,
-                                             anonymous, std::move(options), mode_is_final));
+  auto sink = std::make_unique<LocalSink>(std::move(dir_owner), dir_fd, std::move(f),
+                                          std::move(at.name), std::move(at.shown), temp, anonymous,
+                                          std::move(options), mode_is_final);
+  sink->set_basis(std::move(basis));
+  return std::unique_ptr<Sink>(std::move(sink));
 }
 
 // The process umask, read without changing it (umask(2) would race with

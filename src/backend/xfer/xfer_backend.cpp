@@ -1654,6 +1654,11 @@ protocol::FileMeta meta_for(std::string_view path, const SinkOptions& o) {
   m.flags = (o.sparse ? protocol::kMetaSparse : 0u) | (o.fsync ? protocol::kMetaFsync : 0u) |
             (o.resume_existing ? protocol::kMetaResume : 0u);
   m.resume_name = o.resume_name;
+  if (o.basis) {
+    m.flags |= protocol::kMetaBasis;
+    m.basis_size = o.basis_size;
+    m.basis_mtime_ns = o.basis_mtime_ns;
+  }
   return m;
 }
 
@@ -1770,6 +1775,27 @@ class XferSink final : public Sink {
     return std::uint64_t{n};
   }
 
+  // In frames of at most kMaxCopyBasis, one after another on the session's
+  // connections; the server copies.
+  Status copy_basis(Offset offset, Offset basis_offset, Length length) override {
+    std::uint64_t done = 0;
+    while (done < length.get()) {
+      const std::uint64_t n = std::min(protocol::kMaxCopyBasis, length.get() - done);
+      std::vector<std::byte> payload;
+      protocol::encode(protocol::CopyBasis{basis_offset.get() + done, n}, payload);
+      FrameHeader req;
+      req.type = FrameType::kCopyBasis;
+      req.id = handle_;
+      req.offset = offset.get() + done;
+      XFER_ASSIGN_OR_RETURN(auto conn, client_->pick_in(session_, &req));
+      XFER_ASSIGN_OR_RETURN(FrameHeader reply, conn->call(req, payload, {}, nullptr, {},
+                                                          "copy from the old file", path_));
+      XFER_TRY(expect_ack(reply));
+      done += n;
+    }
+    return ok_status();
+  }
+
   Result<std::size_t> read_back(Offset offset, std::span<std::byte> buf) override {
     FrameHeader req;
     req.type = FrameType::kRead;
@@ -1838,6 +1864,7 @@ class XferBackend final : public Backend {
     caps_.parallel_writers = true;
     caps_.resume = true;
     caps_.needs_size = true;  // OPEN_WRITE declares the size; DATA must stay inside it
+    caps_.network = true;
     caps_.symlinks = true;
     caps_.permissions = true;
     caps_.mtime = true;
@@ -1867,29 +1894,13 @@ class XferBackend final : public Backend {
   Result<FileDigest> checksum(std::string_view path, std::uint64_t size_hint,
                               const std::atomic<bool>* cancel) override {
     (void)cancel;  // cancel() reaches the call (it is tracked)
-    // At most xferd's default per-subject count at once (max_checksums_per_subject):
-    // the engine's many workers queue here, not at the server's refusal.
-    std::unique_lock slot(checksum_mu_);
-    checksum_cv_.wait(slot, [this] { return checksums_in_flight_ < kChecksumsInFlight; });
-    ++checksums_in_flight_;
-    slot.unlock();
-    struct Free {
-      XferBackend* b;
-      ~Free() {
-        std::lock_guard l(b->checksum_mu_);
-        --b->checksums_in_flight_;
-        b->checksum_cv_.notify_one();
-      }
-    } free_slot{this};
+    HashSlot slot(*this);
     v1::PathRequest req;
     req.set_path(std::string(path));
     v1::ChecksumReply resp;
     grpc::ClientContext ctx;
-    // size_hint may come from the peer (its listing): an hour at most.
-    const auto patience = std::min<std::chrono::seconds>(
-        kRpcTimeout + std::chrono::seconds(std::min<std::uint64_t>(size_hint, kMaxFileSize) >> 24),
-        std::chrono::hours(1));
-    auto call = client_->track(ctx, std::chrono::duration_cast<std::chrono::seconds>(patience));
+    const auto patience = hashing_patience(size_hint);
+    auto call = client_->track(ctx, patience);
     grpc::Status st = client_->stub().Checksum(&ctx, req, &resp);
     if (!st.ok()) return client_->explain(protocol::from_grpc(st, ctx, "checksum", path));
     if (resp.size() > kMaxFileSize) {
@@ -1902,6 +1913,65 @@ class XferBackend final : public Backend {
     d.high = resp.xxh3_high();
     d.low = resp.xxh3_low();
     return d;
+  }
+
+  // Cut and hashed by the server, streamed in batches. Everything in the
+  // reply is checked before it is used (validate_signature), and the
+  // count of blocks is bounded by what a file of about size_hint bytes
+  // can have: a longer answer means the file grew (kChanged).
+  Result<Signature> signature(std::string_view path, const CdcParams& params,
+                              std::uint64_t size_hint, const std::atomic<bool>* cancel) override {
+    (void)cancel;  // cancel() reaches the call (it is tracked)
+    HashSlot slot(*this);
+    v1::SignatureRequest req;
+    req.set_path(std::string(path));
+    req.set_min_block(params.min);
+    req.set_avg_block(params.avg);
+    req.set_max_block(params.max);
+    grpc::ClientContext ctx;
+    auto call = client_->track(ctx, hashing_patience(size_hint));
+    auto reader = client_->stub().Signature(&ctx, req);
+    const std::uint64_t most = std::min(size_hint, kMaxFileSize) / params.min + 2;
+    Signature sig;
+    sig.params = params;
+    v1::SignatureReply reply;
+    bool last = false;
+    std::optional<Error> stop;
+    while (!last && reader->Read(&reply)) {
+      const int n = reply.length_size();
+      if (reply.xxh3_high_size() != n || reply.xxh3_low_size() != n) {
+        stop = make_error(ErrorCode::kCorrupt, "signature", path,
+                          "server sent block lists of different lengths");
+      } else if (sig.blocks.size() + static_cast<std::uint64_t>(n) > most) {
+        stop = make_error(ErrorCode::kChanged, "signature", path,
+                          "the file has more blocks than its size allows: it grew",
+                          RetryClass::kRetryFile);
+      }
+      if (stop) break;
+      for (int i = 0; i < n; ++i) {
+        sig.blocks.push_back({reply.length(i), reply.xxh3_high(i), reply.xxh3_low(i)});
+      }
+      if (reply.last()) {
+        last = true;
+        sig.size = reply.size();
+        sig.mtime_ns = reply.mtime_ns();
+        sig.digest = {reply.size(), reply.mtime_ns(), reply.file_xxh3_high(),
+                      reply.file_xxh3_low()};
+      }
+    }
+    if (stop || last) ctx.TryCancel();
+    grpc::Status st = reader->Finish();
+    if (stop) return *stop;
+    if (!last) {
+      if (!st.ok()) return client_->explain(protocol::from_grpc(st, ctx, "signature", path));
+      return make_error(ErrorCode::kCorrupt, "signature", path, "the server's answer ended early");
+    }
+    if (Status valid = validate_signature(sig, params); !valid.ok()) {
+      Error e = valid.error();
+      e.path = std::string(path);
+      return e;
+    }
+    return sig;
   }
 
   Status list(std::string_view path, const ListOptions& options, const EntrySink& sink) override {
@@ -2007,7 +2077,7 @@ class XferBackend final : public Backend {
 
   Result<std::unique_ptr<Sink>> open_sink(std::string_view path,
                                           const SinkOptions& options) override {
-    if (options.size <= kPutFileLimit && options.resume_name.empty()) {
+    if (options.size <= kPutFileLimit && options.resume_name.empty() && !options.basis) {
       return std::unique_ptr<Sink>(new XferSmallSink(client_, std::string(path), options));
     }
     protocol::OpenWrite ow;
@@ -2023,6 +2093,37 @@ class XferBackend final : public Backend {
 
  private:
   static constexpr unsigned kChecksumsInFlight = 4;
+  // One of the kChecksumsInFlight calls that make the server read a whole
+  // file (Checksum, Signature): at most xferd's default per-subject count
+  // at once (max_checksums_per_subject), so the engine's many workers
+  // queue here, not at the server's refusal.
+  class HashSlot {
+   public:
+    explicit HashSlot(XferBackend& b) : b_(b) {
+      std::unique_lock lock(b_.checksum_mu_);
+      b_.checksum_cv_.wait(lock, [this] { return b_.checksums_in_flight_ < kChecksumsInFlight; });
+      ++b_.checksums_in_flight_;
+    }
+    ~HashSlot() {
+      std::lock_guard lock(b_.checksum_mu_);
+      --b_.checksums_in_flight_;
+      b_.checksum_cv_.notify_one();
+    }
+    HashSlot(const HashSlot&) = delete;
+    HashSlot& operator=(const HashSlot&) = delete;
+
+   private:
+    XferBackend& b_;
+  };
+  // How long a call that reads a whole file there may last: the usual
+  // minute and a second more per 16 MiB expected. size_hint may come from
+  // the peer (its listing): an hour at most.
+  static std::chrono::seconds hashing_patience(std::uint64_t size_hint) {
+    return std::min<std::chrono::seconds>(
+        std::chrono::duration_cast<std::chrono::seconds>(kRpcTimeout) +
+            std::chrono::seconds(std::min<std::uint64_t>(size_hint, kMaxFileSize) >> 24),
+        std::chrono::hours(1));
+  }
   std::mutex checksum_mu_;
   std::condition_variable checksum_cv_;
   unsigned checksums_in_flight_ = 0;  // under checksum_mu_
