@@ -47,6 +47,9 @@ inline constexpr const char* kExitCodesHelp =
 struct Context {
   Config config;
   std::atomic<bool> cancel{false};
+  // The signal was the way to end the command (sync --watch), not an
+  // interruption: the exit code stands as the command set it.
+  bool signal_ends = false;
   int exit_code = kExitOk;
   // --token, --tls, --tls-ca: how to reach remote endpoints (xfer://).
   EndpointOptions endpoint;
@@ -156,6 +159,8 @@ void add_render_flags(CLI::App& cmd, RenderOptions& render);
 // (the caller exits with kExitUsage); false leaves it to CLI11.
 bool explain_usage_error(const CLI::App& app, int argc, char** argv);
 // Returns the exit code.
-int run_transfer_with_ui(const TransferRequest& request, const RenderOptions& render);
+// `cancel` stops the transfer (default: the SIGINT flag, context().cancel).
+int run_transfer_with_ui(const TransferRequest& request, const RenderOptions& render,
+                         const std::atomic<bool>* cancel = nullptr);
 
 }  // namespace xfer::cli

@@ -86,6 +86,8 @@ int main(int argc, char** argv) {
     app.exit(e);
     return kExitUsage;
   }
-  if (context().cancel.load() && context().exit_code == kExitOk) return kExitInterrupted;
+  if (context().cancel.load() && context().exit_code == kExitOk && !context().signal_ends) {
+    return kExitInterrupted;
+  }
   return context().exit_code;
 }

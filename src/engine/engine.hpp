@@ -166,6 +166,23 @@ class Engine {
   Verdict compare(const FileAttrs& source, const FileAttrs& destination, bool mtimes) const;
   bool same_mtime(std::int64_t a, std::int64_t b) const;
   void sync_scan();
+  void sync_root(std::size_t root_index);
+  // sync --watch (a change feed): one event, one path compared (sync.cpp).
+  void sync_change(const ChangeEvent& event);
+  void sync_path(std::size_t root_index, const std::string& rel);
+  // The rules exclude `rel` (relative to the root) or a folder on its way.
+  bool excluded_path(std::size_t root_index, const std::string& rel, EntryType type) const;
+  // Propagation latency: from a change's first event to its commit (any thread).
+  void record_latency(Clock::time_point seen);
+  Clock::time_point current_seen_{};  // the event being applied (scanner thread)
+  static constexpr std::size_t kMaxLatencySamples = 1'000'000;
+  std::mutex latency_mu_;
+  std::vector<double> latencies_ms_;  // under latency_mu_
+  std::uint64_t latency_count_ = 0;   // under latency_mu_
+  double latency_max_ms_ = 0;         // under latency_mu_
+  // Failed files before the last rescan: the deletion rule counts only
+  // those after (sync --watch; 0 otherwise).
+  std::atomic<std::uint64_t> failed_base_{0};
   void sync_tree(std::size_t root_index, SyncDir top, SyncPass pass);
   // One name present on either end (or both); subfolders to walk go to
   // `subdirs`. True when the destination folder's entries change (its
@@ -256,6 +273,8 @@ class Engine {
   // root's own name first when it has one) of a folder root.
   PathList::Match selected(const Root& root, std::string_view name) const;
   std::vector<DirFixup> dir_fixups_;  // scanner thread only, until it joins
+  // Sets the folders' attributes dir_fixups_ holds and empties it.
+  void apply_dir_fixups();
 
   // Sync: the deletions to run after the copies (scanner thread, until it
   // joins); a listing that failed cancels every deletion (rsync's rule).

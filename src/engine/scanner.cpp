@@ -305,6 +305,19 @@ void Engine::release(const std::string& key, FileTask task) {
 // After the first scan: the feed's events until it is closed, then until
 // every copy it started (and every copy again of a path that changed while
 // it was copied) has ended. Polls every 50 ms so a cancel is seen at once.
+void Engine::apply_dir_fixups() {
+  // Newest first (children before parents, as they were pushed in walk
+  // order); a folder compared twice (a watch) gets its newest attributes
+  // only.
+  std::unordered_set<std::string> done;
+  for (auto it = dir_fixups_.rbegin(); it != dir_fixups_.rend(); ++it) {
+    if (!done.insert(std::to_string(it->root) + '\n' + it->destination).second) continue;
+    Status s = roots_[it->root].destination->set_attrs(it->destination, it->attrs);
+    if (!s.ok() && !(req_.changes && s.error().code == ErrorCode::kNotFound)) report(s.error());
+  }
+  dir_fixups_.clear();
+}
+
 void Engine::follow_changes() {
   for (;;) {
     if (cancelled()) return;
@@ -320,6 +333,18 @@ void Engine::follow_changes() {
       apply_change(*event);
       continue;
     }
+    if (!dir_fixups_.empty()) {
+      // A quiet moment with no copy in flight: the folders' attributes,
+      // which the end of a run would set (a watch has no end), children
+      // first. A later copy into one of them moves its mtime again, until
+      // the next quiet moment after a comparison of that folder.
+      bool idle = false;
+      {
+        std::lock_guard lock(active_mu_);
+        idle = active_.empty() && redo_.empty();
+      }
+      if (idle) apply_dir_fixups();
+    }
     if (req_.changes->drained()) {
       std::lock_guard lock(active_mu_);
       if (active_.empty() && redo_.empty()) return;
@@ -327,27 +352,44 @@ void Engine::follow_changes() {
   }
 }
 
+namespace {
+
+// A changed path relative to its SRC: every component a valid name ("" is
+// the SRC itself).
+Status validate_relative(std::string_view path) {
+  std::size_t start = 0;
+  while (start < path.size()) {
+    const std::size_t slash = path.find('/', start);
+    const std::string_view part =
+        path.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    XFER_TRY(validate_name_component(part, "changed path"));
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  return ok_status();
+}
+
+}  // namespace
+
 void Engine::apply_change(const ChangeEvent& event) {
   if (event.root >= roots_.size()) {
     report(make_error(ErrorCode::kInvalidArgument, "change", event.path,
                       fmt::format("no source argument #{}", event.root)));
     return;
   }
-  // The path joins a source and a destination folder: one validation of
+  // The paths join a source and a destination folder: one validation of
   // each component, as for names from a peer.
-  std::size_t start = 0;
-  while (start < event.path.size()) {
-    const std::size_t slash = event.path.find('/', start);
-    const std::string_view part =
-        std::string_view(event.path)
-            .substr(start, slash == std::string::npos ? std::string::npos : slash - start);
-    if (Status ok = validate_name_component(part, "changed path"); !ok.ok()) {
-      report(make_error(ErrorCode::kInvalidArgument, "change", printable_name(event.path),
+  for (const std::string* path : {&event.path, &event.from}) {
+    if (path == &event.from && event.kind != ChangeEvent::Kind::kRenamed) continue;
+    if (Status ok = validate_relative(*path); !ok.ok()) {
+      report(make_error(ErrorCode::kInvalidArgument, "change", printable_name(*path),
                         ok.error().detail));
       return;
     }
-    if (slash == std::string::npos) break;
-    start = slash + 1;
+  }
+  if (opt_.sync) {
+    sync_change(event);
+    return;
   }
   if (event.kind == ChangeEvent::Kind::kRemoved) return;  // a copy deletes nothing
   const Root& root = roots_[event.root];

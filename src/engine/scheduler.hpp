@@ -39,6 +39,8 @@ struct FileTask {
   std::string item;            // rsync's itemize code of the change ("" outside sync)
   std::string name;            // the path as shown to the user, relative to the transfer's root
   std::uint64_t old_size = 0;  // kSyncDelta: the destination's size as listed
+  // sync --watch: when the change that made this task was first seen.
+  std::chrono::steady_clock::time_point seen{};
   // Held while the file's work lasts (its copy, its retries); released when
   // the task and its ChunkedFile are gone. Change feeds use it to copy a
   // path once at a time (engine.hpp: enqueue).

@@ -102,30 +102,131 @@ void Engine::sync_scan() {
     if (!cancelled()) run_deletions(deletions_);
     deletions_.clear();
   }
-  for (std::size_t i = 0; i < roots_.size() && !cancelled(); ++i) {
-    const Root& root = roots_[i];
-    std::optional<Entry> theirs;
-    if (auto there = root.destination->stat(root.destination_path)) {
-      theirs = Entry{base_name(root.destination_path), there->type, *there};
-    } else if (there.error().code != ErrorCode::kNotFound) {
-      report(there.error());
-      sync_io_error_.store(true);
-      continue;
-    }
-    if (root.source_attrs.type == EntryType::kDirectory) {
-      std::optional<FileAttrs> dst_attrs;
-      if (theirs) dst_attrs = theirs->attrs;
-      sync_tree(
-          i,
-          {root.source_path, root.destination_path, root.filter_path, root.source_attrs, dst_attrs},
-          SyncPass::kCopy);
-      continue;
-    }
-    const Entry ours{base_name(root.source_path), root.source_attrs.type, root.source_attrs};
-    std::vector<SyncDir> none;
-    sync_entry(i, root.source_path, root.destination_path, base_name(root.destination_path), &ours,
-               theirs ? &*theirs : nullptr, SyncPass::kCopy, none);
+  for (std::size_t i = 0; i < roots_.size() && !cancelled(); ++i) sync_root(i);
+}
+
+void Engine::sync_root(std::size_t i) {
+  const Root& root = roots_[i];
+  std::optional<Entry> theirs;
+  if (auto there = root.destination->stat(root.destination_path)) {
+    theirs = Entry{base_name(root.destination_path), there->type, *there};
+  } else if (there.error().code != ErrorCode::kNotFound) {
+    report(there.error());
+    sync_io_error_.store(true);
+    return;
   }
+  if (root.source_attrs.type == EntryType::kDirectory) {
+    std::optional<FileAttrs> dst_attrs;
+    if (theirs) dst_attrs = theirs->attrs;
+    sync_tree(
+        i,
+        {root.source_path, root.destination_path, root.filter_path, root.source_attrs, dst_attrs},
+        SyncPass::kCopy);
+    return;
+  }
+  const Entry ours{base_name(root.source_path), root.source_attrs.type, root.source_attrs};
+  std::vector<SyncDir> none;
+  sync_entry(i, root.source_path, root.destination_path, base_name(root.destination_path), &ours,
+             theirs ? &*theirs : nullptr, SyncPass::kCopy, none);
+}
+
+// sync --watch: one event from the watcher (scanner thread). Each is
+// applied by comparing the one path it names, both ends, as the walk
+// would; a rescan compares everything again. Deletions are made at once,
+// under the usual rules (none after a failure since the last rescan).
+void Engine::sync_change(const ChangeEvent& e) {
+  const Root& root = roots_[e.root];
+  current_seen_ = e.seen;
+  const std::uint64_t deleted_before = counters_.files_deleted.load();
+  if (e.kind == ChangeEvent::Kind::kRescan || e.path.empty() ||
+      root.source_attrs.type != EntryType::kDirectory) {
+    // A fresh start for the failure rule: what failed before this
+    // comparison is compared again now.
+    sync_io_error_.store(false);
+    failed_base_.store(counters_.files_failed.load());
+    sync_root(e.root);
+  } else {
+    if (e.kind == ChangeEvent::Kind::kRenamed && opt_.delete_extraneous && !opt_.dry_run) {
+      // A rename is a rename at the destination too, when the old name is
+      // gone at the source and the new one is free at the destination;
+      // the comparison of the new name below then finds it current.
+      const std::string to = join_path(root.destination_path, e.path);
+      const std::string from = join_path(root.destination_path, e.from);
+      auto source_from = root.source->stat(join_path(root.source_path, e.from));
+      auto there = root.destination->stat(from);
+      auto free = root.destination->stat(to);
+      if (!source_from && source_from.error().code == ErrorCode::kNotFound && there && !free &&
+          free.error().code == ErrorCode::kNotFound &&
+          !excluded_path(e.root, e.from, there->type) &&
+          !excluded_path(e.root, e.path, there->type)) {
+        if (root.destination->rename(from, to).ok()) {
+          counters_.files_renamed.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+    }
+    if (e.kind == ChangeEvent::Kind::kRenamed) sync_path(e.root, e.from);
+    sync_path(e.root, e.path);
+  }
+  run_deletions(deletions_);
+  deletions_.clear();
+  if (counters_.files_deleted.load() > deleted_before && e.kind == ChangeEvent::Kind::kRemoved) {
+    record_latency(e.seen);
+  }
+  current_seen_ = {};
+}
+
+bool Engine::excluded_path(std::size_t root_index, const std::string& rel, EntryType type) const {
+  if (filter_.empty()) return false;
+  const std::string name = join_name(roots_[root_index].filter_path, rel);
+  // Every folder on the way: below an excluded folder nothing is synced.
+  for (std::size_t slash = 0; (slash = name.find('/', slash)) != std::string::npos; ++slash) {
+    if (filter_.excluded(name.substr(0, slash), true)) return true;
+  }
+  return filter_.excluded(name, type == EntryType::kDirectory);
+}
+
+void Engine::sync_path(std::size_t root_index, const std::string& rel) {
+  const Root& root = roots_[root_index];
+  const std::string name = join_name(root.filter_path, rel);
+  const std::size_t slash = rel.rfind('/');
+  if (slash != std::string::npos) {
+    // The folder must be there first: if it is not, it is synced whole
+    // (this path with it).
+    const std::string parent = rel.substr(0, slash);
+    auto there = root.destination->stat(join_path(root.destination_path, parent));
+    if (!there || there->type != EntryType::kDirectory) {
+      sync_path(root_index, parent);
+      return;
+    }
+    if (excluded_path(root_index, parent, EntryType::kDirectory)) return;
+  }
+  const std::string src = join_path(root.source_path, rel);
+  const std::string dst = join_path(root.destination_path, rel);
+  auto entry = [&](Backend& b, const std::string& path) -> std::optional<Entry> {
+    auto a = b.stat(path);
+    if (a) return Entry{base_name(rel), a->type, *a};
+    if (a.error().code != ErrorCode::kNotFound) {
+      report(a.error());
+      sync_io_error_.store(true);
+    }
+    return std::nullopt;
+  };
+  const std::optional<Entry> s = entry(*root.source, src);
+  const std::optional<Entry> d = entry(*root.destination, dst);
+  if (!s && !d) return;
+  std::vector<SyncDir> subdirs;
+  (void)sync_entry(root_index, src, dst, name, s ? &*s : nullptr, d ? &*d : nullptr,
+                   SyncPass::kCopy, subdirs);
+  for (auto& dir : subdirs) sync_tree(root_index, std::move(dir), SyncPass::kCopy);
+}
+
+void Engine::record_latency(Clock::time_point seen) {
+  if (seen == Clock::time_point{}) return;
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - seen).count();
+  std::lock_guard lock(latency_mu_);
+  latency_max_ms_ = std::max(latency_max_ms_, ms);
+  ++latency_count_;
+  if (latencies_ms_.size() < kMaxLatencySamples) latencies_ms_.push_back(ms);
 }
 
 void Engine::sync_tree(std::size_t root_index, SyncDir top, SyncPass pass) {
@@ -394,6 +495,7 @@ bool Engine::sync_entry(std::size_t root_index, const std::string& src, const st
   counters_.files_total.fetch_add(1, std::memory_order_relaxed);
   FileTask task{root_index, src, dst, s->type};
   task.name = name;
+  task.seen = current_seen_;
   task.sync = kSyncDecided;
   if (backup_old || (da && !backup_root_.empty())) task.sync |= kSyncBackup;
   auto unchanged = [&](std::uint64_t size) {
@@ -471,11 +573,11 @@ bool Engine::make_way(std::size_t root_index, const std::string& path, const std
       // and planned).
       const std::uint64_t planned =
           tree.size() + deletions_.size() + counters_.files_deleted.load();
-      const char* held = sync_io_error_.load() || counters_.files_failed.load() > 0
-                             ? "a listing or a file failed, so nothing is deleted"
-                         : opt_.max_delete != 0 && planned > opt_.max_delete
-                             ? "it would pass --max-delete"
-                             : nullptr;
+      const char* held =
+          sync_io_error_.load() || counters_.files_failed.load() > failed_base_.load()
+              ? "a listing or a file failed, so nothing is deleted"
+          : opt_.max_delete != 0 && planned > opt_.max_delete ? "it would pass --max-delete"
+                                                              : nullptr;
       if (held != nullptr) {
         counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
         report(make_error(ErrorCode::kNotEmpty, "sync", path,
@@ -578,7 +680,7 @@ void Engine::collect_deletions(std::size_t root_index, const std::string& path,
 // all when there are more than --max-delete.
 void Engine::run_deletions(std::vector<Deletion>& deletions) {
   if (deletions.empty() || cancelled()) return;
-  const std::uint64_t failed = counters_.files_failed.load();
+  const std::uint64_t failed = counters_.files_failed.load() - failed_base_.load();
   if (sync_io_error_.load() || failed > 0) {
     if (observer_ != nullptr) {
       observer_->on_warning(
@@ -647,8 +749,13 @@ Status Engine::backup(std::size_t root_index, const std::string& path) {
       auto there = destination.stat(at);
       if (!there) {
         if (there.error().code != ErrorCode::kNotFound) return there.error();
-        XFER_TRY(destination.mkdir(at, false));
-      } else if (there->type != EntryType::kDirectory) {
+        Status made = destination.mkdir(at, false);
+        // Another worker's backup may make it first: then it is looked at
+        // again like one found there.
+        if (!made.ok() && made.error().code != ErrorCode::kExists) return made;
+        if (!made.ok()) there = destination.stat(at);
+      }
+      if (there && there->type != EntryType::kDirectory) {
         return make_error(ErrorCode::kNotDirectory, "backup", at,
                           "is not a folder (--backup-dir must not pass through a symlink)");
       }
@@ -696,6 +803,7 @@ bool Engine::unchanged_content(FileTask& task, Source& source) {
 }
 
 void Engine::announce(const FileTask& task, std::uint64_t size, const std::string& target) {
+  if (!opt_.dry_run) record_latency(task.seen);
   if (observer_ == nullptr) return;
   if (opt_.dry_run) {
     observer_->on_planned(task.source, task.destination, size);

@@ -176,12 +176,7 @@ Result<TransferResult> Engine::run() {
 
   // Directory attributes last, children before parents, so a read-only
   // directory is filled before it becomes read-only and its mtime is final.
-  if (!cancelled()) {
-    for (auto it = dir_fixups_.rbegin(); it != dir_fixups_.rend(); ++it) {
-      Status s = roots_[it->root].destination->set_attrs(it->destination, it->attrs);
-      if (!s.ok()) report(s.error());
-    }
-  }
+  if (!cancelled()) apply_dir_fixups();
 
   TransferResult result;
   result.files_done = counters_.files_done.load();
@@ -202,6 +197,24 @@ Result<TransferResult> Engine::run() {
   result.bytes_unchanged = counters_.bytes_unchanged.load();
   result.files_deleted = counters_.files_deleted.load();
   result.files_attrs_set = counters_.files_attrs_set.load();
+  {
+    std::lock_guard lock(latency_mu_);
+    result.propagated = latency_count_;
+    result.propagation_max_ms = latency_max_ms_;
+    if (!latencies_ms_.empty()) {
+      auto at = [this](double q) {
+        const std::size_t k =
+            std::min(latencies_ms_.size() - 1,
+                     static_cast<std::size_t>(q * static_cast<double>(latencies_ms_.size())));
+        std::nth_element(latencies_ms_.begin(),
+                         latencies_ms_.begin() + static_cast<std::ptrdiff_t>(k),
+                         latencies_ms_.end());
+        return latencies_ms_[k];
+      };
+      result.propagation_p50_ms = at(0.50);
+      result.propagation_p99_ms = at(0.99);
+    }
+  }
   if (ckpt_) close_job(result);
   return result;
 }

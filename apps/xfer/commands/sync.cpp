@@ -3,10 +3,53 @@
 // its flags (cp's, and sync's own: --delete, --backup-dir, -i, ...) into a
 // TransferRequest with the `sync` option set. Main thread only.
 
+#include <sys/stat.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 #include "../common.hpp"
 #include "../option_flags.hpp"
+#include "xfer/core/url.hpp"
+#include "xfer/engine/changes.hpp"
+#include "xfer/engine/watcher.hpp"
 
 namespace xfer::cli {
+namespace {
+
+// --watch: one watcher per SRC, each a local folder (an xfer:// source is
+// to be watched by xferd itself: not built yet).
+Result<std::vector<std::unique_ptr<TreeWatcher>>> start_watchers(TransferRequest& req) {
+  if (req.options.dry_run) {
+    return make_error(ErrorCode::kInvalidArgument, "sync", "",
+                      "--watch and --dry-run do not go together");
+  }
+  auto feed = std::make_shared<ChangeFeed>();
+  std::vector<std::unique_ptr<TreeWatcher>> out;
+  WatchOptions options;
+  options.debounce = req.options.watch_debounce;
+  options.reconcile = req.options.watch_reconcile;
+  for (std::size_t i = 0; i < req.sources.size(); ++i) {
+    auto url = parse_url(req.sources[i]);
+    if (!url || !url->is_local()) {
+      return make_error(ErrorCode::kUnsupported, "sync --watch", req.sources[i],
+                        "--watch follows local folders only for now (a server's folder is to be "
+                        "watched by xferd itself: not built yet)");
+    }
+    struct stat st {};
+    if (::stat(url->path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return make_error(ErrorCode::kInvalidArgument, "sync --watch", req.sources[i],
+                        "--watch needs a folder as each SRC");
+    }
+    XFER_ASSIGN_OR_RETURN(auto w, TreeWatcher::start(i, url->path, feed, options));
+    out.push_back(std::move(w));
+  }
+  req.changes = feed;
+  return out;
+}
+
+}  // namespace
 
 void register_sync(CLI::App& app) {
   struct Args {
@@ -43,7 +86,41 @@ void register_sync(CLI::App& app) {
     render.sync = true;
     render.dry_run = req.options.dry_run;
     render.verb = "synced";
-    context().exit_code = run_transfer_with_ui(req, render);
+    std::vector<std::unique_ptr<TreeWatcher>> watchers;
+    if (req.options.watch) {
+      // The watchers start before the first comparison, so that nothing
+      // changed meanwhile goes unseen; they queue until it is done.
+      auto started = start_watchers(req);
+      if (!started) {
+        print_error(started.error());
+        context().exit_code = kExitUsage;
+        return;
+      }
+      watchers = std::move(started).value();
+    }
+    if (watchers.empty()) {
+      context().exit_code = run_transfer_with_ui(req, render);
+      return;
+    }
+    // --watch ends with SIGINT/SIGTERM, which is then no interruption: the
+    // watchers stop, what they reported is synced, and the run ends as
+    // done. Copies still running 10 s later are cancelled (partials kept).
+    std::atomic<bool> cancel{false};
+    std::atomic<bool> ended{false};
+    std::thread stopper([&] {
+      while (!context().cancel.load() && !ended.load()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      for (auto& w : watchers) w->stop();
+      for (int i = 0; i < 200 && !ended.load(); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      if (!ended.load()) cancel.store(true);
+    });
+    context().exit_code = run_transfer_with_ui(req, render, &cancel);
+    ended.store(true);
+    stopper.join();
+    context().signal_ends = !cancel.load();
   });
 }
 

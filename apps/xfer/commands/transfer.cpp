@@ -225,7 +225,9 @@ void add_render_flags(CLI::App& cmd, RenderOptions& render) {
   cmd.add_flag("-h,--human-readable", render.human, "Sizes in the summary as 73.0 MiB");
 }
 
-int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& render) {
+int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& render,
+                         const std::atomic<bool>* cancel) {
+  if (cancel == nullptr) cancel = &context().cancel;
   // This process's backends, and its one statistics board for every
   // endpoint (the --json summary reads it).
   TransferRequest request = asked;
@@ -261,7 +263,7 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
     });
   }
 
-  Result<TransferResult> result = run_transfer(request, counters, &observer, &context().cancel);
+  Result<TransferResult> result = run_transfer(request, counters, &observer, cancel);
   {
     std::lock_guard lock(mu);
     done = true;
@@ -272,7 +274,7 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
 
   // Interrupted before anything started (while the roots were resolved):
   // the error is the cancel's doing, not the user's to read.
-  if (!result && context().cancel.load()) return kExitInterrupted;
+  if (!result && cancel->load()) return kExitInterrupted;
   if (!result) {
     if (observer.printed_errors() == 0) {
       print_error(result.error());
@@ -325,6 +327,12 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
                    {"files_attrs_set", r.files_attrs_set},
                    {"files_hashed", counters.files_hashed.load()},
                    {"files_delta", counters.files_delta.load()},
+                   {"files_renamed", counters.files_renamed.load()},
+                   {"propagation",
+                    {{"changes", r.propagated},
+                     {"p50_ms", r.propagation_p50_ms},
+                     {"p99_ms", r.propagation_p99_ms},
+                     {"max_ms", r.propagation_max_ms}}},
                    {"bytes_matched", counters.bytes_matched.load()},
                    {"checkpoint",
                     {{"records", r.journal_records},
@@ -356,6 +364,13 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
                unchanged, r.seconds, format_bytes(rate), count_of(errors, "error"),
                r.cancelled ? " (interrupted)" : "");
     if (!limit.empty()) fmt::print(stderr, "xfer: limited by {}\n", limit);
+    if (r.propagated > 0) {
+      fmt::print(stderr,
+                 "xfer: {} propagated; from the first event to the commit: median {:.0f} ms, "
+                 "p99 {:.0f} ms, max {:.0f} ms\n",
+                 count_of(r.propagated, "change"), r.propagation_p50_ms, r.propagation_p99_ms,
+                 r.propagation_max_ms);
+    }
     if (const std::uint64_t matched = counters.bytes_matched.load(); matched > 0) {
       // What the delta saved: bytes_done counts the whole files.
       fmt::print(stderr,

@@ -26,7 +26,15 @@ struct ChangeEvent {
   // are checked: no "..", ".", empty names or absolute paths.
   std::string path;
   // Removals are not propagated by a copy (that is sync's --delete).
-  enum class Kind { kChanged, kRemoved } kind = Kind::kChanged;
+  // kRenamed: `from` (relative, checked alike) became `path`; a sync with
+  // --delete renames at the destination too. kRescan: compare the whole
+  // SRC again (a watcher lost track: its queue overflowed; or the periodic
+  // reconcile); `path` is "".
+  enum class Kind { kChanged, kRemoved, kRenamed, kRescan } kind = Kind::kChanged;
+  std::string from;
+  // When the change was first noticed: sync --watch reports the time from
+  // here to the commit at the destination (propagation latency).
+  std::chrono::steady_clock::time_point seen{};
 };
 
 class ChangeFeed {

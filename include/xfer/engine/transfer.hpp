@@ -65,6 +65,12 @@ struct TransferResult {
   // sync: entries deleted at the destination, files whose attributes were set.
   std::uint64_t files_deleted = 0;
   std::uint64_t files_attrs_set = 0;
+  // sync --watch: changes committed at the destination, and the time from
+  // each one's first event to its commit (the first million are ranked).
+  std::uint64_t propagated = 0;
+  double propagation_p50_ms = 0;
+  double propagation_p99_ms = 0;
+  double propagation_max_ms = 0;
   std::uint64_t journal_records = 0;
   std::uint64_t journal_fsyncs = 0;
   std::uint64_t journal_bytes = 0;

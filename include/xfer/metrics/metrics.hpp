@@ -42,6 +42,8 @@ struct TransferCounters {
   // taken from it (counted in bytes_done too, never sent).
   std::atomic<std::uint64_t> files_delta{0};
   std::atomic<std::uint64_t> bytes_matched{0};
+  // sync --watch: renames made at the destination (not copies).
+  std::atomic<std::uint64_t> files_renamed{0};
   std::atomic<std::uint64_t> active_workers{0};
   std::atomic<bool> scan_complete{false};
 };

@@ -1,0 +1,224 @@
+// xfer sync --watch between local folders (docs/sync.md, "Watch"): the
+// destination follows creates, writes, bursts, renames of files and
+// folders, deletions and a 10,000-file untar; an event queue that
+// overflows (a tiny kernel limit) is recovered by a rescan; a watcher
+// killed and started again while changes go on loses nothing. Each run
+// ends with SIGINT, which ends a watch cleanly (exit 0).
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "harness.hpp"
+
+namespace xfer_it {
+namespace {
+
+using namespace std::chrono_literals;
+
+class SyncWatch : public XferTest {};
+
+std::string S(const fs::path& p) {
+  return p.string();
+}
+
+CompareOptions files_only() {
+  CompareOptions o;
+  o.compare_root = false;
+  o.compare_dir_mtime = false;  // a folder's mtime is fixed by the next full pass
+  return o;
+}
+
+nlohmann::json summary_of(const RunResult& r) {
+  for (const auto& line : split_lines(r.out)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.value("event", "") == "summary") return j;
+  }
+  return {};
+}
+
+// Runs `xfer sync --watch ARGS` while `scenario` runs on a thread of its
+// own; SIGINT once the scenario returned. The scenario may not start
+// changing things before the first comparison ended: it waits for the
+// destination to match first (the watcher is up by then).
+RunResult watch_while(const std::vector<std::string>& args, const std::function<void()>& scenario,
+                      std::chrono::seconds timeout = 300s) {
+  std::atomic<bool> done{false};
+  std::thread t([&] {
+    scenario();
+    done.store(true);
+  });
+  auto r = run_xfer_signal_when(
+      args, SIGINT, [&](pid_t) { return done.load(); }, nullptr, timeout);
+  done.store(true);
+  t.join();
+  return r.result;
+}
+
+void append(const fs::path& p, std::string_view text) {
+  std::ofstream f(p, std::ios::app | std::ios::binary);
+  f << text;
+}
+
+TEST_F(SyncWatch, FollowsCreatesWritesRenamesDeletesAndAnUntar) {
+  const fs::path src = tmp() / "src";
+  const fs::path dst = tmp() / "dst";
+  TreeSpec spec;
+  spec.files = 60;
+  spec.dirs = 6;
+  spec.symlinks = 3;
+  generate_tree(src, spec);
+  fs::create_directories(src / "a");
+  fs::create_directories(src / "b");
+  fs::create_directories(src / "folder/inner");
+  fs::create_directories(src / "gone/deeper");
+  write_file(src / "a/one.txt", "one\n");
+  write_file(src / "folder/inner/x.txt", "x\n");
+  write_file(src / "gone/deeper/p.txt", "p\n");
+  write_file(src / "removed.txt", "r\n");
+  // 10,000 files to untar into the watched tree.
+  const fs::path pack = tmp() / "pack";
+  TreeSpec many;
+  many.seed = 7;
+  many.files = 10'000;
+  many.dirs = 100;
+  many.max_size = 512;
+  generate_tree(pack, many);
+  const fs::path tarball = tmp() / "many.tar";
+  ASSERT_EQ(run({"tar", "cf", tarball.string(), "-C", pack.string(), "."}).exit_code, 0);
+
+  bool first = false, step1 = false, step2 = false;
+  std::string why1, why2;
+  auto r = watch_while(
+      {"sync", "--watch", "--watch-debounce", "100ms", "--delete", "--json", S(src) + "/",
+       S(dst) + "/"},
+      [&] {
+        first = wait_until([&] { return bool(compare_trees(src, dst, files_only())); }, 60s);
+        if (!first) {
+          why1 = compare_trees(src, dst, files_only()).message();
+          return;
+        }
+        write_file(src / "new.txt", "a new file\n");
+        for (int i = 0; i < 300; ++i) append(src / "burst.log", std::to_string(i) + "\n");
+        fs::rename(src / "a/one.txt", src / "b/one-moved.txt");  // across folders
+        fs::rename(src / "folder", src / "folder-renamed");      // a folder with its contents
+        fs::remove_all(src / "gone");
+        fs::remove(src / "removed.txt");
+        fs::create_directories(src / "deep/er/est");
+        write_file(src / "deep/er/est/leaf.txt", "leaf\n");
+        fs::create_symlink("../new.txt", src / "deep/link");
+        ::chmod((src / "new.txt").c_str(), 0600);
+        step1 = wait_until([&] { return bool(compare_trees(src, dst, files_only())); }, 60s);
+        if (!step1) why1 = compare_trees(src, dst, files_only()).message();
+        fs::create_directories(src / "untarred");
+        run({"tar", "xf", tarball.string(), "-C", (src / "untarred").string()});
+        step2 = wait_until([&] { return bool(compare_trees(src, dst, files_only())); }, 120s);
+        if (!step2) why2 = compare_trees(src, dst, files_only()).message();
+      });
+  ASSERT_TRUE(first) << "the first comparison never made the trees equal: " << why1 << "\n"
+                     << r.err;
+  EXPECT_TRUE(step1) << why1 << "\n" << r.err;
+  EXPECT_TRUE(step2) << why2 << "\n" << r.err;
+  EXPECT_EQ(r.exit_code, 0) << r.describe();
+  const auto s = summary_of(r);
+  EXPECT_GE(s.value("files_renamed", 0), 2) << "renames were copies\n" << r.err;
+  EXPECT_GT(s["propagation"].value("changes", 0), 10000) << s.dump();
+  EXPECT_GE(s.value("files_deleted", 0), 4) << s.dump();
+  // The burst of 300 writes was one copy (or a few), not 300.
+  int burst_copies = 0;
+  for (const auto& line : split_lines(r.out)) {
+    if (line.find(R"("path":"burst.log")") != std::string::npos) ++burst_copies;
+  }
+  EXPECT_GE(burst_copies, 1);
+  EXPECT_LE(burst_copies, 5) << "a burst of writes should be coalesced";
+}
+
+// The kernel's queue for the watcher holds 16 events here: 500 new files
+// overflow it, and the rescan that follows still brings every file.
+TEST_F(SyncWatch, AnOverflowedQueueIsRecoveredByARescan) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to lower fs.inotify.max_queued_events";
+  const fs::path src = tmp() / "src";
+  const fs::path dst = tmp() / "dst";
+  fs::create_directories(src);
+  write_file(src / "start.txt", "start\n");
+  const fs::path knob = "/proc/sys/fs/inotify/max_queued_events";
+  const std::string before = read_file(knob);
+  write_file(knob, "16\n");
+  struct Restore {
+    fs::path knob;
+    std::string value;
+    bool done = false;
+    void now() {
+      if (!done) write_file(knob, value);
+      done = true;
+    }
+    ~Restore() { now(); }
+  } restore{knob, before};
+  bool first = false, last = false;
+  std::string why;
+  auto r = watch_while(
+      {"sync", "--watch", "--watch-debounce", "100ms", S(src) + "/", S(dst) + "/"}, [&] {
+        // The watcher made its queue when it started: the
+        // limit goes back as soon as the first pass is done.
+        first = wait_until([&] { return fs::exists(dst / "start.txt"); }, 60s);
+        restore.now();
+        if (!first) return;
+        for (int i = 0; i < 500; ++i) {
+          write_file(src / ("f" + std::to_string(i) + ".txt"), std::to_string(i));
+        }
+        last = wait_until([&] { return bool(compare_trees(src, dst, files_only())); }, 60s);
+        if (!last) why = compare_trees(src, dst, files_only()).message();
+      });
+  restore.now();
+  ASSERT_TRUE(first) << r.err;
+  EXPECT_TRUE(last) << why << "\n" << r.err;
+  EXPECT_NE(r.err.find("overflowed; rescanning"), std::string::npos) << r.err;
+  EXPECT_EQ(r.exit_code, 0) << r.describe();
+}
+
+// Changes go on while the watcher is killed (SIGKILL) and started again:
+// the second one's first comparison finds what the first one missed.
+TEST_F(SyncWatch, AKilledWatcherRestartedLosesNothing) {
+  const fs::path src = tmp() / "src";
+  const fs::path dst = tmp() / "dst";
+  fs::create_directories(src / "d");
+  std::atomic<bool> stop{false};
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    for (int i = 0; !stop.load() && i < 100'000; ++i) {
+      write_file(src / "d" / ("w" + std::to_string(i % 400) + ".txt"), std::to_string(i));
+      if (i % 3 == 0) fs::remove(src / "d" / ("w" + std::to_string((i + 7) % 400) + ".txt"));
+      written.store(i);
+      std::this_thread::sleep_for(1ms);
+    }
+  });
+  const std::vector<std::string> args = {"sync",     "--watch",    "--watch-debounce", "50ms",
+                                         "--delete", S(src) + "/", S(dst) + "/"};
+  // The first watcher is killed once it has copied something and the
+  // writer has gone on for a while.
+  auto killed = run_xfer_signal_when(
+      args, SIGKILL, [&](pid_t) { return fs::exists(dst / "d") && written.load() > 300; });
+  EXPECT_TRUE(killed.signalled) << killed.result.describe();
+  const int at_kill = written.load();
+  bool same = false;
+  std::string why;
+  auto r = watch_while(args, [&] {
+    // Changes continue under the second watcher, then stop.
+    wait_until([&] { return written.load() > at_kill + 300; }, 30s);
+    stop.store(true);
+    same = wait_until([&] { return bool(compare_trees(src, dst, files_only())); }, 60s);
+    if (!same) why = compare_trees(src, dst, files_only()).message();
+  });
+  stop.store(true);
+  writer.join();
+  EXPECT_TRUE(same) << why << "\n" << r.err;
+  EXPECT_EQ(r.exit_code, 0) << r.describe();
+}
+
+}  // namespace
+}  // namespace xfer_it
