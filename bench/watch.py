@@ -203,7 +203,7 @@ def main() -> int:
         dst = os.path.join(args.workdir, "dst-" + name.replace(" ", "-"))
         subprocess.run(["cp", "-a", src, dst], check=True)
         if name == "xfer":
-            argv = [args.xfer, "--json", "sync", "--watch", "--delete", "--watch-debounce",
+            argv = [args.xfer, "sync", "--json", "--watch", "--delete", "--watch-debounce",
                     args.debounce, src + "/", dst + "/"]
         elif name == "lsyncd":
             conf = os.path.join(args.workdir, "lsyncd.conf")
