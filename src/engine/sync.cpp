@@ -223,6 +223,12 @@ void Engine::sync_path(std::size_t root_index, const std::string& rel) {
 void Engine::record_latency(Clock::time_point seen) {
   if (seen == Clock::time_point{}) return;
   const double ms = std::chrono::duration<double, std::milli>(Clock::now() - seen).count();
+  const auto us = static_cast<std::uint64_t>(ms * 1000.0);
+  counters_.propagation_last_us.store(us, std::memory_order_relaxed);
+  std::uint64_t max = counters_.propagation_max_us.load(std::memory_order_relaxed);
+  while (us > max && !counters_.propagation_max_us.compare_exchange_weak(max, us)) {
+  }
+  counters_.changes_propagated.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lock(latency_mu_);
   latency_max_ms_ = std::max(latency_max_ms_, ms);
   ++latency_count_;

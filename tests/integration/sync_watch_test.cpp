@@ -129,6 +129,16 @@ TEST_F(SyncWatch, FollowsCreatesWritesRenamesDeletesAndAnUntar) {
   EXPECT_GE(s.value("files_renamed", 0), 2) << "renames were copies\n" << r.err;
   EXPECT_GT(s["propagation"].value("changes", 0), 10000) << s.dump();
   EXPECT_GE(s.value("files_deleted", 0), 4) << s.dump();
+  // Progress events say how long changes take as they land.
+  bool live_latency = false;
+  for (const auto& line : split_lines(r.out)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.value("event", "") == "progress" && j.contains("propagation")) {
+      live_latency =
+          j["propagation"].value("changes", 0) > 0 && j["propagation"].value("last_ms", -1.0) >= 0;
+    }
+  }
+  EXPECT_TRUE(live_latency) << "no progress event carried the propagation latency";
   // The burst of 300 writes was one copy (or a few), not 300.
   int burst_copies = 0;
   for (const auto& line : split_lines(r.out)) {

@@ -255,7 +255,15 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
         if (live) print_progress(progress_line(s, terminal_width(STDERR_FILENO)));
         auto now = std::chrono::steady_clock::now();
         if (render.json && now - last_json >= std::chrono::seconds(1)) {
-          observer.emit(progress_json(s));
+          json event = progress_json(s);
+          // sync --watch: how long the changes take to land, as they land.
+          if (const std::uint64_t n = counters.changes_propagated.load(); n > 0) {
+            event["propagation"] = {
+                {"changes", n},
+                {"last_ms", static_cast<double>(counters.propagation_last_us.load()) / 1000.0},
+                {"max_ms", static_cast<double>(counters.propagation_max_us.load()) / 1000.0}};
+          }
+          observer.emit(std::move(event));
           last_json = now;
         }
       }

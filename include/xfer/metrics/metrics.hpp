@@ -44,6 +44,11 @@ struct TransferCounters {
   std::atomic<std::uint64_t> bytes_matched{0};
   // sync --watch: renames made at the destination (not copies).
   std::atomic<std::uint64_t> files_renamed{0};
+  // sync --watch: changes committed so far, the latest one's time from its
+  // first event to its commit, and the longest (microseconds).
+  std::atomic<std::uint64_t> changes_propagated{0};
+  std::atomic<std::uint64_t> propagation_last_us{0};
+  std::atomic<std::uint64_t> propagation_max_us{0};
   std::atomic<std::uint64_t> active_workers{0};
   std::atomic<bool> scan_complete{false};
 };
