@@ -78,6 +78,15 @@ void Engine::process_file(FileTask task) {
     auto opened = root.source->open_source(task.source);
     if (!opened) {
       Error e = opened.error();
+      if (e.code == ErrorCode::kNotFound && req_.changes && (task.sync & kSyncDecided) != 0) {
+        // sync --watch: the file vanished after it was compared; its
+        // removal is an event of its own. Not a failure (which would hold
+        // every deletion back until the next rescan).
+        scheduler_.file_classified();
+        counters_.files_skipped.fetch_add(1, std::memory_order_relaxed);
+        log().debug("{} vanished before it was copied", task.source);
+        return;
+      }
       if (scheduler_.retry(e, attempt, RetryScope::kCall)) {
         ++attempt;
         continue;
