@@ -164,6 +164,8 @@ def run(tool: str, cmd: list[str], env: dict) -> dict:
                 s = json.loads(line)
                 row["files_sent"] = s["files"] - s["files_unchanged"]
                 row["bytes"] = s["bytes"]
+                if "bidirectional" in s:  # bench/bisync.py
+                    row.update({k: s["bidirectional"][k] for k in ("to_a", "to_b", "conflicts")})
     return row
 
 

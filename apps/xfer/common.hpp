@@ -18,6 +18,7 @@
 #include "xfer/backend/credentials.hpp"
 #include "xfer/backend/registry.hpp"
 #include "xfer/core/config.hpp"
+#include "xfer/engine/bisync.hpp"
 #include "xfer/engine/outcome.hpp"
 #include "xfer/engine/transfer.hpp"
 #include "xfer/metrics/streams.hpp"
@@ -141,12 +142,13 @@ struct RenderOptions {
   bool json = false;
   bool progress = true;  // live progress on a terminal
   bool quiet = false;
-  bool verbose = false;  // -v: one line per file copied, as rsync -v
-  bool stats = false;    // --stats: a block of figures after the summary
-  bool human = false;    // -h: sizes in the summary as 73.0 MiB
-  bool itemize = false;  // -i (sync): one line per change in rsync's format
-  bool sync = false;     // the changes are the plan and -v's lines (xfer sync)
-  bool dry_run = false;  // with sync: the changes are printed as a plan, sorted
+  bool verbose = false;        // -v: one line per file copied, as rsync -v
+  bool stats = false;          // --stats: a block of figures after the summary
+  bool human = false;          // -h: sizes in the summary as 73.0 MiB
+  bool itemize = false;        // -i (sync): one line per change in rsync's format
+  bool sync = false;           // the changes are the plan and -v's lines (xfer sync)
+  bool dry_run = false;        // with sync: the changes are printed as a plan, sorted
+  bool bidirectional = false;  // sync --bidirectional: the summary says what went which way
   std::string verb = "copied";
 };
 // The output flags of cp and mv: --json, --no-progress, -P/--progress,
@@ -162,5 +164,7 @@ bool explain_usage_error(const CLI::App& app, int argc, char** argv);
 // `cancel` stops the transfer (default: the SIGINT flag, context().cancel).
 int run_transfer_with_ui(const TransferRequest& request, const RenderOptions& render,
                          const std::atomic<bool>* cancel = nullptr);
+// sync --bidirectional, with the same progress, lines and summary.
+int run_bisync_with_ui(const BisyncRequest& request, const RenderOptions& render);
 
 }  // namespace xfer::cli

@@ -44,7 +44,9 @@ const std::array<Hint, 14> kHints = {{
      "NAME:path names a configured remote (xfer remote add)"},
     {"--partial --partial-dir --append --append-verify --inplace", kPartial},
     {"-p -t -o -g -l -D --perms --times --owner --group --links --devices --specials", kKept},
-    {"-W --whole-file", "xfer always sends whole files (no delta transfer yet)"},
+    {"-W --whole-file",
+     "cp always sends whole files; -W is a flag of xfer sync (which sends deltas of large changed "
+     "files)"},
     {"--transfers",
      "rclone's --transfers is --workers N here (files and chunks in flight); "
      "--streams N sets the connections per server"},
@@ -166,6 +168,10 @@ bool explain_usage_error(const CLI::App& app, int argc, char** argv) {
       say("", fmt::format("'{}' is not an xfer command: xfer cp -r SRC/ DST is rclone copy SRC "
                           "DST (the trailing slash copies the contents); commands: {}",
                           arg, commands_of(app)));
+    } else if (arg == "bisync") {
+      say("", fmt::format("'bisync' is not an xfer command: xfer sync --bidirectional A B is "
+                          "rclone bisync A B; commands: {}",
+                          commands_of(app)));
     } else {
       say("", fmt::format("'{}' is not an xfer command; the commands are {} (xfer --help)", arg,
                           commands_of(app)));

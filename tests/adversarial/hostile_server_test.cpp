@@ -129,6 +129,39 @@ TEST_F(HostileServer, ANameListedTwiceIsRefusedBySync) {
   EXPECT_FALSE(fs::exists(dst / "twice"));
 }
 
+// sync --bidirectional against a server whose listing is corrupt (a name
+// twice, a name that climbs out): the run stops before it changes anything
+// on the local side, and no state is written that could later turn the
+// bad listing into deletions.
+TEST_F(HostileServer, ACorruptListingStopsABidirectionalSyncBeforeAnyChange) {
+  const std::vector<std::vector<std::string>> listings = {{"twice", "other", "twice"},
+                                                          {"fine", "../escaped"}};
+  for (std::size_t i = 0; i < listings.size(); ++i) {
+    HostileService service(listings[i]);
+    int port = 0;
+    auto server = serve(service, port);
+    ASSERT_TRUE(server);
+    const fs::path local = tmp() / ("local" + std::to_string(i));
+    fs::create_directories(local);
+    xfer_it::write_file(local / "keep.txt", "mine\n");
+    auto r = xfer_it::run_xfer({"--token", "t", "sync", "--bidirectional", "--no-progress",
+                                local.string(), "xfer://127.0.0.1:" + std::to_string(port) + "/d"},
+                               60s);
+    server->Shutdown(std::chrono::system_clock::now() + 1s);
+    EXPECT_EQ(r.exit_code, 1) << r.describe();
+    EXPECT_TRUE(xfer_it::icontains(r.err, i == 0 ? "listed twice" : "invalid")) << r.describe();
+    EXPECT_EQ(xfer_it::list_relative(local), std::vector<std::string>{"keep.txt"});
+    EXPECT_EQ(xfer_it::read_file(local / "keep.txt"), "mine\n");
+    EXPECT_FALSE(fs::exists(tmp() / "escaped"));
+  }
+  const fs::path states = state_dir() / "bisync";
+  if (fs::exists(states)) {
+    for (const auto& e : fs::directory_iterator(states)) {
+      EXPECT_NE(e.path().extension(), ".state") << e.path();
+    }
+  }
+}
+
 // A data port that accepts connections and answers every HELLO with a
 // valid HELLO_OK header announcing a 4 KiB body, one byte every 300 ms:
 // each read succeeds long before any per-read timeout, so only a deadline

@@ -491,7 +491,7 @@ TEST_F(FirstHour, RsyncAndRcloneHabitsWorkOrGetAHint) {
     std::string says;
   };
   const std::vector<Case> refused = {
-      {{"bisync", "src", "dst"}, "'bisync' is not an xfer command; the commands are"},
+      {{"bisync", "src", "dst"}, "'bisync' is not an xfer command: xfer sync --bidirectional A B"},
       {{"sync", "-b", "src/", "dst"}, "-b: xfer sync --backup-dir DIR keeps"},
       {{"copy", "src", "dst"}, "'copy' is not an xfer command: xfer cp -r SRC/ DST is rclone copy"},
       {{"frob"}, "'frob' is not an xfer command; the commands are cp/transfer, sync, ls/list"},

@@ -49,6 +49,41 @@ Result<std::vector<std::unique_ptr<TreeWatcher>>> start_watchers(TransferRequest
   return out;
 }
 
+// --bidirectional: the flags that have no meaning there are refused by
+// name, rather than ignored.
+Status check_bidirectional(const std::vector<std::string>& paths, const TransferOptions& o) {
+  if (paths.size() != 2) {
+    return make_error(ErrorCode::kInvalidArgument, "sync --bidirectional", "",
+                      "takes exactly two folders: xfer sync --bidirectional A B");
+  }
+  struct Refused {
+    bool set;
+    const char* flag;
+    const char* why;
+  };
+  const Refused refused[] = {
+      {o.watch, "--watch", "not built yet for two-way syncs"},
+      {o.delete_extraneous || o.delete_before, "--delete",
+       "deletions on either side always go across (only of what the other side did not change)"},
+      {!o.backup_dir.empty(), "--backup-dir", "a file changed on both sides is kept twice instead"},
+      {!o.files_from.empty(), "--files-from", "use --include/--exclude"},
+      {o.ignore_existing, "--ignore-existing", "changes are found against the last run's state"},
+      {o.update, "--update", "changes are found against the last run's state"},
+      {o.size_only, "--size-only", "changes are found against the last run's state"},
+      {o.ignore_times, "--ignore-times", "changes are found against the last run's state"},
+      {o.checksum, "--checksum",
+       "changes are found against the last run's state; files of one size changed on both "
+       "sides are always compared by content"},
+  };
+  for (const Refused& r : refused) {
+    if (r.set) {
+      return make_error(ErrorCode::kInvalidArgument, "sync --bidirectional", "",
+                        fmt::format("{} does not apply: {}", r.flag, r.why));
+    }
+  }
+  return ok_status();
+}
+
 }  // namespace
 
 void register_sync(CLI::App& app) {
@@ -77,6 +112,29 @@ void register_sync(CLI::App& app) {
     TransferRequest req;
     req.options = transfer_options(args->flags);
     apply_filter_flags(args->filters, req.options);
+    if (req.options.resync && !req.options.bidirectional) {
+      print_error("--resync goes with --bidirectional");
+      context().exit_code = kExitUsage;
+      return;
+    }
+    if (req.options.bidirectional) {
+      if (Status ok = check_bidirectional(args->paths, req.options); !ok.ok()) {
+        print_error(ok.error());
+        context().exit_code = kExitUsage;
+        return;
+      }
+      BisyncRequest bisync;
+      bisync.a = args->paths[0];
+      bisync.b = args->paths[1];
+      bisync.options = req.options;
+      RenderOptions render = args->render;
+      render.sync = true;
+      render.bidirectional = true;
+      render.dry_run = req.options.dry_run;
+      render.verb = "synced";
+      context().exit_code = run_bisync_with_ui(bisync, render);
+      return;
+    }
     req.options.sync = true;
     req.options.recursive = true;
     if (req.options.delete_before) req.options.delete_extraneous = true;

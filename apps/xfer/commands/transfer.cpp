@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -22,9 +23,29 @@ namespace {
 
 using nlohmann::json;
 
-class CliObserver final : public TransferObserver {
+class CliObserver final : public BisyncObserver {
  public:
   explicit CliObserver(const RenderOptions& r) : render_(r) {}
+
+  // sync --bidirectional: the side the changes reported next are made on.
+  void on_side(char side) override { side_.store(side); }
+  void on_conflict(const std::string& path, const std::string& kept_as, char side) override {
+    if (render_.json) {
+      emit({{"event", "conflict"},
+            {"path", path},
+            {"kept_as", kept_as},
+            {"side", std::string(1, side)}});
+      return;
+    }
+    if (render_.quiet) return;
+    // Stderr, as a warning is: it needs the user's eyes, and stdout keeps
+    // the -i lines a script parses.
+    print_warning(fmt::format(
+        "conflict: {} changed on both sides since the last sync; {}'s version "
+        "{} {}",
+        printable_name(path, 4096), side, render_.dry_run ? "would be kept as" : "is kept as",
+        printable_name(kept_as, 4096)));
+  }
 
   void on_error(const Error& e) override {
     printed_errors_.fetch_add(1);
@@ -51,9 +72,11 @@ class CliObserver final : public TransferObserver {
   }
   void on_change(std::string_view item, const std::string& name, const std::string& target,
                  std::uint64_t size) override {
+    const char side = side_.load();
     if (render_.json) {
       json j = {{"event", "change"}, {"item", std::string(item)}, {"path", name}, {"size", size}};
       if (!target.empty()) j["target"] = target;
+      if (side != 0) j["side"] = std::string(1, side);
       emit(std::move(j));
       return;
     }
@@ -64,7 +87,8 @@ class CliObserver final : public TransferObserver {
     std::string line;
     if (render_.itemize) {
       // rsync's --itemize-changes: "%i %n", and " -> TARGET" for a symlink.
-      line = fmt::format("{} {}{}", item, shown_name, shown_target);
+      line = side != 0 ? fmt::format("{} {} {}{}", side, item, shown_name, shown_target)
+                       : fmt::format("{} {}{}", item, shown_name, shown_target);
     } else if (render_.verbose || render_.dry_run) {
       const bool deleting = !item.empty() && item[0] == '*';
       const bool created = item.find("+++") != std::string_view::npos;
@@ -74,9 +98,10 @@ class CliObserver final : public TransferObserver {
                          : attrs_only
                              ? (render_.dry_run ? "would set attributes of" : "set attributes of")
                              : (render_.dry_run ? "would update" : "updated");
-      line = size > 0 ? fmt::format("{} {} ({})", what, shown_name,
+      const std::string where = side != 0 ? fmt::format(" on {}", side) : "";
+      line = size > 0 ? fmt::format("{} {}{} ({})", what, shown_name, where,
                                     format_bytes(static_cast<double>(size)))
-                      : fmt::format("{} {}", what, shown_name);
+                      : fmt::format("{} {}{}", what, shown_name, where);
     } else {
       return;
     }
@@ -115,6 +140,7 @@ class CliObserver final : public TransferObserver {
 
  private:
   const RenderOptions& render_;
+  std::atomic<char> side_{0};
   std::mutex mu_;
   std::vector<std::string> planned_;
   std::atomic<unsigned> printed_errors_{0};
@@ -225,8 +251,13 @@ void add_render_flags(CLI::App& cmd, RenderOptions& render) {
   cmd.add_flag("-h,--human-readable", render.human, "Sizes in the summary as 73.0 MiB");
 }
 
-int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& render,
-                         const std::atomic<bool>* cancel) {
+namespace {
+
+using Runner = std::function<Result<TransferResult>(const TransferRequest&, TransferCounters&,
+                                                    BisyncObserver*, const std::atomic<bool>*)>;
+
+int run_with_ui(const TransferRequest& asked, const RenderOptions& render,
+                const std::atomic<bool>* cancel, const Runner& runner) {
   if (cancel == nullptr) cancel = &context().cancel;
   // This process's backends, and its one statistics board for every
   // endpoint (the --json summary reads it).
@@ -271,7 +302,7 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
     });
   }
 
-  Result<TransferResult> result = run_transfer(request, counters, &observer, cancel);
+  Result<TransferResult> result = runner(request, counters, &observer, cancel);
   {
     std::lock_guard lock(mu);
     done = true;
@@ -307,51 +338,59 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
   const int code = outcome_exit_code(r.cancelled, errors, r.files_done);
   const std::string limit = describe_limit(context().stats->snapshot(""));
   if (render.json) {
-    observer.emit({{"event", "summary"},
-                   {"ok", code == kExitOk},
-                   {"files", r.files_done},
-                   {"files_failed", r.files_failed},
-                   {"files_skipped", r.files_skipped},
-                   {"bytes", r.bytes_done},
-                   {"bytes_zero_copy", counters.bytes_zero_copy.load()},
-                   {"bytes_verified", counters.bytes_verified.load()},
-                   {"chunks", counters.chunks_done.load()},
-                   {"retries", r.retries},
-                   {"errors", errors},
-                   {"seconds", r.seconds},
-                   {"rate_bps", rate},
-                   {"peak_buffer_bytes", r.peak_buffer_bytes},
-                   {"cancelled", r.cancelled},
-                   {"dry_run", request.options.dry_run},
-                   {"job", r.job_id},
-                   {"files_resumed", r.files_resumed},
-                   {"streams", streams_json()},
-                   {"controller", controller_json()},
-                   {"limited_by", limit},
-                   {"bytes_resumed", r.bytes_resumed},
-                   {"files_unchanged", r.files_unchanged},
-                   {"bytes_unchanged", r.bytes_unchanged},
-                   {"files_deleted", r.files_deleted},
-                   {"files_attrs_set", r.files_attrs_set},
-                   {"files_hashed", counters.files_hashed.load()},
-                   {"files_delta", counters.files_delta.load()},
-                   {"files_renamed", counters.files_renamed.load()},
-                   {"propagation",
-                    {{"changes", r.propagated},
-                     {"p50_ms", r.propagation_p50_ms},
-                     {"p99_ms", r.propagation_p99_ms},
-                     {"max_ms", r.propagation_max_ms}}},
-                   {"bytes_matched", counters.bytes_matched.load()},
-                   {"checkpoint",
-                    {{"records", r.journal_records},
-                     {"fsyncs", r.journal_fsyncs},
-                     {"journal_bytes", r.journal_bytes},
-                     {"done_index_bytes", r.done_index_bytes},
-                     {"compactions", r.compactions},
-                     {"snapshots", r.snapshots},
-                     {"max_queue_depth", r.checkpoint_max_queue},
-                     {"max_flush_lag_us", r.checkpoint_max_lag_us},
-                     {"backpressure_waits", r.checkpoint_backpressure}}}});
+    json summary = {{"event", "summary"},
+                    {"ok", code == kExitOk},
+                    {"files", r.files_done},
+                    {"files_failed", r.files_failed},
+                    {"files_skipped", r.files_skipped},
+                    {"bytes", r.bytes_done},
+                    {"bytes_zero_copy", counters.bytes_zero_copy.load()},
+                    {"bytes_verified", counters.bytes_verified.load()},
+                    {"chunks", counters.chunks_done.load()},
+                    {"retries", r.retries},
+                    {"errors", errors},
+                    {"seconds", r.seconds},
+                    {"rate_bps", rate},
+                    {"peak_buffer_bytes", r.peak_buffer_bytes},
+                    {"cancelled", r.cancelled},
+                    {"dry_run", request.options.dry_run},
+                    {"job", r.job_id},
+                    {"files_resumed", r.files_resumed},
+                    {"streams", streams_json()},
+                    {"controller", controller_json()},
+                    {"limited_by", limit},
+                    {"bytes_resumed", r.bytes_resumed},
+                    {"files_unchanged", r.files_unchanged},
+                    {"bytes_unchanged", r.bytes_unchanged},
+                    {"files_deleted", r.files_deleted},
+                    {"files_attrs_set", r.files_attrs_set},
+                    {"files_hashed", counters.files_hashed.load()},
+                    {"files_delta", counters.files_delta.load()},
+                    {"files_renamed", counters.files_renamed.load()},
+                    {"propagation",
+                     {{"changes", r.propagated},
+                      {"p50_ms", r.propagation_p50_ms},
+                      {"p99_ms", r.propagation_p99_ms},
+                      {"max_ms", r.propagation_max_ms}}},
+                    {"bytes_matched", counters.bytes_matched.load()},
+                    {"checkpoint",
+                     {{"records", r.journal_records},
+                      {"fsyncs", r.journal_fsyncs},
+                      {"journal_bytes", r.journal_bytes},
+                      {"done_index_bytes", r.done_index_bytes},
+                      {"compactions", r.compactions},
+                      {"snapshots", r.snapshots},
+                      {"max_queue_depth", r.checkpoint_max_queue},
+                      {"max_flush_lag_us", r.checkpoint_max_lag_us},
+                      {"backpressure_waits", r.checkpoint_backpressure}}}};
+    if (render.bidirectional) {
+      summary["bidirectional"] = {
+          {"first_run", r.bisync.first_run}, {"to_a", r.bisync.to_a},
+          {"to_b", r.bisync.to_b},           {"deleted_a", r.bisync.deleted_a},
+          {"deleted_b", r.bisync.deleted_b}, {"conflicts", r.bisync.conflicts},
+          {"entries", r.bisync.entries}};
+    }
+    observer.emit(std::move(summary));
   }
   if (!render.quiet && r.bytes_resumed > 0) {
     const std::string whole =
@@ -372,6 +411,13 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
                unchanged, r.seconds, format_bytes(rate), count_of(errors, "error"),
                r.cancelled ? " (interrupted)" : "");
     if (!limit.empty()) fmt::print(stderr, "xfer: limited by {}\n", limit);
+    if (render.bidirectional) {
+      const BisyncCounts& b = r.bisync;
+      fmt::print(stderr, "xfer: both ways{}: {} to B, {} to A, {} deleted on B, {} on A, {}{}\n",
+                 b.first_run ? " (first run: no state yet)" : "", count_of(b.to_b, "change"),
+                 b.to_a, b.deleted_b, b.deleted_a, count_of(b.conflicts, "conflict"),
+                 b.conflicts > 0 ? " (both versions kept)" : "");
+    }
     if (r.propagated > 0) {
       fmt::print(stderr,
                  "xfer: {} propagated; from the first event to the commit: median {:.0f} ms, "
@@ -398,6 +444,32 @@ int run_transfer_with_ui(const TransferRequest& asked, const RenderOptions& rend
     }
   }
   return code;
+}
+
+}  // namespace
+
+int run_transfer_with_ui(const TransferRequest& request, const RenderOptions& render,
+                         const std::atomic<bool>* cancel) {
+  return run_with_ui(request, render, cancel,
+                     [](const TransferRequest& r, TransferCounters& c, BisyncObserver* o,
+                        const std::atomic<bool>* stop) { return run_transfer(r, c, o, stop); });
+}
+
+int run_bisync_with_ui(const BisyncRequest& bisync, const RenderOptions& render) {
+  // The summary's view of the run: its options (a dry run, say).
+  TransferRequest shown;
+  shown.sources = {bisync.a};
+  shown.destination = bisync.b;
+  shown.options = bisync.options;
+  return run_with_ui(shown, render, nullptr,
+                     [&bisync](const TransferRequest& r, TransferCounters& c, BisyncObserver* o,
+                               const std::atomic<bool>* stop) {
+                       BisyncRequest with = bisync;
+                       with.backends = r.backends;
+                       with.options.source_endpoint = r.options.source_endpoint;
+                       with.options.destination_endpoint = r.options.destination_endpoint;
+                       return run_bisync(with, c, o, stop);
+                     });
 }
 
 void register_transfer(CLI::App& app) {

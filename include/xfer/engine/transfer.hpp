@@ -45,6 +45,17 @@ class TransferObserver {
   }
 };
 
+// sync --bidirectional (bisync.hpp): what went which way.
+struct BisyncCounts {
+  bool first_run = false;  // no state yet (or resync): differences are conflicts
+  std::uint64_t to_a = 0;  // files copied (or attributes set) on A
+  std::uint64_t to_b = 0;
+  std::uint64_t deleted_a = 0;  // entries deleted on A
+  std::uint64_t deleted_b = 0;
+  std::uint64_t conflicts = 0;
+  std::uint64_t entries = 0;  // paths in the state now
+};
+
 struct TransferResult {
   std::uint64_t files_done = 0;  // at the destination now: copied, resumed or unchanged
   std::uint64_t files_failed = 0;
@@ -71,6 +82,7 @@ struct TransferResult {
   double propagation_p50_ms = 0;
   double propagation_p99_ms = 0;
   double propagation_max_ms = 0;
+  BisyncCounts bisync;  // sync --bidirectional only
   std::uint64_t journal_records = 0;
   std::uint64_t journal_fsyncs = 0;
   std::uint64_t journal_bytes = 0;
