@@ -149,6 +149,13 @@ Result<std::vector<BisyncEntry>> walk(Backend& backend, const std::string& root,
     return backend.list(dir, ListOptions{true}, [&](Entry&& e) -> Status {
       if (stopped()) return make_error(ErrorCode::kCancelled, "list", dir, "stopped");
       XFER_TRY(validate_name_component(e.name, "listed name"));
+      // The legs take their paths one per line: a name holding a line
+      // break (or a carriage return, which a list's line may lose) could
+      // name another path there. Refused, before anything changes.
+      if (e.name.find_first_of("\r\n") != std::string::npos) {
+        return make_error(ErrorCode::kInvalidArgument, "list", join_path(dir, e.name),
+                          "a name holding a line break is not synced both ways (rename it)");
+      }
       if (!names.insert(e.name).second) {
         return make_error(ErrorCode::kInvalidArgument, "list", join_path(dir, e.name),
                           "the name is listed twice");
@@ -579,7 +586,7 @@ void Bisync::report_plan() {
 
 // The loser of each conflict renamed on its side, if it is still as listed.
 void Bisync::apply_conflicts(TransferResult& total) {
-  for (const Conflict& c : plan_.conflicts) {
+  for (Conflict& c : plan_.conflicts) {
     if (cancelled()) return;
     Side& side = sides_[c.loser];
     const BisyncEntry* listed = side.find(c.path);
@@ -593,6 +600,19 @@ void Bisync::apply_conflicts(TransferResult& total) {
       s = make_error(ErrorCode::kChanged, "sync", side.full(c.path),
                      "changed while the sync ran: left for the next run");
     } else {
+      const std::string planned_name = c.renamed_to;
+      // The name must be free on both sides, excluded names included
+      // (rename replaces its target).
+      for (int n = 2; sides_[0].backend->stat(sides_[0].full(c.renamed_to)).ok() ||
+                      sides_[1].backend->stat(sides_[1].full(c.renamed_to)).ok();
+           ++n) {
+        const std::string base = c.renamed_to.substr(0, c.renamed_to.rfind(".conflict-"));
+        c.renamed_to = fmt::format("{}.conflict-{}-{}-{}", base, side.name, stamp_, n);
+      }
+      if (c.renamed_to != planned_name) {
+        std::replace(plan_.copy[1 - c.loser].begin(), plan_.copy[1 - c.loser].end(), planned_name,
+                     c.renamed_to);
+      }
       s = side.backend->rename(side.full(c.path), side.full(c.renamed_to));
       if (s.ok() && c.make_folder) s = side.backend->mkdir(side.full(c.path), false);
     }
@@ -607,9 +627,21 @@ void Bisync::apply_conflicts(TransferResult& total) {
     total.bisync.conflicts += 1;
     if (observer_ != nullptr) observer_->on_conflict(c.path, c.renamed_to, side.name);
   }
-  // A failed rename: neither version of it goes across.
+  // A failed rename: neither version of it goes across, nor anything
+  // below it (a folder's contents would replace the loser's file on the
+  // way).
+  std::vector<std::string> held;
+  for (const Conflict& c : plan_.conflicts) {
+    if (failed_.count(c.path) > 0) held.push_back(c.path + "/");
+  }
   for (auto& v : plan_.copy) {
-    std::erase_if(v, [&](const std::string& p) { return failed_.count(p) > 0; });
+    std::erase_if(v, [&](const std::string& p) {
+      if (failed_.count(p) > 0) return true;
+      for (const std::string& h : held) {
+        if (p.compare(0, h.size(), h) == 0) return true;
+      }
+      return false;
+    });
   }
 }
 
@@ -691,13 +723,11 @@ void Bisync::run_leg(int to, TransferResult& total) {
   if (plan_.copy[to].empty() || cancelled()) return;
   const Side& from = sides_[1 - to];
   const Side& into = sides_[to];
+  // PathList's normal form, written directly: normalize() would read a
+  // leading '#' or ';' as a comment. Every path is a checked relative path
+  // without line breaks (walk()).
   std::string list;
   for (const std::string& p : plan_.copy[to]) list += p + "\n";
-  auto normal = PathList::normalize(list, "bisync");
-  if (!normal) {
-    report(normal.error(), total);
-    return;
-  }
   TransferRequest leg;
   std::string source = from.text;
   if (source.empty() || source.back() != '/') source += '/';
@@ -712,7 +742,11 @@ void Bisync::run_leg(int to, TransferResult& total) {
   leg.options.delete_extraneous = false;
   leg.options.delete_before = false;
   leg.options.max_delete = 0;
-  leg.options.files_from = std::move(normal).value();
+  leg.options.files_from = std::move(list);
+  // No job to resume: `xfer resume` of a leg would replay a stale copy
+  // over a newer edit; the next bidirectional run plans again instead.
+  leg.options.checkpoint = false;
+  leg.options.job_id.clear();
   leg.options.source_endpoint = from.endpoint;
   leg.options.destination_endpoint = into.endpoint;
   leg.backends = registry_;

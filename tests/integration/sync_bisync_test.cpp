@@ -357,6 +357,27 @@ TEST_F(Bisync, WhatWouldLoseDataStopsTheRunFirst) {
   EXPECT_EQ(count_entries(a), 6u);
 }
 
+// Names the legs' path lists could misread: one starting with '#' or ';'
+// is synced like any other; one holding a line break stops the run before
+// any change (it could name another path in a list).
+TEST_F(Bisync, NamesThatLookLikeListSyntaxAreSafe) {
+  const fs::path a = tmp() / "a";
+  const fs::path b = tmp() / "b";
+  put(a / "#autosave#", "emacs\n", kT0);
+  put(a / ";semi", "s\n", kT0);
+  auto r = bisync(S(a), S(b));
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_EQ(read_file(b / "#autosave#"), "emacs\n");
+  EXPECT_EQ(read_file(b / ";semi"), "s\n");
+  put(b / "data.csv", "edited on B\n", kT0 + 100);
+  put(a / "data.csv\r", "a stray CR\n", kT0 + 100);
+  auto bad = bisync(S(a), S(b));
+  EXPECT_EQ(bad.exit_code, 1) << bad.describe();
+  EXPECT_TRUE(icontains(bad.err, "line break")) << bad.err;
+  EXPECT_EQ(read_file(b / "data.csv"), "edited on B\n");
+  EXPECT_FALSE(lexists(a / "data.csv"));
+}
+
 // --dry-run prints the plan and changes nothing, the state included.
 TEST_F(Bisync, DryRunChangesNothing) {
   const fs::path a = tmp() / "a";
