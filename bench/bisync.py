@@ -42,7 +42,8 @@ from sync import Xferd, change_files, run  # noqa: E402
 
 def sides(tool: str, args, work: str, xferd: Xferd | None) -> tuple[str, str, str]:
     """(A's path, B's path on disk, B as the tool names it)."""
-    name = tool.replace("/", "").replace(":", "")
+    # One pair per tool: "xfer://" must not share "xfer"'s A.
+    name = {"xfer://": "xfer-net"}.get(tool, tool)
     a = os.path.join(work, f"{name}-a")
     if tool == "xfer://":
         b = os.path.join(xferd.root, "b")
