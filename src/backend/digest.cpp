@@ -1,9 +1,11 @@
 // Whole-file digests and block signatures (backend.hpp): the defaults of
-// Backend::checksum and Backend::signature, and the readers xferd's
-// Checksum and Signature RPCs use. Run on the caller's thread; the Source
-// is the caller's.
+// Backend::checksum, Backend::signature and Backend::watch (none), and the
+// readers xferd's Checksum and Signature RPCs use. Run on the caller's
+// thread; the Source is the caller's.
 
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "xfer/backend/backend.hpp"
 
@@ -111,6 +113,16 @@ Result<FileDigest> Backend::checksum(std::string_view path, std::uint64_t size_h
     return e;
   }
   return digest;
+}
+
+Result<std::unique_ptr<ChangeWatch>> Backend::watch(std::string_view path, std::size_t root,
+                                                    std::shared_ptr<ChangeFeed> feed,
+                                                    const WatchOptions& options) {
+  (void)root;
+  (void)feed;
+  (void)options;
+  return make_error(ErrorCode::kUnsupported, "watch", path,
+                    fmt::format("{} cannot follow changes (sync --watch)", describe()));
 }
 
 }  // namespace xfer

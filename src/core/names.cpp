@@ -36,6 +36,30 @@ Status validate_name_component(std::string_view name, std::string_view what) {
   return ok_status();
 }
 
+Status validate_relative_path(std::string_view path, std::string_view what, bool allow_empty) {
+  if (path.empty()) {
+    if (allow_empty) return ok_status();
+    return make_error(ErrorCode::kInvalidArgument, fmt::format("check {}", what), "",
+                      fmt::format("invalid {}: empty", what));
+  }
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t slash = path.find('/', start);
+    XFER_TRY(validate_name_component(
+        path.substr(start,
+                    slash == std::string_view::npos ? std::string_view::npos : slash - start),
+        what));
+    if (slash == std::string_view::npos) return ok_status();
+    start = slash + 1;
+  }
+}
+
+bool is_xfer_temporary(std::string_view name) {
+  return !name.empty() && name.front() == '.' &&
+         (name.find(".xfer-part-") != std::string_view::npos ||
+          name.find(".xfer-tmp-") != std::string_view::npos);
+}
+
 Status validate_id(std::string_view id, std::string_view what) {
   auto bad = [&](std::string_view why) {
     return make_error(ErrorCode::kInvalidArgument, fmt::format("check {}", what),

@@ -52,13 +52,6 @@ constexpr std::size_t kMaxEntries = 10'000'000;
 constexpr std::size_t kMaxStateBytes = std::size_t{2} << 30;
 constexpr unsigned kWalkThreads = 4;
 
-// xfer's own partials and temporaries: never synced.
-bool is_xfer_temporary(std::string_view name) {
-  return !name.empty() && name.front() == '.' &&
-         (name.find(".xfer-part-") != std::string_view::npos ||
-          name.find(".xfer-tmp-") != std::string_view::npos);
-}
-
 std::string rel_join(const std::string& dir, std::string_view name) {
   return dir.empty() ? std::string(name) : dir + "/" + std::string(name);
 }
@@ -106,20 +99,6 @@ char type_letter(EntryType t) {
       return 'l';
     default:
       return 'f';
-  }
-}
-
-Status check_relative(std::string_view path, std::string_view what) {
-  if (path.empty()) return make_error(ErrorCode::kInvalidArgument, "bisync", "", "empty path");
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t slash = path.find('/', start);
-    XFER_TRY(validate_name_component(
-        path.substr(start,
-                    slash == std::string_view::npos ? std::string_view::npos : slash - start),
-        what));
-    if (slash == std::string_view::npos) return ok_status();
-    start = slash + 1;
   }
 }
 
@@ -1035,7 +1014,7 @@ Result<std::vector<BisyncRecord>> parse_bisync_state(std::string_view text,
     auto path = unescape(f[5]);
     if (!path) return bad("a bad escape in the path");
     r.path = std::move(*path);
-    if (Status ok = check_relative(r.path, "path in the state"); !ok.ok()) {
+    if (Status ok = validate_relative_path(r.path, "path in the state"); !ok.ok()) {
       return bad(ok.error().message());
     }
     if (!out.empty() && !(out.back().path < r.path)) return bad("records out of order");

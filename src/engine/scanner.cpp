@@ -5,6 +5,7 @@
 // dir_fixups_ until it is joined.
 
 #include "engine/engine.hpp"
+#include "xfer/core/names.hpp"
 
 namespace xfer::detail {
 
@@ -352,25 +353,6 @@ void Engine::follow_changes() {
   }
 }
 
-namespace {
-
-// A changed path relative to its SRC: every component a valid name ("" is
-// the SRC itself).
-Status validate_relative(std::string_view path) {
-  std::size_t start = 0;
-  while (start < path.size()) {
-    const std::size_t slash = path.find('/', start);
-    const std::string_view part =
-        path.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
-    XFER_TRY(validate_name_component(part, "changed path"));
-    if (slash == std::string::npos) break;
-    start = slash + 1;
-  }
-  return ok_status();
-}
-
-}  // namespace
-
 void Engine::apply_change(const ChangeEvent& event) {
   if (event.root >= roots_.size()) {
     report(make_error(ErrorCode::kInvalidArgument, "change", event.path,
@@ -381,7 +363,7 @@ void Engine::apply_change(const ChangeEvent& event) {
   // each component, as for names from a peer.
   for (const std::string* path : {&event.path, &event.from}) {
     if (path == &event.from && event.kind != ChangeEvent::Kind::kRenamed) continue;
-    if (Status ok = validate_relative(*path); !ok.ok()) {
+    if (Status ok = validate_relative_path(*path, "changed path", true); !ok.ok()) {
       report(make_error(ErrorCode::kInvalidArgument, "change", printable_name(*path),
                         ok.error().detail));
       return;

@@ -18,6 +18,7 @@
 #include <cstdlib>
 
 #include "engine/engine.hpp"
+#include "xfer/core/names.hpp"
 
 namespace xfer::detail {
 namespace {
@@ -38,15 +39,6 @@ std::string item_code(char y, char x, bool size, bool time, bool perms) {
   if (time) code[4] = 't';
   if (perms) code[5] = 'p';
   return code;
-}
-
-// xfer's own partials and temporaries (".NAME.xfer-part-ID",
-// ".NAME.xfer-tmp-...", docs/local-backend.md): never compared, never
-// deleted by a sync (a resume needs its partials).
-bool is_xfer_temporary(std::string_view name) {
-  return !name.empty() && name.front() == '.' &&
-         (name.find(".xfer-part-") != std::string_view::npos ||
-          name.find(".xfer-tmp-") != std::string_view::npos);
 }
 
 std::string join_name(const std::string& dir, const std::string& name) {

@@ -1,23 +1,29 @@
 // The inotify tree watcher (watcher.hpp). Its thread owns the inotify
-// descriptor, the watch table and the pending changes; the feed is the
-// only thing it shares.
+// descriptor, the watched folder's descriptor, the watch table and the
+// pending changes; the feed is the only thing it shares.
 
 #include "xfer/engine/watcher.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/fanotify.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "xfer/core/log.hpp"
 #include "xfer/io/unique_fd.hpp"
@@ -28,9 +34,21 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// Watches are added through /proc/self/fd/N of a folder opened beneath
+// the watched one: that magic link must be followed (no IN_DONT_FOLLOW).
 constexpr std::uint32_t kDirMask = IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE |
                                    IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF |
-                                   IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK;
+                                   IN_ONLYDIR | IN_EXCL_UNLINK;
+
+// `rel` (relative, checked names) below `base`, never through a symlink
+// nor out of it; -1 with errno otherwise (ELOOP/EXDEV for a link).
+int open_beneath(int base, const std::string& rel) {
+  open_how how{};
+  how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  return static_cast<int>(
+      ::syscall(SYS_openat2, base, rel.empty() ? "." : rel.c_str(), &how, sizeof(how)));
+}
 
 std::string join(const std::string& a, std::string_view b) {
   if (a.empty()) return std::string(b);
@@ -49,11 +67,13 @@ bool under(const std::string& path, const std::string& dir) {
 
 struct TreeWatcher::Impl {
   std::size_t root = 0;
-  std::string base;  // the watched folder
+  std::string base;  // the watched folder, as named in messages
+  UniqueFd base_fd;  // ... and open
   std::shared_ptr<ChangeFeed> feed;
   WatchOptions options;
-  UniqueFd inotify;
-  UniqueFd wake;  // eventfd: stop()
+  UniqueFd inotify;   // inotify: one watch per folder (dirs)
+  UniqueFd fanotify;  // or fanotify: one mark on the file system
+  UniqueFd wake;      // eventfd: stop()
   std::thread thread;
   std::atomic<bool> stopping{false};
 
@@ -70,6 +90,8 @@ struct TreeWatcher::Impl {
   };
   std::unordered_map<std::uint32_t, MovedFrom> moved_from;  // by cookie, within one read
   bool rescan_due = false;
+  bool warned_folders = false;
+  bool warned_pending = false;
   Clock::time_point next_reconcile;
 
   // Adds a watch on `rel` and on every folder below it (a folder that
@@ -82,13 +104,30 @@ struct TreeWatcher::Impl {
       std::string dir = std::move(stack.back());
       stack.pop_back();
       const std::string full = dir.empty() ? base : join(base, dir);
-      const int wd = ::inotify_add_watch(inotify.get(), full.c_str(), kDirMask);
+      if (options.max_folders > 0 && dirs.size() >= options.max_folders) {
+        if (!warned_folders) {
+          warned_folders = true;
+          log().warn("watch {}: more than {} folders; the rest are found by rescans", base,
+                     options.max_folders);
+        }
+        return false;
+      }
+      UniqueFd fd(open_beneath(base_fd.get(), dir));
+      if (!fd.valid()) {
+        if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP || errno == EXDEV) {
+          continue;  // gone again, or replaced by a link (never followed)
+        }
+        log().warn("watch {}: {}", full, std::strerror(errno));
+        all = false;
+        continue;
+      }
+      const std::string via = fmt::format("/proc/self/fd/{}", fd.get());
+      const int wd = ::inotify_add_watch(inotify.get(), via.c_str(), kDirMask);
       if (wd < 0) {
-        if (errno == ENOENT || errno == ENOTDIR) continue;  // gone again
         if (errno == ENOSPC) {
           log().warn(
               "watch {}: the inotify watch limit is reached (raise fs.inotify.max_user_watches); "
-              "its changes are found by the periodic reconcile",
+              "its changes are found by rescans",
               full);
         } else {
           log().warn("watch {}: {}", full, std::strerror(errno));
@@ -96,8 +135,10 @@ struct TreeWatcher::Impl {
         all = false;
         continue;
       }
+      // The same folder seen again (a rename raced with this walk) keeps
+      // its descriptor: its path is the latest one.
       dirs[wd] = dir;
-      DIR* d = ::opendir(full.c_str());
+      DIR* d = ::fdopendir(fd.release());
       if (d == nullptr) continue;
       while (dirent* e = ::readdir(d)) {
         const std::string_view name = e->d_name;
@@ -115,12 +156,202 @@ struct TreeWatcher::Impl {
     return all;
   }
 
+  // A folder left the tree (moved out): its watches and those below it go,
+  // so nothing from outside the tree is ever reported under its old name.
+  void forget_dirs(const std::string& path) {
+    for (auto it = dirs.begin(); it != dirs.end();) {
+      if (under(it->second, path)) {
+        (void)::inotify_rm_watch(inotify.get(), it->first);
+        it = dirs.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  // ---- fanotify -------------------------------------------------------
+  // The file system's events carry the folder (a file handle) and the
+  // name; a folder's handle is opened (open_by_handle_at) and its path
+  // read back from /proc once, then cached, and an event counts only when
+  // that path lies below the watched folder's. A folder renamed or removed
+  // anywhere empties the cache (paths below it changed).
+  std::string base_real;    // the watched folder's path now (canonical)
+  std::string base_parent;  // its parent's, and its own name there: an event
+  std::string base_name;    // on that name is the folder itself moved or gone
+  std::unordered_map<std::string, std::string> folder_paths;  // handle -> canonical path
+  static constexpr std::size_t kMaxCachedFolders = 65'536;
+
+  Status setup_fanotify() {
+    const int fd =
+        ::fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_DFID_NAME,
+                        O_RDONLY | O_CLOEXEC | O_LARGEFILE);
+    if (fd < 0) return errno_error(errno, "fanotify_init", base);
+    fanotify = UniqueFd(fd);
+    constexpr std::uint64_t kMask = FAN_CREATE | FAN_DELETE | FAN_RENAME | FAN_MODIFY |
+                                    FAN_CLOSE_WRITE | FAN_ATTRIB | FAN_ONDIR;
+    if (::fanotify_mark(fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM, kMask, base_fd.get(), nullptr) !=
+        0) {
+      const int err = errno;
+      fanotify.reset();
+      return errno_error(err, "fanotify_mark", base);
+    }
+    auto real = fd_path(base_fd.get());
+    if (!real) {
+      fanotify.reset();
+      return make_error(ErrorCode::kInternal, "watch", base, "cannot read the folder's path back");
+    }
+    base_real = *real;
+    const auto slash = base_real.rfind('/');
+    base_parent = slash == 0 ? "/" : base_real.substr(0, slash);
+    base_name = base_real.substr(slash + 1);
+    return ok_status();
+  }
+
+  static std::optional<std::string> fd_path(int fd) {
+    char buf[4096 + 64];
+    const std::string via = fmt::format("/proc/self/fd/{}", fd);
+    const ssize_t n = ::readlink(via.c_str(), buf, sizeof buf);
+    if (n <= 0 || static_cast<std::size_t>(n) >= sizeof buf) return std::nullopt;
+    std::string out(buf, static_cast<std::size_t>(n));
+    if (out.empty() || out.front() != '/' || out.ends_with(" (deleted)")) return std::nullopt;
+    return out;
+  }
+
+  // The canonical path of the folder `fh` names; nullopt when it is gone.
+  std::optional<std::string> folder_path(const file_handle* fh, std::size_t room) {
+    const std::size_t bytes = sizeof(file_handle) + fh->handle_bytes;
+    if (fh->handle_bytes > MAX_HANDLE_SZ || bytes > room) return std::nullopt;
+    std::string key(reinterpret_cast<const char*>(fh), bytes);
+    if (auto it = folder_paths.find(key); it != folder_paths.end()) return it->second;
+    std::vector<std::uint64_t> aligned((bytes + 7) / 8);
+    std::memcpy(aligned.data(), fh, bytes);
+    UniqueFd dir(::open_by_handle_at(base_fd.get(), reinterpret_cast<file_handle*>(aligned.data()),
+                                     O_PATH | O_CLOEXEC));
+    if (!dir.valid()) return std::nullopt;  // removed since (its removal is an event too)
+    auto path = fd_path(dir.get());
+    if (!path) return std::nullopt;
+    if (folder_paths.size() >= kMaxCachedFolders) folder_paths.clear();
+    folder_paths.emplace(std::move(key), *path);
+    return path;
+  }
+
+  // What one DFID_NAME record names: the path relative to the watched
+  // folder, "" for nothing inside it; `self` when it is the watched folder.
+  struct Named {
+    std::optional<std::string> rel;
+    bool self = false;
+  };
+  Named named(const fanotify_event_info_fid* fid, std::size_t len) {
+    Named out;
+    if (len < sizeof(fanotify_event_info_fid) + sizeof(file_handle)) return out;
+    const auto* fh = reinterpret_cast<const file_handle*>(fid->handle);
+    const std::size_t room = len - sizeof(fanotify_event_info_fid);
+    auto dir = folder_path(fh, room);
+    if (!dir) return out;
+    const std::size_t name_at = sizeof(file_handle) + fh->handle_bytes;
+    if (name_at >= room) return out;
+    const char* name_p = reinterpret_cast<const char*>(fid->handle) + name_at;
+    const std::string_view name(name_p, ::strnlen(name_p, room - name_at));
+    if (name.empty() || name == "." || name == "..") return out;
+    if (*dir == base_parent && name == base_name) {
+      out.self = true;
+      return out;
+    }
+    if (*dir == base_real) {
+      out.rel = std::string(name);
+    } else if (dir->size() > base_real.size() &&
+               dir->compare(0, base_real.size(), base_real) == 0 &&
+               ((*dir)[base_real.size()] == '/' || base_real == "/")) {
+      out.rel = join(dir->substr(base_real == "/" ? 1 : base_real.size() + 1), name);
+    }
+    return out;
+  }
+
+  void handle_fan(const fanotify_event_metadata& m, Clock::time_point now) {
+    if ((m.mask & FAN_Q_OVERFLOW) != 0) {
+      log().warn("watch {}: the event queue overflowed; rescanning", base);
+      rescan_due = true;
+      return;
+    }
+    Named at;
+    Named from;
+    Named to;
+    const char* p = reinterpret_cast<const char*>(&m) + m.metadata_len;
+    const char* end = reinterpret_cast<const char*>(&m) + m.event_len;
+    while (p + sizeof(fanotify_event_info_header) <= end) {
+      const auto* h = reinterpret_cast<const fanotify_event_info_header*>(p);
+      if (h->len < sizeof(*h) || h->len > end - p) break;
+      const auto* fid = reinterpret_cast<const fanotify_event_info_fid*>(p);
+      if (h->info_type == FAN_EVENT_INFO_TYPE_DFID_NAME) at = named(fid, h->len);
+      if (h->info_type == FAN_EVENT_INFO_TYPE_OLD_DFID_NAME) from = named(fid, h->len);
+      if (h->info_type == FAN_EVENT_INFO_TYPE_NEW_DFID_NAME) to = named(fid, h->len);
+      p += h->len;
+    }
+    const bool is_dir = (m.mask & FAN_ONDIR) != 0;
+    if (is_dir && (m.mask & (FAN_RENAME | FAN_DELETE)) != 0) folder_paths.clear();
+    if (at.self || from.self) {
+      log().warn("watch {}: the watched folder itself was moved or removed", base);
+      rescan_due = true;
+      return;
+    }
+    if ((m.mask & FAN_RENAME) != 0) {
+      if (from.rel && to.rel) {
+        renamed(MovedFrom{*from.rel, is_dir, now}, *to.rel, is_dir, now);
+      } else if (from.rel) {
+        removed(*from.rel, now);
+      } else if (to.rel) {
+        changed(*to.rel, now);
+      }
+      return;
+    }
+    if (!at.rel) return;
+    if ((m.mask & FAN_DELETE) != 0) {
+      // Merged with a creation of the same name: whatever is there now.
+      struct stat st {};
+      if ((m.mask & FAN_CREATE) == 0 ||
+          ::fstatat(base_fd.get(), at.rel->c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        removed(*at.rel, now);
+        return;
+      }
+    }
+    changed(*at.rel, now);
+  }
+
+  void read_fanotify(Clock::time_point now) {
+    alignas(fanotify_event_metadata) char buf[64 * 1024];
+    for (;;) {
+      const ssize_t len = ::read(fanotify.get(), buf, sizeof buf);
+      if (len <= 0) break;
+      ssize_t left = len;
+      for (auto* m = reinterpret_cast<fanotify_event_metadata*>(buf); FAN_EVENT_OK(m, left);
+           m = FAN_EVENT_NEXT(m, left)) {
+        if (m->vers != FANOTIFY_METADATA_VERSION) {
+          log().warn("watch {}: fanotify speaks another version; rescanning", base);
+          rescan_due = true;
+          return;
+        }
+        if (m->fd >= 0) ::close(m->fd);  // none in FID mode; never leak one
+        handle_fan(*m, now);
+      }
+    }
+  }
+
   void push(ChangeEvent e) {
     e.root = root;
     (void)feed->push(std::move(e));  // blocks while the engine is behind
   }
 
   void changed(const std::string& path, Clock::time_point now) {
+    if (pending.size() >= options.max_pending && pending.find(path) == pending.end()) {
+      if (!warned_pending) {
+        warned_pending = true;
+        log().warn("watch {}: more than {} changed paths wait at once; rescanning", base,
+                   options.max_pending);
+      }
+      pending.clear();
+      rescan_due = true;
+      return;
+    }
     auto [it, fresh] = pending.try_emplace(path, Pending{now, now});
     if (!fresh) it->second.last = now;
   }
@@ -212,7 +443,10 @@ struct TreeWatcher::Impl {
   // A rename whose other half did not come in the same read moved the
   // entry out of the tree: a removal.
   void settle_moves(Clock::time_point now) {
-    for (auto& [cookie, from] : moved_from) removed(from.path, now);
+    for (auto& [cookie, from] : moved_from) {
+      if (from.dir) forget_dirs(from.path);
+      removed(from.path, now);
+    }
     moved_from.clear();
   }
 
@@ -266,11 +500,14 @@ struct TreeWatcher::Impl {
     next_reconcile = Clock::now() + options.reconcile;
     std::chrono::milliseconds wait = flush(Clock::now());
     while (!stopping.load()) {
-      pollfd fds[2] = {{inotify.get(), POLLIN, 0}, {wake.get(), POLLIN, 0}};
+      const int source = fanotify.valid() ? fanotify.get() : inotify.get();
+      pollfd fds[2] = {{source, POLLIN, 0}, {wake.get(), POLLIN, 0}};
       const int n = ::poll(fds, 2, static_cast<int>(std::min<long long>(wait.count(), 60'000)));
       if (stopping.load()) break;
       const auto now = Clock::now();
-      if (n > 0 && (fds[0].revents & POLLIN) != 0) {
+      if (n > 0 && (fds[0].revents & POLLIN) != 0 && fanotify.valid()) {
+        read_fanotify(now);
+      } else if (n > 0 && (fds[0].revents & POLLIN) != 0) {
         for (;;) {
           const ssize_t len = ::read(inotify.get(), buf, sizeof buf);
           if (len <= 0) break;
@@ -290,15 +527,49 @@ struct TreeWatcher::Impl {
 Result<std::unique_ptr<TreeWatcher>> TreeWatcher::start(std::size_t root, std::string path,
                                                         std::shared_ptr<ChangeFeed> feed,
                                                         WatchOptions options) {
+  UniqueFd folder(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!folder.valid()) return errno_error(errno, "watch", path);
+  return start_at(root, std::move(folder), std::move(path), std::move(feed), options);
+}
+
+Result<std::unique_ptr<TreeWatcher>> TreeWatcher::start_at(std::size_t root, UniqueFd folder,
+                                                           std::string label,
+                                                           std::shared_ptr<ChangeFeed> feed,
+                                                           WatchOptions options) {
   auto impl = std::make_unique<Impl>();
   impl->root = root;
-  impl->base = std::move(path);
+  impl->base = std::move(label);
+  impl->base_fd = std::move(folder);
   impl->feed = std::move(feed);
   impl->options = options;
-  impl->inotify = UniqueFd(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
-  if (!impl->inotify.valid()) return errno_error(errno, "watch", impl->base);
   impl->wake = UniqueFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!impl->wake.valid()) return errno_error(errno, "watch", impl->base);
+  if (options.mechanism != WatchMechanism::kInotify) {
+    Status fan = impl->setup_fanotify();
+    if (fan.ok()) {
+      log().debug("watch {}: fanotify (one mark on the file system)", impl->base);
+      Impl* raw = impl.get();
+      impl->thread = std::thread([raw] { raw->run(); });
+      return std::unique_ptr<TreeWatcher>(new TreeWatcher(std::move(impl)));
+    }
+    if (options.mechanism == WatchMechanism::kFanotify) {
+      Error e = fan.error();
+      e.detail +=
+          " (--watch-with fanotify needs CAP_SYS_ADMIN, Linux 5.17 and a file system "
+          "with file handles; --watch-with inotify works everywhere)";
+      return e;
+    }
+    log().debug("watch {}: inotify ({})", impl->base, fan.error().message());
+  }
+  impl->inotify = UniqueFd(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+  if (!impl->inotify.valid()) {
+    if (errno == EMFILE) {
+      return make_error(ErrorCode::kUnavailable, "watch", impl->base,
+                        "no inotify instance left (fs.inotify.max_user_instances)",
+                        RetryClass::kRetryCall);
+    }
+    return errno_error(errno, "watch", impl->base);
+  }
   if (!impl->watch_tree("")) impl->rescan_due = true;
   if (impl->dirs.empty()) {
     return make_error(ErrorCode::kInvalidArgument, "watch", impl->base,

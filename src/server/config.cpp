@@ -341,6 +341,9 @@ Result<ServerConfig> parse_server_config(std::string_view toml_text, const std::
   if (cfg.max_watches_per_subject > cfg.max_watches) {
     cfg.max_watches_per_subject = cfg.max_watches;
   }
+  if (cfg.max_change_watches_per_subject > cfg.max_change_watches) {
+    cfg.max_change_watches_per_subject = cfg.max_change_watches;
+  }
   if (cfg.max_checksums_per_subject > cfg.max_checksums) {
     cfg.max_checksums_per_subject = cfg.max_checksums;
   }
@@ -443,6 +446,14 @@ const LimitKey kLimitKeys[] = {
      "Checksum calls hashing a file at once (each holds a gRPC thread and reads a file)"},
     {"max_checksums_per_subject", &ServerConfig::max_checksums_per_subject, 1, 1024,
      "Checksum calls of one token subject at once"},
+    {"max_change_watches", &ServerConfig::max_change_watches, 1, 100,
+     "WatchChanges streams open at once (each holds a gRPC thread, a watcher thread and an "
+     "inotify instance)"},
+    {"max_change_watches_per_subject", &ServerConfig::max_change_watches_per_subject, 1, 100,
+     "WatchChanges streams of one token subject"},
+    {"max_watched_folders", &ServerConfig::max_watched_folders, 1, 1 << 20,
+     "folders one WatchChanges stream watches (about 1 KiB of kernel memory each); beyond, the "
+     "client is told to rescan"},
     {"job_retention_seconds", &ServerConfig::job_retention_seconds, 0, 30 * 24 * 3600,
      "a finished job is forgotten after this"},
     {"max_finished_jobs", &ServerConfig::max_finished_jobs, 0, 65536,

@@ -11,6 +11,7 @@
 #include "backend/local/fs_at.hpp"
 #include "xfer/backend/local.hpp"
 #include "xfer/core/names.hpp"
+#include "xfer/engine/watcher.hpp"
 
 namespace xfer::server {
 
@@ -113,6 +114,27 @@ class ConfinedBackend final : public Backend {
     XFER_ASSIGN_OR_RETURN(auto p, open(path, true, "set attributes"));
     return fs::set_attrs_at(at(p), attrs, root_->policy());
   }
+  // The folder is opened on the checked resolution and watched from that
+  // descriptor; the watcher opens everything below it beneath it, through
+  // no symlink (engine/watcher.hpp), so the scope holds for the subtree.
+  Result<std::unique_ptr<ChangeWatch>> watch(std::string_view path, std::size_t root,
+                                             std::shared_ptr<ChangeFeed> feed,
+                                             const WatchOptions& options) override {
+    XFER_ASSIGN_OR_RETURN(auto p, open(path, false, "watch"));
+    UniqueFd folder(
+        ::openat(p.dir.get(), p.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!folder.valid()) {
+      if (errno == ENOTDIR || errno == ELOOP) {
+        return make_error(ErrorCode::kInvalidArgument, "watch", p.server_path,
+                          "not a folder (a symlink is never followed)");
+      }
+      return errno_error(errno, "watch", p.server_path);
+    }
+    XFER_ASSIGN_OR_RETURN(auto w, TreeWatcher::start_at(root, std::move(folder), p.server_path,
+                                                        std::move(feed), options));
+    return std::unique_ptr<ChangeWatch>(std::move(w));
+  }
+
   Result<std::unique_ptr<Source>> open_source(std::string_view path) override {
     XFER_ASSIGN_OR_RETURN(auto p, open(path, false, "open"));
     XFER_TRY(not_temporary(p, "open"));

@@ -32,6 +32,7 @@
 #include "xfer/core/log.hpp"
 #include "xfer/core/names.hpp"
 #include "xfer/core/url.hpp"
+#include "xfer/engine/changes.hpp"
 #include "xfer/engine/outcome.hpp"
 #include "xfer/engine/transfer.hpp"
 #include "xfer/metrics/streams.hpp"
@@ -62,6 +63,19 @@ constexpr std::size_t kMaxJobFilterBytes = 16 << 10;
 // bytes each), so 256 KiB of it costs a job at most ~7 MiB (131,072
 // one-byte components), max_jobs of them at once.
 constexpr std::size_t kMaxJobFilesFromBytes = 256 << 10;
+
+// WatchChanges: what a client may ask for, and how the stream sends. The
+// feed between the watcher and the stream holds a few hundred KiB at most
+// (4096 events of one path each, a path under 4 KiB); the changed paths
+// waiting for their quiet time are bounded too; past either, the client
+// is told to rescan.
+constexpr std::uint32_t kMaxWatchDebounceMs = 60'000;
+constexpr std::uint32_t kMinWatchReconcileMs = 1'000;
+constexpr std::size_t kWatchFeedCapacity = 4096;
+constexpr std::size_t kMaxWatchPending = 100'000;
+constexpr std::size_t kWatchBatchBytes = 256 << 10;
+constexpr int kWatchBatchChanges = 1024;
+constexpr auto kWatchHeartbeat = std::chrono::seconds(15);
 
 // Certificates and keys are read whole: a few KiB, never more than this.
 constexpr std::size_t kMaxPemBytes = 1 << 20;
@@ -361,6 +375,7 @@ class Service final : public v1::Xfer::Service {
         audit_(audit),
         data_addresses_(std::move(data_addresses)),
         watches_(config.max_watches_per_subject, config.max_watches),
+        change_watches_(config.max_change_watches_per_subject, config.max_change_watches),
         checksums_(config.max_checksums_per_subject, config.max_checksums) {}
 
   grpc::Status Stat(grpc::ServerContext* ctx, const v1::PathRequest* req,
@@ -457,6 +472,101 @@ class Service final : public v1::Xfer::Service {
     batch.set_file_xxh3_low(sig->digest.low);
     writer->WriteLast(batch, grpc::WriteOptions());
     return grpc::Status::OK;
+  }
+
+  // Watches the folder here (the confined backend's watch: inotify on the
+  // checked folder, nothing below it reached through a symlink) and streams
+  // its changes. The stream holds a gRPC thread, a watcher thread and an
+  // inotify instance for as long as it lasts: bounded per subject and in
+  // total (max_change_watches*), its folders by max_watched_folders (past
+  // that the client is told to rescan), and what waits to be sent by a
+  // small feed (a slow reader makes the watcher wait, then the kernel's
+  // queue overflow, which becomes a rescan). It ends when the client goes,
+  // the server stops or the token expires.
+  grpc::Status WatchChanges(grpc::ServerContext* ctx, const v1::WatchChangesRequest* req,
+                            grpc::ServerWriter<v1::WatchChangesReply>* writer) override {
+    auto scope = authenticate(ctx);
+    if (!scope) return refuse(*ctx, scope.error(), "?", "watch changes");
+    if (req->debounce_ms() > kMaxWatchDebounceMs ||
+        (req->reconcile_ms() != 0 && req->reconcile_ms() < kMinWatchReconcileMs)) {
+      return fail(*ctx,
+                  make_error(ErrorCode::kInvalidArgument, "watch changes", "",
+                             fmt::format("debounce must be at most {} ms and reconcile 0 or at "
+                                         "least {} ms",
+                                         kMaxWatchDebounceMs, kMinWatchReconcileMs)),
+                  *scope, "watch changes", req->path());
+    }
+    if (auto v = change_watches_.try_acquire(scope->subject);
+        v != SubjectQuota::Verdict::kGranted) {
+      return refuse(
+          *ctx,
+          quota_refusal(
+              v, "watch changes",
+              fmt::format("the server follows {} folders already", config_.max_change_watches),
+              fmt::format("has {} change watches open", config_.max_change_watches_per_subject),
+              scope->subject),
+          scope->subject, "watch changes");
+    }
+    QuotaRelease release{change_watches_, scope->subject};
+    auto feed = std::make_shared<ChangeFeed>(kWatchFeedCapacity);
+    WatchOptions options;
+    options.debounce = std::chrono::milliseconds(req->debounce_ms());
+    options.reconcile = std::chrono::milliseconds(req->reconcile_ms());
+    options.max_folders = config_.max_watched_folders;
+    options.max_pending = kMaxWatchPending;
+    auto watch = scoped(*scope)->watch(req->path(), 0, feed, options);
+    if (!watch) return fail(*ctx, watch.error(), *scope, "watch changes", req->path());
+    struct Stop {
+      ChangeWatch& w;
+      ~Stop() { w.stop(); }
+    } stop{**watch};
+    v1::WatchChangesReply reply;
+    reply.set_ready(true);
+    if (!writer->Write(reply)) return grpc::Status::CANCELLED;
+    auto last_write = std::chrono::steady_clock::now();
+    std::size_t batch_bytes = 0;
+    reply.Clear();
+    while (!ctx->IsCancelled()) {
+      if (scope->expires_at > 0 && std::time(nullptr) >= scope->expires_at) {
+        return refuse(*ctx,
+                      make_error(ErrorCode::kPermission, "watch changes",
+                                 printable_name(req->path(), 200), "the token has expired"),
+                      scope->subject, "watch changes");
+      }
+      // Once a change is in hand, only what is already queued joins it.
+      auto e = feed->next(reply.changes_size() > 0 ? std::chrono::milliseconds(0)
+                                                   : std::chrono::milliseconds(250));
+      if (e) {
+        auto* c = reply.add_changes();
+        switch (e->kind) {
+          case ChangeEvent::Kind::kChanged:
+            c->set_kind(v1::WatchChange::CHANGED);
+            break;
+          case ChangeEvent::Kind::kRemoved:
+            c->set_kind(v1::WatchChange::REMOVED);
+            break;
+          case ChangeEvent::Kind::kRenamed:
+            c->set_kind(v1::WatchChange::RENAMED);
+            break;
+          case ChangeEvent::Kind::kRescan:
+            c->set_kind(v1::WatchChange::RESCAN);
+            break;
+        }
+        c->set_path(std::move(e->path));
+        c->set_from(std::move(e->from));
+        batch_bytes += c->path().size() + c->from().size() + 8;
+        // More may be waiting: gather up to a batch before writing.
+        if (batch_bytes < kWatchBatchBytes && reply.changes_size() < kWatchBatchChanges) continue;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (reply.changes_size() > 0 || now - last_write >= kWatchHeartbeat) {
+        if (!writer->Write(reply)) return grpc::Status::CANCELLED;
+        last_write = now;
+        reply.Clear();
+        batch_bytes = 0;
+      }
+    }
+    return grpc::Status::CANCELLED;
   }
 
   grpc::Status List(grpc::ServerContext* ctx, const v1::ListRequest* req,
@@ -914,7 +1024,8 @@ class Service final : public v1::Xfer::Service {
   Audit& audit_;
   std::vector<std::string> data_addresses_;
   SubjectQuota watches_;
-  SubjectQuota checksums_;  // Checksum calls hashing now
+  SubjectQuota change_watches_;  // WatchChanges streams open
+  SubjectQuota checksums_;       // Checksum calls hashing now
 };
 
 // A Backend handle that shares the server's confined backend (the engine
@@ -938,6 +1049,11 @@ class SharedBackend final : public Backend {
     return b_->symlink(t, p, a);
   }
   Status set_attrs(std::string_view p, const FileAttrs& a) override { return b_->set_attrs(p, a); }
+  Result<std::unique_ptr<ChangeWatch>> watch(std::string_view p, std::size_t root,
+                                             std::shared_ptr<ChangeFeed> feed,
+                                             const WatchOptions& o) override {
+    return b_->watch(p, root, std::move(feed), o);
+  }
   Result<std::unique_ptr<Source>> open_source(std::string_view p) override {
     return b_->open_source(p);
   }

@@ -4,7 +4,9 @@
 // write nothing outside its destination. And a server that offers setuid
 // files (a real xferd that keeps such bits) does not make setuid files on
 // the client. And a server whose data port answers the handshake a byte at
-// a time costs the client one handshake timeout, not a hang.
+// a time costs the client one handshake timeout, not a hang. And the
+// changes a server streams to `sync --watch` cannot name paths outside the
+// destination either.
 
 #include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -249,6 +252,112 @@ class TricklingService final : public v1::Xfer::Service {
  private:
   int data_port_;
 };
+
+// Serves an empty folder "/d" and answers WatchChanges with changes whose
+// paths would lead outside the destination, an unknown kind, and (when
+// `say_ready` is false) a first answer that is not `ready`.
+class HostileWatchService final : public v1::Xfer::Service {
+ public:
+  explicit HostileWatchService(bool say_ready) : say_ready_(say_ready) {}
+  grpc::Status ServerInfo(grpc::ServerContext*, const v1::Empty*,
+                          v1::ServerInfoReply* resp) override {
+    resp->set_version("xferd 0.1.0");
+    resp->set_protocol_version(1);
+    return grpc::Status::OK;
+  }
+  grpc::Status Stat(grpc::ServerContext*, const v1::PathRequest*, v1::FileAttrs* resp) override {
+    resp->set_type(v1::ENTRY_DIRECTORY);
+    resp->set_mode(0755);
+    resp->set_mtime_ns(1'600'000'000'000'000'000LL);
+    return grpc::Status::OK;
+  }
+  grpc::Status List(grpc::ServerContext*, const v1::ListRequest*,
+                    grpc::ServerWriter<v1::ListReply>*) override {
+    return grpc::Status::OK;
+  }
+  grpc::Status WatchChanges(grpc::ServerContext* ctx, const v1::WatchChangesRequest*,
+                            grpc::ServerWriter<v1::WatchChangesReply>* writer) override {
+    v1::WatchChangesReply reply;
+    reply.set_ready(say_ready_);
+    auto add = [&](v1::WatchChange::Kind kind, const std::string& path,
+                   const std::string& from = "") {
+      auto* c = reply.add_changes();
+      c->set_kind(kind);
+      c->set_path(path);
+      c->set_from(from);
+    };
+    if (say_ready_) {
+      writer->Write(reply);
+      reply.Clear();
+    }
+    add(v1::WatchChange::CHANGED, "../escaped.txt");
+    add(v1::WatchChange::CHANGED, "/abs-escaped.txt");
+    add(v1::WatchChange::CHANGED, "a//b");
+    add(v1::WatchChange::CHANGED, "");
+    add(v1::WatchChange::REMOVED, "..");
+    add(v1::WatchChange::RENAMED, "fine.txt", "../../escaped-from");
+    add(v1::WatchChange::RENAMED, "../escaped-to", "fine.txt");
+    add(static_cast<v1::WatchChange::Kind>(99), "odd.txt");
+    writer->Write(reply);
+    sent_.store(true);
+    while (!ctx->IsCancelled()) std::this_thread::sleep_for(50ms);
+    return grpc::Status::OK;
+  }
+  bool sent() const { return sent_.load(); }
+
+ private:
+  bool say_ready_;
+  std::atomic<bool> sent_{false};
+};
+
+// sync --watch of a hostile server's folder: every change whose path could
+// lead outside the destination (or of an unknown kind) is refused, with a
+// warning, and replaced by a rescan of the checked listing; nothing is
+// written outside the destination. A server whose first answer does not
+// say it is watching is an error at once.
+TEST_F(HostileServer, ChangesFromAServerCannotLeadOutsideTheDestination) {
+  {
+    HostileWatchService service(true);
+    int port = 0;
+    auto server = serve(service, port);
+    ASSERT_TRUE(server);
+    const fs::path dst = tmp() / "dst";
+    std::chrono::steady_clock::time_point sent_at{};
+    auto r = xfer_it::run_xfer_signal_when(
+        {"--token", "t", "sync", "--watch", "--no-progress",
+         "xfer://127.0.0.1:" + std::to_string(port) + "/d/", dst.string() + "/"},
+        SIGINT,
+        [&](pid_t) {
+          if (!service.sent()) return false;
+          if (sent_at == std::chrono::steady_clock::time_point{}) {
+            sent_at = std::chrono::steady_clock::now();
+          }
+          return std::chrono::steady_clock::now() - sent_at > 2s;
+        },
+        nullptr, 60s);
+    server->Shutdown(std::chrono::system_clock::now() + 1s);
+    EXPECT_EQ(r.result.exit_code, 0) << r.result.describe();
+    EXPECT_TRUE(xfer_it::icontains(r.result.err, "refused a change from the server"))
+        << r.result.describe();
+    EXPECT_TRUE(xfer_it::icontains(r.result.err, "unknown kind of change")) << r.result.describe();
+    for (const auto& e : fs::recursive_directory_iterator(tmp())) {
+      EXPECT_EQ(e.path().filename().string().find("escaped"), std::string::npos) << e.path();
+    }
+  }
+  {
+    HostileWatchService service(false);
+    int port = 0;
+    auto server = serve(service, port);
+    ASSERT_TRUE(server);
+    auto r = xfer_it::run_xfer(
+        {"--token", "t", "sync", "--watch", "--no-progress",
+         "xfer://127.0.0.1:" + std::to_string(port) + "/d/", (tmp() / "dst2").string() + "/"},
+        60s);
+    server->Shutdown(std::chrono::system_clock::now() + 1s);
+    EXPECT_EQ(r.exit_code, 1) << r.describe();
+    EXPECT_TRUE(xfer_it::icontains(r.err, "did not say the folder is watched")) << r.describe();
+  }
+}
 
 TEST_F(HostileServer, ATricklingHandshakeCostsOneTimeoutNotAHang) {
   TricklingDataPort data;

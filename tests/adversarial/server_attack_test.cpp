@@ -18,6 +18,7 @@
 
 #include <csignal>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -2097,6 +2098,194 @@ TEST_F(Attack, DeltaCopiesStayInsideTheOldFileAndTheDeclaredSize) {
   EXPECT_EQ(sum, 2u << 20);
   EXPECT_FALSE(fs::exists(pub / "link.xfer-tmp")) << "nothing written next to the symlink";
   EXPECT_EQ(xfer_it::read_file(outside(*srv) / "secret.txt"), std::string(1u << 20, 's'));
+}
+
+// A WatchChanges stream seen from the peer's side: its changes are
+// gathered by a thread of its own until the stream ends.
+class ChangeStream {
+ public:
+  // Opens a stream on `path`; ok() when the server said it is watching.
+  ChangeStream(Peer& p, const std::string& token, const std::string& path,
+               std::uint32_t debounce_ms = 50, std::uint32_t reconcile_ms = 0) {
+    ctx_.AddMetadata("authorization", "Bearer " + token);
+    ctx_.set_deadline(std::chrono::system_clock::now() + 120s);
+    v1::WatchChangesRequest req;
+    req.set_path(path);
+    req.set_debounce_ms(debounce_ms);
+    req.set_reconcile_ms(reconcile_ms);
+    reader_ = p.stub().WatchChanges(&ctx_, req);
+    v1::WatchChangesReply first;
+    if (reader_->Read(&first) && first.ready()) {
+      ready_ = true;
+      thread_ = std::thread([this] {
+        v1::WatchChangesReply r;
+        while (reader_->Read(&r)) {
+          std::lock_guard lock(mu_);
+          for (const auto& c : r.changes()) {
+            changes_.push_back(v1::WatchChange::Kind_Name(c.kind()) + " " + c.path());
+          }
+        }
+        std::lock_guard lock(mu_);
+        ended_ = true;
+      });
+    } else {
+      status_ = reader_->Finish();
+      finished_ = true;
+    }
+  }
+  ~ChangeStream() { close(); }
+  bool ok() const { return ready_; }
+  // The refusal (or, once ended, how the stream ended).
+  const grpc::Status& status() const { return status_; }
+  bool ended() {
+    std::lock_guard lock(mu_);
+    return ended_;
+  }
+  std::vector<std::string> changes() {
+    std::lock_guard lock(mu_);
+    return changes_;
+  }
+  bool saw(const std::string& change, std::chrono::seconds wait = 10s) {
+    return xfer_it::wait_until(
+        [&] {
+          auto c = changes();
+          return std::find(c.begin(), c.end(), change) != c.end();
+        },
+        wait);
+  }
+  void close() {
+    if (finished_) return;
+    ctx_.TryCancel();
+    if (thread_.joinable()) thread_.join();
+    status_ = reader_->Finish();
+    finished_ = true;
+  }
+  // Waits for the server to end the stream; its status.
+  grpc::Status wait_end(std::chrono::seconds wait) {
+    if (!xfer_it::wait_until([&] { return ended(); }, wait)) return grpc::Status::CANCELLED;
+    if (thread_.joinable()) thread_.join();
+    status_ = reader_->Finish();
+    finished_ = true;
+    return status_;
+  }
+
+ private:
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientReader<v1::WatchChangesReply>> reader_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<std::string> changes_;
+  bool ready_ = false;
+  bool ended_ = false;
+  bool finished_ = false;
+  grpc::Status status_;
+};
+
+// WatchChanges (sync --watch of a server folder) is confined like a read:
+// the token's prefix, '..', a symlink (never followed, at the folder or
+// below it), and a folder moved out of the watched tree reports nothing
+// more from where it went. Its requests are checked; streams are bounded
+// per subject and in total and end with their token; a tree with more
+// folders than max_watched_folders is a rescan, not more watches.
+TEST_F(Attack, ChangeWatchesStayInsideTheTokenAndAreBounded) {
+  XferdProcess* srv = start_with_limits(
+      "max_change_watches = 3\nmax_change_watches_per_subject = 2\nmax_watched_folders = 20\n");
+  ASSERT_NE(srv, nullptr);
+  const fs::path pub = srv->root() / "pub";
+  const fs::path out = outside(*srv);
+  fs::create_directories(pub / "dir");
+  fs::create_directories(srv->root() / "private");
+  fs::create_directories(out / "elsewhere");
+  xfer_it::write_file(pub / "file.txt", "f\n");
+  fs::create_symlink(out / "elsewhere", pub / "out");
+  Peer p = peer(*srv);
+  const std::string tok = srv->token("/pub", false, 3600, "watcher");
+
+  // Refused, each at once: outside the prefix, climbing out, a symlink to
+  // outside the root, a file, a missing folder, out-of-range timings.
+  struct Refusal {
+    std::string path;
+    std::uint32_t debounce_ms;
+    std::uint32_t reconcile_ms;
+  };
+  for (const Refusal& r :
+       {Refusal{"/private", 50, 0}, Refusal{"/pub/../private", 50, 0}, Refusal{"/pub/out", 50, 0},
+        Refusal{"/pub/file.txt", 50, 0}, Refusal{"/pub/missing", 50, 0},
+        Refusal{"/pub", 3'600'000, 0}, Refusal{"/pub", 50, 5}}) {
+    SCOPED_TRACE(r.path + " " + std::to_string(r.debounce_ms) + " " +
+                 std::to_string(r.reconcile_ms));
+    const auto t0 = Clock::now();
+    ChangeStream s(p, tok, r.path, r.debounce_ms, r.reconcile_ms);
+    EXPECT_FALSE(s.ok());
+    EXPECT_NE(s.status().error_code(), grpc::StatusCode::OK);
+    EXPECT_LT(Clock::now() - t0, 5s);
+  }
+
+  // A read-only token may watch inside its prefix; changes come as paths
+  // relative to the watched folder.
+  ChangeStream a(p, tok, "/pub");
+  ASSERT_TRUE(a.ok()) << a.status().error_message();
+  xfer_it::write_file(pub / "dir/new.txt", "n\n");
+  EXPECT_TRUE(a.saw("CHANGED dir/new.txt"));
+
+  // A folder moved out of the tree reports nothing from where it went; a
+  // symlink to a folder outside is never descended.
+  fs::create_directories(pub / "moving");
+  EXPECT_TRUE(a.saw("CHANGED moving"));
+  fs::rename(pub / "moving", out / "moved");
+  EXPECT_TRUE(a.saw("REMOVED moving"));
+  fs::create_symlink(out / "elsewhere", pub / "link");
+  EXPECT_TRUE(a.saw("CHANGED link"));
+  xfer_it::write_file(out / "moved/leak.txt", "not for this token\n");
+  xfer_it::write_file(out / "elsewhere/leak2.txt", "not for this token\n");
+  xfer_it::write_file(pub / "marker.txt", "m\n");
+  EXPECT_TRUE(a.saw("CHANGED marker.txt"));
+  std::this_thread::sleep_for(300ms);
+  for (const auto& c : a.changes()) {
+    EXPECT_EQ(c.find("leak"), std::string::npos) << c;
+  }
+
+  // Two streams per subject, three in total; a slot is free again once
+  // its stream is cancelled.
+  ChangeStream b(p, tok, "/pub/dir");
+  EXPECT_TRUE(b.ok()) << b.status().error_message();
+  ChangeStream c(p, tok, "/pub");
+  EXPECT_FALSE(c.ok());
+  EXPECT_EQ(c.status().error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(c.status().error_message().find("change watches open"), std::string::npos)
+      << c.status().error_message();
+  ChangeStream d(p, srv->token("/pub", false, 3600, "other"), "/pub");
+  EXPECT_TRUE(d.ok()) << d.status().error_message();
+  const std::string third = srv->token("/", false, 3600, "third");
+  ChangeStream e(p, third, "/pub");
+  EXPECT_FALSE(e.ok());
+  EXPECT_NE(e.status().error_message().find("follows 3 folders already"), std::string::npos)
+      << e.status().error_message();
+  a.close();
+  b.close();
+  d.close();
+
+  // More folders than max_watched_folders (20): a rescan, said in the log.
+  for (int i = 0; i < 30; ++i) fs::create_directories(srv->root() / "big" / std::to_string(i));
+  std::unique_ptr<ChangeStream> big;
+  EXPECT_TRUE(xfer_it::wait_until(
+      [&] {
+        big = std::make_unique<ChangeStream>(p, third, "/big");
+        return big->ok();
+      },
+      10s))
+      << "the cancelled streams' slots were never freed";
+  ASSERT_TRUE(big && big->ok());
+  EXPECT_TRUE(big->saw("RESCAN "));
+  EXPECT_NE(srv->log().find("more than 20 folders"), std::string::npos) << srv->log();
+  big.reset();
+
+  // A stream ends with its token.
+  ChangeStream brief(p, srv->token("/pub", false, 2, "brief"), "/pub");
+  ASSERT_TRUE(brief.ok()) << brief.status().error_message();
+  grpc::Status end = brief.wait_end(15s);
+  EXPECT_EQ(end.error_code(), grpc::StatusCode::PERMISSION_DENIED) << end.error_message();
+  EXPECT_NE(end.error_message().find("expired"), std::string::npos) << end.error_message();
 }
 
 TEST_F(Attack, ChecksumStaysInsideTheTokenAndIsBoundedAndCancellable) {

@@ -2,14 +2,17 @@
 // through a real client stub over loopback, against a real in-process
 // server whose root holds a seeded /sandbox (the token's prefix).
 //
-// Input: the first byte picks the method (% 15: Stat, List, Mkdir, Remove,
+// Input: the first byte picks the method (% 17: Stat, List, Mkdir, Remove,
 // Rename, Touch, Symlink, SetAttrs, OpenSession, CloseSession, IssueToken,
-// SubmitJob, WatchJob, CancelJob, Checksum, Signature), the rest is that method's request message
+// SubmitJob, WatchJob, CancelJob, Checksum, Signature, WatchChanges), the
+// rest is that method's request message
 // (protobuf wire format; an input that does not parse is skipped). The call
 // carries a read-write bearer token for "/sandbox" and a 2 s deadline; its
 // status is ignored (errors are expected). Streams are read for at most 16
 // messages; an accepted job is watched until it ends (cancelled after 2 s),
-// an opened session is closed. The sandbox is seeded afresh for every input.
+// an opened session is closed; a change watch that says ready sees a file
+// made in the sandbox for 100 ms, then is cancelled, and the server must
+// let go of the folder within 2 s. The sandbox is seeded afresh for every input.
 //
 // Fails (abort) when, after the call: the server does not answer
 // ServerInfo, anything beside the root or in the root outside /sandbox
@@ -22,6 +25,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -36,7 +40,7 @@ using xfer_fuzz::fail;
 namespace fs = xfer_fuzz::fs;
 namespace v1 = ::xfer::v1;
 
-constexpr int kMethods = 16;
+constexpr int kMethods = 17;
 constexpr int kMaxMessages = 16;
 constexpr const char* kSubject = "grpc-fuzz";
 
@@ -130,6 +134,44 @@ void wait_for_job(State& st, const std::string& id) {
   if (!watch_until_done(st, id, 5)) fail("job " + id + " did not end within 5 s of a cancel");
 }
 
+// No descriptor below the root any more, waiting up to `wait` (a
+// cancelled stream's handler notices within 250 ms and stops its watch).
+void wait_released(const fs::path& root, std::chrono::milliseconds wait) {
+  const std::string prefix = root.string() + "/";
+  const auto until = std::chrono::steady_clock::now() + wait;
+  while (std::chrono::steady_clock::now() < until) {
+    bool held = false;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator("/proc/self/fd", ec)) {
+      auto target = fs::read_symlink(e.path(), ec);
+      if (!ec && target.string().rfind(prefix, 0) == 0) held = true;
+    }
+    if (!held) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+void watch_changes(State& st, const v1::WatchChangesRequest& req) {
+  grpc::ClientContext ctx;
+  prepare(ctx, st.token);
+  auto reader = st.fz->stub->WatchChanges(&ctx, req);
+  v1::WatchChangesReply reply;
+  if (reader->Read(&reply) && reply.ready()) {
+    std::FILE* f = std::fopen((st.sandbox / "watched.txt").c_str(), "w");
+    if (f != nullptr) std::fclose(f);
+    std::thread cancel([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      ctx.TryCancel();
+    });
+    for (int i = 0; i < kMaxMessages && reader->Read(&reply); ++i) {
+    }
+    cancel.join();
+  }
+  ctx.TryCancel();
+  (void)reader->Finish();
+  wait_released(st.fz->root, std::chrono::milliseconds(2000));
+}
+
 void close_session(State& st, const std::string& id) {
   v1::CloseSessionRequest req;
   req.set_session_id(id);
@@ -217,11 +259,17 @@ bool call(State& st, int method, const std::uint8_t* data, std::size_t size) {
       return unary<v1::JobId, v1::Empty>(st, data, size, &Stub::CancelJob);
     case 14:
       return unary<v1::PathRequest, v1::ChecksumReply>(st, data, size, &Stub::Checksum);
-    default: {
+    case 15: {
       v1::SignatureRequest req;
       if (!req.ParseFromArray(data, static_cast<int>(size))) return false;
       read_stream<v1::SignatureReply>(
           st.token, [&](grpc::ClientContext& ctx) { return st.fz->stub->Signature(&ctx, req); });
+      return true;
+    }
+    default: {
+      v1::WatchChangesRequest req;
+      if (!req.ParseFromArray(data, static_cast<int>(size))) return false;
+      watch_changes(st, req);
       return true;
     }
   }

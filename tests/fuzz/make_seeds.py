@@ -106,7 +106,7 @@ def data_seeds():
 # ---- grpc_fuzz -----------------------------------------------------------
 # Methods (grpc_fuzz.cpp), then the request message in protobuf wire format.
 (STAT, LIST, MKDIR, REMOVE, RENAME, TOUCH, SYMLINK, SET_ATTRS, OPEN_SESSION, CLOSE_SESSION,
- ISSUE_TOKEN, SUBMIT_JOB, WATCH_JOB, CANCEL_JOB, CHECKSUM, SIGNATURE) = range(16)
+ ISSUE_TOKEN, SUBMIT_JOB, WATCH_JOB, CANCEL_JOB, CHECKSUM, SIGNATURE, WATCH_CHANGES) = range(17)
 
 
 def varint(n):
@@ -230,6 +230,14 @@ def grpc_seeds():
                                   + vfield(3, 2) + vfield(4, 4)],
         "signature_link": [SIGNATURE, sfield(1, s + "/link/secret.txt") + vfield(2, 16384)
                            + vfield(3, 65536) + vfield(4, 262144)],
+        "watch_changes": [WATCH_CHANGES, sfield(1, s) + vfield(2, 0) + vfield(3, 0)],
+        "watch_changes_dir": [WATCH_CHANGES, sfield(1, s + "/dir") + vfield(2, 50)],
+        "watch_changes_link": [WATCH_CHANGES, sfield(1, s + "/link")],
+        "watch_changes_up": [WATCH_CHANGES, sfield(1, s + "/up")],
+        "watch_changes_file": [WATCH_CHANGES, sfield(1, s + "/a.txt")],
+        "watch_changes_dotdot": [WATCH_CHANGES, sfield(1, s + "/../privdir")],
+        "watch_changes_root": [WATCH_CHANGES, sfield(1, "/")],
+        "watch_changes_reconcile": [WATCH_CHANGES, sfield(1, s) + vfield(3, 1)],
         "signature_fifo": [SIGNATURE, sfield(1, s + "/fifo") + vfield(2, 16384)
                            + vfield(3, 65536) + vfield(4, 262144)],
     }

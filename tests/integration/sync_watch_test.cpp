@@ -2,8 +2,10 @@
 // destination follows creates, writes, bursts, renames of files and
 // folders, deletions and a 10,000-file untar; an event queue that
 // overflows (a tiny kernel limit) is recovered by a rescan; a watcher
-// killed and started again while changes go on loses nothing. Each run
-// ends with SIGINT, which ends a watch cleanly (exit 0).
+// killed and started again while changes go on loses nothing; a folder on
+// a real xferd is followed through the server's own watch, across a
+// restart of the server. Each run ends with SIGINT, which ends a watch
+// cleanly (exit 0).
 
 #include <signal.h>
 #include <sys/stat.h>
@@ -15,6 +17,7 @@
 #include <thread>
 
 #include "harness.hpp"
+#include "xferd_harness.hpp"
 
 namespace xfer_it {
 namespace {
@@ -65,9 +68,10 @@ void append(const fs::path& p, std::string_view text) {
   f << text;
 }
 
-TEST_F(SyncWatch, FollowsCreatesWritesRenamesDeletesAndAnUntar) {
-  const fs::path src = tmp() / "src";
-  const fs::path dst = tmp() / "dst";
+// The scenario of the two tests below, with `with` as --watch-with.
+void follows_everything(const fs::path& tmp, const std::string& with) {
+  const fs::path src = tmp / "src";
+  const fs::path dst = tmp / "dst";
   TreeSpec spec;
   spec.files = 60;
   spec.dirs = 6;
@@ -82,21 +86,21 @@ TEST_F(SyncWatch, FollowsCreatesWritesRenamesDeletesAndAnUntar) {
   write_file(src / "gone/deeper/p.txt", "p\n");
   write_file(src / "removed.txt", "r\n");
   // 10,000 files to untar into the watched tree.
-  const fs::path pack = tmp() / "pack";
+  const fs::path pack = tmp / "pack";
   TreeSpec many;
   many.seed = 7;
   many.files = 10'000;
   many.dirs = 100;
   many.max_size = 512;
   generate_tree(pack, many);
-  const fs::path tarball = tmp() / "many.tar";
+  const fs::path tarball = tmp / "many.tar";
   ASSERT_EQ(run({"tar", "cf", tarball.string(), "-C", pack.string(), "."}).exit_code, 0);
 
   bool first = false, step1 = false, step2 = false;
   std::string why1, why2;
   auto r = watch_while(
-      {"sync", "--watch", "--watch-debounce", "100ms", "--delete", "--json", S(src) + "/",
-       S(dst) + "/"},
+      {"sync", "--watch", "--watch-with", with, "--watch-debounce", "100ms", "--delete", "--json",
+       S(src) + "/", S(dst) + "/"},
       [&] {
         first = wait_until([&] { return bool(compare_trees(src, dst, files_only())); }, 60s);
         if (!first) {
@@ -148,15 +152,25 @@ TEST_F(SyncWatch, FollowsCreatesWritesRenamesDeletesAndAnUntar) {
   EXPECT_LE(burst_copies, 5) << "a burst of writes should be coalesced";
 }
 
+// fanotify: one mark on the file system, events matched to SRC by path.
+TEST_F(SyncWatch, FollowsCreatesWritesRenamesDeletesAndAnUntarWithFanotify) {
+  if (::geteuid() != 0) GTEST_SKIP() << "fanotify's file-system marks need CAP_SYS_ADMIN";
+  follows_everything(tmp(), "fanotify");
+}
+
+// inotify: one watch per folder, added as folders appear.
+TEST_F(SyncWatch, FollowsCreatesWritesRenamesDeletesAndAnUntarWithInotify) {
+  follows_everything(tmp(), "inotify");
+}
+
 // The kernel's queue for the watcher holds 16 events here: 500 new files
-// overflow it, and the rescan that follows still brings every file.
-TEST_F(SyncWatch, AnOverflowedQueueIsRecoveredByARescan) {
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root to lower fs.inotify.max_queued_events";
-  const fs::path src = tmp() / "src";
-  const fs::path dst = tmp() / "dst";
+// overflow it, and the rescan that follows still brings every file; with
+// inotify and with fanotify (each has its own queue limit).
+void overflow_is_rescanned(const fs::path& tmp, const std::string& with, const fs::path& knob) {
+  const fs::path src = tmp / (with + "-src");
+  const fs::path dst = tmp / (with + "-dst");
   fs::create_directories(src);
   write_file(src / "start.txt", "start\n");
-  const fs::path knob = "/proc/sys/fs/inotify/max_queued_events";
   const std::string before = read_file(knob);
   write_file(knob, "16\n");
   struct Restore {
@@ -171,24 +185,32 @@ TEST_F(SyncWatch, AnOverflowedQueueIsRecoveredByARescan) {
   } restore{knob, before};
   bool first = false, last = false;
   std::string why;
-  auto r = watch_while(
-      {"sync", "--watch", "--watch-debounce", "100ms", S(src) + "/", S(dst) + "/"}, [&] {
-        // The watcher made its queue when it started: the
-        // limit goes back as soon as the first pass is done.
-        first = wait_until([&] { return fs::exists(dst / "start.txt"); }, 60s);
-        restore.now();
-        if (!first) return;
-        for (int i = 0; i < 500; ++i) {
-          write_file(src / ("f" + std::to_string(i) + ".txt"), std::to_string(i));
-        }
-        last = wait_until([&] { return bool(compare_trees(src, dst, files_only())); }, 60s);
-        if (!last) why = compare_trees(src, dst, files_only()).message();
-      });
+  auto r = watch_while({"sync", "--watch", "--watch-with", with, "--watch-debounce", "100ms",
+                        S(src) + "/", S(dst) + "/"},
+                       [&] {
+                         // The watcher made its queue when it started: the
+                         // limit goes back as soon as the first pass is done.
+                         first = wait_until([&] { return fs::exists(dst / "start.txt"); }, 60s);
+                         restore.now();
+                         if (!first) return;
+                         for (int i = 0; i < 500; ++i) {
+                           write_file(src / ("f" + std::to_string(i) + ".txt"), std::to_string(i));
+                         }
+                         last = wait_until(
+                             [&] { return bool(compare_trees(src, dst, files_only())); }, 60s);
+                         if (!last) why = compare_trees(src, dst, files_only()).message();
+                       });
   restore.now();
   ASSERT_TRUE(first) << r.err;
   EXPECT_TRUE(last) << why << "\n" << r.err;
   EXPECT_NE(r.err.find("overflowed; rescanning"), std::string::npos) << r.err;
   EXPECT_EQ(r.exit_code, 0) << r.describe();
+}
+
+TEST_F(SyncWatch, AnOverflowedQueueIsRecoveredByARescan) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to lower the queue limits";
+  overflow_is_rescanned(tmp(), "inotify", "/proc/sys/fs/inotify/max_queued_events");
+  overflow_is_rescanned(tmp(), "fanotify", "/proc/sys/fs/fanotify/max_queued_events");
 }
 
 // Changes go on while the watcher is killed (SIGKILL) and started again:
@@ -228,6 +250,85 @@ TEST_F(SyncWatch, AKilledWatcherRestartedLosesNothing) {
   writer.join();
   EXPECT_TRUE(same) << why << "\n" << r.err;
   EXPECT_EQ(r.exit_code, 0) << r.describe();
+}
+
+// A folder on xferd, watched by the server itself (WatchChanges): creates,
+// writes, renames and deletions there reach the local copy; the server is
+// stopped, the folder changed while it is down, and started again: the
+// client reconnects, rescans, and the copy ends identical again.
+TEST_F(SyncWatch, FollowsAFolderOnXferdAcrossARestartOfTheServer) {
+  XferdProcess server(tmp() / "srv");
+  ASSERT_TRUE(server.start());
+  const std::string token = server.token("/", false);  // read-only is enough to watch
+  const fs::path src = server.root() / "data";
+  const fs::path dst = tmp() / "dst";
+  fs::create_directories(src / "a");
+  fs::create_directories(src / "folder/inner");
+  write_file(src / "a/one.txt", "one\n");
+  write_file(src / "folder/inner/x.txt", "x\n");
+  write_file(src / "removed.txt", "r\n");
+  bool first = false, step1 = false, step2 = false, restarted = false;
+  std::string why1, why2;
+  auto r = watch_while(
+      {"--token", token, "sync", "--watch", "--watch-debounce", "100ms", "--delete",
+       server.url("/data") + "/", S(dst) + "/"},
+      [&] {
+        first = wait_until([&] { return bool(compare_trees(src, dst, files_only())); }, 60s);
+        if (!first) return;
+        write_file(src / "new.txt", "a new file\n");
+        for (int i = 0; i < 100; ++i) append(src / "burst.log", std::to_string(i) + "\n");
+        fs::rename(src / "a/one.txt", src / "moved.txt");
+        fs::rename(src / "folder", src / "folder-renamed");
+        fs::remove(src / "removed.txt");
+        fs::create_directories(src / "deep/er");
+        write_file(src / "deep/er/leaf.txt", "leaf\n");
+        step1 = wait_until([&] { return bool(compare_trees(src, dst, files_only())); }, 60s);
+        if (!step1) {
+          why1 = compare_trees(src, dst, files_only()).message();
+          return;
+        }
+        server.stop();
+        write_file(src / "while-down.txt", "written while the server was down\n");
+        fs::remove_all(src / "deep");
+        restarted = bool(server.restart());
+        if (!restarted) return;
+        write_file(src / "after.txt", "after the restart\n");
+        step2 = wait_until([&] { return bool(compare_trees(src, dst, files_only())); }, 90s);
+        if (!step2) why2 = compare_trees(src, dst, files_only()).message();
+      });
+  ASSERT_TRUE(first) << r.describe();
+  EXPECT_TRUE(step1) << why1 << "\n" << r.err;
+  ASSERT_TRUE(restarted) << server.log();
+  EXPECT_TRUE(step2) << why2 << "\n" << r.err;
+  EXPECT_EQ(read_file(dst / "while-down.txt"), "written while the server was down\n");
+  EXPECT_FALSE(fs::exists(dst / "deep"));
+  EXPECT_NE(r.err.find("following the server's changes again"), std::string::npos) << r.err;
+  EXPECT_EQ(r.exit_code, 0) << r.describe();
+}
+
+// What cannot be watched says so at once: a file, a folder outside the
+// token's prefix, a missing one.
+TEST_F(SyncWatch, AServerFolderThatCannotBeWatchedIsAClearError) {
+  XferdProcess server(tmp() / "srv");
+  ASSERT_TRUE(server.start());
+  fs::create_directories(server.root() / "mine");
+  fs::create_directories(server.root() / "theirs");
+  write_file(server.root() / "mine/file.txt", "f\n");
+  const std::string token = server.token("/mine", false);
+  const fs::path dst = tmp() / "dst";
+  struct Case {
+    std::string path;
+    std::string says;
+  };
+  for (const Case& c :
+       {Case{"/mine/file.txt", "needs a folder"}, Case{"/theirs", "outside the token's scope"},
+        Case{"/mine/missing", "No such file"}}) {
+    SCOPED_TRACE(c.path);
+    auto r = run_xfer({"--token", token, "sync", "--watch", server.url(c.path), S(dst)}, 30s);
+    EXPECT_NE(r.exit_code, 0) << r.describe();
+    EXPECT_TRUE(icontains(r.err, c.says)) << r.describe();
+    EXPECT_FALSE(fs::exists(dst / "file.txt"));
+  }
 }
 
 }  // namespace

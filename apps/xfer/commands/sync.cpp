@@ -3,8 +3,6 @@
 // its flags (cp's, and sync's own: --delete, --backup-dir, -i, ...) into a
 // TransferRequest with the `sync` option set. Main thread only.
 
-#include <sys/stat.h>
-
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -13,36 +11,54 @@
 #include "../option_flags.hpp"
 #include "xfer/core/url.hpp"
 #include "xfer/engine/changes.hpp"
-#include "xfer/engine/watcher.hpp"
 
 namespace xfer::cli {
 namespace {
 
-// --watch: one watcher per SRC, each a local folder (an xfer:// source is
-// to be watched by xferd itself: not built yet).
-Result<std::vector<std::unique_ptr<TreeWatcher>>> start_watchers(TransferRequest& req) {
+// --watch: one watch per SRC, by its backend (a local folder: inotify
+// here; a folder on xferd: watched by the server, its changes streamed).
+// The watch is declared after its backend: it stops first.
+struct SourceWatch {
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<ChangeWatch> watch;
+};
+
+Result<std::vector<SourceWatch>> start_watchers(TransferRequest& req) {
   if (req.options.dry_run) {
     return make_error(ErrorCode::kInvalidArgument, "sync", "",
                       "--watch and --dry-run do not go together");
   }
   auto feed = std::make_shared<ChangeFeed>();
-  std::vector<std::unique_ptr<TreeWatcher>> out;
+  std::vector<SourceWatch> out;
   WatchOptions options;
+  const std::string& with = req.options.watch_with;
+  if (with == "auto") {
+    options.mechanism = WatchMechanism::kAuto;
+  } else if (with == "inotify") {
+    options.mechanism = WatchMechanism::kInotify;
+  } else if (with == "fanotify") {
+    options.mechanism = WatchMechanism::kFanotify;
+  } else {
+    return make_error(ErrorCode::kInvalidArgument, "sync --watch", "",
+                      fmt::format("--watch-with takes auto, inotify or fanotify, not '{}'", with));
+  }
   options.debounce = req.options.watch_debounce;
   options.reconcile = req.options.watch_reconcile;
+  const auto& registry = *context().backends;
   for (std::size_t i = 0; i < req.sources.size(); ++i) {
-    auto url = parse_url(req.sources[i]);
-    if (!url || !url->is_local()) {
-      return make_error(ErrorCode::kUnsupported, "sync --watch", req.sources[i],
-                        "--watch follows local folders only for now (a server's folder is to be "
-                        "watched by xferd itself: not built yet)");
-    }
-    struct stat st {};
-    if (::stat(url->path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    XFER_ASSIGN_OR_RETURN(Url url, registry.parse(req.sources[i]));
+    EndpointOptions endpoint = req.options.source_endpoint;
+    if (!endpoint.stats_board) endpoint.stats_board = context().stats;
+    XFER_ASSIGN_OR_RETURN(auto backend, registry.create(url, endpoint));
+    auto attrs = backend->stat(url.path);
+    if (!attrs) return attrs.error();
+    if (attrs->type != EntryType::kDirectory) {
       return make_error(ErrorCode::kInvalidArgument, "sync --watch", req.sources[i],
                         "--watch needs a folder as each SRC");
     }
-    XFER_ASSIGN_OR_RETURN(auto w, TreeWatcher::start(i, url->path, feed, options));
+    SourceWatch w;
+    XFER_ASSIGN_OR_RETURN(w.watch, backend->watch(url.path, i, feed, options));
+    w.backend = std::move(backend);
     out.push_back(std::move(w));
   }
   req.changes = feed;
@@ -144,14 +160,17 @@ void register_sync(CLI::App& app) {
     render.sync = true;
     render.dry_run = req.options.dry_run;
     render.verb = "synced";
-    std::vector<std::unique_ptr<TreeWatcher>> watchers;
+    std::vector<SourceWatch> watchers;
     if (req.options.watch) {
       // The watchers start before the first comparison, so that nothing
       // changed meanwhile goes unseen; they queue until it is done.
       auto started = start_watchers(req);
       if (!started) {
         print_error(started.error());
-        context().exit_code = kExitUsage;
+        const ErrorCode code = started.error().code;
+        context().exit_code = code == ErrorCode::kInvalidArgument || code == ErrorCode::kUnsupported
+                                  ? kExitUsage
+                                  : kExitFailure;
         return;
       }
       watchers = std::move(started).value();
@@ -169,7 +188,7 @@ void register_sync(CLI::App& app) {
       while (!context().cancel.load() && !ended.load()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
       }
-      for (auto& w : watchers) w->stop();
+      for (auto& w : watchers) w.watch->stop();
       for (int i = 0; i < 200 && !ended.load(); ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
       }

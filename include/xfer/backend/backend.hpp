@@ -197,6 +197,18 @@ struct LinkEstimate {
   double goodput_bps = 0;  // bytes per second the path carried while busy (0: not measured)
 };
 
+class ChangeFeed;     // engine/changes.hpp
+struct WatchOptions;  // engine/changes.hpp
+
+// A running Backend::watch. stop() ends it, closes its feed (the sync then
+// finishes what is queued and ends) and returns once nothing more is
+// pushed (idempotent; the destructor stops too). Any thread.
+class ChangeWatch {
+ public:
+  virtual ~ChangeWatch() = default;
+  virtual void stop() = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -245,6 +257,17 @@ class Backend {
   // The default reads it through open_source (signature_source).
   virtual Result<Signature> signature(std::string_view path, const CdcParams& params,
                                       std::uint64_t size_hint, const std::atomic<bool>* cancel);
+
+  // Follows the changes below the folder `path` (sync --watch) and pushes
+  // them to `feed` as events of source root `root`, paths relative to
+  // `path`, until stopped; returns once the folder is watched, so that a
+  // comparison started after it misses nothing. A watch that loses track
+  // pushes a rescan. Local folders: inotify (engine/watcher.hpp); xfer://:
+  // the server watches its folder itself (the WatchChanges stream). The
+  // default: kUnsupported.
+  virtual Result<std::unique_ptr<ChangeWatch>> watch(std::string_view path, std::size_t root,
+                                                     std::shared_ptr<ChangeFeed> feed,
+                                                     const WatchOptions& options);
 
   // Data.
   virtual Result<std::unique_ptr<Source>> open_source(std::string_view path) = 0;

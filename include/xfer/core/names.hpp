@@ -20,6 +20,17 @@ inline constexpr std::size_t kMaxIdBytes = 64;
 // kInvalidArgument "invalid <what> ..." naming the (printable) value.
 Status validate_name_component(std::string_view name, std::string_view what);
 
+// A relative path ("a/b/c"): each '/'-separated component a valid name as
+// above, so no leading, trailing or doubled '/', no "." or "..". The empty
+// path (the root itself) only when `allow_empty`.
+Status validate_relative_path(std::string_view path, std::string_view what,
+                              bool allow_empty = false);
+
+// xfer's own partials and temporaries (".NAME.xfer-part-ID",
+// ".NAME.xfer-tmp-...", docs/local-backend.md): never compared, synced or
+// deleted by a sync (a resume needs its partials).
+bool is_xfer_temporary(std::string_view name);
+
 // An identifier: 1..64 bytes of [A-Za-z0-9_-] (so it can never be a path, a
 // hidden name or an option). kInvalidArgument otherwise.
 Status validate_id(std::string_view id, std::string_view what);

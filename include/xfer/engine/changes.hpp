@@ -37,6 +37,24 @@ struct ChangeEvent {
   std::chrono::steady_clock::time_point seen{};
 };
 
+// How a watch (Backend::watch) reports: a changed path once it has been
+// quiet for `debounce`; a rescan every `reconcile` anyway. The bounds keep
+// what a huge or busy tree costs finite; past them the watch reports a
+// rescan instead of following each change.
+// How a local folder is watched (engine/watcher.hpp): inotify, one watch
+// per folder; fanotify, one mark on the whole file system with events
+// matched to the folder by path (needs CAP_SYS_ADMIN and Linux 5.17); or
+// fanotify where it can be set up, inotify otherwise.
+enum class WatchMechanism { kAuto, kInotify, kFanotify };
+
+struct WatchOptions {
+  WatchMechanism mechanism = WatchMechanism::kInotify;
+  std::chrono::milliseconds debounce{500};
+  std::chrono::milliseconds reconcile{3'600'000};  // 0: never
+  std::size_t max_folders = 0;                     // folders watched at most (0: no bound)
+  std::size_t max_pending = 1'000'000;             // changed paths waiting to be quiet
+};
+
 class ChangeFeed {
  public:
   explicit ChangeFeed(std::size_t capacity = 65536) : capacity_(capacity) {}

@@ -71,6 +71,9 @@ struct ServerConfig {
   unsigned max_watches = 32;                         // WatchJob streams open at once
   unsigned max_watches_per_subject = 4;              // WatchJob streams of one subject
   unsigned max_checksums = 16;                       // Checksum calls hashing at once, in total
+  unsigned max_change_watches = 8;                   // WatchChanges streams open at once
+  unsigned max_change_watches_per_subject = 2;       // WatchChanges streams of one subject
+  unsigned max_watched_folders = 20000;              // inotify watches of one WatchChanges stream
   unsigned max_checksums_per_subject = 4;            // Checksum calls of one subject at once
   unsigned job_retention_seconds = 3600;             // a finished job is forgotten after this
   unsigned max_finished_jobs = 256;                  // finished jobs kept at most (oldest go first)

@@ -21,6 +21,7 @@
 
 #include "backend/local/fs_at.hpp"
 #include "xfer/backend/local.hpp"
+#include "xfer/engine/watcher.hpp"
 #include "xfer/io/unique_fd.hpp"
 
 namespace xfer {
@@ -1031,6 +1032,14 @@ class LocalBackend final : public Backend {
 
   Result<std::unique_ptr<Source>> open_source(std::string_view path) override {
     return fs::open_source_at(here(path), policy_);
+  }
+
+  Result<std::unique_ptr<ChangeWatch>> watch(std::string_view path, std::size_t root,
+                                             std::shared_ptr<ChangeFeed> feed,
+                                             const WatchOptions& options) override {
+    XFER_ASSIGN_OR_RETURN(auto w,
+                          TreeWatcher::start(root, std::string(path), std::move(feed), options));
+    return std::unique_ptr<ChangeWatch>(std::move(w));
   }
 
   Result<std::unique_ptr<Sink>> open_sink(std::string_view path,

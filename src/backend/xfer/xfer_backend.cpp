@@ -12,10 +12,12 @@
 #include <grpcpp/grpcpp.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -35,6 +37,7 @@
 #include "xfer/core/limits.hpp"
 #include "xfer/core/log.hpp"
 #include "xfer/core/names.hpp"
+#include "xfer/engine/changes.hpp"
 #include "xfer/metrics/streams.hpp"
 #include "xfer/protocol/crypto.hpp"
 #include "xfer/protocol/frame.hpp"
@@ -1857,6 +1860,216 @@ FileAttrs peer_attrs(const v1::FileAttrs& p) {
   return a;
 }
 
+// ---- watching a server's folder ---------------------------------------------
+
+// The WatchChanges stream (docs/protocol.md): the server watches its own
+// folder and sends what changed; each change is checked (a path from the
+// server becomes a path here) and pushed to the feed. A stream that ends
+// or falls silent (no heartbeat for kWatchSilence) is opened again with a
+// backoff, and a rescan is pushed once it is back: changes in the gap are
+// found by comparing. A change that fails the check is refused with a
+// warning and replaced by a rescan, which compares through the checked
+// listing instead.
+//
+// Threading: one thread reads the stream (and reconnects); a second one
+// watches for silence and cancels the call. stop() ends both.
+class XferChangeWatch final : public ChangeWatch {
+ public:
+  static constexpr auto kWatchSilence = std::chrono::seconds(60);  // server heartbeats every 15 s
+  static constexpr auto kMaxBackoff = std::chrono::seconds(30);
+
+  XferChangeWatch(std::shared_ptr<XferClient> client, std::string path, std::size_t root,
+                  std::shared_ptr<ChangeFeed> feed, const WatchOptions& options)
+      : client_(std::move(client)), path_(std::move(path)), root_(root), feed_(std::move(feed)) {
+    req_.set_path(path_);
+    req_.set_debounce_ms(
+        static_cast<std::uint32_t>(std::clamp<std::int64_t>(options.debounce.count(), 0, 60'000)));
+    const std::int64_t reconcile = options.reconcile.count();
+    req_.set_reconcile_ms(reconcile <= 0
+                              ? 0
+                              : static_cast<std::uint32_t>(std::clamp<std::int64_t>(
+                                    reconcile, 1'000, std::numeric_limits<std::uint32_t>::max())));
+  }
+  ~XferChangeWatch() override { stop(); }
+
+  // Opens the stream and waits for the server's `ready` (the folder is
+  // watched), or its refusal.
+  Status start() {
+    reader_ = std::thread([this] { run(); });
+    watchdog_ = std::thread([this] { guard(); });
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return ready_ || start_error_.has_value(); });
+    if (start_error_) {
+      Error e = *start_error_;
+      lock.unlock();
+      stop();
+      return e;
+    }
+    return ok_status();
+  }
+
+  void stop() override {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+      if (call_ != nullptr) call_->TryCancel();
+    }
+    cv_.notify_all();
+    feed_->close();  // a push blocked on a full feed returns; the sync ends its input
+    if (reader_.joinable()) reader_.join();
+    if (watchdog_.joinable()) watchdog_.join();
+  }
+
+ private:
+  void run() {
+    auto backoff = std::chrono::seconds(1);
+    bool first = true;
+    while (true) {
+      grpc::ClientContext ctx;
+      // No deadline worth the name: the stream lasts as long as the watch.
+      client_->prepare(ctx, std::chrono::hours(24 * 365));
+      {
+        std::lock_guard lock(mu_);
+        if (stopping_) break;
+        call_ = &ctx;
+        last_read_ = std::chrono::steady_clock::now();
+      }
+      auto reader = client_->stub().WatchChanges(&ctx, req_);
+      v1::WatchChangesReply reply;
+      bool ready = false;
+      bool corrupt = false;
+      while (reader->Read(&reply)) {
+        {
+          std::lock_guard lock(mu_);
+          last_read_ = std::chrono::steady_clock::now();
+        }
+        if (!ready) {
+          if (!reply.ready()) {
+            corrupt = true;
+            break;
+          }
+          ready = true;
+          backoff = std::chrono::seconds(1);
+          if (first) {
+            first = false;
+            std::lock_guard lock(mu_);
+            ready_ = true;
+            cv_.notify_all();
+          } else {
+            log().warn("watch {}{}: following the server's changes again", client_->name(),
+                       printable_name(path_));
+            push_rescan();  // what changed while the stream was down
+          }
+        }
+        for (const auto& c : reply.changes()) {
+          if (!push(c)) break;
+        }
+      }
+      if (corrupt) ctx.TryCancel();
+      grpc::Status st = reader->Finish();
+      {
+        std::lock_guard lock(mu_);
+        call_ = nullptr;
+        if (stopping_) break;
+        if (first) {
+          start_error_ =
+              corrupt ? make_error(ErrorCode::kCorrupt, "watch", path_,
+                                   "the server's first answer did not say the folder is watched")
+                      : client_->explain(protocol::from_grpc(st, ctx, "watch", path_));
+          cv_.notify_all();
+          return;
+        }
+      }
+      log().warn("watch {}{}: the server's change stream ended ({}); reconnecting in {} s",
+                 client_->name(), printable_name(path_),
+                 corrupt ? std::string("it sent a bad answer") : st.error_message(),
+                 backoff.count());
+      std::unique_lock lock(mu_);
+      if (cv_.wait_for(lock, backoff, [this] { return stopping_; })) break;
+      backoff =
+          std::min(backoff * 2, std::chrono::duration_cast<std::chrono::seconds>(kMaxBackoff));
+    }
+  }
+
+  // Cancels a call the server has not answered for kWatchSilence (a cut
+  // path, a frozen server), so run() reconnects.
+  void guard() {
+    std::unique_lock lock(mu_);
+    while (!cv_.wait_for(lock, std::chrono::seconds(5), [this] { return stopping_; })) {
+      if (call_ != nullptr && std::chrono::steady_clock::now() - last_read_ > kWatchSilence) {
+        log().warn("watch {}{}: no word from the server for {} s; reconnecting", client_->name(),
+                   printable_name(path_), kWatchSilence.count());
+        call_->TryCancel();
+        last_read_ = std::chrono::steady_clock::now();
+      }
+    }
+  }
+
+  void push_rescan() {
+    ChangeEvent e;
+    e.root = root_;
+    e.kind = ChangeEvent::Kind::kRescan;
+    e.seen = std::chrono::steady_clock::now();
+    (void)feed_->push(std::move(e));
+  }
+
+  // One change from the server, checked; false once the feed is closed.
+  bool push(const v1::WatchChange& c) {
+    ChangeEvent e;
+    e.root = root_;
+    e.seen = std::chrono::steady_clock::now();
+    Status valid = ok_status();
+    switch (c.kind()) {
+      case v1::WatchChange::CHANGED:
+        e.kind = ChangeEvent::Kind::kChanged;
+        valid = validate_relative_path(c.path(), "changed path from the server");
+        break;
+      case v1::WatchChange::REMOVED:
+        e.kind = ChangeEvent::Kind::kRemoved;
+        valid = validate_relative_path(c.path(), "removed path from the server");
+        break;
+      case v1::WatchChange::RENAMED:
+        e.kind = ChangeEvent::Kind::kRenamed;
+        valid = validate_relative_path(c.path(), "renamed path from the server");
+        if (valid.ok()) valid = validate_relative_path(c.from(), "renamed path from the server");
+        e.from = c.from();
+        break;
+      case v1::WatchChange::RESCAN:
+        e.kind = ChangeEvent::Kind::kRescan;
+        break;
+      default:
+        valid = make_error(ErrorCode::kCorrupt, "watch", path_,
+                           fmt::format("unknown kind of change {}", static_cast<int>(c.kind())));
+    }
+    if (!valid.ok()) {
+      log().warn("watch {}{}: refused a change from the server ({}); rescanning instead",
+                 client_->name(), printable_name(path_), valid.error().message());
+      e = ChangeEvent{};
+      e.root = root_;
+      e.kind = ChangeEvent::Kind::kRescan;
+      e.seen = std::chrono::steady_clock::now();
+    } else if (e.kind != ChangeEvent::Kind::kRescan) {
+      e.path = c.path();
+    }
+    return feed_->push(std::move(e));
+  }
+
+  std::shared_ptr<XferClient> client_;
+  const std::string path_;
+  const std::size_t root_;
+  std::shared_ptr<ChangeFeed> feed_;
+  v1::WatchChangesRequest req_;
+  std::thread reader_;
+  std::thread watchdog_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  bool ready_ = false;
+  std::optional<Error> start_error_;
+  grpc::ClientContext* call_ = nullptr;  // the stream open now
+  std::chrono::steady_clock::time_point last_read_;
+};
+
 class XferBackend final : public Backend {
  public:
   explicit XferBackend(std::shared_ptr<XferClient> client) : client_(std::move(client)) {
@@ -1972,6 +2185,15 @@ class XferBackend final : public Backend {
       return e;
     }
     return sig;
+  }
+
+  Result<std::unique_ptr<ChangeWatch>> watch(std::string_view path, std::size_t root,
+                                             std::shared_ptr<ChangeFeed> feed,
+                                             const WatchOptions& options) override {
+    auto w = std::make_unique<XferChangeWatch>(client_, std::string(path), root, std::move(feed),
+                                               options);
+    XFER_TRY(w->start());
+    return std::unique_ptr<ChangeWatch>(std::move(w));
   }
 
   Status list(std::string_view path, const ListOptions& options, const EntrySink& sink) override {
