@@ -5,7 +5,14 @@ A pool of --files files (4 KiB each) is synced to one destination per tool
 first. Then, for --seconds, a writer rewrites --rate files per second (new
 random bytes, in batches every 10 ms) while the tool follows the source:
 
-  xfer        xfer sync --watch --delete SRC/ DST/ (--watch-debounce as given)
+  xfer        xfer sync --watch --delete SRC/ DST/ (--watch-debounce as given;
+              --watch-with auto: fanotify as root)
+  xfer inotify, xfer fanotify
+              the same with --watch-with inotify / fanotify
+  xfer from xferd
+              the same with SRC served by a local xferd, which watches it
+              itself and streams the changes (WatchChanges); its CPU time
+              is added to the client's
   lsyncd      lsyncd -nodaemon with default.rsync and the given delay
               (installed from Debian when missing)
   rsync loop  rsync -a --delete SRC/ DST/, again as soon as it ends
@@ -37,6 +44,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD = os.path.join(os.path.dirname(HERE), "build")
+sys.path.insert(0, HERE)
+from sync import Xferd  # noqa: E402  (a local xferd on free loopback ports)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -64,8 +73,10 @@ def differences(src: str, dst: str) -> int:
 
 
 class Tool:
-    def __init__(self, name: str, argv: list[str] | None, src: str, dst: str, workdir: str):
+    def __init__(self, name: str, argv: list[str] | None, src: str, dst: str, workdir: str,
+                 helper_pid: int | None = None):
         self.name, self.argv, self.src, self.dst = name, argv, src, dst
+        self.helper_pid = helper_pid  # a server the tool uses: its CPU counts too
         self.proc: subprocess.Popen | None = None
         self.loop_stop = threading.Event()
         self.loop_thread: threading.Thread | None = None
@@ -88,13 +99,14 @@ class Tool:
             self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT)
 
     def cpu(self) -> float:
+        helper = cpu_seconds(self.helper_pid) if self.helper_pid is not None else 0.0
         if self.proc is not None:
-            return cpu_seconds(self.proc.pid)
-        return self.loop_cpu
+            return cpu_seconds(self.proc.pid) + helper
+        return self.loop_cpu + helper
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.send_signal(signal.SIGINT if self.name == "xfer" else signal.SIGTERM)
+            self.proc.send_signal(signal.SIGINT if self.name.startswith("xfer") else signal.SIGTERM)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
@@ -185,6 +197,7 @@ def main() -> int:
     ap.add_argument("--lsyncd-delay", type=float, default=1, help="lsyncd's delay (s)")
     ap.add_argument("--tools", default="xfer,lsyncd,rsync loop")
     ap.add_argument("--xfer", default=os.path.join(BUILD, "apps/xfer/xfer"))
+    ap.add_argument("--xferd", default=os.path.join(BUILD, "apps/xferd/xferd"))
     ap.add_argument("--workdir", default="/var/tmp/xfer-watch-bench")
     ap.add_argument("--json", default=os.path.join(HERE, "results", "watch.json"))
     args = ap.parse_args()
@@ -193,31 +206,47 @@ def main() -> int:
         subprocess.run(["apt-get", "install", "-y", "-q", "lsyncd"], check=True,
                        stdout=subprocess.DEVNULL)
     shutil.rmtree(args.workdir, ignore_errors=True)
-    src = os.path.join(args.workdir, "src")
+    os.makedirs(args.workdir)
+    server = Xferd(args.xferd, args.workdir) if "xfer from xferd" in tools else None
+    # The source lies in the server's root, whoever reads it.
+    src = os.path.join(args.workdir, "xferd", "root", "src")
     os.makedirs(src)
     for i in range(args.files):
         with open(os.path.join(src, f"f{i:06d}"), "wb") as f:
             f.write(os.urandom(4096))
     results = []
-    for name in tools:
-        dst = os.path.join(args.workdir, "dst-" + name.replace(" ", "-"))
-        subprocess.run(["cp", "-a", src, dst], check=True)
-        if name == "xfer":
-            argv = [args.xfer, "sync", "--json", "--watch", "--delete", "--watch-debounce",
-                    args.debounce, src + "/", dst + "/"]
-        elif name == "lsyncd":
-            conf = os.path.join(args.workdir, "lsyncd.conf")
-            with open(conf, "w") as f:
-                f.write('settings { nodaemon = true, insist = true }\n'
-                        f'sync {{ default.rsync, source = "{src}", target = "{dst}", '
-                        f'delay = {args.lsyncd_delay}, maxProcesses = 1 }}\n')
-            argv = ["lsyncd", conf]
-        else:
-            argv = None
-        one = run_one(Tool(name, argv, src, dst, args.workdir), src, args.files, args.rate,
-                      args.seconds, args.settle)
-        print(json.dumps(one), flush=True)
-        results.append(one)
+    try:
+        for name in tools:
+            dst = os.path.join(args.workdir, "dst-" + name.replace(" ", "-"))
+            subprocess.run(["cp", "-a", src, dst], check=True)
+            helper = None
+            if name.startswith("xfer"):
+                source = src + "/"
+                argv = [args.xfer]
+                if name == "xfer from xferd":
+                    source = server.url("src") + "/"
+                    argv += ["--token", server.token]
+                    helper = server.proc.pid
+                argv += ["sync", "--json", "--watch", "--delete", "--watch-debounce", args.debounce]
+                if name in ("xfer inotify", "xfer fanotify"):
+                    argv += ["--watch-with", name.split()[1]]
+                argv += [source, dst + "/"]
+            elif name == "lsyncd":
+                conf = os.path.join(args.workdir, "lsyncd.conf")
+                with open(conf, "w") as f:
+                    f.write('settings { nodaemon = true, insist = true }\n'
+                            f'sync {{ default.rsync, source = "{src}", target = "{dst}", '
+                            f'delay = {args.lsyncd_delay}, maxProcesses = 1 }}\n')
+                argv = ["lsyncd", conf]
+            else:
+                argv = None
+            one = run_one(Tool(name, argv, src, dst, args.workdir, helper), src, args.files,
+                          args.rate, args.seconds, args.settle)
+            print(json.dumps(one), flush=True)
+            results.append(one)
+    finally:
+        if server is not None:
+            server.stop()
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=1)

@@ -31,8 +31,10 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "xfer/core/checksum.hpp"
@@ -303,6 +305,14 @@ class Bisync {
   // Paths whose change failed this run (a rename or deletion): kept at
   // their old state.
   std::unordered_set<std::string> failed_;
+  std::mutex failed_mu_;  // failed_, while a leg's guard adds to it
+  // Paths renamed away by a conflict on side i: absent there now (or a
+  // new folder when the winner is one).
+  std::unordered_map<std::string, bool> moved_away_[2];
+  // Does side `to` still hold at `path` what the plan saw (`now`, just
+  // listed by a leg)? Otherwise it changed after the listing: the leg
+  // leaves it, and the next run sees the change.
+  bool as_planned(int to, const std::string& path, const std::optional<FileAttrs>& now) const;
 };
 
 Status Bisync::open_side(Side& s, const std::string& text, const EndpointOptions& endpoint) {
@@ -603,6 +613,7 @@ void Bisync::apply_conflicts(TransferResult& total) {
       report(s.error(), total);
       continue;
     }
+    moved_away_[c.loser][c.path] = c.make_folder;
     total.bisync.conflicts += 1;
     if (observer_ != nullptr) observer_->on_conflict(c.path, c.renamed_to, side.name);
   }
@@ -697,6 +708,18 @@ class LegObserver final : public TransferObserver {
   TransferObserver* next_;
 };
 
+bool Bisync::as_planned(int to, const std::string& path,
+                        const std::optional<FileAttrs>& now) const {
+  if (auto it = moved_away_[to].find(path); it != moved_away_[to].end()) {
+    return !now || (it->second && now->type == EntryType::kDirectory);
+  }
+  const BisyncEntry* listed = sides_[to].find(path);
+  if (listed == nullptr) return !now;
+  if (!now || now->type != listed->type) return false;
+  if (listed->type == EntryType::kDirectory) return true;  // its entries are checked one by one
+  return now->size == listed->size && now->mtime_ns == listed->mtime_ns;
+}
+
 // One one-way sync of the planned paths into side `to`.
 void Bisync::run_leg(int to, TransferResult& total) {
   if (plan_.copy[to].empty() || cancelled()) return;
@@ -729,6 +752,15 @@ void Bisync::run_leg(int to, TransferResult& total) {
   leg.options.source_endpoint = from.endpoint;
   leg.options.destination_endpoint = into.endpoint;
   leg.backends = registry_;
+  // What the receiving side holds must still be what the plan saw: an
+  // edit made there since is left alone (and found by the next run), not
+  // overwritten. The window left is from this check to the copy's commit.
+  leg.destination_guard = [this, to](const std::string& path, const std::optional<FileAttrs>& now) {
+    if (as_planned(to, path, now)) return true;
+    std::lock_guard lock(failed_mu_);
+    failed_.insert(path);
+    return false;
+  };
   LegObserver counted(observer_);
   auto r = run_transfer(leg, counters_, &counted, cancel_);
   if (!r) {

@@ -353,6 +353,10 @@ void Engine::follow_changes() {
   }
 }
 
+namespace {
+constexpr std::size_t kMaxChangedPathBytes = 4096;
+}  // namespace
+
 void Engine::apply_change(const ChangeEvent& event) {
   if (event.root >= roots_.size()) {
     report(make_error(ErrorCode::kInvalidArgument, "change", event.path,
@@ -368,6 +372,16 @@ void Engine::apply_change(const ChangeEvent& event) {
                         ok.error().detail));
       return;
     }
+    // PATH_MAX: a longer one is no path on this system, and its folders
+    // would be compared one by one.
+    if (path->size() > kMaxChangedPathBytes) {
+      report(make_error(ErrorCode::kInvalidArgument, "change", printable_name(*path, 100),
+                        "changed path longer than 4096 bytes"));
+      return;
+    }
+    // xfer's own partials are never synced (a resume needs them).
+    const std::string_view last = std::string_view(*path).substr(path->rfind('/') + 1);
+    if (is_xfer_temporary(last)) return;
   }
   if (opt_.sync) {
     sync_change(event);

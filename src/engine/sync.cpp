@@ -459,6 +459,14 @@ bool Engine::sync_entry(std::size_t root_index, const std::string& src, const st
     if (!da) return false;
     da->type = d->type;
   }
+  if (req_.destination_guard && !req_.destination_guard(name, da)) {
+    counters_.files_skipped.fetch_add(1, std::memory_order_relaxed);
+    if (observer_ != nullptr) {
+      observer_->on_warning(
+          fmt::format("{}: changed since this sync listed it; left for the next run", dst));
+    }
+    return false;
+  }
   if (da && opt_.ignore_existing) {
     // Whatever is there stays, of any type; a folder that is not one
     // cannot take the source's entries (rsync fails them the same way).

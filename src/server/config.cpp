@@ -454,6 +454,9 @@ const LimitKey kLimitKeys[] = {
     {"max_watched_folders", &ServerConfig::max_watched_folders, 1, 1 << 20,
      "folders one WatchChanges stream watches (about 1 KiB of kernel memory each); beyond, the "
      "client is told to rescan"},
+    {"max_watched_folders_total", &ServerConfig::max_watched_folders_total, 1, 1 << 22,
+     "folders all WatchChanges streams watch together (each an inotify watch of the server's "
+     "user: keep it under fs.inotify.max_user_watches)"},
     {"job_retention_seconds", &ServerConfig::job_retention_seconds, 0, 30 * 24 * 3600,
      "a finished job is forgotten after this"},
     {"max_finished_jobs", &ServerConfig::max_finished_jobs, 0, 65536,

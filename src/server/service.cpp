@@ -65,14 +65,20 @@ constexpr std::size_t kMaxJobFilterBytes = 16 << 10;
 constexpr std::size_t kMaxJobFilesFromBytes = 256 << 10;
 
 // WatchChanges: what a client may ask for, and how the stream sends. The
-// feed between the watcher and the stream holds a few hundred KiB at most
-// (4096 events of one path each, a path under 4 KiB); the changed paths
-// waiting for their quiet time are bounded too; past either, the client
-// is told to rescan.
+// feed between the watcher and the stream holds 1,024 events of at most
+// two 4 KiB paths (8 MiB at worst; the watcher waits when it is full, and
+// the kernel's queue overflows into a rescan); the changed paths waiting
+// for their quiet time are bounded in count and bytes, past which the
+// client is told to rescan.
 constexpr std::uint32_t kMaxWatchDebounceMs = 60'000;
 constexpr std::uint32_t kMinWatchReconcileMs = 1'000;
-constexpr std::size_t kWatchFeedCapacity = 4096;
+constexpr std::size_t kWatchFeedCapacity = 1024;
 constexpr std::size_t kMaxWatchPending = 100'000;
+// Path bytes one stream's watcher holds (its watch table and the paths
+// waiting for their quiet time; each path is at most 4 KiB).
+constexpr std::size_t kWatchMaxBytes = 16 << 20;
+// A write the client has not taken for this long ends the stream.
+constexpr auto kWatchWriteStall = std::chrono::seconds(60);
 constexpr std::size_t kWatchBatchBytes = 256 << 10;
 constexpr int kWatchBatchChanges = 1024;
 constexpr auto kWatchHeartbeat = std::chrono::seconds(15);
@@ -376,6 +382,7 @@ class Service final : public v1::Xfer::Service {
         data_addresses_(std::move(data_addresses)),
         watches_(config.max_watches_per_subject, config.max_watches),
         change_watches_(config.max_change_watches_per_subject, config.max_change_watches),
+        watched_folders_(std::make_shared<FolderBudget>(config.max_watched_folders_total)),
         checksums_(config.max_checksums_per_subject, config.max_checksums) {}
 
   grpc::Status Stat(grpc::ServerContext* ctx, const v1::PathRequest* req,
@@ -476,13 +483,16 @@ class Service final : public v1::Xfer::Service {
 
   // Watches the folder here (the confined backend's watch: inotify on the
   // checked folder, nothing below it reached through a symlink) and streams
-  // its changes. The stream holds a gRPC thread, a watcher thread and an
-  // inotify instance for as long as it lasts: bounded per subject and in
-  // total (max_change_watches*), its folders by max_watched_folders (past
-  // that the client is told to rescan), and what waits to be sent by a
+  // its changes. The stream holds a gRPC thread, a watcher thread, a guard
+  // thread and an inotify instance for as long as it lasts: bounded per
+  // subject and in total (max_change_watches*); its folders by
+  // max_watched_folders, and all streams' together by
+  // max_watched_folders_total (past either the client is told to rescan);
+  // the paths it holds by kWatchMaxBytes, and what waits to be sent by a
   // small feed (a slow reader makes the watcher wait, then the kernel's
   // queue overflow, which becomes a rescan). It ends when the client goes,
-  // the server stops or the token expires.
+  // the server stops, the token expires, a write waits on the client for
+  // kWatchWriteStall, or the watched folder is moved or removed.
   grpc::Status WatchChanges(grpc::ServerContext* ctx, const v1::WatchChangesRequest* req,
                             grpc::ServerWriter<v1::WatchChangesReply>* writer) override {
     auto scope = authenticate(ctx);
@@ -508,12 +518,76 @@ class Service final : public v1::Xfer::Service {
           scope->subject, "watch changes");
     }
     QuotaRelease release{change_watches_, scope->subject};
+    // The guard cancels the call at the token's expiry, when a write has
+    // waited on the client too long, or when the server stops: a write
+    // blocked by a client that does not read returns then.
+    struct Guard {
+      std::mutex mu;
+      std::condition_variable cv;
+      bool done = false;
+      bool expired = false;
+      std::optional<std::chrono::steady_clock::time_point> writing_since;
+      std::thread thread;
+      void finish() {
+        {
+          std::lock_guard lock(mu);
+          done = true;
+        }
+        cv.notify_all();
+        if (thread.joinable()) thread.join();
+      }
+      ~Guard() { finish(); }
+    } guard;
+    guard.thread = std::thread([&guard, ctx, expires_at = scope->expires_at, this] {
+      std::unique_lock lock(guard.mu);
+      while (!guard.cv.wait_for(lock, std::chrono::milliseconds(250), [&] { return guard.done; })) {
+        // The handler's loop sees these itself between writes (and answers
+        // with the reason); only a write the client does not take needs
+        // the call cancelled under it.
+        if (!guard.writing_since) continue;
+        const bool expired = expires_at > 0 && std::time(nullptr) >= expires_at;
+        const bool stalled =
+            std::chrono::steady_clock::now() - *guard.writing_since > kWatchWriteStall;
+        if (expired || stalled || stopping_streams_.load()) {
+          guard.expired = expired;
+          ctx->TryCancel();
+          return;
+        }
+      }
+    });
+    auto write = [&](const v1::WatchChangesReply& reply) {
+      {
+        std::lock_guard lock(guard.mu);
+        guard.writing_since = std::chrono::steady_clock::now();
+      }
+      const bool ok = writer->Write(reply);
+      std::lock_guard lock(guard.mu);
+      guard.writing_since.reset();
+      return ok;
+    };
+    auto ended = [&]() -> grpc::Status {
+      guard.finish();
+      if (guard.expired) {
+        return refuse(*ctx,
+                      make_error(ErrorCode::kPermission, "watch changes",
+                                 printable_name(req->path(), 200), "the token has expired"),
+                      scope->subject, "watch changes");
+      }
+      if (stopping_streams_.load()) {
+        return to_grpc(*ctx, make_error(ErrorCode::kUnavailable, "watch changes",
+                                        printable_name(req->path(), 200), "the server is stopping",
+                                        RetryClass::kRetryCall));
+      }
+      return grpc::Status::CANCELLED;
+    };
     auto feed = std::make_shared<ChangeFeed>(kWatchFeedCapacity);
     WatchOptions options;
     options.debounce = std::chrono::milliseconds(req->debounce_ms());
     options.reconcile = std::chrono::milliseconds(req->reconcile_ms());
     options.max_folders = config_.max_watched_folders;
     options.max_pending = kMaxWatchPending;
+    options.max_bytes = kWatchMaxBytes;
+    options.folder_budget = watched_folders_;
     auto watch = scoped(*scope)->watch(req->path(), 0, feed, options);
     if (!watch) return fail(*ctx, watch.error(), *scope, "watch changes", req->path());
     struct Stop {
@@ -522,16 +596,17 @@ class Service final : public v1::Xfer::Service {
     } stop{**watch};
     v1::WatchChangesReply reply;
     reply.set_ready(true);
-    if (!writer->Write(reply)) return grpc::Status::CANCELLED;
+    if (!write(reply)) return ended();
     auto last_write = std::chrono::steady_clock::now();
     std::size_t batch_bytes = 0;
     reply.Clear();
-    while (!ctx->IsCancelled()) {
+    while (!ctx->IsCancelled() && !stopping_streams_.load()) {
       if (scope->expires_at > 0 && std::time(nullptr) >= scope->expires_at) {
-        return refuse(*ctx,
-                      make_error(ErrorCode::kPermission, "watch changes",
-                                 printable_name(req->path(), 200), "the token has expired"),
-                      scope->subject, "watch changes");
+        {
+          std::lock_guard lock(guard.mu);
+          guard.expired = true;
+        }
+        return ended();
       }
       // Once a change is in hand, only what is already queued joins it.
       auto e = feed->next(reply.changes_size() > 0 ? std::chrono::milliseconds(0)
@@ -557,17 +632,31 @@ class Service final : public v1::Xfer::Service {
         batch_bytes += c->path().size() + c->from().size() + 8;
         // More may be waiting: gather up to a batch before writing.
         if (batch_bytes < kWatchBatchBytes && reply.changes_size() < kWatchBatchChanges) continue;
+      } else if (reply.changes_size() == 0 && feed->drained()) {
+        // The watcher ended by itself: the folder was moved or removed.
+        // The client may watch it again where its name leads now (checked
+        // against its scope again).
+        auto why = (*watch)->failure();
+        return fail(
+            *ctx,
+            why ? *why : make_error(ErrorCode::kNotFound, "watch changes", "", "the watch ended"),
+            *scope, "watch changes", req->path());
       }
       const auto now = std::chrono::steady_clock::now();
       if (reply.changes_size() > 0 || now - last_write >= kWatchHeartbeat) {
-        if (!writer->Write(reply)) return grpc::Status::CANCELLED;
+        if (!write(reply)) return ended();
         last_write = now;
         reply.Clear();
         batch_bytes = 0;
       }
     }
-    return grpc::Status::CANCELLED;
+    return ended();
   }
+
+  // xferd is stopping: open WatchChanges streams end now (UNAVAILABLE, so
+  // their clients come back to the restarted server) instead of holding
+  // the shutdown for its whole grace.
+  void stop_streams() { stopping_streams_.store(true); }
 
   grpc::Status List(grpc::ServerContext* ctx, const v1::ListRequest* req,
                     grpc::ServerWriter<v1::ListReply>* writer) override {
@@ -1025,7 +1114,11 @@ class Service final : public v1::Xfer::Service {
   std::vector<std::string> data_addresses_;
   SubjectQuota watches_;
   SubjectQuota change_watches_;  // WatchChanges streams open
-  SubjectQuota checksums_;       // Checksum calls hashing now
+  // Folders all WatchChanges streams watch together (inotify watches come
+  // from one user's fs.inotify.max_user_watches).
+  std::shared_ptr<FolderBudget> watched_folders_;
+  std::atomic<bool> stopping_streams_{false};
+  SubjectQuota checksums_;  // Checksum calls hashing now
 };
 
 // A Backend handle that shares the server's confined backend (the engine
@@ -1191,6 +1284,11 @@ class ServerImpl final : public Server {
         static_cast<int>(std::min<unsigned>(config_.max_grpc_connections_idle_seconds, 24 * 3600)) *
             1000);
     builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 64);
+    // A client gone without a word (a cut network) is found by pings while
+    // it has calls open: its long streams (WatchChanges, WatchJob) end
+    // within a minute and a half, and their slots are free again.
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60'000);
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20'000);
     // Calls in progress hold a thread each (WatchJob for a job's life).
     grpc::ResourceQuota quota("xferd");
     quota.SetMaxThreads(kMaxGrpcThreads);
@@ -1221,6 +1319,7 @@ class ServerImpl final : public Server {
     stopped_ = true;
     log().info("shutting down");
     if (jobs_) jobs_->stop();
+    if (service_) service_->stop_streams();
     if (grpc_) {
       grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(grace_seconds));
     }

@@ -2184,7 +2184,8 @@ class ChangeStream {
 // WatchChanges (sync --watch of a server folder) is confined like a read:
 // the token's prefix, '..', a symlink (never followed, at the folder or
 // below it), and a folder moved out of the watched tree reports nothing
-// more from where it went. Its requests are checked; streams are bounded
+// more from where it went; the watched folder itself moved away ends the
+// stream. Its requests are checked; streams are bounded
 // per subject and in total and end with their token; a tree with more
 // folders than max_watched_folders is a rescan, not more watches.
 TEST_F(Attack, ChangeWatchesStayInsideTheTokenAndAreBounded) {
@@ -2279,6 +2280,28 @@ TEST_F(Attack, ChangeWatchesStayInsideTheTokenAndAreBounded) {
   EXPECT_TRUE(big->saw("RESCAN "));
   EXPECT_NE(srv->log().find("more than 20 folders"), std::string::npos) << srv->log();
   big.reset();
+
+  // The watched folder itself moved out of the scope: the stream ends
+  // (NOT_FOUND), and nothing done where it went is reported.
+  fs::create_directories(pub / "sub");
+  {
+    std::unique_ptr<ChangeStream> opened;
+    ASSERT_TRUE(xfer_it::wait_until(
+        [&] {
+          opened = std::make_unique<ChangeStream>(p, tok, "/pub/sub");
+          return opened->ok();
+        },
+        10s))
+        << opened->status().error_message();
+    ChangeStream& sub = *opened;
+    fs::rename(pub / "sub", out / "sub-moved");
+    xfer_it::write_file(out / "sub-moved/leak3.txt", "not for this token\n");
+    grpc::Status gone = sub.wait_end(10s);
+    EXPECT_EQ(gone.error_code(), grpc::StatusCode::NOT_FOUND) << gone.error_message();
+    EXPECT_NE(gone.error_message().find("moved or removed"), std::string::npos)
+        << gone.error_message();
+    for (const auto& c : sub.changes()) EXPECT_EQ(c.find("leak"), std::string::npos) << c;
+  }
 
   // A stream ends with its token.
   ChangeStream brief(p, srv->token("/pub", false, 2, "brief"), "/pub");

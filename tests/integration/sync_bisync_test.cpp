@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "harness.hpp"
 #include "xferd_harness.hpp"
@@ -293,6 +294,39 @@ TEST_F(Bisync, ATypeChangeAgainstAnEditKeepsBoth) {
   auto d = named(a, "d.conflict-B-");
   ASSERT_EQ(d.size(), 1u) << r.describe();
   EXPECT_EQ(read_file(a / d[0]), "d is a file on B\n");
+}
+
+// An edit made on the receiving side after the run listed it is never
+// overwritten: the leg into A starts after the leg into B (slowed here by
+// --bwlimit), and A's y.txt is edited meanwhile. A keeps that edit, the run
+// says so, and the next run finds y.txt changed on both sides: a conflict,
+// both versions kept.
+TEST_F(Bisync, AnEditOnTheReceivingSideDuringTheRunIsNotOverwritten) {
+  const fs::path a = tmp() / "a";
+  const fs::path b = tmp() / "b";
+  put(a / "y.txt", "y\n", kT0);
+  put(b / "y.txt", "y\n", kT0);
+  ASSERT_EQ(bisync(S(a), S(b)).exit_code, 0);
+  write_random_file(a / "big.bin", 11, 8u << 20);  // to B: about 4 s at 2 MiB/s
+  put(b / "y.txt", "B's edit\n", kT0 + 100);       // to A, in the second leg
+  std::thread editor([&] {
+    std::this_thread::sleep_for(1500ms);
+    put(a / "y.txt", "A's edit, made during the run\n", kT0 + 200);
+  });
+  auto r = bisync(S(a), S(b), {"--bwlimit", "2M"});
+  editor.join();
+  EXPECT_EQ(read_file(a / "y.txt"), "A's edit, made during the run\n") << r.describe();
+  EXPECT_EQ(read_file(b / "y.txt"), "B's edit\n");
+  EXPECT_TRUE(icontains(r.err, "changed since this sync listed it")) << r.describe();
+  EXPECT_EQ(read_file(b / "big.bin"), read_file(a / "big.bin"));
+  auto next = bisync(S(a), S(b));
+  ASSERT_EQ(next.exit_code, 0) << next.describe();
+  EXPECT_TRUE(alike(a, b));
+  EXPECT_EQ(read_file(a / "y.txt"), "A's edit, made during the run\n")
+      << "the newer keeps the name";
+  const auto kept = named(a, "y.txt.conflict-B-");
+  ASSERT_EQ(kept.size(), 1u) << next.describe();
+  EXPECT_EQ(read_file(a / kept[0]), "B's edit\n");
 }
 
 // What would lose data stops the run before it changes anything.

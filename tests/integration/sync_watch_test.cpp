@@ -252,6 +252,33 @@ TEST_F(SyncWatch, AKilledWatcherRestartedLosesNothing) {
   EXPECT_EQ(r.exit_code, 0) << r.describe();
 }
 
+// The watched folder itself moved away: the watch ends by itself with a
+// clear error (what it would follow next lies elsewhere), with each
+// watcher.
+TEST_F(SyncWatch, AWatchedFolderMovedAwayEndsTheWatchWithAnError) {
+  std::vector<std::string> withs = {"inotify"};
+  if (::geteuid() == 0) withs.push_back("fanotify");
+  for (const std::string& with : withs) {
+    SCOPED_TRACE(with);
+    const fs::path src = tmp() / (with + "-src");
+    const fs::path dst = tmp() / (with + "-dst");
+    fs::create_directories(src);
+    write_file(src / "a.txt", "a\n");
+    std::atomic<bool> moved{false};
+    std::thread mover([&] {
+      if (wait_until([&] { return fs::exists(dst / "a.txt"); }, 60s)) {
+        fs::rename(src, tmp() / (with + "-moved"));
+        moved.store(true);
+      }
+    });
+    auto r = run_xfer({"sync", "--watch", "--watch-with", with, S(src) + "/", S(dst) + "/"}, 60s);
+    mover.join();
+    ASSERT_TRUE(moved.load()) << r.describe();
+    EXPECT_EQ(r.exit_code, 1) << r.describe();
+    EXPECT_TRUE(icontains(r.err, "moved or removed")) << r.describe();
+  }
+}
+
 // A folder on xferd, watched by the server itself (WatchChanges): creates,
 // writes, renames and deletions there reach the local copy; the server is
 // stopped, the folder changed while it is down, and started again: the

@@ -9,6 +9,9 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -577,6 +580,43 @@ TEST_F(EngineTest, ChangeFeedKeepsTheTransferOpenAndCopiesWhatChanged) {
   EXPECT_FALSE(fs::exists(dir_ / "escape"));
   EXPECT_FALSE(fs::exists(dir_ / "x"));
   EXPECT_FALSE(feed->push({0, "late"})) << "a closed feed takes nothing";
+}
+
+// A sync asks the destination guard before it changes an entry, with the
+// entry's listed attributes: what it refuses stays as it is (skipped),
+// the rest is synced.
+TEST_F(EngineTest, ASyncLeavesWhatTheDestinationGuardRefuses) {
+  auto put = [&](const fs::path& p, const std::string& data) {
+    fs::create_directories(p.parent_path());
+    std::ofstream(p, std::ios::binary | std::ios::trunc) << data;
+  };
+  put(dir_ / "src" / "a.txt", "new a");
+  put(dir_ / "src" / "b.txt", "new b, longer");
+  put(dir_ / "src" / "dir" / "c.txt", "new c");
+  put(dir_ / "dst" / "a.txt", "old a, long");
+  put(dir_ / "dst" / "b.txt", "old b");
+  TransferRequest req = request((dir_ / "src").string() + "/", (dir_ / "dst").string());
+  req.options.recursive = true;
+  req.options.sync = true;
+  req.options.state_root = state_.string();
+  std::mutex mu;
+  std::map<std::string, std::optional<std::uint64_t>> asked;  // path -> listed size
+  req.destination_guard = [&](const std::string& path, const std::optional<FileAttrs>& now) {
+    std::lock_guard lock(mu);
+    asked[path] = now ? std::optional<std::uint64_t>(now->size) : std::nullopt;
+    return path != "b.txt";
+  };
+  TransferCounters counters;
+  auto r = run_transfer(req, counters, nullptr);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(read_file(dir_ / "dst" / "a.txt"), "new a");
+  EXPECT_EQ(read_file(dir_ / "dst" / "b.txt"), "old b") << "refused: left alone";
+  EXPECT_EQ(read_file(dir_ / "dst" / "dir" / "c.txt"), "new c");
+  EXPECT_GE(r->files_skipped, 1u);
+  ASSERT_EQ(asked.count("b.txt"), 1u);
+  EXPECT_EQ(asked["b.txt"], std::optional<std::uint64_t>(5)) << "the destination as listed";
+  ASSERT_EQ(asked.count("dir/c.txt"), 1u);
+  EXPECT_FALSE(asked["dir/c.txt"].has_value()) << "nothing there yet";
 }
 
 TEST_F(EngineTest, TransientReadErrorsAreRetried) {

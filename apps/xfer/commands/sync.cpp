@@ -198,6 +198,14 @@ void register_sync(CLI::App& app) {
     ended.store(true);
     stopper.join();
     context().signal_ends = !cancel.load();
+    // A watch that ended by itself (the folder moved or removed, a server
+    // that refuses it for good) ended the sync: that is a failure.
+    for (auto& w : watchers) {
+      if (auto why = w.watch->failure()) {
+        print_error(*why);
+        if (context().exit_code == kExitOk) context().exit_code = kExitFailure;
+      }
+    }
   });
 }
 

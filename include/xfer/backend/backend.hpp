@@ -207,6 +207,10 @@ class ChangeWatch {
  public:
   virtual ~ChangeWatch() = default;
   virtual void stop() = 0;
+  // Why the watch ended by itself (the watched folder moved or removed, a
+  // server that refuses it for good); it closed its feed then. nullopt
+  // while it runs or once stopped by stop().
+  virtual std::optional<Error> failure() const = 0;
 };
 
 class Backend {

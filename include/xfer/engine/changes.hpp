@@ -9,10 +9,12 @@
 // Thread-safe: producers push from any thread; the engine's scanner thread
 // takes.
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -47,12 +49,37 @@ struct ChangeEvent {
 // fanotify where it can be set up, inotify otherwise.
 enum class WatchMechanism { kAuto, kInotify, kFanotify };
 
+// Folders watched by several watches together, at most `limit` (xferd's
+// streams share one: their inotify watches come from one user's
+// fs.inotify.max_user_watches). Thread-safe.
+class FolderBudget {
+ public:
+  explicit FolderBudget(std::size_t limit) : limit_(limit) {}
+  bool take() {
+    std::size_t used = used_.load();
+    do {
+      if (used >= limit_) return false;
+    } while (!used_.compare_exchange_weak(used, used + 1));
+    return true;
+  }
+  void give(std::size_t n) { used_.fetch_sub(n); }
+  std::size_t used() const { return used_.load(); }
+
+ private:
+  const std::size_t limit_;
+  std::atomic<std::size_t> used_{0};
+};
+
 struct WatchOptions {
   WatchMechanism mechanism = WatchMechanism::kInotify;
   std::chrono::milliseconds debounce{500};
   std::chrono::milliseconds reconcile{3'600'000};  // 0: never
   std::size_t max_folders = 0;                     // folders watched at most (0: no bound)
   std::size_t max_pending = 1'000'000;             // changed paths waiting to be quiet
+  // Bytes of paths held (the watch table and the waiting paths); past it,
+  // a rescan instead. 0: no bound.
+  std::size_t max_bytes = 0;
+  std::shared_ptr<FolderBudget> folder_budget;  // shared with other watches; null: none
 };
 
 class ChangeFeed {

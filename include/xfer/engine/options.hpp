@@ -10,7 +10,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -19,6 +21,7 @@
 
 #include "xfer/backend/registry.hpp"
 #include "xfer/core/config.hpp"
+#include "xfer/core/file_attrs.hpp"
 #include "xfer/core/result.hpp"
 
 namespace xfer {
@@ -72,6 +75,14 @@ struct TransferRequest {
   // Set: after the first scan the transfer stays open and copies the paths
   // the feed reports as changed, until the feed is closed (changes.hpp).
   std::shared_ptr<ChangeFeed> changes;
+  // Set (sync only): before the sync changes a destination entry it asks
+  // this, with the path relative to the source root and the destination's
+  // attributes as just listed (nullopt: nothing there); false leaves the
+  // path alone, counted as skipped with a warning. sync --bidirectional
+  // uses it so that a leg never overwrites what changed on the receiving
+  // side after the plan was made. Called from the sync walk's threads.
+  std::function<bool(const std::string& path, const std::optional<FileAttrs>& destination)>
+      destination_guard;
 };
 
 // One row of the table.

@@ -6,8 +6,13 @@
 // quiet for `debounce`; a rename inside the tree is one rename; a removal
 // is reported at once. When the kernel's queue overflows, a watch cannot be
 // added, or a bound of WatchOptions is passed, a rescan of the whole tree is
-// reported instead (nothing is lost, the sync walk compares everything); a
-// rescan is reported every `reconcile` anyway.
+// reported instead (nothing is lost, the sync walk compares everything; an
+// overflow also makes the watch table again, since renames were lost); a
+// rescan is reported every `reconcile` anyway, and at most one every 2 s.
+// Paths longer than 4096 bytes and xfer's own partials are never reported.
+// When the watched folder itself is moved or removed the watch ends
+// (failure() says so; its feed is closed): what it would report next would
+// name another place.
 //
 // Confinement: every folder below the watched one is opened from the
 // watched folder's descriptor, beneath it and through no symlink
@@ -20,6 +25,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "xfer/backend/backend.hpp"
@@ -47,6 +53,7 @@ class TreeWatcher final : public ChangeWatch {
   TreeWatcher(const TreeWatcher&) = delete;
   TreeWatcher& operator=(const TreeWatcher&) = delete;
   void stop() override;
+  std::optional<Error> failure() const override;
 
   struct Impl;
 

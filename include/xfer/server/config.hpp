@@ -74,6 +74,7 @@ struct ServerConfig {
   unsigned max_change_watches = 8;                   // WatchChanges streams open at once
   unsigned max_change_watches_per_subject = 2;       // WatchChanges streams of one subject
   unsigned max_watched_folders = 20000;              // inotify watches of one WatchChanges stream
+  unsigned max_watched_folders_total = 60000;        // inotify watches of all WatchChanges streams
   unsigned max_checksums_per_subject = 4;            // Checksum calls of one subject at once
   unsigned job_retention_seconds = 3600;             // a finished job is forgotten after this
   unsigned max_finished_jobs = 256;                  // finished jobs kept at most (oldest go first)

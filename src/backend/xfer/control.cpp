@@ -23,7 +23,8 @@ std::string endpoint_name(const Url& url) {
 }
 
 Result<std::unique_ptr<xfer::v1::Xfer::Stub>> make_control_stub(const Url& url,
-                                                                const EndpointOptions& options) {
+                                                                const EndpointOptions& options,
+                                                                int max_receive_bytes) {
   std::shared_ptr<grpc::ChannelCredentials> creds;
   if (options.tls || !options.tls_ca.empty()) {
     grpc::SslCredentialsOptions ssl;
@@ -41,7 +42,7 @@ Result<std::unique_ptr<xfer::v1::Xfer::Stub>> make_control_stub(const Url& url,
     creds = grpc::InsecureChannelCredentials();
   }
   grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(64 << 20);
+  args.SetMaxReceiveMessageSize(max_receive_bytes);
   return xfer::v1::Xfer::NewStub(grpc::CreateCustomChannel(endpoint_name(url), creds, args));
 }
 

@@ -21,9 +21,12 @@ namespace xfer {
 // "host:port" ("[v6]:port"), the default port filled in.
 std::string endpoint_name(const Url& url);
 // A stub on a channel to `url`: TLS when options.tls or a CA bundle is
-// given (the bundle is read here; an unreadable one is an error).
+// given (the bundle is read here; an unreadable one is an error). A reply
+// larger than `max_receive_bytes` fails its call (RESOURCE_EXHAUSTED)
+// before it is parsed.
 Result<std::unique_ptr<xfer::v1::Xfer::Stub>> make_control_stub(const Url& url,
-                                                                const EndpointOptions& options);
+                                                                const EndpointOptions& options,
+                                                                int max_receive_bytes = 64 << 20);
 // Deadline and "authorization: Bearer <token>" (none when token is empty).
 void prepare_call(grpc::ClientContext& ctx, const std::string& token, std::chrono::seconds timeout);
 

@@ -564,6 +564,8 @@ class XferClient : public std::enable_shared_from_this<XferClient> {
   }
 
   v1::Xfer::Stub& stub() { return *stub_; }
+  const Url& url() const { return url_; }
+  const EndpointOptions& endpoint_options() const { return options_; }
   const std::string& name() const { return name_; }
 
   void prepare(grpc::ClientContext& ctx, std::chrono::seconds timeout = kRpcTimeout) const {
@@ -1866,17 +1868,26 @@ FileAttrs peer_attrs(const v1::FileAttrs& p) {
 // folder and sends what changed; each change is checked (a path from the
 // server becomes a path here) and pushed to the feed. A stream that ends
 // or falls silent (no heartbeat for kWatchSilence) is opened again with a
-// backoff, and a rescan is pushed once it is back: changes in the gap are
-// found by comparing. A change that fails the check is refused with a
-// warning and replaced by a rescan, which compares through the checked
-// listing instead.
+// jittered backoff, and a rescan is pushed once it is back: changes in the
+// gap are found by comparing. A refusal that will not change (the token,
+// the folder gone) ends the watch instead: failure() says why and the
+// feed is closed (a first attempt that fails fails start()). A change
+// that fails the check is refused (the first ten with a warning) and
+// replaced by a rescan, which compares through the checked listing
+// instead. Rescans are pushed at most once a second.
 //
 // Threading: one thread reads the stream (and reconnects); a second one
-// watches for silence and cancels the call. stop() ends both.
+// watches for silence, cancels the call, and pushes a rescan that was
+// held back. stop() ends both.
 class XferChangeWatch final : public ChangeWatch {
  public:
   static constexpr auto kWatchSilence = std::chrono::seconds(60);  // server heartbeats every 15 s
   static constexpr auto kMaxBackoff = std::chrono::seconds(30);
+  static constexpr auto kRescanInterval = std::chrono::seconds(1);
+  // The server sends at most 1,024 changes or about 256 KiB per reply.
+  static constexpr int kMaxReplyBytes = 1 << 20;
+  static constexpr int kMaxChangesPerReply = 4096;
+  static constexpr std::size_t kMaxPathBytes = 4096;
 
   XferChangeWatch(std::shared_ptr<XferClient> client, std::string path, std::size_t root,
                   std::shared_ptr<ChangeFeed> feed, const WatchOptions& options)
@@ -1895,6 +1906,8 @@ class XferChangeWatch final : public ChangeWatch {
   // Opens the stream and waits for the server's `ready` (the folder is
   // watched), or its refusal.
   Status start() {
+    XFER_ASSIGN_OR_RETURN(
+        stub_, make_control_stub(client_->url(), client_->endpoint_options(), kMaxReplyBytes));
     reader_ = std::thread([this] { run(); });
     watchdog_ = std::thread([this] { guard(); });
     std::unique_lock lock(mu_);
@@ -1920,9 +1933,22 @@ class XferChangeWatch final : public ChangeWatch {
     if (watchdog_.joinable()) watchdog_.join();
   }
 
+  std::optional<Error> failure() const override {
+    std::lock_guard lock(mu_);
+    return failure_;
+  }
+
  private:
+  // Refusals that another attempt will not change.
+  static bool permanent(grpc::StatusCode code) {
+    return code == grpc::StatusCode::PERMISSION_DENIED ||
+           code == grpc::StatusCode::UNAUTHENTICATED || code == grpc::StatusCode::NOT_FOUND ||
+           code == grpc::StatusCode::INVALID_ARGUMENT || code == grpc::StatusCode::UNIMPLEMENTED;
+  }
+
   void run() {
     auto backoff = std::chrono::seconds(1);
+    std::minstd_rand jitter(std::random_device{}());
     bool first = true;
     while (true) {
       grpc::ClientContext ctx;
@@ -1934,10 +1960,10 @@ class XferChangeWatch final : public ChangeWatch {
         call_ = &ctx;
         last_read_ = std::chrono::steady_clock::now();
       }
-      auto reader = client_->stub().WatchChanges(&ctx, req_);
+      auto reader = stub_->WatchChanges(&ctx, req_);
       v1::WatchChangesReply reply;
       bool ready = false;
-      bool corrupt = false;
+      std::string corrupt;
       while (reader->Read(&reply)) {
         {
           std::lock_guard lock(mu_);
@@ -1945,7 +1971,7 @@ class XferChangeWatch final : public ChangeWatch {
         }
         if (!ready) {
           if (!reply.ready()) {
-            corrupt = true;
+            corrupt = "its first answer did not say the folder is watched";
             break;
           }
           ready = true;
@@ -1961,56 +1987,113 @@ class XferChangeWatch final : public ChangeWatch {
             push_rescan();  // what changed while the stream was down
           }
         }
-        for (const auto& c : reply.changes()) {
-          if (!push(c)) break;
+        if (reply.changes_size() > kMaxChangesPerReply) {
+          corrupt = fmt::format("it sent {} changes at once", reply.changes_size());
+          break;
         }
+        bool open = true;
+        for (const auto& c : reply.changes()) {
+          if (!push(c)) {
+            open = false;
+            break;
+          }
+        }
+        if (!open) break;
       }
-      if (corrupt) ctx.TryCancel();
+      if (!corrupt.empty()) ctx.TryCancel();
       grpc::Status st = reader->Finish();
       {
         std::lock_guard lock(mu_);
         call_ = nullptr;
         if (stopping_) break;
-        if (first) {
-          start_error_ =
-              corrupt ? make_error(ErrorCode::kCorrupt, "watch", path_,
-                                   "the server's first answer did not say the folder is watched")
-                      : client_->explain(protocol::from_grpc(st, ctx, "watch", path_));
+        if (first) {  // the command stops with the server's reason
+          start_error_ = !corrupt.empty()
+                             ? make_error(ErrorCode::kCorrupt, "watch", path_,
+                                          "the server's answer is not a watch: " + corrupt)
+                             : client_->explain(protocol::from_grpc(st, ctx, "watch", path_));
           cv_.notify_all();
+          return;
+        }
+        if (!first && corrupt.empty() && permanent(st.error_code())) {
+          // The token expired, the folder went: following it again needs
+          // the user. The sync ends and says why.
+          failure_ = client_->explain(protocol::from_grpc(st, ctx, "watch", path_));
+          log().error("watch {}{}: {}", client_->name(), printable_name(path_),
+                      failure_->message());
+          stopping_ = true;
+          feed_->close();
           return;
         }
       }
       log().warn("watch {}{}: the server's change stream ended ({}); reconnecting in {} s",
                  client_->name(), printable_name(path_),
-                 corrupt ? std::string("it sent a bad answer") : st.error_message(),
+                 !corrupt.empty() ? "it sent a bad answer: " + corrupt
+                                  : printable_name(st.error_message()),
                  backoff.count());
+      // Up to half as long again, so that clients of a restarted server
+      // do not all come back at once.
+      const auto pause =
+          backoff + std::chrono::milliseconds(jitter() % (1 + backoff.count() * 500));
       std::unique_lock lock(mu_);
-      if (cv_.wait_for(lock, backoff, [this] { return stopping_; })) break;
+      if (cv_.wait_for(lock, pause, [this] { return stopping_; })) break;
       backoff =
           std::min(backoff * 2, std::chrono::duration_cast<std::chrono::seconds>(kMaxBackoff));
     }
   }
 
   // Cancels a call the server has not answered for kWatchSilence (a cut
-  // path, a frozen server), so run() reconnects.
+  // path, a frozen server), so run() reconnects; pushes a held rescan.
   void guard() {
     std::unique_lock lock(mu_);
-    while (!cv_.wait_for(lock, std::chrono::seconds(5), [this] { return stopping_; })) {
-      if (call_ != nullptr && std::chrono::steady_clock::now() - last_read_ > kWatchSilence) {
+    while (!cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; })) {
+      const auto now = std::chrono::steady_clock::now();
+      if (call_ != nullptr && now - last_read_ > kWatchSilence) {
         log().warn("watch {}{}: no word from the server for {} s; reconnecting", client_->name(),
                    printable_name(path_), kWatchSilence.count());
         call_->TryCancel();
-        last_read_ = std::chrono::steady_clock::now();
+        last_read_ = now;
+      }
+      if (rescan_owed_ && now - last_rescan_ >= kRescanInterval) {
+        rescan_owed_ = false;
+        last_rescan_ = now;
+        lock.unlock();
+        push_event(ChangeEvent::Kind::kRescan);
+        lock.lock();
       }
     }
   }
 
-  void push_rescan() {
+  bool push_event(ChangeEvent::Kind kind) {
     ChangeEvent e;
     e.root = root_;
-    e.kind = ChangeEvent::Kind::kRescan;
+    e.kind = kind;
     e.seen = std::chrono::steady_clock::now();
-    (void)feed_->push(std::move(e));
+    return feed_->push(std::move(e));
+  }
+
+  // A rescan now, or held back (and pushed by guard()) when one went less
+  // than kRescanInterval ago: a server that says RESCAN a million times
+  // costs at most one comparison a second.
+  bool push_rescan() {
+    {
+      std::lock_guard lock(mu_);
+      const auto now = std::chrono::steady_clock::now();
+      if (last_rescan_ != std::chrono::steady_clock::time_point{} &&
+          now - last_rescan_ < kRescanInterval) {
+        rescan_owed_ = true;
+        return true;
+      }
+      last_rescan_ = now;
+    }
+    return push_event(ChangeEvent::Kind::kRescan);
+  }
+
+  static Status check_path(const std::string& path, std::string_view what) {
+    if (path.size() > kMaxPathBytes) {
+      return make_error(ErrorCode::kCorrupt, "watch", printable_name(path, 100),
+                        fmt::format("{} longer than {} bytes", what, kMaxPathBytes));
+    }
+    return validate_relative_path(path, what);
   }
 
   // One change from the server, checked; false once the feed is closed.
@@ -2022,52 +2105,54 @@ class XferChangeWatch final : public ChangeWatch {
     switch (c.kind()) {
       case v1::WatchChange::CHANGED:
         e.kind = ChangeEvent::Kind::kChanged;
-        valid = validate_relative_path(c.path(), "changed path from the server");
+        valid = check_path(c.path(), "changed path from the server");
         break;
       case v1::WatchChange::REMOVED:
         e.kind = ChangeEvent::Kind::kRemoved;
-        valid = validate_relative_path(c.path(), "removed path from the server");
+        valid = check_path(c.path(), "removed path from the server");
         break;
       case v1::WatchChange::RENAMED:
         e.kind = ChangeEvent::Kind::kRenamed;
-        valid = validate_relative_path(c.path(), "renamed path from the server");
-        if (valid.ok()) valid = validate_relative_path(c.from(), "renamed path from the server");
+        valid = check_path(c.path(), "renamed path from the server");
+        if (valid.ok()) valid = check_path(c.from(), "renamed path from the server");
         e.from = c.from();
         break;
       case v1::WatchChange::RESCAN:
-        e.kind = ChangeEvent::Kind::kRescan;
-        break;
+        return push_rescan();
       default:
         valid = make_error(ErrorCode::kCorrupt, "watch", path_,
                            fmt::format("unknown kind of change {}", static_cast<int>(c.kind())));
     }
     if (!valid.ok()) {
-      log().warn("watch {}{}: refused a change from the server ({}); rescanning instead",
-                 client_->name(), printable_name(path_), valid.error().message());
-      e = ChangeEvent{};
-      e.root = root_;
-      e.kind = ChangeEvent::Kind::kRescan;
-      e.seen = std::chrono::steady_clock::now();
-    } else if (e.kind != ChangeEvent::Kind::kRescan) {
-      e.path = c.path();
+      if (refused_++ < 10) {
+        log().warn("watch {}{}: refused a change from the server ({}); rescanning instead",
+                   client_->name(), printable_name(path_), valid.error().message());
+      }
+      return push_rescan();
     }
+    e.path = c.path();
     return feed_->push(std::move(e));
   }
 
   std::shared_ptr<XferClient> client_;
+  std::unique_ptr<v1::Xfer::Stub> stub_;  // its own channel: small replies only
   const std::string path_;
   const std::size_t root_;
   std::shared_ptr<ChangeFeed> feed_;
   v1::WatchChangesRequest req_;
   std::thread reader_;
   std::thread watchdog_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
   bool ready_ = false;
   std::optional<Error> start_error_;
+  std::optional<Error> failure_;
   grpc::ClientContext* call_ = nullptr;  // the stream open now
   std::chrono::steady_clock::time_point last_read_;
+  std::chrono::steady_clock::time_point last_rescan_{};
+  bool rescan_owed_ = false;
+  std::uint64_t refused_ = 0;  // changes refused (the reader thread's)
 };
 
 class XferBackend final : public Backend {
