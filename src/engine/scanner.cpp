@@ -353,10 +353,6 @@ void Engine::follow_changes() {
   }
 }
 
-namespace {
-constexpr std::size_t kMaxChangedPathBytes = 4096;
-}  // namespace
-
 void Engine::apply_change(const ChangeEvent& event) {
   if (event.root >= roots_.size()) {
     report(make_error(ErrorCode::kInvalidArgument, "change", event.path,

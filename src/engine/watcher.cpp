@@ -43,9 +43,10 @@ namespace {
 constexpr std::uint32_t kDirMask = IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE |
                                    IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF |
                                    IN_ONLYDIR | IN_EXCL_UNLINK;
-// The longest relative path kept or reported (PATH_MAX): a longer one
-// (folders renamed into deep chains) is a rescan, never a bigger string.
-constexpr std::size_t kMaxPathBytes = 4096;
+// The longest relative path kept or reported (kMaxChangedPathBytes): a
+// longer one (folders renamed into deep chains) is a rescan, never a
+// bigger string.
+constexpr std::size_t kMaxPathBytes = kMaxChangedPathBytes;
 // Rescans come at most this often; one due meanwhile waits.
 constexpr auto kMinRescanInterval = std::chrono::seconds(2);
 // Reads of the kernel's queue (64 KiB each) before pending renames are

@@ -15,6 +15,10 @@ namespace xfer {
 
 inline constexpr std::size_t kMaxNameBytes = 255;  // NAME_MAX
 inline constexpr std::size_t kMaxIdBytes = 64;
+// The longest relative path a changed-path report may name (PATH_MAX):
+// watchers never report a longer one, and the client and the engine refuse
+// one from a peer.
+inline constexpr std::size_t kMaxChangedPathBytes = 4096;
 
 // A single path component: 1..255 bytes, no '/', no NUL, not "." or "..".
 // kInvalidArgument "invalid <what> ..." naming the (printable) value.

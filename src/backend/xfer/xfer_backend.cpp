@@ -1887,7 +1887,6 @@ class XferChangeWatch final : public ChangeWatch {
   // The server sends at most 1,024 changes or about 256 KiB per reply.
   static constexpr int kMaxReplyBytes = 1 << 20;
   static constexpr int kMaxChangesPerReply = 4096;
-  static constexpr std::size_t kMaxPathBytes = 4096;
 
   XferChangeWatch(std::shared_ptr<XferClient> client, std::string path, std::size_t root,
                   std::shared_ptr<ChangeFeed> feed, const WatchOptions& options)
@@ -2089,9 +2088,9 @@ class XferChangeWatch final : public ChangeWatch {
   }
 
   static Status check_path(const std::string& path, std::string_view what) {
-    if (path.size() > kMaxPathBytes) {
+    if (path.size() > kMaxChangedPathBytes) {
       return make_error(ErrorCode::kCorrupt, "watch", printable_name(path, 100),
-                        fmt::format("{} longer than {} bytes", what, kMaxPathBytes));
+                        fmt::format("{} longer than {} bytes", what, kMaxChangedPathBytes));
     }
     return validate_relative_path(path, what);
   }
