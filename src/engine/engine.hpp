@@ -183,6 +183,9 @@ class Engine {
   // Failed files before the last rescan: the deletion rule counts only
   // those after (sync --watch; 0 otherwise).
   std::atomic<std::uint64_t> failed_base_{0};
+  // Errors reported before the last rescan that met none (sync --watch):
+  // that rescan compared everything again, so they are repaired.
+  std::atomic<std::uint64_t> errors_repaired_{0};
   void sync_tree(std::size_t root_index, SyncDir top, SyncPass pass);
   // One name present on either end (or both); subfolders to walk go to
   // `subdirs`. True when the destination folder's entries change (its

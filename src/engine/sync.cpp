@@ -136,7 +136,17 @@ void Engine::sync_change(const ChangeEvent& e) {
     // comparison is compared again now.
     sync_io_error_.store(false);
     failed_base_.store(counters_.files_failed.load());
+    const std::uint64_t errors_before = counters_.errors.load();
     sync_root(e.root);
+    // A comparison of the whole tree that met no error repairs what
+    // failed before it (a server that was restarting, a file that was
+    // busy): those errors no longer fail the run.
+    if (!sync_io_error_.load() && counters_.errors.load() == errors_before) {
+      std::uint64_t repaired = errors_repaired_.load();
+      while (errors_before > repaired &&
+             !errors_repaired_.compare_exchange_weak(repaired, errors_before)) {
+      }
+    }
   } else {
     if (e.kind == ChangeEvent::Kind::kRenamed && opt_.delete_extraneous && !opt_.dry_run) {
       // A rename is a rename at the destination too, when the old name is

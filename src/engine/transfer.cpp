@@ -184,6 +184,7 @@ Result<TransferResult> Engine::run() {
   result.files_skipped = counters_.files_skipped.load();
   result.bytes_done = counters_.bytes_done.load();
   result.retries = counters_.retries.load();
+  result.errors_repaired = errors_repaired_.load();
   result.cancelled = cancelled();
   result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   result.peak_buffer_bytes = governor_.peak();

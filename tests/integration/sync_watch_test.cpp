@@ -333,6 +333,56 @@ TEST_F(SyncWatch, FollowsAFolderOnXferdAcrossARestartOfTheServer) {
   EXPECT_EQ(r.exit_code, 0) << r.describe();
 }
 
+// An error while following is repaired by the next full comparison that
+// meets none: it is still reported, but it no longer fails the run. One
+// that is never repaired does (exit 3 or 1).
+TEST_F(SyncWatch, AnErrorARescanRepairedDoesNotFailTheRun) {
+  for (const bool repair : {true, false}) {
+    SCOPED_TRACE(repair ? "repaired" : "left");
+    const fs::path src = tmp() / (repair ? "src-r" : "src-l");
+    const fs::path dst = tmp() / (repair ? "dst-r" : "dst-l");
+    fs::create_directories(src);
+    write_file(src / "a.txt", "a\n");
+    // A folder with entries where the source will put a file: without
+    // --delete that file is an error until the folder is emptied.
+    fs::create_directories(dst / "blocker");
+    write_file(dst / "blocker/kept.txt", "kept\n");
+    bool failed = false;
+    bool synced = false;
+    auto r = watch_while({"sync", "--watch", "--watch-debounce", "50ms", "--watch-reconcile", "1s",
+                          "--json", S(src) + "/", S(dst) + "/"},
+                         [&] {
+                           if (!wait_until([&] { return fs::exists(dst / "a.txt"); }, 60s)) return;
+                           write_file(src / "blocker", "a file now\n");
+                           std::this_thread::sleep_for(1500ms);  // debounce, a copy, a reconcile
+                           failed = fs::exists(dst / "blocker/kept.txt");
+                           if (!repair) return;
+                           fs::remove_all(dst / "blocker");
+                           synced = wait_until(
+                               [&] {
+                                 return fs::is_regular_file(dst / "blocker") &&
+                                        read_file(dst / "blocker") == "a file now\n";
+                               },
+                               30s);
+                         });
+    ASSERT_TRUE(failed) << r.describe();
+    EXPECT_NE(r.err.find("cannot delete non-empty directory"), std::string::npos) << r.describe();
+    const auto summary = summary_of(r);
+    ASSERT_TRUE(summary.is_object()) << r.describe();
+    if (repair) {
+      EXPECT_TRUE(synced) << r.describe();
+      EXPECT_EQ(summary.value("errors", -1), 0) << r.describe();
+      EXPECT_GE(summary.value("errors_repaired", 0), 1) << r.describe();
+      EXPECT_NE(r.err.find("repaired by a later rescan"), std::string::npos) << r.describe();
+      EXPECT_EQ(r.exit_code, 0) << r.describe();
+    } else {
+      EXPECT_TRUE(fs::exists(dst / "blocker/kept.txt"));
+      EXPECT_GE(summary.value("errors", 0), 1) << r.describe();
+      EXPECT_NE(r.exit_code, 0) << r.describe();
+    }
+  }
+}
+
 // What cannot be watched says so at once: a file, a folder outside the
 // token's prefix, a missing one.
 TEST_F(SyncWatch, AServerFolderThatCannotBeWatchedIsAClearError) {

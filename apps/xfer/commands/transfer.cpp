@@ -333,7 +333,10 @@ int run_with_ui(const TransferRequest& asked, const RenderOptions& render,
     return kExitFailure;
   }
   const TransferResult& r = *result;
-  const std::uint64_t errors = counters.errors.load();
+  // Errors a later rescan repaired (sync --watch) are reported, but the
+  // run's outcome is what is still wrong.
+  const std::uint64_t errors_all = counters.errors.load();
+  const std::uint64_t errors = errors_all - std::min(errors_all, r.errors_repaired);
   double rate = r.seconds > 0 ? static_cast<double>(r.bytes_done) / r.seconds : 0;
   const int code = outcome_exit_code(r.cancelled, errors, r.files_done);
   const std::string limit = describe_limit(context().stats->snapshot(""));
@@ -349,6 +352,7 @@ int run_with_ui(const TransferRequest& asked, const RenderOptions& render,
                     {"chunks", counters.chunks_done.load()},
                     {"retries", r.retries},
                     {"errors", errors},
+                    {"errors_repaired", errors_all - errors},
                     {"seconds", r.seconds},
                     {"rate_bps", rate},
                     {"peak_buffer_bytes", r.peak_buffer_bytes},
@@ -408,7 +412,10 @@ int run_with_ui(const TransferRequest& asked, const RenderOptions& render,
                count_of(r.files_done - std::min(r.files_done, r.files_unchanged), "file"),
                render.human ? format_bytes(static_cast<double>(r.bytes_done))
                             : count_of(r.bytes_done, "byte"),
-               unchanged, r.seconds, format_bytes(rate), count_of(errors, "error"),
+               unchanged, r.seconds, format_bytes(rate),
+               errors_all > errors ? fmt::format("{} ({} repaired by a later rescan)",
+                                                 count_of(errors, "error"), errors_all - errors)
+                                   : count_of(errors, "error"),
                r.cancelled ? " (interrupted)" : "");
     if (!limit.empty()) fmt::print(stderr, "xfer: limited by {}\n", limit);
     if (render.bidirectional) {

@@ -65,6 +65,9 @@ struct TransferResult {
   double seconds = 0;
   bool cancelled = false;
   std::vector<Error> errors;  // the first 100 per-file errors
+  // sync --watch: errors that a later rescan without errors repaired (a
+  // server restarting, a file busy for a moment); they do not fail the run.
+  std::uint64_t errors_repaired = 0;
   std::uint64_t peak_buffer_bytes = 0;
   // Checkpointing (empty job_id when off).
   std::string job_id;
