@@ -12,11 +12,13 @@ PACKAGES=(
   # libraries
   libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev libspdlog-dev
   libfmt-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libzstd-dev
-  libssl-dev liburing-dev zlib1g-dev libsodium-dev
+  libssl-dev liburing-dev zlib1g-dev libsodium-dev libcurl4-openssl-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   # test and benchmark peers / tools
   rsync rclone gnuplot-nox fio time python3 util-linux coreutils openssl
   openssh-server openssh-client iperf3
+  # http(s): the test server and the download peers (bench/http.py)
+  nginx-light curl wget aria2
   # packaging (CPack's .deb) and its tests: man pages, completion scripts
   dpkg-dev man-db groff-base zsh fish
   # the network lab (tools/netlab): namespaces, offloads, its accuracy tests
@@ -39,5 +41,14 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 echo "setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Servers among the packages (nginx, sshd) must not start on install: the
+# tests start their own, on loopback, with their own configs.
+made_policy=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d > /dev/null
+  $SUDO chmod 755 /usr/sbin/policy-rc.d
+  made_policy=1
+fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [ -n "$made_policy" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi

@@ -65,7 +65,7 @@ struct Context {
   std::shared_ptr<Credentials> credentials;
   // The backends URLs may name, and where their data streams file their
   // statistics (--json summary, progress).
-  std::shared_ptr<BackendRegistry> backends = BackendRegistry::with_builtins();
+  std::shared_ptr<BackendRegistry> backends = BackendRegistry::with_client_backends();
   std::shared_ptr<StreamStatsBoard> stats = std::make_shared<StreamStatsBoard>();
 };
 

@@ -46,6 +46,10 @@ int main(int argc, char** argv) {
   context().backends->set_credentials(context().credentials);
   app.add_flag("--tls", ep.tls, "TLS on the control channel (system CA bundle)");
   app.add_option("--tls-ca", ep.tls_ca, "CA bundle for the control channel's TLS (implies --tls)");
+  app.add_option("--ca", ep.ca,
+                 "https: CA bundle that signs the server's certificate (default: the system's)");
+  app.add_flag("--insecure", ep.insecure,
+               "https: do not verify the server's certificate (never by default)");
 
   register_transfer(app);
   register_sync(app);

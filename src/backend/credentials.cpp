@@ -40,7 +40,8 @@ constexpr std::array<std::string_view, 2> kS3Secrets = {"secret_access_key", "se
 constexpr std::array<std::string_view, 5> kAzureKeys = {"account", "key", "sas_token", "endpoint",
                                                         "connection_string"};
 constexpr std::array<std::string_view, 3> kAzureSecrets = {"key", "sas_token", "connection_string"};
-constexpr std::array<std::string_view, 4> kHttpKeys = {"url", "user", "password", "bearer_token"};
+constexpr std::array<std::string_view, 5> kHttpKeys = {"url", "user", "password", "bearer_token",
+                                                       "ca"};
 constexpr std::array<std::string_view, 2> kHttpSecrets = {"password", "bearer_token"};
 constexpr std::array<std::string_view, 1> kHttpRequired = {"url"};
 
@@ -61,7 +62,7 @@ constexpr std::array kTypes = {
                {},
                "Azure Blob: account, key, sas_token, endpoint, connection_string"},
     RemoteType{"http", kHttpKeys, kHttpSecrets, kHttpRequired,
-               "an HTTP(S) server: url, user, password, bearer_token"},
+               "an HTTP(S) server: url, user, password, bearer_token, ca"},
 };
 
 bool contains(Keys keys, std::string_view k) {

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "xfer/backend/http.hpp"
 #include "xfer/backend/local.hpp"
 #include "xfer/backend/xfer.hpp"
 
@@ -23,6 +24,13 @@ std::shared_ptr<BackendRegistry> BackendRegistry::with_builtins() {
         return make_local_backend();
       });
   r->register_scheme("xfer", make_xfer_backend);
+  return r;
+}
+
+std::shared_ptr<BackendRegistry> BackendRegistry::with_client_backends() {
+  auto r = with_builtins();
+  r->register_scheme("http", make_http_backend);
+  r->register_scheme("https", make_http_backend);
   return r;
 }
 

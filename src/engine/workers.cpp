@@ -481,6 +481,9 @@ Status Engine::copy_range(Source& source, Sink& sink, std::uint64_t begin, std::
                           Xxh3Stream* chunk_hash, const ChunkRef* chunk) {
   const std::uint64_t io = opt_.io_size;
   std::uint64_t pos = begin;
+  // [begin, end) is read next, in order, by this thread: a network source
+  // asks for it as one request (an HTTP range) instead of one per piece.
+  if (end > begin) source.will_read(Offset{begin}, Length{end - begin});
   // Each piece written is recorded, so a kill re-sends at most the piece
   // in flight (and what the journal had not flushed) of this chunk.
   auto progressed = [&] {

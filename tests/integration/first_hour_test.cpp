@@ -418,7 +418,10 @@ TEST_F(FirstHour, RemoteErrorsSayWhatToCheckInOneLine) {
       {{"ls", "xfer://nohost.invalid:1/"}, "cannot resolve the host name 'nohost.invalid'"},
       {{"ls", "xfer://127.0.0.1:1/"}, "nothing listens on 127.0.0.1:1 (is xferd running there"},
       {{"cp", "sftp://host/x", "y"},
-       "xfer cannot reach sftp:// endpoints yet; it speaks file://, xfer://"},
+       "xfer cannot reach sftp:// endpoints yet; it speaks file://, http://, https://, xfer://"},
+      {{"ls", "http://nohost.invalid:1/"}, "cannot resolve the host name 'nohost.invalid'"},
+      {{"ls", "http://127.0.0.1:1/"},
+       "nothing listens on 127.0.0.1:1 (is the web server running there"},
   };
   for (const Case& c : cases) {
     auto r = run_xfer(c.args, 60s, nullptr, S(tmp()));

@@ -53,7 +53,7 @@ void register_remote_commands(CLI::App& app) {
       "  sftp   host port user key_file password key_passphrase known_hosts\n"
       "  s3     endpoint region access_key_id secret_access_key session_token path_style\n"
       "  azure  account key sas_token endpoint connection_string\n"
-      "  http   url user password bearer_token\n"
+      "  http   url user password bearer_token ca\n"
       "Use a remote as NAME:path (xfer cp file lab:/data/). Stored in "
       "~/.config/xfer/credentials.toml (mode 0600).");
 

@@ -104,6 +104,12 @@ class Source {
   virtual Status check_unchanged() = 0;
   // Native file descriptor for zero-copy paths, or -1.
   virtual int native_handle() const { return -1; }
+  // A hint: the calling thread reads [offset, offset + length) next, in
+  // order, in read_at pieces. A network source may fetch it as one request
+  // (an HTTP range) instead of one request per piece. Reads elsewhere stay
+  // valid; a hint never read costs nothing but memory until the Source is
+  // destroyed. The default ignores it.
+  virtual void will_read(Offset offset, Length length) { (void)offset, (void)length; }
   // The next stretch of data at or after `offset`, [begin, end) with
   // offset <= begin <= end <= attrs().size: the bytes in [offset, begin)
   // are a hole (they read as zeros), and begin == end == size when only

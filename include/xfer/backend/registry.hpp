@@ -26,6 +26,8 @@ struct EndpointOptions {
   std::string cc;             // TCP congestion control of data connections; empty: the system's
   std::string tls_ca;         // CA bundle that signs the server's control-channel certificate
   bool tls = false;           // use TLS on the control channel
+  std::string ca;             // https: CA bundle instead of the system's (--ca)
+  bool insecure = false;      // https: do not verify the server's certificate (--insecure)
   // Where the backend files its per-stream statistics (TCP_INFO of its data
   // connections); null: nowhere. The CLI keeps one board per process,
   // xferd one per job.
@@ -47,7 +49,10 @@ using BackendFactory = std::function<Result<std::unique_ptr<Backend>>(const Url&
 class BackendRegistry {
  public:
   // A registry with the built-in backends: file (and bare paths), xfer.
+  // xferd's: a client must not make the server fetch from other places.
   static std::shared_ptr<BackendRegistry> with_builtins();
+  // The built-ins and every client-side endpoint: http, https (the CLI's).
+  static std::shared_ptr<BackendRegistry> with_client_backends();
 
   void register_scheme(std::string scheme, BackendFactory factory);
   bool has_scheme(const std::string& scheme) const;

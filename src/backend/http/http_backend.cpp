@@ -1,0 +1,1069 @@
+// The http(s) backend (include/xfer/backend/http.hpp, docs/http.md).
+//
+// Owns: a pool of Lanes (one libcurl easy handle driven by a multi handle
+// of its own: one connection, kept alive between requests), a share handle
+// for DNS answers and TLS sessions, and the Sources it opens.
+//
+// Threading: the backend is shared by every worker. A Lane, and the
+// Exchange (one request) running on it, belong to one thread at a time:
+// the thread that took it from the pool, or from a Source's idle streams,
+// under that pool's mutex. Reads are pulled: the worker that reads drives
+// its own transfer (curl_multi_perform / curl_multi_poll), and libcurl is
+// paused while the caller's buffer is full, so no thread runs behind the
+// reader and at most one callback's bytes wait in memory per stream.
+
+#include "xfer/backend/http.hpp"
+
+#include <curl/curl.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstring>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "backend/http/index.hpp"
+#include "xfer/core/log.hpp"
+#include "xfer/core/names.hpp"
+
+#ifndef XFER_VERSION
+#define XFER_VERSION "dev"
+#endif
+
+namespace xfer {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+// What open_source asks for first: a file this small arrives whole in the
+// first answer and is kept in memory (one request per small file).
+constexpr std::uint64_t kOpenWindow = 1u << 20;
+constexpr long kMaxRedirects = 10;
+// No byte for this long from a server that owes some: the call fails
+// (retryable), the connection is dropped.
+constexpr auto kStallTimeout = 60s;
+constexpr long kConnectTimeoutMs = 30'000;
+constexpr std::size_t kMaxIdleLanes = 64;
+constexpr std::size_t kMaxIdleStreams = 32;  // per Source
+constexpr std::size_t kMaxHints = 256;       // per Source
+constexpr std::size_t kMaxHeaderBytes = 256u << 10;
+constexpr long kReceiveBuffer = 256L << 10;
+constexpr unsigned kHeadThreads = 8;  // list(want_attrs) of an HTML page: HEADs at once
+
+void global_init() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+struct Config {
+  std::string origin;  // "https://host:port", no '/' at the end
+  std::string prefix;  // decoded path prefix of a remote's url ("" or "/pub")
+  bool https = false;
+  std::string user;
+  std::string password;
+  std::string bearer;
+  std::string ca;
+  bool insecure = false;
+  std::string describe;
+};
+
+// One connection: an easy handle and the multi handle that drives it
+// (pull-style reads need a multi handle; one each keeps every lane's
+// connection its own, so ranges of one file run on parallel connections).
+struct Lane {
+  CURL* easy = curl_easy_init();
+  CURLM* multi = curl_multi_init();
+  Lane() = default;
+  Lane(const Lane&) = delete;
+  Lane& operator=(const Lane&) = delete;
+  ~Lane() {
+    curl_easy_cleanup(easy);
+    curl_multi_cleanup(multi);
+  }
+};
+
+struct Response {
+  long status = 0;
+  std::string content_type;
+  std::string etag;
+  std::string last_modified;
+  std::string content_range;
+  std::string accept_ranges;
+  std::string retry_after;
+  std::optional<std::uint64_t> content_length;
+  std::string effective_url;
+};
+
+std::string trim(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() &&
+         (v.back() == ' ' || v.back() == '\t' || v.back() == '\r' || v.back() == '\n')) {
+    v.remove_suffix(1);
+  }
+  return std::string(v);
+}
+
+bool iequals_prefix(std::string_view line, std::string_view name) {
+  if (line.size() < name.size()) return false;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(line[i])) != name[i]) return false;
+  }
+  return true;
+}
+
+// The host and the port (the scheme's default when none is written) of
+// an absolute URL, for messages.
+std::pair<std::string, std::string> host_port_of(const std::string& url) {
+  std::pair<std::string, std::string> out;
+  CURLU* u = curl_url();
+  if (curl_url_set(u, CURLUPART_URL, url.c_str(), 0) == CURLUE_OK) {
+    char* host = nullptr;
+    char* port = nullptr;
+    if (curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) out.first = host;
+    if (curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) out.second = port;
+    curl_free(host);
+    curl_free(port);
+  }
+  curl_url_cleanup(u);
+  return out;
+}
+
+Error curl_error(CURLcode code, const char* detail, std::string_view op, const std::string& url) {
+  const std::string why = detail != nullptr && *detail != '\0' ? detail : curl_easy_strerror(code);
+  switch (code) {
+    case CURLE_COULDNT_CONNECT: {
+      const auto [host, port] = host_port_of(url);
+      return make_error(ErrorCode::kUnavailable, op, url,
+                        fmt::format("nothing listens on {}:{} (is the web server running there, "
+                                    "on that port?)",
+                                    host, port),
+                        RetryClass::kRetryCall);
+    }
+    case CURLE_COULDNT_RESOLVE_HOST:
+      return make_error(ErrorCode::kUnavailable, op, url,
+                        fmt::format("cannot resolve the host name '{}' (is it spelt right?)",
+                                    printable_name(host_port_of(url).first, 100)),
+                        RetryClass::kRetryCall);
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+      return make_error(ErrorCode::kPermission, op, url,
+                        fmt::format("the server's certificate is not trusted: {} (give its CA "
+                                    "with --ca FILE, or accept any certificate with --insecure)",
+                                    why));
+    case CURLE_SSL_CONNECT_ERROR:
+      return make_error(ErrorCode::kUnavailable, op, url,
+                        fmt::format("TLS handshake failed: {}", why), RetryClass::kRetryCall);
+    case CURLE_TOO_MANY_REDIRECTS:
+      return make_error(ErrorCode::kInvalidArgument, op, url,
+                        fmt::format("more than {} redirects", kMaxRedirects));
+    case CURLE_UNSUPPORTED_PROTOCOL:
+      return make_error(ErrorCode::kPermission, op, url,
+                        fmt::format("redirected to a scheme that is refused: {} (https is never "
+                                    "followed to http, nor any URL to another scheme)",
+                                    why));
+    case CURLE_PARTIAL_FILE:
+      // The connection ended early (a server restarting, a network cut):
+      // unreachable, so a resumable partial is kept.
+      return make_error(ErrorCode::kUnavailable, op, url,
+                        fmt::format("the server ended the body before its Content-Length: {}", why),
+                        RetryClass::kRetryCall);
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+      return make_error(ErrorCode::kUnavailable, op, url, why, RetryClass::kRetryCall);
+    default:
+      return make_error(ErrorCode::kIo, op, url, why, RetryClass::kRetryCall);
+  }
+}
+
+Error status_error(const Response& r, std::string_view op, std::string_view url) {
+  const long s = r.status;
+  if (s == 404 || s == 410) return make_error(ErrorCode::kNotFound, op, url, "");
+  if (s == 401) {
+    return make_error(ErrorCode::kPermission, op, url,
+                      "HTTP 401: the server wants credentials (user and password, or "
+                      "bearer_token, in a remote of type http: docs/http.md)");
+  }
+  if (s == 403) return make_error(ErrorCode::kPermission, op, url, "HTTP 403 Forbidden");
+  if (s == 408 || s == 429 || s >= 500) {
+    const std::string after =
+        r.retry_after.empty() ? "" : fmt::format(" (Retry-After: {})", r.retry_after.substr(0, 40));
+    return make_error(ErrorCode::kUnavailable, op, url, fmt::format("HTTP {}{}", s, after),
+                      RetryClass::kRetryCall);
+  }
+  return make_error(ErrorCode::kIo, op, url, fmt::format("unexpected HTTP status {}", s));
+}
+
+// One request on a Lane, read by the thread that owns it.
+class Exchange {
+ public:
+  Exchange(const Config& cfg, CURLSH* share, std::unique_ptr<Lane> lane,
+           const std::atomic<bool>* cancel)
+      : cfg_(cfg), share_(share), lane_(std::move(lane)), cancel_(cancel) {}
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
+  ~Exchange() {
+    if (attached_) curl_multi_remove_handle(lane_->multi, lane_->easy);
+    if (headers_ != nullptr) curl_slist_free_all(headers_);
+  }
+
+  struct Request {
+    std::string url;
+    bool head = false;
+    std::optional<std::pair<std::uint64_t, std::uint64_t>> range;  // first, last
+    std::string if_range;
+  };
+
+  Status start(const Request& req) {
+    url_ = req.url;
+    CURL* e = lane_->easy;
+    curl_easy_reset(e);
+    curl_easy_setopt(e, CURLOPT_URL, req.url.c_str());
+    curl_easy_setopt(e, CURLOPT_SHARE, share_);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, cfg_.https ? "https" : "http,https");
+    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, cfg_.https ? "https" : "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, kMaxRedirects);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, kConnectTimeoutMs);
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, kReceiveBuffer);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "xfer/" XFER_VERSION);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf_.data());
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Exchange::on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, this);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Exchange::on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, this);
+    if (!cfg_.ca.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, cfg_.ca.c_str());
+    if (cfg_.insecure) {
+      curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+      curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    // Credentials go to the endpoint's own origin only: a Source reading
+    // a redirect's target (a mirror, a CDN) names it directly, and libcurl
+    // sends none across hosts while following.
+    if (req.url.rfind(cfg_.origin + "/", 0) == 0) {
+      if (!cfg_.bearer.empty()) {
+        curl_easy_setopt(e, CURLOPT_HTTPAUTH, CURLAUTH_BEARER);
+        curl_easy_setopt(e, CURLOPT_XOAUTH2_BEARER, cfg_.bearer.c_str());
+      } else if (!cfg_.user.empty() || !cfg_.password.empty()) {
+        curl_easy_setopt(e, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+        curl_easy_setopt(e, CURLOPT_USERNAME, cfg_.user.c_str());
+        curl_easy_setopt(e, CURLOPT_PASSWORD, cfg_.password.c_str());
+      }
+    }
+    if (req.head) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    if (req.range) {
+      range_text_ = fmt::format("{}-{}", req.range->first, req.range->second);
+      curl_easy_setopt(e, CURLOPT_RANGE, range_text_.c_str());
+    }
+    if (!req.if_range.empty()) {
+      headers_ = curl_slist_append(headers_, ("If-Range: " + req.if_range).c_str());
+      curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers_);
+    }
+    if (curl_multi_add_handle(lane_->multi, e) != CURLM_OK) {
+      return make_error(ErrorCode::kInternal, "request", url_, "curl_multi_add_handle failed");
+    }
+    attached_ = true;
+    last_progress_ = Clock::now();
+    return ok_status();
+  }
+
+  // Runs the transfer until the final response's headers are in (its first
+  // body bytes arrived, or it ended). Transfer errors are returned; the
+  // HTTP status is the caller's to judge.
+  Status wait_headers(std::string_view op) {
+    while (!got_body_ && !done_) XFER_TRY(pump(op));
+    if (done_ && result_ != CURLE_OK && !got_body_) return failure(op);
+    fill_response();
+    return ok_status();
+  }
+  const Response& response() const { return response_; }
+
+  // Up to buf.size() body bytes; 0 once the body ended whole. An error
+  // when the transfer failed (a short body, a cut connection).
+  Result<std::size_t> read(std::span<std::byte> buf, std::string_view op) {
+    std::size_t n = take_spill(buf);
+    target_ = buf.subspan(n);
+    filled_ = 0;
+    while (n + filled_ < buf.size() && !done_) {
+      if (paused_) {
+        paused_ = false;
+        curl_easy_pause(lane_->easy, CURLPAUSE_CONT);  // may deliver at once
+        continue;
+      }
+      Status s = pump(op);
+      if (!s.ok()) {
+        target_ = {};
+        return s.error();
+      }
+    }
+    n += filled_;
+    target_ = {};
+    if (done_ && result_ != CURLE_OK) return failure(op);
+    return n;
+  }
+
+  // The whole body, at most `max` bytes (kCorrupt beyond).
+  Result<std::string> read_all(std::size_t max, std::string_view op) {
+    std::string out;
+    std::array<std::byte, 64 << 10> buf{};
+    for (;;) {
+      XFER_ASSIGN_OR_RETURN(std::size_t n, read(buf, op));
+      if (n == 0) return out;
+      if (out.size() + n > max) {
+        return make_error(ErrorCode::kCorrupt, op, url_,
+                          fmt::format("answer longer than {} MiB", max >> 20));
+      }
+      out.append(reinterpret_cast<const char*>(buf.data()), n);
+    }
+  }
+
+  // The body ended whole (read returned 0): the connection may serve the
+  // next request. Null otherwise (the lane is dropped with its connection).
+  std::unique_ptr<Lane> take_lane() {
+    if (!done_ || result_ != CURLE_OK || spill_pos_ < spill_.size()) return nullptr;
+    if (attached_) curl_multi_remove_handle(lane_->multi, lane_->easy);
+    attached_ = false;
+    return std::move(lane_);
+  }
+  bool ended() const { return done_ && result_ == CURLE_OK && spill_pos_ >= spill_.size(); }
+
+ private:
+  static std::size_t on_header(char* data, std::size_t size, std::size_t n, void* user) {
+    auto* x = static_cast<Exchange*>(user);
+    const std::size_t len = size * n;
+    x->header_bytes_ += len;
+    if (x->header_bytes_ > kMaxHeaderBytes) return 0;  // fails the transfer
+    x->last_progress_ = Clock::now();
+    const std::string_view line(data, len);
+    if (line.rfind("HTTP/", 0) == 0) {
+      // A new response (after a redirect, or a 100): its headers only.
+      x->response_ = Response{};
+      return len;
+    }
+    const auto colon = line.find(':');
+    if (colon == std::string_view::npos) return len;
+    const std::string value = trim(line.substr(colon + 1));
+    Response& r = x->response_;
+    if (iequals_prefix(line, "content-type:")) r.content_type = value;
+    if (iequals_prefix(line, "etag:")) r.etag = value;
+    if (iequals_prefix(line, "last-modified:")) r.last_modified = value;
+    if (iequals_prefix(line, "content-range:")) r.content_range = value;
+    if (iequals_prefix(line, "accept-ranges:")) r.accept_ranges = value;
+    if (iequals_prefix(line, "retry-after:")) r.retry_after = value;
+    return len;
+  }
+
+  // Takes a callback's bytes into the reader's buffer, the overflow (one
+  // callback's worth at most) into the spill; while the spill holds
+  // bytes, libcurl is paused (it keeps what it offered and offers it
+  // again on CURLPAUSE_CONT).
+  static std::size_t on_body(char* data, std::size_t size, std::size_t n, void* user) {
+    auto* x = static_cast<Exchange*>(user);
+    const std::size_t len = size * n;
+    x->got_body_ = true;
+    x->last_progress_ = Clock::now();
+    if (x->spill_pos_ < x->spill_.size()) {
+      x->paused_ = true;
+      return CURL_WRITEFUNC_PAUSE;
+    }
+    const std::size_t take = std::min(x->target_.size() - x->filled_, len);
+    if (take > 0) std::memcpy(x->target_.data() + x->filled_, data, take);
+    x->filled_ += take;
+    if (take < len) {
+      x->spill_.assign(data + take, len - take);
+      x->spill_pos_ = 0;
+    }
+    return len;
+  }
+
+  std::size_t take_spill(std::span<std::byte> buf) {
+    const std::size_t n = std::min(buf.size(), spill_.size() - spill_pos_);
+    if (n > 0) std::memcpy(buf.data(), spill_.data() + spill_pos_, n);
+    spill_pos_ += n;
+    if (spill_pos_ >= spill_.size()) {
+      spill_.clear();
+      spill_pos_ = 0;
+    }
+    return n;
+  }
+
+  Status pump(std::string_view op) {
+    if (cancel_ != nullptr && cancel_->load(std::memory_order_relaxed)) {
+      return make_error(ErrorCode::kCancelled, op, url_, "");
+    }
+    int running = 0;
+    const auto before = last_progress_;
+    curl_multi_perform(lane_->multi, &running);
+    int left = 0;
+    while (CURLMsg* m = curl_multi_info_read(lane_->multi, &left)) {
+      if (m->msg == CURLMSG_DONE) {
+        done_ = true;
+        result_ = m->data.result;
+      }
+    }
+    if (done_ || paused_ || last_progress_ != before) return ok_status();
+    if (Clock::now() - last_progress_ > kStallTimeout) {
+      return make_error(
+          ErrorCode::kUnavailable, op, url_,
+          fmt::format("the server sent nothing for {} s",
+                      std::chrono::duration_cast<std::chrono::seconds>(kStallTimeout).count()),
+          RetryClass::kRetryCall);
+    }
+    curl_multi_poll(lane_->multi, nullptr, 0, 100, nullptr);
+    return ok_status();
+  }
+
+  void fill_response() {
+    long status = 0;
+    curl_easy_getinfo(lane_->easy, CURLINFO_RESPONSE_CODE, &status);
+    response_.status = status;
+    curl_off_t length = -1;
+    if (curl_easy_getinfo(lane_->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) == CURLE_OK &&
+        length >= 0) {
+      response_.content_length = static_cast<std::uint64_t>(length);
+    }
+    char* effective = nullptr;
+    curl_easy_getinfo(lane_->easy, CURLINFO_EFFECTIVE_URL, &effective);
+    response_.effective_url = effective != nullptr ? effective : url_;
+  }
+
+  Error failure(std::string_view op) const { return curl_error(result_, errbuf_.data(), op, url_); }
+
+  const Config& cfg_;
+  CURLSH* share_;
+  std::unique_ptr<Lane> lane_;
+  const std::atomic<bool>* cancel_;
+  std::string url_;
+  std::string range_text_;
+  curl_slist* headers_ = nullptr;
+  std::array<char, CURL_ERROR_SIZE + 1> errbuf_{};
+  bool attached_ = false;
+  bool done_ = false;
+  CURLcode result_ = CURLE_OK;
+  bool got_body_ = false;
+  bool paused_ = false;
+  std::size_t header_bytes_ = 0;
+  Response response_;
+  std::span<std::byte> target_;
+  std::size_t filled_ = 0;
+  std::string spill_;
+  std::size_t spill_pos_ = 0;
+  Clock::time_point last_progress_;
+};
+
+// The decoded path of an absolute URL ("https://h/a%20b/" -> "/a b/"), or
+// "" when it does not parse.
+std::string path_of_url(const std::string& url) {
+  CURLU* u = curl_url();
+  std::string out;
+  if (curl_url_set(u, CURLUPART_URL, url.c_str(), 0) == CURLUE_OK) {
+    char* path = nullptr;
+    if (curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK && path != nullptr) {
+      out = http::percent_decode(path).value_or("");
+      curl_free(path);
+    }
+  }
+  curl_url_cleanup(u);
+  return out;
+}
+
+class HttpBackend;
+
+class HttpSource final : public Source {
+ public:
+  HttpSource(HttpBackend& backend, std::string path, std::string url, FileAttrs attrs,
+             std::string validator, bool strong)
+      : backend_(backend),
+        path_(std::move(path)),
+        url_(std::move(url)),
+        attrs_(std::move(attrs)),
+        validator_(std::move(validator)),
+        strong_(strong) {}
+
+  const FileAttrs& attrs() const override { return attrs_; }
+  Result<std::size_t> read_at(Offset offset, std::span<std::byte> buf) override;
+  Status check_unchanged() override;
+  void will_read(Offset offset, Length length) override {
+    std::lock_guard lock(mu_);
+    if (hints_.size() >= kMaxHints) hints_.erase(hints_.begin());
+    hints_.push_back({offset.get(), offset.get() + length.get()});
+  }
+
+  // Set up by open_source from its first answer.
+  std::vector<std::byte> whole_;  // the file, when it arrived whole
+  bool snapshot_ = false;
+  struct Stream {
+    std::unique_ptr<Exchange> exchange;
+    std::uint64_t pos = 0;
+    std::uint64_t end = 0;  // UINT64_MAX: to the end of the body (no ranges)
+  };
+  void keep(Stream s) {
+    std::lock_guard lock(mu_);
+    if (idle_.size() < kMaxIdleStreams) idle_.push_back(std::move(s));
+  }
+
+ private:
+  Result<Stream> open_stream(std::uint64_t offset, std::uint64_t want);
+  std::uint64_t hinted_end(std::uint64_t offset, std::uint64_t fallback) {
+    std::lock_guard lock(mu_);
+    for (const auto& [b, e] : hints_) {
+      if (b <= offset && offset < e) return e;
+    }
+    return fallback;
+  }
+
+  HttpBackend& backend_;
+  std::string path_;
+  std::string url_;  // after redirects: the file's own URL
+  FileAttrs attrs_;
+  std::string validator_;  // If-Range: the strong ETag, else Last-Modified
+  bool strong_ = false;
+  std::mutex mu_;
+  std::vector<Stream> idle_;                                    // under mu_
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> hints_;  // under mu_
+};
+
+Error read_only(std::string_view op, std::string_view path) {
+  return make_error(ErrorCode::kUnsupported, op, path,
+                    "HTTP endpoints are read-only (uploads over HTTP are not supported)");
+}
+
+class HttpBackend final : public Backend {
+ public:
+  explicit HttpBackend(Config cfg) : cfg_(std::move(cfg)) {
+    global_init();
+    caps_.network = true;
+    caps_.mtime = true;
+    caps_.mtime_granularity_ns = 1'000'000'000;  // Last-Modified: seconds
+    caps_.max_concurrency = 32;
+    share_ = curl_share_init();
+    curl_share_setopt(share_, CURLSHOPT_LOCKFUNC, &HttpBackend::lock);
+    curl_share_setopt(share_, CURLSHOPT_UNLOCKFUNC, &HttpBackend::unlock);
+    curl_share_setopt(share_, CURLSHOPT_USERDATA, this);
+    curl_share_setopt(share_, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_share_setopt(share_, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  }
+  ~HttpBackend() override {
+    idle_.clear();
+    curl_share_cleanup(share_);
+  }
+
+  const Capabilities& capabilities() const override { return caps_; }
+  std::string describe() const override { return cfg_.describe; }
+  void cancel() override { cancelled_.store(true); }
+
+  Result<FileAttrs> stat(std::string_view path) override;
+  Status list(std::string_view path, const ListOptions& options, const EntrySink& sink) override;
+  Status mkdir(std::string_view path, bool) override { return read_only("mkdir", path); }
+  Status remove(std::string_view path, bool) override { return read_only("remove", path); }
+  Status rename(std::string_view from, std::string_view) override {
+    return read_only("rename", from);
+  }
+  Status touch(std::string_view path, std::optional<std::int64_t>) override {
+    return read_only("touch", path);
+  }
+  Status symlink(std::string_view, std::string_view path, const FileAttrs&) override {
+    return read_only("symlink", path);
+  }
+  Status set_attrs(std::string_view path, const FileAttrs&) override {
+    return read_only("set_attrs", path);
+  }
+  Result<std::unique_ptr<Source>> open_source(std::string_view path) override;
+  Result<std::unique_ptr<Sink>> open_sink(std::string_view path, const SinkOptions&) override {
+    return read_only("open_sink", path);
+  }
+
+  // A request on a pooled connection (or a new one).
+  std::unique_ptr<Exchange> exchange() {
+    std::unique_ptr<Lane> lane;
+    {
+      std::lock_guard lock(lanes_mu_);
+      if (!idle_.empty()) {
+        lane = std::move(idle_.back());
+        idle_.pop_back();
+      }
+    }
+    if (!lane) lane = std::make_unique<Lane>();
+    return std::make_unique<Exchange>(cfg_, share_, std::move(lane), &cancelled_);
+  }
+  // An exchange whose body was read whole gives its connection back.
+  void done_with(std::unique_ptr<Exchange> x) {
+    if (!x) return;
+    std::unique_ptr<Lane> lane = x->take_lane();
+    x.reset();
+    if (!lane) return;
+    std::lock_guard lock(lanes_mu_);
+    if (idle_.size() < kMaxIdleLanes) idle_.push_back(std::move(lane));
+  }
+  std::string url_of(std::string_view path, bool folder) const {
+    std::string p = cfg_.prefix + std::string(path);
+    if (p.empty() || p.front() != '/') p.insert(p.begin(), '/');
+    if (folder && p.back() != '/') p += '/';
+    return cfg_.origin + http::percent_encode_path(p);
+  }
+  // The server path (prefix included) of `path`, decoded.
+  std::string server_path(std::string_view path) const {
+    std::string p = cfg_.prefix + std::string(path);
+    if (p.empty() || p.front() != '/') p.insert(p.begin(), '/');
+    return p;
+  }
+  // One request whose body is not wanted (HEAD), run to its end.
+  Result<Response> head(const std::string& url, std::string_view op) {
+    auto x = exchange();
+    XFER_TRY(x->start({url, true, std::nullopt, {}}));
+    XFER_TRY(x->wait_headers(op));
+    std::array<std::byte, 4096> sink{};
+    while (!x->ended()) {
+      XFER_ASSIGN_OR_RETURN(std::size_t n, x->read(sink, op));
+      if (n == 0) break;
+    }
+    Response r = x->response();
+    done_with(std::move(x));
+    return r;
+  }
+
+ private:
+  static void lock(CURL*, curl_lock_data data, curl_lock_access, void* user) {
+    static_cast<HttpBackend*>(user)->share_mu_[static_cast<std::size_t>(data) % kLocks].lock();
+  }
+  static void unlock(CURL*, curl_lock_data data, void* user) {
+    static_cast<HttpBackend*>(user)->share_mu_[static_cast<std::size_t>(data) % kLocks].unlock();
+  }
+  Result<FileAttrs> attrs_of(std::string_view path, std::string_view op);
+
+  static constexpr std::size_t kLocks = 8;
+  Config cfg_;
+  Capabilities caps_;
+  CURLSH* share_ = nullptr;
+  std::array<std::mutex, kLocks> share_mu_;
+  std::mutex lanes_mu_;
+  std::vector<std::unique_ptr<Lane>> idle_;  // under lanes_mu_
+  std::atomic<bool> cancelled_{false};
+
+  friend class HttpSource;
+};
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// A folder: the answer came from a URL ending in '/' when the path asked
+// for did not (nginx and Apache redirect "dir" to "dir/").
+bool answered_as_folder(const Response& r, std::string_view asked_path) {
+  const std::string final_path = path_of_url(r.effective_url);
+  return !final_path.empty() && final_path.back() == '/' &&
+         (asked_path.empty() || asked_path.back() != '/');
+}
+
+FileAttrs file_attrs_from(const Response& r, std::uint64_t size, bool size_known) {
+  FileAttrs a;
+  a.type = EntryType::kFile;
+  a.mode = 0644;
+  a.size = size_known ? size : 0;
+  a.size_known = size_known;
+  a.mtime_ns = http::parse_http_date(r.last_modified).value_or(now_ns());
+  return a;
+}
+
+FileAttrs folder_attrs(std::optional<std::int64_t> mtime) {
+  FileAttrs a;
+  a.type = EntryType::kDirectory;
+  a.mode = 0755;
+  a.mtime_ns = mtime.value_or(now_ns());
+  return a;
+}
+
+Result<FileAttrs> HttpBackend::attrs_of(std::string_view path, std::string_view op) {
+  const std::string sp = server_path(path);
+  if (sp.back() == '/') return folder_attrs(std::nullopt);
+  const std::string url = url_of(path, false);
+  XFER_ASSIGN_OR_RETURN(Response r, head(url, op));
+  if (r.status == 405 || r.status == 501) {
+    // No HEAD here: the first byte of a GET says the same.
+    auto x = exchange();
+    XFER_TRY(x->start({url, false, std::pair<std::uint64_t, std::uint64_t>{0, 0}, {}}));
+    XFER_TRY(x->wait_headers(op));
+    r = x->response();
+  }
+  if (r.status < 200 || r.status > 299) {
+    if (r.status == 416) {
+      // "bytes=0-0" of an empty file.
+      return file_attrs_from(r, 0, true);
+    }
+    return status_error(r, op, url);
+  }
+  if (answered_as_folder(r, sp)) return folder_attrs(std::nullopt);
+  if (r.status == 206) {
+    auto cr = http::parse_content_range(r.content_range);
+    if (!cr || !cr->total) {
+      return make_error(
+          ErrorCode::kCorrupt, op, url,
+          fmt::format("malformed Content-Range \"{}\"", printable_name(r.content_range, 80)));
+    }
+    return file_attrs_from(r, *cr->total, true);
+  }
+  return file_attrs_from(r, r.content_length.value_or(0), r.content_length.has_value());
+}
+
+Result<FileAttrs> HttpBackend::stat(std::string_view path) {
+  return attrs_of(path, "stat");
+}
+
+Status HttpBackend::list(std::string_view path, const ListOptions& options, const EntrySink& sink) {
+  const std::string url = url_of(path, true);
+  auto x = exchange();
+  XFER_TRY(x->start({url, false, std::nullopt, {}}));
+  XFER_TRY(x->wait_headers("list"));
+  const Response r = x->response();
+  if (r.status < 200 || r.status > 299) return status_error(r, "list", url);
+  http::IndexFormat format = http::IndexFormat::kHtml;
+  std::string type = r.content_type;
+  std::transform(type.begin(), type.end(), type.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (type.find("json") != std::string::npos) {
+    format = http::IndexFormat::kJson;
+  } else if (type.find("html") == std::string::npos) {
+    return make_error(
+        ErrorCode::kNotDirectory, "list", url,
+        fmt::format("not an index page (Content-Type: {})", printable_name(r.content_type, 80)));
+  }
+  XFER_ASSIGN_OR_RETURN(std::string body, x->read_all(http::kMaxIndexBytes, "list"));
+  done_with(std::move(x));
+  std::string dir_path = path_of_url(r.effective_url);
+  if (dir_path.empty()) dir_path = server_path(path) + "/";
+  if (dir_path.back() != '/') dir_path += '/';
+  XFER_ASSIGN_OR_RETURN(http::IndexPage page, http::parse_index(body, format, dir_path));
+  body.clear();
+  body.shrink_to_fit();
+  if (page.skipped > 0) {
+    log().debug("{}: {} links of the index page name no entry", url, page.skipped);
+  }
+  std::vector<Entry> entries;
+  entries.reserve(page.entries.size());
+  for (auto& e : page.entries) {
+    Entry out{std::move(e.name), e.type, std::nullopt};
+    if (e.type == EntryType::kDirectory) {
+      out.attrs = folder_attrs(e.mtime_ns ? e.mtime_ns : e.listed_mtime_ns);
+    } else if (e.type == EntryType::kFile && e.size && e.mtime_ns) {
+      FileAttrs a;
+      a.type = EntryType::kFile;
+      a.mode = 0644;
+      a.size = *e.size;
+      a.mtime_ns = *e.mtime_ns;
+      out.attrs = a;
+    }
+    entries.push_back(std::move(out));
+  }
+  if (options.want_attrs) {
+    // An HTML page says nothing exact of its files: a HEAD each, several
+    // at once (a thread each, kHeadThreads at most).
+    std::vector<std::size_t> need;
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      if (!entries[i].attrs) need.push_back(i);
+    }
+    std::atomic<std::size_t> next{0};
+    std::mutex err_mu;
+    std::optional<Error> first_error;
+    auto work = [&] {
+      for (std::size_t k; (k = next.fetch_add(1)) < need.size();) {
+        Entry& e = entries[need[k]];
+        auto a = attrs_of(join_path(path, e.name), "list");
+        if (a) {
+          e.type = a->type;
+          e.attrs = *a;
+          continue;
+        }
+        if (a.error().code == ErrorCode::kNotFound) continue;  // gone since the page was made
+        std::lock_guard lock(err_mu);
+        if (!first_error) first_error = a.error();
+        next.store(need.size());
+      }
+    };
+    const unsigned threads =
+        static_cast<unsigned>(std::min<std::size_t>(kHeadThreads, (need.size() + 7) / 8));
+    std::vector<std::thread> pool;
+    for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
+    if (first_error) return *first_error;
+  }
+  for (auto& e : entries) {
+    if (options.want_attrs && !e.attrs) continue;  // vanished meanwhile
+    XFER_TRY(sink(std::move(e)));
+  }
+  return ok_status();
+}
+
+Result<std::unique_ptr<Source>> HttpBackend::open_source(std::string_view path) {
+  const std::string sp = server_path(path);
+  const std::string url = url_of(path, false);
+  auto x = exchange();
+  XFER_TRY(x->start({url, false, std::pair<std::uint64_t, std::uint64_t>{0, kOpenWindow - 1}, {}}));
+  XFER_TRY(x->wait_headers("open"));
+  const Response r = x->response();
+  if (r.status == 416) {
+    // An empty file has no byte 0.
+    auto cr = http::parse_content_range(r.content_range);
+    if (cr && cr->total && *cr->total == 0) {
+      auto src = std::make_unique<HttpSource>(*this, std::string(path), url,
+                                              file_attrs_from(r, 0, true), "", false);
+      src->snapshot_ = true;
+      return std::unique_ptr<Source>(std::move(src));
+    }
+    return status_error(r, "open", url);
+  }
+  if (r.status != 200 && r.status != 206) return status_error(r, "open", url);
+  if (answered_as_folder(r, sp)) return make_error(ErrorCode::kIsDirectory, "open", url, "");
+  const std::string target = r.effective_url.empty() ? url : r.effective_url;
+  const bool strong = http::is_strong_etag(r.etag);
+  const std::string validator = strong ? r.etag : r.last_modified;
+  if (r.status == 206) {
+    auto cr = http::parse_content_range(r.content_range);
+    if (!cr || !cr->first || *cr->first != 0 || !cr->total) {
+      return make_error(ErrorCode::kCorrupt, "open", url,
+                        fmt::format("malformed Content-Range \"{}\" for bytes 0-{}",
+                                    printable_name(r.content_range, 80), kOpenWindow - 1));
+    }
+    auto src = std::make_unique<HttpSource>(
+        *this, std::string(path), target, file_attrs_from(r, *cr->total, true), validator, strong);
+    HttpSource::Stream first{std::move(x), 0, cr->last + 1};
+    if (first.end >= *cr->total) {
+      // The whole file is in this answer: read it now, one version.
+      src->whole_.resize(static_cast<std::size_t>(*cr->total));
+      std::size_t got = 0;
+      while (got < src->whole_.size()) {
+        XFER_ASSIGN_OR_RETURN(std::size_t n,
+                              first.exchange->read(std::span(src->whole_).subspan(got), "read"));
+        if (n == 0) break;
+        got += n;
+      }
+      if (got != src->whole_.size()) {
+        return make_error(
+            ErrorCode::kIo, "read", url,
+            fmt::format("the answer ended after {} of {} bytes", got, src->whole_.size()),
+            RetryClass::kRetryCall);
+      }
+      std::array<std::byte, 1> more{};
+      XFER_ASSIGN_OR_RETURN(std::size_t extra, first.exchange->read(more, "read"));
+      if (extra != 0) {
+        return make_error(ErrorCode::kCorrupt, "read", url, "more bytes than Content-Range said");
+      }
+      done_with(std::move(first.exchange));
+      src->snapshot_ = true;
+    } else {
+      src->keep(std::move(first));
+    }
+    return std::unique_ptr<Source>(std::move(src));
+  }
+  // 200: the server sends the whole file, ranges or not.
+  if (r.content_length && *r.content_length <= kOpenWindow) {
+    auto src = std::make_unique<HttpSource>(*this, std::string(path), target,
+                                            file_attrs_from(r, *r.content_length, true), validator,
+                                            strong);
+    src->whole_.resize(static_cast<std::size_t>(*r.content_length));
+    std::size_t got = 0;
+    while (got < src->whole_.size()) {
+      XFER_ASSIGN_OR_RETURN(std::size_t n, x->read(std::span(src->whole_).subspan(got), "read"));
+      if (n == 0) break;
+      got += n;
+    }
+    std::array<std::byte, 1> more{};
+    XFER_ASSIGN_OR_RETURN(std::size_t extra, x->read(more, "read"));
+    if (got != src->whole_.size() || extra != 0) {
+      return make_error(ErrorCode::kIo, "read", url, "the body does not match its Content-Length",
+                        RetryClass::kRetryCall);
+    }
+    done_with(std::move(x));
+    src->snapshot_ = true;
+    return std::unique_ptr<Source>(std::move(src));
+  }
+  // A server without ranges: the file is one stream, read in order by one
+  // worker (its size counts as unknown, so nothing is planned in chunks;
+  // libcurl still fails a body shorter than its Content-Length).
+  auto src = std::make_unique<HttpSource>(*this, std::string(path), target,
+                                          file_attrs_from(r, 0, false), validator, strong);
+  src->keep({std::move(x), 0, UINT64_MAX});
+  return std::unique_ptr<Source>(std::move(src));
+}
+
+Result<HttpSource::Stream> HttpSource::open_stream(std::uint64_t offset, std::uint64_t want) {
+  if (!attrs_.size_known && offset == 0) {
+    // A server without ranges: a retry reads the whole file again, if it
+    // is still the version opened.
+    auto x = backend_.exchange();
+    XFER_TRY(x->start({url_, false, std::nullopt, {}}));
+    XFER_TRY(x->wait_headers("read"));
+    const Response& r = x->response();
+    if (r.status != 200) return status_error(r, "read", url_);
+    if ((strong_ ? r.etag : r.last_modified) != validator_) {
+      return make_error(ErrorCode::kChanged, "read", url_,
+                        "changed on the server since it was opened", RetryClass::kRetryFile);
+    }
+    return Stream{std::move(x), 0, UINT64_MAX};
+  }
+  if (!attrs_.size_known) {
+    return make_error(ErrorCode::kUnsupported, "read", url_,
+                      fmt::format("the server sends this file only whole, in order (no "
+                                  "ranges); asked for offset {}",
+                                  offset));
+  }
+  const std::uint64_t end = std::min(attrs_.size, hinted_end(offset, offset + want));
+  auto x = backend_.exchange();
+  XFER_TRY(x->start(
+      {url_, false, std::pair<std::uint64_t, std::uint64_t>{offset, end - 1}, validator_}));
+  XFER_TRY(x->wait_headers("read"));
+  const Response& r = x->response();
+  auto changed = [&](std::string_view why) {
+    return make_error(ErrorCode::kChanged, "read", url_,
+                      fmt::format("changed on the server since it was opened ({})", why),
+                      RetryClass::kRetryFile);
+  };
+  if (r.status == 200) return changed("a full answer to If-Range: another version");
+  if (r.status == 416) return changed("the range is past its end now");
+  if (r.status != 206) return status_error(r, "read", url_);
+  auto cr = http::parse_content_range(r.content_range);
+  if (!cr || !cr->first || *cr->first != offset || cr->last != end - 1) {
+    return make_error(ErrorCode::kCorrupt, "read", url_,
+                      fmt::format("answered \"{}\" to bytes {}-{}",
+                                  printable_name(r.content_range, 80), offset, end - 1));
+  }
+  if (cr->total && *cr->total != attrs_.size) {
+    return changed(fmt::format("{} bytes now, {} when opened", *cr->total, attrs_.size));
+  }
+  if (!validator_.empty() && strong_ && r.etag != validator_ && !r.etag.empty()) {
+    return changed("another ETag");
+  }
+  return Stream{std::move(x), offset, end};
+}
+
+Result<std::size_t> HttpSource::read_at(Offset offset, std::span<std::byte> buf) {
+  const std::uint64_t at = offset.get();
+  if (snapshot_) {
+    if (at >= whole_.size()) return std::size_t{0};
+    const std::size_t n = std::min(buf.size(), whole_.size() - static_cast<std::size_t>(at));
+    std::memcpy(buf.data(), whole_.data() + at, n);
+    return n;
+  }
+  if (attrs_.size_known && at >= attrs_.size) return std::size_t{0};
+  if (buf.empty()) return std::size_t{0};
+  std::optional<Stream> stream;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = idle_.begin(); it != idle_.end(); ++it) {
+      if (it->pos == at) {
+        stream = std::move(*it);
+        idle_.erase(it);
+        break;
+      }
+    }
+  }
+  if (!stream) {
+    XFER_ASSIGN_OR_RETURN(Stream opened, open_stream(at, buf.size()));
+    stream = std::move(opened);
+  }
+  std::size_t n = 0;
+  while (n < buf.size() && stream->pos < stream->end) {
+    const std::uint64_t left = stream->end - stream->pos;
+    auto part =
+        buf.subspan(n, static_cast<std::size_t>(std::min<std::uint64_t>(buf.size() - n, left)));
+    XFER_ASSIGN_OR_RETURN(std::size_t got, stream->exchange->read(part, "read"));
+    if (got == 0) {
+      if (stream->end == UINT64_MAX) {
+        stream->end = stream->pos;  // a stream's end
+        break;
+      }
+      return make_error(ErrorCode::kIo, "read", url_,
+                        fmt::format("the answer ended at byte {} of the range {}-{}", stream->pos,
+                                    at, stream->end - 1),
+                        RetryClass::kRetryCall);
+    }
+    n += got;
+    stream->pos += got;
+  }
+  if (stream->pos >= stream->end) {
+    // The range is read: its answer must end here too (a body longer than
+    // its Content-Range is an error, never extra bytes).
+    if (stream->end != UINT64_MAX && !stream->exchange->ended()) {
+      std::array<std::byte, 1> more{};
+      XFER_ASSIGN_OR_RETURN(std::size_t extra, stream->exchange->read(more, "read"));
+      if (extra != 0) {
+        return make_error(ErrorCode::kCorrupt, "read", url_, "more bytes than the range asked");
+      }
+    }
+    {
+      std::lock_guard lock(mu_);
+      std::erase_if(hints_, [&](const auto& h) { return h.second <= stream->end; });
+    }
+    backend_.done_with(std::move(stream->exchange));
+  } else {
+    keep(std::move(*stream));
+  }
+  return n;
+}
+
+Status HttpSource::check_unchanged() {
+  // One answer holds one version; ranges were each checked against the
+  // opened one by their strong ETag. Otherwise: ask again.
+  if (snapshot_ || strong_ || !attrs_.size_known) return ok_status();
+  XFER_ASSIGN_OR_RETURN(Response r, backend_.head(url_, "check"));
+  if (r.status < 200 || r.status > 299) return status_error(r, "check", url_);
+  const FileAttrs now =
+      file_attrs_from(r, r.content_length.value_or(0), r.content_length.has_value());
+  if ((r.content_length && *r.content_length != attrs_.size) ||
+      (!r.last_modified.empty() && r.last_modified != validator_)) {
+    return make_error(ErrorCode::kChanged, "check", url_,
+                      "changed on the server while it was copied", RetryClass::kRetryFile);
+  }
+  (void)now;
+  return ok_status();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Backend>> make_http_backend(const Url& url, const Profile& profile,
+                                                   const EndpointOptions& options) {
+  Config cfg;
+  Url base = url;
+  if (const std::string from = profile.get("url"); !from.empty()) {
+    XFER_ASSIGN_OR_RETURN(base, parse_url(from));
+    if (base.scheme != "http" && base.scheme != "https") {
+      return make_error(ErrorCode::kInvalidArgument, "open endpoint", from,
+                        "the url of an http remote starts with http:// or https://");
+    }
+    cfg.prefix = base.path == "/" ? "" : base.path;
+    while (!cfg.prefix.empty() && cfg.prefix.back() == '/') cfg.prefix.pop_back();
+  }
+  if (base.host.empty()) {
+    return make_error(ErrorCode::kInvalidArgument, "open endpoint", url.to_string(),
+                      "an http(s) URL names a host");
+  }
+  cfg.https = base.scheme == "https";
+  const bool v6 = base.host.find(':') != std::string::npos;
+  const std::string host = v6 ? "[" + base.host + "]" : base.host;
+  cfg.origin = fmt::format("{}://{}", base.scheme, host);
+  if (base.port != 0) cfg.origin += fmt::format(":{}", base.port);
+  cfg.describe = cfg.origin + cfg.prefix;
+  cfg.user = profile.get("user");
+  cfg.password = profile.get("password");
+  cfg.bearer = profile.get("bearer_token");
+  cfg.ca = !options.ca.empty() ? options.ca : profile.get("ca");
+  cfg.insecure = options.insecure;
+  if (cfg.insecure && cfg.https) {
+    log().warn("{}: the server's certificate is not verified (--insecure)", cfg.describe);
+  }
+  return std::unique_ptr<Backend>(std::make_unique<HttpBackend>(std::move(cfg)));
+}
+
+}  // namespace xfer
