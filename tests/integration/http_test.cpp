@@ -414,6 +414,60 @@ TEST_F(HttpHostile, AFileThatKeepsChangingIsNeverStitched) {
   expect_refused(r, dst, "changed on the server");
 }
 
+// The first answer claims a range far larger than asked (16 TiB "in one
+// answer"): refused, never read into memory.
+TEST_F(HttpHostile, AnOpenAnswerLargerThanAskedIsRefused) {
+  HostileHttp server([&](const Request& r) {
+    const std::uint64_t huge = (16ull << 40) - 1;
+    std::string out =
+        head_of(206, "Content-Length: " + std::to_string(huge) + "\r\nContent-Range: bytes 0-" +
+                         std::to_string(huge - 1) + "/" + std::to_string(huge) + "\r\n");
+    if (!r.head) out += data_.substr(0, 1 << 20);
+    return out;
+  });
+  const fs::path dst = tmp() / "out" / "f.bin";
+  fs::create_directories(dst.parent_path());
+  auto r = fetch(server.url("/f.bin"), dst);
+  expect_refused(r, dst, "answered");
+  EXPECT_LT(r.peak_rss_kib, 512 * 1024) << "the answer was read into memory";
+}
+
+// A server that cuts every range to 64 KiB (allowed): the copy takes the
+// rest range by range, whatever --io-size the reads use.
+TEST_F(HttpHostile, RangesShorterThanAskedAreFollowedByTheNext) {
+  HostileHttp server([&](const Request& r) {
+    Request cut = r;
+    if (r.range) cut.range = {{r.range->first, std::min(r.range->second, r.range->first + 65535)}};
+    return ranged(cut, data_, SIZE_MAX);
+  });
+  for (const std::string io : {"1M", "2M"}) {
+    const fs::path dst = tmp() / ("out-" + io) / "f.bin";
+    fs::create_directories(dst.parent_path());
+    auto r = run_xfer({"cp", "--io-size", io, server.url("/f.bin"), S(dst)}, 120s);
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    EXPECT_TRUE(read_file(dst) == data_);
+  }
+}
+
+// A tree that loops (every folder lists two more, for ever): the walk
+// stops with an error naming the likely cause, in bounded time and memory.
+TEST_F(HttpHostile, AListingLoopEndsWithAnError) {
+  HostileHttp server([&](const Request& r) {
+    if (r.path.empty() || r.path.back() != '/') {  // a folder without its '/', as nginx does
+      return head_of(301, "Location: " + r.path + "/\r\nContent-Length: 0\r\n");
+    }
+    const std::string page = "<a href=\"a/\">a/</a><a href=\"b/\">b/</a>";
+    return head_of(200, "Content-Type: text/html\r\nContent-Length: " +
+                            std::to_string(page.size()) + "\r\n") +
+           (r.head ? "" : page);
+  });
+  const fs::path dst = tmp() / "loop";
+  auto r = run_xfer({"cp", "-r", "--dry-run", server.url("/top/"), S(dst) + "/"}, 120s);
+  EXPECT_EQ(r.exit_code, 1) << r.describe();
+  EXPECT_TRUE(icontains(r.err, "a loop on the server")) << r.err.substr(0, 2000);
+  EXPECT_LE(split_lines(r.err).size(), 3u) << "one error, not one per folder left";
+}
+
 // Redirects are followed to a bound, and never from https to http or to
 // another scheme.
 TEST_F(HttpHostile, RedirectsAreBounded) {

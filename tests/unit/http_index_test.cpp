@@ -123,6 +123,26 @@ TEST(HttpIndex, JsonThatIsNoIndexIsCorrupt) {
   }
 }
 
+// What a hostile page may try: a link of '&' (each once a search to the
+// page's end), names of xfer's own temporaries, values nested in values.
+TEST(HttpIndex, HostilePagesCostLinearTimeAndNameNoTemporaries) {
+  std::string amps = "<a href=\"" + std::string(4u << 20, '&') + "x\">x</a><a href=\"ok\">ok</a>";
+  auto page = parse_index(amps, IndexFormat::kHtml, "/");
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(names(*page), "ok ");
+  auto html = parse_index("<a href=\".a.xfer-tmp-file\">t</a><a href=\".b.xfer-part-1\">p</a>",
+                          IndexFormat::kHtml, "/");
+  ASSERT_TRUE(html.ok());
+  EXPECT_TRUE(html->entries.empty());
+  auto json = parse_index(
+      R"X([[{"name":"inner","type":"file"}], 1, {"name":{"deep":"x"}}, {"name":".a.xfer-tmp-1","type":"file"},
+          {"name":"kept","type":"file","size":1,"mtime":"Fri, 04 Dec 2026 10:16:01 GMT","extra":[[["x"]]]}])X",
+      IndexFormat::kJson, "/");
+  ASSERT_TRUE(json.ok()) << json.error().message();
+  EXPECT_EQ(names(*json), "kept ");
+  EXPECT_EQ(json->entries[0].size, 1u);
+}
+
 TEST(HttpIndex, ContentRange) {
   auto r = parse_content_range("bytes 0-1048575/5368709120");
   ASSERT_TRUE(r.has_value());

@@ -48,12 +48,18 @@ constexpr long kMaxRedirects = 10;
 // (retryable), the connection is dropped.
 constexpr auto kStallTimeout = 60s;
 constexpr long kConnectTimeoutMs = 30'000;
+// ...and at least this much in each such window while a reader waits.
+constexpr std::uint64_t kMinWindowBytes = 64u << 10;
 constexpr std::size_t kMaxIdleLanes = 64;
 constexpr std::size_t kMaxIdleStreams = 32;  // per Source
 constexpr std::size_t kMaxHints = 256;       // per Source
 constexpr std::size_t kMaxHeaderBytes = 256u << 10;
 constexpr long kReceiveBuffer = 256L << 10;
-constexpr unsigned kHeadThreads = 8;  // list(want_attrs) of an HTML page: HEADs at once
+constexpr unsigned kHeadThreads = 8;
+// Listing bounds (a server's tree may loop): folders below the server's
+// root, and folders one backend lists in all.
+constexpr std::size_t kMaxFolderDepth = 64;
+constexpr std::uint64_t kMaxFolders = 1'000'000;  // list(want_attrs) of an HTML page: HEADs at once
 
 void global_init() {
   static std::once_flag once;
@@ -274,6 +280,8 @@ class Exchange {
     }
     attached_ = true;
     last_progress_ = Clock::now();
+    window_start_ = last_progress_;
+    window_bytes_ = 0;
     return ok_status();
   }
 
@@ -291,6 +299,8 @@ class Exchange {
   // Up to buf.size() body bytes; 0 once the body ended whole. An error
   // when the transfer failed (a short body, a cut connection).
   Result<std::size_t> read(std::span<std::byte> buf, std::string_view op) {
+    window_start_ = Clock::now();
+    window_bytes_ = 0;
     std::size_t n = take_spill(buf);
     target_ = buf.subspan(n);
     filled_ = 0;
@@ -342,6 +352,7 @@ class Exchange {
     auto* x = static_cast<Exchange*>(user);
     const std::size_t len = size * n;
     x->header_bytes_ += len;
+    x->window_bytes_ += len;
     if (x->header_bytes_ > kMaxHeaderBytes) return 0;  // fails the transfer
     x->last_progress_ = Clock::now();
     const std::string_view line(data, len);
@@ -376,6 +387,7 @@ class Exchange {
       x->paused_ = true;
       return CURL_WRITEFUNC_PAUSE;
     }
+    x->window_bytes_ += len;
     const std::size_t take = std::min(x->target_.size() - x->filled_, len);
     if (take > 0) std::memcpy(x->target_.data() + x->filled_, data, take);
     x->filled_ += take;
@@ -411,8 +423,22 @@ class Exchange {
         result_ = m->data.result;
       }
     }
+    const auto now = Clock::now();
+    if (now - window_start_ >= kStallTimeout) {
+      // While a reader waits: at least kMinWindowBytes a window, so a
+      // server trickling a byte a minute cannot hold a worker for ever.
+      if (window_bytes_ < kMinWindowBytes) {
+        return make_error(
+            ErrorCode::kUnavailable, op, url_,
+            fmt::format("the server sent {} bytes in {} s", window_bytes_,
+                        std::chrono::duration_cast<std::chrono::seconds>(kStallTimeout).count()),
+            RetryClass::kRetryCall);
+      }
+      window_start_ = now;
+      window_bytes_ = 0;
+    }
     if (done_ || paused_ || last_progress_ != before) return ok_status();
-    if (Clock::now() - last_progress_ > kStallTimeout) {
+    if (now - last_progress_ > kStallTimeout) {
       return make_error(
           ErrorCode::kUnavailable, op, url_,
           fmt::format("the server sent nothing for {} s",
@@ -459,6 +485,8 @@ class Exchange {
   std::string spill_;
   std::size_t spill_pos_ = 0;
   Clock::time_point last_progress_;
+  Clock::time_point window_start_ = Clock::now();
+  std::uint64_t window_bytes_ = 0;
 };
 
 // The decoded path of an absolute URL ("https://h/a%20b/" -> "/a b/"), or
@@ -514,6 +542,9 @@ class HttpSource final : public Source {
 
  private:
   Result<Stream> open_stream(std::uint64_t offset, std::uint64_t want);
+  // Reads from the stream positioned at `at` (opened when there is none)
+  // up to the end of its range.
+  Result<std::size_t> read_stream(std::uint64_t at, std::span<std::byte> buf);
   std::uint64_t hinted_end(std::uint64_t offset, std::uint64_t fallback) {
     std::lock_guard lock(mu_);
     for (const auto& [b, e] : hints_) {
@@ -649,6 +680,8 @@ class HttpBackend final : public Backend {
   std::mutex lanes_mu_;
   std::vector<std::unique_ptr<Lane>> idle_;  // under lanes_mu_
   std::atomic<bool> cancelled_{false};
+  std::atomic<std::uint64_t> folders_listed_{0};
+  std::atomic<bool> looped_{false};  // a listing bound was passed
 
   friend class HttpSource;
 };
@@ -723,6 +756,19 @@ Result<FileAttrs> HttpBackend::stat(std::string_view path) {
 
 Status HttpBackend::list(std::string_view path, const ListOptions& options, const EntrySink& sink) {
   const std::string url = url_of(path, true);
+  // A server's tree may loop (a symlink to a parent that nginx follows, a
+  // page that lists itself under another name): the walk stops at a depth
+  // and a count of folders no real tree reaches, with an error.
+  // The first time is the error; after it every listing is refused as
+  // cancelled, which ends the walk (one error, not one per folder left).
+  if (looped_.load()) return make_error(ErrorCode::kCancelled, "list", url, "");
+  const std::string sp = server_path(path);
+  if (std::count(sp.begin(), sp.end(), '/') > static_cast<std::ptrdiff_t>(kMaxFolderDepth)) {
+    looped_.store(true);
+    return make_error(ErrorCode::kInvalidArgument, "list", url,
+                      fmt::format("more than {} folders deep: a loop on the server? (docs/http.md)",
+                                  kMaxFolderDepth));
+  }
   auto x = exchange();
   XFER_TRY(x->start({url, false, std::nullopt, {}}));
   XFER_TRY(x->wait_headers("list"));
@@ -749,6 +795,15 @@ Status HttpBackend::list(std::string_view path, const ListOptions& options, cons
   body.shrink_to_fit();
   if (page.skipped > 0) {
     log().debug("{}: {} links of the index page name no entry", url, page.skipped);
+  }
+  std::uint64_t folders = 0;
+  for (const auto& e : page.entries) folders += e.type == EntryType::kDirectory ? 1 : 0;
+  if (folders_listed_.fetch_add(folders) + folders > kMaxFolders) {
+    looped_.store(true);
+    return make_error(ErrorCode::kInvalidArgument, "list", url,
+                      fmt::format("more than {} folders from one server: a loop on the server? "
+                                  "(docs/http.md)",
+                                  kMaxFolders));
   }
   std::vector<Entry> entries;
   entries.reserve(page.entries.size());
@@ -831,15 +886,18 @@ Result<std::unique_ptr<Source>> HttpBackend::open_source(std::string_view path) 
   const std::string validator = strong ? r.etag : r.last_modified;
   if (r.status == 206) {
     auto cr = http::parse_content_range(r.content_range);
-    if (!cr || !cr->first || *cr->first != 0 || !cr->total) {
+    // Exactly what was asked for, or less (the file is shorter, or the
+    // server cuts ranges): never more, which would be read into memory.
+    if (!cr || !cr->first || *cr->first != 0 || !cr->total || cr->last >= kOpenWindow ||
+        (cr->last + 1 < kOpenWindow && cr->last + 1 != *cr->total && *cr->total <= kOpenWindow)) {
       return make_error(ErrorCode::kCorrupt, "open", url,
-                        fmt::format("malformed Content-Range \"{}\" for bytes 0-{}",
+                        fmt::format("answered \"{}\" to bytes 0-{}",
                                     printable_name(r.content_range, 80), kOpenWindow - 1));
     }
     auto src = std::make_unique<HttpSource>(
         *this, std::string(path), target, file_attrs_from(r, *cr->total, true), validator, strong);
     HttpSource::Stream first{std::move(x), 0, cr->last + 1};
-    if (first.end >= *cr->total) {
+    if (*cr->total <= kOpenWindow && first.end == *cr->total) {
       // The whole file is in this answer: read it now, one version.
       src->whole_.resize(static_cast<std::size_t>(*cr->total));
       std::size_t got = 0;
@@ -863,6 +921,12 @@ Result<std::unique_ptr<Source>> HttpBackend::open_source(std::string_view path) 
       done_with(std::move(first.exchange));
       src->snapshot_ = true;
     } else {
+      if (validator.empty()) {
+        log().warn(
+            "{}: the server gives no ETag or Last-Modified: a change while it is copied "
+            "cannot be detected",
+            url);
+      }
       src->keep(std::move(first));
     }
     return std::unique_ptr<Source>(std::move(src));
@@ -934,7 +998,9 @@ Result<HttpSource::Stream> HttpSource::open_stream(std::uint64_t offset, std::ui
   if (r.status == 416) return changed("the range is past its end now");
   if (r.status != 206) return status_error(r, "read", url_);
   auto cr = http::parse_content_range(r.content_range);
-  if (!cr || !cr->first || *cr->first != offset || cr->last != end - 1) {
+  // From the offset asked, as far as asked or less (a server may cut a
+  // range short; the next read asks for the rest).
+  if (!cr || !cr->first || *cr->first != offset || cr->last > end - 1) {
     return make_error(ErrorCode::kCorrupt, "read", url_,
                       fmt::format("answered \"{}\" to bytes {}-{}",
                                   printable_name(r.content_range, 80), offset, end - 1));
@@ -945,7 +1011,7 @@ Result<HttpSource::Stream> HttpSource::open_stream(std::uint64_t offset, std::ui
   if (!validator_.empty() && strong_ && r.etag != validator_ && !r.etag.empty()) {
     return changed("another ETag");
   }
-  return Stream{std::move(x), offset, end};
+  return Stream{std::move(x), offset, cr->last + 1};
 }
 
 Result<std::size_t> HttpSource::read_at(Offset offset, std::span<std::byte> buf) {
@@ -956,8 +1022,21 @@ Result<std::size_t> HttpSource::read_at(Offset offset, std::span<std::byte> buf)
     std::memcpy(buf.data(), whole_.data() + at, n);
     return n;
   }
-  if (attrs_.size_known && at >= attrs_.size) return std::size_t{0};
-  if (buf.empty()) return std::size_t{0};
+  // Short only at the end of the file: a range that ends first (the one
+  // the open asked for, a hint shorter than the read) is followed by the
+  // next one.
+  std::size_t n = 0;
+  while (n < buf.size()) {
+    const std::uint64_t pos = at + n;
+    if (attrs_.size_known && pos >= attrs_.size) break;
+    XFER_ASSIGN_OR_RETURN(std::size_t got, read_stream(pos, buf.subspan(n)));
+    if (got == 0) break;  // the end of a stream of unknown size
+    n += got;
+  }
+  return n;
+}
+
+Result<std::size_t> HttpSource::read_stream(std::uint64_t at, std::span<std::byte> buf) {
   std::optional<Stream> stream;
   {
     std::lock_guard lock(mu_);

@@ -54,12 +54,14 @@ std::string decode_entities(std::string_view in) {
       out += in[i];
       continue;
     }
-    const std::size_t semi = in.find(';', i);
-    if (semi == std::string_view::npos || semi - i > 10) {
+    // Within the longest reference (10 bytes): a page of '&' costs no
+    // quadratic search.
+    const std::size_t semi = in.substr(i, 11).find(';');
+    if (semi == std::string_view::npos) {
       out += in[i];
       continue;
     }
-    const std::string_view ref = in.substr(i + 1, semi - i - 1);
+    const std::string_view ref = in.substr(i + 1, semi - 1);
     unsigned long code = 0;
     bool known = true;
     if (ref == "amp") {
@@ -86,7 +88,7 @@ std::string decode_entities(std::string_view in) {
       continue;
     }
     out += static_cast<char>(code);
-    i = semi;
+    i += semi;
   }
   return out;
 }
@@ -150,6 +152,90 @@ std::optional<std::string> child_of(std::string_view href, std::string_view dir_
   }
   return std::string(rel);
 }
+
+// nginx's JSON index as events: the top-level array's objects, their
+// "name", "type", "mtime" (strings) and "size" (an unsigned number);
+// anything else, at any depth, is passed over.
+struct IndexSax : nlohmann::json_sax<nlohmann::json> {
+  struct Item {
+    std::optional<std::string> name;
+    std::string type;
+    std::optional<std::string> mtime;
+    std::optional<std::uint64_t> size;
+  };
+  std::vector<Item> items;
+  std::size_t not_objects = 0;
+  bool top_array = false;
+  bool too_many = false;
+  int depth = 0;         // 1 inside the top array, 2 inside one of its values
+  bool in_item = false;  // ...and that value is an object (an entry)
+  std::string current_key;
+
+  bool value_at_top() {  // a value directly in the top array
+    if (depth == 1) ++not_objects;
+    return count();
+  }
+  bool count() {
+    if (items.size() + not_objects > kMaxIndexEntries) {
+      too_many = true;
+      return false;
+    }
+    return true;
+  }
+  bool null() override { return value_at_top(); }
+  bool boolean(bool) override { return value_at_top(); }
+  bool number_integer(number_integer_t) override { return value_at_top(); }
+  bool number_float(number_float_t, const string_t&) override { return value_at_top(); }
+  bool number_unsigned(number_unsigned_t v) override {
+    if (depth == 2 && in_item && current_key == "size") items.back().size = v;
+    return value_at_top();
+  }
+  bool string(string_t& v) override {
+    if (depth == 2 && in_item) {
+      Item& it = items.back();
+      if (current_key == "name") it.name = std::move(v);
+      if (current_key == "type") it.type = v.substr(0, 16);
+      if (current_key == "mtime") it.mtime = v.substr(0, 64);
+    }
+    return value_at_top();
+  }
+  bool binary(binary_t&) override { return value_at_top(); }
+  bool start_object(std::size_t) override {
+    if (depth == 0) return false;  // the page is no array
+    if (depth == 1) {
+      items.emplace_back();
+      in_item = true;
+      if (!count()) return false;
+    }
+    ++depth;
+    if (depth == 2) current_key.clear();
+    return true;
+  }
+  bool key(string_t& k) override {
+    if (depth == 2) current_key = k.substr(0, 8);
+    return true;
+  }
+  bool end_object() override {
+    --depth;
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    if (depth == 0) top_array = true;
+    if (depth == 1) {
+      ++not_objects;
+      in_item = false;
+    }
+    ++depth;
+    return count();
+  }
+  bool end_array() override {
+    --depth;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;
+  }
+};
 
 }  // namespace
 
@@ -250,7 +336,10 @@ Result<IndexPage> parse_index(std::string_view body, IndexFormat format,
   auto add = [&](std::string name, EntryType type, std::optional<std::uint64_t> size,
                  std::optional<std::int64_t> mtime,
                  std::optional<std::int64_t> listed = std::nullopt) -> Status {
-    if (!validate_name_component(name, "listed name").ok() || !seen.insert(name).second) {
+    // xfer's own temporaries are never entries: a server listing both
+    // "a" and ".a.xfer-tmp-..." would have two copies share one.
+    if (!validate_name_component(name, "listed name").ok() || is_xfer_temporary(name) ||
+        !seen.insert(name).second) {
       ++page.skipped;
       return ok_status();
     }
@@ -263,38 +352,38 @@ Result<IndexPage> parse_index(std::string_view body, IndexFormat format,
   };
 
   if (format == IndexFormat::kJson) {
-    auto doc = nlohmann::json::parse(body, nullptr, false);
-    if (doc.is_discarded() || !doc.is_array()) {
+    // Read as events, never as a document: memory is the entries, whatever
+    // the page holds (a tree of nlohmann values costs 25-40 times the text).
+    IndexSax sax;
+    const bool parsed = nlohmann::json::sax_parse(body, &sax);
+    if (sax.too_many) {
+      return make_error(ErrorCode::kCorrupt, "list", dir_path,
+                        fmt::format("index page lists more than {} entries", kMaxIndexEntries));
+    }
+    if (!parsed || !sax.top_array) {
       return make_error(ErrorCode::kCorrupt, "list", dir_path,
                         "the JSON index is not an array of entries");
     }
-    for (const auto& item : doc) {
-      if (!item.is_object() || !item.contains("name") || !item["name"].is_string()) {
+    for (auto& item : sax.items) {
+      if (!item.name) {
         ++page.skipped;
         continue;
       }
-      const auto type_it = item.find("type");
-      const std::string type =
-          type_it != item.end() && type_it->is_string() ? type_it->get<std::string>() : "";
       EntryType t = EntryType::kOther;
-      if (type == "file") t = EntryType::kFile;
-      if (type == "directory") t = EntryType::kDirectory;
-      std::optional<std::uint64_t> size;
-      if (auto it = item.find("size"); it != item.end() && it->is_number_unsigned()) {
-        size = it->get<std::uint64_t>();
-      }
+      if (item.type == "file") t = EntryType::kFile;
+      if (item.type == "directory") t = EntryType::kDirectory;
       std::optional<std::int64_t> mtime;
-      if (auto it = item.find("mtime"); it != item.end() && it->is_string()) {
-        mtime = parse_http_date(it->get<std::string>());
-      }
+      if (item.mtime) mtime = parse_http_date(*item.mtime);
+      std::optional<std::uint64_t> size = item.size;
       if (t != EntryType::kFile) {
         size.reset();                // a folder's time is kept, a size means nothing
       } else if (!size || !mtime) {  // a file's exact attributes: both or neither
         size.reset();
         mtime.reset();
       }
-      XFER_TRY(add(item["name"].get<std::string>(), t, size, mtime));
+      XFER_TRY(add(std::move(*item.name), t, size, mtime));
     }
+    page.skipped += sax.not_objects;
     return page;
   }
 
@@ -329,7 +418,7 @@ Result<IndexPage> parse_index(std::string_view body, IndexFormat format,
       break;
     }
     at = close + 1;
-    if (!href) continue;
+    if (!href || href->size() > kMaxHrefBytes) continue;
     std::optional<std::string> child = child_of(decode_entities(*href), dir_path);
     if (!child) continue;
     EntryType type = EntryType::kFile;

@@ -23,6 +23,9 @@ namespace xfer::http {
 inline constexpr std::size_t kMaxIndexBytes = 64u << 20;
 // The most entries one index page may list.
 inline constexpr std::size_t kMaxIndexEntries = 1'000'000;
+// The longest link read as an entry (a name is at most 255 bytes, each
+// escaped as "%XX" or "&#NNN;").
+inline constexpr std::size_t kMaxHrefBytes = 8192;
 
 enum class IndexFormat { kHtml, kJson };
 
