@@ -213,8 +213,12 @@ Error status_error(const Response& r, std::string_view op, std::string_view url)
 class Exchange {
  public:
   Exchange(const Config& cfg, CURLSH* share, std::unique_ptr<Lane> lane,
-           const std::atomic<bool>* cancel)
-      : cfg_(cfg), share_(share), lane_(std::move(lane)), cancel_(cancel) {}
+           const std::atomic<bool>* cancel, std::atomic<std::uint64_t>* min_rtt_us)
+      : cfg_(cfg),
+        share_(share),
+        lane_(std::move(lane)),
+        cancel_(cancel),
+        min_rtt_us_(min_rtt_us) {}
   Exchange(const Exchange&) = delete;
   Exchange& operator=(const Exchange&) = delete;
   ~Exchange() {
@@ -461,6 +465,23 @@ class Exchange {
     char* effective = nullptr;
     curl_easy_getinfo(lane_->easy, CURLINFO_EFFECTIVE_URL, &effective);
     response_.effective_url = effective != nullptr ? effective : url_;
+    // A new connection's TCP handshake is one round trip: the smallest
+    // seen is the path's (Backend::link_estimate; the planner sizes
+    // chunks and their parallelism from it).
+    long connects = 0;
+    curl_off_t connected = 0;
+    curl_off_t resolved = 0;
+    if (min_rtt_us_ != nullptr &&
+        curl_easy_getinfo(lane_->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK &&
+        connects > 0 &&
+        curl_easy_getinfo(lane_->easy, CURLINFO_CONNECT_TIME_T, &connected) == CURLE_OK &&
+        curl_easy_getinfo(lane_->easy, CURLINFO_NAMELOOKUP_TIME_T, &resolved) == CURLE_OK &&
+        connected > resolved) {
+      const auto rtt = static_cast<std::uint64_t>(connected - resolved);
+      std::uint64_t seen = min_rtt_us_->load();
+      while (rtt < seen && !min_rtt_us_->compare_exchange_weak(seen, rtt)) {
+      }
+    }
   }
 
   Error failure(std::string_view op) const { return curl_error(result_, errbuf_.data(), op, url_); }
@@ -469,6 +490,7 @@ class Exchange {
   CURLSH* share_;
   std::unique_ptr<Lane> lane_;
   const std::atomic<bool>* cancel_;
+  std::atomic<std::uint64_t>* min_rtt_us_;
   std::string url_;
   std::string range_text_;
   curl_slist* headers_ = nullptr;
@@ -576,7 +598,9 @@ class HttpBackend final : public Backend {
     caps_.network = true;
     caps_.mtime = true;
     caps_.mtime_granularity_ns = 1'000'000'000;  // Last-Modified: seconds
-    caps_.max_concurrency = 32;
+    // Ranges of one file at once: one connection each. 16 at most, as
+    // aria2c's -x16: enough for a long lossy path, polite to one server.
+    caps_.max_concurrency = 16;
     share_ = curl_share_init();
     curl_share_setopt(share_, CURLSHOPT_LOCKFUNC, &HttpBackend::lock);
     curl_share_setopt(share_, CURLSHOPT_UNLOCKFUNC, &HttpBackend::unlock);
@@ -590,6 +614,10 @@ class HttpBackend final : public Backend {
   }
 
   const Capabilities& capabilities() const override { return caps_; }
+  LinkEstimate link_estimate() const override {
+    const std::uint64_t us = min_rtt_us_.load();
+    return {us == UINT64_MAX ? 0.0 : static_cast<double>(us) / 1000.0, 0.0};
+  }
   std::string describe() const override { return cfg_.describe; }
   void cancel() override { cancelled_.store(true); }
 
@@ -625,7 +653,7 @@ class HttpBackend final : public Backend {
       }
     }
     if (!lane) lane = std::make_unique<Lane>();
-    return std::make_unique<Exchange>(cfg_, share_, std::move(lane), &cancelled_);
+    return std::make_unique<Exchange>(cfg_, share_, std::move(lane), &cancelled_, &min_rtt_us_);
   }
   // An exchange whose body was read whole gives its connection back.
   void done_with(std::unique_ptr<Exchange> x) {
@@ -681,7 +709,8 @@ class HttpBackend final : public Backend {
   std::vector<std::unique_ptr<Lane>> idle_;  // under lanes_mu_
   std::atomic<bool> cancelled_{false};
   std::atomic<std::uint64_t> folders_listed_{0};
-  std::atomic<bool> looped_{false};  // a listing bound was passed
+  std::atomic<std::uint64_t> min_rtt_us_{UINT64_MAX};  // smallest TCP handshake seen
+  std::atomic<bool> looped_{false};                    // a listing bound was passed
 
   friend class HttpSource;
 };
