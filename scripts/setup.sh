@@ -12,7 +12,7 @@ PACKAGES=(
   # libraries
   libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev libspdlog-dev
   libfmt-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libzstd-dev
-  libssl-dev liburing-dev zlib1g-dev libsodium-dev libcurl4-openssl-dev
+  libssl-dev liburing-dev zlib1g-dev libsodium-dev libcurl4-openssl-dev libssh-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   # test and benchmark peers / tools
   rsync rclone gnuplot-nox fio time python3 util-linux coreutils openssl

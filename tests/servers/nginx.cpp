@@ -16,38 +16,13 @@
 #include <sstream>
 #include <thread>
 
+#include "common.hpp"
+
 namespace xfer::testing {
 namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-
-// A port free on 127.0.0.1 now (the kernel's pick; nginx binds it next).
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
-
-bool answers(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<std::uint16_t>(port));
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
 
 std::string nginx_binary() {
   for (const char* p : {"/usr/sbin/nginx", "/usr/bin/nginx"}) {
@@ -140,27 +115,19 @@ bool NginxServer::spawn() {
   const std::string conf = (dir_ / "nginx.conf").string();
   const std::string prefix = dir_.string() + "/";
   const std::string errlog = (dir_ / "error.log").string();
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::setpgid(0, 0);
-    execl(bin.c_str(), bin.c_str(), "-c", conf.c_str(), "-p", prefix.c_str(), "-e", errlog.c_str(),
-          static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  if (pid < 0) {
+  pid_ = testing::spawn({bin, "-c", conf, "-p", prefix, "-e", errlog});
+  if (pid_ < 0) {
     error_ = "fork failed";
     return false;
   }
-  pid_ = pid;
-  for (int i = 0; i < 200; ++i) {
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      error_ = "nginx exited at start: " + log();
-      return false;
-    }
-    if (answers(http_port_) && answers(json_port_) && answers(https_port_)) return true;
-    std::this_thread::sleep_for(25ms);
+  if (wait_ready(pid_, [&] {
+        return answers(http_port_) && answers(json_port_) && answers(https_port_);
+      })) {
+    return true;
+  }
+  if (pid_ < 0) {
+    error_ = "nginx exited at start: " + log();
+    return false;
   }
   error_ = "nginx did not answer within 5 s: " + log();
   stop();
@@ -189,17 +156,7 @@ bool NginxServer::restart() {
 }
 
 void NginxServer::stop() {
-  if (pid_ <= 0) return;
-  ::kill(pid_, SIGTERM);
-  for (int i = 0; i < 200; ++i) {
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      return;
-    }
-    std::this_thread::sleep_for(25ms);
-  }
-  kill9();
+  stop_child(pid_);
 }
 
 void NginxServer::kill9() {

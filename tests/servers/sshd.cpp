@@ -1,0 +1,96 @@
+// The tests' sshd (sshd.hpp): keys, config, process. One test thread.
+
+#include "sshd.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "common.hpp"
+
+namespace xfer::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+}  // namespace
+
+SshdServer::SshdServer(fs::path dir) : dir_(std::move(dir)) {
+  fs::create_directories(dir_);
+}
+
+SshdServer::~SshdServer() {
+  stop();
+}
+
+std::string SshdServer::user() const {
+  const passwd* pw = ::getpwuid(::geteuid());
+  return pw != nullptr ? pw->pw_name : "root";
+}
+
+std::string SshdServer::log() const {
+  std::ifstream f(dir_ / "sshd.log");
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+bool SshdServer::start() {
+  if (::access("/usr/sbin/sshd", X_OK) != 0) {
+    error_ = "sshd is not installed (scripts/setup.sh installs openssh-server)";
+    return false;
+  }
+  const std::string d = dir_.string();
+  for (const char* key : {"host_ed25519", "client_ed25519"}) {
+    if (fs::exists(dir_ / key)) continue;
+    const std::string cmd =
+        "ssh-keygen -q -t ed25519 -N '' -f '" + (dir_ / key).string() + "' > /dev/null 2>&1";
+    if (std::system(cmd.c_str()) != 0) {
+      error_ = "ssh-keygen failed";
+      return false;
+    }
+  }
+  fs::copy_file(dir_ / "client_ed25519.pub", dir_ / "authorized_keys",
+                fs::copy_options::overwrite_existing);
+  fs::permissions(dir_ / "authorized_keys", fs::perms::owner_read | fs::perms::owner_write);
+  fs::create_directories("/run/sshd");  // sshd's privilege separation folder
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    port_ = free_port();
+    {
+      std::ofstream f(dir_ / "sshd_config");
+      f << "Port " << port_ << "\nListenAddress 127.0.0.1\nHostKey " << d
+        << "/host_ed25519\nAuthorizedKeysFile " << d << "/authorized_keys\n"
+        << "PidFile " << d << "/sshd.pid\nPermitRootLogin prohibit-password\n"
+        << "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+        << "StrictModes no\nSubsystem sftp internal-sftp\n";
+    }
+    const std::string config = (dir_ / "sshd_config").string();
+    const std::string logfile = (dir_ / "sshd.log").string();
+    pid_ = spawn({"/usr/sbin/sshd", "-D", "-f", config, "-E", logfile});
+    if (pid_ < 0) {
+      error_ = "fork failed";
+      return false;
+    }
+    if (wait_ready(pid_, [&] { return answers(port_); })) return true;
+    stop();
+  }
+  error_ = "sshd did not start: " + log();
+  return false;
+}
+
+void SshdServer::stop() {
+  stop_child(pid_);
+}
+
+}  // namespace xfer::testing
