@@ -64,7 +64,10 @@ bool SshdServer::start() {
   fs::copy_file(dir_ / "client_ed25519.pub", dir_ / "authorized_keys",
                 fs::copy_options::overwrite_existing);
   fs::permissions(dir_ / "authorized_keys", fs::perms::owner_read | fs::perms::owner_write);
-  fs::create_directories("/run/sshd");  // sshd's privilege separation folder
+  // sshd's privilege separation folder; only root can make it, and only
+  // root's sshd needs it.
+  std::error_code ec;
+  fs::create_directories("/run/sshd", ec);
   for (int attempt = 0; attempt < 3; ++attempt) {
     port_ = free_port();
     {
