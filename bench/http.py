@@ -165,6 +165,19 @@ def run(tool: str, cmd: list[str], wrap=None) -> dict:
     return {"tool": tool, "seconds": wall, "rss_kib": int(rss), "cpu_s": float(user) + float(sys_)}
 
 
+def download(tool: str, url: str, args, size: int, wrap=None) -> tuple[dict, str]:
+    """H1 and H2: `tool` fetches `url` into a fresh folder of its own;
+    the run's row and the copy's path (its size checked)."""
+    dst_dir = os.path.join(args.dst, tool)
+    shutil.rmtree(dst_dir, ignore_errors=True)
+    os.makedirs(dst_dir)
+    dst = os.path.join(dst_dir, "large.bin")
+    row = run(tool, h1_command(tool, url, dst, args.xfer), wrap=wrap)
+    if os.path.getsize(dst) != size:
+        raise SystemExit(f"{tool}: {os.path.getsize(dst)} bytes, not {size}")
+    return row, dst
+
+
 def count_files(root: str) -> tuple[int, int]:
     n = b = 0
     for d, _, fs in os.walk(root):
@@ -226,19 +239,13 @@ def main() -> int:
             rows = []
             for r, order in rounds(tools, args.runs):
                 for tool in order:
-                    dst_dir = os.path.join(args.dst, tool)
-                    shutil.rmtree(dst_dir, ignore_errors=True)
-                    os.makedirs(dst_dir)
-                    dst = os.path.join(dst_dir, "large.bin")
-                    row = run(tool, h1_command(tool, nginx.url("large.bin"), dst, args.xfer))
-                    if os.path.getsize(dst) != size:
-                        raise SystemExit(f"{tool}: {os.path.getsize(dst)} bytes, not {size}")
+                    row, dst = download(tool, nginx.url("large.bin"), args, size)
                     if r == 0 and subprocess.run(["cmp", "-s", dst, os.path.join(data, "large.bin")]).returncode:
                         raise SystemExit(f"{tool}: the copy differs")
                     rows.append(row)
                     print(f"H1 {tool}: {row['seconds']:.2f} s, {size / row['seconds'] / 1e6:.0f} MB/s, "
                           f"{row['rss_kib'] // 1024} MiB", flush=True)
-                    shutil.rmtree(dst_dir)
+                    shutil.rmtree(os.path.dirname(dst))
             results["H1"] = summarize(rows, size)
         if "H3" in scenarios:
             tree = os.path.join(data, "tree")
@@ -296,18 +303,12 @@ def lab_h2(args, data: str, size: int) -> dict:
             for p in (1, 16):
                 links[f"iperf3 -P {p}"].append(iperf(lab, p, 10))
             for tool in order:
-                dst_dir = os.path.join(args.dst, tool)
-                shutil.rmtree(dst_dir, ignore_errors=True)
-                os.makedirs(dst_dir)
-                dst = os.path.join(dst_dir, "large.bin")
-                row = run(tool, h1_command(tool, nginx.url("large.bin"), dst, args.xfer),
-                          wrap=lambda a: lab.cmd("a", a))
-                if os.path.getsize(dst) != size:
-                    raise SystemExit(f"{tool}: {os.path.getsize(dst)} bytes, not {size}")
+                row, dst = download(tool, nginx.url("large.bin"), args, size,
+                                    wrap=lambda a: lab.cmd("a", a))
                 rows.append(row)
                 print(f"H2 {tool}: {row['seconds']:.2f} s, {size * 8 / row['seconds'] / 1e6:.0f} Mbit/s",
                       flush=True)
-                shutil.rmtree(dst_dir)
+                shutil.rmtree(os.path.dirname(dst))
         out = summarize(rows, size)
         out["link"] = {k: statistics.median(v) for k, v in links.items()}
         out["link_desc"] = desc

@@ -19,26 +19,11 @@ int hex_value(char c) {
   return -1;
 }
 
-Result<std::string> percent_decode(std::string_view in, std::string_view whole) {
-  std::string out;
-  out.reserve(in.size());
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '%') {
-      out += in[i];
-      continue;
-    }
-    if (i + 2 >= in.size()) {
-      return make_error(ErrorCode::kInvalidArgument, "parse url", whole, "truncated %-escape");
-    }
-    int hi = hex_value(in[i + 1]);
-    int lo = hex_value(in[i + 2]);
-    if (hi < 0 || lo < 0) {
-      return make_error(ErrorCode::kInvalidArgument, "parse url", whole, "bad %-escape");
-    }
-    out += static_cast<char>(hi * 16 + lo);
-    i += 2;
-  }
-  return out;
+Result<std::string> decode_url_part(std::string_view in, std::string_view whole) {
+  std::optional<std::string> out = percent_decode(in);
+  if (!out)
+    return make_error(ErrorCode::kInvalidArgument, "parse url", whole, "bad or truncated %-escape");
+  return std::move(*out);
 }
 
 bool valid_scheme(std::string_view s) {
@@ -77,6 +62,24 @@ std::string query_text(const std::vector<std::pair<std::string, std::string>>& q
 }
 
 }  // namespace
+
+std::optional<std::string> percent_decode(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out += in[i];
+      continue;
+    }
+    if (i + 2 >= in.size()) return std::nullopt;
+    const int hi = hex_value(in[i + 1]);
+    const int lo = hex_value(in[i + 2]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
 
 std::string Url::to_string() const {
   if (!remote.empty()) return remote + ":" + path + query_text(query);
@@ -203,10 +206,10 @@ Result<Url> parse_url(std::string_view text) {
                             "too many query parameters");
         }
         const auto eq = pair.find('=');
-        XFER_ASSIGN_OR_RETURN(std::string key, percent_decode(pair.substr(0, eq), text));
+        XFER_ASSIGN_OR_RETURN(std::string key, decode_url_part(pair.substr(0, eq), text));
         XFER_ASSIGN_OR_RETURN(
             std::string value,
-            percent_decode(eq == std::string_view::npos ? "" : pair.substr(eq + 1), text));
+            decode_url_part(eq == std::string_view::npos ? "" : pair.substr(eq + 1), text));
         if (key.empty()) {
           return make_error(ErrorCode::kInvalidArgument, "parse url", text,
                             "a query parameter without a name");
@@ -215,7 +218,7 @@ Result<Url> parse_url(std::string_view text) {
       }
     }
   }
-  auto decoded = percent_decode(raw_path, text);
+  auto decoded = decode_url_part(raw_path, text);
   if (!decoded) return std::move(decoded).error();
   url.path = std::move(decoded).value();
   url.trailing_slash = url.path.size() > 1 && url.path.back() == '/';

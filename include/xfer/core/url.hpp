@@ -4,6 +4,7 @@
 // later backends (xfer://, sftp://, s3://, http(s)://) need no parser change.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -51,6 +52,10 @@ inline constexpr std::size_t kMaxAddressList = 16;
 Result<std::vector<std::string>> parse_address_list(std::string_view text);
 // A numeric IPv4 or IPv6 address (no brackets, no port).
 bool is_ip_literal(const std::string& host);
+
+// The bytes a percent-encoded text stands for ("%41" -> "A"; '+' stays
+// '+'); nullopt for a truncated or non-hex escape.
+std::optional<std::string> percent_decode(std::string_view in);
 
 // Joins a directory path and a child name with exactly one '/'.
 std::string join_path(std::string_view dir, std::string_view name);

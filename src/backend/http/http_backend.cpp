@@ -552,6 +552,10 @@ class HttpSource final : public Source {
   // Set up by open_source from its first answer.
   std::vector<std::byte> whole_;  // the file, when it arrived whole
   bool snapshot_ = false;
+  // The file is the `size` bytes of the body of `x` (at most 1 MiB, as
+  // the open asked): read them all now, one version, and give the
+  // connection back.
+  Status take_whole(std::unique_ptr<Exchange> x, std::uint64_t size);
   struct Stream {
     std::unique_ptr<Exchange> exchange;
     std::uint64_t pos = 0;
@@ -928,27 +932,7 @@ Result<std::unique_ptr<Source>> HttpBackend::open_source(std::string_view path) 
     HttpSource::Stream first{std::move(x), 0, cr->last + 1};
     if (*cr->total <= kOpenWindow && first.end == *cr->total) {
       // The whole file is in this answer: read it now, one version.
-      src->whole_.resize(static_cast<std::size_t>(*cr->total));
-      std::size_t got = 0;
-      while (got < src->whole_.size()) {
-        XFER_ASSIGN_OR_RETURN(std::size_t n,
-                              first.exchange->read(std::span(src->whole_).subspan(got), "read"));
-        if (n == 0) break;
-        got += n;
-      }
-      if (got != src->whole_.size()) {
-        return make_error(
-            ErrorCode::kIo, "read", url,
-            fmt::format("the answer ended after {} of {} bytes", got, src->whole_.size()),
-            RetryClass::kRetryCall);
-      }
-      std::array<std::byte, 1> more{};
-      XFER_ASSIGN_OR_RETURN(std::size_t extra, first.exchange->read(more, "read"));
-      if (extra != 0) {
-        return make_error(ErrorCode::kCorrupt, "read", url, "more bytes than Content-Range said");
-      }
-      done_with(std::move(first.exchange));
-      src->snapshot_ = true;
+      XFER_TRY(src->take_whole(std::move(first.exchange), *cr->total));
     } else {
       if (validator.empty()) {
         log().warn(
@@ -965,21 +949,7 @@ Result<std::unique_ptr<Source>> HttpBackend::open_source(std::string_view path) 
     auto src = std::make_unique<HttpSource>(*this, std::string(path), target,
                                             file_attrs_from(r, *r.content_length, true), validator,
                                             strong);
-    src->whole_.resize(static_cast<std::size_t>(*r.content_length));
-    std::size_t got = 0;
-    while (got < src->whole_.size()) {
-      XFER_ASSIGN_OR_RETURN(std::size_t n, x->read(std::span(src->whole_).subspan(got), "read"));
-      if (n == 0) break;
-      got += n;
-    }
-    std::array<std::byte, 1> more{};
-    XFER_ASSIGN_OR_RETURN(std::size_t extra, x->read(more, "read"));
-    if (got != src->whole_.size() || extra != 0) {
-      return make_error(ErrorCode::kIo, "read", url, "the body does not match its Content-Length",
-                        RetryClass::kRetryCall);
-    }
-    done_with(std::move(x));
-    src->snapshot_ = true;
+    XFER_TRY(src->take_whole(std::move(x), *r.content_length));
     return std::unique_ptr<Source>(std::move(src));
   }
   // A server without ranges: the file is one stream, read in order by one
@@ -989,6 +959,30 @@ Result<std::unique_ptr<Source>> HttpBackend::open_source(std::string_view path) 
                                           file_attrs_from(r, 0, false), validator, strong);
   src->keep({std::move(x), 0, UINT64_MAX});
   return std::unique_ptr<Source>(std::move(src));
+}
+
+Status HttpSource::take_whole(std::unique_ptr<Exchange> x, std::uint64_t size) {
+  whole_.resize(static_cast<std::size_t>(size));
+  std::size_t got = 0;
+  while (got < whole_.size()) {
+    XFER_ASSIGN_OR_RETURN(std::size_t n, x->read(std::span(whole_).subspan(got), "read"));
+    if (n == 0) break;
+    got += n;
+  }
+  if (got != whole_.size()) {
+    return make_error(ErrorCode::kIo, "read", url_,
+                      fmt::format("the answer ended after {} of {} bytes", got, whole_.size()),
+                      RetryClass::kRetryCall);
+  }
+  std::array<std::byte, 1> more{};
+  XFER_ASSIGN_OR_RETURN(std::size_t extra, x->read(more, "read"));
+  if (extra != 0) {
+    return make_error(ErrorCode::kCorrupt, "read", url_,
+                      "more bytes than the answer's length said");
+  }
+  backend_.done_with(std::move(x));
+  snapshot_ = true;
+  return ok_status();
 }
 
 Result<HttpSource::Stream> HttpSource::open_stream(std::uint64_t offset, std::uint64_t want) {
@@ -1127,14 +1121,11 @@ Status HttpSource::check_unchanged() {
   if (snapshot_ || strong_ || !attrs_.size_known) return ok_status();
   XFER_ASSIGN_OR_RETURN(Response r, backend_.head(url_, "check"));
   if (r.status < 200 || r.status > 299) return status_error(r, "check", url_);
-  const FileAttrs now =
-      file_attrs_from(r, r.content_length.value_or(0), r.content_length.has_value());
   if ((r.content_length && *r.content_length != attrs_.size) ||
       (!r.last_modified.empty() && r.last_modified != validator_)) {
     return make_error(ErrorCode::kChanged, "check", url_,
                       "changed on the server while it was copied", RetryClass::kRetryFile);
   }
-  (void)now;
   return ok_status();
 }
 

@@ -14,6 +14,7 @@
 #include <unordered_set>
 
 #include "xfer/core/names.hpp"
+#include "xfer/core/url.hpp"
 
 namespace xfer::http {
 namespace {
@@ -35,13 +36,6 @@ std::size_t ifind(std::string_view hay, std::string_view needle, std::size_t fro
 
 bool is_space(char c) {
   return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f';
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
 }
 
 // The HTML character references autoindex pages use (&amp; &lt; &gt;
@@ -240,21 +234,8 @@ struct IndexSax : nlohmann::json_sax<nlohmann::json> {
 }  // namespace
 
 std::optional<std::string> percent_decode(std::string_view in) {
-  std::string out;
-  out.reserve(in.size());
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '%') {
-      if (in[i] == '\0') return std::nullopt;
-      out += in[i];
-      continue;
-    }
-    if (i + 2 >= in.size()) return std::nullopt;
-    const int hi = hex_value(in[i + 1]);
-    const int lo = hex_value(in[i + 2]);
-    if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) return std::nullopt;
-    out += static_cast<char>(hi * 16 + lo);
-    i += 2;
-  }
+  std::optional<std::string> out = xfer::percent_decode(in);
+  if (out && out->find('\0') != std::string::npos) return std::nullopt;  // never part of a name
   return out;
 }
 
