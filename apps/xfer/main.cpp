@@ -50,6 +50,8 @@ int main(int argc, char** argv) {
                  "https: CA bundle that signs the server's certificate (default: the system's)");
   app.add_flag("--insecure", ep.insecure,
                "https: do not verify the server's certificate (never by default)");
+  app.add_flag("--ssh-accept-new", ep.ssh_accept_new,
+               "sftp: add an unknown host key to known_hosts (a changed one is always refused)");
 
   register_transfer(app);
   register_sync(app);

@@ -12,6 +12,7 @@
 
 #include "xfer/backend/http.hpp"
 #include "xfer/backend/local.hpp"
+#include "xfer/backend/sftp.hpp"
 #include "xfer/backend/xfer.hpp"
 
 namespace xfer {
@@ -31,6 +32,7 @@ std::shared_ptr<BackendRegistry> BackendRegistry::with_client_backends() {
   auto r = with_builtins();
   r->register_scheme("http", make_http_backend);
   r->register_scheme("https", make_http_backend);
+  r->register_scheme("sftp", make_sftp_backend);
   return r;
 }
 

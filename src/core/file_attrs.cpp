@@ -2,6 +2,8 @@
 
 #include "xfer/core/file_attrs.hpp"
 
+#include <sys/stat.h>
+
 namespace xfer {
 
 std::string_view to_string(EntryType type) {
@@ -16,6 +18,13 @@ std::string_view to_string(EntryType type) {
       return "other";
   }
   return "other";
+}
+
+EntryType entry_type_from_mode(std::uint32_t mode) {
+  if (S_ISREG(mode)) return EntryType::kFile;
+  if (S_ISDIR(mode)) return EntryType::kDirectory;
+  if (S_ISLNK(mode)) return EntryType::kSymlink;
+  return EntryType::kOther;
 }
 
 }  // namespace xfer

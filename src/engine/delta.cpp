@@ -19,6 +19,10 @@ namespace xfer::detail {
 
 bool Engine::delta_allowed(const Root& root) const {
   if (opt_.whole_file == 1 || opt_.direct) return false;
+  // Where the old version cannot be copied from on its side (sftp://),
+  // a delta would read it whole over the network and then send the file
+  // whole anyway.
+  if (!root.destination->capabilities().basis_copy) return false;
   if (opt_.whole_file == 0) return true;  // --no-whole-file: even between local folders
   return root.source->capabilities().network || root.destination->capabilities().network;
 }

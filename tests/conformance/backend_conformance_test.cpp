@@ -14,6 +14,7 @@
 //                             (xfer inlines files <= 1 MiB in the open reply),
 //                             so check_unchanged() on it has nothing to check
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -30,11 +31,13 @@
 
 #include "xfer/backend/local.hpp"
 #include "xfer/backend/registry.hpp"
+#include "xfer/backend/sftp.hpp"
 #include "xfer/backend/xfer.hpp"
 #include "xfer/server/auth.hpp"
 #include "xfer/server/config.hpp"
 #include "xfer/server/server.hpp"
 
+#include "../servers/sshd.hpp"
 #include "reduced_backend.hpp"
 
 namespace xfer {
@@ -159,6 +162,53 @@ struct XferTraitsT {
 using XferTraits = XferTraitsT<false>;
 using XferSealedTraits = XferTraitsT<true>;
 
+// sftp:// against a real OpenSSH sshd (tests/servers/sshd.hpp), one for
+// the whole suite, each test in a fresh folder on it; the backend logs in
+// with the client key the server accepts and checks the server's host key
+// against a known_hosts file made here, as a user's would be. Paths are
+// the server's absolute paths.
+struct SftpTraits {
+  static constexpr const char* kName = "sftp";
+  static constexpr bool kHasIdentity = false;
+  static constexpr bool kSmallSourcesAreSnapshots = false;
+  static xfer::testing::SshdServer* server() {
+    static std::unique_ptr<xfer::testing::SshdServer> sshd = [] {
+      auto s = std::make_unique<xfer::testing::SshdServer>(
+          std::filesystem::temp_directory_path() /
+          ("xfer_conf_sshd_" + std::to_string(::getpid())));
+      if (!s->start()) ADD_FAILURE() << "sshd: " << s->error();
+      return s;
+    }();
+    return sshd->running() ? sshd.get() : nullptr;
+  }
+  std::filesystem::path dir;
+  SftpTraits() {
+    dir = std::filesystem::temp_directory_path() /
+          ("xfer_confs_" + std::to_string(::getpid()) + "_" + std::to_string(traits_counter()++));
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+  }
+  ~SftpTraits() { std::filesystem::remove_all(dir); }
+  std::unique_ptr<Backend> make() {
+    auto* sshd = server();
+    if (sshd == nullptr) return nullptr;
+    auto url = parse_url(fmt::format("sftp://{}@127.0.0.1:{}/", sshd->user(), sshd->port()));
+    Profile profile;
+    profile.type = "sftp";
+    profile.fields["key_file"] = sshd->client_key().string();
+    profile.fields["known_hosts"] = sshd->known_hosts().string();
+    EndpointOptions options;
+    options.ambient_credentials = false;
+    auto b = make_sftp_backend(*url, profile, options);
+    if (!b) {
+      ADD_FAILURE() << "sftp backend: " << b.error().message();
+      return nullptr;
+    }
+    return std::move(*b);
+  }
+  std::string root() const { return dir.string(); }
+};
+
 std::vector<std::byte> pattern(std::size_t n, std::uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::vector<std::byte> v(n);
@@ -174,6 +224,12 @@ class BackendConformance : public ::testing::Test {
     ASSERT_TRUE(backend_ != nullptr) << "no backend for " << Traits::kName;
   }
   std::string p(const std::string& rel) const { return join_path(traits_.root(), rel); }
+  // An mtime as the backend keeps it: cut to its granularity (whole
+  // seconds on sftp).
+  std::int64_t stored(std::int64_t ns) const {
+    const std::int64_t g = backend_->capabilities().mtime_granularity_ns;
+    return g > 1 ? ns - ns % g : ns;
+  }
 
   // Writes `data` through a sink and commits it.
   void put(const std::string& rel, const std::vector<std::byte>& data) {
@@ -310,7 +366,8 @@ struct TraitsName {
     return T::kName;
   }
 };
-using BackendTypes = ::testing::Types<LocalTraits, XferTraits, XferSealedTraits, ReducedTraits>;
+using BackendTypes =
+    ::testing::Types<LocalTraits, XferTraits, XferSealedTraits, ReducedTraits, SftpTraits>;
 TYPED_TEST_SUITE(BackendConformance, BackendTypes, TraitsName);
 
 TYPED_TEST(BackendConformance, StatMissingIsNotFound) {
@@ -333,7 +390,7 @@ TYPED_TEST(BackendConformance, WriteCommitReadBackWithAttributes) {
     EXPECT_EQ(st->mode, 0640u);
   }
   if (caps.mtime) {
-    EXPECT_EQ(st->mtime_ns, 1'600'000'000'123'456'789LL);
+    EXPECT_EQ(st->mtime_ns, this->stored(1'600'000'000'123'456'789LL));
   }
 }
 
@@ -510,7 +567,7 @@ TYPED_TEST(BackendConformance, NamespaceOperations) {
   EXPECT_EQ(st->size, 0u);
   ASSERT_TRUE(b.touch(this->p("d/empty"), 1'000'000'000'000'000'000LL).ok());
   if (b.capabilities().mtime) {
-    EXPECT_EQ(b.stat(this->p("d/empty"))->mtime_ns, 1'000'000'000'000'000'000LL);
+    EXPECT_EQ(b.stat(this->p("d/empty"))->mtime_ns, this->stored(1'000'000'000'000'000'000LL));
   }
   this->put("d/file", pattern(10, 6));
   EXPECT_EQ(this->names("d"), (std::set<std::string>{"empty", "file"}));
@@ -574,7 +631,7 @@ TYPED_TEST(BackendConformance, SymlinksWhenCapable) {
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(st->type, EntryType::kSymlink);
   EXPECT_EQ(st->symlink_target, "target/that/does/not/exist");
-  EXPECT_EQ(st->mtime_ns, a.mtime_ns);
+  EXPECT_EQ(st->mtime_ns, this->stored(a.mtime_ns));
   ASSERT_TRUE(b.symlink("other", this->p("ln"), a).ok()) << "replaces atomically";
   EXPECT_EQ(b.stat(this->p("ln"))->symlink_target, "other");
 }
@@ -642,7 +699,7 @@ TYPED_TEST(BackendConformance, SetAttrsOnDirectories) {
     EXPECT_EQ(st->mode, 0750u);
   }
   if (b.capabilities().mtime) {
-    EXPECT_EQ(st->mtime_ns, a.mtime_ns);
+    EXPECT_EQ(st->mtime_ns, this->stored(a.mtime_ns));
   }
 }
 
@@ -689,7 +746,7 @@ TYPED_TEST(BackendConformance, EightThreadsWriteDisjointRangesThenCommit) {
     EXPECT_EQ(st->mode, 0600u);
   }
   if (caps.mtime) {
-    EXPECT_EQ(st->mtime_ns, so.attrs.mtime_ns);
+    EXPECT_EQ(st->mtime_ns, this->stored(so.attrs.mtime_ns));
   }
   EXPECT_TRUE(this->get("eight.bin") == data);
   EXPECT_EQ(this->names(""), std::set<std::string>{"eight.bin"}) << "no temporary left";

@@ -23,6 +23,7 @@ Capabilities reduced_capabilities(const Capabilities& inner) {
   caps.resume = false;
   caps.symlinks = false;
   caps.zero_copy_send = false;
+  caps.basis_copy = false;  // copy_basis is refused
   return caps;
 }
 

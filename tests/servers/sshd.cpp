@@ -85,7 +85,14 @@ bool SshdServer::start() {
       error_ = "fork failed";
       return false;
     }
-    if (wait_ready(pid_, [&] { return answers(port_); })) return true;
+    if (wait_ready(pid_, [&] { return answers(port_); })) {
+      std::ifstream pub(host_public_key());
+      std::string type, key;
+      pub >> type >> key;
+      std::ofstream known(known_hosts());
+      known << "[127.0.0.1]:" << port_ << " " << type << " " << key << "\n";
+      return true;
+    }
     stop();
   }
   error_ = "sshd did not start: " + log();

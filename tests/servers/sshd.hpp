@@ -30,6 +30,9 @@ class SshdServer {
   std::string user() const;  // the user running the test
   std::filesystem::path client_key() const { return dir_ / "client_ed25519"; }
   std::filesystem::path host_public_key() const { return dir_ / "host_ed25519.pub"; }
+  // A known_hosts file holding this server's key for [127.0.0.1]:port
+  // (written by start()).
+  std::filesystem::path known_hosts() const { return dir_ / "known_hosts"; }
   const std::string& error() const { return error_; }
   std::string log() const;
 

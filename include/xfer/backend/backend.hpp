@@ -82,6 +82,9 @@ struct Capabilities {
   // a changed large file as a delta (docs/sync.md, "Delta") unless told
   // --whole-file. False for file systems on this machine.
   bool network = false;
+  // Sink::copy_basis works: sync's delta can rebuild a file from its old
+  // version where it lives. Without it a changed file is sent whole.
+  bool basis_copy = false;
   bool zero_copy_send = false;      // Source exposes a file descriptor for sendfile/copy_file_range
   std::uint64_t min_part_size = 0;  // smallest chunk except the last (S3: 5 MiB)
   std::uint64_t max_parts = 0;      // 0 = unlimited

@@ -18,16 +18,17 @@ class StreamStatsBoard;  // xfer/metrics/streams.hpp
 // How to reach an endpoint beyond its URL: credentials and connection
 // choices. Backends ignore what does not apply to them.
 struct EndpointOptions {
-  std::string token;          // bearer token (--token); empty: from the profile (profile.hpp)
-  unsigned streams = 0;       // data connections; 0: the backend's default
-  int encrypt = -1;           // data-channel sealing: -1 auto (off on loopback), 0 off, 1 on
-  unsigned streams_max = 16;  // the most connections auto streams (streams == 0) may use
-  std::string bind;           // local addresses for data connections, "A,B" (--bind)
-  std::string cc;             // TCP congestion control of data connections; empty: the system's
-  std::string tls_ca;         // CA bundle that signs the server's control-channel certificate
-  bool tls = false;           // use TLS on the control channel
-  std::string ca;             // https: CA bundle instead of the system's (--ca)
-  bool insecure = false;      // https: do not verify the server's certificate (--insecure)
+  std::string token;            // bearer token (--token); empty: from the profile (profile.hpp)
+  unsigned streams = 0;         // data connections; 0: the backend's default
+  int encrypt = -1;             // data-channel sealing: -1 auto (off on loopback), 0 off, 1 on
+  unsigned streams_max = 16;    // the most connections auto streams (streams == 0) may use
+  std::string bind;             // local addresses for data connections, "A,B" (--bind)
+  std::string cc;               // TCP congestion control of data connections; empty: the system's
+  std::string tls_ca;           // CA bundle that signs the server's control-channel certificate
+  bool tls = false;             // use TLS on the control channel
+  std::string ca;               // https: CA bundle instead of the system's (--ca)
+  bool insecure = false;        // https: do not verify the server's certificate (--insecure)
+  bool ssh_accept_new = false;  // sftp: record an unknown host key (--ssh-accept-new)
   // Where the backend files its per-stream statistics (TCP_INFO of its data
   // connections); null: nowhere. The CLI keeps one board per process,
   // xferd one per job.
@@ -51,7 +52,8 @@ class BackendRegistry {
   // A registry with the built-in backends: file (and bare paths), xfer.
   // xferd's: a client must not make the server fetch from other places.
   static std::shared_ptr<BackendRegistry> with_builtins();
-  // The built-ins and every client-side endpoint: http, https (the CLI's).
+  // The built-ins and every client-side endpoint: http, https, sftp (the
+  // CLI's).
   static std::shared_ptr<BackendRegistry> with_client_backends();
 
   void register_scheme(std::string scheme, BackendFactory factory);

@@ -11,6 +11,8 @@ namespace xfer {
 
 enum class EntryType : std::uint8_t { kFile, kDirectory, kSymlink, kOther };
 std::string_view to_string(EntryType type);
+// The type in st_mode bits (S_IFMT: the same numbers on SFTP's wire).
+EntryType entry_type_from_mode(std::uint32_t mode);
 
 // Attributes of one namespace entry, never following a final symlink.
 struct FileAttrs {

@@ -30,13 +30,6 @@ namespace {
 
 using Fd = UniqueFd;
 
-EntryType type_from_mode(mode_t m) {
-  if (S_ISREG(m)) return EntryType::kFile;
-  if (S_ISDIR(m)) return EntryType::kDirectory;
-  if (S_ISLNK(m)) return EntryType::kSymlink;
-  return EntryType::kOther;
-}
-
 std::int64_t to_ns(const struct timespec& ts) {
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000LL + ts.tv_nsec;
 }
@@ -54,7 +47,7 @@ struct timespec from_ns(std::int64_t ns) {
 
 FileAttrs attrs_from_stat(const struct stat& st) {
   FileAttrs a;
-  a.type = type_from_mode(st.st_mode);
+  a.type = entry_type_from_mode(st.st_mode);
   a.size = static_cast<std::uint64_t>(st.st_size);
   a.mode = st.st_mode & 07777;
   a.mtime_ns = to_ns(st.st_mtim);
@@ -987,6 +980,7 @@ class LocalBackend final : public Backend {
     caps_.mtime = true;
     caps_.server_side_copy = false;
     caps_.zero_copy_send = true;
+    caps_.basis_copy = true;
     caps_.preferred_chunk_size = 16ull << 20;
     caps_.max_concurrency = 256;
     env_.umask = fs::current_umask();

@@ -237,6 +237,28 @@ std::string fsync_request(std::uint32_t id, std::string_view handle) {
   return w.finish();
 }
 
+std::string lsetstat_request(std::uint32_t id, std::string_view path, const Attrs& attrs) {
+  Writer w(Type::kExtended);
+  w.u32(id).str("lsetstat@openssh.com").str(path).attrs(attrs);
+  return w.finish();
+}
+
+std::string limits_request(std::uint32_t id) {
+  Writer w(Type::kExtended);
+  w.u32(id).str("limits@openssh.com");
+  return w.finish();
+}
+
+Result<Limits> parse_limits(std::string_view payload) {
+  Reader r(std::as_bytes(std::span(payload.data(), payload.size())));
+  Limits l;
+  if (!r.u64(l.max_packet) || !r.u64(l.max_read) || !r.u64(l.max_write) ||
+      !r.u64(l.max_open_handles) || r.left() != 0) {
+    return corrupt("limits@openssh.com reply");
+  }
+  return l;
+}
+
 Result<Reply> parse_reply(std::span<const std::byte> packet) {
   if (packet.size() > kMaxPacket) return corrupt("packet too long");
   Reader r(packet);

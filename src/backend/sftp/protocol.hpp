@@ -118,6 +118,10 @@ std::string symlink_request(std::uint32_t id, std::string_view link, std::string
 std::string posix_rename_request(std::uint32_t id, std::string_view from, std::string_view to);
 // fsync@openssh.com.
 std::string fsync_request(std::uint32_t id, std::string_view handle);
+// lsetstat@openssh.com: setstat that does not follow a symlink.
+std::string lsetstat_request(std::uint32_t id, std::string_view path, const Attrs& attrs);
+// limits@openssh.com: the server's packet, read and write sizes.
+std::string limits_request(std::uint32_t id);
 
 // ---- replies
 
@@ -149,6 +153,16 @@ struct Reply {
 // over kMaxHandle, data over kMaxData, trailing bytes after a fixed reply,
 // or a type a client never receives.
 Result<Reply> parse_reply(std::span<const std::byte> packet);
+
+// The payload of the EXTENDED_REPLY to limits_request (0 for "no limit
+// stated"); kCorrupt when it is not four 64-bit numbers.
+struct Limits {
+  std::uint64_t max_packet = 0;
+  std::uint64_t max_read = 0;
+  std::uint64_t max_write = 0;
+  std::uint64_t max_open_handles = 0;
+};
+Result<Limits> parse_limits(std::string_view payload);
 
 // Cuts a byte stream into packets (the 4-byte length prefix removed).
 // A length of 0 or over kMaxPacket is kCorrupt, and so is everything

@@ -2162,6 +2162,7 @@ class XferBackend final : public Backend {
     caps_.resume = true;
     caps_.needs_size = true;  // OPEN_WRITE declares the size; DATA must stay inside it
     caps_.network = true;
+    caps_.basis_copy = true;
     caps_.symlinks = true;
     caps_.permissions = true;
     caps_.mtime = true;
