@@ -17,6 +17,8 @@ PACKAGES=(
   # test and benchmark peers / tools
   rsync rclone gnuplot-nox fio time python3 util-linux coreutils openssl
   openssh-server openssh-client iperf3
+  # sftp: a peer of bench/sftp.py (pget -n, mirror --parallel)
+  lftp
   # http(s): the test server and the download peers (bench/http.py)
   nginx-light curl wget aria2
   # packaging (CPack's .deb) and its tests: man pages, completion scripts

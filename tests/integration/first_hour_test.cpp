@@ -417,8 +417,12 @@ TEST_F(FirstHour, RemoteErrorsSayWhatToCheckInOneLine) {
   const std::vector<Case> cases = {
       {{"ls", "xfer://nohost.invalid:1/"}, "cannot resolve the host name 'nohost.invalid'"},
       {{"ls", "xfer://127.0.0.1:1/"}, "nothing listens on 127.0.0.1:1 (is xferd running there"},
-      {{"cp", "sftp://host/x", "y"},
-       "xfer cannot reach sftp:// endpoints yet; it speaks file://, http://, https://, xfer://"},
+      {{"cp", "s3://bucket/x", "y"},
+       "xfer cannot reach s3:// endpoints yet; it speaks file://, http://, https://, sftp://, "
+       "xfer://"},
+      {{"ls", "sftp://nohost.invalid:1/"}, "cannot resolve the host name 'nohost.invalid'"},
+      {{"ls", "sftp://127.0.0.1:1/"},
+       "nothing listens on 127.0.0.1:1 (is the SSH server running there"},
       {{"ls", "http://nohost.invalid:1/"}, "cannot resolve the host name 'nohost.invalid'"},
       {{"ls", "http://127.0.0.1:1/"},
        "nothing listens on 127.0.0.1:1 (is the web server running there"},

@@ -61,21 +61,24 @@ bool SshdServer::start() {
       return false;
     }
   }
-  fs::copy_file(dir_ / "client_ed25519.pub", dir_ / "authorized_keys",
-                fs::copy_options::overwrite_existing);
+  if (!fs::exists(dir_ / "authorized_keys")) {
+    fs::copy_file(dir_ / "client_ed25519.pub", dir_ / "authorized_keys");
+  }
   fs::permissions(dir_ / "authorized_keys", fs::perms::owner_read | fs::perms::owner_write);
   // sshd's privilege separation folder; only root can make it, and only
   // root's sshd needs it.
   std::error_code ec;
   fs::create_directories("/run/sshd", ec);
+  const bool same_port = port_ != 0;  // restart()
   for (int attempt = 0; attempt < 3; ++attempt) {
-    port_ = free_port();
+    if (!same_port) port_ = free_port();
     {
       std::ofstream f(dir_ / "sshd_config");
       f << "Port " << port_ << "\nListenAddress 127.0.0.1\nHostKey " << d
         << "/host_ed25519\nAuthorizedKeysFile " << d << "/authorized_keys\n"
         << "PidFile " << d << "/sshd.pid\nPermitRootLogin prohibit-password\n"
-        << "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+        << "PasswordAuthentication " << (passwords_ ? "yes" : "no")
+        << "\nKbdInteractiveAuthentication no\nUsePAM no\n"
         << "StrictModes no\nSubsystem sftp internal-sftp\n";
     }
     const std::string config = (dir_ / "sshd_config").string();
@@ -101,6 +104,45 @@ bool SshdServer::start() {
 
 void SshdServer::stop() {
   stop_child(pid_);
+}
+
+void SshdServer::authorize(const fs::path& pub) {
+  std::ifstream in(pub);
+  std::stringstream key;
+  key << in.rdbuf();
+  std::ofstream(dir_ / "authorized_keys", std::ios::app) << key.str();
+}
+
+void SshdServer::kill9() {
+  if (pid_ <= 0) return;
+  // The processes below sshd, found by their parent in /proc, deepest
+  // last: each session process is sshd's child, its SFTP server the
+  // session's.
+  std::vector<pid_t> tree{pid_};
+  for (std::size_t i = 0; i < tree.size(); ++i) {
+    for (const auto& e : fs::directory_iterator("/proc")) {
+      const std::string name = e.path().filename().string();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::ifstream stat(e.path() / "stat");
+      std::string line;
+      std::getline(stat, line);
+      const auto close = line.rfind(')');
+      if (close == std::string::npos) continue;
+      std::istringstream rest(line.substr(close + 2));
+      char state = 0;
+      pid_t ppid = 0;
+      rest >> state >> ppid;
+      if (ppid == tree[i]) tree.push_back(static_cast<pid_t>(std::stol(name)));
+    }
+  }
+  for (const pid_t p : tree) ::kill(p, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+bool SshdServer::restart() {
+  stop();
+  return start();
 }
 
 }  // namespace xfer::testing

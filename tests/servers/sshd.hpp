@@ -24,6 +24,15 @@ class SshdServer {
   // (sshd or ssh-keygen missing, the port taken).
   bool start();
   void stop();  // SIGTERM, then SIGKILL after 5 s; waits. Idempotent.
+  // SIGKILL to sshd and to every session process it forked (they run in
+  // sessions of their own): the server dies mid-transfer.
+  void kill9();
+  // start() again on the same port with the same keys.
+  bool restart();
+  // Before start(): let users log in with a password too.
+  void allow_passwords(bool allow) { passwords_ = allow; }
+  // Accepts the public key in `pub` too (appended to authorized_keys).
+  void authorize(const std::filesystem::path& pub);
   bool running() const { return pid_ > 0; }
 
   int port() const { return port_; }
@@ -40,6 +49,7 @@ class SshdServer {
   std::filesystem::path dir_;
   int port_ = 0;
   pid_t pid_ = -1;
+  bool passwords_ = false;
   std::string error_;
 };
 
