@@ -110,7 +110,7 @@ class Sshd:
 def rclone_flags(s: Sshd) -> list[str]:
     return ["--config", "/dev/null", "--sftp-host", s.address, "--sftp-port", str(s.port),
             "--sftp-user", "root", "--sftp-key-file", s.key, "--sftp-known-hosts-file",
-            s.known_hosts]
+            s.known_hosts, "--sftp-disable-hashcheck"]
 
 
 def lftp(s: Sshd, script: str) -> list[str]:
@@ -127,7 +127,7 @@ def sftp_batch(s: Sshd, work: str, line: str) -> list[str]:
 
 
 def xfer(args, s: Sshd, *rest: str) -> list[str]:
-    return ["env", f"HOME={s.home}", args.xfer, "--no-progress", "--json"] + list(rest)
+    return ["env", f"HOME={s.home}", args.xfer] + [rest[0], "--no-progress", "--json"] + list(rest[1:])
 
 
 def url(s: Sshd, path: str) -> str:

@@ -95,6 +95,7 @@ class Sftp : public XferTest {
     XferTest::SetUp();
     sshd_ = std::make_unique<SshdServer>(tmp() / "sshd");
     sshd_->allow_passwords(true);
+    configure(*sshd_);
     ASSERT_TRUE(sshd_->start()) << sshd_->error();
     home_ = tmp() / "home";
     fs::create_directories(home_ / ".ssh");
@@ -113,6 +114,8 @@ class Sftp : public XferTest {
     if (saved_agent_) ::setenv("SSH_AUTH_SOCK", saved_agent_->c_str(), 1);
     XferTest::TearDown();
   }
+  // Before sshd starts.
+  virtual void configure(SshdServer& sshd) { (void)sshd; }
   // sftp://user@127.0.0.1:port/<absolute path on the server>
   std::string url(const fs::path& p) const {
     return "sftp://" + sshd_->user() + "@127.0.0.1:" + std::to_string(sshd_->port()) + S(p);
@@ -398,6 +401,63 @@ TEST_F(Sftp, RcloneReadsWhatXferWritesAndTheOtherWay) {
   ASSERT_EQ(xdown.exit_code, 0) << xdown.describe();
   expect_same_tree(src, tmp() / "back", false);
   expect_same_tree(srv_ / "by-rclone", tmp() / "back", true);
+}
+
+// A hostile SFTP server behind a real SSH login: sshd runs
+// tests/servers/hostile_sftp.py as its sftp subsystem, and what it does
+// wrong depends on the path. Each: a clear error (or a right copy, for
+// the stderr flood), in bounded time, nothing under the final name.
+class HostileSftp : public Sftp {
+ protected:
+  void configure(SshdServer& sshd) override {
+    sshd.set_sftp_subsystem(std::string("/usr/bin/python3 ") + XFER_SOURCE_DIR +
+                            "/tests/servers/hostile_sftp.py");
+  }
+  // Runs xfer with `args`; it must fail with exit 1 within 60 s, saying
+  // `says`.
+  void expect_refused(const std::vector<std::string>& args, const std::string& says) {
+    auto r = run_xfer(args, 60s);
+    EXPECT_FALSE(r.timed_out) << r.describe();
+    EXPECT_EQ(r.exit_code, 1) << r.describe();
+    EXPECT_NE(r.err.find(says), std::string::npos) << r.describe();
+  }
+};
+
+TEST_F(HostileSftp, ListingsThatNeverEndOrNameEscapesAreRefused) {
+  expect_refused({"ls", url("/loopdir")}, "never ends");
+  expect_refused({"ls", url("/dotsdir")}, "never ends");
+  expect_refused({"ls", url("/badname")}, "invalid name listed by the server");
+  expect_refused({"cp", "-r", url("/badname"), S(tmp() / "got")}, "invalid name");
+  EXPECT_FALSE(fs::exists(tmp() / "escaped"));
+  expect_refused({"rm", "-r", url("/deep")}, "more than 256 folders deep");
+}
+
+TEST_F(HostileSftp, BadReadRepliesFailTheFileAndPublishNothing) {
+  expect_refused({"cp", url("/short.bin"), S(tmp() / "short.bin")}, "a few bytes at a time");
+  expect_refused({"cp", url("/long.bin"), S(tmp() / "long.bin")}, "bytes for a read of");
+  expect_refused({"cp", url("/wrongid.bin"), S(tmp() / "wrongid.bin")}, "not in flight");
+  for (const char* name : {"short.bin", "long.bin", "wrongid.bin"}) {
+    EXPECT_FALSE(fs::exists(tmp() / name)) << name;
+  }
+  for (const auto& e : fs::directory_iterator(tmp())) {
+    EXPECT_EQ(e.path().filename().string().find(".xfer-"), std::string::npos) << e.path();
+  }
+}
+
+// Writes acknowledged twice under one id (and the others never): the
+// upload fails; it never reports a write the server did not confirm.
+TEST_F(HostileSftp, WritesAcknowledgedTwiceFailTheUpload) {
+  write_file(tmp() / "up.bin", seeded(1u << 20, 9));
+  expect_refused({"cp", S(tmp() / "up.bin"), url("/up/up.bin")}, "not in flight");
+}
+
+// 64 MiB on the channel's stderr before the data: thrown away as it
+// comes, so the copy is right and xfer stays small.
+TEST_F(HostileSftp, AStderrFloodIsDrained) {
+  auto r = run_xfer({"cp", url("/noisy.bin"), S(tmp() / "noisy.bin")}, 60s);
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_EQ(read_file(tmp() / "noisy.bin"), std::string(64u << 10, 'x'));
+  EXPECT_LT(r.peak_rss_kib, 48 * 1024) << "peak RSS " << r.peak_rss_kib << " KiB";
 }
 
 }  // namespace

@@ -79,7 +79,7 @@ bool SshdServer::start() {
         << "PidFile " << d << "/sshd.pid\nPermitRootLogin prohibit-password\n"
         << "PasswordAuthentication " << (passwords_ ? "yes" : "no")
         << "\nKbdInteractiveAuthentication no\nUsePAM no\n"
-        << "StrictModes no\nSubsystem sftp internal-sftp\n";
+        << "StrictModes no\nSubsystem sftp " << subsystem_ << "\n";
     }
     const std::string config = (dir_ / "sshd_config").string();
     const std::string logfile = (dir_ / "sshd.log").string();

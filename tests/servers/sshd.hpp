@@ -31,6 +31,9 @@ class SshdServer {
   bool restart();
   // Before start(): let users log in with a password too.
   void allow_passwords(bool allow) { passwords_ = allow; }
+  // Before start(): the command sshd runs as its sftp subsystem (a
+  // hostile server of the test's) instead of its own internal-sftp.
+  void set_sftp_subsystem(std::string command) { subsystem_ = std::move(command); }
   // Accepts the public key in `pub` too (appended to authorized_keys).
   void authorize(const std::filesystem::path& pub);
   bool running() const { return pid_ > 0; }
@@ -50,6 +53,7 @@ class SshdServer {
   int port_ = 0;
   pid_t pid_ = -1;
   bool passwords_ = false;
+  std::string subsystem_ = "internal-sftp";
   std::string error_;
 };
 

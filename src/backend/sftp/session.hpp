@@ -150,9 +150,11 @@ class Pool {
   xfer::Status connect_first();
   // Every connection's shortest handshake, for the planner.
   double rtt_ms() const { return rtt_ms_.load(); }
-  const ServerInfo& info() const { return info_; }  // of the first connection
+  // Of the first connection: set once, before connect_first() returns,
+  // and never changed after (so read without the lock).
+  const ServerInfo& info() const { return info_; }
   const Target& target() const { return target_; }
-  unsigned max() const { return max_; }
+  unsigned max() const { return max_.load(); }
   // Wakes every blocked call with an error; opens nothing more.
   void cancel();
 
@@ -167,7 +169,7 @@ class Pool {
   void give_back(Connection* conn);
 
   Target target_;
-  unsigned max_;
+  std::atomic<unsigned> max_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<Slot> slots_;
@@ -175,6 +177,7 @@ class Pool {
   std::uint64_t next_serial_ = 0;
   bool cancelled_ = false;
   ServerInfo info_;
+  bool info_set_ = false;
   std::atomic<double> rtt_ms_{0};
   std::optional<Error> last_open_error_;
 };
