@@ -26,6 +26,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -294,14 +295,48 @@ class SftpSource final : public Source {
   const FileAttrs& attrs() const override { return attrs_; }
   Result<std::size_t> read_at(Offset offset, std::span<std::byte> buf) override;
   Status check_unchanged() override;
+  void will_read(Offset offset, Length length) override;
   HandleSet& handles() { return handles_; }
 
  private:
+  // A range one thread said it reads next, in order (will_read): that
+  // thread keeps one connection for it and up to kStreamAhead bytes of
+  // READ requests in flight ahead of what it has taken, so a long path
+  // stays busy between its read_at calls. The connection goes back when
+  // the range is done, when the thread reads elsewhere or calls anything
+  // else on this Source, and when the Source goes.
+  struct Stream {
+    std::uint64_t pos = 0;   // the next byte read_at takes
+    std::uint64_t sent = 0;  // the next byte to ask for
+    std::uint64_t end = 0;   // the range's end
+    std::uint64_t eof = std::numeric_limits<std::uint64_t>::max();
+    Pool::Lease lease;
+    std::string handle;
+    struct Piece {
+      std::uint64_t at;
+      std::uint32_t len;
+    };
+    std::unordered_map<std::uint32_t, Piece> flight;
+    std::map<std::uint64_t, std::string> ready;  // at -> bytes
+    std::uint64_t in_flight = 0;
+    std::size_t rests_left = 4096;
+  };
+  static constexpr std::uint64_t kStreamAhead = 4u << 20;
+  Result<std::size_t> stream_read(Stream& s, std::uint64_t offset, std::span<std::byte> buf);
+  // Collects what is still in flight on the thread's stream, so nothing
+  // of it reaches the connection's next user, and gives the connection
+  // back.
+  void close_stream(std::unique_ptr<Stream>& s);
+  void close_my_stream();
+
   SftpBackend& b_;
   std::string remote_;
   std::string shown_;
   FileAttrs attrs_;
   HandleSet handles_;
+  std::mutex streams_mu_;
+  std::map<std::thread::id, std::unique_ptr<Stream>> streams_;  // entries: their threads only
+  std::map<std::thread::id, std::pair<std::uint64_t, std::uint64_t>> hints_;  // [begin, end)
 };
 
 class SftpSink final : public Sink {
@@ -847,11 +882,168 @@ class SftpBackend final : public Backend {
 // ---- Source
 
 SftpSource::~SftpSource() {
+  for (auto& [thread, s] : streams_) close_stream(s);
   b_.close_all(handles_);
+}
+
+void SftpSource::close_stream(std::unique_ptr<Stream>& s) {
+  if (!s) return;
+  while (!s->flight.empty()) {
+    auto r = s->lease->receive();
+    if (!r.ok()) break;  // the connection is broken: the pool drops it
+    if (s->flight.erase(r->id) == 0) {
+      s->lease->mark_broken();
+      break;
+    }
+  }
+  s.reset();
+}
+
+void SftpSource::close_my_stream() {
+  std::unique_ptr<Stream> mine;
+  {
+    std::lock_guard lock(streams_mu_);
+    hints_.erase(std::this_thread::get_id());
+    auto it = streams_.find(std::this_thread::get_id());
+    if (it == streams_.end()) return;
+    mine = std::move(it->second);
+    streams_.erase(it);
+  }
+  close_stream(mine);
+}
+
+void SftpSource::will_read(Offset offset, Length length) {
+  close_my_stream();
+  // A range of a few requests gains nothing from holding a connection.
+  if (length.get() < 4ull * sftp::kMaxData) return;
+  std::lock_guard lock(streams_mu_);
+  hints_[std::this_thread::get_id()] = {offset.get(), offset.get() + length.get()};
+}
+
+Result<std::size_t> SftpSource::stream_read(Stream& s, std::uint64_t offset,
+                                            std::span<std::byte> buf) {
+  Connection& c = *s.lease;
+  const std::uint32_t piece = c.info().max_read;
+  std::size_t filled = 0;
+  while (filled < buf.size()) {
+    // Keep the range asked for ahead of what was taken.
+    while (s.sent < s.end && s.sent < s.eof && s.in_flight < kStreamAhead) {
+      const auto len = static_cast<std::uint32_t>(std::min<std::uint64_t>(piece, s.end - s.sent));
+      const std::uint32_t id = c.next_id();
+      XFER_TRY(c.send(sftp::read_request(id, s.handle, s.sent, len)));
+      s.flight.emplace(id, Stream::Piece{s.sent, len});
+      s.in_flight += len;
+      s.sent += len;
+    }
+    const std::uint64_t at = offset + filled;
+    if (at >= s.eof) break;
+    if (auto it = s.ready.find(at); it != s.ready.end()) {
+      const std::size_t n = std::min(it->second.size(), buf.size() - filled);
+      std::memcpy(buf.data() + filled, it->second.data(), n);
+      filled += n;
+      if (n < it->second.size()) {
+        std::string rest = it->second.substr(n);
+        s.ready.erase(it);
+        s.ready.emplace(at + n, std::move(rest));
+      } else {
+        s.ready.erase(it);
+      }
+      s.pos = offset + filled;
+      continue;
+    }
+    if (s.flight.empty()) {
+      // Nothing asked covers `at` (a read past the hinted range): the
+      // rest comes the plain way.
+      XFER_ASSIGN_OR_RETURN(std::size_t n,
+                            pipelined_read(c, s.handle, at, buf.subspan(filled), shown_));
+      filled += n;
+      s.pos = offset + filled;
+      break;
+    }
+    XFER_ASSIGN_OR_RETURN(Reply r, c.receive());
+    auto it = s.flight.find(r.id);
+    if (it == s.flight.end()) {
+      c.mark_broken();
+      return make_error(ErrorCode::kCorrupt, "read", shown_,
+                        "the server answered a request that is not in flight");
+    }
+    const Stream::Piece p = it->second;
+    s.flight.erase(it);
+    s.in_flight -= p.len;
+    if (r.type == Type::kData) {
+      if (r.bytes.size() > p.len) {
+        c.mark_broken();
+        return make_error(
+            ErrorCode::kCorrupt, "read", shown_,
+            fmt::format("the server sent {} bytes for a read of {}", r.bytes.size(), p.len));
+      }
+      if (r.bytes.empty()) {
+        s.eof = std::min(s.eof, p.at);
+        continue;
+      }
+      if (r.bytes.size() < p.len) {
+        if (s.rests_left == 0) {
+          return make_error(ErrorCode::kCorrupt, "read", shown_,
+                            "the server answers reads a few bytes at a time");
+        }
+        --s.rests_left;
+        const std::uint64_t rest_at = p.at + r.bytes.size();
+        const auto rest_len = static_cast<std::uint32_t>(p.len - r.bytes.size());
+        const std::uint32_t id = c.next_id();
+        XFER_TRY(c.send(sftp::read_request(id, s.handle, rest_at, rest_len)));
+        s.flight.emplace(id, Stream::Piece{rest_at, rest_len});
+        s.in_flight += rest_len;
+      }
+      s.ready.emplace(p.at, std::move(r.bytes));
+    } else if (r.type == Type::kStatus && r.status == sftp::Status::kEof) {
+      s.eof = std::min(s.eof, p.at);
+    } else {
+      return unexpected(r, "read", shown_);
+    }
+  }
+  return filled;
 }
 
 Result<std::size_t> SftpSource::read_at(Offset offset, std::span<std::byte> buf) {
   if (buf.empty()) return std::size_t{0};
+  const auto me = std::this_thread::get_id();
+  std::unique_ptr<Stream> mine;
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> hint;
+  {
+    std::lock_guard lock(streams_mu_);
+    if (auto it = streams_.find(me); it != streams_.end()) {
+      mine = std::move(it->second);
+      streams_.erase(it);
+    }
+    if (auto it = hints_.find(me); it != hints_.end()) hint = it->second;
+  }
+  if (mine && mine->pos != offset.get()) close_stream(mine);  // it reads elsewhere now
+  if (!mine && hint && hint->first == offset.get()) {
+    // The start of the hinted range: take a connection for it.
+    {
+      std::lock_guard lock(streams_mu_);
+      hints_.erase(me);
+    }
+    auto s = std::make_unique<Stream>();
+    XFER_ASSIGN_OR_RETURN(s->lease, b_.pool().acquire([&](const Connection& conn) {
+      return handles_.has(conn.serial());
+    }));
+    XFER_ASSIGN_OR_RETURN(s->handle,
+                          b_.handle_on(*s->lease, handles_, remote_, sftp::kOpenRead, shown_));
+    s->pos = s->sent = hint->first;
+    s->end = hint->second;
+    mine = std::move(s);
+  }
+  if (mine) {
+    auto got = stream_read(*mine, offset.get(), buf);
+    if (!got.ok() || mine->pos >= mine->end || mine->pos >= mine->eof) {
+      close_stream(mine);  // done with the range, or broken
+    } else {
+      std::lock_guard lock(streams_mu_);
+      streams_[me] = std::move(mine);
+    }
+    return got;
+  }
   XFER_ASSIGN_OR_RETURN(Pool::Lease c, b_.pool().acquire([&](const Connection& conn) {
     return handles_.has(conn.serial());
   }));
@@ -861,6 +1053,7 @@ Result<std::size_t> SftpSource::read_at(Offset offset, std::span<std::byte> buf)
 }
 
 Status SftpSource::check_unchanged() {
+  close_my_stream();
   XFER_ASSIGN_OR_RETURN(Pool::Lease c, b_.pool().acquire());
   XFER_ASSIGN_OR_RETURN(Reply r, rpc(*c, [&](std::uint32_t id) {
                           return sftp::path_request(Type::kStat, id, remote_);
