@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "../servers/common.hpp"
 #include "../servers/sshd.hpp"
 #include "harness.hpp"
 
@@ -281,6 +282,29 @@ TEST_F(Sftp, WrongKeysPasswordsAndPassphrasesAreClearErrors) {
   auto with_passphrase = run_xfer({"cp", S(tmp() / "f.txt"), "opened:" + S(srv_ / "f.txt")});
   ASSERT_EQ(with_passphrase.exit_code, 0) << with_passphrase.describe();
   EXPECT_EQ(read_file(srv_ / "f.txt"), "x\n");
+}
+
+// The key only in ssh-agent (a real one, started here): the login goes
+// through $SSH_AUTH_SOCK, as ssh's does.
+TEST_F(Sftp, SshAgentLogsIn) {
+  fs::remove(home_ / ".ssh" / "id_ed25519");
+  const fs::path sock = tmp() / "agent.sock";
+  pid_t agent = xfer::testing::spawn({"/usr/bin/ssh-agent", "-D", "-a", S(sock)});
+  ASSERT_GT(agent, 0);
+  ASSERT_TRUE(xfer::testing::wait_ready(agent, [&] { return fs::exists(sock); }));
+  ::setenv("SSH_AUTH_SOCK", sock.c_str(), 1);
+  auto add = run({"ssh-add", S(sshd_->client_key())});
+  EXPECT_EQ(add.exit_code, 0) << add.describe();
+  put(tmp() / "f.txt", "via the agent\n", 1'600'000'000, 0644);
+  auto up = run_xfer({"cp", S(tmp() / "f.txt"), url(srv_ / "f.txt")});
+  ::unsetenv("SSH_AUTH_SOCK");
+  xfer::testing::stop_child(agent);
+  ASSERT_EQ(up.exit_code, 0) << up.describe();
+  EXPECT_EQ(read_file(srv_ / "f.txt"), "via the agent\n");
+  // Without the agent nothing else has the key: refused.
+  auto without = run_xfer({"cp", S(tmp() / "f.txt"), url(srv_ / "g.txt")});
+  EXPECT_EQ(without.exit_code, 1) << without.describe();
+  EXPECT_NE(without.err.find("permission denied"), std::string::npos) << without.err;
 }
 
 // sshd and its sessions killed in the middle of an upload: the run fails
