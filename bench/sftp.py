@@ -17,8 +17,9 @@ tar over ssh, side by side, against one OpenSSH sshd.
         lftp        lftp mirror -R --parallel=8
         tar         tar cf - | ssh host tar xf -   (the target)
   F3  F1's file over the network lab (docs/netlab.md), sshd in host b, the
-      tools in host a, W1's link (1 Gbit/s, 50 ms, 0.1% loss); iperf3 with
-      8 connections (xfer's count) on the same link in each round. Needs
+      tools in host a, W1's link (1 Gbit/s, 50 ms, 0.1% loss), down from
+      the server (--f3-ways down,up for uploads too); iperf3 with 8
+      connections (xfer's count) on the same link in each round. Needs
       root.
 
 sshd runs with a config, host key and client key of the bench's own on a
@@ -178,6 +179,7 @@ def main() -> int:
     ap.add_argument("--scenarios", default="F1,F2")
     ap.add_argument("--f1-tools", default="xfer,scp,sftp,rclone,lftp")
     ap.add_argument("--f2-tools", default="xfer,scp,sftp,rclone,lftp,tar")
+    ap.add_argument("--f3-ways", default="down", help="F3: down, up or down,up")
     ap.add_argument("--dst", default="/dev/shm/xfer-bench-sftp")
     ap.add_argument("--netlab", default=os.path.join(ROOT, "build", "tools", "netlab", "netlab"))
     ap.add_argument("--out", default="")
@@ -189,7 +191,8 @@ def main() -> int:
     results: dict = {"size": size, "files": args.files, "file_size": args.file_size}
     scenarios = args.scenarios.split(",")
     if "F3" in scenarios:
-        results["F3"] = lab_f3(args, data, size)
+        for way in args.f3_ways.split(","):
+            results["F3" if way == "down" else f"F3_{way}"] = lab_f3(args, data, size, way)
     if not {"F1", "F2"} & set(scenarios):
         return report(results, args)
     sshd = Sshd(args.work)
@@ -264,8 +267,9 @@ def report(results: dict, args) -> int:
     return 0
 
 
-def lab_f3(args, data: str, size: int) -> dict:
-    """F3: sshd in lab host b, each tool in host a, W1's link; downloads."""
+def lab_f3(args, data: str, size: int, way: str = "down") -> dict:
+    """F3: sshd in lab host b, each tool in host a, W1's link; `way` down
+    (from the server) or up."""
     from wan import SCENARIOS, Lab, iperf  # noqa: E402  (the lab's helpers)
     if os.geteuid() != 0:
         raise SystemExit("F3 needs root (the network lab)")
@@ -287,12 +291,12 @@ def lab_f3(args, data: str, size: int) -> dict:
                 shutil.rmtree(dst_dir, ignore_errors=True)
                 os.makedirs(dst_dir)
                 dst = os.path.join(dst_dir, "large.bin")
-                row = run(tool, f1_command(tool, "down", sshd, large, dst, args),
+                row = run(tool, f1_command(tool, way, sshd, large, dst, args),
                           wrap=lambda a: lab.cmd("a", a))
                 if os.path.getsize(dst) != size:
                     raise SystemExit(f"{tool}: {os.path.getsize(dst)} bytes, not {size}")
                 rows.append(row)
-                print(f"F3 {tool}: {row['seconds']:.2f} s, {size * 8 / row['seconds'] / 1e6:.0f} Mbit/s",
+                print(f"F3 {way} {tool}: {row['seconds']:.2f} s, {size * 8 / row['seconds'] / 1e6:.0f} Mbit/s",
                       flush=True)
                 shutil.rmtree(dst_dir)
         out = summarize(rows, size)
