@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import shutil
 import statistics
@@ -57,8 +56,9 @@ bench_http = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench_http)
 parse_size, make_large, make_tree, warm = (bench_http.parse_size, bench_http.make_large,
                                            bench_http.make_tree, bench_http.warm)
-run, rounds, summarize, count_files = (bench_http.run, bench_http.rounds, bench_http.summarize,
-                                       bench_http.count_files)
+run, rounds, summarize, count_files, report = (bench_http.run, bench_http.rounds,
+                                               bench_http.summarize, bench_http.count_files,
+                                               bench_http.report)
 
 
 class Sshd:
@@ -257,14 +257,6 @@ def main() -> int:
     finally:
         sshd.stop()
     return report(results, args)
-
-
-def report(results: dict, args) -> int:
-    print(json.dumps(results, indent=1))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1)
-    return 0
 
 
 def lab_f3(args, data: str, size: int, way: str = "down") -> dict:

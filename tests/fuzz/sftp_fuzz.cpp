@@ -49,6 +49,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     if (r->type == Type::kData) check(r->bytes.size() <= kMaxData, "data over kMaxData");
     check(r->names.size() <= n / 12 + 1, "more names than the packet holds");
+    if (r->type == Type::kExtendedReply) (void)parse_limits(r->bytes);  // limits@openssh.com
   }
   return 0;
 }

@@ -122,6 +122,8 @@ class Sftp : public XferTest {
     return "sftp://" + sshd_->user() + "@127.0.0.1:" + std::to_string(sshd_->port()) + S(p);
   }
   std::string known_hosts() const { return read_file(home_ / ".ssh" / "known_hosts"); }
+  void kill_mid_copy_then_resume(const std::string& from, const std::string& to,
+                                 const fs::path& folder, const std::string& data);
 
   std::unique_ptr<SshdServer> sshd_;
   fs::path home_;
@@ -307,64 +309,22 @@ TEST_F(Sftp, SshAgentLogsIn) {
   EXPECT_NE(without.err.find("permission denied"), std::string::npos) << without.err;
 }
 
-// sshd and its sessions killed in the middle of an upload: the run fails
-// and publishes nothing; the same command once sshd is back sends only
-// what is missing (at most a chunk per connection again).
-TEST_F(Sftp, AServerKilledMidUploadIsResumedByTheRerun) {
-  const std::string data = seeded(96u << 20, 6);
-  put(tmp() / "big.bin", data, 1'600'000'000, 0644);
-  const std::vector<std::string> args = {
-      "cp",           "--json", "--bwlimit",          "24M",
-      "--chunk-size", "4M",     S(tmp() / "big.bin"), url(srv_ / "big.bin")};
-  std::atomic<bool> killed{false};
-  auto first = run_xfer_signal_when(
-      args, 0,
-      [&](pid_t pid) {
-        (void)pid;
-        std::uint64_t partial = 0;
-        for (const auto& e : fs::directory_iterator(srv_)) partial += allocated_bytes(e.path());
-        if (!killed.load() && partial > (30u << 20)) {
-          sshd_->kill9();
-          killed.store(true);
-        }
-        return false;
-      },
-      nullptr, 120s);
-  ASSERT_TRUE(killed.load()) << first.result.describe();
-  EXPECT_NE(first.result.exit_code, 0) << first.result.describe();
-  EXPECT_FALSE(fs::exists(srv_ / "big.bin"));
-  ASSERT_TRUE(sshd_->restart()) << sshd_->error();
-  auto again = run_xfer(args);
-  ASSERT_EQ(again.exit_code, 0) << again.describe();
-  EXPECT_TRUE(read_file(srv_ / "big.bin") == data);
-  const auto s = summary_of(again);
-  const std::uint64_t resumed = s.value("bytes_resumed", 0ull);
-  const std::uint64_t moved = s.value("bytes", 0ull);
-  std::cerr << "resumed " << resumed << " of " << data.size() << ", sent " << moved << "\n";
-  EXPECT_GE(resumed, 24ull << 20) << again.out;
-  // At most one 4 MiB chunk per connection in flight was lost (8 at most).
-  EXPECT_LE(moved, data.size() - resumed + (32ull << 20)) << again.out;
-  for (const auto& e : fs::directory_iterator(srv_)) {
-    EXPECT_EQ(e.path().filename(), "big.bin") << "a partial was left: " << e.path();
-  }
-}
-
-// The same in the other direction: the partial is local, and the re-run
-// reads only the rest from the server.
-TEST_F(Sftp, AServerKilledMidDownloadIsResumedByTheRerun) {
-  const std::string data = seeded(96u << 20, 7);
-  put(srv_ / "big.bin", data, 1'600'000'000, 0644);
-  const fs::path dst = tmp() / "dst";
-  fs::create_directories(dst);
-  const std::vector<std::string> args = {
-      "cp",           "--json", "--bwlimit",           "24M",
-      "--chunk-size", "4M",     url(srv_ / "big.bin"), S(dst / "big.bin")};
+// `data` copied from `from` to `to` (a file in `folder`) with sshd and its
+// sessions killed once 30 MiB have reached `folder`: the run fails and
+// publishes nothing; the same command once sshd is back sends only what
+// is missing (at most a 4 MiB chunk per connection again, 8 at most), and
+// leaves no partial behind.
+void Sftp::kill_mid_copy_then_resume(const std::string& from, const std::string& to,
+                                     const fs::path& folder, const std::string& data) {
+  const fs::path dst = folder / "big.bin";
+  const std::vector<std::string> args = {"cp",           "--json", "--bwlimit", "24M",
+                                         "--chunk-size", "4M",     from,        to};
   std::atomic<bool> killed{false};
   auto first = run_xfer_signal_when(
       args, 0,
       [&](pid_t) {
         std::uint64_t partial = 0;
-        for (const auto& e : fs::directory_iterator(dst)) partial += allocated_bytes(e.path());
+        for (const auto& e : fs::directory_iterator(folder)) partial += allocated_bytes(e.path());
         if (!killed.load() && partial > (30u << 20)) {
           sshd_->kill9();
           killed.store(true);
@@ -374,15 +334,38 @@ TEST_F(Sftp, AServerKilledMidDownloadIsResumedByTheRerun) {
       nullptr, 120s);
   ASSERT_TRUE(killed.load()) << first.result.describe();
   EXPECT_NE(first.result.exit_code, 0) << first.result.describe();
-  EXPECT_FALSE(fs::exists(dst / "big.bin"));
+  EXPECT_FALSE(fs::exists(dst));
   ASSERT_TRUE(sshd_->restart()) << sshd_->error();
   auto again = run_xfer(args);
   ASSERT_EQ(again.exit_code, 0) << again.describe();
-  EXPECT_TRUE(read_file(dst / "big.bin") == data);
+  EXPECT_TRUE(read_file(dst) == data);
   const auto s = summary_of(again);
   const std::uint64_t resumed = s.value("bytes_resumed", 0ull);
+  const std::uint64_t moved = s.value("bytes", 0ull);
+  std::cerr << "resumed " << resumed << " of " << data.size() << ", sent " << moved << "\n";
   EXPECT_GE(resumed, 24ull << 20) << again.out;
-  EXPECT_LE(s.value("bytes", 0ull), data.size() - resumed + (32ull << 20)) << again.out;
+  EXPECT_LE(moved, data.size() - resumed + (32ull << 20)) << again.out;
+  for (const auto& e : fs::directory_iterator(folder)) {
+    EXPECT_EQ(e.path().filename(), "big.bin") << "a partial was left: " << e.path();
+  }
+}
+
+// The partial is on the server.
+TEST_F(Sftp, AServerKilledMidUploadIsResumedByTheRerun) {
+  const std::string data = seeded(96u << 20, 6);
+  fs::create_directories(tmp() / "src");
+  put(tmp() / "src" / "big.bin", data, 1'600'000'000, 0644);
+  kill_mid_copy_then_resume(S(tmp() / "src" / "big.bin"), url(srv_ / "big.bin"), srv_, data);
+}
+
+// The partial is local, and the re-run reads only the rest from the
+// server.
+TEST_F(Sftp, AServerKilledMidDownloadIsResumedByTheRerun) {
+  const std::string data = seeded(96u << 20, 7);
+  put(srv_ / "big.bin", data, 1'600'000'000, 0644);
+  fs::create_directories(tmp() / "dst");
+  kill_mid_copy_then_resume(url(srv_ / "big.bin"), S(tmp() / "dst" / "big.bin"), tmp() / "dst",
+                            data);
 }
 
 // What xfer uploads, rclone downloads the same (bytes and mtimes), and

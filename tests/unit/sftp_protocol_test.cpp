@@ -222,5 +222,22 @@ TEST(SftpProtocol, FramerRefusesAnOversizedLengthForGood) {
   EXPECT_FALSE(z->ok());
 }
 
+// limits@openssh.com's reply: four 64-bit numbers, nothing more or less.
+TEST(SftpProtocol, LimitsReplyParsesOnlyWhole) {
+  std::string payload;
+  for (std::uint64_t v : {262144ull, 261120ull, 261120ull, 0ull}) {
+    for (int shift = 56; shift >= 0; shift -= 8) payload.push_back(static_cast<char>(v >> shift));
+  }
+  auto l = parse_limits(payload);
+  ASSERT_TRUE(l.ok()) << l.error().message();
+  EXPECT_EQ(l->max_packet, 262144u);
+  EXPECT_EQ(l->max_read, 261120u);
+  EXPECT_EQ(l->max_write, 261120u);
+  EXPECT_EQ(l->max_open_handles, 0u);
+  EXPECT_EQ(parse_limits(payload.substr(0, 31)).error().code, ErrorCode::kCorrupt);
+  EXPECT_EQ(parse_limits(payload + "x").error().code, ErrorCode::kCorrupt);
+  EXPECT_EQ(parse_limits("").error().code, ErrorCode::kCorrupt);
+}
+
 }  // namespace
 }  // namespace xfer::sftp

@@ -145,10 +145,6 @@ Result<std::unique_ptr<Connection>> Connection::open(const Target& t, std::uint6
   ssh_options_set(s, SSH_OPTIONS_NODELAY, &yes);
   const long connect_timeout = 30;
   ssh_options_set(s, SSH_OPTIONS_TIMEOUT, &connect_timeout);
-  if (!t.ambient) {
-    // No default identities from a home that is not the client's.
-    ssh_options_set(s, SSH_OPTIONS_IDENTITY_AGENT, "");
-  }
 
   char* host_c = nullptr;
   std::string host = t.alias;

@@ -153,7 +153,6 @@ class Pool {
   // Of the first connection: set once, before connect_first() returns,
   // and never changed after (so read without the lock).
   const ServerInfo& info() const { return info_; }
-  const Target& target() const { return target_; }
   unsigned max() const { return max_.load(); }
   // Wakes every blocked call with an error; opens nothing more.
   void cancel();

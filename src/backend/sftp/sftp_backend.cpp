@@ -176,6 +176,36 @@ class HandleSet {
   std::map<std::uint64_t, std::string> by_serial_;
 };
 
+// A reply to a READ of `asked` bytes: the bytes it brought (`got`; fewer
+// than asked means the rest must be asked again), or the end of the file
+// (`eof`, also for an empty DATA: no progress). More bytes than asked is
+// kCorrupt and breaks the connection; any other reply is its error.
+struct ReadReply {
+  bool eof = false;
+  std::size_t got = 0;
+};
+Result<ReadReply> read_reply(Connection& c, const Reply& r, std::uint32_t asked,
+                             std::string_view path) {
+  if (r.type == Type::kStatus && r.status == sftp::Status::kEof) return ReadReply{true, 0};
+  if (r.type != Type::kData) return unexpected(r, "read", path);
+  if (r.bytes.size() > asked) {
+    c.mark_broken();
+    return make_error(
+        ErrorCode::kCorrupt, "read", path,
+        fmt::format("the server sent {} bytes for a read of {}", r.bytes.size(), asked));
+  }
+  return ReadReply{r.bytes.empty(), r.bytes.size()};
+}
+
+// Short answers to READs asked again, at most this many per request of a
+// call (and a few more): a server that answers a few bytes at a time is
+// not followed for ever.
+constexpr std::size_t kRestsPerRequest = 8;
+Error few_bytes_error(std::string_view path) {
+  return make_error(ErrorCode::kCorrupt, "read", path,
+                    "the server answers reads a few bytes at a time");
+}
+
 // Reads [offset, offset + buf.size()) of an open handle with requests of
 // at most max_read bytes, up to kWindowBytes in flight. A short DATA is
 // asked again for its rest; EOF ends the file there. Returns the bytes
@@ -194,9 +224,7 @@ Result<std::size_t> pipelined_read(Connection& c, const std::string& handle, std
   }
   std::unordered_map<std::uint32_t, Piece> flight;
   std::uint64_t eof = buf.size();  // relative to offset
-  // Reads answered short are asked again for their rest; a server that
-  // answers a few bytes at a time is not followed for ever.
-  std::size_t rests_left = todo.size() * 8 + 64;
+  std::size_t rests_left = todo.size() * kRestsPerRequest + 64;
   std::optional<Error> failed;
   const std::size_t window = std::clamp<std::size_t>(kWindowBytes / piece, 4, kMaxInFlight);
   while (!todo.empty() || !flight.empty()) {
@@ -218,32 +246,24 @@ Result<std::size_t> pipelined_read(Connection& c, const std::string& handle, std
     }
     const Piece p = it->second;
     flight.erase(it);
-    if (r.type == Type::kData) {
-      if (r.bytes.size() > p.len) {
-        c.mark_broken();
-        return make_error(
-            ErrorCode::kCorrupt, "read", path,
-            fmt::format("the server sent {} bytes for a read of {}", r.bytes.size(), p.len));
-      }
-      std::memcpy(buf.data() + p.at, r.bytes.data(), r.bytes.size());
-      if (r.bytes.empty()) {
-        eof = std::min(eof, p.at);  // no progress: treated as the end
-      } else if (r.bytes.size() < p.len) {
-        if (rests_left == 0) {
-          if (!failed) {
-            failed = make_error(ErrorCode::kCorrupt, "read", path,
-                                "the server answers reads a few bytes at a time");
-          }
-          continue;
-        }
-        --rests_left;
-        todo.push_front(
-            {p.at + r.bytes.size(), static_cast<std::uint32_t>(p.len - r.bytes.size())});
-      }
-    } else if (r.type == Type::kStatus && r.status == sftp::Status::kEof) {
+    auto got = read_reply(c, r, p.len, path);
+    if (!got.ok()) {
+      if (got.error().code == ErrorCode::kCorrupt) return got.error();
+      if (!failed) failed = got.error();
+      continue;
+    }
+    if (got->eof) {
       eof = std::min(eof, p.at);
-    } else if (!failed) {
-      failed = unexpected(r, "read", path);
+      continue;
+    }
+    std::memcpy(buf.data() + p.at, r.bytes.data(), got->got);
+    if (got->got < p.len) {
+      if (rests_left == 0) {
+        if (!failed) failed = few_bytes_error(path);
+        continue;
+      }
+      --rests_left;
+      todo.push_front({p.at + got->got, static_cast<std::uint32_t>(p.len - got->got)});
     }
   }
   if (failed) return *failed;
@@ -970,36 +990,22 @@ Result<std::size_t> SftpSource::stream_read(Stream& s, std::uint64_t offset,
     const Stream::Piece p = it->second;
     s.flight.erase(it);
     s.in_flight -= p.len;
-    if (r.type == Type::kData) {
-      if (r.bytes.size() > p.len) {
-        c.mark_broken();
-        return make_error(
-            ErrorCode::kCorrupt, "read", shown_,
-            fmt::format("the server sent {} bytes for a read of {}", r.bytes.size(), p.len));
-      }
-      if (r.bytes.empty()) {
-        s.eof = std::min(s.eof, p.at);
-        continue;
-      }
-      if (r.bytes.size() < p.len) {
-        if (s.rests_left == 0) {
-          return make_error(ErrorCode::kCorrupt, "read", shown_,
-                            "the server answers reads a few bytes at a time");
-        }
-        --s.rests_left;
-        const std::uint64_t rest_at = p.at + r.bytes.size();
-        const auto rest_len = static_cast<std::uint32_t>(p.len - r.bytes.size());
-        const std::uint32_t id = c.next_id();
-        XFER_TRY(c.send(sftp::read_request(id, s.handle, rest_at, rest_len)));
-        s.flight.emplace(id, Stream::Piece{rest_at, rest_len});
-        s.in_flight += rest_len;
-      }
-      s.ready.emplace(p.at, std::move(r.bytes));
-    } else if (r.type == Type::kStatus && r.status == sftp::Status::kEof) {
+    XFER_ASSIGN_OR_RETURN(const ReadReply got, read_reply(c, r, p.len, shown_));
+    if (got.eof) {
       s.eof = std::min(s.eof, p.at);
-    } else {
-      return unexpected(r, "read", shown_);
+      continue;
     }
+    if (got.got < p.len) {
+      if (s.rests_left == 0) return few_bytes_error(shown_);
+      --s.rests_left;
+      const std::uint64_t rest_at = p.at + got.got;
+      const auto rest_len = static_cast<std::uint32_t>(p.len - got.got);
+      const std::uint32_t id = c.next_id();
+      XFER_TRY(c.send(sftp::read_request(id, s.handle, rest_at, rest_len)));
+      s.flight.emplace(id, Stream::Piece{rest_at, rest_len});
+      s.in_flight += rest_len;
+    }
+    s.ready.emplace(p.at, std::move(r.bytes));
   }
   return filled;
 }
