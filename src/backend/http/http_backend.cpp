@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "backend/http/exchange.hpp"
 #include "backend/http/index.hpp"
 #include "xfer/core/log.hpp"
 #include "xfer/core/names.hpp"
@@ -37,159 +38,31 @@
 namespace xfer {
 namespace {
 
+using http::Exchange;
+using http::Lane;
+using http::Response;
+
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 // What open_source asks for first: a file this small arrives whole in the
 // first answer and is kept in memory (one request per small file).
 constexpr std::uint64_t kOpenWindow = 1u << 20;
-constexpr long kMaxRedirects = 10;
-// No byte for this long from a server that owes some: the call fails
-// (retryable), the connection is dropped.
-constexpr auto kStallTimeout = 60s;
-constexpr long kConnectTimeoutMs = 30'000;
-// ...and at least this much in each such window while a reader waits.
-constexpr std::uint64_t kMinWindowBytes = 64u << 10;
 constexpr std::size_t kMaxIdleLanes = 64;
 constexpr std::size_t kMaxIdleStreams = 32;  // per Source
 constexpr std::size_t kMaxHints = 256;       // per Source
-constexpr std::size_t kMaxHeaderBytes = 256u << 10;
-constexpr long kReceiveBuffer = 256L << 10;
 constexpr unsigned kHeadThreads = 8;
 // Listing bounds (a server's tree may loop): folders below the server's
 // root, and folders one backend lists in all.
 constexpr std::size_t kMaxFolderDepth = 64;
 constexpr std::uint64_t kMaxFolders = 1'000'000;  // list(want_attrs) of an HTML page: HEADs at once
 
-void global_init() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
 struct Config {
   std::string origin;  // "https://host:port", no '/' at the end
   std::string prefix;  // decoded path prefix of a remote's url ("" or "/pub")
-  bool https = false;
-  std::string user;
-  std::string password;
-  std::string bearer;
-  std::string ca;
-  bool insecure = false;
   std::string describe;
+  http::ExchangeConfig exchange;  // origin, credentials, TLS choices
 };
-
-// One connection: an easy handle and the multi handle that drives it
-// (pull-style reads need a multi handle; one each keeps every lane's
-// connection its own, so ranges of one file run on parallel connections).
-struct Lane {
-  CURL* easy = curl_easy_init();
-  CURLM* multi = curl_multi_init();
-  Lane() = default;
-  Lane(const Lane&) = delete;
-  Lane& operator=(const Lane&) = delete;
-  ~Lane() {
-    curl_easy_cleanup(easy);
-    curl_multi_cleanup(multi);
-  }
-};
-
-struct Response {
-  long status = 0;
-  std::string content_type;
-  std::string etag;
-  std::string last_modified;
-  std::string content_range;
-  std::string accept_ranges;
-  std::string retry_after;
-  std::optional<std::uint64_t> content_length;
-  std::string effective_url;
-};
-
-std::string trim(std::string_view v) {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-  while (!v.empty() &&
-         (v.back() == ' ' || v.back() == '\t' || v.back() == '\r' || v.back() == '\n')) {
-    v.remove_suffix(1);
-  }
-  return std::string(v);
-}
-
-bool iequals_prefix(std::string_view line, std::string_view name) {
-  if (line.size() < name.size()) return false;
-  for (std::size_t i = 0; i < name.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(line[i])) != name[i]) return false;
-  }
-  return true;
-}
-
-// The host and the port (the scheme's default when none is written) of
-// an absolute URL, for messages.
-std::pair<std::string, std::string> host_port_of(const std::string& url) {
-  std::pair<std::string, std::string> out;
-  CURLU* u = curl_url();
-  if (curl_url_set(u, CURLUPART_URL, url.c_str(), 0) == CURLUE_OK) {
-    char* host = nullptr;
-    char* port = nullptr;
-    if (curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) out.first = host;
-    if (curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) out.second = port;
-    curl_free(host);
-    curl_free(port);
-  }
-  curl_url_cleanup(u);
-  return out;
-}
-
-Error curl_error(CURLcode code, const char* detail, std::string_view op, const std::string& url) {
-  const std::string why = detail != nullptr && *detail != '\0' ? detail : curl_easy_strerror(code);
-  switch (code) {
-    case CURLE_COULDNT_CONNECT: {
-      const auto [host, port] = host_port_of(url);
-      return make_error(ErrorCode::kUnavailable, op, url,
-                        fmt::format("nothing listens on {}:{} (is the web server running there, "
-                                    "on that port?)",
-                                    host, port),
-                        RetryClass::kRetryCall);
-    }
-    case CURLE_COULDNT_RESOLVE_HOST:
-      return make_error(ErrorCode::kUnavailable, op, url,
-                        fmt::format("cannot resolve the host name '{}' (is it spelt right?)",
-                                    printable_name(host_port_of(url).first, 100)),
-                        RetryClass::kRetryCall);
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_CERTPROBLEM:
-      return make_error(ErrorCode::kPermission, op, url,
-                        fmt::format("the server's certificate is not trusted: {} (give its CA "
-                                    "with --ca FILE, or accept any certificate with --insecure)",
-                                    why));
-    case CURLE_SSL_CONNECT_ERROR:
-      return make_error(ErrorCode::kUnavailable, op, url,
-                        fmt::format("TLS handshake failed: {}", why), RetryClass::kRetryCall);
-    case CURLE_TOO_MANY_REDIRECTS:
-      return make_error(ErrorCode::kInvalidArgument, op, url,
-                        fmt::format("more than {} redirects", kMaxRedirects));
-    case CURLE_UNSUPPORTED_PROTOCOL:
-      return make_error(ErrorCode::kPermission, op, url,
-                        fmt::format("redirected to a scheme that is refused: {} (https is never "
-                                    "followed to http, nor any URL to another scheme)",
-                                    why));
-    case CURLE_PARTIAL_FILE:
-      // The connection ended early (a server restarting, a network cut):
-      // unreachable, so a resumable partial is kept.
-      return make_error(ErrorCode::kUnavailable, op, url,
-                        fmt::format("the server ended the body before its Content-Length: {}", why),
-                        RetryClass::kRetryCall);
-    case CURLE_OPERATION_TIMEDOUT:
-    case CURLE_RECV_ERROR:
-    case CURLE_SEND_ERROR:
-    case CURLE_GOT_NOTHING:
-    case CURLE_HTTP2:
-    case CURLE_HTTP2_STREAM:
-      return make_error(ErrorCode::kUnavailable, op, url, why, RetryClass::kRetryCall);
-    default:
-      return make_error(ErrorCode::kIo, op, url, why, RetryClass::kRetryCall);
-  }
-}
 
 Error status_error(const Response& r, std::string_view op, std::string_view url) {
   const long s = r.status;
@@ -208,308 +81,6 @@ Error status_error(const Response& r, std::string_view op, std::string_view url)
   }
   return make_error(ErrorCode::kIo, op, url, fmt::format("unexpected HTTP status {}", s));
 }
-
-// One request on a Lane, read by the thread that owns it.
-class Exchange {
- public:
-  Exchange(const Config& cfg, CURLSH* share, std::unique_ptr<Lane> lane,
-           const std::atomic<bool>* cancel, std::atomic<std::uint64_t>* min_rtt_us)
-      : cfg_(cfg),
-        share_(share),
-        lane_(std::move(lane)),
-        cancel_(cancel),
-        min_rtt_us_(min_rtt_us) {}
-  Exchange(const Exchange&) = delete;
-  Exchange& operator=(const Exchange&) = delete;
-  ~Exchange() {
-    if (attached_) curl_multi_remove_handle(lane_->multi, lane_->easy);
-    if (headers_ != nullptr) curl_slist_free_all(headers_);
-  }
-
-  struct Request {
-    std::string url;
-    bool head = false;
-    std::optional<std::pair<std::uint64_t, std::uint64_t>> range;  // first, last
-    std::string if_range;
-  };
-
-  Status start(const Request& req) {
-    url_ = req.url;
-    CURL* e = lane_->easy;
-    curl_easy_reset(e);
-    curl_easy_setopt(e, CURLOPT_URL, req.url.c_str());
-    curl_easy_setopt(e, CURLOPT_SHARE, share_);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, cfg_.https ? "https" : "http,https");
-    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, cfg_.https ? "https" : "http,https");
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(e, CURLOPT_MAXREDIRS, kMaxRedirects);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, kConnectTimeoutMs);
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, kReceiveBuffer);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "xfer/" XFER_VERSION);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf_.data());
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Exchange::on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, this);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Exchange::on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, this);
-    if (!cfg_.ca.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, cfg_.ca.c_str());
-    if (cfg_.insecure) {
-      curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-      curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
-    }
-    // Credentials go to the endpoint's own origin only: a Source reading
-    // a redirect's target (a mirror, a CDN) names it directly, and libcurl
-    // sends none across hosts while following.
-    if (req.url.rfind(cfg_.origin + "/", 0) == 0) {
-      if (!cfg_.bearer.empty()) {
-        curl_easy_setopt(e, CURLOPT_HTTPAUTH, CURLAUTH_BEARER);
-        curl_easy_setopt(e, CURLOPT_XOAUTH2_BEARER, cfg_.bearer.c_str());
-      } else if (!cfg_.user.empty() || !cfg_.password.empty()) {
-        curl_easy_setopt(e, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
-        curl_easy_setopt(e, CURLOPT_USERNAME, cfg_.user.c_str());
-        curl_easy_setopt(e, CURLOPT_PASSWORD, cfg_.password.c_str());
-      }
-    }
-    if (req.head) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    if (req.range) {
-      range_text_ = fmt::format("{}-{}", req.range->first, req.range->second);
-      curl_easy_setopt(e, CURLOPT_RANGE, range_text_.c_str());
-    }
-    if (!req.if_range.empty()) {
-      headers_ = curl_slist_append(headers_, ("If-Range: " + req.if_range).c_str());
-      curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers_);
-    }
-    if (curl_multi_add_handle(lane_->multi, e) != CURLM_OK) {
-      return make_error(ErrorCode::kInternal, "request", url_, "curl_multi_add_handle failed");
-    }
-    attached_ = true;
-    last_progress_ = Clock::now();
-    window_start_ = last_progress_;
-    window_bytes_ = 0;
-    return ok_status();
-  }
-
-  // Runs the transfer until the final response's headers are in (its first
-  // body bytes arrived, or it ended). Transfer errors are returned; the
-  // HTTP status is the caller's to judge.
-  Status wait_headers(std::string_view op) {
-    while (!got_body_ && !done_) XFER_TRY(pump(op));
-    if (done_ && result_ != CURLE_OK && !got_body_) return failure(op);
-    fill_response();
-    return ok_status();
-  }
-  const Response& response() const { return response_; }
-
-  // Up to buf.size() body bytes; 0 once the body ended whole. An error
-  // when the transfer failed (a short body, a cut connection).
-  Result<std::size_t> read(std::span<std::byte> buf, std::string_view op) {
-    window_start_ = Clock::now();
-    window_bytes_ = 0;
-    std::size_t n = take_spill(buf);
-    target_ = buf.subspan(n);
-    filled_ = 0;
-    while (n + filled_ < buf.size() && !done_) {
-      if (paused_) {
-        paused_ = false;
-        curl_easy_pause(lane_->easy, CURLPAUSE_CONT);  // may deliver at once
-        continue;
-      }
-      Status s = pump(op);
-      if (!s.ok()) {
-        target_ = {};
-        return s.error();
-      }
-    }
-    n += filled_;
-    target_ = {};
-    if (done_ && result_ != CURLE_OK) return failure(op);
-    return n;
-  }
-
-  // The whole body, at most `max` bytes (kCorrupt beyond).
-  Result<std::string> read_all(std::size_t max, std::string_view op) {
-    std::string out;
-    std::array<std::byte, 64 << 10> buf{};
-    for (;;) {
-      XFER_ASSIGN_OR_RETURN(std::size_t n, read(buf, op));
-      if (n == 0) return out;
-      if (out.size() + n > max) {
-        return make_error(ErrorCode::kCorrupt, op, url_,
-                          fmt::format("answer longer than {} MiB", max >> 20));
-      }
-      out.append(reinterpret_cast<const char*>(buf.data()), n);
-    }
-  }
-
-  // The body ended whole (read returned 0): the connection may serve the
-  // next request. Null otherwise (the lane is dropped with its connection).
-  std::unique_ptr<Lane> take_lane() {
-    if (!done_ || result_ != CURLE_OK || spill_pos_ < spill_.size()) return nullptr;
-    if (attached_) curl_multi_remove_handle(lane_->multi, lane_->easy);
-    attached_ = false;
-    return std::move(lane_);
-  }
-  bool ended() const { return done_ && result_ == CURLE_OK && spill_pos_ >= spill_.size(); }
-
- private:
-  static std::size_t on_header(char* data, std::size_t size, std::size_t n, void* user) {
-    auto* x = static_cast<Exchange*>(user);
-    const std::size_t len = size * n;
-    x->header_bytes_ += len;
-    x->window_bytes_ += len;
-    if (x->header_bytes_ > kMaxHeaderBytes) return 0;  // fails the transfer
-    x->last_progress_ = Clock::now();
-    const std::string_view line(data, len);
-    if (line.rfind("HTTP/", 0) == 0) {
-      // A new response (after a redirect, or a 100): its headers only.
-      x->response_ = Response{};
-      return len;
-    }
-    const auto colon = line.find(':');
-    if (colon == std::string_view::npos) return len;
-    const std::string value = trim(line.substr(colon + 1));
-    Response& r = x->response_;
-    if (iequals_prefix(line, "content-type:")) r.content_type = value;
-    if (iequals_prefix(line, "etag:")) r.etag = value;
-    if (iequals_prefix(line, "last-modified:")) r.last_modified = value;
-    if (iequals_prefix(line, "content-range:")) r.content_range = value;
-    if (iequals_prefix(line, "accept-ranges:")) r.accept_ranges = value;
-    if (iequals_prefix(line, "retry-after:")) r.retry_after = value;
-    return len;
-  }
-
-  // Takes a callback's bytes into the reader's buffer, the overflow (one
-  // callback's worth at most) into the spill; while the spill holds
-  // bytes, libcurl is paused (it keeps what it offered and offers it
-  // again on CURLPAUSE_CONT).
-  static std::size_t on_body(char* data, std::size_t size, std::size_t n, void* user) {
-    auto* x = static_cast<Exchange*>(user);
-    const std::size_t len = size * n;
-    x->got_body_ = true;
-    x->last_progress_ = Clock::now();
-    if (x->spill_pos_ < x->spill_.size()) {
-      x->paused_ = true;
-      return CURL_WRITEFUNC_PAUSE;
-    }
-    x->window_bytes_ += len;
-    const std::size_t take = std::min(x->target_.size() - x->filled_, len);
-    if (take > 0) std::memcpy(x->target_.data() + x->filled_, data, take);
-    x->filled_ += take;
-    if (take < len) {
-      x->spill_.assign(data + take, len - take);
-      x->spill_pos_ = 0;
-    }
-    return len;
-  }
-
-  std::size_t take_spill(std::span<std::byte> buf) {
-    const std::size_t n = std::min(buf.size(), spill_.size() - spill_pos_);
-    if (n > 0) std::memcpy(buf.data(), spill_.data() + spill_pos_, n);
-    spill_pos_ += n;
-    if (spill_pos_ >= spill_.size()) {
-      spill_.clear();
-      spill_pos_ = 0;
-    }
-    return n;
-  }
-
-  Status pump(std::string_view op) {
-    if (cancel_ != nullptr && cancel_->load(std::memory_order_relaxed)) {
-      return make_error(ErrorCode::kCancelled, op, url_, "");
-    }
-    int running = 0;
-    const auto before = last_progress_;
-    curl_multi_perform(lane_->multi, &running);
-    int left = 0;
-    while (CURLMsg* m = curl_multi_info_read(lane_->multi, &left)) {
-      if (m->msg == CURLMSG_DONE) {
-        done_ = true;
-        result_ = m->data.result;
-      }
-    }
-    const auto now = Clock::now();
-    if (now - window_start_ >= kStallTimeout) {
-      // While a reader waits: at least kMinWindowBytes a window, so a
-      // server trickling a byte a minute cannot hold a worker for ever.
-      if (window_bytes_ < kMinWindowBytes) {
-        return make_error(
-            ErrorCode::kUnavailable, op, url_,
-            fmt::format("the server sent {} bytes in {} s", window_bytes_,
-                        std::chrono::duration_cast<std::chrono::seconds>(kStallTimeout).count()),
-            RetryClass::kRetryCall);
-      }
-      window_start_ = now;
-      window_bytes_ = 0;
-    }
-    if (done_ || paused_ || last_progress_ != before) return ok_status();
-    if (now - last_progress_ > kStallTimeout) {
-      return make_error(
-          ErrorCode::kUnavailable, op, url_,
-          fmt::format("the server sent nothing for {} s",
-                      std::chrono::duration_cast<std::chrono::seconds>(kStallTimeout).count()),
-          RetryClass::kRetryCall);
-    }
-    curl_multi_poll(lane_->multi, nullptr, 0, 100, nullptr);
-    return ok_status();
-  }
-
-  void fill_response() {
-    long status = 0;
-    curl_easy_getinfo(lane_->easy, CURLINFO_RESPONSE_CODE, &status);
-    response_.status = status;
-    curl_off_t length = -1;
-    if (curl_easy_getinfo(lane_->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) == CURLE_OK &&
-        length >= 0) {
-      response_.content_length = static_cast<std::uint64_t>(length);
-    }
-    char* effective = nullptr;
-    curl_easy_getinfo(lane_->easy, CURLINFO_EFFECTIVE_URL, &effective);
-    response_.effective_url = effective != nullptr ? effective : url_;
-    // A new connection's TCP handshake is one round trip: the smallest
-    // seen is the path's (Backend::link_estimate; the planner sizes
-    // chunks and their parallelism from it).
-    long connects = 0;
-    curl_off_t connected = 0;
-    curl_off_t resolved = 0;
-    if (min_rtt_us_ != nullptr &&
-        curl_easy_getinfo(lane_->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK &&
-        connects > 0 &&
-        curl_easy_getinfo(lane_->easy, CURLINFO_CONNECT_TIME_T, &connected) == CURLE_OK &&
-        curl_easy_getinfo(lane_->easy, CURLINFO_NAMELOOKUP_TIME_T, &resolved) == CURLE_OK &&
-        connected > resolved) {
-      const auto rtt = static_cast<std::uint64_t>(connected - resolved);
-      std::uint64_t seen = min_rtt_us_->load();
-      while (rtt < seen && !min_rtt_us_->compare_exchange_weak(seen, rtt)) {
-      }
-    }
-  }
-
-  Error failure(std::string_view op) const { return curl_error(result_, errbuf_.data(), op, url_); }
-
-  const Config& cfg_;
-  CURLSH* share_;
-  std::unique_ptr<Lane> lane_;
-  const std::atomic<bool>* cancel_;
-  std::atomic<std::uint64_t>* min_rtt_us_;
-  std::string url_;
-  std::string range_text_;
-  curl_slist* headers_ = nullptr;
-  std::array<char, CURL_ERROR_SIZE + 1> errbuf_{};
-  bool attached_ = false;
-  bool done_ = false;
-  CURLcode result_ = CURLE_OK;
-  bool got_body_ = false;
-  bool paused_ = false;
-  std::size_t header_bytes_ = 0;
-  Response response_;
-  std::span<std::byte> target_;
-  std::size_t filled_ = 0;
-  std::string spill_;
-  std::size_t spill_pos_ = 0;
-  Clock::time_point last_progress_;
-  Clock::time_point window_start_ = Clock::now();
-  std::uint64_t window_bytes_ = 0;
-};
 
 // The decoded path of an absolute URL ("https://h/a%20b/" -> "/a b/"), or
 // "" when it does not parse.
@@ -598,7 +169,7 @@ Error read_only(std::string_view op, std::string_view path) {
 class HttpBackend final : public Backend {
  public:
   explicit HttpBackend(Config cfg) : cfg_(std::move(cfg)) {
-    global_init();
+    http::global_init();
     caps_.network = true;
     caps_.mtime = true;
     caps_.mtime_granularity_ns = 1'000'000'000;  // Last-Modified: seconds
@@ -657,7 +228,8 @@ class HttpBackend final : public Backend {
       }
     }
     if (!lane) lane = std::make_unique<Lane>();
-    return std::make_unique<Exchange>(cfg_, share_, std::move(lane), &cancelled_, &min_rtt_us_);
+    return std::make_unique<Exchange>(cfg_.exchange, share_, std::move(lane), &cancelled_,
+                                      &min_rtt_us_);
   }
   // An exchange whose body was read whole gives its connection back.
   void done_with(std::unique_ptr<Exchange> x) {
@@ -1148,18 +720,22 @@ Result<std::unique_ptr<Backend>> make_http_backend(const Url& url, const Profile
     return make_error(ErrorCode::kInvalidArgument, "open endpoint", url.to_string(),
                       "an http(s) URL names a host");
   }
-  cfg.https = base.scheme == "https";
+  const bool https = base.scheme == "https";
   const bool v6 = base.host.find(':') != std::string::npos;
   const std::string host = v6 ? "[" + base.host + "]" : base.host;
   cfg.origin = fmt::format("{}://{}", base.scheme, host);
   if (base.port != 0) cfg.origin += fmt::format(":{}", base.port);
   cfg.describe = cfg.origin + cfg.prefix;
-  cfg.user = profile.get("user");
-  cfg.password = profile.get("password");
-  cfg.bearer = profile.get("bearer_token");
-  cfg.ca = !options.ca.empty() ? options.ca : profile.get("ca");
-  cfg.insecure = options.insecure;
-  if (cfg.insecure && cfg.https) {
+  http::ExchangeConfig& x = cfg.exchange;
+  x.https_only = https;
+  x.origin = cfg.origin;
+  x.user = profile.get("user");
+  x.password = profile.get("password");
+  x.bearer = profile.get("bearer_token");
+  x.ca = !options.ca.empty() ? options.ca : profile.get("ca");
+  x.insecure = options.insecure;
+  x.user_agent = "xfer/" XFER_VERSION;
+  if (x.insecure && https) {
     log().warn("{}: the server's certificate is not verified (--insecure)", cfg.describe);
   }
   return std::unique_ptr<Backend>(std::make_unique<HttpBackend>(std::move(cfg)));
