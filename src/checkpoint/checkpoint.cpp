@@ -95,6 +95,17 @@ bool same_geometry(const FileBegin& a, const FileBegin& b) {
          a.source == b.source;
 }
 
+// A SinkNote into `p`; false when it names no chunk of the file.
+bool apply_note(Progress& p, std::uint64_t chunk, const std::string& text) {
+  if (chunk == kFileNote) {
+    p.note = text;
+    return true;
+  }
+  if (chunk >= p.notes.size()) return false;
+  p.notes[chunk] = text;
+  return true;
+}
+
 FileState fresh_state(const FileBegin& b) {
   FileState s;
   s.begin = b;
@@ -102,13 +113,16 @@ FileState fresh_state(const FileBegin& b) {
   s.progress.done.assign(n, false);
   s.progress.hashes.assign(n, 0);
   s.progress.partial.assign(n, 0);
+  s.progress.notes.assign(n, {});
   return s;
 }
 
 // Snapshot := magic(8) | u32 body_len | u32 crc32(body) | body
 // body     := FileBegin record | u64 seq | u64 chunks | bitmap | u64 hash[chunks]
 //             [ u64 count | (u64 chunk, u64 bytes)[count] ]   chunks begun, not done
-// (the last part is absent in snapshots written before ChunkProgress)
+//             [ str note | u64 count | (u64 chunk, str note)[count] ]  SinkNotes
+// (the partial part is absent in snapshots written before ChunkProgress,
+// the notes part when the file has no note)
 std::vector<std::byte> encode_snapshot(const FileState& s) {
   std::vector<std::byte> body;
   encode(s.begin, body);
@@ -131,6 +145,23 @@ std::vector<std::byte> encode_snapshot(const FileState& s) {
     if (s.progress.done[i] || s.progress.partial[i] == 0) continue;
     put_u64(i);
     put_u64(s.progress.partial[i]);
+  }
+  std::uint64_t noted = 0;
+  for (const std::string& t : s.progress.notes) noted += !t.empty();
+  if (noted > 0 || !s.progress.note.empty()) {
+    auto put_str = [&](const std::string& t) {
+      const auto len = static_cast<std::uint32_t>(t.size());
+      for (int i = 0; i < 4; ++i) body.push_back(static_cast<std::byte>(len >> (8 * i)));
+      const auto* b = reinterpret_cast<const std::byte*>(t.data());
+      body.insert(body.end(), b, b + t.size());
+    };
+    put_str(s.progress.note);
+    put_u64(noted);
+    for (std::uint64_t i = 0; i < n; ++i) {
+      if (s.progress.notes[i].empty()) continue;
+      put_u64(i);
+      put_str(s.progress.notes[i]);
+    }
   }
   std::vector<std::byte> out;
   for (char c : kSnapshotMagic) out.push_back(static_cast<std::byte>(c));
@@ -177,7 +208,7 @@ std::optional<FileState> decode_snapshot(std::span<const std::byte> in) {
   for (std::uint64_t i = 0; i < n; ++i) u64(s.progress.hashes[i]);
   if (pos == body.size()) return s;  // a snapshot of before ChunkProgress
   std::uint64_t begun = 0;
-  if (!u64(begun) || begun > n || pos + 16 * begun != body.size()) return std::nullopt;
+  if (!u64(begun) || begun > n || pos + 16 * begun > body.size()) return std::nullopt;
   for (std::uint64_t k = 0; k < begun; ++k) {
     std::uint64_t chunk = 0, bytes = 0;
     u64(chunk);
@@ -185,6 +216,24 @@ std::optional<FileState> decode_snapshot(std::span<const std::byte> in) {
     if (chunk >= n || bytes >= s.begin.chunk_size) return std::nullopt;
     s.progress.partial[chunk] = bytes;
   }
+  if (pos == body.size()) return s;  // no notes
+  auto str = [&](std::string& t) {
+    if (pos + 4 > body.size()) return false;
+    std::uint32_t size = 0;
+    for (int i = 0; i < 4; ++i) size |= static_cast<std::uint32_t>(body[pos + i]) << (8 * i);
+    pos += 4;
+    if (size > kMaxNote || pos + size > body.size()) return false;
+    t.assign(reinterpret_cast<const char*>(body.data() + pos), size);
+    pos += size;
+    return true;
+  };
+  std::uint64_t noted = 0;
+  if (!str(s.progress.note) || !u64(noted) || noted > n) return std::nullopt;
+  for (std::uint64_t k = 0; k < noted; ++k) {
+    std::uint64_t chunk = 0;
+    if (!u64(chunk) || chunk >= n || !str(s.progress.notes[chunk])) return std::nullopt;
+  }
+  if (pos != body.size()) return std::nullopt;
   return s;
 }
 
@@ -282,6 +331,24 @@ class CheckpointImpl final : public Checkpoint {
       it->second.progress.partial[chunk] = bytes;
     }
     enqueue(ChunkProgress{key, chunk, bytes});
+  }
+
+  void sink_note(std::uint64_t key, std::uint64_t chunk, std::string text) override {
+    if (text.size() > kMaxNote) text.clear();
+    {
+      Shard& sh = shard(key);
+      std::lock_guard lock(sh.mu);
+      auto it = sh.files.find(key);
+      if (it == sh.files.end() || !apply_note(it->second.progress, chunk, text)) return;
+    }
+    enqueue(SinkNote{key, chunk, std::move(text)});
+  }
+
+  std::string file_note(std::uint64_t key) const override {
+    const Shard& sh = shard(key);
+    std::lock_guard lock(sh.mu);
+    auto it = sh.files.find(key);
+    return it == sh.files.end() ? std::string() : it->second.progress.note;
   }
 
   void reset_file(std::uint64_t key) override {
@@ -541,9 +608,10 @@ class CheckpointImpl final : public Checkpoint {
             using T = std::decay_t<decltype(r)>;
             if constexpr (std::is_same_v<T, ChunkDone>) {
               ++snap_clock_[r.file_key].updates;
-            } else if constexpr (std::is_same_v<T, ChunkProgress>) {
-              // Many per chunk: they ride in the journal until the chunk's
-              // ChunkDone or a compaction snapshots them.
+            } else if constexpr (std::is_same_v<T, ChunkProgress> || std::is_same_v<T, SinkNote>) {
+              // Many per chunk, or followed by the chunk's ChunkDone: they
+              // ride in the journal until a ChunkDone or a compaction
+              // snapshots them.
             } else if constexpr (std::is_same_v<T, FileBegin>) {
               snap_clock_.try_emplace(r.file_key);
             } else {
@@ -679,6 +747,9 @@ class CheckpointImpl final : public Checkpoint {
                   !it->second.progress.done[v.chunk] && v.bytes < it->second.begin.chunk_size) {
                 it->second.progress.partial[v.chunk] = v.bytes;
               }
+            } else if constexpr (std::is_same_v<T, SinkNote>) {
+              auto it = files.find(v.file_key);
+              if (it != files.end()) apply_note(it->second.progress, v.chunk, v.text);
             } else if constexpr (std::is_same_v<T, FileDone>) {
               files.erase(v.file_key);
               done_shard(v.file_key).done[v.file_key] = v;

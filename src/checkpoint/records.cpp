@@ -77,6 +77,7 @@ RecordType type_of(const Record& r) {
         if constexpr (std::is_same_v<T, ChunkDone>) return RecordType::kChunkDone;
         if constexpr (std::is_same_v<T, FileDone>) return RecordType::kFileDone;
         if constexpr (std::is_same_v<T, ChunkProgress>) return RecordType::kChunkProgress;
+        if constexpr (std::is_same_v<T, SinkNote>) return RecordType::kSinkNote;
         return RecordType::kFileReset;
       },
       r);
@@ -121,6 +122,10 @@ void encode(const Record& record, std::vector<std::byte>& out) {
           put_u64(body, v.file_key);
           put_u64(body, v.chunk);
           put_u64(body, v.bytes);
+        } else if constexpr (std::is_same_v<T, SinkNote>) {
+          put_u64(body, v.file_key);
+          put_u64(body, v.chunk);
+          put_str(body, v.text);
         } else {
           put_u64(body, v.file_key);
         }
@@ -191,6 +196,13 @@ Decoded decode(std::span<const std::byte> in) {
       ChunkProgress v;
       ok = r.u64(v.file_key) && r.u64(v.chunk) && r.u64(v.bytes) && r.done();
       d.record = v;
+      break;
+    }
+    case RecordType::kSinkNote: {
+      SinkNote v;
+      ok = r.u64(v.file_key) && r.u64(v.chunk) && r.str(v.text) && r.done() &&
+           v.text.size() <= kMaxNote;
+      d.record = std::move(v);
       break;
     }
     default:

@@ -132,6 +132,7 @@ bool Engine::skip_if_current(const FileTask& task, Source& source) {
     SinkOptions so = sink_options(attrs, destination.capabilities());
     so.resume_name = job_.id.substr(0, 12);
     so.resume_existing = true;
+    so.resume_note = ckpt_->file_note(key);
     if (auto partial = destination.open_sink(task.destination, so)) (void)(*partial)->abort();
     ckpt_->reset_file(key);
   }

@@ -42,7 +42,7 @@ FilePlan plan_file(std::uint64_t size, const Capabilities& source, const Capabil
                    std::uint64_t recorded_chunk) {
   const double rtt_ms = link.rtt_ms;
   FilePlan plan;
-  const bool can_split = sink.random_writes && sink.parallel_writers;
+  const bool can_split = (sink.random_writes || sink.whole_parts) && sink.parallel_writers;
   if (size <= options.small_file_threshold || !can_split) return plan;
 
   // Auto lays out for 16 in flight (64 chunks of 8-64 MiB), so a long path

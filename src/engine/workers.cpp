@@ -365,18 +365,31 @@ Status Engine::start_chunked(const std::shared_ptr<ChunkedFile>& file) {
                                 file->chunk_size, file->task.source, file->task.destination};
     checkpoint::Progress progress = ckpt_->begin_file(begin);
     so.resume_name = job_.id.substr(0, 12);
-    so.resume_existing = progress.begun();
+    so.resume_existing = progress.begun() || !progress.note.empty();
+    so.resume_note = progress.note;
+    so.chunk_notes = progress.notes;
     XFER_ASSIGN_OR_RETURN(file->sink, root.destination->open_sink(file->task.destination, so));
-    if (so.resume_existing && !file->sink->resumed()) {
-      // The partial is gone (deleted by hand?): start the file over.
+    const bool resumed = so.resume_existing && file->sink->resumed();
+    if (so.resume_existing && !resumed) {
+      // The partial is gone (deleted by hand, an upload expired): start
+      // the file over.
       ckpt_->reset_file(file->key);
       (void)ckpt_->begin_file(begin);
-    } else if (so.resume_existing) {
+    } else if (resumed) {
       file->resume_done = std::move(progress.done);
       file->resume_hashes = std::move(progress.hashes);
       // --verify checks a resumed chunk against its hash, which covers the
-      // whole chunk: a begun one is sent again from its start.
-      if (!opt_.verify) file->resume_partial = std::move(progress.partial);
+      // whole chunk: a begun one is sent again from its start. A sink of
+      // whole parts keeps nothing of a chunk not done.
+      if (!opt_.verify && !root.destination->capabilities().whole_parts) {
+        file->resume_partial = std::move(progress.partial);
+      }
+    }
+    // The sink's own record of the partial (an upload id) before any of
+    // its chunks: a kill after the first part leaves a journal that can
+    // find that part again.
+    if (std::string note = file->sink->resume_note(); note != (resumed ? so.resume_note : "")) {
+      ckpt_->sink_note(file->key, checkpoint::kFileNote, std::move(note));
     }
   } else {
     XFER_ASSIGN_OR_RETURN(file->sink, root.destination->open_sink(file->task.destination, so));
@@ -418,11 +431,14 @@ void Engine::run_chunk(WorkItem item) {
     }
   }
   const ChunkRef ref{file->key, item.chunk, begin};
+  // Progress inside a chunk is kept only where a chunk can be resumed.
+  const bool record_progress =
+      ckpt_ && !roots_[file->task.root].destination->capabilities().whole_parts;
   for (unsigned attempt = 1; !failure; ++attempt) {
     Xxh3Stream hasher;
-    Status s =
-        copy_range(*file->source, *file->sink, from, end, file->sparse, file->piece_hashes.get(),
-                   &file->bytes_counted, opt_.verify ? &hasher : nullptr, ckpt_ ? &ref : nullptr);
+    Status s = copy_range(*file->source, *file->sink, from, end, file->sparse,
+                          file->piece_hashes.get(), &file->bytes_counted,
+                          opt_.verify ? &hasher : nullptr, record_progress ? &ref : nullptr);
     if (s.ok()) {
       if (opt_.verify) chunk_hash = hasher.digest();
       break;
@@ -433,7 +449,12 @@ void Engine::run_chunk(WorkItem item) {
   }
   if (!failure) {
     counters_.chunks_done.fetch_add(1, std::memory_order_relaxed);
-    if (ckpt_) ckpt_->chunk_done(file->key, item.chunk, chunk_hash);
+    if (ckpt_) {
+      if (std::string note = file->sink->chunk_note(item.chunk); !note.empty()) {
+        ckpt_->sink_note(file->key, item.chunk, std::move(note));
+      }
+      ckpt_->chunk_done(file->key, item.chunk, chunk_hash);
+    }
   }
   if (scheduler_.chunk_finished(file, std::move(failure))) finalize_chunked(std::move(file));
 }

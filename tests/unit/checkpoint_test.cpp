@@ -17,9 +17,13 @@ namespace {
 namespace fs = std::filesystem;
 
 std::vector<Record> sample_records() {
-  return {FileBegin{42, 1000, -5, 100, "src/a b", "dst/\xc3\xa9\n"}, ChunkDone{42, 3, 0xdeadbeef},
-          FileDone{42, 1000, 1'700'000'000'000'000'001LL}, FileReset{7},
-          ChunkProgress{42, 5, 65536}};
+  return {FileBegin{42, 1000, -5, 100, "src/a b", "dst/\xc3\xa9\n"},
+          ChunkDone{42, 3, 0xdeadbeef},
+          FileDone{42, 1000, 1'700'000'000'000'000'001LL},
+          FileReset{7},
+          ChunkProgress{42, 5, 65536},
+          SinkNote{42, kFileNote, "upload-id/with\0nul"},
+          SinkNote{42, 3, "\"9b2cf535f27731c974343645a3985328\""}};
 }
 
 TEST(Records, RoundTripEveryType) {
@@ -268,6 +272,60 @@ TEST_F(CheckpointTest, ProgressWithinAChunkIsRecovered) {
   EXPECT_EQ(p.partial[7], 100u);
   EXPECT_TRUE(p.done[0]);
   EXPECT_EQ(cp->begin_file(file(1)).partial[3], 768u);
+}
+
+// What a sink said of its partial (an S3 upload id) and of its chunks (part
+// ETags) comes back after a restart, from the journal and from a snapshot
+// (compaction); a reset forgets it, and a note over kMaxNote is dropped.
+TEST_F(CheckpointTest, SinkNotesAreRecovered) {
+  Options o;
+  {
+    auto cp = open(o);
+    cp->begin_file(file(1));
+    cp->sink_note(1, kFileNote, "upload-1");
+    cp->sink_note(1, 2, "etag-2");
+    cp->chunk_done(1, 2, 0);
+    cp->sink_note(1, 99, "out of range");  // ignored
+    cp->sink_note(7, 0, "no such file");   // ignored
+    ASSERT_TRUE(cp->flush().ok());
+  }
+  {
+    auto cp = open(o);
+    EXPECT_EQ(cp->file_note(1), "upload-1");
+    Progress p = cp->begin_file(file(1));
+    EXPECT_EQ(p.note, "upload-1");
+    ASSERT_EQ(p.notes.size(), 10u);
+    EXPECT_EQ(p.notes[2], "etag-2");
+    EXPECT_EQ(p.notes[3], "");
+    EXPECT_EQ(cp->file_note(7), "");
+  }
+  o.snapshot_every = 1;
+  o.compact_bytes = 64;
+  {
+    auto cp = open(o);
+    cp->begin_file(file(2));
+    cp->sink_note(2, kFileNote, "upload-2");
+    cp->sink_note(2, 0, "etag-0");
+    cp->chunk_done(2, 0, 1);
+    cp->sink_note(2, 9, std::string(kMaxNote + 1, 'x'));  // too long: nothing kept
+    cp->chunk_done(2, 9, 1);
+    ASSERT_TRUE(cp->flush().ok());
+    EXPECT_GT(cp->stats().compactions.load(), 0u);
+  }
+  {
+    auto cp = open(o);
+    Progress p = cp->begin_file(file(2));
+    EXPECT_EQ(p.note, "upload-2");
+    EXPECT_EQ(p.notes[0], "etag-0");
+    EXPECT_EQ(p.notes[9], "");
+    EXPECT_TRUE(p.done[9]);
+    EXPECT_EQ(cp->begin_file(file(1)).notes[2], "etag-2");
+    cp->reset_file(2);
+    ASSERT_TRUE(cp->flush().ok());
+  }
+  auto cp = open(o);
+  EXPECT_EQ(cp->file_note(2), "");
+  EXPECT_EQ(cp->begin_file(file(2)).note, "");
 }
 
 TEST_F(CheckpointTest, CorruptSnapshotIsIgnoredJournalStillCounts) {

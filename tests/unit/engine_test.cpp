@@ -107,6 +107,16 @@ TEST(Planner, RespectsSinkPartRules) {
   EXPECT_GE(p.chunk_size, 5ull << 20);
   Capabilities sequential;  // no random writes: never split
   EXPECT_EQ(plan_file(1ull << 30, src, sequential, opt).strategy, Strategy::kWhole);
+  // Whole parts (an object store's multipart upload): split, within the
+  // part rules, though no write lands at any other offset.
+  Capabilities parts;
+  parts.whole_parts = parts.parallel_writers = true;
+  parts.min_part_size = 5ull << 20;
+  parts.max_parts = 10;
+  p = plan_file(200ull << 20, src, parts, opt);
+  EXPECT_EQ(p.strategy, Strategy::kChunked);
+  EXPECT_LE(p.chunks, 10u);
+  EXPECT_GE(p.chunk_size, 5ull << 20);
 }
 
 TEST(RetryPolicy, ClassesAndBackoffBounds) {

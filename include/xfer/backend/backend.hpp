@@ -22,6 +22,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "xfer/core/cdc.hpp"
 #include "xfer/core/checksum.hpp"
@@ -64,6 +65,11 @@ using EntrySink = std::function<Status(Entry&&)>;
 //   symlinks          symlink() is refused (kUnsupported, "symlink") and
 //                     creates nothing.
 //   zero_copy_send    Source::native_handle() is -1.
+// whole_parts lets a sink without random_writes take a chunked file: each
+// chunk of the SinkOptions layout is written in order from its start (a
+// write at a chunk's start begins it anew), chunks concurrently and in any
+// order, and a chunk counts only once whole (an object store's part: no
+// resume inside a chunk).
 // tests/conformance/ runs a backend without these five flags
 // (reduced_backend.hpp) through the same suite as the real ones.
 struct Capabilities {
@@ -85,6 +91,7 @@ struct Capabilities {
   // Sink::copy_basis works: sync's delta can rebuild a file from its old
   // version where it lives. Without it a changed file is sent whole.
   bool basis_copy = false;
+  bool whole_parts = false;         // chunks written whole, each in order, in parallel (above)
   bool zero_copy_send = false;      // Source exposes a file descriptor for sendfile/copy_file_range
   std::uint64_t min_part_size = 0;  // smallest chunk except the last (S3: 5 MiB)
   std::uint64_t max_parts = 0;      // 0 = unlimited
@@ -142,6 +149,11 @@ struct SinkOptions {
   // resume_name (kUnsupported).
   std::string resume_name;
   bool resume_existing = false;
+  // What the sink said of itself when the partial was begun (resume_note())
+  // and of each chunk done (chunk_note(); "" for the others), as the
+  // journal kept them: an object store's upload id and part ETags.
+  std::string resume_note;
+  std::vector<std::string> chunk_notes;
   // The layout the engine will write in, known before the first byte: a
   // chunked file arrives as `parts` chunks of `part_size` bytes (the last
   // may be shorter), each written whole by one worker, at offset
@@ -197,6 +209,17 @@ class Sink {
   virtual Status suspend() { return abort(); }
   // True when open_sink reopened an existing partial (resume_existing).
   virtual bool resumed() const { return false; }
+  // What a later run needs, beside the chunks' bytes, to reopen this
+  // resumable partial (an S3 multipart upload's id), kept by the engine's
+  // journal and given back in SinkOptions::resume_note; "" for nothing.
+  // Known once open_sink returned.
+  virtual std::string resume_note() const { return {}; }
+  // Likewise for one chunk of the layout, once its bytes were written
+  // whole (the ETag of its part); "" for nothing. Any thread.
+  virtual std::string chunk_note(std::uint64_t chunk) const {
+    (void)chunk;
+    return {};
+  }
 };
 
 // What a backend has measured of the path to its endpoint; the planner sizes

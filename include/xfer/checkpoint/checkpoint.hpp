@@ -59,6 +59,10 @@ struct Progress {
   std::vector<bool> done;              // per chunk
   std::vector<std::uint64_t> hashes;   // per chunk, 0 = unknown
   std::vector<std::uint64_t> partial;  // per chunk not done: bytes at its start already written
+  // What the destination said (SinkNote): of the file, and per chunk ("":
+  // nothing). A chunk's note is kept only while the chunk is done.
+  std::string note;
+  std::vector<std::string> notes;
   std::uint64_t done_count() const;
   bool begun() const;  // a chunk done or begun: the partial holds something
 };
@@ -90,6 +94,13 @@ class Checkpoint {
   // destination): a resume starts the chunk there. Asynchronous like
   // chunk_done; ignored for a chunk already done or past the chunk's size.
   virtual void chunk_progress(std::uint64_t file_key, std::uint64_t chunk, std::uint64_t bytes) = 0;
+  // Records what the destination said of the file (chunk kFileNote) or of
+  // one chunk; ignored for a file not begun or a chunk out of range, and
+  // truncated to nothing past kMaxNote bytes. Asynchronous like chunk_done;
+  // a chunk's note goes just before its chunk_done.
+  virtual void sink_note(std::uint64_t file_key, std::uint64_t chunk, std::string text) = 0;
+  // The file's own note (chunk kFileNote) as recorded, "" for none.
+  virtual std::string file_note(std::uint64_t file_key) const = 0;
   // Forgets a file's progress (its source changed; it restarts from zero).
   virtual void reset_file(std::uint64_t file_key) = 0;
   // The file is committed at its destination: record it in the journal and

@@ -29,6 +29,7 @@ enum class RecordType : std::uint8_t {
   kFileDone = 3,       // the file is committed under its final name
   kFileReset = 4,      // forget progress (the source changed)
   kChunkProgress = 5,  // the first `bytes` of a chunk are written at the destination
+  kSinkNote = 6,       // what the destination said of the file or a chunk (an upload id, an ETag)
 };
 
 struct FileBegin {
@@ -70,7 +71,21 @@ struct ChunkProgress {
   bool operator==(const ChunkProgress&) const = default;
 };
 
-using Record = std::variant<FileBegin, ChunkDone, FileDone, FileReset, ChunkProgress>;
+// What a destination needs to reopen its partial in a later run, recorded
+// as it said it (Sink::resume_note, Sink::chunk_note): for chunk kFileNote,
+// the file's (an S3 multipart upload id); otherwise that chunk's (the ETag
+// of its part), recorded just before its ChunkDone. Opaque to the journal;
+// at most kMaxNote bytes.
+inline constexpr std::uint64_t kFileNote = ~0ull;
+inline constexpr std::size_t kMaxNote = 4096;
+struct SinkNote {
+  std::uint64_t file_key = 0;
+  std::uint64_t chunk = kFileNote;
+  std::string text;
+  bool operator==(const SinkNote&) const = default;
+};
+
+using Record = std::variant<FileBegin, ChunkDone, FileDone, FileReset, ChunkProgress, SinkNote>;
 
 // Appends the encoded record to `out`.
 void encode(const Record& record, std::vector<std::byte>& out);
