@@ -12,6 +12,7 @@
 
 #include "xfer/backend/http.hpp"
 #include "xfer/backend/local.hpp"
+#include "xfer/backend/s3.hpp"
 #include "xfer/backend/sftp.hpp"
 #include "xfer/backend/xfer.hpp"
 
@@ -33,6 +34,7 @@ std::shared_ptr<BackendRegistry> BackendRegistry::with_client_backends() {
   r->register_scheme("http", make_http_backend);
   r->register_scheme("https", make_http_backend);
   r->register_scheme("sftp", make_sftp_backend);
+  r->register_scheme("s3", make_s3_backend);
   return r;
 }
 

@@ -417,9 +417,10 @@ TEST_F(FirstHour, RemoteErrorsSayWhatToCheckInOneLine) {
   const std::vector<Case> cases = {
       {{"ls", "xfer://nohost.invalid:1/"}, "cannot resolve the host name 'nohost.invalid'"},
       {{"ls", "xfer://127.0.0.1:1/"}, "nothing listens on 127.0.0.1:1 (is xferd running there"},
-      {{"cp", "s3://bucket/x", "y"},
-       "xfer cannot reach s3:// endpoints yet; it speaks file://, http://, https://, sftp://, "
-       "xfer://"},
+      {{"cp", "gs://bucket/x", "y"},
+       "xfer cannot reach gs:// endpoints yet; it speaks file://, http://, https://, s3://, "
+       "sftp://, xfer://"},
+      {{"ls", "s3://bucket/"}, "nothing listens on 127.0.0.1:1 (is the S3 server running there"},
       {{"ls", "sftp://nohost.invalid:1/"}, "cannot resolve the host name 'nohost.invalid'"},
       {{"ls", "sftp://127.0.0.1:1/"},
        "nothing listens on 127.0.0.1:1 (is the SSH server running there"},
@@ -427,6 +428,10 @@ TEST_F(FirstHour, RemoteErrorsSayWhatToCheckInOneLine) {
       {{"ls", "http://127.0.0.1:1/"},
        "nothing listens on 127.0.0.1:1 (is the web server running there"},
   };
+  // The s3 case: keys and an endpoint where nothing listens.
+  ::setenv("AWS_ACCESS_KEY_ID", "k", 1);
+  ::setenv("AWS_SECRET_ACCESS_KEY", "s", 1);
+  ::setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1", 1);
   for (const Case& c : cases) {
     auto r = run_xfer(c.args, 60s, nullptr, S(tmp()));
     EXPECT_EQ(r.exit_code, 1) << r.describe();
@@ -434,6 +439,9 @@ TEST_F(FirstHour, RemoteErrorsSayWhatToCheckInOneLine) {
     EXPECT_EQ(split_lines(r.err).size(), 1u) << r.describe();
     EXPECT_FALSE(icontains(r.err, "C-ares")) << r.describe();
     EXPECT_FALSE(icontains(r.err, "ARES_")) << r.describe();
+  }
+  for (const char* name : {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"}) {
+    ::unsetenv(name);
   }
   if (xferd_bin().empty()) GTEST_SKIP() << "XFERD_BIN not set";
   XferdProcess server(tmp() / "server");

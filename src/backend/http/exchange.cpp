@@ -69,15 +69,16 @@ std::string Response::header(std::string_view lower_name) const {
   return {};
 }
 
-Error curl_error(CURLcode code, const char* detail, std::string_view op, const std::string& url) {
+Error curl_error(CURLcode code, const char* detail, std::string_view op, const std::string& url,
+                 std::string_view server_name) {
   const std::string why = detail != nullptr && *detail != '\0' ? detail : curl_easy_strerror(code);
   switch (code) {
     case CURLE_COULDNT_CONNECT: {
       const auto [host, port] = host_port_of(url);
       return make_error(ErrorCode::kUnavailable, op, url,
-                        fmt::format("nothing listens on {}:{} (is the server running there, "
+                        fmt::format("nothing listens on {}:{} (is the {} running there, "
                                     "on that port?)",
-                                    host, port),
+                                    host, port, server_name),
                         RetryClass::kRetryCall);
     }
     case CURLE_COULDNT_RESOLVE_HOST:
@@ -444,6 +445,56 @@ void Exchange::fill_response() {
     while (rtt < seen && !min_rtt_us_->compare_exchange_weak(seen, rtt)) {
     }
   }
+}
+
+LanePool::LanePool(const ExchangeConfig& cfg) : cfg_(cfg) {
+  global_init();
+  share_ = curl_share_init();
+  curl_share_setopt(share_, CURLSHOPT_LOCKFUNC, &LanePool::lock);
+  curl_share_setopt(share_, CURLSHOPT_UNLOCKFUNC, &LanePool::unlock);
+  curl_share_setopt(share_, CURLSHOPT_USERDATA, this);
+  curl_share_setopt(share_, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+  curl_share_setopt(share_, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+}
+
+LanePool::~LanePool() {
+  idle_.clear();
+  curl_share_cleanup(share_);
+}
+
+void LanePool::lock(CURL*, curl_lock_data data, curl_lock_access, void* user) {
+  static_cast<LanePool*>(user)->share_mu_[static_cast<std::size_t>(data) % kLocks].lock();
+}
+
+void LanePool::unlock(CURL*, curl_lock_data data, void* user) {
+  static_cast<LanePool*>(user)->share_mu_[static_cast<std::size_t>(data) % kLocks].unlock();
+}
+
+std::unique_ptr<Exchange> LanePool::exchange() {
+  std::unique_ptr<Lane> lane;
+  {
+    std::lock_guard lock(lanes_mu_);
+    if (!idle_.empty()) {
+      lane = std::move(idle_.back());
+      idle_.pop_back();
+    }
+  }
+  if (!lane) lane = std::make_unique<Lane>();
+  return std::make_unique<Exchange>(cfg_, share_, std::move(lane), &cancelled_, &min_rtt_us_);
+}
+
+void LanePool::done_with(std::unique_ptr<Exchange> x) {
+  if (!x) return;
+  std::unique_ptr<Lane> lane = x->take_lane();
+  x.reset();
+  if (!lane) return;
+  std::lock_guard lock(lanes_mu_);
+  if (idle_.size() < kMaxIdleLanes) idle_.push_back(std::move(lane));
+}
+
+double LanePool::rtt_ms() const {
+  const std::uint64_t us = min_rtt_us_.load();
+  return us == UINT64_MAX ? 0.0 : static_cast<double>(us) / 1000.0;
 }
 
 }  // namespace xfer::http

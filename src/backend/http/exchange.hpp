@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -86,11 +87,13 @@ struct ExchangeConfig {
   std::string bearer;
   bool follow_redirects = true;
   std::string user_agent = "xfer";
+  std::string server_name = "web server";  // in "is the web server running there?"
 };
 
 // libcurl's failure of `url` as an Error with its retry class, in words a
 // user can act on.
-Error curl_error(CURLcode code, const char* detail, std::string_view op, const std::string& url);
+Error curl_error(CURLcode code, const char* detail, std::string_view op, const std::string& url,
+                 std::string_view server_name = "web server");
 
 // One request on a Lane, run by the thread that owns it.
 class Exchange {
@@ -147,7 +150,9 @@ class Exchange {
   std::size_t take_spill(std::span<std::byte> buf);
   Status pump(std::string_view op);
   void fill_response();
-  Error failure(std::string_view op) const { return curl_error(result_, errbuf_.data(), op, url_); }
+  Error failure(std::string_view op) const {
+    return curl_error(result_, errbuf_.data(), op, url_, cfg_.server_name);
+  }
 
   const ExchangeConfig& cfg_;
   CURLSH* share_;
@@ -175,6 +180,39 @@ class Exchange {
   std::chrono::steady_clock::time_point last_progress_;
   std::chrono::steady_clock::time_point window_start_ = std::chrono::steady_clock::now();
   std::uint64_t window_bytes_ = 0;
+};
+
+// The connections of one endpoint: idle Lanes for reuse (at most
+// kMaxIdleLanes), a share handle for DNS answers and TLS sessions, the
+// cancel flag and the smallest TCP handshake seen (the path's round trip).
+// Thread-safe.
+class LanePool {
+ public:
+  static constexpr std::size_t kMaxIdleLanes = 64;
+  explicit LanePool(const ExchangeConfig& cfg);
+  ~LanePool();
+  LanePool(const LanePool&) = delete;
+  LanePool& operator=(const LanePool&) = delete;
+
+  // A request on a pooled connection (or a new one).
+  std::unique_ptr<Exchange> exchange();
+  // An exchange whose body was read whole gives its connection back.
+  void done_with(std::unique_ptr<Exchange> x);
+  void cancel() { cancelled_.store(true); }
+  // The smallest TCP handshake seen, in ms; 0 before the first.
+  double rtt_ms() const;
+
+ private:
+  static void lock(CURL*, curl_lock_data data, curl_lock_access, void* user);
+  static void unlock(CURL*, curl_lock_data data, void* user);
+  static constexpr std::size_t kLocks = 8;
+  const ExchangeConfig& cfg_;
+  CURLSH* share_ = nullptr;
+  std::array<std::mutex, kLocks> share_mu_;
+  std::mutex lanes_mu_;
+  std::vector<std::unique_ptr<Lane>> idle_;  // under lanes_mu_
+  std::atomic<bool> cancelled_{false};
+  std::atomic<std::uint64_t> min_rtt_us_{UINT64_MAX};
 };
 
 }  // namespace xfer::http

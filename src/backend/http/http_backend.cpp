@@ -39,7 +39,6 @@ namespace xfer {
 namespace {
 
 using http::Exchange;
-using http::Lane;
 using http::Response;
 
 using Clock = std::chrono::steady_clock;
@@ -48,7 +47,6 @@ using namespace std::chrono_literals;
 // What open_source asks for first: a file this small arrives whole in the
 // first answer and is kept in memory (one request per small file).
 constexpr std::uint64_t kOpenWindow = 1u << 20;
-constexpr std::size_t kMaxIdleLanes = 64;
 constexpr std::size_t kMaxIdleStreams = 32;  // per Source
 constexpr std::size_t kMaxHints = 256;       // per Source
 constexpr unsigned kHeadThreads = 8;
@@ -168,33 +166,19 @@ Error read_only(std::string_view op, std::string_view path) {
 
 class HttpBackend final : public Backend {
  public:
-  explicit HttpBackend(Config cfg) : cfg_(std::move(cfg)) {
-    http::global_init();
+  explicit HttpBackend(Config cfg) : cfg_(std::move(cfg)), pool_(cfg_.exchange) {
     caps_.network = true;
     caps_.mtime = true;
     caps_.mtime_granularity_ns = 1'000'000'000;  // Last-Modified: seconds
     // Ranges of one file at once: one connection each. 16 at most, as
     // aria2c's -x16: enough for a long lossy path, polite to one server.
     caps_.max_concurrency = 16;
-    share_ = curl_share_init();
-    curl_share_setopt(share_, CURLSHOPT_LOCKFUNC, &HttpBackend::lock);
-    curl_share_setopt(share_, CURLSHOPT_UNLOCKFUNC, &HttpBackend::unlock);
-    curl_share_setopt(share_, CURLSHOPT_USERDATA, this);
-    curl_share_setopt(share_, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-    curl_share_setopt(share_, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-  }
-  ~HttpBackend() override {
-    idle_.clear();
-    curl_share_cleanup(share_);
   }
 
   const Capabilities& capabilities() const override { return caps_; }
-  LinkEstimate link_estimate() const override {
-    const std::uint64_t us = min_rtt_us_.load();
-    return {us == UINT64_MAX ? 0.0 : static_cast<double>(us) / 1000.0, 0.0};
-  }
+  LinkEstimate link_estimate() const override { return {pool_.rtt_ms(), 0.0}; }
   std::string describe() const override { return cfg_.describe; }
-  void cancel() override { cancelled_.store(true); }
+  void cancel() override { pool_.cancel(); }
 
   Result<FileAttrs> stat(std::string_view path) override;
   Status list(std::string_view path, const ListOptions& options, const EntrySink& sink) override;
@@ -218,28 +202,9 @@ class HttpBackend final : public Backend {
   }
 
   // A request on a pooled connection (or a new one).
-  std::unique_ptr<Exchange> exchange() {
-    std::unique_ptr<Lane> lane;
-    {
-      std::lock_guard lock(lanes_mu_);
-      if (!idle_.empty()) {
-        lane = std::move(idle_.back());
-        idle_.pop_back();
-      }
-    }
-    if (!lane) lane = std::make_unique<Lane>();
-    return std::make_unique<Exchange>(cfg_.exchange, share_, std::move(lane), &cancelled_,
-                                      &min_rtt_us_);
-  }
+  std::unique_ptr<Exchange> exchange() { return pool_.exchange(); }
   // An exchange whose body was read whole gives its connection back.
-  void done_with(std::unique_ptr<Exchange> x) {
-    if (!x) return;
-    std::unique_ptr<Lane> lane = x->take_lane();
-    x.reset();
-    if (!lane) return;
-    std::lock_guard lock(lanes_mu_);
-    if (idle_.size() < kMaxIdleLanes) idle_.push_back(std::move(lane));
-  }
+  void done_with(std::unique_ptr<Exchange> x) { pool_.done_with(std::move(x)); }
   std::string url_of(std::string_view path, bool folder) const {
     std::string p = cfg_.prefix + std::string(path);
     if (p.empty() || p.front() != '/') p.insert(p.begin(), '/');
@@ -268,25 +233,13 @@ class HttpBackend final : public Backend {
   }
 
  private:
-  static void lock(CURL*, curl_lock_data data, curl_lock_access, void* user) {
-    static_cast<HttpBackend*>(user)->share_mu_[static_cast<std::size_t>(data) % kLocks].lock();
-  }
-  static void unlock(CURL*, curl_lock_data data, void* user) {
-    static_cast<HttpBackend*>(user)->share_mu_[static_cast<std::size_t>(data) % kLocks].unlock();
-  }
   Result<FileAttrs> attrs_of(std::string_view path, std::string_view op);
 
-  static constexpr std::size_t kLocks = 8;
   Config cfg_;
   Capabilities caps_;
-  CURLSH* share_ = nullptr;
-  std::array<std::mutex, kLocks> share_mu_;
-  std::mutex lanes_mu_;
-  std::vector<std::unique_ptr<Lane>> idle_;  // under lanes_mu_
-  std::atomic<bool> cancelled_{false};
+  http::LanePool pool_;  // after cfg_: it keeps a reference to cfg_.exchange
   std::atomic<std::uint64_t> folders_listed_{0};
-  std::atomic<std::uint64_t> min_rtt_us_{UINT64_MAX};  // smallest TCP handshake seen
-  std::atomic<bool> looped_{false};                    // a listing bound was passed
+  std::atomic<bool> looped_{false};  // a listing bound was passed
 
   friend class HttpSource;
 };
