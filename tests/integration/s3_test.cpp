@@ -9,10 +9,12 @@
 #include <sys/stat.h>
 
 #include <cstdlib>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 
+#include "../servers/hostile_http.hpp"
 #include "../servers/s3rver.hpp"
 #include "harness.hpp"
 
@@ -26,11 +28,10 @@ std::string S(const fs::path& p) {
   return p.string();
 }
 
-std::string random_bytes(std::size_t n, unsigned seed) {
+// `n` bytes of the harness's random_bytes from `seed`.
+std::string bytes_of(std::size_t n, unsigned seed) {
   std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng());
-  return s;
+  return random_bytes(rng, n);
 }
 
 void put(const fs::path& p, const std::string& data, std::int64_t sec, long nsec) {
@@ -85,10 +86,10 @@ class S3 : public XferTest {
 TEST_F(S3, ATreeGoesUpAndComesBackAsItWas) {
   const fs::path src = tmp() / "src";
   put(src / "a.txt", "alpha\n", 1'600'000'001, 123'456'789);
-  put(src / "with space.txt", random_bytes(5000, 1), 1'600'000'002, 1);
-  put(src / "sub/deeper/x&y+z.bin", random_bytes(100'000, 2), 1'600'000'003, 0);
+  put(src / "with space.txt", bytes_of(5000, 1), 1'600'000'002, 1);
+  put(src / "sub/deeper/x&y+z.bin", bytes_of(100'000, 2), 1'600'000'003, 0);
   put(src / "sub/empty.bin", "", 1'600'000'005, 5);
-  put(src / "large.bin", random_bytes(48u << 20, 4), 1'600'000'006, 999'999'999);
+  put(src / "large.bin", bytes_of(48u << 20, 4), 1'600'000'006, 999'999'999);
   auto up = run_xfer({"cp", "-r", S(src) + "/", "s3://bkt/t/"});
   ASSERT_EQ(up.exit_code, 0) << up.describe();
   auto ls = run_xfer({"ls", "s3://bkt/t/"});
@@ -120,7 +121,7 @@ TEST_F(S3, ATreeGoesUpAndComesBackAsItWas) {
 // ETags are in the job's journal), sends only the parts it lacks, and
 // leaves no multipart upload behind on the server.
 TEST_F(S3, AKilledMultipartUploadIsResumedByTheRerun) {
-  const std::string data = random_bytes(96u << 20, 9);
+  const std::string data = bytes_of(96u << 20, 9);
   const fs::path src = tmp() / "big.bin";
   put(src, data, 1'600'000'000, 0);
   const std::vector<std::string> args = {
@@ -200,6 +201,118 @@ TEST_F(S3, MistakesAreClearErrors) {
   auto none = run_xfer({"ls", "s3://bkt/"});
   EXPECT_EQ(none.exit_code, 1) << none.describe();
   EXPECT_TRUE(icontains(none.err, "no S3 credentials")) << none.err;
+}
+
+// A hostile S3 endpoint (tests/servers/hostile_http.hpp): what it claims
+// is never believed past its bounds. Each case: exit 1, the words that say
+// what was wrong, nothing under the destination's name.
+TEST_F(S3, AHostileServerIsRefusedNeverBelieved) {
+  using Request = xfer::testing::HostileHttp::Request;
+  const std::string data = bytes_of(1u << 20, 11);
+  auto head = [](int status, const std::string& extra) {
+    return "HTTP/1.1 " + std::to_string(status) + " X\r\nConnection: close\r\n" + extra + "\r\n";
+  };
+  const std::string good_head = "Content-Length: " + std::to_string(data.size()) +
+                                "\r\nETag: \"v1\"\r\nx-amz-meta-mtime: 1600000000.5\r\n";
+  struct Case {
+    std::string name;
+    std::function<std::string(const Request&)> answer;
+    std::vector<std::string> args;
+    std::string says;
+  };
+  const fs::path dst = tmp() / "dst.bin";
+  const std::vector<Case> cases = {
+      {"a size past 5 TiB",
+       [&](const Request&) {
+         return head(200, "Content-Length: 1152921504606846976\r\nETag: \"v\"\r\n");
+       },
+       {"cp", "s3://bkt/f.bin", S(dst)},
+       "over 5 TiB"},
+      {"an ETag of 2000 bytes",
+       [&](const Request&) {
+         return head(200, "Content-Length: 10\r\nETag: \"" + std::string(2000, 'e') + "\"\r\n");
+       },
+       {"cp", "s3://bkt/f.bin", S(dst)},
+       "no ETag"},
+      {"another range than asked",
+       [&](const Request& r) {
+         if (r.head) return head(200, good_head);
+         const std::string body = data.substr(0, 65536);
+         return head(206, "Content-Length: 65536\r\nContent-Range: bytes 1-65536/" +
+                              std::to_string(data.size()) + "\r\n") +
+                body;
+       },
+       {"cp", "s3://bkt/f.bin", S(dst)},
+       "range is not the one asked for"},
+      {"the object replaced after the HEAD (If-Match fails)",
+       [&](const Request& r) {
+         if (r.head) return head(200, good_head);
+         const std::string xml =
+             "<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions "
+             "you specified did not hold</Message></Error>";
+         return head(412, "Content-Length: " + std::to_string(xml.size()) + "\r\n") + xml;
+       },
+       {"cp", "s3://bkt/f.bin", S(dst)},
+       "replaced on the server"},
+      {"SlowDown for ever",
+       [&](const Request&) {
+         const std::string xml =
+             "<Error><Code>SlowDown</Code><Message>Reduce your request "
+             "rate.</Message></Error>";
+         return head(503,
+                     "Retry-After: 1\r\nContent-Length: " + std::to_string(xml.size()) + "\r\n") +
+                xml;
+       },
+       {"ls", "s3://bkt/"},
+       "SlowDown"},
+      {"a listing nested 40 deep",
+       [&](const Request&) {
+         std::string xml = "<ListBucketResult>";
+         for (int i = 0; i < 40; ++i) xml += "<a>";
+         for (int i = 0; i < 40; ++i) xml += "</a>";
+         xml += "</ListBucketResult>";
+         return head(200, "Content-Length: " + std::to_string(xml.size()) + "\r\n") + xml;
+       },
+       {"ls", "s3://bkt/"},
+       "nests deeper than 16"},
+      {"a listing that goes on with the same token",
+       [&](const Request&) {
+         const std::string xml =
+             "<ListBucketResult><IsTruncated>true</IsTruncated><Contents><Key>k</Key><Size>1</Size>"
+             "</Contents><NextContinuationToken>same</NextContinuationToken></ListBucketResult>";
+         return head(200, "Content-Length: " + std::to_string(xml.size()) + "\r\n") + xml;
+       },
+       {"ls", "s3://bkt/"},
+       "no way to go on"},
+      {"a key that names the parent folder",
+       [&](const Request&) {
+         const std::string xml =
+             "<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>..</Key>"
+             "<Size>1</Size></Contents><Contents><Key>ok</Key><Size>1</Size></Contents>"
+             "</ListBucketResult>";
+         return head(200, "Content-Length: " + std::to_string(xml.size()) + "\r\n") + xml;
+       },
+       {"ls", "s3://bkt/"},
+       "skipping key '..'"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    xfer::testing::HostileHttp server(c.answer);
+    ::setenv("AWS_ENDPOINT_URL", server.url("").c_str(), 1);
+    std::vector<std::string> args = c.args;
+    if (args[0] == "cp") args.insert(args.begin() + 1, "--no-checkpoint");
+    auto r = run_xfer(args, 120s);
+    if (c.name == "a key that names the parent folder") {
+      // Skipped with a warning; the valid name is listed.
+      EXPECT_EQ(r.exit_code, 0) << r.describe();
+      EXPECT_NE(r.out.find("ok"), std::string::npos) << r.out;
+    } else {
+      EXPECT_EQ(r.exit_code, 1) << r.describe();
+    }
+    EXPECT_TRUE(icontains(r.err, c.says)) << r.err;
+    EXPECT_FALSE(fs::exists(dst));
+  }
+  ::setenv("AWS_ENDPOINT_URL", server_->endpoint().c_str(), 1);
 }
 
 }  // namespace

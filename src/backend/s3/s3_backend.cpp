@@ -27,6 +27,7 @@
 #include "backend/http/index.hpp"
 #include "backend/s3/sign.hpp"
 #include "backend/s3/xml.hpp"
+#include "xfer/checkpoint/records.hpp"
 #include "xfer/core/log.hpp"
 #include "xfer/core/names.hpp"
 
@@ -141,6 +142,29 @@ std::string content_type_of(std::string_view key) {
   return it == kTypes.end() ? "application/octet-stream" : it->second;
 }
 
+// An ETag the server sent, fit to go back in a header (If-Match) and into
+// CompleteMultipartUpload's XML: 1 to 1024 printable ASCII bytes.
+bool usable_etag(std::string_view etag) {
+  return !etag.empty() && etag.size() <= 1024 &&
+         std::all_of(etag.begin(), etag.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+}
+
+std::string xml_escape(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '&') {
+      out += "&amp;";
+    } else if (c == '<') {
+      out += "&lt;";
+    } else if (c == '>') {
+      out += "&gt;";
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
 template <typename T>
 Status status_of(Result<T> r) {
   if (!r) return std::move(r).error();
@@ -194,10 +218,10 @@ Error status_error(const Response& r, std::string_view body, std::string_view op
   if (r.status == 408 || r.status == 429 || r.status >= 500 || e.code == "SlowDown" ||
       e.code == "RequestTimeout") {
     const std::string after =
-        r.retry_after.empty() ? "" : fmt::format(" (Retry-After: {})", r.retry_after.substr(0, 40));
-    Error err =
-        make_error(ErrorCode::kUnavailable, op, what, detail + after, RetryClass::kRetryCall);
-    return err;
+        r.retry_after.empty()
+            ? ""
+            : fmt::format(" (Retry-After: {})", printable_name(r.retry_after, 40));
+    return make_error(ErrorCode::kUnavailable, op, what, detail + after, RetryClass::kRetryCall);
   }
   return make_error(ErrorCode::kIo, op, what, detail);
 }
@@ -339,12 +363,17 @@ class S3Backend final : public Backend {
   void done_with(std::unique_ptr<Exchange> x) { pool_.done_with(std::move(x)); }
   const Config& config() const { return cfg_; }
 
-  // Attributes of an object from its HEAD (or GET) answer.
-  static FileAttrs object_attrs(const Response& r) {
+  // Attributes of an object from its HEAD answer; kCorrupt without a size,
+  // or with one past S3's 5 TiB (nothing is sized from a lie).
+  static Result<FileAttrs> object_attrs(const Response& r, std::string_view path) {
+    if (!r.content_length || *r.content_length > kMaxObject) {
+      return make_error(ErrorCode::kCorrupt, "stat", path,
+                        "the server gives the object no size, or one over 5 TiB");
+    }
     FileAttrs a;
     a.type = EntryType::kFile;
     a.mode = 0644;
-    a.size = r.content_length.value_or(0);
+    a.size = *r.content_length;
     a.mtime_ns = parse_mtime(r.header(kMtimeHeader))
                      .value_or(http::parse_http_date(r.last_modified).value_or(now_ns()));
     return a;
@@ -358,6 +387,12 @@ class S3Backend final : public Backend {
       const std::function<Status(std::string_view, std::uint64_t, std::int64_t)>& each);
 
  private:
+  // A one-key listing: an error that names the bucket when it is missing.
+  Status bucket_exists(std::string_view path) {
+    Call c;
+    c.query = {{"list-type", "2"}, {"max-keys", "1"}};
+    return status_of(run_ok(c, "stat", path));
+  }
   Status copy_in_place(const std::string& key, std::int64_t mtime_ns, std::string_view op);
 
   Config cfg_;
@@ -421,17 +456,14 @@ Result<FileAttrs> S3Backend::stat(std::string_view path) {
   dir.mtime_ns = now_ns();
   while (!key.empty() && key.back() == '/') key.pop_back();
   if (key.empty()) {
-    // The bucket itself: it must exist.
-    Call c;
-    c.query = {{"list-type", "2"}, {"max-keys", "1"}};
-    XFER_TRY(run_ok(c, "stat", path));
+    XFER_TRY(bucket_exists(path));  // the bucket itself
     return dir;
   }
   Call head;
   head.method = "HEAD";
   head.key = key;
   XFER_ASSIGN_OR_RETURN(Answer a, run(head, "stat"));
-  if (a.response.status / 100 == 2) return object_attrs(a.response);
+  if (a.response.status / 100 == 2) return object_attrs(a.response, path);
   if (a.response.status != 404) return status_error(a.response, a.body, "stat", path, cfg_);
   bool any = false;
   Status listed = list_keys(key + "/", true, 1, [&](std::string_view, std::uint64_t, std::int64_t) {
@@ -441,9 +473,7 @@ Result<FileAttrs> S3Backend::stat(std::string_view path) {
   if (!any && !listed.ok()) return listed.error();
   if (any) return dir;
   // A bucket that is not there says so (a HEAD answers 404 without a body).
-  Call probe;
-  probe.query = {{"list-type", "2"}, {"max-keys", "1"}};
-  XFER_TRY(run_ok(probe, "stat", path));
+  XFER_TRY(bucket_exists(path));
   return make_error(ErrorCode::kNotFound, "stat", path, "");
 }
 
@@ -631,7 +661,12 @@ class S3Source final : public Source {
         auto body = s.x->read_all(64 << 10, "read");
         return status_error(r, body ? *body : "", "read", path_, b_.config());
       }
-      if (!r.content_length || *r.content_length != end - at) {
+      // The bytes are the ones asked for, of the object opened: a 206 names
+      // its range (Content-Range), a 200 is the whole object.
+      const auto cr = http::parse_content_range(r.content_range);
+      const bool range_ok = r.status == 200 || (cr && cr->first == at && cr->last == end - 1 &&
+                                                cr->total == attrs_.size);
+      if (!range_ok || !r.content_length || *r.content_length != end - at) {
         return make_error(ErrorCode::kCorrupt, "read", path_,
                           "the server's range is not the one asked for");
       }
@@ -708,8 +743,15 @@ Result<std::unique_ptr<Source>> S3Backend::open_source(std::string_view path) {
     }
   }
   if (a.response.status / 100 != 2) return status_error(a.response, a.body, "open", path, cfg_);
-  return std::unique_ptr<Source>(std::make_unique<S3Source>(
-      *this, key, std::string(path), object_attrs(a.response), a.response.etag));
+  XFER_ASSIGN_OR_RETURN(FileAttrs attrs, object_attrs(a.response, path));
+  // Every ranged read sends the ETag back (If-Match).
+  if (!usable_etag(a.response.etag)) {
+    return make_error(ErrorCode::kCorrupt, "open", path,
+                      "the server gives the object no ETag, or one that is not 1 to 1024 "
+                      "printable characters");
+  }
+  return std::unique_ptr<Source>(
+      std::make_unique<S3Source>(*this, key, std::string(path), attrs, a.response.etag));
 }
 
 // ---------------------------------------------------------------------------
@@ -790,7 +832,7 @@ class S3Sink final : public Sink {
       if (!l.end && l.path == "UploadId") upload_id_ = l.text;
       return ok_status();
     }));
-    if (upload_id_.empty() || upload_id_.size() > checkpoint_note_max()) {
+    if (upload_id_.empty() || upload_id_.size() > checkpoint::kMaxNote) {
       return make_error(ErrorCode::kCorrupt, "open_sink", path_,
                         "the server started a multipart upload without a usable UploadId");
     }
@@ -814,7 +856,10 @@ class S3Sink final : public Sink {
     if (at == begin) {
       // A part begins (or begins again after a failed attempt).
       p.x.reset();
-      p.etag.clear();
+      {
+        std::lock_guard lock(mu_);  // chunk_note() reads it
+        p.etag.clear();
+      }
       p.sent = 0;
       p.md5->reset();
       Call c;
@@ -859,7 +904,8 @@ class S3Sink final : public Sink {
           return make_error(ErrorCode::kInternal, "commit", path_,
                             fmt::format("part {} of {} was not written", i + 1, parts_));
         }
-        xml += fmt::format("<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>", i + 1, etag);
+        xml += fmt::format("<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>", i + 1,
+                           xml_escape(etag));
       }
     }
     xml += "</CompleteMultipartUpload>";
@@ -922,8 +968,6 @@ class S3Sink final : public Sink {
     std::string etag;  // once the server took the part whole
   };
 
-  static std::size_t checkpoint_note_max() { return 4096; }
-
   std::uint64_t part_len(std::uint64_t index) const {
     if (opt_.parts == 0) return opt_.size;
     const std::uint64_t begin = index * part_size_;
@@ -943,7 +987,7 @@ class S3Sink final : public Sink {
     c.headers = metadata();
     XFER_ASSIGN_OR_RETURN(Answer a, b_.run_ok(c, "commit", path_));
     std::lock_guard lock(mu_);
-    table_[0].etag = a.response.etag.empty() ? "\"\"" : a.response.etag;
+    table_[0].etag = usable_etag(a.response.etag) ? a.response.etag : "\"\"";
     return ok_status();
   }
 
@@ -960,8 +1004,9 @@ class S3Sink final : public Sink {
     if (!sent.ok()) return sent;
     if (!body) return body.error();
     b_.done_with(std::move(x));
-    if (r.etag.empty()) {
-      return make_error(ErrorCode::kCorrupt, "write", path_, "the server answered without an ETag");
+    if (!usable_etag(r.etag)) {
+      return make_error(ErrorCode::kCorrupt, "write", path_,
+                        "the server answered without an ETag of 1 to 1024 printable characters");
     }
     const std::string md5 = p.md5->hex();
     if (etag_is_md5(r.etag) && unquote(r.etag) != md5) {
