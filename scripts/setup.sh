@@ -40,11 +40,16 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # The object stores' test servers, from the npm registry (docs/testing.md):
-# s3rver (S3) in $XFER_NPM_DIR (default /opt/xfer-npm). s3rver 3.7.1 drops
+# s3rver (S3) and Azurite (Azure Blob) in $XFER_NPM_DIR (default
+# /opt/xfer-npm). s3rver 3.7.1 drops
 # the folders below a folder from a delimited listing (its walk prunes a
 # directory two levels under the prefix before reaching its objects, so
 # "a/" is missing from the listing of "t/" when only "t/a/b/c" exists):
-# that pruning is switched off here; the listing is then S3's.
+# that pruning is switched off here; the listing is then S3's. And it
+# writes a PUT's body straight under the object's name as it arrives, so
+# a request cut mid-body leaves a truncated object, visible even while it
+# streams: here it writes to a hidden name and renames when the body is
+# whole (Content-Length's count), as S3 publishes an object only whole.
 install_npm_servers() {
   local dir="${XFER_NPM_DIR:-/opt/xfer-npm}"
   local s3rver="$dir/node_modules/s3rver/lib/stores/filesystem.js"
@@ -52,6 +57,12 @@ install_npm_servers() {
     echo "setup: installing s3rver from npm into $dir"
     $SUDO mkdir -p "$dir"
     $SUDO npm install --silent --no-audit --no-fund --prefix "$dir" s3rver@3.7.1 > /dev/null
+  fi
+  # Azurite (Azure Blob), its blob service only (tests/servers/azurite.hpp).
+  if [ ! -f "$dir/node_modules/azurite/dist/src/blob/main.js" ]; then
+    echo "setup: installing azurite from npm into $dir"
+    $SUDO mkdir -p "$dir"
+    $SUDO npm install --silent --no-audit --no-fund --prefix "$dir" azurite@3.37.0 > /dev/null
   fi
   if ! grep -q "xfer: no pruning" "$s3rver"; then
     $SUDO python3 - "$s3rver" <<'PY'
@@ -61,6 +72,69 @@ s = open(p).read()
 old = "          // avoid directories occurring beneath a common prefix\n          return false;"
 assert old in s, "s3rver: the listing code is not the one patched"
 s = s.replace(old, "          // avoid directories occurring beneath a common prefix\n          return true; // xfer: no pruning")
+open(p, "w").write(s)
+PY
+  fi
+  if ! grep -q "xfer: atomic put" "$s3rver"; then
+    $SUDO python3 - "$s3rver" <<'PY'
+import sys
+p = sys.argv[1]
+s = open(p).read()
+start = "    const [size, md5] = await new Promise((resolve, reject) => {\n      const writeStream = fs.createWriteStream(objectPath);"
+end = "          .pipe(writeStream);\n      }\n    });\n"
+i = s.find(start)
+j = s.find(end, i)
+assert i >= 0 and j > i, "s3rver: putObject is not the one patched"
+s = s[:i] + """    // xfer: atomic put. The body goes to a hidden name, renamed when whole.
+    const [size, md5] = await new Promise((resolve, reject) => {
+      const incoming = `${objectPath}.xfer-incoming-${crypto.randomBytes(8).toString('hex')}`;
+      const writeStream = fs.createWriteStream(incoming);
+      const md5Context = crypto.createHash('md5');
+      // A request's Content-Length (a completed multipart upload's body is
+      // its parts, read from disk: no count to match).
+      const expected = object.content && object.content.headers ? object.size : NaN;
+      let totalLength = 0;
+      let failed = false;
+      const fail = (err) => {
+        if (failed) return;
+        failed = true;
+        writeStream.destroy();
+        fs.remove(incoming).then(() => reject(err), () => reject(err));
+      };
+      writeStream.on('error', fail);
+      writeStream.on('finish', () => {
+        if (failed) return;
+        if (!Number.isNaN(expected) && totalLength !== expected) {
+          const e = new Error('IncompleteBody');
+          e.code = 'IncompleteBody';
+          fail(e);
+          return;
+        }
+        fs.rename(incoming, objectPath).then(
+          () => resolve([totalLength, md5Context.digest('hex')]), fail);
+      });
+      if (Buffer.isBuffer(object.content)) {
+        md5Context.update(object.content);
+        totalLength = object.content.length;
+        writeStream.end(object.content);
+      } else {
+        object.content.on('aborted', () => fail(new Error('the request was cut')));
+        object.content.on('error', fail);
+        object.content
+          .pipe(
+            new Transform({
+              transform(chunk, encoding, callback) {
+                md5Context.update(chunk, encoding);
+                totalLength += chunk.length;
+                callback(null, chunk);
+              },
+            }),
+          )
+          .on('error', fail)
+          .pipe(writeStream);
+      }
+    });
+""" + s[j + len(end):]
 open(p, "w").write(s)
 PY
   fi

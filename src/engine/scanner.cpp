@@ -200,9 +200,13 @@ void Engine::scan_tree(std::size_t root_index, std::string source, std::string d
       report(attrs.error());
       continue;
     }
+    // An object store keeps no folders (Capabilities::directories): its
+    // folders appear with the first object below them, and nothing is
+    // made or fixed up here.
+    const bool folders = root.destination->capabilities().directories;
     if (opt_.dry_run) {
       if (observer_ != nullptr) observer_->on_planned(dir.source + "/", dir.destination + "/", 0);
-    } else {
+    } else if (folders) {
       Status made = root.destination->mkdir(dir.destination, false);
       if (!made.ok() && made.error().code != ErrorCode::kExists) {
         report(made.error());
@@ -221,6 +225,7 @@ void Engine::scan_tree(std::size_t root_index, std::string source, std::string d
       dir_fixups_.push_back({root_index, dir.destination, *attrs});
     }
     std::vector<Pending> subdirs;
+    bool anything = false;  // an entry taken from this folder
     Status listed = root.source->list(dir.source, {}, [&](Entry&& e) -> Status {
       // The rules first: an excluded directory is not entered (rsync's rule).
       std::string rel;
@@ -237,6 +242,7 @@ void Engine::scan_tree(std::size_t root_index, std::string source, std::string d
         if (m == PathList::Match::kPassage && e.type != EntryType::kDirectory) return ok_status();
         all_in = m == PathList::Match::kIn;
       }
+      anything = true;
       std::string src = join_path(dir.source, e.name);
       std::string dst = join_path(dir.destination, e.name);
       switch (e.type) {
@@ -262,6 +268,11 @@ void Engine::scan_tree(std::size_t root_index, std::string source, std::string d
     if (!listed.ok()) {
       if (listed.error().code == ErrorCode::kCancelled) return;
       report(listed.error());
+    } else if (!anything && !folders && observer_ != nullptr) {
+      observer_->on_warning(
+          fmt::format("skipping empty folder {}: {} keeps no empty folders (a folder there is the "
+                      "prefix of the objects in it)",
+                      dir.source, root.destination->describe()));
     }
     // Push in reverse so the walk visits subdirectories in listing order.
     for (auto it = subdirs.rbegin(); it != subdirs.rend(); ++it) stack.push_back(std::move(*it));

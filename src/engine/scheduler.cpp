@@ -141,7 +141,11 @@ bool Scheduler::retry(const Error& error, unsigned attempt, RetryScope scope) {
   if (retries_ != nullptr) retries_->fetch_add(1, std::memory_order_relaxed);
   // Slept in short steps: a cancel during a long backoff is seen at once.
   using Clock = std::chrono::steady_clock;
-  const auto until = Clock::now() + retry_policy_->backoff(attempt);
+  // A server that said when to come back (Retry-After) is believed up to a
+  // minute; the backoff is the least wait.
+  const auto after =
+      std::chrono::milliseconds(std::clamp<std::int64_t>(error.retry_after_ms, 0, 60'000));
+  const auto until = Clock::now() + std::max(retry_policy_->backoff(attempt), after);
   while (Clock::now() < until && !cancelled()) {
     std::this_thread::sleep_for(
         std::min<Clock::duration>(until - Clock::now(), std::chrono::milliseconds(20)));

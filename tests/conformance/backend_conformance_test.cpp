@@ -1,11 +1,15 @@
 // One body of tests run against every backend (typed tests). Each backend
 // provides a Traits type that brings up its real endpoint (the local file
-// system; an in-process xferd for xfer://; later sshd or s3rver processes)
-// and names a fresh empty root folder on it. Backends that lack a capability
+// system; an in-process xferd for xfer://; an OpenSSH sshd; an s3rver) and
+// names a fresh empty root folder on it (a fresh bucket on s3). Backends that lack a capability
 // must say so and return kUnsupported; the tests check both sides of that
 // contract, and no test skips: "reduced" (reduced_backend.hpp, the local
 // backend without random_writes, parallel_writers, resume, symlinks and
-// zero_copy_send, as an object store) runs the kUnsupported half of each.
+// zero_copy_send) runs the kUnsupported half of each. An object store
+// (s3) runs the other branches its capabilities name: whole_parts (a
+// chunked file is written part by part, each part in order, parts in
+// parallel; resume is by part, from the notes the journal keeps) and no
+// directories (a folder is only the prefix of what is in it).
 //
 // Traits flags for legitimate differences between backends:
 //   kHasIdentity              stat() fills device/inode (local only: a remote
@@ -31,12 +35,14 @@
 
 #include "xfer/backend/local.hpp"
 #include "xfer/backend/registry.hpp"
+#include "xfer/backend/s3.hpp"
 #include "xfer/backend/sftp.hpp"
 #include "xfer/backend/xfer.hpp"
 #include "xfer/server/auth.hpp"
 #include "xfer/server/config.hpp"
 #include "xfer/server/server.hpp"
 
+#include "../servers/s3rver.hpp"
 #include "../servers/sshd.hpp"
 #include "reduced_backend.hpp"
 
@@ -209,6 +215,50 @@ struct SftpTraits {
   std::string root() const { return dir.string(); }
 };
 
+// s3:// against a real s3rver (tests/servers/s3rver.hpp), one for the whole
+// suite, each test in a bucket of its own (its root is the bucket's).
+struct S3Traits {
+  static constexpr const char* kName = "s3";
+  static constexpr bool kHasIdentity = false;
+  static constexpr bool kSmallSourcesAreSnapshots = false;
+  static xfer::testing::S3rverServer* server() {
+    static std::unique_ptr<xfer::testing::S3rverServer> s3 = [] {
+      auto s = std::make_unique<xfer::testing::S3rverServer>(
+          std::filesystem::temp_directory_path() / ("xfer_conf_s3_" + std::to_string(::getpid())),
+          "first");
+      if (!s->start()) ADD_FAILURE() << "s3rver: " << s->error();
+      return s;
+    }();
+    return s3->running() ? s3.get() : nullptr;
+  }
+  std::string bucket;
+  S3Traits() {
+    bucket = "conf-" + std::to_string(traits_counter()++);
+    if (auto* s3 = server(); s3 != nullptr && !s3->make_bucket(bucket)) {
+      ADD_FAILURE() << s3->error();
+    }
+  }
+  std::unique_ptr<Backend> make() {
+    auto* s3 = server();
+    if (s3 == nullptr) return nullptr;
+    auto url = parse_url("s3://" + bucket + "/");
+    Profile profile;
+    profile.type = "s3";
+    profile.fields["endpoint"] = s3->endpoint();
+    profile.fields["access_key_id"] = "S3RVER";
+    profile.fields["secret_access_key"] = "S3RVER";
+    EndpointOptions options;
+    options.ambient_credentials = false;
+    auto b = make_s3_backend(*url, profile, options);
+    if (!b) {
+      ADD_FAILURE() << "s3 backend: " << b.error().message();
+      return nullptr;
+    }
+    return std::move(*b);
+  }
+  std::string root() const { return "/"; }
+};
+
 std::vector<std::byte> pattern(std::size_t n, std::uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::vector<std::byte> v(n);
@@ -275,14 +325,44 @@ class BackendConformance : public ::testing::Test {
   struct Range {
     std::size_t begin = 0, end = 0;
   };
+  // A sink that takes a chunked file part by part (whole_parts without
+  // random_writes: an object store).
+  bool by_parts() const {
+    const auto& caps = backend_->capabilities();
+    return caps.whole_parts && !caps.random_writes;
+  }
+  // `want`, or the backend's smallest part if that is larger.
+  std::size_t part_size(std::size_t want) const {
+    return std::max<std::size_t>(want, backend_->capabilities().min_part_size);
+  }
+  static void lay_out(SinkOptions& so, std::size_t part) {
+    so.part_size = part;
+    so.parts = (so.size + part - 1) / part;
+  }
+  // Writers for a file of `size` bytes in parts of `part`: writer w takes
+  // parts w, w + n, ..., the last of them first, each part in order in
+  // pieces of `piece` bytes.
+  static std::vector<std::vector<Range>> part_writers(std::size_t size, std::size_t part,
+                                                      std::size_t n, std::size_t piece) {
+    std::vector<std::vector<Range>> writers(n);
+    const std::size_t parts = (size + part - 1) / part;
+    for (std::size_t k = parts; k-- > 0;) {
+      const std::size_t end = std::min(size, (k + 1) * part);
+      for (std::size_t o = k * part; o < end; o += piece) {
+        writers[k % n].push_back({o, std::min(end, o + piece)});
+      }
+    }
+    return writers;
+  }
   // Writes the ranges of `data` into `sink`, one list per writer, each
   // writer its ranges in the order given; the writers run at once with
   // parallel_writers, one after another without. With random_writes every
   // range is taken. Without, the sink takes bytes in order only: what it
   // took makes a prefix of the file, everything else was refused as
   // kUnsupported write_at of `rel` (and something was: the lists are out
-  // of order), and the rest is then written in order here. Either way the
-  // sink ends up holding all of `data`.
+  // of order), and the rest is then written in order here. A sink that
+  // takes parts (by_parts) is given part_writers and takes every range.
+  // Either way the sink ends up holding all of `data`.
   void write_ranges(Sink& sink, const std::vector<std::byte>& data,
                     const std::vector<std::vector<Range>>& writers, const std::string& rel) {
     std::mutex mutex;
@@ -307,7 +387,7 @@ class BackendConformance : public ::testing::Test {
     } else {
       for (const auto& ranges : writers) run(ranges);
     }
-    if (caps.random_writes) {
+    if (caps.random_writes || by_parts()) {
       for (const Error& e : refused) ADD_FAILURE() << e.message();
       return;
     }
@@ -354,6 +434,58 @@ class BackendConformance : public ::testing::Test {
     EXPECT_TRUE(names("").empty()) << "a refused resumable open left something";
   }
 
+  // Resume on a sink that takes parts: the first of three parts is
+  // written whole, the sink is left (`how`), then opened again with what
+  // the journal would keep (its resume_note and the part's chunk_note). It
+  // says it resumed, takes the other two parts and publishes the whole
+  // file, which was not visible before.
+  enum class Leave { kSuspended, kDestroyed, kToANewClient };
+  void resume_by_parts(const std::string& rel, std::uint64_t seed, const std::string& job,
+                       Leave how) {
+    const std::size_t part = part_size(1 << 20);
+    auto data = pattern(part * 3 - 1000, seed);
+    SinkOptions so;
+    so.size = data.size();
+    so.resume_name = job;
+    lay_out(so, part);
+    std::string note, etag;
+    {
+      auto sink = backend_->open_sink(p(rel), so);
+      ASSERT_TRUE(sink.ok()) << sink.error().message();
+      EXPECT_FALSE((*sink)->resumed());
+      ASSERT_TRUE((*sink)->write_at(Offset{0}, {data.data(), part}).ok());
+      ASSERT_TRUE((*sink)->write_at(Offset{part}, {data.data() + part, 1000}).ok());
+      note = (*sink)->resume_note();
+      etag = (*sink)->chunk_note(0);
+      EXPECT_FALSE(etag.empty()) << "a part written whole has a note";
+      EXPECT_EQ((*sink)->chunk_note(1), "") << "a part not written whole has none";
+      if (how != Leave::kDestroyed) {
+        ASSERT_TRUE((*sink)->suspend().ok());
+      }
+    }
+    if (how == Leave::kToANewClient) {
+      backend_.reset();
+      backend_ = traits_.make();
+      ASSERT_TRUE(backend_ != nullptr);
+    }
+    EXPECT_FALSE(backend_->stat(p(rel)).ok()) << "a partial is not published";
+    so.resume_existing = true;
+    so.resume_note = note;
+    so.chunk_notes = {etag, "", ""};
+    auto sink = backend_->open_sink(p(rel), so);
+    ASSERT_TRUE(sink.ok()) << sink.error().message();
+    EXPECT_TRUE((*sink)->resumed());
+    for (std::size_t k = 1; k < 3; ++k) {
+      const std::size_t end = std::min(data.size(), (k + 1) * part);
+      ASSERT_TRUE(
+          (*sink)->write_at(Offset{k * part}, {data.data() + k * part, end - k * part}).ok());
+    }
+    Status committed = (*sink)->commit();
+    ASSERT_TRUE(committed.ok()) << committed.error().message();
+    EXPECT_TRUE(get(rel) == data);
+    EXPECT_EQ(names(""), std::set<std::string>{rel}) << "no partial left after commit";
+  }
+
   Traits traits_;
   std::unique_ptr<Backend> backend_;
 };
@@ -366,8 +498,8 @@ struct TraitsName {
     return T::kName;
   }
 };
-using BackendTypes =
-    ::testing::Types<LocalTraits, XferTraits, XferSealedTraits, ReducedTraits, SftpTraits>;
+using BackendTypes = ::testing::Types<LocalTraits, XferTraits, XferSealedTraits, ReducedTraits,
+                                      SftpTraits, S3Traits>;
 TYPED_TEST_SUITE(BackendConformance, BackendTypes, TraitsName);
 
 TYPED_TEST(BackendConformance, StatMissingIsNotFound) {
@@ -396,17 +528,25 @@ TYPED_TEST(BackendConformance, WriteCommitReadBackWithAttributes) {
 
 // Four writers, the last chunk first. A sequential backend refuses the
 // chunks out of order (write_ranges) and takes the rest in order.
+// A sink that takes parts gets four writers of whole parts, last part first.
 TYPED_TEST(BackendConformance, ParallelOutOfOrderWrites) {
   constexpr std::size_t kChunk = 256 * 1024, kChunks = 24;
-  auto data = pattern(kChunk * kChunks - 100, 2);
+  const bool by_parts = this->by_parts();
+  const std::size_t part = this->part_size(kChunk);
+  auto data = pattern(by_parts ? part * 4 - 100 : kChunk * kChunks - 100, 2);
   SinkOptions so;
   so.size = data.size();
+  if (by_parts) TestFixture::lay_out(so, part);
   auto sink = this->backend_->open_sink(this->p("par.bin"), so);
-  ASSERT_TRUE(sink.ok());
+  ASSERT_TRUE(sink.ok()) << sink.error().message();
   std::vector<std::vector<typename TestFixture::Range>> writers(4);
-  for (std::size_t k = 0; k < kChunks; ++k) {
-    const std::size_t begin = (kChunks - 1 - k) * kChunk;
-    writers[k % 4].push_back({begin, std::min(data.size(), begin + kChunk)});
+  if (by_parts) {
+    writers = TestFixture::part_writers(data.size(), part, 4, 1 << 20);
+  } else {
+    for (std::size_t k = 0; k < kChunks; ++k) {
+      const std::size_t begin = (kChunks - 1 - k) * kChunk;
+      writers[k % 4].push_back({begin, std::min(data.size(), begin + kChunk)});
+    }
   }
   this->write_ranges(**sink, data, writers, "par.bin");
   EXPECT_FALSE(this->backend_->stat(this->p("par.bin")).ok()) << "visible before commit";
@@ -444,6 +584,17 @@ TYPED_TEST(BackendConformance, ResumableSinkKeepsItsPartialAcrossOpens) {
   if (!b.capabilities().resume) {
     this->expect_plain_sink_discarded("r.bin", data, 65536, /*suspend=*/true);
     this->expect_resume_refused("r.bin", so);
+    return;
+  }
+  if (this->by_parts()) {
+    this->resume_by_parts("r.bin", 9, "job42", TestFixture::Leave::kSuspended);
+    so.part_size = this->part_size(1 << 20);
+    so.parts = 1;
+    auto again = b.open_sink(this->p("s.bin"), so);
+    ASSERT_TRUE(again.ok());
+    ASSERT_TRUE((*again)->write_at(Offset{0}, {data.data(), 100}).ok());
+    ASSERT_TRUE((*again)->abort().ok());
+    EXPECT_EQ(this->names(""), std::set<std::string>{"r.bin"});
     return;
   }
   {
@@ -519,6 +670,18 @@ TYPED_TEST(BackendConformance, DeltaSinkRebuildsFromTheOldFile) {
   so.attrs.mode = 0640;
   so.basis = true;
   so.basis_size = old_sig->size;
+  if (!b.capabilities().basis_copy) {
+    // Without basis_copy a sink may refuse a basis outright.
+    so.basis_mtime_ns = old_sig->mtime_ns;
+    auto sink = b.open_sink(this->p("d.bin"), so);
+    if (!sink.ok()) {
+      this->expect_unsupported(sink, "open_sink", "d.bin");
+      EXPECT_TRUE(this->get("d.bin") == old_data);
+      EXPECT_EQ(this->names(""), std::set<std::string>{"d.bin"});
+      return;
+    }
+    ASSERT_TRUE((*sink)->abort().ok());
+  }
   so.basis_mtime_ns = old_sig->mtime_ns + 1;  // not what the signature saw
   {
     auto refused = b.open_sink(this->p("d.bin"), so);
@@ -550,8 +713,51 @@ TYPED_TEST(BackendConformance, DeltaSinkRebuildsFromTheOldFile) {
   EXPECT_EQ(this->names(""), std::set<std::string>{"d.bin"});
 }
 
+// Without directories (an object store) a folder is the prefix of what is
+// in it: mkdir makes nothing, the folder comes and goes with its objects.
 TYPED_TEST(BackendConformance, NamespaceOperations) {
   auto& b = *this->backend_;
+  if (!b.capabilities().directories) {
+    ASSERT_TRUE(b.mkdir(this->p("d"), false).ok());
+    ASSERT_TRUE(b.mkdir(this->p("d"), false).ok());
+    ASSERT_TRUE(b.mkdir(this->p("x/y/z"), false).ok());
+    EXPECT_TRUE(this->names("").empty()) << "mkdir made something";
+    auto none = b.stat(this->p("d"));
+    ASSERT_FALSE(none.ok());
+    EXPECT_EQ(none.error().code, ErrorCode::kNotFound);
+    ASSERT_TRUE(b.touch(this->p("d/empty"), std::nullopt).ok());
+    auto st = b.stat(this->p("d/empty"));
+    ASSERT_TRUE(st.ok());
+    EXPECT_EQ(st->size, 0u);
+    ASSERT_TRUE(b.touch(this->p("d/empty"), 1'000'000'000'000'000'000LL).ok());
+    if (b.capabilities().mtime) {
+      EXPECT_EQ(b.stat(this->p("d/empty"))->mtime_ns, this->stored(1'000'000'000'000'000'000LL));
+    }
+    this->put("d/file", pattern(10, 6));
+    this->put("x/y/z/deep", pattern(10, 7));
+    EXPECT_EQ(b.stat(this->p("d"))->type, EntryType::kDirectory);
+    EXPECT_EQ(this->names("d"), (std::set<std::string>{"empty", "file"}));
+    EXPECT_EQ(this->names(""), (std::set<std::string>{"d/", "x/"}));
+    EXPECT_EQ(this->names("x"), (std::set<std::string>{"y/"}));
+    Status renamed = b.rename(this->p("d/file"), this->p("x/moved"));
+    ASSERT_FALSE(renamed.ok()) << "an object store renamed in place";
+    EXPECT_TRUE(renamed.error().code == ErrorCode::kCrossDevice ||
+                renamed.error().code == ErrorCode::kUnsupported)
+        << renamed.error().message();
+    EXPECT_TRUE(this->get("d/file") == pattern(10, 6));
+    auto rm_dir = b.remove(this->p("x"), false);
+    ASSERT_FALSE(rm_dir.ok());
+    EXPECT_EQ(rm_dir.error().code, ErrorCode::kNotEmpty);
+    ASSERT_TRUE(b.remove(this->p("x"), true).ok());
+    EXPECT_EQ(this->names(""), std::set<std::string>{"d/"});
+    ASSERT_TRUE(b.remove(this->p("d/empty"), false).ok());
+    ASSERT_TRUE(b.remove(this->p("d/file"), false).ok());
+    EXPECT_TRUE(this->names("").empty()) << "a folder outlived its last object";
+    auto missing = b.remove(this->p("nope"), false);
+    ASSERT_FALSE(missing.ok());
+    EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
+    return;
+  }
   ASSERT_TRUE(b.mkdir(this->p("d"), false).ok());
   auto again = b.mkdir(this->p("d"), false);
   ASSERT_FALSE(again.ok());
@@ -661,6 +867,7 @@ TYPED_TEST(BackendConformance, SourceDetectsChangeAndRefusesDirectories) {
     EXPECT_EQ(changed.error().retry, RetryClass::kRetryFile);
   }
   ASSERT_TRUE(b.mkdir(this->p("dir"), false).ok());
+  if (!b.capabilities().directories) this->put("dir/in", pattern(1, 9));  // a folder is a prefix
   auto dir = b.open_source(this->p("dir"));
   ASSERT_FALSE(dir.ok());
   EXPECT_EQ(dir.error().code, ErrorCode::kIsDirectory);
@@ -688,6 +895,7 @@ TYPED_TEST(BackendConformance, NativeHandleOnlyWithZeroCopySend) {
 TYPED_TEST(BackendConformance, SetAttrsOnDirectories) {
   auto& b = *this->backend_;
   ASSERT_TRUE(b.mkdir(this->p("sd"), false).ok());
+  if (!b.capabilities().directories) this->put("sd/in", pattern(1, 9));  // a folder is a prefix
   FileAttrs a;
   a.type = EntryType::kDirectory;
   a.mode = 0750;
@@ -695,6 +903,8 @@ TYPED_TEST(BackendConformance, SetAttrsOnDirectories) {
   ASSERT_TRUE(b.set_attrs(this->p("sd"), a).ok());
   auto st = b.stat(this->p("sd"));
   ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->type, EntryType::kDirectory);
+  if (!b.capabilities().directories) return;  // a prefix keeps no attributes
   if (b.capabilities().permissions) {
     EXPECT_EQ(st->mode, 0750u);
   }
@@ -720,21 +930,29 @@ TYPED_TEST(BackendConformance, EightThreadsWriteDisjointRangesThenCommit) {
   const auto& caps = this->backend_->capabilities();
   constexpr std::size_t kThreads = 8;
   constexpr std::size_t kPiece = 100'003;  // odd sizes: no alignment luck
-  auto data = pattern(kThreads * 3 * kPiece + 77, 21);
+  // A sink that takes parts: eight parts, one writer each, in pieces.
+  const bool by_parts = this->by_parts();
+  const std::size_t part = this->part_size(3 * kPiece);
+  auto data = pattern(by_parts ? kThreads * part - 77 : kThreads * 3 * kPiece + 77, 21);
   SinkOptions so;
   so.size = data.size();
   so.attrs.mode = 0600;
   so.attrs.mtime_ns = 1'700'000'000'000'000'000LL;
+  if (by_parts) TestFixture::lay_out(so, part);
   auto sink = this->backend_->open_sink(this->p("eight.bin"), so);
   ASSERT_TRUE(sink.ok()) << sink.error().message();
   const std::size_t share = (data.size() + kThreads - 1) / kThreads;
   std::vector<std::vector<typename TestFixture::Range>> writers(kThreads);
-  for (std::size_t t = 0; t < kThreads; ++t) {
-    const std::size_t begin = t * share, end = std::min(data.size(), begin + share);
-    for (std::size_t o = begin; o < end; o += kPiece) {
-      writers[t].push_back({o, std::min(o + kPiece, end)});
+  if (by_parts) {
+    writers = TestFixture::part_writers(data.size(), part, kThreads, kPiece);
+  } else {
+    for (std::size_t t = 0; t < kThreads; ++t) {
+      const std::size_t begin = t * share, end = std::min(data.size(), begin + share);
+      for (std::size_t o = begin; o < end; o += kPiece) {
+        writers[t].push_back({o, std::min(o + kPiece, end)});
+      }
+      std::reverse(writers[t].begin(), writers[t].end());
     }
-    std::reverse(writers[t].begin(), writers[t].end());
   }
   this->write_ranges(**sink, data, writers, "eight.bin");
   EXPECT_FALSE(this->backend_->stat(this->p("eight.bin")).ok()) << "visible before commit";
@@ -875,6 +1093,10 @@ TYPED_TEST(BackendConformance, DestroyingAResumableSinkKeepsItsPartial) {
     this->expect_resume_refused("d.bin", so);
     return;
   }
+  if (this->by_parts()) {
+    this->resume_by_parts("d.bin", 50, "job-destroyed", TestFixture::Leave::kDestroyed);
+    return;
+  }
   {
     auto sink = b.open_sink(this->p("d.bin"), so);
     ASSERT_TRUE(sink.ok());
@@ -909,6 +1131,10 @@ TYPED_TEST(BackendConformance, ResumeThroughANewBackendInstance) {
     this->backend_ = this->traits_.make();  // a new client finds no partial either
     ASSERT_TRUE(this->backend_ != nullptr);
     this->expect_resume_refused("x.bin", so);
+    return;
+  }
+  if (this->by_parts()) {
+    this->resume_by_parts("x.bin", 51, "job-across", TestFixture::Leave::kToANewClient);
     return;
   }
   {

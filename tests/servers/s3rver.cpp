@@ -2,6 +2,7 @@
 
 #include "s3rver.hpp"
 
+#include <curl/curl.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -74,6 +75,29 @@ void S3rverServer::kill9() {
 bool S3rverServer::restart() {
   stop();
   return spawn();
+}
+
+bool S3rverServer::make_bucket(const std::string& name) {
+  CURL* curl = curl_easy_init();
+  if (curl == nullptr) {
+    error_ = "curl_easy_init failed";
+    return false;
+  }
+  const std::string url = endpoint() + "/" + name;
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, "PUT");
+  curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 30L);
+  const CURLcode rc = curl_easy_perform(curl);
+  long status = 0;
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_cleanup(curl);
+  if (rc != CURLE_OK || status != 200) {
+    error_ = "making bucket " + name + ": " + curl_easy_strerror(rc) + ", HTTP " +
+             std::to_string(status);
+    return false;
+  }
+  return true;
 }
 
 std::string S3rverServer::endpoint() const {

@@ -31,6 +31,9 @@ class S3rverServer {
   bool restart();
   bool running() const { return pid_ > 0; }
 
+  // Makes another bucket (s3rver takes an unsigned PUT). False with the
+  // reason in error().
+  bool make_bucket(const std::string& name);
   // "http://127.0.0.1:PORT"
   std::string endpoint() const;
   const std::string& bucket() const { return bucket_; }

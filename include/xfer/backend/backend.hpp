@@ -91,7 +91,13 @@ struct Capabilities {
   // Sink::copy_basis works: sync's delta can rebuild a file from its old
   // version where it lives. Without it a changed file is sent whole.
   bool basis_copy = false;
-  bool whole_parts = false;         // chunks written whole, each in order, in parallel (above)
+  bool whole_parts = false;  // chunks written whole, each in order, in parallel (above)
+  // Folders exist of themselves. False for an object store, where a folder
+  // is only the common prefix of the names below it: mkdir() succeeds and
+  // makes nothing, a folder with nothing in it does not exist (stat and
+  // list say kNotFound), set_attrs() on a folder does nothing, and a tree
+  // copy skips an empty source folder with a notice.
+  bool directories = true;
   bool zero_copy_send = false;      // Source exposes a file descriptor for sendfile/copy_file_range
   std::uint64_t min_part_size = 0;  // smallest chunk except the last (S3: 5 MiB)
   std::uint64_t max_parts = 0;      // 0 = unlimited

@@ -61,6 +61,10 @@ struct Error {
   std::string operation;  // "open", "read", "rename", ...
   std::string path;       // path or URL the operation was about
   std::string detail;     // extra human-readable reason
+  // A server's word on when to try again (HTTP Retry-After), 0 when it said
+  // nothing: the engine waits at least this long (at most a minute) before
+  // it repeats a kRetryCall failure.
+  std::int64_t retry_after_ms = 0;
 
   // "open /a/b: No such file or directory (detail)".
   std::string message() const;

@@ -199,6 +199,7 @@ class LanePool {
   // An exchange whose body was read whole gives its connection back.
   void done_with(std::unique_ptr<Exchange> x);
   void cancel() { cancelled_.store(true); }
+  bool cancelled() const { return cancelled_.load(); }
   // The smallest TCP handshake seen, in ms; 0 before the first.
   double rtt_ms() const;
 

@@ -21,6 +21,8 @@
 #include <ctime>
 #include <map>
 #include <mutex>
+#include <random>
+#include <thread>
 #include <vector>
 
 #include "backend/http/exchange.hpp"
@@ -50,6 +52,18 @@ constexpr std::size_t kMaxIdleStreams = 32;        // per Source
 // rclone's metadata key for the modification time: the two tools read
 // each other's mtimes (seconds since the epoch, with a fraction).
 constexpr const char* kMtimeHeader = "x-amz-meta-mtime";
+constexpr int kThrottleTries = 5;  // a call answered 429/503, made again up to 4 times
+
+// Retry-After as delta-seconds (0 to a day) in ms; 0 for anything else (an
+// HTTP date is not believed: the clocks need not agree).
+std::int64_t retry_after_ms(std::string_view v) {
+  if (v.empty() || v.size() > 5 ||
+      !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return 0;
+  }
+  const std::int64_t s = std::strtoll(std::string(v).c_str(), nullptr, 10);
+  return s <= 86'400 ? s * 1000 : 0;
+}
 
 struct Config {
   std::string scheme;  // "http" or "https"
@@ -221,7 +235,10 @@ Error status_error(const Response& r, std::string_view body, std::string_view op
         r.retry_after.empty()
             ? ""
             : fmt::format(" (Retry-After: {})", printable_name(r.retry_after, 40));
-    return make_error(ErrorCode::kUnavailable, op, what, detail + after, RetryClass::kRetryCall);
+    Error err =
+        make_error(ErrorCode::kUnavailable, op, what, detail + after, RetryClass::kRetryCall);
+    err.retry_after_ms = retry_after_ms(r.retry_after);
+    return err;
   }
   return make_error(ErrorCode::kIo, op, what, detail);
 }
@@ -251,6 +268,7 @@ class S3Backend final : public Backend {
     caps_.mtime = true;
     caps_.mtime_granularity_ns = 1;  // x-amz-meta-mtime keeps nanoseconds
     caps_.whole_parts = true;
+    caps_.directories = false;
     caps_.parallel_writers = true;
     caps_.resume = true;
     caps_.server_side_copy = false;
@@ -342,15 +360,34 @@ class S3Backend final : public Backend {
     return ex;
   }
 
-  // Runs `call` to its end; the body (at most kMaxAnswer) is kept.
+  // Runs `call` to its end; the body (at most kMaxAnswer) is kept. A
+  // throttle (429, or 503 as SlowDown) says the server did nothing: it is
+  // waited out and the call made again, kThrottleTries times in all. The
+  // wait is the server's Retry-After (at most 20 s), else 250 ms doubling,
+  // jittered. Parts streamed from the workers are not calls here: the
+  // engine sends such a part again, after the Retry-After too.
   Result<Answer> run(const Call& call, std::string_view op) {
-    XFER_ASSIGN_OR_RETURN(auto x, start(call));
-    XFER_TRY(x->wait_headers(op));
-    Answer a;
-    a.response = x->response();
-    XFER_ASSIGN_OR_RETURN(a.body, x->read_all(kMaxAnswer, op));
-    done_with(std::move(x));
-    return a;
+    for (int attempt = 1;; ++attempt) {
+      XFER_ASSIGN_OR_RETURN(auto x, start(call));
+      XFER_TRY(x->wait_headers(op));
+      Answer a;
+      a.response = x->response();
+      XFER_ASSIGN_OR_RETURN(a.body, x->read_all(kMaxAnswer, op));
+      done_with(std::move(x));
+      const int st = a.response.status;
+      if ((st != 429 && st != 503) || attempt == kThrottleTries || pool_.cancelled()) return a;
+      std::int64_t wait_ms = std::min<std::int64_t>(retry_after_ms(a.response.retry_after), 20'000);
+      if (wait_ms == 0) {
+        thread_local std::mt19937_64 rng{std::random_device{}()};
+        wait_ms = std::uniform_int_distribution<std::int64_t>(125, 250 << (attempt - 1))(rng);
+      }
+      log().debug("{}: {} {} answered {}; again in {} ms", cfg_.describe, call.method,
+                  printable_name(call.key, 200), st, wait_ms);
+      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+      while (std::chrono::steady_clock::now() < until && !pool_.cancelled()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
   }
   // run() and an error for any answer but 2xx.
   Result<Answer> run_ok(const Call& call, std::string_view op, std::string_view what) {
@@ -703,7 +740,10 @@ class S3Source final : public Source {
     if (a.response.status / 100 != 2) {
       return status_error(a.response, a.body, "check", path_, b_.config());
     }
-    if (a.response.etag != etag_ || a.response.content_length.value_or(0) != attrs_.size) {
+    // The ETag names the bytes; the mtime also changes with a touch.
+    auto now = b_.object_attrs(a.response, path_);
+    if (!now) return now.error();
+    if (a.response.etag != etag_ || now->size != attrs_.size || now->mtime_ns != attrs_.mtime_ns) {
       return make_error(ErrorCode::kChanged, "check", path_,
                         "the object was replaced on the server while it was copied",
                         RetryClass::kRetryFile);
@@ -856,6 +896,7 @@ class S3Sink final : public Sink {
     if (at == begin) {
       // A part begins (or begins again after a failed attempt).
       p.x.reset();
+      holding_ = false;
       {
         std::lock_guard lock(mu_);  // chunk_note() reads it
         p.etag.clear();
@@ -876,11 +917,21 @@ class S3Sink final : public Sink {
       return make_error(ErrorCode::kUnsupported, "write_at", path_,
                         "an object's part is written in order from its start");
     }
-    Status s = p.x->send(data, "write");
+    // A single PUT keeps its last byte back until commit(): the server
+    // publishes the object when the body ends, and an abort before the
+    // commit must leave nothing (and the old object, if any).
+    std::span<const std::byte> now = data;
+    const bool last = p.sent + data.size() == len;
+    if (last && !multipart_) {
+      held_ = data.back();
+      holding_ = true;
+      now = data.first(data.size() - 1);
+    }
+    Status s = now.empty() ? ok_status() : p.x->send(now, "write");
     if (!s.ok()) return finish_part(p, index, s);
     p.md5->update(data);
     p.sent += data.size();
-    if (p.sent == len) return finish_part(p, index, ok_status());
+    if (last && multipart_) return finish_part(p, index, ok_status());
     return ok_status();
   }
 
@@ -888,6 +939,10 @@ class S3Sink final : public Sink {
     if (!multipart_) {
       Part& p = table_[0];
       if (opt_.size == 0 && !p.x && p.etag.empty()) XFER_TRY(write_empty());
+      if (holding_ && p.x) {
+        holding_ = false;
+        XFER_TRY(finish_part(p, 0, p.x->send({&held_, 1}, "write")));
+      }
       if (p.etag.empty()) {
         return make_error(ErrorCode::kInternal, "commit", path_,
                           "the object was not written whole");
@@ -1089,6 +1144,8 @@ class S3Sink final : public Sink {
   std::string upload_id_;
   bool resumed_ = false;
   bool finished_ = false;
+  bool holding_ = false;  // a single PUT's last byte, held_, waits for commit()
+  std::byte held_{};
   mutable std::mutex mu_;    // the ETags of table_
   std::vector<Part> table_;  // one per part; each Part's exchange is its writer's
 };
@@ -1101,6 +1158,10 @@ Result<std::unique_ptr<Sink>> S3Backend::open_sink(std::string_view path, const 
     return make_error(ErrorCode::kUnsupported, "open_sink", path,
                       "an object store needs the size of what it is sent (a stream of unknown "
                       "length cannot go to s3:// yet)");
+  }
+  if (o.basis) {
+    return make_error(ErrorCode::kUnsupported, "open_sink", path,
+                      "an object cannot be rebuilt from its old version in place");
   }
   if (o.size > kMaxObject) {
     return make_error(ErrorCode::kInvalidArgument, "open_sink", path, "an object is at most 5 TiB");
