@@ -27,6 +27,8 @@ PACKAGES=(
   iproute2 ethtool iputils-ping
   # the object stores' test servers run on Node and its npm (install_npm_servers)
   nodejs
+  # object stores: the peers of bench/objstore.py (rclone is above)
+  awscli s3cmd python3-boto3
 )
 
 missing=()

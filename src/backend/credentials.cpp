@@ -56,6 +56,12 @@ constexpr std::array kTypes = {
                {},
                "S3 or compatible: endpoint, region, access_key_id, secret_access_key, "
                "session_token, path_style"},
+    RemoteType{"gs",
+               kS3Keys,
+               kS3Secrets,
+               {},
+               "Google Cloud Storage through its XML API with HMAC keys: access_key_id, "
+               "secret_access_key, endpoint, region, path_style"},
     RemoteType{"azure",
                kAzureKeys,
                kAzureSecrets,

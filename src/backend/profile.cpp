@@ -112,6 +112,16 @@ void from_aws(Profile& p, const ProfileEnvironment& e) {
   }
 }
 
+// gsutil's ~/.boto ($BOTO_CONFIG): GCS's HMAC keys.
+void from_boto(Profile& p, const ProfileEnvironment& e) {
+  const std::string path = env("BOTO_CONFIG").empty() ? home_of(e) + "/.boto" : env("BOTO_CONFIG");
+  if (auto text = read_small_file(path, kMaxConventionalFile)) {
+    auto s = ini_section(*text, "Credentials");
+    offer(p, "access_key_id", s["gs_access_key_id"], "~/.boto");
+    offer(p, "secret_access_key", s["gs_secret_access_key"], "~/.boto");
+  }
+}
+
 void from_azure(Profile& p) {
   offer(p, "account", env("AZURE_STORAGE_ACCOUNT"), "$AZURE_STORAGE_ACCOUNT");
   offer(p, "key", env("AZURE_STORAGE_KEY"), "$AZURE_STORAGE_KEY");
@@ -192,7 +202,7 @@ std::optional<Url> expand_remote(std::string_view text, const CredentialStore& s
   const RemoteSpec* r = store.remote(name);
   if (r == nullptr) return std::nullopt;
   Url url;
-  url.scheme = r->type;
+  url.scheme = r->type == "azure" ? "az" : r->type;  // the type's URL scheme
   url.remote = r->name;
   auto f = [&](const char* k) {
     auto it = r->fields.find(k);
@@ -203,6 +213,13 @@ std::optional<Url> expand_remote(std::string_view text, const CredentialStore& s
   std::string path(text.substr(colon + 1));
   url.trailing_slash = path.size() > 1 && path.back() == '/';
   if (path.empty() || path[0] != '/') path = "/" + path;
+  if ((r->type == "s3" || r->type == "azure") && url.host.empty()) {
+    // NAME:bucket/key: an object store's bucket (container) is the
+    // path's first name, as in s3://bucket/key.
+    const auto slash = path.find('/', 1);
+    url.host = path.substr(1, slash == std::string::npos ? std::string::npos : slash - 1);
+    path = slash == std::string::npos ? "/" : path.substr(slash);
+  }
   url.path = std::move(path);
   return url;
 }
@@ -210,9 +227,11 @@ std::optional<Url> expand_remote(std::string_view text, const CredentialStore& s
 Result<Profile> resolve_profile(const Url& url, const Credentials* credentials,
                                 const std::string& explicit_token, const ProfileEnvironment& e) {
   Profile p;
-  p.type = url.scheme;
+  // az:// URLs are of the remote type "azure".
+  const std::string type_name = url.scheme == "az" ? "azure" : url.scheme;
+  p.type = type_name;
   p.remote = url.remote;
-  const RemoteType* type = find_remote_type(url.scheme);
+  const RemoteType* type = find_remote_type(type_name);
   // 1. The command line and the URL.
   offer(p, "token", explicit_token, "--token");
   for (const auto& [key, value] : url.query) {
@@ -222,7 +241,7 @@ Result<Profile> resolve_profile(const Url& url, const Credentials* credentials,
           ErrorCode::kInvalidArgument, "open endpoint", url.to_string(),
           fmt::format("a {} URL takes no parameter \"{}\"", url.scheme, printable_name(key, 40)));
     }
-    if (is_secret_key(url.scheme, key)) {
+    if (is_secret_key(type_name, key)) {
       return make_error(
           ErrorCode::kInvalidArgument, "open endpoint", url.to_string(),
           fmt::format("{} is a secret: keep it in credentials.toml (xfer remote add), "
@@ -271,7 +290,9 @@ Result<Profile> resolve_profile(const Url& url, const Credentials* credentials,
     from_ssh(p, url.host, e);
   } else if (url.scheme == "s3") {
     from_aws(p, e);
-  } else if (url.scheme == "azure") {
+  } else if (url.scheme == "gs") {
+    from_boto(p, e);
+  } else if (type_name == "azure") {
     from_azure(p);
   }
   return p;

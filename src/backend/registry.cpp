@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "xfer/backend/azure.hpp"
 #include "xfer/backend/http.hpp"
 #include "xfer/backend/local.hpp"
 #include "xfer/backend/s3.hpp"
@@ -35,6 +36,8 @@ std::shared_ptr<BackendRegistry> BackendRegistry::with_client_backends() {
   r->register_scheme("https", make_http_backend);
   r->register_scheme("sftp", make_sftp_backend);
   r->register_scheme("s3", make_s3_backend);
+  r->register_scheme("az", make_azure_backend);
+  r->register_scheme("gs", make_gcs_backend);
   return r;
 }
 

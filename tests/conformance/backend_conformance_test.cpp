@@ -33,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include "xfer/backend/azure.hpp"
 #include "xfer/backend/local.hpp"
 #include "xfer/backend/registry.hpp"
 #include "xfer/backend/s3.hpp"
@@ -42,6 +43,7 @@
 #include "xfer/server/config.hpp"
 #include "xfer/server/server.hpp"
 
+#include "../servers/azurite.hpp"
 #include "../servers/s3rver.hpp"
 #include "../servers/sshd.hpp"
 #include "reduced_backend.hpp"
@@ -252,6 +254,50 @@ struct S3Traits {
     auto b = make_s3_backend(*url, profile, options);
     if (!b) {
       ADD_FAILURE() << "s3 backend: " << b.error().message();
+      return nullptr;
+    }
+    return std::move(*b);
+  }
+  std::string root() const { return "/"; }
+};
+
+// az:// against a real Azurite (tests/servers/azurite.hpp), one for the
+// whole suite, each test in a container of its own.
+struct AzureTraits {
+  static constexpr const char* kName = "az";
+  static constexpr bool kHasIdentity = false;
+  static constexpr bool kSmallSourcesAreSnapshots = false;
+  static xfer::testing::AzuriteServer* server() {
+    static std::unique_ptr<xfer::testing::AzuriteServer> az = [] {
+      auto s = std::make_unique<xfer::testing::AzuriteServer>(
+          std::filesystem::temp_directory_path() / ("xfer_conf_az_" + std::to_string(::getpid())),
+          "first");
+      if (!s->start()) ADD_FAILURE() << "Azurite: " << s->error();
+      return s;
+    }();
+    return az->running() ? az.get() : nullptr;
+  }
+  std::string container;
+  AzureTraits() {
+    container = "conf-" + std::to_string(traits_counter()++);
+    if (auto* az = server(); az != nullptr && !az->make_container(container)) {
+      ADD_FAILURE() << az->error();
+    }
+  }
+  std::unique_ptr<Backend> make() {
+    auto* az = server();
+    if (az == nullptr) return nullptr;
+    auto url = parse_url("az://" + container + "/");
+    Profile profile;
+    profile.type = "azure";
+    profile.fields["endpoint"] = az->endpoint();
+    profile.fields["account"] = xfer::testing::AzuriteServer::kAccount;
+    profile.fields["key"] = xfer::testing::AzuriteServer::kKey;
+    EndpointOptions options;
+    options.ambient_credentials = false;
+    auto b = make_azure_backend(*url, profile, options);
+    if (!b) {
+      ADD_FAILURE() << "az backend: " << b.error().message();
       return nullptr;
     }
     return std::move(*b);
@@ -499,7 +545,7 @@ struct TraitsName {
   }
 };
 using BackendTypes = ::testing::Types<LocalTraits, XferTraits, XferSealedTraits, ReducedTraits,
-                                      SftpTraits, S3Traits>;
+                                      SftpTraits, S3Traits, AzureTraits>;
 TYPED_TEST_SUITE(BackendConformance, BackendTypes, TraitsName);
 
 TYPED_TEST(BackendConformance, StatMissingIsNotFound) {

@@ -417,9 +417,9 @@ TEST_F(FirstHour, RemoteErrorsSayWhatToCheckInOneLine) {
   const std::vector<Case> cases = {
       {{"ls", "xfer://nohost.invalid:1/"}, "cannot resolve the host name 'nohost.invalid'"},
       {{"ls", "xfer://127.0.0.1:1/"}, "nothing listens on 127.0.0.1:1 (is xferd running there"},
-      {{"cp", "gs://bucket/x", "y"},
-       "xfer cannot reach gs:// endpoints yet; it speaks file://, http://, https://, s3://, "
-       "sftp://, xfer://"},
+      {{"cp", "b2://bucket/x", "y"},
+       "xfer cannot reach b2:// endpoints yet; it speaks az://, file://, gs://, http://, "
+       "https://, s3://, sftp://, xfer://"},
       {{"ls", "s3://bucket/"}, "nothing listens on 127.0.0.1:1 (is the S3 server running there"},
       {{"ls", "sftp://nohost.invalid:1/"}, "cannot resolve the host name 'nohost.invalid'"},
       {{"ls", "sftp://127.0.0.1:1/"},

@@ -437,6 +437,36 @@ TEST_F(S3, RcloneReadsWhatXferWritesAndTheOtherWay) {
   expect_same(tmp() / "back");
 }
 
+// gs:// is the same code with GCS's endpoint and conventions; there is no
+// GCS emulator here, so it runs against s3rver with the endpoint given in
+// the URL and the HMAC keys in ~/.boto, where gsutil keeps them.
+TEST_F(S3, GsUrlsSpeakTheXmlApiWithHmacKeysFromBoto) {
+  ::unsetenv("AWS_ACCESS_KEY_ID");
+  ::unsetenv("AWS_SECRET_ACCESS_KEY");
+  const std::string data = bytes_of(12u << 20, 21);
+  const fs::path src = tmp() / "g.bin";
+  put(src, data, 1'600'000'020, 20);
+  const std::string url = "gs://bkt/g/g.bin?endpoint=" + server_->endpoint();
+  auto none = run_xfer({"cp", S(src), url});
+  EXPECT_EQ(none.exit_code, 1) << none.describe();
+  EXPECT_TRUE(icontains(none.err, "no GCS HMAC keys")) << none.err;
+  write_file(home_ / ".boto",
+             "[Credentials]\ngs_access_key_id = S3RVER\n"
+             "gs_secret_access_key = S3RVER\n");
+  auto up = run_xfer({"cp", "--chunk-size", "5M", S(src), url});
+  ASSERT_EQ(up.exit_code, 0) << up.describe();
+  auto down = run_xfer({"cp", url, S(tmp() / "back.bin")});
+  ASSERT_EQ(down.exit_code, 0) << down.describe();
+  EXPECT_TRUE(read_file(tmp() / "back.bin") == data);
+  EXPECT_EQ(mtime_ns(tmp() / "back.bin"), 1'600'000'020'000'000'020LL);
+  // The same object through s3://: one store, two names for its API.
+  ::setenv("AWS_ACCESS_KEY_ID", "S3RVER", 1);
+  ::setenv("AWS_SECRET_ACCESS_KEY", "S3RVER", 1);
+  auto ls = run_xfer({"ls", "s3://bkt/g/"});
+  ASSERT_EQ(ls.exit_code, 0) << ls.describe();
+  EXPECT_NE(ls.out.find("g.bin"), std::string::npos) << ls.out;
+}
+
 // A store that throttles, and one that drops a connection in the middle of
 // a part, in front of the real s3rver (tests/servers/fault_proxy.py): each
 // throttled call is made again after the server's Retry-After and then

@@ -2,7 +2,8 @@
 // A hostile web server for the tests: one thread, one connection at a time,
 // answers scripted per request by the test (raw bytes: status line,
 // headers, body, as a broken or malicious server would send them). Each
-// answer ends its connection. Request bodies are not read (GET and HEAD).
+// answer ends its connection. A request's body (its Content-Length, up to
+// 64 MiB) is read and dropped before the answer.
 // Listens on 127.0.0.1, a port of the kernel's pick; stopped and joined
 // by its destructor.
 
@@ -12,8 +13,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <optional>
 #include <string>
@@ -65,6 +68,18 @@ class HostileHttp {
         if (n <= 0) break;
         req.append(buf, static_cast<std::size_t>(n));
       }
+      if (const auto at = lower(req).find("\r\ncontent-length:"); at != std::string::npos) {
+        const auto end = req.find("\r\n\r\n");
+        std::uint64_t body = std::strtoull(req.c_str() + at + 17, nullptr, 10);
+        if (end != std::string::npos && body <= (64u << 20)) {
+          std::uint64_t have = req.size() - (end + 4);
+          while (have < body) {
+            const ssize_t n = ::recv(c, buf, sizeof buf, 0);
+            if (n <= 0) break;
+            have += static_cast<std::uint64_t>(n);
+          }
+        }
+      }
       Request r;
       r.head = req.rfind("HEAD ", 0) == 0;
       const auto sp1 = req.find(' ');
@@ -86,6 +101,10 @@ class HostileHttp {
       ::shutdown(c, SHUT_WR);
       ::close(c);
     }
+  }
+  static std::string lower(std::string s) {
+    for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return s;
   }
   Handler handler_;
   int fd_ = -1;

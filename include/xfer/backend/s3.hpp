@@ -25,4 +25,11 @@ inline constexpr std::uint64_t kS3MaxParts = 10'000;
 Result<std::unique_ptr<Backend>> make_s3_backend(const Url& url, const Profile& profile,
                                                  const EndpointOptions& options);
 
+// gs://bucket/key: Google Cloud Storage through its S3-compatible XML API
+// with HMAC keys: the same code with GCS's endpoint
+// (https://storage.googleapis.com), region "auto" and its own places for
+// the keys (the remote, ~/.boto). docs/gcs.md says what is tested.
+Result<std::unique_ptr<Backend>> make_gcs_backend(const Url& url, const Profile& profile,
+                                                  const EndpointOptions& options);
+
 }  // namespace xfer
