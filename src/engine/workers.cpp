@@ -138,6 +138,33 @@ void Engine::process_file(FileTask task) {
                                     root.destination->describe())));
       return;
     }
+    // Within one store (two buckets of one endpoint, say), the store copies
+    // the file itself and no byte passes through here. The backend says
+    // kUnsupported, without a request, when it cannot; the file is then
+    // streamed.
+    if (source->attrs().size_known && root.source->capabilities().server_side_copy &&
+        root.destination->capabilities().server_side_copy) {
+      Status copied =
+          root.destination->copy_from(*root.source, task.source, task.destination, source->attrs());
+      if (copied.ok()) {
+        scheduler_.file_classified();
+        counters_.files_done.fetch_add(1, std::memory_order_relaxed);
+        counters_.bytes_done.fetch_add(size, std::memory_order_relaxed);
+        announce(task, size);
+        return;
+      }
+      if (copied.error().code != ErrorCode::kUnsupported) {
+        Error e = copied.error();
+        if (scheduler_.retry(e, attempt, RetryScope::kFile)) {
+          ++attempt;
+          continue;
+        }
+        scheduler_.file_classified();
+        counters_.files_failed.fetch_add(1, std::memory_order_relaxed);
+        report(std::move(e));
+        return;
+      }
+    }
     // sync's delta, unless the checkpoint holds progress of a copy of this
     // file sent whole (resumed as it was begun).
     if ((task.sync & kSyncDelta) != 0 && attempt == 1 && source->attrs().size_known &&

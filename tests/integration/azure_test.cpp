@@ -353,6 +353,50 @@ TEST_F(Azure, AHostileServerIsRefusedNeverBelieved) {
   use_endpoint(server_->endpoint());
 }
 
+// A copy within the account is the service's own (Copy Blob): no byte of
+// it passes through xfer, seen in the log of a proxy in front of Azurite,
+// and the copies keep bytes and mtimes, in one container and into another.
+TEST_F(Azure, CopiesWithinTheAccountStayInTheService) {
+  const std::string other = container_ + "x";
+  ASSERT_TRUE(server_->make_container(other)) << server_->error();
+  const fs::path src = tmp() / "src";
+  const std::string big = bytes_of(3u << 20, 41);
+  put(src / "a.bin", big, 1'600'000'040, 40);
+  put(src / "sub/b.txt", "bee\n", 1'600'000'041, 41);
+  ASSERT_EQ(run_xfer({"cp", "-r", S(src) + "/", url("from/")}).exit_code, 0);
+  FaultProxy proxy(std::string(XFER_SOURCE_DIR) + "/tests/servers/fault_proxy.py", server_->port(),
+                   tmp() / "proxy", "[]");
+  ASSERT_TRUE(proxy.running());
+  use_endpoint(proxy.endpoint() + "/" + AzuriteServer::kAccount);
+  auto within = run_xfer({"cp", "-r", url("from/"), url("to/")});
+  ASSERT_EQ(within.exit_code, 0) << within.describe();
+  auto across = run_xfer({"cp", url("from/a.bin"), "az://" + other + "/a.bin"});
+  ASSERT_EQ(across.exit_code, 0) << across.describe();
+  const std::string from = "/" + std::string(AzuriteServer::kAccount) + "/" + container_ + "/from/";
+  std::string log;
+  for (const auto& l : proxy.lines()) {
+    log += l.action + " " + l.method + " " + l.target + "\n";
+    EXPECT_FALSE(l.method == "GET" && l.target.rfind(from, 0) == 0 &&
+                 l.target.find("comp=list") == std::string::npos)
+        << "the bytes came through xfer: " << l.target;
+  }
+  EXPECT_NE(
+      log.find("PUT /" + std::string(AzuriteServer::kAccount) + "/" + container_ + "/to/a.bin"),
+      std::string::npos)
+      << log;
+  use_endpoint(server_->endpoint());
+  auto back = run_xfer({"cp", "-r", url("to/"), S(tmp() / "back") + "/"});
+  ASSERT_EQ(back.exit_code, 0) << back.describe();
+  EXPECT_TRUE(read_file(tmp() / "back/a.bin") == big);
+  EXPECT_EQ(read_file(tmp() / "back/sub/b.txt"), "bee\n");
+  EXPECT_EQ(mtime_ns(tmp() / "back/a.bin"), 1'600'000'040'000'000'040LL);
+  EXPECT_EQ(mtime_ns(tmp() / "back/sub/b.txt"), 1'600'000'041'000'000'041LL);
+  auto moved = run_xfer({"cp", "az://" + other + "/a.bin", S(tmp() / "other.bin")});
+  ASSERT_EQ(moved.exit_code, 0) << moved.describe();
+  EXPECT_TRUE(read_file(tmp() / "other.bin") == big);
+  EXPECT_EQ(mtime_ns(tmp() / "other.bin"), 1'600'000'040'000'000'040LL);
+}
+
 // Twenty SIGKILLs at random moments of block uploads, each followed by the
 // same command, through a proxy that logs every request: each blob ends
 // byte-identical with its mtime, no block is sent again beyond the two in

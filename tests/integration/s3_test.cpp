@@ -467,6 +467,46 @@ TEST_F(S3, GsUrlsSpeakTheXmlApiWithHmacKeysFromBoto) {
   EXPECT_NE(ls.out.find("g.bin"), std::string::npos) << ls.out;
 }
 
+// A copy within the store is the store's own (CopyObject): no byte of it
+// passes through xfer, seen in the log of a proxy in front of s3rver (a
+// HEAD of each source object, no GET), and the copies keep bytes and
+// mtimes, in the same bucket and into another.
+TEST_F(S3, CopiesWithinTheStoreStayInTheStore) {
+  ASSERT_TRUE(server_->make_bucket("other")) << server_->error();
+  const fs::path src = tmp() / "src";
+  const std::string big = bytes_of(3u << 20, 31);
+  put(src / "a.bin", big, 1'600'000'030, 30);
+  put(src / "sub/b.txt", "bee\n", 1'600'000'031, 31);
+  ASSERT_EQ(run_xfer({"cp", "-r", S(src) + "/", "s3://bkt/from/"}).exit_code, 0);
+  FaultProxy proxy(std::string(XFER_SOURCE_DIR) + "/tests/servers/fault_proxy.py", server_->port(),
+                   tmp() / "proxy", "[]");
+  ASSERT_TRUE(proxy.running());
+  ::setenv("AWS_ENDPOINT_URL", proxy.endpoint().c_str(), 1);
+  auto within = run_xfer({"cp", "-r", "s3://bkt/from/", "s3://bkt/to/"});
+  ASSERT_EQ(within.exit_code, 0) << within.describe();
+  auto across = run_xfer({"cp", "s3://bkt/from/a.bin", "s3://other/a.bin"});
+  ASSERT_EQ(across.exit_code, 0) << across.describe();
+  std::string log;
+  for (const auto& l : proxy.lines()) {
+    log += l.action + " " + l.method + " " + l.target + "\n";
+    EXPECT_FALSE(l.method == "GET" && l.target.rfind("/bkt/from/", 0) == 0)
+        << "the bytes came through xfer: " << l.target;
+  }
+  EXPECT_NE(log.find("PUT /bkt/to/a.bin"), std::string::npos) << log;
+  EXPECT_NE(log.find("PUT /other/a.bin"), std::string::npos) << log;
+  ::setenv("AWS_ENDPOINT_URL", server_->endpoint().c_str(), 1);
+  auto back = run_xfer({"cp", "-r", "s3://bkt/to/", S(tmp() / "back") + "/"});
+  ASSERT_EQ(back.exit_code, 0) << back.describe();
+  EXPECT_TRUE(read_file(tmp() / "back/a.bin") == big);
+  EXPECT_EQ(read_file(tmp() / "back/sub/b.txt"), "bee\n");
+  EXPECT_EQ(mtime_ns(tmp() / "back/a.bin"), 1'600'000'030'000'000'030LL);
+  EXPECT_EQ(mtime_ns(tmp() / "back/sub/b.txt"), 1'600'000'031'000'000'031LL);
+  auto other = run_xfer({"cp", "s3://other/a.bin", S(tmp() / "other.bin")});
+  ASSERT_EQ(other.exit_code, 0) << other.describe();
+  EXPECT_TRUE(read_file(tmp() / "other.bin") == big);
+  EXPECT_EQ(mtime_ns(tmp() / "other.bin"), 1'600'000'030'000'000'030LL);
+}
+
 // A store that throttles, and one that drops a connection in the middle of
 // a part, in front of the real s3rver (tests/servers/fault_proxy.py): each
 // throttled call is made again after the server's Retry-After and then

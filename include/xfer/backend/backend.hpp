@@ -83,7 +83,7 @@ struct Capabilities {
   // (--modify-window auto). 1 ns for file systems and xferd; 1 s for a
   // store that keeps whole seconds.
   std::int64_t mtime_granularity_ns = 1;
-  bool server_side_copy = false;
+  bool server_side_copy = false;  // copy_from() can copy within the endpoint
   // The endpoint's bytes cross a network to reach this process: sync sends
   // a changed large file as a delta (docs/sync.md, "Delta") unless told
   // --whole-file. False for file systems on this machine.
@@ -292,6 +292,17 @@ class Backend {
   // stops a long read.
   virtual Result<FileDigest> checksum(std::string_view path, std::uint64_t size_hint,
                                       const std::atomic<bool>* cancel);
+
+  // A server-side copy: the file `from` of `source` becomes `to` here, its
+  // bytes never passing through this process, published whole with
+  // `attrs`' mtime (or not at all). kUnsupported when the two endpoints
+  // cannot (another store, other credentials, a size the store copies only
+  // in parts): the caller then streams it. The default refuses.
+  virtual Status copy_from(Backend& source, std::string_view from, std::string_view to,
+                           const FileAttrs& attrs) {
+    (void)source, (void)from, (void)attrs;
+    return make_error(ErrorCode::kUnsupported, "copy_from", to);
+  }
 
   // A regular file's blocks (core/cdc.hpp) cut with `params`, computed where
   // its bytes live: xfer:// asks xferd (the Signature RPC). `size_hint`

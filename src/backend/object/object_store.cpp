@@ -17,6 +17,7 @@
 #include <mutex>
 #include <random>
 #include <thread>
+#include <typeinfo>
 
 #include "backend/http/index.hpp"
 #include "backend/s3/sign.hpp"
@@ -134,6 +135,7 @@ ObjectStore::ObjectStore(const http::ExchangeConfig& exchange, std::string descr
   caps_.directories = false;
   caps_.parallel_writers = true;
   caps_.resume = true;
+  caps_.server_side_copy = true;
   caps_.preferred_chunk_size = 16ull << 20;
   caps_.max_concurrency = 32;
 }
@@ -363,6 +365,20 @@ Status ObjectStore::set_attrs(std::string_view path, const FileAttrs& attrs) {
   XFER_ASSIGN_OR_RETURN(FileAttrs now, stat(path));
   if (now.type == EntryType::kDirectory || now.mtime_ns == attrs.mtime_ns) return ok_status();
   return set_mtime(key, attrs.mtime_ns, "set_attrs");
+}
+
+Status ObjectStore::copy_from(Backend& source, std::string_view from, std::string_view to,
+                              const FileAttrs& attrs) {
+  auto* other = dynamic_cast<ObjectStore*>(&source);
+  if (other == nullptr || typeid(*other) != typeid(*this)) {
+    return make_error(ErrorCode::kUnsupported, "copy_from", to, "another kind of endpoint");
+  }
+  XFER_ASSIGN_OR_RETURN(std::string from_key, other->key_of(from, "copy_from"));
+  XFER_ASSIGN_OR_RETURN(std::string key, key_of(to, "copy_from"));
+  if (from_key.empty() || key.empty() || key.back() == '/') {
+    return make_error(ErrorCode::kIsDirectory, "copy_from", to, "");
+  }
+  return server_copy(*other, from_key, key, attrs.size, attrs.mtime_ns, to);
 }
 
 // ---------------------------------------------------------------------------

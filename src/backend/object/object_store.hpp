@@ -107,6 +107,8 @@ class ObjectStore : public Backend {
   Status touch(std::string_view path, std::optional<std::int64_t> mtime_ns) override;
   Status symlink(std::string_view, std::string_view path, const FileAttrs&) override;
   Status set_attrs(std::string_view path, const FileAttrs& attrs) override;
+  Status copy_from(Backend& source, std::string_view from, std::string_view to,
+                   const FileAttrs& attrs) override;
   Result<std::unique_ptr<Source>> open_source(std::string_view path) override;
   Result<std::unique_ptr<Sink>> open_sink(std::string_view path,
                                           const SinkOptions& options) override;
@@ -164,6 +166,12 @@ class ObjectStore : public Backend {
                                  std::string_view path) = 0;
   virtual Status abort_upload(const std::string& key, const std::string& upload,
                               std::string_view path) = 0;
+  // A copy of `from_key` of `source` (a store of this dialect, maybe
+  // another bucket or endpoint) to `key` here, with `mtime_ns`, inside the
+  // service; kUnsupported when it cannot be done there.
+  virtual Status server_copy(const ObjectStore& source, const std::string& from_key,
+                             const std::string& key, std::uint64_t size, std::int64_t mtime_ns,
+                             std::string_view path) = 0;
   // Resuming: which of the parts the journal has notes for the server still
   // holds as they were (`len(i)`: part i's size). nullopt when the server
   // cannot say (the journal alone decides); kNotFound when the upload is

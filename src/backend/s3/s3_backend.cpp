@@ -389,6 +389,39 @@ class S3Backend final : public object::ObjectStore {
     return status_error(a.response, a.body, "abort", path);
   }
 
+  // CopyObject, with the metadata replaced (the mtime the copy keeps), on
+  // one endpoint with one key (the destination's key must read the
+  // source). An object over 5 GiB would need UploadPartCopy: not built, it
+  // is streamed.
+  Status server_copy(const ObjectStore& source, const std::string& from_key, const std::string& key,
+                     std::uint64_t size, std::int64_t mtime_ns, std::string_view path) override {
+    const auto& src = static_cast<const S3Backend&>(source);
+    if (src.cfg_.scheme != cfg_.scheme || src.cfg_.host != cfg_.host ||
+        src.cfg_.credentials.access_key_id != cfg_.credentials.access_key_id) {
+      return make_error(ErrorCode::kUnsupported, "copy_from", path,
+                        "another endpoint, or other keys");
+    }
+    if (size > max_single_put_) {
+      return make_error(ErrorCode::kUnsupported, "copy_from", path,
+                        "an object over 5 GiB is copied in parts");
+    }
+    Call c;
+    c.method = "PUT";
+    c.key = key;
+    c.body = std::string();
+    c.headers = {{"x-amz-copy-source", "/" + s3::uri_encode(src.cfg_.bucket, false) + "/" +
+                                           s3::uri_encode(from_key, true)},
+                 {"x-amz-metadata-directive", "REPLACE"},
+                 {kMtimeHeader, format_mtime(mtime_ns)},
+                 {"Content-Type", object::content_type_of(key)}};
+    XFER_ASSIGN_OR_RETURN(Answer a, run_ok(c, "copy", path));
+    if (root_of(a.body, "copy") == "Error") {
+      a.response.status = 500;
+      return status_error(a.response, a.body, "copy", path);
+    }
+    return ok_status();
+  }
+
   // ListParts: each journal ETag is checked against the server's.
   Result<std::optional<std::vector<bool>>> held_parts(
       const std::string& key, const std::string& upload, const std::vector<std::string>& notes,
