@@ -158,13 +158,8 @@ std::string block_id(const std::string& token, std::uint64_t index) {
   return base64({reinterpret_cast<const unsigned char*>(raw.data()), raw.size()});
 }
 
-struct AzError {
-  std::string code;
-  std::string message;
-};
-
-AzError parse_error(const Response& r, std::string_view body) {
-  AzError e;
+object::StoreError parse_error(const Response& r, std::string_view body) {
+  object::StoreError e;
   (void)s3::parse_xml(body, "error", [&](const s3::XmlLeaf& l) {
     if (l.end) return ok_status();
     if (l.path == "Code") e.code = printable_name(l.text, 80);
@@ -220,35 +215,16 @@ class AzureBackend final : public object::ObjectStore {
 
   Error status_error(const Response& r, std::string_view body, std::string_view op,
                      std::string_view what) const override {
-    const AzError e = parse_error(r, body);
-    const std::string said = e.code.empty() ? fmt::format("HTTP {}", r.status)
-                                            : fmt::format("HTTP {} {}", r.status, e.code);
-    const std::string detail = e.message.empty() ? said : said + ": " + e.message;
-    if (e.code == "ContainerNotFound") {
-      return make_error(ErrorCode::kNotFound, op, what,
-                        fmt::format("no such container '{}' at {}",
-                                    printable_name(cfg_.container, 80), describe()));
-    }
-    if (r.status == 404 || e.code == "BlobNotFound") {
-      return make_error(ErrorCode::kNotFound, op, what, e.code.empty() ? "" : detail);
-    }
-    if (r.status == 403 || r.status == 401) {
-      return make_error(ErrorCode::kPermission, op, what,
-                        fmt::format("{} (check the account key or SAS token: the remote, "
-                                    "$AZURE_STORAGE_KEY, $AZURE_STORAGE_SAS_TOKEN or "
-                                    "$AZURE_STORAGE_CONNECTION_STRING)",
-                                    detail));
-    }
-    if (r.status == 412) {
-      return make_error(ErrorCode::kChanged, op, what,
-                        "the object was replaced on the server while it was copied",
-                        RetryClass::kRetryFile);
-    }
-    if (r.status == 408 || r.status == 429 || r.status >= 500 || e.code == "ServerBusy" ||
-        e.code == "OperationTimedOut") {
-      return object::unavailable(r, op, what, detail);
-    }
-    return make_error(ErrorCode::kIo, op, what, detail);
+    using Kind = object::StoreError::Kind;
+    object::StoreError e = parse_error(r, body);
+    if (e.code == "ContainerNotFound") e.kind = Kind::kNoContainer;
+    if (e.code == "BlobNotFound") e.kind = Kind::kNotFound;
+    if (e.code == "ServerBusy" || e.code == "OperationTimedOut") e.kind = Kind::kThrottled;
+    return object::answer_error(
+        r, e, op, what,
+        fmt::format("no such container '{}' at {}", printable_name(cfg_.container, 80), describe()),
+        "the account key or SAS token: the remote, $AZURE_STORAGE_KEY, "
+        "$AZURE_STORAGE_SAS_TOKEN or $AZURE_STORAGE_CONNECTION_STRING");
   }
 
   Result<FileAttrs> object_attrs(const Response& r, std::string_view path) const override {

@@ -116,14 +116,39 @@ std::string xml_escape(std::string_view text) {
   return out;
 }
 
-Error unavailable(const Response& r, std::string_view op, std::string_view what,
-                  const std::string& detail) {
-  const std::string after =
-      r.retry_after.empty() ? ""
-                            : fmt::format(" (Retry-After: {})", printable_name(r.retry_after, 40));
-  Error err = make_error(ErrorCode::kUnavailable, op, what, detail + after, RetryClass::kRetryCall);
-  err.retry_after_ms = retry_after_ms(r.retry_after);
-  return err;
+Error answer_error(const Response& r, const StoreError& e, std::string_view op,
+                   std::string_view what, std::string_view no_container,
+                   std::string_view check_keys) {
+  using Kind = StoreError::Kind;
+  const std::string said = e.code.empty() ? fmt::format("HTTP {}", r.status)
+                                          : fmt::format("HTTP {} {}", r.status, e.code);
+  const std::string detail = e.message.empty() ? said : said + ": " + e.message;
+  if (e.kind == Kind::kNoContainer) {
+    return make_error(ErrorCode::kNotFound, op, what, no_container);
+  }
+  if (r.status == 404 || e.kind == Kind::kNotFound) {
+    return make_error(ErrorCode::kNotFound, op, what, e.code.empty() ? "" : detail);
+  }
+  if (r.status == 403 || r.status == 401 || e.kind == Kind::kDenied) {
+    return make_error(ErrorCode::kPermission, op, what,
+                      fmt::format("{} (check {})", detail, check_keys));
+  }
+  if (r.status == 412) {
+    return make_error(ErrorCode::kChanged, op, what,
+                      "the object was replaced on the server while it was copied",
+                      RetryClass::kRetryFile);
+  }
+  if (r.status == 408 || r.status == 429 || r.status >= 500 || e.kind == Kind::kThrottled) {
+    const std::string after =
+        r.retry_after.empty()
+            ? ""
+            : fmt::format(" (Retry-After: {})", printable_name(r.retry_after, 40));
+    Error err =
+        make_error(ErrorCode::kUnavailable, op, what, detail + after, RetryClass::kRetryCall);
+    err.retry_after_ms = retry_after_ms(r.retry_after);
+    return err;
+  }
+  return make_error(ErrorCode::kIo, op, what, detail);
 }
 
 ObjectStore::ObjectStore(const http::ExchangeConfig& exchange, std::string describe)

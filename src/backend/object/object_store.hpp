@@ -77,10 +77,24 @@ std::string content_type_of(std::string_view key);
 // printable ASCII bytes.
 bool usable_etag(std::string_view etag);
 std::string xml_escape(std::string_view text);
-// The throttle and server-failure half of every store's error mapping:
-// kUnavailable, kRetryCall, with the server's Retry-After.
-Error unavailable(const http::Response& r, std::string_view op, std::string_view what,
-                  const std::string& detail);
+// An error answer as a store's dialect reads it: its code and message
+// (printable, cut), and what the code means among the kinds every store
+// has (a missing bucket or container, a missing object, refused
+// credentials, a throttle); the status decides the rest.
+struct StoreError {
+  enum class Kind { kOther, kNoContainer, kNotFound, kDenied, kThrottled };
+  std::string code;
+  std::string message;
+  Kind kind = Kind::kOther;
+};
+// The Error an answer that is not 2xx means, in words a user can act on,
+// the same for every store: `no_container` and `check_keys` are the
+// store's own words for a missing container and refused credentials.
+// Throttles and server failures are kUnavailable, kRetryCall, with the
+// server's Retry-After.
+Error answer_error(const http::Response& r, const StoreError& e, std::string_view op,
+                   std::string_view what, std::string_view no_container,
+                   std::string_view check_keys);
 
 template <typename T>
 Status status_of(Result<T> r) {

@@ -121,13 +121,8 @@ std::string unquote(std::string_view etag) {
   return out;
 }
 
-struct S3Error {
-  std::string code;
-  std::string message;
-};
-
-S3Error parse_error(std::string_view body) {
-  S3Error e;
+object::StoreError parse_error(std::string_view body) {
+  object::StoreError e;
   (void)s3::parse_xml(body, "error", [&](const s3::XmlLeaf& l) {
     if (l.end) return ok_status();
     if (l.path == "Code") e.code = printable_name(l.text, 80);
@@ -203,36 +198,20 @@ class S3Backend final : public object::ObjectStore {
   // An answer other than 2xx, in words a user can act on.
   Error status_error(const Response& r, std::string_view body, std::string_view op,
                      std::string_view what) const override {
-    const S3Error e = parse_error(body);
-    const std::string said = e.code.empty() ? fmt::format("HTTP {}", r.status)
-                                            : fmt::format("HTTP {} {}", r.status, e.code);
-    const std::string detail = e.message.empty() ? said : said + ": " + e.message;
-    if (e.code == "NoSuchBucket") {
-      return make_error(
-          ErrorCode::kNotFound, op, what,
-          fmt::format("no such bucket '{}' at {}", printable_name(cfg_.bucket, 80), describe()));
-    }
-    if (r.status == 404 || e.code == "NoSuchKey" || e.code == "NoSuchUpload") {
-      return make_error(ErrorCode::kNotFound, op, what, e.code.empty() ? "" : detail);
-    }
+    using Kind = object::StoreError::Kind;
+    object::StoreError e = parse_error(body);
+    if (e.code == "NoSuchBucket") e.kind = Kind::kNoContainer;
+    if (e.code == "NoSuchKey" || e.code == "NoSuchUpload") e.kind = Kind::kNotFound;
     if (e.code == "InvalidAccessKeyId" || e.code == "SignatureDoesNotMatch" ||
-        e.code == "AccessDenied" || r.status == 403 || r.status == 401) {
-      return make_error(
-          ErrorCode::kPermission, op, what,
-          fmt::format("{} (check access_key_id and secret_access_key: the remote, "
-                      "$AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY or ~/.aws/credentials)",
-                      detail));
+        e.code == "AccessDenied") {
+      e.kind = Kind::kDenied;
     }
-    if (r.status == 412) {
-      return make_error(ErrorCode::kChanged, op, what,
-                        "the object was replaced on the server while it was copied",
-                        RetryClass::kRetryFile);
-    }
-    if (r.status == 408 || r.status == 429 || r.status >= 500 || e.code == "SlowDown" ||
-        e.code == "RequestTimeout") {
-      return object::unavailable(r, op, what, detail);
-    }
-    return make_error(ErrorCode::kIo, op, what, detail);
+    if (e.code == "SlowDown" || e.code == "RequestTimeout") e.kind = Kind::kThrottled;
+    return object::answer_error(
+        r, e, op, what,
+        fmt::format("no such bucket '{}' at {}", printable_name(cfg_.bucket, 80), describe()),
+        "access_key_id and secret_access_key: the remote, "
+        "$AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY or ~/.aws/credentials");
   }
 
   Result<FileAttrs> object_attrs(const Response& r, std::string_view path) const override {
