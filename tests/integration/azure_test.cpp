@@ -16,6 +16,7 @@
 #include <ctime>
 #include <functional>
 #include <map>
+#include <optional>
 #include <random>
 
 #include "../servers/azurite.hpp"
@@ -421,12 +422,28 @@ TEST_F(Azure, TwentyRandomKillsOfBlockUploadsEachEndWhole) {
                                            url(blob)};
     int kills_here = 0;
     for (;;) {
+      // The moment is counted from this run's first block request, so a
+      // slow start (a loaded CI machine) does not turn every kill into one
+      // before any block is sent.
       const int ms = at_ms(rng);
-      const auto started = std::chrono::steady_clock::now();
+      const std::size_t logged = proxy.lines().size();
+      std::optional<std::chrono::steady_clock::time_point> first_block;
       auto r = run_xfer_signal_when(
           args, SIGKILL,
           [&](pid_t) {
-            return std::chrono::steady_clock::now() - started > std::chrono::milliseconds(ms);
+            const auto now = std::chrono::steady_clock::now();
+            if (!first_block) {
+              const auto lines = proxy.lines();
+              for (std::size_t i = logged; i < lines.size(); ++i) {
+                if (lines[i].method == "PUT" &&
+                    lines[i].target.find("blockid=") != std::string::npos) {
+                  first_block = now;
+                  break;
+                }
+              }
+              return false;
+            }
+            return now - *first_block > std::chrono::milliseconds(ms);
           },
           nullptr, 120s);
       if (!r.signalled) {
