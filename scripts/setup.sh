@@ -52,6 +52,11 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # a request cut mid-body leaves a truncated object, visible even while it
 # streams: here it writes to a hidden name and renames when the body is
 # whole (Content-Length's count), as S3 publishes an object only whole.
+# And it answers a range of an empty object with "bytes 0-0/0" and a
+# Content-Length of 1 it never sends: here it answers 416 InvalidRange,
+# as S3 does. And its DeleteObjects deletes the keys all at once, each
+# delete pruning the folders it empties under the others (a 500, ENOENT):
+# here it deletes them one after the other.
 install_npm_servers() {
   local dir="${XFER_NPM_DIR:-/opt/xfer-npm}"
   local s3rver="$dir/node_modules/s3rver/lib/stores/filesystem.js"
@@ -74,6 +79,38 @@ s = open(p).read()
 old = "          // avoid directories occurring beneath a common prefix\n          return false;"
 assert old in s, "s3rver: the listing code is not the one patched"
 s = s.replace(old, "          // avoid directories occurring beneath a common prefix\n          return true; // xfer: no pruning")
+open(p, "w").write(s)
+PY
+  fi
+  if ! grep -q "xfer: empty range" "$s3rver"; then
+    $SUDO python3 - "$s3rver" <<'PY'
+import sys
+p = sys.argv[1]
+s = open(p).read()
+old = "      const lastByte = Math.max(0, Number(metadata['content-length']) - 1);\n"
+assert old in s, "s3rver: getObject is not the one patched"
+s = s.replace(old, """      // xfer: empty range. A range of an empty object is not satisfiable.
+      const ranged = options && (options.start !== undefined || options.end);
+      const lastByte = ranged
+        ? Number(metadata['content-length']) - 1
+        : Math.max(0, Number(metadata['content-length']) - 1);
+""")
+open(p, "w").write(s)
+PY
+  fi
+  local s3rver_objects="$dir/node_modules/s3rver/lib/controllers/object.js"
+  if ! grep -q "xfer: one after the other" "$s3rver_objects"; then
+    $SUDO python3 - "$s3rver_objects" <<'PY'
+import sys
+p = sys.argv[1]
+s = open(p).read()
+old = "  await Promise.all(\n    keys.map(async key => {\n"
+assert old in s, "s3rver: deleteMultipleObjects is not the one patched"
+i = s.index(old)
+end = "    }),\n  );\n"
+j = s.index(end, i)
+body = s[i + len(old):j]
+s = s[:i] + "  // xfer: one after the other.\n  for (const key of keys) {\n" + body.replace("      if (!objectExists) return;", "      if (!objectExists) continue;") + "  }\n" + s[j + len(end):]
 open(p, "w").write(s)
 PY
   fi

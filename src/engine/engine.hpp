@@ -111,7 +111,12 @@ class Engine {
   Status open_job();
   void close_job(TransferResult& result);
   void fill_job_progress(std::uint64_t files_done, std::uint64_t bytes_done);
-  bool skip_if_current(const FileTask& task, Source& source);
+  // `there`: the destination's stat_file(), when the caller made it.
+  bool skip_if_current(const FileTask& task, Source& source,
+                       const std::optional<Result<FileAttrs>>& there = std::nullopt);
+  // Whether skip_if_current() may look at the destination (not with -I
+  // alone, outside a job).
+  bool looks_at_destination() const;
   Result<bool> same_content(const FileTask& task, Source& source, std::uint64_t size);
 
   // Scanner thread.

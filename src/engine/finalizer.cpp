@@ -92,7 +92,12 @@ void Engine::finalize_chunked(std::shared_ptr<ChunkedFile> file) {
 // --ignore-times, the destination is a regular file with the source's size
 // and mtime (rsync's and rclone's quick check), or with --checksum the same
 // size and the same bytes. Such a file is not sent again.
-bool Engine::skip_if_current(const FileTask& task, Source& source) {
+bool Engine::looks_at_destination() const {
+  return !opt_.ignore_times || opt_.ignore_existing || opt_.update || ckpt_ != nullptr;
+}
+
+bool Engine::skip_if_current(const FileTask& task, Source& source,
+                             const std::optional<Result<FileAttrs>>& there) {
   const FileAttrs& attrs = source.attrs();
   Backend& destination = *roots_[task.root].destination;
   const std::uint64_t key = checkpoint::file_key(task.destination);
@@ -100,7 +105,7 @@ bool Engine::skip_if_current(const FileTask& task, Source& source) {
   const bool recorded = done && done->size == attrs.size && done->mtime_ns == attrs.mtime_ns;
   const bool keeps = opt_.ignore_existing || opt_.update;  // may keep what is there, even with -I
   if (!recorded && opt_.ignore_times && !keeps) return false;
-  auto dst = destination.stat(task.destination);
+  auto dst = there ? *there : destination.stat_file(task.destination);
   if (!dst || dst->type != EntryType::kFile) return false;
   const bool mtimes = destination.capabilities().mtime;
   const Verdict verdict = recorded ? Verdict::kUnchanged : compare(attrs, *dst, mtimes);

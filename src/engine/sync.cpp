@@ -469,6 +469,22 @@ bool Engine::sync_entry(std::size_t root_index, const std::string& src, const st
     if (!da) return false;
     da->type = d->type;
   }
+  // A side whose listing gives a store's write time, not the file's mtime
+  // (S3): where the sizes agree, the file's own mtime decides, from one
+  // look at it (a HEAD). Where they differ, the copy is decided already.
+  if (da && s->type == EntryType::kFile && da->type == EntryType::kFile && sa->size == da->size) {
+    for (auto [attrs, backend, path] :
+         {std::tuple{&*sa, root.source, &src}, std::tuple{&*da, root.destination, &dst}}) {
+      if (backend->capabilities().listed_mtimes) continue;
+      auto own = backend->stat_file(*path);
+      if (!own) {
+        report(own.error());
+        sync_io_error_.store(true);
+        return false;
+      }
+      attrs->mtime_ns = own->mtime_ns;
+    }
+  }
   if (req_.destination_guard && !req_.destination_guard(name, da)) {
     counters_.files_skipped.fetch_add(1, std::memory_order_relaxed);
     if (observer_ != nullptr) {

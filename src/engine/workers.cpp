@@ -73,9 +73,23 @@ void Engine::process_file(FileTask task) {
     return;
   }
   const Root& root = roots_[task.root];
+  // A copy to where no such file is reads its source from the start: a
+  // remote source may fetch the first bytes with the open (an object
+  // store's small object: one GET). The look at the destination is the one
+  // skip_if_current() would make, made first.
+  std::optional<Result<FileAttrs>> there;
+  // (Not where the stores may copy it themselves: no byte is read then.)
+  bool to_read = !opt_.dry_run && (task.sync & kSyncCompareContent) == 0 &&
+                 !(root.source->capabilities().server_side_copy &&
+                   root.destination->capabilities().server_side_copy);
+  if (to_read && (task.sync & kSyncDecided) == 0 && looks_at_destination()) {
+    there = root.destination->stat_file(task.destination);
+    to_read = !*there && there->error().code == ErrorCode::kNotFound;
+  }
   unsigned attempt = 1;
   for (;;) {
-    auto opened = root.source->open_source(task.source);
+    auto opened = to_read ? root.source->open_source_to_read(task.source)
+                          : root.source->open_source(task.source);
     if (!opened) {
       Error e = opened.error();
       if (e.code == ErrorCode::kNotFound && req_.changes && (task.sync & kSyncDecided) != 0) {
@@ -115,8 +129,8 @@ void Engine::process_file(FileTask task) {
     // A sync's walk compared the file already, unless the bytes decide.
     const bool current = attempt == 1 && source->attrs().size_known &&
                          ((task.sync & kSyncCompareContent) != 0 ? unchanged_content(task, *source)
-                          : (task.sync & kSyncDecided) == 0      ? skip_if_current(task, *source)
-                                                                 : false);
+                          : (task.sync & kSyncDecided) == 0 ? skip_if_current(task, *source, there)
+                                                            : false);
     if (current) {
       scheduler_.file_classified();
       return;

@@ -1067,16 +1067,27 @@ TYPED_TEST(BackendConformance, CommitAfterAbortPublishesNothing) {
 TYPED_TEST(BackendConformance, SmallAndLargeFilesReadBackExactly) {
   // 0 bytes, 100 KiB (inlined/whole-file on xfer), exactly 1 MiB and one
   // byte more (the xfer whole-file and inline limits), 3 MiB (streamed).
-  const std::vector<std::size_t> sizes = {0, 100 * 1024, 1u << 20, (1u << 20) + 1, 3u << 20};
-  for (std::size_t size : sizes) {
-    SCOPED_TRACE("size " + std::to_string(size));
+  // 256 KiB and one byte more: what an object store's open_source_to_read
+  // fetches with the open. Each through both opens.
+  const std::vector<std::size_t> sizes = {0,        100 * 1024,     256 * 1024, 256 * 1024 + 1,
+                                          1u << 20, (1u << 20) + 1, 3u << 20};
+  for (std::size_t n = 0; n < 2 * sizes.size(); ++n) {
+    const std::size_t size = sizes[n / 2];
+    const bool to_read = n % 2 == 1;
+    SCOPED_TRACE("size " + std::to_string(size) + (to_read ? " to read" : ""));
     const std::string name = "s" + std::to_string(size);
     auto data = pattern(size, 30 + size);
-    this->put(name, data);
+    if (!to_read) this->put(name, data);
     auto st = this->backend_->stat(this->p(name));
     ASSERT_TRUE(st.ok());
     EXPECT_EQ(st->size, size);
-    auto src = this->backend_->open_source(this->p(name));
+    auto file = this->backend_->stat_file(this->p(name));
+    ASSERT_TRUE(file.ok()) << file.error().message();
+    EXPECT_EQ(file->type, EntryType::kFile);
+    EXPECT_EQ(file->size, size);
+    EXPECT_EQ(file->mtime_ns, st->mtime_ns);
+    auto src = to_read ? this->backend_->open_source_to_read(this->p(name))
+                       : this->backend_->open_source(this->p(name));
     ASSERT_TRUE(src.ok()) << src.error().message();
     EXPECT_EQ((*src)->attrs().size, size);
     // Whole, in odd pieces, and a range that runs past the end.
@@ -1092,7 +1103,46 @@ TYPED_TEST(BackendConformance, SmallAndLargeFilesReadBackExactly) {
       EXPECT_TRUE(tail.size() == 10 && std::equal(tail.begin(), tail.end(), data.end() - 10))
           << "short read at end of file: got " << tail.size();
     }
+    EXPECT_EQ((*src)->attrs().mtime_ns, st->mtime_ns);
+    EXPECT_TRUE((*src)->check_unchanged().ok());
   }
+}
+
+// stat_file() and open_source_to_read(), the copy's quicker looks: the
+// same answers as stat() and open_source() for a file and for nothing; a
+// folder is never a file; and a large file opened to read still notices a
+// change (a small one may be a snapshot, as above).
+TYPED_TEST(BackendConformance, QuickLooksAnswerLikeTheFullOnes) {
+  auto& b = *this->backend_;
+  auto none = b.stat_file(this->p("nope"));
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().code, ErrorCode::kNotFound);
+  auto deep = b.stat_file(this->p("no/such/file"));
+  ASSERT_FALSE(deep.ok());
+  EXPECT_EQ(deep.error().code, ErrorCode::kNotFound);
+  auto missing = b.open_source_to_read(this->p("missing.bin"));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code, ErrorCode::kNotFound) << missing.error().message();
+  ASSERT_TRUE(b.mkdir(this->p("dir"), false).ok());
+  this->put("dir/in", pattern(10, 1));
+  auto dir = b.stat_file(this->p("dir"));
+  EXPECT_TRUE(!dir.ok() || dir->type == EntryType::kDirectory);
+  if (!dir.ok()) {
+    EXPECT_EQ(dir.error().code, ErrorCode::kNotFound) << dir.error().message();
+  }
+  auto opened_dir = b.open_source_to_read(this->p("dir"));
+  ASSERT_FALSE(opened_dir.ok());
+  EXPECT_EQ(opened_dir.error().code, ErrorCode::kIsDirectory) << opened_dir.error().message();
+  const std::size_t size = (2u << 20) + 5;
+  this->put("c.bin", pattern(size, 7));
+  auto src = b.open_source_to_read(this->p("c.bin"));
+  ASSERT_TRUE(src.ok()) << src.error().message();
+  EXPECT_TRUE((*src)->check_unchanged().ok());
+  EXPECT_TRUE(read_range(**src, 0, 1000) == pattern(1000, 7));
+  ASSERT_TRUE(b.touch(this->p("c.bin"), 42'000'000'000LL).ok());
+  auto changed = (*src)->check_unchanged();
+  ASSERT_FALSE(changed.ok());
+  EXPECT_EQ(changed.error().code, ErrorCode::kChanged);
 }
 
 TYPED_TEST(BackendConformance, ReadAtOrBeyondEndReturnsZero) {

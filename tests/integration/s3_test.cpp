@@ -255,6 +255,84 @@ TEST_F(S3, RmRemovesAPrefixAndOnlyIt) {
   EXPECT_EQ(again.exit_code, 1) << again.describe();
 }
 
+// sync both ways, run again: nothing is sent the second time, though S3's
+// listing gives its write time and not the file's mtime (the mtime is
+// metadata a HEAD returns, asked where the sizes agree); a file touched to
+// another mtime with its size kept goes again, alone.
+TEST_F(S3, SyncRunAgainSendsNothingAndATouchedFileAlone) {
+  const fs::path src = tmp() / "src";
+  put(src / "a.txt", "alpha\n", 1'600'000'001, 1);
+  put(src / "sub/b.bin", bytes_of(300'000, 5), 1'600'000'002, 2);
+  put(src / "sub/c.bin", bytes_of(20'000, 6), 1'600'000'003, 3);
+  FaultProxy proxy(std::string(XFER_SOURCE_DIR) + "/tests/servers/fault_proxy.py", server_->port(),
+                   tmp() / "proxy", "[]");
+  ASSERT_TRUE(proxy.running());
+  ::setenv("AWS_ENDPOINT_URL", proxy.endpoint().c_str(), 1);
+  auto count = [&](std::size_t from, const std::string& method) {
+    int n = 0;
+    const auto lines = proxy.lines();
+    for (std::size_t i = from; i < lines.size(); ++i) {
+      if (lines[i].method == method && lines[i].target.find("list-type") == std::string::npos) ++n;
+    }
+    return n;
+  };
+  const fs::path back = tmp() / "back";
+  ASSERT_EQ(run_xfer({"sync", S(src) + "/", "s3://bkt/s/"}).exit_code, 0);
+  ASSERT_EQ(run_xfer({"sync", "s3://bkt/s/", S(back) + "/"}).exit_code, 0);
+  std::size_t mark = proxy.lines().size();
+  auto up = run_xfer({"sync", S(src) + "/", "s3://bkt/s/"});
+  ASSERT_EQ(up.exit_code, 0) << up.describe();
+  EXPECT_EQ(count(mark, "PUT"), 0) << up.describe();
+  mark = proxy.lines().size();
+  auto down = run_xfer({"sync", "s3://bkt/s/", S(back) + "/"});
+  ASSERT_EQ(down.exit_code, 0) << down.describe();
+  EXPECT_EQ(count(mark, "GET"), 0) << down.describe();
+  put(src / "sub/c.bin", bytes_of(20'000, 6), 1'600'000'099, 9);
+  mark = proxy.lines().size();
+  auto touched = run_xfer({"sync", S(src) + "/", "s3://bkt/s/"});
+  ASSERT_EQ(touched.exit_code, 0) << touched.describe();
+  EXPECT_EQ(count(mark, "PUT"), 1) << touched.describe();
+  ASSERT_EQ(run_xfer({"sync", "s3://bkt/s/", S(back) + "/"}).exit_code, 0);
+  EXPECT_EQ(mtime_ns(back / "sub/c.bin"), 1'600'000'099'000'000'009LL);
+  EXPECT_EQ(mtime_ns(back / "a.txt"), 1'600'000'001'000'000'001LL);
+  EXPECT_TRUE(read_file(back / "sub/b.bin") == bytes_of(300'000, 5));
+  ::setenv("AWS_ENDPOINT_URL", server_->endpoint().c_str(), 1);
+}
+
+// rm -r of a folder of more than a thousand objects: DeleteObjects, a
+// thousand keys per request (counted at a proxy), never one DELETE per
+// object; what is beside the folder stays.
+TEST_F(S3, RmDeletesAThousandObjectsPerRequest) {
+  const fs::path src = tmp() / "src";
+  put(src / "keep.txt", "keep\n", 1'600'000'000, 0);
+  for (int i = 0; i < 1003; ++i) {
+    put(src / "many" / std::to_string(i % 7) / ("o" + std::to_string(i)), "x", 1'600'000'000, 0);
+  }
+  auto up = run_xfer({"cp", "-r", S(src) + "/", "s3://bkt/m/"});
+  ASSERT_EQ(up.exit_code, 0) << up.describe();
+  FaultProxy proxy(std::string(XFER_SOURCE_DIR) + "/tests/servers/fault_proxy.py", server_->port(),
+                   tmp() / "proxy", "[]");
+  ASSERT_TRUE(proxy.running());
+  ::setenv("AWS_ENDPOINT_URL", proxy.endpoint().c_str(), 1);
+  auto not_empty = run_xfer({"rm", "s3://bkt/m/many"});
+  EXPECT_EQ(not_empty.exit_code, 1) << not_empty.describe();
+  auto rm = run_xfer({"rm", "-r", "s3://bkt/m/many"});
+  ASSERT_EQ(rm.exit_code, 0) << rm.describe();
+  int batches = 0;
+  int deletes = 0;
+  for (const auto& l : proxy.lines()) {
+    if (l.method == "POST" && l.target.find("delete") != std::string::npos) ++batches;
+    if (l.method == "DELETE") ++deletes;
+  }
+  EXPECT_EQ(batches, 2);
+  EXPECT_EQ(deletes, 0);
+  ::setenv("AWS_ENDPOINT_URL", server_->endpoint().c_str(), 1);
+  auto ls = run_xfer({"ls", "-R", "s3://bkt/m/"});
+  ASSERT_EQ(ls.exit_code, 0) << ls.describe();
+  EXPECT_NE(ls.out.find("keep.txt"), std::string::npos) << ls.out;
+  EXPECT_EQ(ls.out.find("many"), std::string::npos) << ls.out;
+}
+
 // What a user gets wrong says so in one line, exit 1, and nothing is left
 // at the destination.
 TEST_F(S3, MistakesAreClearErrors) {
@@ -311,8 +389,10 @@ TEST_F(S3, AHostileServerIsRefusedNeverBelieved) {
        {"cp", "s3://bkt/f.bin", S(dst)},
        "over 5 TiB"},
       {"an ETag of 2000 bytes",
-       [&](const Request&) {
-         return head(200, "Content-Length: 10\r\nETag: \"" + std::string(2000, 'e') + "\"\r\n");
+       [&](const Request& r) {
+         const std::string h =
+             head(200, "Content-Length: 10\r\nETag: \"" + std::string(2000, 'e') + "\"\r\n");
+         return r.head ? h : h + std::string(10, 'x');
        },
        {"cp", "s3://bkt/f.bin", S(dst)},
        "no ETag"},
@@ -347,6 +427,24 @@ TEST_F(S3, AHostileServerIsRefusedNeverBelieved) {
        },
        {"ls", "s3://bkt/"},
        "SlowDown"},
+      {"a delete of a batch refused for one key",
+       [&](const Request& r) {
+         const auto xml_answer = [&](const std::string& xml) {
+           return head(200, "Content-Length: " + std::to_string(xml.size()) + "\r\n") + xml;
+         };
+         if (r.head) return head(404, "Content-Length: 0\r\n");
+         if (r.path.find("delete") != std::string::npos) {
+           return xml_answer(
+               "<DeleteResult><Error><Key>d/a</Key><Code>AccessDenied</Code><Message>Access "
+               "Denied</Message></Error></DeleteResult>");
+         }
+         return xml_answer(
+             "<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>d/a</Key>"
+             "<Size>1</Size></Contents><Contents><Key>d/b</Key><Size>1</Size></Contents>"
+             "</ListBucketResult>");
+       },
+       {"rm", "-r", "s3://bkt/d"},
+       "1 of the 2 objects were not deleted; this one: AccessDenied"},
       {"a listing nested 40 deep",
        [&](const Request&) {
          std::string xml = "<ListBucketResult>";
@@ -465,6 +563,60 @@ TEST_F(S3, GsUrlsSpeakTheXmlApiWithHmacKeysFromBoto) {
   auto ls = run_xfer({"ls", "s3://bkt/g/"});
   ASSERT_EQ(ls.exit_code, 0) << ls.describe();
   EXPECT_NE(ls.out.find("g.bin"), std::string::npos) << ls.out;
+}
+
+// What a tree of small objects costs, counted at a proxy: up, a HEAD of
+// the destination key and its PUT; down, one ranged GET that holds the
+// whole object, its metadata and its ETag; a rerun over what is there,
+// one HEAD each way (then nothing is sent).
+TEST_F(S3, ASmallObjectCostsTwoRequestsUpAndOneDown) {
+  const fs::path src = tmp() / "src";
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 30; ++i) {
+    const std::string name = (i % 2 ? "sub/f" : "f") + std::to_string(i) + ".bin";
+    files[name] = bytes_of(static_cast<std::size_t>(1000 + i * 8000), 40 + i);
+    put(src / name, files[name], 1'600'000'100 + i, i);
+  }
+  FaultProxy proxy(std::string(XFER_SOURCE_DIR) + "/tests/servers/fault_proxy.py", server_->port(),
+                   tmp() / "proxy", "[]");
+  ASSERT_TRUE(proxy.running());
+  ::setenv("AWS_ENDPOINT_URL", proxy.endpoint().c_str(), 1);
+  // Requests per object key since `from` lines of the log (listings apart).
+  auto per_key = [&](std::size_t from) {
+    std::map<std::string, std::string> out;
+    const auto lines = proxy.lines();
+    for (std::size_t i = from; i < lines.size(); ++i) {
+      const auto& l = lines[i];
+      if (l.target.rfind("/bkt/t/", 0) != 0) continue;
+      out[l.target.substr(7, l.target.find('?') - 7)] += l.method + " ";
+    }
+    return out;
+  };
+  auto up = run_xfer({"cp", "-r", S(src) + "/", "s3://bkt/t/"});
+  ASSERT_EQ(up.exit_code, 0) << up.describe();
+  auto seen = per_key(0);
+  EXPECT_EQ(seen.size(), files.size());
+  for (const auto& [name, data] : files) EXPECT_EQ(seen[name], "HEAD PUT ") << name;
+  std::size_t mark = proxy.lines().size();
+  auto again = run_xfer({"cp", "-r", S(src) + "/", "s3://bkt/t/"});
+  ASSERT_EQ(again.exit_code, 0) << again.describe();
+  seen = per_key(mark);
+  for (const auto& [name, data] : files) EXPECT_EQ(seen[name], "HEAD ") << name;
+  mark = proxy.lines().size();
+  auto down = run_xfer({"cp", "-r", "s3://bkt/t/", S(tmp() / "back") + "/"});
+  ASSERT_EQ(down.exit_code, 0) << down.describe();
+  seen = per_key(mark);
+  for (const auto& [name, data] : files) {
+    EXPECT_EQ(seen[name], "GET ") << name;
+    EXPECT_TRUE(read_file(tmp() / "back" / name) == data) << name;
+    EXPECT_EQ(mtime_ns(tmp() / "back" / name), mtime_ns(src / name)) << name;
+  }
+  mark = proxy.lines().size();
+  auto down_again = run_xfer({"cp", "-r", "s3://bkt/t/", S(tmp() / "back") + "/"});
+  ASSERT_EQ(down_again.exit_code, 0) << down_again.describe();
+  seen = per_key(mark);
+  for (const auto& [name, data] : files) EXPECT_EQ(seen[name], "HEAD ") << name;
+  ::setenv("AWS_ENDPOINT_URL", server_->endpoint().c_str(), 1);
 }
 
 // A copy within the store is the store's own (CopyObject): no byte of it

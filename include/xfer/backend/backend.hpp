@@ -98,6 +98,10 @@ struct Capabilities {
   // list say kNotFound), set_attrs() on a folder does nothing, and a tree
   // copy skips an empty source folder with a notice.
   bool directories = true;
+  // list() gives each file's own mtime. False where a listing gives only
+  // the store's write time (S3's LastModified; the mtime is metadata a
+  // HEAD returns): sync then asks stat_file() where the sizes agree.
+  bool listed_mtimes = true;
   bool zero_copy_send = false;      // Source exposes a file descriptor for sendfile/copy_file_range
   std::uint64_t min_part_size = 0;  // smallest chunk except the last (S3: 5 MiB)
   std::uint64_t max_parts = 0;      // 0 = unlimited
@@ -269,6 +273,13 @@ class Backend {
 
   // Namespace operations.
   virtual Result<FileAttrs> stat(std::string_view path) = 0;
+  // stat() of a path the caller expects to be a regular file (a copy's
+  // look at its destination): the same answer for a file, kNotFound when
+  // there is none. A backend whose stat() must look further to find a
+  // folder (an object store: a HEAD, then a listing of the prefix, then the
+  // bucket) may answer with its first look alone, and then says nothing of
+  // a folder of that name: kNotFound, or kIsDirectory where it knows.
+  virtual Result<FileAttrs> stat_file(std::string_view path) { return stat(path); }
   virtual Status list(std::string_view path, const ListOptions& options, const EntrySink& sink) = 0;
   virtual Status mkdir(std::string_view path, bool parents) = 0;
   // Removes a file, symlink or empty directory; with `recursive`, a tree.
@@ -324,6 +335,13 @@ class Backend {
 
   // Data.
   virtual Result<std::unique_ptr<Source>> open_source(std::string_view path) = 0;
+  // open_source() of a file the caller is about to read from its start
+  // (a copy to where no such file is): a remote backend may fetch the first
+  // bytes with the open, so a small file costs one request (an object
+  // store: one ranged GET in place of a HEAD and a GET). The same Source.
+  virtual Result<std::unique_ptr<Source>> open_source_to_read(std::string_view path) {
+    return open_source(path);
+  }
   virtual Result<std::unique_ptr<Sink>> open_sink(std::string_view path,
                                                   const SinkOptions& options) = 0;
 };

@@ -13,9 +13,13 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
+#include <cstring>
 #include <mutex>
+#include <optional>
 #include <random>
+#include <set>
 #include <thread>
 #include <typeinfo>
 
@@ -275,6 +279,18 @@ Result<FileAttrs> ObjectStore::stat(std::string_view path) {
   return make_error(ErrorCode::kNotFound, "stat", path, "");
 }
 
+Result<FileAttrs> ObjectStore::stat_file(std::string_view path) {
+  XFER_ASSIGN_OR_RETURN(std::string key, key_of(path, "stat"));
+  if (key.empty() || key.back() == '/') return stat(path);
+  Call head;
+  head.method = "HEAD";
+  head.key = key;
+  XFER_ASSIGN_OR_RETURN(Answer a, run(head, "stat"));
+  if (a.response.status / 100 == 2) return object_attrs(a.response, path);
+  if (a.response.status == 404) return make_error(ErrorCode::kNotFound, "stat", path, "");
+  return status_error(a.response, a.body, "stat", path);
+}
+
 Status ObjectStore::list(std::string_view path, const ListOptions& options, const EntrySink& sink) {
   (void)options;  // sizes and times come with the listing
   XFER_ASSIGN_OR_RETURN(std::string key, key_of(path, "list"));
@@ -352,21 +368,64 @@ Status ObjectStore::remove(std::string_view path, bool recursive) {
     return status_of(run_ok(del, "remove", path));
   }
   if (a.response.status != 404) return status_error(a.response, a.body, "remove", path);
-  // A folder: its objects (all of them with `recursive`).
+  // A folder: its objects (all of them with `recursive`), kDeleteBatch at
+  // a time, each batch listed from the folder's start again once the one
+  // before is deleted (no listing token outlives keys deleted under it).
   std::vector<std::string> keys;
-  XFER_TRY(list_keys(key + "/", false, 1000, [&](Listed&& l) {
-    keys.push_back(std::move(l.key));
-    return ok_status();
-  }));
-  if (keys.empty()) return make_error(ErrorCode::kNotFound, "remove", path, "");
-  const bool only_marker = keys.size() == 1 && keys[0] == key + "/";
-  if (!recursive && !only_marker) return make_error(ErrorCode::kNotEmpty, "remove", path, "");
-  for (const std::string& k : keys) {
-    Call del;
-    del.method = "DELETE";
-    del.key = k;
-    XFER_TRY(run_ok(del, "remove", "/" + k));
+  std::set<std::string> deleted;  // the batch before: never listed again
+  for (bool first = true;; first = false) {
+    keys.clear();
+    Status listed = list_keys(key + "/", false, kDeleteBatch, [&](Listed&& l) -> Status {
+      keys.push_back(std::move(l.key));
+      if (keys.size() < kDeleteBatch) return ok_status();
+      return make_error(ErrorCode::kCancelled, "list", "");  // a batch is enough
+    });
+    if (!listed.ok() && keys.size() < kDeleteBatch) return listed.error();
+    if (keys.empty()) {
+      return first ? make_error(ErrorCode::kNotFound, "remove", path, "") : ok_status();
+    }
+    if (first && !recursive && !(keys.size() == 1 && keys[0] == key + "/")) {
+      return make_error(ErrorCode::kNotEmpty, "remove", path, "");
+    }
+    for (const std::string& k : keys) {
+      if (deleted.count(k) != 0) {
+        return make_error(ErrorCode::kUnavailable, "remove", "/" + k,
+                          "the server still lists an object it said was deleted",
+                          RetryClass::kRetryCall);
+      }
+    }
+    XFER_TRY(delete_keys(keys));
+    deleted = std::set<std::string>(keys.begin(), keys.end());
   }
+}
+
+Status ObjectStore::delete_keys(const std::vector<std::string>& keys) {
+  std::atomic<std::size_t> next{0};
+  std::mutex mu;
+  std::optional<Error> failed;  // under mu
+  auto lane = [&] {
+    for (std::size_t i = next++; i < keys.size(); i = next++) {
+      {
+        std::lock_guard lock(mu);
+        if (failed) return;
+      }
+      Call del;
+      del.method = "DELETE";
+      del.key = keys[i];
+      auto a = run(del, "remove");
+      if (a && (a->response.status / 100 == 2 || a->response.status == 404)) continue;
+      std::lock_guard lock(mu);
+      if (!failed) {
+        failed = a ? status_error(a->response, a->body, "remove", "/" + keys[i]) : a.error();
+      }
+      return;
+    }
+  };
+  std::vector<std::thread> lanes;
+  for (std::size_t n = 1; n < std::min(kDeleteLanes, keys.size()); ++n) lanes.emplace_back(lane);
+  lane();
+  for (auto& t : lanes) t.join();
+  if (failed) return *failed;
   return ok_status();
 }
 
@@ -413,12 +472,17 @@ namespace {
 
 class ObjectSource final : public Source {
  public:
-  ObjectSource(ObjectStore& b, std::string key, std::string path, FileAttrs attrs, std::string etag)
+  // `head`: the object's first bytes, fetched with the open; `whole` when
+  // they are all of it.
+  ObjectSource(ObjectStore& b, std::string key, std::string path, FileAttrs attrs, std::string etag,
+               std::string head = {}, bool whole = false)
       : b_(b),
         key_(std::move(key)),
         path_(std::move(path)),
         attrs_(attrs),
-        etag_(std::move(etag)) {}
+        etag_(std::move(etag)),
+        head_(std::move(head)),
+        whole_(whole) {}
 
   const FileAttrs& attrs() const override { return attrs_; }
   void will_read(Offset offset, Length length) override {
@@ -430,6 +494,45 @@ class ObjectSource final : public Source {
     const std::uint64_t at = offset.get();
     if (at >= attrs_.size || buf.empty()) return std::size_t{0};
     const std::uint64_t want = std::min<std::uint64_t>(buf.size(), attrs_.size - at);
+    std::size_t got = 0;
+    if (at < head_.size()) {  // fetched with the open
+      got = static_cast<std::size_t>(std::min<std::uint64_t>(want, head_.size() - at));
+      std::memcpy(buf.data(), head_.data() + at, got);
+      if (got == want) return got;
+    }
+    XFER_ASSIGN_OR_RETURN(std::size_t more, read_ranges(at + got, buf.subspan(got, want - got)));
+    return got + more;
+  }
+  Status check_unchanged() override {
+    if (whole_) return ok_status();  // one answer held the bytes and the metadata
+    Call head;
+    head.method = "HEAD";
+    head.key = key_;
+    XFER_ASSIGN_OR_RETURN(Answer a, b_.run(head, "check"));
+    if (a.response.status / 100 != 2) {
+      return b_.status_error(a.response, a.body, "check", path_);
+    }
+    // The ETag names the bytes; the mtime also changes with a touch.
+    XFER_ASSIGN_OR_RETURN(FileAttrs now, b_.object_attrs(a.response, path_));
+    if (a.response.etag != etag_ || now.size != attrs_.size || now.mtime_ns != attrs_.mtime_ns) {
+      return make_error(ErrorCode::kChanged, "check", path_,
+                        "the object was replaced on the server while it was copied",
+                        RetryClass::kRetryFile);
+    }
+    return ok_status();
+  }
+
+ private:
+  struct Stream {
+    std::unique_ptr<Exchange> x;
+    std::uint64_t pos = 0;
+    std::uint64_t end = 0;
+  };
+
+  // `buf` (within the object) from [at, ...) by ranged GETs, a stream left
+  // where an earlier read ended taken up again.
+  Result<std::size_t> read_ranges(std::uint64_t at, std::span<std::byte> buf) {
+    const std::uint64_t want = buf.size();
     Stream s;
     {
       std::lock_guard lock(mu_);
@@ -464,30 +567,6 @@ class ObjectSource final : public Source {
     }
     return got;
   }
-  Status check_unchanged() override {
-    Call head;
-    head.method = "HEAD";
-    head.key = key_;
-    XFER_ASSIGN_OR_RETURN(Answer a, b_.run(head, "check"));
-    if (a.response.status / 100 != 2) {
-      return b_.status_error(a.response, a.body, "check", path_);
-    }
-    // The ETag names the bytes; the mtime also changes with a touch.
-    XFER_ASSIGN_OR_RETURN(FileAttrs now, b_.object_attrs(a.response, path_));
-    if (a.response.etag != etag_ || now.size != attrs_.size || now.mtime_ns != attrs_.mtime_ns) {
-      return make_error(ErrorCode::kChanged, "check", path_,
-                        "the object was replaced on the server while it was copied",
-                        RetryClass::kRetryFile);
-    }
-    return ok_status();
-  }
-
- private:
-  struct Stream {
-    std::unique_ptr<Exchange> x;
-    std::uint64_t pos = 0;
-    std::uint64_t end = 0;
-  };
 
   // A GET of [at, end) where end reaches over the hints that hold `at`.
   Status open_stream(Stream& s, std::uint64_t at, std::uint64_t want) {
@@ -532,6 +611,8 @@ class ObjectSource final : public Source {
   std::string path_;
   FileAttrs attrs_;
   std::string etag_;
+  const std::string head_;
+  const bool whole_;
   std::mutex mu_;
   std::vector<Stream> idle_;                                    // under mu_
   std::vector<std::pair<std::uint64_t, std::uint64_t>> hints_;  // under mu_
@@ -564,6 +645,55 @@ Result<std::unique_ptr<Source>> ObjectStore::open_source(std::string_view path) 
   }
   return std::unique_ptr<Source>(
       std::make_unique<ObjectSource>(*this, key, std::string(path), attrs, a.response.etag));
+}
+
+Result<std::unique_ptr<Source>> ObjectStore::open_source_to_read(std::string_view path) {
+  XFER_ASSIGN_OR_RETURN(std::string key, key_of(path, "open"));
+  if (key.empty() || key.back() == '/') return open_source(path);
+  Call get;
+  get.key = key;
+  get.range = std::pair<std::uint64_t, std::uint64_t>{0, kOpenBytes - 1};
+  XFER_ASSIGN_OR_RETURN(auto x, start(get));
+  XFER_TRY(x->wait_headers("open"));
+  Response r = x->response();
+  // Anything but the range or the whole object (an empty object's 416, a
+  // throttle, a 404 that may be a folder) is the plain open's to answer.
+  // (s3rver answers an empty object's range with "bytes 0-0/0" and no body.)
+  const auto cr = http::parse_content_range(r.content_range);
+  if ((r.status != 206 && r.status != 200) || (r.status == 206 && cr && cr->total == 0u)) {
+    return open_source(path);
+  }
+  if (r.status == 206) {
+    // The range asked for, of an object of `total` bytes.
+    if (!cr || cr->first != 0 || !cr->total ||
+        cr->last + 1 != std::min<std::uint64_t>(*cr->total, kOpenBytes) || !r.content_length ||
+        *r.content_length != cr->last + 1) {
+      return make_error(ErrorCode::kCorrupt, "open", path,
+                        "the server's range is not the one asked for");
+    }
+    r.content_length = *cr->total;  // the object's size, as a HEAD says it
+  }
+  XFER_ASSIGN_OR_RETURN(FileAttrs attrs, object_attrs(r, path));
+  if (!usable_etag(r.etag)) {
+    return make_error(ErrorCode::kCorrupt, "open", path,
+                      "the server gives the object no ETag, or one that is not 1 to 1024 "
+                      "printable characters");
+  }
+  // A 200 to a range is the whole object: read when it is small, else
+  // left (its connection closes) for ranged reads.
+  std::string head;
+  if (r.status == 206 || attrs.size <= kOpenBytes) {
+    XFER_ASSIGN_OR_RETURN(head, x->read_all(kOpenBytes, "open"));
+    done_with(std::move(x));
+    if (head.size() != std::min<std::uint64_t>(attrs.size, kOpenBytes)) {
+      return make_error(ErrorCode::kCorrupt, "open", path,
+                        "the server sent other than the bytes it announced",
+                        RetryClass::kRetryCall);
+    }
+  }
+  const bool whole = head.size() == attrs.size;
+  return std::unique_ptr<Source>(std::make_unique<ObjectSource>(
+      *this, key, std::string(path), attrs, r.etag, std::move(head), whole));
 }
 
 // ---------------------------------------------------------------------------

@@ -65,6 +65,9 @@ struct Page {
 
 constexpr std::size_t kMaxAnswer = 16u << 20;      // an XML answer (a listing page)
 constexpr std::uint64_t kMaxListed = 100'000'000;  // entries in one listing
+constexpr std::size_t kOpenBytes = 256u << 10;     // fetched by open_source_to_read
+constexpr std::size_t kDeleteBatch = 1000;         // keys per delete_keys() (S3's most)
+constexpr std::size_t kDeleteLanes = 16;           // DELETEs in flight, one key each
 
 std::int64_t now_ns();
 // Retry-After as delta-seconds (0 to a day) in ms; 0 for anything else (an
@@ -113,6 +116,8 @@ class ObjectStore : public Backend {
   void cancel() override { pool_.cancel(); }
 
   Result<FileAttrs> stat(std::string_view path) override;
+  // One HEAD: no look for a folder or the bucket behind a 404.
+  Result<FileAttrs> stat_file(std::string_view path) override;
   Status list(std::string_view path, const ListOptions& options, const EntrySink& sink) override;
   // No folders in an object store: a folder is the prefix of its objects.
   Status mkdir(std::string_view path, bool) override;
@@ -124,6 +129,10 @@ class ObjectStore : public Backend {
   Status copy_from(Backend& source, std::string_view from, std::string_view to,
                    const FileAttrs& attrs) override;
   Result<std::unique_ptr<Source>> open_source(std::string_view path) override;
+  // One ranged GET of the first kOpenBytes in place of the HEAD: an object
+  // no larger is read whole by it (and then no HEAD checks it at the end:
+  // its bytes and metadata came in one answer).
+  Result<std::unique_ptr<Source>> open_source_to_read(std::string_view path) override;
   Result<std::unique_ptr<Sink>> open_sink(std::string_view path,
                                           const SinkOptions& options) override;
 
@@ -163,6 +172,9 @@ class ObjectStore : public Backend {
                                  const std::function<Status(Listed&&)>& each) const = 0;
   // Replaces the mtime of an existing object, keeping its bytes.
   virtual Status set_mtime(const std::string& key, std::int64_t mtime_ns, std::string_view op) = 0;
+  // Deletes `keys` (at most kDeleteBatch); a key already gone counts as
+  // deleted. The default: one DELETE per key, kDeleteLanes at a time.
+  virtual Status delete_keys(const std::vector<std::string>& keys);
   // Parts. begin_upload returns the upload's note (an S3 upload id, the
   // token of Azure's block ids); part_call is the request a part is sent
   // by; part_taken reads its answer into the part's note (its ETag, its

@@ -11,8 +11,10 @@
 #include "xfer/backend/s3.hpp"
 
 #include <fmt/format.h>
+#include <openssl/evp.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <ctime>
 #include <map>
@@ -68,7 +70,8 @@ std::optional<std::int64_t> parse_mtime(std::string_view v) {
     if (digits >= 12) return std::nullopt;
     secs = secs * 10 + (v[i] - '0');
   }
-  if (digits == 0) return std::nullopt;
+  // Nanoseconds in an int64 reach the years 1678 to 2262.
+  if (digits == 0 || secs > 9'000'000'000) return std::nullopt;
   std::int64_t frac = 0;
   if (i < v.size() && v[i] == '.') {
     ++i;
@@ -121,6 +124,16 @@ std::string unquote(std::string_view etag) {
   return out;
 }
 
+// Content-MD5 of a request body: base64 of its MD5.
+std::string md5_base64(std::string_view body) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+  unsigned int len = 0;
+  EVP_Digest(body.data(), body.size(), md.data(), &len, EVP_md5(), nullptr);
+  std::array<unsigned char, 4 * ((EVP_MAX_MD_SIZE + 2) / 3) + 1> b64{};
+  const int n = EVP_EncodeBlock(b64.data(), md.data(), static_cast<int>(len));
+  return std::string(reinterpret_cast<const char*>(b64.data()), static_cast<std::size_t>(n));
+}
+
 object::StoreError parse_error(std::string_view body) {
   object::StoreError e;
   (void)s3::parse_xml(body, "error", [&](const s3::XmlLeaf& l) {
@@ -149,6 +162,7 @@ class S3Backend final : public object::ObjectStore {
   explicit S3Backend(Config cfg) : ObjectStore(cfg.exchange, cfg.describe), cfg_(std::move(cfg)) {
     caps_.min_part_size = kS3MinPart;
     caps_.max_parts = kS3MaxParts;
+    caps_.listed_mtimes = false;  // LastModified; the mtime is x-amz-meta-mtime
     max_object_ = kMaxObject;
     max_single_put_ = 5ull << 30;
     max_key_ = 1024;
@@ -285,6 +299,53 @@ class S3Backend final : public object::ObjectStore {
       return status_error(a.response, a.body, op, "/" + key);
     }
     return ok_status();
+  }
+
+  // DeleteObjects: the batch in one POST, quiet (only the keys that were
+  // not deleted come back, each with its error).
+  Status delete_keys(const std::vector<std::string>& keys) override {
+    if (keys.empty()) return ok_status();
+    std::string xml = "<Delete><Quiet>true</Quiet>";
+    for (const std::string& k : keys) {
+      xml += "<Object><Key>" + object::xml_escape(k) + "</Key></Object>";
+    }
+    xml += "</Delete>";
+    Call c;
+    c.method = "POST";
+    c.query = {{"delete", ""}};
+    c.headers = {{"Content-MD5", md5_base64(xml)}, {"Content-Type", "application/xml"}};
+    c.body = std::move(xml);
+    XFER_ASSIGN_OR_RETURN(Answer a, run_ok(c, "remove", "/" + keys.front()));
+    if (root_of(a.body, "remove") == "Error") {
+      a.response.status = 500;
+      return status_error(a.response, a.body, "remove", "/" + keys.front());
+    }
+    std::size_t failures = 0;
+    std::string key;
+    std::string code;
+    std::string message;
+    object::StoreError first;
+    std::string first_key;
+    XFER_TRY(s3::parse_xml(a.body, "remove", [&](const s3::XmlLeaf& x) -> Status {
+      if (x.end) {
+        if (x.path == "Error" && failures++ == 0) {
+          first_key = std::move(key);
+          first.code = std::move(code);
+          first.message = std::move(message);
+        }
+        return ok_status();
+      }
+      if (x.path == "Error/Key") key = x.text;
+      if (x.path == "Error/Code") code = x.text;
+      if (x.path == "Error/Message") message = x.text;
+      return ok_status();
+    }));
+    if (failures == 0) return ok_status();
+    return make_error(first.code == "AccessDenied" ? ErrorCode::kPermission : ErrorCode::kIo,
+                      "remove", "/" + printable_name(first_key, 200),
+                      fmt::format("{} of the {} objects were not deleted; this one: {}: {}",
+                                  failures, keys.size(), printable_name(first.code, 80),
+                                  printable_name(first.message, 200)));
   }
 
   Result<std::string> begin_upload(const std::string& key, std::int64_t mtime_ns,
