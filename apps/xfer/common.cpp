@@ -124,6 +124,12 @@ void write_out(std::string_view text, bool flush) {
   std::_Exit(kExitFailure);
 }
 
+void end_on_signal() {
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+  if (context().cancel.load()) std::_Exit(kExitInterrupted);
+}
+
 void install_signal_handlers() {
   struct sigaction sa {};
   sa.sa_handler = on_signal;

@@ -119,6 +119,12 @@ std::string format_mtime(std::int64_t mtime_ns);
 
 // Installs SIGINT/SIGTERM handlers that set context().cancel.
 void install_signal_handlers();
+// For a command with nothing to save when stopped (ls, stat, mkdir, touch,
+// mv, rm): SIGINT and SIGTERM end it at once, as they end ls(1) and rm(1)
+// (the handlers above only set a flag such a command never reads; an
+// `xfer rm -r` of an object store's folder went on to its end). Exits 130
+// when a signal came before.
+void end_on_signal();
 
 // Command registration (one file each under commands/).
 void register_transfer(CLI::App& app);

@@ -354,6 +354,57 @@ TEST_F(Azure, AHostileServerIsRefusedNeverBelieved) {
   use_endpoint(server_->endpoint());
 }
 
+// What a tree of small blobs costs, counted at a proxy: up, a HEAD of the
+// destination blob and its Put Blob; down, one ranged GET that holds the
+// whole blob with its properties and metadata; a rerun over what is there,
+// one HEAD each way.
+TEST_F(Azure, ASmallBlobCostsTwoRequestsUpAndOneDown) {
+  const fs::path src = tmp() / "src";
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 20; ++i) {
+    const std::string name = (i % 2 ? "sub/f" : "f") + std::to_string(i) + ".bin";
+    files[name] = bytes_of(static_cast<std::size_t>(1000 + i * 9000), 60 + i);
+    put(src / name, files[name], 1'600'000'200 + i, i);
+  }
+  FaultProxy proxy(std::string(XFER_SOURCE_DIR) + "/tests/servers/fault_proxy.py", server_->port(),
+                   tmp() / "proxy", "[]");
+  ASSERT_TRUE(proxy.running());
+  use_endpoint(proxy.endpoint() + "/" + AzuriteServer::kAccount);
+  const std::string prefix = "/" + std::string(AzuriteServer::kAccount) + "/" + container_ + "/t/";
+  auto per_blob = [&](std::size_t from) {
+    std::map<std::string, std::string> out;
+    const auto lines = proxy.lines();
+    for (std::size_t i = from; i < lines.size(); ++i) {
+      const auto& l = lines[i];
+      if (l.target.rfind(prefix, 0) != 0) continue;
+      const auto q = l.target.find('?');
+      out[l.target.substr(prefix.size(), q == std::string::npos ? q : q - prefix.size())] +=
+          l.method + " ";
+    }
+    return out;
+  };
+  auto up = run_xfer({"cp", "-r", S(src) + "/", url("t/")});
+  ASSERT_EQ(up.exit_code, 0) << up.describe();
+  auto seen = per_blob(0);
+  EXPECT_EQ(seen.size(), files.size());
+  for (const auto& [name, data] : files) EXPECT_EQ(seen[name], "HEAD PUT ") << name;
+  std::size_t mark = proxy.lines().size();
+  auto again = run_xfer({"cp", "-r", S(src) + "/", url("t/")});
+  ASSERT_EQ(again.exit_code, 0) << again.describe();
+  seen = per_blob(mark);
+  for (const auto& [name, data] : files) EXPECT_EQ(seen[name], "HEAD ") << name;
+  mark = proxy.lines().size();
+  auto down = run_xfer({"cp", "-r", url("t/"), S(tmp() / "back") + "/"});
+  ASSERT_EQ(down.exit_code, 0) << down.describe();
+  seen = per_blob(mark);
+  for (const auto& [name, data] : files) {
+    EXPECT_EQ(seen[name], "GET ") << name;
+    EXPECT_TRUE(read_file(tmp() / "back" / name) == data) << name;
+    EXPECT_EQ(mtime_ns(tmp() / "back" / name), mtime_ns(src / name)) << name;
+  }
+  use_endpoint(server_->endpoint());
+}
+
 // A copy within the account is the service's own (Copy Blob): no byte of
 // it passes through xfer, seen in the log of a proxy in front of Azurite,
 // and the copies keep bytes and mtimes, in one container and into another.

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <thread>
 
 #include "../servers/fault_proxy.hpp"
 #include "../servers/hostile_http.hpp"
@@ -296,6 +297,30 @@ TEST_F(S3, SyncRunAgainSendsNothingAndATouchedFileAlone) {
   EXPECT_EQ(mtime_ns(back / "sub/c.bin"), 1'600'000'099'000'000'009LL);
   EXPECT_EQ(mtime_ns(back / "a.txt"), 1'600'000'001'000'000'001LL);
   EXPECT_TRUE(read_file(back / "sub/b.bin") == bytes_of(300'000, 5));
+  ::setenv("AWS_ENDPOINT_URL", server_->endpoint().c_str(), 1);
+}
+
+// Ctrl-C (or SIGTERM) ends ls and rm -r at once, as it ends ls(1) and
+// rm(1), even while a request hangs on the server: such a command has
+// nothing to save. (It used to set a flag only a transfer reads, and an
+// rm -r of a store's folder went on to its end.)
+TEST_F(S3, ASignalEndsLsAndRmAtOnce) {
+  xfer::testing::HostileHttp slow([](const xfer::testing::HostileHttp::Request&) {
+    std::this_thread::sleep_for(3s);
+    return std::string("HTTP/1.1 500 Slow\r\nContent-Length: 0\r\n\r\n");
+  });
+  ::setenv("AWS_ENDPOINT_URL", slow.url("").c_str(), 1);
+  for (const auto& [args, sig] :
+       {std::pair{std::vector<std::string>{"ls", "s3://bkt/d/"}, SIGINT},
+        std::pair{std::vector<std::string>{"rm", "-r", "s3://bkt/d"}, SIGTERM}}) {
+    const auto started = std::chrono::steady_clock::now();
+    auto r = run_xfer_signal_when(
+        args, sig, [&](pid_t) { return std::chrono::steady_clock::now() - started > 500ms; },
+        nullptr, 60s);
+    EXPECT_TRUE(r.signalled) << args[0];
+    EXPECT_EQ(r.result.term_signal, sig) << r.result.describe();
+    EXPECT_LT(r.result.seconds, 2.5) << r.result.describe();
+  }
   ::setenv("AWS_ENDPOINT_URL", server_->endpoint().c_str(), 1);
 }
 

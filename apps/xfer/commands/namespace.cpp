@@ -151,6 +151,7 @@ void register_list(CLI::App& app) {
   cmd->add_flag("-U,--unsorted", style.unsorted,
                 "The backend's order, nothing held in memory (huge directories)");
   cmd->callback([a] {
+    end_on_signal();
     const ListStyle& st = a->style;
     if (a->paths.empty()) a->paths.push_back(".");
     Outcome out;
@@ -202,6 +203,7 @@ void register_stat(CLI::App& app) {
   cmd->add_option("paths", a->paths, "Paths or URLs")->required();
   cmd->add_flag("--json", a->json, "JSON output");
   cmd->callback([a] {
+    end_on_signal();
     Outcome out;
     for (const auto& p : a->paths) {
       auto ep = open_endpoint(p);
@@ -239,6 +241,7 @@ void register_mkdir(CLI::App& app) {
   cmd->add_option("paths", a->paths, "Paths or URLs")->required();
   cmd->add_flag("-p,--parents", a->parents, "Create parents as needed; no error if it exists");
   cmd->callback([a] {
+    end_on_signal();
     context().exit_code = for_each_endpoint(
         a->paths, [&](Endpoint& ep) { return ep.backend->mkdir(ep.url.path, a->parents); });
   });
@@ -250,6 +253,7 @@ void register_touch(CLI::App& app) {
   cmd->footer(kExitCodesHelp);
   cmd->add_option("paths", *paths, "Paths or URLs")->required();
   cmd->callback([paths] {
+    end_on_signal();
     context().exit_code = for_each_endpoint(
         *paths, [](Endpoint& ep) { return ep.backend->touch(ep.url.path, std::nullopt); });
   });
@@ -263,6 +267,7 @@ void register_rename(CLI::App& app) {
   cmd->add_option("from", *from, "Existing path")->required();
   cmd->add_option("to", *to, "New path")->required();
   cmd->callback([from, to] {
+    end_on_signal();
     auto a = open_endpoint(*from);
     auto b = context().backends->parse(*to);
     if (!a || !b) {
@@ -298,6 +303,7 @@ void register_rm(CLI::App& app) {
   cmd->add_flag("-r,--recursive", a->recursive, "Remove directories and their contents");
   cmd->add_flag("-f,--force", a->force, "Ignore missing paths");
   cmd->callback([a] {
+    end_on_signal();
     Outcome out;
     for (const auto& p : a->paths) {
       auto ep = open_endpoint(p);
