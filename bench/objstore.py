@@ -6,6 +6,8 @@ s3cmd and boto3, side by side, on the test servers on loopback.
            the same server: what the server itself can take and give
   S1  one file (--size, 1 GiB) put to s3rver and got back
         xfer        xfer cp FILE s3://bkt/KEY (defaults: multipart, parts in parallel)
+        xfer-oneput xfer cp --chunk-size 4G: the file in one PUT (not a default:
+                    a diagnostic of what a single request gets from s3rver)
         rclone      rclone copyto, tuned: --s3-upload-concurrency 8
                     --s3-chunk-size 16M up, --multi-thread-streams 8 down
         awscli      aws s3 cp (Debian's awscli 2)
@@ -19,6 +21,9 @@ s3cmd and boto3, side by side, on the test servers on loopback.
         boto3       a pool of 16 threads calling upload_file / download_file
   A1  S1 and S2 on Azurite (az://): xfer against rclone's azureblob
       (--azureblob-chunk-size 16M, --azureblob-upload-concurrency 8)
+  S3  S1's put over the network lab (docs/netlab.md): s3rver inside host b,
+      each tool in host a, a link of 1 Gbit/s and 50 ms RTT (no loss);
+      xfer, rclone and awscli as in S1, beside iperf3 over the same link
 
 s3rver and Azurite keep their data on tmpfs (/dev/shm), the local side
 reads a warm page cache and writes to /dev/shm too, so the figures are the
@@ -41,6 +46,7 @@ import importlib.util
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -92,17 +98,28 @@ def wait_port(port: int, proc: subprocess.Popen, seconds: float = 20) -> None:
 
 
 class S3rver:
-    def __init__(self, data: str) -> None:
+    """s3rver on `address`; inside a lab host when `wrap` runs it there
+    (then the port is waited for from host a, through `wrap_a`)."""
+
+    def __init__(self, data: str, address: str = "127.0.0.1", wrap=None, wrap_a=None) -> None:
         shutil.rmtree(data, ignore_errors=True)
         os.makedirs(data)
-        self.port = free_port()
+        self.port = free_port() if wrap is None else 9000
         env = dict(os.environ, NODE_OPTIONS="--openssl-legacy-provider")
-        self.proc = subprocess.Popen(
-            ["node", f"{NPM}/node_modules/s3rver/bin/s3rver.js", "-d", data, "-a", "127.0.0.1",
-             "-p", str(self.port), "--configure-bucket", "bkt", "--silent"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port, self.proc)
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        argv = ["node", f"{NPM}/node_modules/s3rver/bin/s3rver.js", "-d", data, "-a", address,
+                "-p", str(self.port), "--configure-bucket", "bkt", "--silent"]
+        self.proc = subprocess.Popen(wrap(argv) if wrap else argv, env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.endpoint = f"http://{address}:{self.port}"
+        if wrap is None:
+            wait_port(self.port, self.proc)
+            return
+        end = time.monotonic() + 30
+        while subprocess.run(wrap_a(["curl", "-s", "-o", "/dev/null", self.endpoint + "/bkt"]),
+                             capture_output=True).returncode != 0:
+            if time.monotonic() > end or self.proc.poll() is not None:
+                raise SystemExit("s3rver did not start in the lab")
+            time.sleep(0.2)
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -175,8 +192,10 @@ def s3_env(home: str, endpoint: str) -> dict:
 
 def s3_command(tool: str, way: str, srv: S3rver, local: str, key: str, args, tree: bool) -> list[str]:
     url = f"s3://bkt/{key}"
-    if tool == "xfer":
+    if tool in ("xfer", "xfer-oneput"):
+        # xfer-oneput: a chunk (at most 4G) larger than the file, so it goes up as one PUT.
         cmd = [args.xfer, "cp", "--no-progress"] + (["-r"] if tree else [])
+        cmd += ["--chunk-size", "4G"] if tool == "xfer-oneput" else []
         return cmd + ([local + ("/" if tree else ""), url] if way == "up" else [url, local + ("/" if tree else "")])
     if tool == "rclone":
         base = ["rclone", "--config", "/dev/null", "--s3-provider", "Other", "--s3-endpoint",
@@ -279,13 +298,52 @@ def tree(scenario: str, tools, command, env, src, args, results, url_of) -> None
                     if n != args.files or b != total:
                         raise SystemExit(f"{scenario} {tool}: {n} files, {b} bytes at {dst}")
                     shutil.rmtree(dst)
-                if way == "up" and r > 0:
+                if way == "up" and r > 0 and not args.keep_trees:
                     run("rm", [args.xfer, "rm", "-r", url_of(key)], env=env)
                 rows.append(row)
                 print(f"{scenario} {way} {tool}: {row['seconds']:.2f} s, "
                       f"{args.files / row['seconds']:.0f} objects/s, {row['rss_kib'] // 1024} MiB",
                       flush=True)
         results[f"{scenario}_{way}"] = summarize(rows, total)
+
+
+def lab_s3(args, large: str, size: int, home: str, results: dict) -> None:
+    """S3: S1's put with s3rver in lab host b and each tool in host a."""
+    from wan import Lab, iperf  # noqa: E402  (the lab's helpers)
+    if os.geteuid() != 0:
+        raise SystemExit("S3 needs root (the network lab)")
+    desc = "1 Gbit/s, 50 ms RTT"
+    lab = Lab(args.netlab, "objs3", 'rate = "1gbit"\ndelay = "25ms"\n', args.work)
+    srv = None
+    try:
+        srv = S3rver(os.path.join(args.shm, "s3rver-lab"), "10.99.0.2",
+                     wrap=lambda a: lab.cmd("b", a), wrap_a=lambda a: lab.cmd("a", a))
+        env = s3_env(home, srv.endpoint)
+        tools = [t for t in args.lab_tools.split(",") if t]
+        rows, links = [], {"iperf3 -P 1": [], "iperf3 -P 8": []}
+        for r, order in rounds(tools, args.runs):
+            for p in (1, 8):
+                links[f"iperf3 -P {p}"].append(iperf(lab, p, 10))
+            for tool in order:
+                key = f"S3/{tool}/r{r}/large.bin"
+                row = run(tool, lab.cmd("a", s3_command(tool, "up", srv, large, key, args, False)),
+                          env=env)
+                rows.append(row)
+                print(f"S3 up {tool}: {row['seconds']:.2f} s, "
+                      f"{size * 8 / row['seconds'] / 1e6:.0f} Mbit/s", flush=True)
+                got = subprocess.run(lab.cmd("a", ["curl", "-sI", f"{srv.endpoint}/bkt/{key}"]),
+                                     capture_output=True, text=True).stdout
+                if f"Content-Length: {size}" not in got:
+                    raise SystemExit(f"S3 {tool}: the object is not {size} bytes:\n{got}")
+                run("rm", lab.cmd("a", [args.xfer, "rm", f"s3://bkt/{key}"]), env=env)
+        out = summarize(rows, size)
+        out["link"] = {k: statistics.median(v) for k, v in links.items()}
+        out["link_desc"] = desc
+        results["S3_up"] = out
+    finally:
+        if srv:
+            srv.stop()
+        lab.down()
 
 
 def main() -> int:
@@ -300,6 +358,11 @@ def main() -> int:
     ap.add_argument("--scenarios", default="ceiling,S1,S2,A1")
     ap.add_argument("--s-tools", default="xfer,rclone,awscli,s3cmd,boto3")
     ap.add_argument("--a-tools", default="xfer,rclone")
+    # Later rounds' trees are removed (tmpfs holds the servers' data); with
+    # --keep-trees they stay (Azurite takes minutes to delete 10,000 blobs).
+    ap.add_argument("--keep-trees", action="store_true")
+    ap.add_argument("--lab-tools", default="xfer,rclone,awscli")
+    ap.add_argument("--netlab", default=os.path.join(ROOT, "build", "tools", "netlab", "netlab"))
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     args.dst = os.path.join(args.shm, "local")
@@ -313,7 +376,7 @@ def main() -> int:
     warm(large)
     small = os.path.join(data, "tree")
     scenarios = args.scenarios.split(",")
-    if "S2" in scenarios or "A1" in scenarios:
+    if {"S2", "A1", "A1tree"} & set(scenarios):
         make_tree(small, args.files, args.file_size)
         os.remove(os.path.join(small, ".made")) if os.path.exists(os.path.join(small, ".made")) else None
         warm(small)
@@ -338,7 +401,7 @@ def main() -> int:
                 tree("S2", tools, cmd, env, small, args, results, url_of)
         finally:
             srv.stop()
-    if "A1" in scenarios:
+    if {"A1", "A1tree"} & set(scenarios):
         az = Azurite(os.path.join(args.shm, "azurite"))
         conn = (f"DefaultEndpointsProtocol=http;AccountName={AZ_ACCOUNT};AccountKey={AZ_KEY};"
                 f"BlobEndpoint={az.endpoint};")
@@ -353,10 +416,13 @@ def main() -> int:
             tools = [t for t in args.a_tools.split(",") if t]
             cmd = lambda tool, way, local, key, t: az_command(tool, way, az, local, key, args, t)
             url_of = lambda key: f"az://cont/{key}"
-            one_file("A1", tools, cmd, env, large, size, args, results, url_of)
+            if "A1tree" not in scenarios:
+                one_file("A1", tools, cmd, env, large, size, args, results, url_of)
             tree("A1tree", tools, cmd, env, small, args, results, url_of)
         finally:
             az.stop()
+    if "S3" in scenarios:
+        lab_s3(args, large, size, home, results)
     shutil.rmtree(args.dst, ignore_errors=True)
     return report(results, args)
 
