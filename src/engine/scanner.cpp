@@ -5,6 +5,9 @@
 // dir_fixups_ until it is joined.
 
 #include "engine/engine.hpp"
+
+#include <chrono>
+
 #include "xfer/core/names.hpp"
 
 namespace xfer::detail {
@@ -195,7 +198,19 @@ void Engine::scan_tree(std::size_t root_index, std::string source, std::string d
   while (!stack.empty() && !cancelled()) {
     Pending dir = std::move(stack.back());
     stack.pop_back();
-    auto attrs = root.source->stat(dir.source);
+    // A folder of an object store has no attributes of its own, and its
+    // stat() is a HEAD and a listing: the walk takes it as its listing
+    // finds it (a folder gone meanwhile lists as kNotFound).
+    Result<FileAttrs> attrs = FileAttrs{};
+    if (root.source->capabilities().directories) {
+      attrs = root.source->stat(dir.source);
+    } else {
+      attrs->type = EntryType::kDirectory;
+      attrs->mode = 0755;
+      attrs->mtime_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();  // as the store's stat() says
+    }
     if (!attrs) {
       report(attrs.error());
       continue;

@@ -137,11 +137,26 @@ TEST_F(S3, AKilledMultipartUploadIsResumedByTheRerun) {
   put(src, data, 1'600'000'000, 0);
   const std::vector<std::string> args = {
       "cp", "--json", "--bwlimit", "24M", "--chunk-size", "8M", S(src), "s3://bkt/up/big.bin"};
-  // Socket sends are not in /proc's wchar: the kill comes by the clock, at
-  // about 50 MiB of 96 (--bwlimit 24M).
-  const auto started = std::chrono::steady_clock::now();
+  // The kill comes once s3rver holds four whole parts (it keeps each in
+  // its own file) and 200 ms more for their answers to reach the journal:
+  // counted from the process start, a slow start on a loaded machine left
+  // one part to resume.
+  const fs::path uploads = server_->data() / "bkt" / "._S3rver_uploads";
+  std::optional<std::chrono::steady_clock::time_point> parts_seen;
   auto first = run_xfer_signal_when(
-      args, SIGKILL, [&](pid_t) { return std::chrono::steady_clock::now() - started > 2200ms; },
+      args, SIGKILL,
+      [&](pid_t) {
+        const auto now = std::chrono::steady_clock::now();
+        if (parts_seen) return now - *parts_seen > 200ms;
+        std::error_code ec;
+        int whole = 0;
+        for (auto it = fs::recursive_directory_iterator(uploads, ec);
+             !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+          if (it->is_regular_file(ec) && it->file_size(ec) == (8u << 20)) ++whole;
+        }
+        if (whole >= 4) parts_seen = now;
+        return false;
+      },
       nullptr, 120s);
   ASSERT_TRUE(first.signalled) << first.result.describe();
   auto gone = run_xfer({"ls", "s3://bkt/up/"});
@@ -163,7 +178,6 @@ TEST_F(S3, AKilledMultipartUploadIsResumedByTheRerun) {
   ASSERT_EQ(down.exit_code, 0) << down.describe();
   EXPECT_TRUE(read_file(tmp() / "back.bin") == data);
   EXPECT_EQ(mtime_ns(tmp() / "back.bin"), 1'600'000'000'000'000'000LL);
-  const fs::path uploads = server_->data() / "bkt" / "._S3rver_uploads";
   if (fs::exists(uploads)) EXPECT_TRUE(fs::is_empty(uploads)) << uploads;
 }
 
