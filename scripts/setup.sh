@@ -56,7 +56,10 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # Content-Length of 1 it never sends: here it answers 416 InvalidRange,
 # as S3 does. And its DeleteObjects deletes the keys all at once, each
 # delete pruning the folders it empties under the others (a 500, ENOENT):
-# here it deletes them one after the other.
+# here it deletes them one after the other. And it answers UploadPartCopy
+# (a part copied from a range of another object) 501 NotImplemented: here
+# it is added, written from S3's API reference (docs/s3.md says what that
+# tests and what it does not).
 install_npm_servers() {
   local dir="${XFER_NPM_DIR:-/opt/xfer-npm}"
   local s3rver="$dir/node_modules/s3rver/lib/stores/filesystem.js"
@@ -112,6 +115,75 @@ j = s.index(end, i)
 body = s[i + len(old):j]
 s = s[:i] + "  // xfer: one after the other.\n  for (const key of keys) {\n" + body.replace("      if (!objectExists) return;", "      if (!objectExists) continue;") + "  }\n" + s[j + len(end):]
 open(p, "w").write(s)
+PY
+  fi
+  local s3rver_routes="$dir/node_modules/s3rver/lib/routes.js"
+  if ! grep -q "xfer: UploadPartCopy" "$s3rver_routes"; then
+    $SUDO python3 - "$s3rver_routes" "$s3rver_objects" <<'PY'
+import sys
+routes, objects = sys.argv[1], sys.argv[2]
+s = open(routes).read()
+old = """      case 'uploadId':
+        if ('x-amz-copy-source' in ctx.headers) {
+          throw new S3Error(
+            'NotImplemented',
+            'A header you provided implies functionality that is not implemented',
+          );
+        }
+        return objectCtrl.uploadPart(ctx);"""
+assert old in s, "s3rver: the uploadId route is not the one patched"
+s = s.replace(old, """      case 'uploadId':
+        // xfer: UploadPartCopy.
+        if ('x-amz-copy-source' in ctx.headers) return objectCtrl.uploadPartCopy(ctx);
+        return objectCtrl.uploadPart(ctx);""")
+open(routes, "w").write(s)
+s = open(objects).read()
+assert "exports.uploadPart = async function uploadPart(ctx)" in s, "s3rver: no uploadPart"
+s += """
+// xfer: UploadPartCopy, from S3's API reference: the part is the bytes
+// x-amz-copy-source-range (bytes=FIRST-LAST, inclusive, within the object)
+// names of x-amz-copy-source (/bucket/key, URL-encoded), refused with 412
+// when x-amz-copy-source-if-match is not the source's ETag; the answer is
+// a CopyPartResult with the part's ETag.
+exports.uploadPartCopy = async function uploadPartCopy(ctx) {
+  let copySource = ctx.headers['x-amz-copy-source'];
+  copySource = copySource.startsWith('/') ? copySource.slice(1) : copySource;
+  const [srcBucket, ...rest] = copySource.split('/');
+  const srcKey = decodeURIComponent(rest.join('/'));
+  if (!(await ctx.store.existsObject(decodeURIComponent(srcBucket), srcKey))) {
+    throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: srcKey });
+  }
+  const metadata = await ctx.store.getMetadata(decodeURIComponent(srcBucket), srcKey);
+  const ifMatch = ctx.headers['x-amz-copy-source-if-match'];
+  if (ifMatch !== undefined && ifMatch.replace(/"/g, '') !== metadata.etag.replace(/"/g, '')) {
+    throw new S3Error('PreconditionFailed',
+      'At least one of the pre-conditions you specified did not hold',
+      { Condition: 'x-amz-copy-source-If-Match' });
+  }
+  const size = Number(metadata['content-length']);
+  let start = 0;
+  let end = size - 1;
+  const range = ctx.headers['x-amz-copy-source-range'];
+  if (range !== undefined) {
+    const m = /^bytes=([0-9]+)-([0-9]+)$/.exec(range);
+    if (!m || Number(m[1]) > Number(m[2]) || Number(m[2]) >= size) {
+      throw new S3Error('InvalidArgument',
+        'The x-amz-copy-source-range value must be of the form bytes=first-last ' +
+        'where first and last are the zero-based offsets of the first and last bytes to copy',
+        { ArgumentName: 'x-amz-copy-source-range', ArgumentValue: range });
+    }
+    start = Number(m[1]);
+    end = Number(m[2]);
+  }
+  const object = await ctx.store.getObject(decodeURIComponent(srcBucket), srcKey, { start, end });
+  const { md5 } = await ctx.store.putPart(
+    ctx.params.bucket, ctx.query.uploadId, ctx.query.partNumber, object.content);
+  ctx.body = {
+    CopyPartResult: { LastModified: new Date().toISOString(), ETag: JSON.stringify(md5) },
+  };
+};
+"""
+open(objects, "w").write(s)
 PY
   fi
   if ! grep -q "xfer: atomic put" "$s3rver"; then

@@ -34,11 +34,12 @@ constexpr std::array<std::string_view, 1> kHostRequired = {"host"};
 constexpr std::array<std::string_view, 7> kSftpKeys = {
     "host", "port", "user", "key_file", "password", "key_passphrase", "known_hosts"};
 constexpr std::array<std::string_view, 2> kSftpSecrets = {"password", "key_passphrase"};
-constexpr std::array<std::string_view, 6> kS3Keys = {
-    "endpoint", "region", "access_key_id", "secret_access_key", "session_token", "path_style"};
+constexpr std::array<std::string_view, 8> kS3Keys = {
+    "endpoint",      "region",     "access_key_id",     "secret_access_key",
+    "session_token", "path_style", "directory_markers", "copy_cutoff"};
 constexpr std::array<std::string_view, 2> kS3Secrets = {"secret_access_key", "session_token"};
-constexpr std::array<std::string_view, 5> kAzureKeys = {"account", "key", "sas_token", "endpoint",
-                                                        "connection_string"};
+constexpr std::array<std::string_view, 6> kAzureKeys = {
+    "account", "key", "sas_token", "endpoint", "connection_string", "directory_markers"};
 constexpr std::array<std::string_view, 3> kAzureSecrets = {"key", "sas_token", "connection_string"};
 constexpr std::array<std::string_view, 5> kHttpKeys = {"url", "user", "password", "bearer_token",
                                                        "ca"};
@@ -55,18 +56,19 @@ constexpr std::array kTypes = {
                kS3Secrets,
                {},
                "S3 or compatible: endpoint, region, access_key_id, secret_access_key, "
-               "session_token, path_style"},
+               "session_token, path_style, directory_markers, copy_cutoff"},
     RemoteType{"gs",
                kS3Keys,
                kS3Secrets,
                {},
                "Google Cloud Storage through its XML API with HMAC keys: access_key_id, "
-               "secret_access_key, endpoint, region, path_style"},
-    RemoteType{"azure",
-               kAzureKeys,
-               kAzureSecrets,
-               {},
-               "Azure Blob: account, key, sas_token, endpoint, connection_string"},
+               "secret_access_key, endpoint, region, path_style, directory_markers, copy_cutoff"},
+    RemoteType{
+        "azure",
+        kAzureKeys,
+        kAzureSecrets,
+        {},
+        "Azure Blob: account, key, sas_token, endpoint, connection_string, directory_markers"},
     RemoteType{"http", kHttpKeys, kHttpSecrets, kHttpRequired,
                "an HTTP(S) server: url, user, password, bearer_token, ca"},
 };

@@ -122,6 +122,18 @@ class Engine {
   // Scanner thread.
   void scan();
   void scan_tree(std::size_t root_index, std::string source, std::string destination);
+  // The same walk from one flat listing (Capabilities::flat_listing).
+  void scan_flat(std::size_t root_index, std::string source, std::string destination);
+  // A folder the walk enters: made at the destination (where it keeps
+  // folders), or planned with --dry-run; false when nothing below can be
+  // written (reported).
+  bool enter_folder(std::size_t root_index, const std::string& source,
+                    const std::string& destination, const FileAttrs& attrs);
+  // A source folder the walk took nothing from: a marker where the
+  // destination keeps them, else a notice (a destination with folders made
+  // it already).
+  void keep_empty_folder(std::size_t root_index, const std::string& source,
+                         const std::string& destination);
   // Hands a file to the scheduler; with a change feed, only if its
   // destination is not being copied already (else it is copied again once
   // that copy ends). False once cancelled.

@@ -169,7 +169,11 @@ void Engine::scan() {
     for (std::size_t i = 0; i < roots_.size() && !cancelled(); ++i) {
       const Root& root = roots_[i];
       if (root.source_attrs.type == EntryType::kDirectory) {
-        scan_tree(i, root.source_path, root.destination_path);
+        if (root.source->capabilities().flat_listing) {
+          scan_flat(i, root.source_path, root.destination_path);
+        } else {
+          scan_tree(i, root.source_path, root.destination_path);
+        }
         continue;
       }
       counters_.files_total.fetch_add(1, std::memory_order_relaxed);
@@ -215,30 +219,7 @@ void Engine::scan_tree(std::size_t root_index, std::string source, std::string d
       report(attrs.error());
       continue;
     }
-    // An object store keeps no folders (Capabilities::directories): its
-    // folders appear with the first object below them, and nothing is
-    // made or fixed up here.
-    const bool folders = root.destination->capabilities().directories;
-    if (opt_.dry_run) {
-      if (observer_ != nullptr) observer_->on_planned(dir.source + "/", dir.destination + "/", 0);
-    } else if (folders) {
-      Status made = root.destination->mkdir(dir.destination, false);
-      if (!made.ok() && made.error().code != ErrorCode::kExists) {
-        report(made.error());
-        continue;  // nothing below can be written
-      }
-      if (!made.ok()) {
-        auto existing = root.destination->stat(dir.destination);
-        if (!existing || existing->type != EntryType::kDirectory) {
-          report(make_error(ErrorCode::kNotDirectory, "mkdir", dir.destination,
-                            "exists and is not a directory"));
-          continue;
-        }
-      } else {
-        counters_.dirs_created.fetch_add(1, std::memory_order_relaxed);
-      }
-      dir_fixups_.push_back({root_index, dir.destination, *attrs});
-    }
+    if (!enter_folder(root_index, dir.source, dir.destination, *attrs)) continue;
     std::vector<Pending> subdirs;
     bool anything = false;  // an entry taken from this folder
     Status listed = root.source->list(dir.source, {}, [&](Entry&& e) -> Status {
@@ -283,15 +264,175 @@ void Engine::scan_tree(std::size_t root_index, std::string source, std::string d
     if (!listed.ok()) {
       if (listed.error().code == ErrorCode::kCancelled) return;
       report(listed.error());
-    } else if (!anything && !folders && observer_ != nullptr) {
-      observer_->on_warning(
-          fmt::format("skipping empty folder {}: {} keeps no empty folders (a folder there is the "
-                      "prefix of the objects in it)",
-                      dir.source, root.destination->describe()));
+    } else if (!anything) {
+      keep_empty_folder(root_index, dir.source, dir.destination);
     }
     // Push in reverse so the walk visits subdirectories in listing order.
     for (auto it = subdirs.rbegin(); it != subdirs.rend(); ++it) stack.push_back(std::move(*it));
   }
+}
+
+bool Engine::enter_folder(std::size_t root_index, const std::string& source,
+                          const std::string& destination, const FileAttrs& attrs) {
+  const Root& root = roots_[root_index];
+  if (opt_.dry_run) {
+    if (observer_ != nullptr) observer_->on_planned(source + "/", destination + "/", 0);
+    return true;
+  }
+  // An object store keeps no folders (Capabilities::directories): its
+  // folders appear with the first object below them, and nothing is made
+  // or fixed up here.
+  if (!root.destination->capabilities().directories) return true;
+  Status made = root.destination->mkdir(destination, false);
+  if (!made.ok() && made.error().code != ErrorCode::kExists) {
+    report(made.error());
+    return false;  // nothing below can be written
+  }
+  if (!made.ok()) {
+    auto existing = root.destination->stat(destination);
+    if (!existing || existing->type != EntryType::kDirectory) {
+      report(make_error(ErrorCode::kNotDirectory, "mkdir", destination,
+                        "exists and is not a directory"));
+      return false;
+    }
+  } else {
+    counters_.dirs_created.fetch_add(1, std::memory_order_relaxed);
+  }
+  dir_fixups_.push_back({root_index, destination, attrs});
+  return true;
+}
+
+void Engine::keep_empty_folder(std::size_t root_index, const std::string& source,
+                               const std::string& destination) {
+  const Root& root = roots_[root_index];
+  const Capabilities& caps = root.destination->capabilities();
+  if (caps.directories || opt_.dry_run) return;  // made by enter_folder()
+  if (caps.folder_markers) {
+    Status made = root.destination->mkdir(destination, false);
+    if (!made.ok()) {
+      report(made.error());
+    } else {
+      counters_.dirs_created.fetch_add(1, std::memory_order_relaxed);
+    }
+    return;
+  }
+  if (observer_ == nullptr) return;
+  observer_->on_warning(
+      fmt::format("skipping empty folder {}: {} keeps no empty folders (a folder there is the "
+                  "prefix of the objects in it; the remote's directory_markers keeps them)",
+                  source, root.destination->describe()));
+}
+
+// The walk of a source with a flat listing (an object store): one listing
+// of every name below the root, in which the names below any folder come
+// together. The folders from the root to the last name are held open;
+// leaving one that took nothing is an empty folder. The filter rules and
+// --files-from are asked once per folder, as the walk by folders asks them.
+void Engine::scan_flat(std::size_t root_index, std::string source, std::string destination) {
+  const Root& root = roots_[root_index];
+  const bool named = !filter_.empty() || !files_from_.empty();
+  struct Open {
+    std::string name;  // the folder's own name ("" for the root)
+    std::string source;
+    std::string destination;
+    std::string filter_path;
+    bool all_in = false;
+    bool skipped = false;  // excluded, not selected, or not made: nothing below is taken
+    bool taken = false;    // something below was taken
+  };
+  FileAttrs folder_attrs;  // an object store's folder has no attributes of its own
+  folder_attrs.type = EntryType::kDirectory;
+  folder_attrs.mode = 0755;
+  folder_attrs.mtime_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+  std::vector<Open> open;
+  {
+    Open top{"", source, destination, root.filter_path,
+             selected(root, root.filter_path) == PathList::Match::kIn};
+    if (!enter_folder(root_index, source, destination, folder_attrs)) return;
+    open.push_back(std::move(top));
+  }
+  auto close_to = [&](std::size_t depth) {
+    while (open.size() > depth) {
+      const Open& o = open.back();
+      if (!o.taken && !o.skipped) keep_empty_folder(root_index, o.source, o.destination);
+      open.pop_back();
+    }
+  };
+  // The folder below the innermost open one, entered (its rules asked,
+  // made at the destination).
+  auto enter = [&](std::string_view name) {
+    Open& parent = open.back();
+    Open o;
+    o.name = std::string(name);
+    o.source = join_path(parent.source, name);
+    o.destination = join_path(parent.destination, name);
+    o.skipped = parent.skipped;
+    o.all_in = parent.all_in;
+    if (!o.skipped && named) {
+      o.filter_path = parent.filter_path.empty() ? o.name : parent.filter_path + "/" + o.name;
+      o.skipped = filter_.excluded(o.filter_path, true);
+    }
+    if (!o.skipped && !o.all_in) {
+      const PathList::Match m = selected(root, o.filter_path);
+      o.skipped = m == PathList::Match::kOut;
+      o.all_in = m == PathList::Match::kIn;
+    }
+    if (!o.skipped) {
+      parent.taken = true;
+      o.skipped = !enter_folder(root_index, o.source, o.destination, folder_attrs);
+    }
+    open.push_back(std::move(o));
+  };
+  Status listed = root.source->list_tree(source, [&](Entry&& e) -> Status {
+    if (cancelled()) return make_error(ErrorCode::kCancelled, "scan", source);
+    // The folders of e's path: those still open are kept, the rest closed,
+    // the new ones entered.
+    std::vector<std::string_view> parts;
+    for (std::size_t at = 0;;) {
+      const std::size_t slash = e.name.find('/', at);
+      parts.push_back(std::string_view(e.name).substr(at, slash - at));
+      if (slash == std::string::npos) break;
+      at = slash + 1;
+    }
+    const std::size_t folders = e.type == EntryType::kDirectory ? parts.size() : parts.size() - 1;
+    std::size_t keep = 1;
+    while (keep < open.size() && keep - 1 < folders && open[keep].name == parts[keep - 1]) ++keep;
+    close_to(keep);
+    for (std::size_t i = keep - 1; i < folders; ++i) enter(parts[i]);
+    if (e.type == EntryType::kDirectory) return ok_status();  // a marker: the folder, entered
+    Open& dir = open.back();
+    if (dir.skipped) return ok_status();
+    std::string rel;
+    if (named) {
+      rel = dir.filter_path.empty() ? std::string(parts.back())
+                                    : dir.filter_path + "/" + std::string(parts.back());
+      if (filter_.excluded(rel, false)) return ok_status();
+    }
+    if (!dir.all_in && selected(root, rel) != PathList::Match::kIn) return ok_status();
+    dir.taken = true;
+    std::string src = join_path(dir.source, parts.back());
+    std::string dst = join_path(dir.destination, parts.back());
+    if (e.type == EntryType::kOther) {
+      counters_.files_skipped.fetch_add(1, std::memory_order_relaxed);
+      if (observer_ != nullptr) {
+        observer_->on_warning(fmt::format("skipping {}: not a regular file", src));
+      }
+      return ok_status();
+    }
+    counters_.files_total.fetch_add(1, std::memory_order_relaxed);
+    if (!enqueue({root_index, std::move(src), std::move(dst), e.type})) {
+      return make_error(ErrorCode::kCancelled, "scan", source);
+    }
+    return ok_status();
+  });
+  if (!listed.ok()) {
+    if (listed.error().code == ErrorCode::kCancelled) return;
+    report(listed.error());
+    return;  // what was not listed is not known to be empty
+  }
+  if (!cancelled()) close_to(0);
 }
 
 namespace {

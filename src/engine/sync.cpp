@@ -251,7 +251,9 @@ void Engine::sync_tree(std::size_t root_index, SyncDir top, SyncPass pass) {
     bool fix_attrs = false;
     if (pass == SyncPass::kCopy) {
       if (!dir.destination_attrs) {
-        if (!opt_.dry_run) {
+        // A store without folders makes one with its first object (or,
+        // with markers, one once its listing shows it empty: below).
+        if (!opt_.dry_run && caps.directories) {
           Status made = root.destination->mkdir(dir.destination, false);
           if (!made.ok() && made.error().code != ErrorCode::kExists) {
             report(made.error());
@@ -285,8 +287,8 @@ void Engine::sync_tree(std::size_t root_index, SyncDir top, SyncPass pass) {
           }
         }
         emit_change(kNewDir, folder_name(dir.name), "", 0);
-        fix_attrs = true;
-      } else {
+        fix_attrs = caps.directories;
+      } else if (caps.directories) {  // a prefix keeps no attributes
         const bool time =
             caps.mtime && !same_mtime(dir.source_attrs.mtime_ns, dir.destination_attrs->mtime_ns);
         const bool perms =
@@ -332,6 +334,16 @@ void Engine::sync_tree(std::size_t root_index, SyncDir top, SyncPass pass) {
     }
     if (pass == SyncPass::kCopy && fix_attrs && !opt_.dry_run) {
       dir_fixups_.push_back({root_index, dir.destination, dir.source_attrs});
+    }
+    if (pass == SyncPass::kCopy && !caps.directories && caps.folder_markers && !opt_.dry_run &&
+        !dir.destination_attrs && ours.empty()) {
+      Status made = root.destination->mkdir(dir.destination, false);  // its marker
+      if (made.ok()) {
+        counters_.dirs_created.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        report(made.error());
+        sync_io_error_.store(true);
+      }
     }
     // In reverse, so the walk visits subfolders in name order.
     for (auto it = subdirs.rbegin(); it != subdirs.rend(); ++it) stack.push_back(std::move(*it));

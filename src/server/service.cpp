@@ -1132,6 +1132,7 @@ class SharedBackend final : public Backend {
   Status list(std::string_view p, const ListOptions& o, const EntrySink& s) override {
     return b_->list(p, o, s);
   }
+  Status list_tree(std::string_view p, const EntrySink& s) override { return b_->list_tree(p, s); }
   Status mkdir(std::string_view p, bool parents) override { return b_->mkdir(p, parents); }
   Status remove(std::string_view p, bool r) override { return b_->remove(p, r); }
   Status rename(std::string_view a, std::string_view b) override { return b_->rename(a, b); }

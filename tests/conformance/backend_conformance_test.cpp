@@ -938,6 +938,59 @@ TYPED_TEST(BackendConformance, NativeHandleOnlyWithZeroCopySend) {
   EXPECT_TRUE(back == data);
 }
 
+// flat_listing: list_tree() names every file below a folder by its path
+// below it, with its size, the names below any folder together, nothing
+// from beside the folder; a file is kNotDirectory, nothing kNotFound.
+// Without it: kUnsupported.
+TYPED_TEST(BackendConformance, ListTreeNamesEveryFileBelow) {
+  auto& b = *this->backend_;
+  auto tree = [&](const std::string& rel, std::vector<std::pair<std::string, std::uint64_t>>* out) {
+    return b.list_tree(this->p(rel), [&](Entry&& e) {
+      EXPECT_EQ(e.type, EntryType::kFile) << e.name;
+      out->emplace_back(e.name, e.attrs ? e.attrs->size : ~0ull);
+      return ok_status();
+    });
+  };
+  std::vector<std::pair<std::string, std::uint64_t>> got;
+  if (!b.capabilities().flat_listing) {
+    ASSERT_TRUE(b.mkdir(this->p("t"), false).ok());
+    this->expect_unsupported(tree("t", &got), "list_tree", "t");
+    EXPECT_TRUE(got.empty());
+    return;
+  }
+  const std::vector<std::pair<std::string, std::uint64_t>> want = {
+      {"a", 1}, {"b/c", 2}, {"b/d/e", 3}, {"b/d/f g", 4}, {"b-x", 5}, {"b0/h", 6}};
+  for (const auto& [name, size] : want) this->put("t/" + name, pattern(size, 3));
+  this->put("tz", pattern(7, 3));    // beside the folder, with its name as a prefix
+  this->put("t0/i", pattern(8, 3));  // the same
+  ASSERT_TRUE(tree("t", &got).ok());
+  EXPECT_EQ(std::set(got.begin(), got.end()), std::set(want.begin(), want.end()));
+  EXPECT_EQ(got.size(), want.size());
+  // The names below each folder come together: a folder left is never
+  // come back to.
+  std::set<std::string> left;
+  std::string in;
+  for (const auto& [name, size] : got) {
+    const std::string folder = name.find('/') == std::string::npos ? "" : dir_name(name);
+    for (std::string f = in; !f.empty() && folder.rfind(f + "/", 0) != 0 && f != folder;
+         f = f.find('/') == std::string::npos ? "" : dir_name(f)) {
+      left.insert(f);
+    }
+    EXPECT_EQ(left.count(folder), 0u) << "back in " << folder << " for " << name;
+    in = folder;
+  }
+  got.clear();
+  ASSERT_TRUE(tree("t/b/d", &got).ok());
+  EXPECT_EQ(std::set(got.begin(), got.end()),
+            (std::set<std::pair<std::string, std::uint64_t>>{{"e", 3}, {"f g", 4}}));
+  auto file = tree("t/a", &got);
+  ASSERT_FALSE(file.ok());
+  EXPECT_EQ(file.error().code, ErrorCode::kNotDirectory);
+  auto none = tree("nothing", &got);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().code, ErrorCode::kNotFound);
+}
+
 TYPED_TEST(BackendConformance, SetAttrsOnDirectories) {
   auto& b = *this->backend_;
   ASSERT_TRUE(b.mkdir(this->p("sd"), false).ok());

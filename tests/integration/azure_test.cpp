@@ -169,6 +169,36 @@ AzuriteServer* Azure::server_ = nullptr;
 std::string Azure::error_;
 int Azure::containers_ = 0;
 
+// With the remote's directory_markers, an empty folder is kept as a
+// zero-byte blob "folder/" (a folder with blobs in it gets none), and a
+// copy down makes it again.
+TEST_F(Azure, DirectoryMarkersKeepEmptyFoldersWhenAsked) {
+  const fs::path src = tmp() / "src";
+  fs::create_directories(src / "hollow");
+  fs::create_directories(src / "a/deep/empty");
+  put(src / "a/f.txt", "eff\n", 1'600'000'010, 10);
+  auto up = run_xfer({"cp", "-r", S(src) + "/", url("t/") + "?directory_markers=true"});
+  ASSERT_EQ(up.exit_code, 0) << up.describe();
+  EXPECT_EQ(up.err.find("skipping empty folder"), std::string::npos) << up.err;
+  for (const char* marker : {"t/hollow/", "t/a/deep/empty/"}) {
+    std::string body = "unread";
+    EXPECT_EQ(server_->request("GET", "/" + container_ + "/" + marker, &body), 200) << marker;
+    EXPECT_EQ(body, "") << marker;
+  }
+  for (const char* none : {"t/a/", "t/a/deep/"}) {
+    std::string body;
+    EXPECT_EQ(server_->request("GET", "/" + container_ + "/" + none, &body), 404) << none;
+  }
+  const fs::path back = tmp() / "back";
+  auto down = run_xfer({"cp", "-r", url("t/"), S(back) + "/"});
+  ASSERT_EQ(down.exit_code, 0) << down.describe();
+  for (const char* dir : {"hollow", "a/deep/empty"}) {
+    EXPECT_TRUE(fs::is_directory(back / dir) && fs::is_empty(back / dir)) << dir;
+  }
+  EXPECT_EQ(read_file(back / "a/f.txt"), "eff\n");
+  EXPECT_EQ(mtime_ns(back / "a/f.txt"), 1'600'000'010'000'000'010LL);
+}
+
 // A tree goes up and comes back as it was: every file's bytes and its
 // mtime to the nanosecond (x-ms-meta-mtime), the large one as blocks and
 // parallel ranged reads; `ls` shows folders as prefixes; an empty folder

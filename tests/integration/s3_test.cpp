@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "../servers/fault_proxy.hpp"
@@ -338,14 +339,17 @@ TEST_F(S3, ASignalEndsLsAndRmAtOnce) {
   ::setenv("AWS_ENDPOINT_URL", server_->endpoint().c_str(), 1);
 }
 
-// rm -r of a folder of more than a thousand objects: DeleteObjects, a
-// thousand keys per request (counted at a proxy), never one DELETE per
+// A tree of more than a thousand objects, counted at a proxy: a copy down
+// walks it with one listing of a thousand keys per request (not one per
+// folder), the filter rules still apply to its folders; rm -r deletes
+// with DeleteObjects, a thousand keys per request, never one DELETE per
 // object; what is beside the folder stays.
-TEST_F(S3, RmDeletesAThousandObjectsPerRequest) {
+TEST_F(S3, AThousandObjectsAreListedAndDeletedPerRequest) {
   const fs::path src = tmp() / "src";
   put(src / "keep.txt", "keep\n", 1'600'000'000, 0);
   for (int i = 0; i < 1003; ++i) {
-    put(src / "many" / std::to_string(i % 7) / ("o" + std::to_string(i)), "x", 1'600'000'000, 0);
+    put(src / "many" / std::to_string(i % 7) / ("o" + std::to_string(i)), std::to_string(i),
+        1'600'000'000, i);
   }
   auto up = run_xfer({"cp", "-r", S(src) + "/", "s3://bkt/m/"});
   ASSERT_EQ(up.exit_code, 0) << up.describe();
@@ -353,6 +357,28 @@ TEST_F(S3, RmDeletesAThousandObjectsPerRequest) {
                    tmp() / "proxy", "[]");
   ASSERT_TRUE(proxy.running());
   ::setenv("AWS_ENDPOINT_URL", proxy.endpoint().c_str(), 1);
+  const fs::path back = tmp() / "back";
+  auto down = run_xfer({"cp", "-r", "--exclude", "3/", "s3://bkt/m/", S(back) + "/"});
+  ASSERT_EQ(down.exit_code, 0) << down.describe();
+  int flat = 0;
+  int by_folder = 0;
+  for (const auto& l : proxy.lines()) {
+    if (l.method != "GET" || l.target.find("list-type") == std::string::npos) continue;
+    ++(l.target.find("delimiter") == std::string::npos ? flat : by_folder);
+  }
+  EXPECT_EQ(flat, 2) << "1004 keys, a thousand a page";
+  EXPECT_LE(by_folder, 1) << "the source's own stat() at most";
+  EXPECT_EQ(read_file(back / "keep.txt"), "keep\n");
+  EXPECT_FALSE(fs::exists(back / "many/3")) << "an excluded folder came down";
+  std::size_t files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(back / "many")) {
+    if (!e.is_regular_file()) continue;
+    ++files;
+    const std::string name = e.path().filename().string();
+    EXPECT_EQ("o" + read_file(e.path()), name);
+    EXPECT_EQ(mtime_ns(e.path()), 1'600'000'000'000'000'000LL + std::stoll(name.substr(1)));
+  }
+  EXPECT_EQ(files, 1003u - 143u);  // 143 of them in many/3
   auto not_empty = run_xfer({"rm", "s3://bkt/m/many"});
   EXPECT_EQ(not_empty.exit_code, 1) << not_empty.describe();
   auto rm = run_xfer({"rm", "-r", "s3://bkt/m/many"});
@@ -370,6 +396,78 @@ TEST_F(S3, RmDeletesAThousandObjectsPerRequest) {
   ASSERT_EQ(ls.exit_code, 0) << ls.describe();
   EXPECT_NE(ls.out.find("keep.txt"), std::string::npos) << ls.out;
   EXPECT_EQ(ls.out.find("many"), std::string::npos) << ls.out;
+}
+
+// With the remote's directory_markers (rclone's name), an empty folder is
+// kept as a zero-byte "folder/" object: by cp -r, sync and mkdir, for the
+// folders that hold nothing (a folder with objects exists by them), and a
+// copy down makes them again. Without it, no marker is written.
+TEST_F(S3, DirectoryMarkersKeepEmptyFoldersWhenAsked) {
+  const fs::path src = tmp() / "src";
+  fs::create_directories(src / "hollow");
+  fs::create_directories(src / "a/deep/empty");
+  fs::create_directories(src / "only/sub");
+  put(src / "a/f.txt", "eff\n", 1'600'000'010, 10);
+  FaultProxy proxy(std::string(XFER_SOURCE_DIR) + "/tests/servers/fault_proxy.py", server_->port(),
+                   tmp() / "proxy", "[]");
+  ASSERT_TRUE(proxy.running());
+  ::setenv("AWS_ENDPOINT_URL", proxy.endpoint().c_str(), 1);
+  // The markers PUT since `from` lines of the log.
+  auto markers = [&](std::size_t from) {
+    std::set<std::string> out;
+    const auto lines = proxy.lines();
+    for (std::size_t i = from; i < lines.size(); ++i) {
+      if (lines[i].method == "PUT" && lines[i].target.back() == '/') out.insert(lines[i].target);
+    }
+    return out;
+  };
+  // The destination folder made by the copy gets one too, as rclone's.
+  const std::set<std::string> want_t = {"/bkt/t/", "/bkt/t/hollow/", "/bkt/t/a/deep/empty/",
+                                        "/bkt/t/only/sub/"};
+  auto up = run_xfer({"cp", "-r", S(src) + "/", "s3://bkt/t/?directory_markers=true"});
+  ASSERT_EQ(up.exit_code, 0) << up.describe();
+  EXPECT_EQ(up.err.find("skipping empty folder"), std::string::npos) << up.err;
+  EXPECT_EQ(markers(0), want_t);
+  std::size_t mark = proxy.lines().size();
+  auto sync = run_xfer({"sync", S(src) + "/", "s3://bkt/s/?directory_markers=yes"});
+  ASSERT_EQ(sync.exit_code, 0) << sync.describe();
+  EXPECT_EQ(markers(mark), (std::set<std::string>{"/bkt/s/", "/bkt/s/hollow/",
+                                                  "/bkt/s/a/deep/empty/", "/bkt/s/only/sub/"}));
+  mark = proxy.lines().size();
+  auto again = run_xfer({"sync", S(src) + "/", "s3://bkt/s/?directory_markers=yes"});
+  ASSERT_EQ(again.exit_code, 0) << again.describe();
+  EXPECT_TRUE(markers(mark).empty()) << "a marker already there was written again";
+  mark = proxy.lines().size();
+  auto plain = run_xfer({"cp", "-r", S(src) + "/", "s3://bkt/n/"});
+  ASSERT_EQ(plain.exit_code, 0) << plain.describe();
+  EXPECT_NE(plain.err.find("skipping empty folder " + S(src / "hollow")), std::string::npos)
+      << plain.err;
+  EXPECT_TRUE(markers(mark).empty());
+
+  auto ls = run_xfer({"ls", "s3://bkt/t/"});
+  ASSERT_EQ(ls.exit_code, 0) << ls.describe();
+  EXPECT_NE(ls.out.find("hollow/"), std::string::npos) << ls.out;
+  const fs::path back = tmp() / "back";
+  auto down = run_xfer({"cp", "-r", "s3://bkt/t/", S(back) + "/"});
+  ASSERT_EQ(down.exit_code, 0) << down.describe();
+  for (const char* dir : {"hollow", "a/deep/empty", "only/sub"}) {
+    EXPECT_TRUE(fs::is_directory(back / dir)) << dir;
+    EXPECT_TRUE(fs::is_directory(back / dir) && fs::is_empty(back / dir)) << dir;
+  }
+  EXPECT_EQ(read_file(back / "a/f.txt"), "eff\n");
+
+  auto made = run_xfer({"mkdir", "s3://bkt/made?directory_markers=on"});
+  ASSERT_EQ(made.exit_code, 0) << made.describe();
+  auto top = run_xfer({"ls", "s3://bkt/"});
+  EXPECT_NE(top.out.find("made/"), std::string::npos) << top.describe();
+  auto rm = run_xfer({"rm", "-r", "s3://bkt/made"});
+  ASSERT_EQ(rm.exit_code, 0) << rm.describe();
+  top = run_xfer({"ls", "s3://bkt/"});
+  EXPECT_EQ(top.out.find("made/"), std::string::npos) << top.describe();
+  auto bad = run_xfer({"mkdir", "s3://bkt/x?directory_markers=maybe"});
+  EXPECT_EQ(bad.exit_code, 1) << bad.describe();
+  EXPECT_NE(bad.err.find("'maybe' is not true or false"), std::string::npos) << bad.err;
+  ::setenv("AWS_ENDPOINT_URL", server_->endpoint().c_str(), 1);
 }
 
 // What a user gets wrong says so in one line, exit 1, and nothing is left
@@ -513,6 +611,35 @@ TEST_F(S3, AHostileServerIsRefusedNeverBelieved) {
        },
        {"ls", "s3://bkt/"},
        "skipping key '..'"},
+      {"a part copied without an ETag",
+       [&](const Request& r) {
+         const auto xml_answer = [&](const std::string& xml) {
+           return head(200, "Content-Length: " + std::to_string(xml.size()) + "\r\n") + xml;
+         };
+         if (r.head && r.path.rfind("/bkt/f.bin", 0) == 0) {
+           return head(200,
+                       "Content-Length: 6291456\r\nETag: \"v1\"\r\n"
+                       "x-amz-meta-mtime: 1600000000.5\r\n");
+         }
+         if (r.head) return head(404, "Content-Length: 0\r\n");
+         if (r.path.find("list-type") != std::string::npos) {
+           return xml_answer(
+               "<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>");
+         }
+         if (r.path.find("?uploads") != std::string::npos) {
+           return xml_answer(
+               "<InitiateMultipartUploadResult><UploadId>u1</UploadId>"
+               "</InitiateMultipartUploadResult>");
+         }
+         if (r.path.find("partNumber=") != std::string::npos) {
+           return xml_answer(
+               "<CopyPartResult><LastModified>2020-01-01T00:00:00.000Z"
+               "</LastModified></CopyPartResult>");
+         }
+         return head(204, "Content-Length: 0\r\n");  // the abort
+       },
+       {"cp", "s3://bkt/f.bin", "s3://bkt/to.bin?copy_cutoff=5M"},
+       "not a CopyPartResult with an ETag"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -696,6 +823,59 @@ TEST_F(S3, CopiesWithinTheStoreStayInTheStore) {
   ASSERT_EQ(other.exit_code, 0) << other.describe();
   EXPECT_TRUE(read_file(tmp() / "other.bin") == big);
   EXPECT_EQ(mtime_ns(tmp() / "other.bin"), 1'600'000'030'000'000'030LL);
+}
+
+// A copy within the store of an object over the remote's copy_cutoff
+// (5 GiB by default; 5 MiB here) goes in parts the store copies itself
+// (UploadPartCopy, each with x-amz-copy-source-if-match), seen at a proxy:
+// three parts of a 13 MiB object, no GET of the source; the copy has the
+// bytes and the mtime. A store that answers UploadPartCopy 501 (s3rver
+// does, unpatched) gets the object streamed through xfer instead.
+TEST_F(S3, ACopyOverTheCutoffIsCopiedInPartsByTheStore) {
+  const fs::path src = tmp() / "src.bin";
+  const std::string data = bytes_of((13u << 20) + 12345, 71);
+  put(src, data, 1'600'000'070, 70);
+  ASSERT_EQ(run_xfer({"cp", S(src), "s3://bkt/big.bin"}).exit_code, 0);
+  for (const bool refused : {false, true}) {
+    FaultProxy proxy(
+        std::string(XFER_SOURCE_DIR) + "/tests/servers/fault_proxy.py", server_->port(),
+        tmp() / (refused ? "proxy2" : "proxy"),
+        refused ? R"([{"method": "PUT", "match": "partNumber", "do": "501", "times": 1}])" : "[]");
+    ASSERT_TRUE(proxy.running());
+    ::setenv("AWS_ENDPOINT_URL", proxy.endpoint().c_str(), 1);
+    const std::string to = refused ? "streamed.bin" : "copy.bin";
+    auto cp = run_xfer({"cp", "s3://bkt/big.bin", "s3://bkt/" + to + "?copy_cutoff=5M"});
+    ASSERT_EQ(cp.exit_code, 0) << cp.describe();
+    std::string log;
+    int parts = 0;
+    int source_gets = 0;
+    for (const auto& l : proxy.lines()) {
+      log += l.action + " " + l.method + " " + l.target + "\n";
+      if (l.method == "PUT" && l.target.rfind("/bkt/" + to + "?", 0) == 0 &&
+          l.target.find("partNumber=") != std::string::npos) {
+        ++parts;
+      }
+      if (l.method == "GET" && l.target.rfind("/bkt/big.bin", 0) == 0) ++source_gets;
+    }
+    if (refused) {
+      // The parts already asked are dropped with their upload.
+      EXPECT_NE(log.find("DELETE /bkt/streamed.bin?uploadId="), std::string::npos) << log;
+      EXPECT_GE(source_gets, 1) << "not streamed\n" << log;
+      EXPECT_NE(log.find("PUT /bkt/streamed.bin"), std::string::npos) << log;
+    } else {
+      EXPECT_EQ(parts, 3) << log;
+      EXPECT_EQ(source_gets, 0) << "the bytes came through xfer\n" << log;
+    }
+    ::setenv("AWS_ENDPOINT_URL", server_->endpoint().c_str(), 1);
+    const fs::path back = tmp() / (to + ".back");
+    auto down = run_xfer({"cp", "s3://bkt/" + to, S(back)});
+    ASSERT_EQ(down.exit_code, 0) << down.describe();
+    EXPECT_TRUE(read_file(back) == data) << to;
+    EXPECT_EQ(mtime_ns(back), 1'600'000'070'000'000'070LL) << to;
+  }
+  auto bad = run_xfer({"cp", "s3://bkt/big.bin", "s3://bkt/x.bin?copy_cutoff=1k"});
+  EXPECT_EQ(bad.exit_code, 1) << bad.describe();
+  EXPECT_NE(bad.err.find("'1k' is not a size from 5M to 5G"), std::string::npos) << bad.err;
 }
 
 // A store that throttles, and one that drops a connection in the middle of

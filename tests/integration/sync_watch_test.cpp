@@ -49,15 +49,21 @@ nlohmann::json summary_of(const RunResult& r) {
 // own; SIGINT once the scenario returned. The scenario may not start
 // changing things before the first comparison ended: it waits for the
 // destination to match first (the watcher is up by then).
+// `pid`, when given, gets the process's PID as soon as it runs.
 RunResult watch_while(const std::vector<std::string>& args, const std::function<void()>& scenario,
-                      std::chrono::seconds timeout = 300s) {
+                      std::chrono::seconds timeout = 300s, std::atomic<pid_t>* pid = nullptr) {
   std::atomic<bool> done{false};
   std::thread t([&] {
     scenario();
     done.store(true);
   });
   auto r = run_xfer_signal_when(
-      args, SIGINT, [&](pid_t) { return done.load(); }, nullptr, timeout);
+      args, SIGINT,
+      [&](pid_t p) {
+        if (pid != nullptr) pid->store(p);
+        return done.load();
+      },
+      nullptr, timeout);
   done.store(true);
   t.join();
   return r.result;
@@ -185,21 +191,30 @@ void overflow_is_rescanned(const fs::path& tmp, const std::string& with, const f
   } restore{knob, before};
   bool first = false, last = false;
   std::string why;
-  auto r = watch_while({"sync", "--watch", "--watch-with", with, "--watch-debounce", "100ms",
-                        S(src) + "/", S(dst) + "/"},
-                       [&] {
-                         // The watcher made its queue when it started: the
-                         // limit goes back as soon as the first pass is done.
-                         first = wait_until([&] { return fs::exists(dst / "start.txt"); }, 60s);
-                         restore.now();
-                         if (!first) return;
-                         for (int i = 0; i < 500; ++i) {
-                           write_file(src / ("f" + std::to_string(i) + ".txt"), std::to_string(i));
-                         }
-                         last = wait_until(
-                             [&] { return bool(compare_trees(src, dst, files_only())); }, 60s);
-                         if (!last) why = compare_trees(src, dst, files_only()).message();
-                       });
+  std::atomic<pid_t> pid{0};
+  auto r = watch_while(
+      {"sync", "--watch", "--watch-with", with, "--watch-debounce", "100ms", S(src) + "/",
+       S(dst) + "/"},
+      [&] {
+        // The watcher made its queue when it started: the
+        // limit goes back as soon as the first pass is done.
+        first = wait_until([&] { return fs::exists(dst / "start.txt"); }, 60s);
+        restore.now();
+        if (!first) return;
+        // Stopped while the files come, the watcher reads
+        // none of their events: the queue overflows
+        // whatever the machine's pace.
+        const pid_t p = pid.load();
+        EXPECT_GT(p, 0);
+        if (p > 0) ::kill(p, SIGSTOP);
+        for (int i = 0; i < 500; ++i) {
+          write_file(src / ("f" + std::to_string(i) + ".txt"), std::to_string(i));
+        }
+        if (p > 0) ::kill(p, SIGCONT);
+        last = wait_until([&] { return bool(compare_trees(src, dst, files_only())); }, 60s);
+        if (!last) why = compare_trees(src, dst, files_only()).message();
+      },
+      300s, &pid);
   restore.now();
   ASSERT_TRUE(first) << r.err;
   EXPECT_TRUE(last) << why << "\n" << r.err;

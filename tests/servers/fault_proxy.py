@@ -12,6 +12,8 @@ fires `times` times, and then answers in its own way:
   "429"   the same with 429 Too Many Requests
   "cut"   the head and `after` bytes of the body are read, and the
           connection is reset (SO_LINGER 0): a server that died mid-part
+  "501"   the body is read and dropped, and the answer is 501
+          NotImplemented: a store without the call
 
 Every request is logged to the log file as one line:
   <seconds since start> <fired rule action or "fwd"> <METHOD> <target>
@@ -84,6 +86,13 @@ def answer_throttle(conn, status, retry_after):
                   f"Connection: close\r\n\r\n{body}").encode())
 
 
+def answer_not_implemented(conn):
+    body = ("<Error><Code>NotImplemented</Code><Message>A header you provided implies "
+            "functionality that is not implemented</Message></Error>")
+    conn.sendall((f"HTTP/1.1 501 Not Implemented\r\nContent-Type: application/xml\r\n"
+                  f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}").encode())
+
+
 def forward(conn, head, rest, upstream):
     lines = head.split("\r\n")
     kept = [lines[0]] + [l for l in lines[1:] if not l.lower().startswith("connection:")]
@@ -123,6 +132,9 @@ def serve(conn, rules, upstream, log):
         elif rule["do"] in ("503", "429"):
             if read_body(conn, rest, content_length(head)):
                 answer_throttle(conn, int(rule["do"]), rule.get("retry_after", 1))
+        elif rule["do"] == "501":
+            if read_body(conn, rest, content_length(head)):
+                answer_not_implemented(conn)
         elif rule["do"] == "cut":
             read_body(conn, rest, min(rule.get("after", 0), content_length(head)))
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -94,10 +94,20 @@ struct Capabilities {
   bool whole_parts = false;  // chunks written whole, each in order, in parallel (above)
   // Folders exist of themselves. False for an object store, where a folder
   // is only the common prefix of the names below it: mkdir() succeeds and
-  // makes nothing, a folder with nothing in it does not exist (stat and
-  // list say kNotFound), set_attrs() on a folder does nothing, and a tree
-  // copy skips an empty source folder with a notice.
+  // makes nothing (but see folder_markers), a folder with nothing in it
+  // does not exist (stat and list say kNotFound), set_attrs() on a folder
+  // does nothing, and a tree copy skips an empty source folder with a
+  // notice.
   bool directories = true;
+  // Without directories: an empty folder can be kept by a marker, a
+  // zero-byte object named "folder/" (rclone's directory_markers). mkdir()
+  // writes one, and a tree copy or sync asks mkdir() for each folder that
+  // has nothing in it (a folder with objects below exists by them).
+  bool folder_markers = false;
+  // list_tree() works: every object below a folder in one listing, a page
+  // per thousand names, where list() is a request per folder. A tree copy
+  // from such a source walks it with list_tree().
+  bool flat_listing = false;
   // list() gives each file's own mtime. False where a listing gives only
   // the store's write time (S3's LastModified; the mtime is metadata a
   // HEAD returns): sync then asks stat_file() where the sizes agree.
@@ -281,6 +291,18 @@ class Backend {
   // a folder of that name: kNotFound, or kIsDirectory where it knows.
   virtual Result<FileAttrs> stat_file(std::string_view path) { return stat(path); }
   virtual Status list(std::string_view path, const ListOptions& options, const EntrySink& sink) = 0;
+  // Every file below `path` at any depth (Capabilities::flat_listing),
+  // named by its path below it ("a/b/c", checked by
+  // validate_relative_path), in the store's order, in which the names below
+  // any folder come together. A folder is not listed, but a folder's marker
+  // is, as a kDirectory entry ("a/b"). Attributes as list() gives them.
+  // kNotDirectory for a file, kNotFound for nothing there. Without
+  // flat_listing: kUnsupported, and nothing is read.
+  virtual Status list_tree(std::string_view path, const EntrySink& sink) {
+    (void)sink;
+    return make_error(ErrorCode::kUnsupported, "list_tree", path,
+                      "lists one folder at a time (no flat listing)");
+  }
   virtual Status mkdir(std::string_view path, bool parents) = 0;
   // Removes a file, symlink or empty directory; with `recursive`, a tree.
   virtual Status remove(std::string_view path, bool recursive) = 0;

@@ -309,7 +309,7 @@ class AzureBackend final : public object::ObjectStore {
   // SAS the source's URL carries it), the metadata replaced by the mtime.
   // A copy the service runs on after its answer (pending) is followed by
   // HEADs until it ends.
-  Status server_copy(const ObjectStore& source, const std::string& from_key, const std::string& key,
+  Status server_copy(ObjectStore& source, const std::string& from_key, const std::string& key,
                      std::uint64_t, std::int64_t mtime_ns, std::string_view path) override {
     const auto& src = static_cast<const AzureBackend&>(source);
     if (src.cfg_.scheme != cfg_.scheme || src.cfg_.host != cfg_.host ||
@@ -500,7 +500,11 @@ Result<std::unique_ptr<Backend>> make_azure_backend(const Url& url, const Profil
   x.insecure = options.insecure;
   x.user_agent = "xfer/" XFER_VERSION;
   x.server_name = "Azure Blob server";
-  return std::unique_ptr<Backend>(std::make_unique<AzureBackend>(std::move(cfg)));
+  XFER_ASSIGN_OR_RETURN(const bool markers, object::profile_flag("directory_markers",
+                                                                 profile.get("directory_markers")));
+  auto b = std::make_unique<AzureBackend>(std::move(cfg));
+  b->set_folder_markers(markers);
+  return std::unique_ptr<Backend>(std::move(b));
 }
 
 }  // namespace xfer

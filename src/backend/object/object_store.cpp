@@ -155,6 +155,15 @@ Error answer_error(const Response& r, const StoreError& e, std::string_view op,
   return make_error(ErrorCode::kIo, op, what, detail);
 }
 
+Result<bool> profile_flag(std::string_view key, std::string_view value) {
+  if (value.empty() || value == "false" || value == "no" || value == "off" || value == "0") {
+    return false;
+  }
+  if (value == "true" || value == "yes" || value == "on" || value == "1") return true;
+  return make_error(ErrorCode::kInvalidArgument, "open endpoint", key,
+                    fmt::format("'{}' is not true or false", printable_name(value, 40)));
+}
+
 ObjectStore::ObjectStore(const http::ExchangeConfig& exchange, std::string describe)
     : exchange_(exchange), describe_(std::move(describe)), pool_(exchange_) {
   caps_.network = true;
@@ -162,6 +171,7 @@ ObjectStore::ObjectStore(const http::ExchangeConfig& exchange, std::string descr
   caps_.mtime_granularity_ns = 1;
   caps_.whole_parts = true;
   caps_.directories = false;
+  caps_.flat_listing = true;
   caps_.parallel_writers = true;
   caps_.resume = true;
   caps_.server_side_copy = true;
@@ -293,27 +303,37 @@ Result<FileAttrs> ObjectStore::stat_file(std::string_view path) {
 
 Status ObjectStore::list(std::string_view path, const ListOptions& options, const EntrySink& sink) {
   (void)options;  // sizes and times come with the listing
+  return list_below(path, false, sink);
+}
+
+Status ObjectStore::list_tree(std::string_view path, const EntrySink& sink) {
+  return list_below(path, true, sink);
+}
+
+Status ObjectStore::list_below(std::string_view path, bool flat, const EntrySink& sink) {
   XFER_ASSIGN_OR_RETURN(std::string key, key_of(path, "list"));
   while (!key.empty() && key.back() == '/') key.pop_back();
   const std::string prefix = key.empty() ? "" : key + "/";
   bool any = false;
-  Status s = list_keys(prefix, true, 1000, [&](Listed&& l) -> Status {
+  XFER_TRY(list_keys(prefix, !flat, kListPage, [&](Listed&& l) -> Status {
     any = true;
     if (l.key.size() < prefix.size() || l.key.compare(0, prefix.size(), prefix) != 0) {
       return ok_status();
     }
     std::string_view name = std::string_view(l.key).substr(prefix.size());
-    if (l.prefix && !name.empty() && name.back() == '/') name.remove_suffix(1);
+    // A folder: a common prefix ("sub/"), or flat, a marker ("a/b/").
+    const bool folder = flat ? !name.empty() && name.back() == '/' : l.prefix;
+    if (folder && !name.empty() && name.back() == '/') name.remove_suffix(1);
     if (name.empty()) return ok_status();  // the folder's own marker ("dir/")
-    if (!validate_name_component(name, "key").ok()) {
-      log().warn("{}: skipping key '{}': not a name a file system can hold", describe_,
-                 printable_name(l.key, 200));
+    if (!(flat ? validate_relative_path(name, "key") : validate_name_component(name, "key")).ok()) {
+      log().warn("{}: skipping key '{}': not a {} a file system can hold", describe_,
+                 printable_name(l.key, 200), flat ? "path" : "name");
       return ok_status();
     }
     Entry e;
     e.name = std::string(name);
-    e.type = l.prefix ? EntryType::kDirectory : EntryType::kFile;
-    if (!l.prefix) {
+    e.type = folder ? EntryType::kDirectory : EntryType::kFile;
+    if (!folder) {
       FileAttrs a;
       a.type = EntryType::kFile;
       a.mode = 0644;
@@ -322,8 +342,7 @@ Status ObjectStore::list(std::string_view path, const ListOptions& options, cons
       e.attrs = a;
     }
     return sink(std::move(e));
-  });
-  XFER_TRY(s);
+  }));
   if (!any && !key.empty()) {
     // Nothing below: a folder that does not exist, or an object.
     auto st = stat(path);
@@ -336,8 +355,17 @@ Status ObjectStore::list(std::string_view path, const ListOptions& options, cons
 }
 
 Status ObjectStore::mkdir(std::string_view path, bool) {
-  XFER_TRY(key_of(path, "mkdir"));
-  return ok_status();
+  XFER_ASSIGN_OR_RETURN(std::string key, key_of(path, "mkdir"));
+  while (!key.empty() && key.back() == '/') key.pop_back();
+  if (!caps_.folder_markers || key.empty()) return ok_status();
+  // The marker: "folder/", zero bytes, written whole (a PUT of a marker
+  // already there writes the same again).
+  Call put;
+  put.method = "PUT";
+  XFER_ASSIGN_OR_RETURN(put.key, key_of(key + "/", "mkdir"));
+  put.headers = put_headers(put.key, now_ns());
+  put.body = std::string();
+  return status_of(run_ok(put, "mkdir", path));
 }
 
 Status ObjectStore::rename(std::string_view from, std::string_view to) {

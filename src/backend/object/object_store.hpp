@@ -65,6 +65,7 @@ struct Page {
 
 constexpr std::size_t kMaxAnswer = 16u << 20;      // an XML answer (a listing page)
 constexpr std::uint64_t kMaxListed = 100'000'000;  // entries in one listing
+constexpr std::size_t kListPage = 1000;            // keys asked per listing page (S3's most)
 constexpr std::size_t kOpenBytes = 256u << 10;     // fetched by open_source_to_read
 constexpr std::size_t kDeleteBatch = 1000;         // keys per delete_keys() (S3's most)
 constexpr std::size_t kDeleteLanes = 16;           // DELETEs in flight, one key each
@@ -80,6 +81,8 @@ std::string content_type_of(std::string_view key);
 // printable ASCII bytes.
 bool usable_etag(std::string_view etag);
 std::string xml_escape(std::string_view text);
+// A profile's yes/no key: true/yes/on/1, false/no/off/0 or "" (false).
+Result<bool> profile_flag(std::string_view key, std::string_view value);
 // An error answer as a store's dialect reads it: its code and message
 // (printable, cut), and what the code means among the kinds every store
 // has (a missing bucket or container, a missing object, refused
@@ -119,8 +122,13 @@ class ObjectStore : public Backend {
   // One HEAD: no look for a folder or the bucket behind a 404.
   Result<FileAttrs> stat_file(std::string_view path) override;
   Status list(std::string_view path, const ListOptions& options, const EntrySink& sink) override;
+  // The prefix listed without a delimiter: a page per kListPage keys.
+  Status list_tree(std::string_view path, const EntrySink& sink) override;
   // No folders in an object store: a folder is the prefix of its objects.
+  // With folder markers (set_folder_markers), a zero-byte "folder/" is
+  // written, which keeps the folder while it is empty.
   Status mkdir(std::string_view path, bool) override;
+  void set_folder_markers(bool on) { caps_.folder_markers = on; }
   Status remove(std::string_view path, bool recursive) override;
   Status rename(std::string_view from, std::string_view to) override;
   Status touch(std::string_view path, std::optional<std::int64_t> mtime_ns) override;
@@ -195,7 +203,7 @@ class ObjectStore : public Backend {
   // A copy of `from_key` of `source` (a store of this dialect, maybe
   // another bucket or endpoint) to `key` here, with `mtime_ns`, inside the
   // service; kUnsupported when it cannot be done there.
-  virtual Status server_copy(const ObjectStore& source, const std::string& from_key,
+  virtual Status server_copy(ObjectStore& source, const std::string& from_key,
                              const std::string& key, std::uint64_t size, std::int64_t mtime_ns,
                              std::string_view path) = 0;
   // Resuming: which of the parts the journal has notes for the server still
@@ -214,6 +222,8 @@ class ObjectStore : public Backend {
  protected:
   // A one-entry listing of the container: the store's error when it is missing.
   Status container_exists(std::string_view path);
+  // list() (`flat`: false, a folder's names) and list_tree() (true).
+  Status list_below(std::string_view path, bool flat, const EntrySink& sink);
   // Lists keys below `prefix` page by page.
   Status list_keys(const std::string& prefix, bool delimited, std::size_t max,
                    const std::function<Status(Listed&&)>& each);

@@ -15,15 +15,21 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstring>
 #include <ctime>
 #include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
 
 #include "backend/http/index.hpp"
 #include "backend/object/object_store.hpp"
 #include "backend/s3/sign.hpp"
 #include "backend/s3/xml.hpp"
 #include "xfer/core/names.hpp"
+#include "xfer/core/units.hpp"
 
 #ifndef XFER_VERSION
 #define XFER_VERSION "dev"
@@ -41,6 +47,7 @@ using object::Listed;
 using object::Page;
 
 constexpr std::uint64_t kMaxObject = 5ull << 40;
+constexpr std::uint64_t kCopyLanes = 8;  // UploadPartCopy requests in flight for one object
 // rclone's metadata key for the modification time: the two tools read
 // each other's mtimes (seconds since the epoch, with a fraction).
 constexpr const char* kMtimeHeader = "x-amz-meta-mtime";
@@ -53,6 +60,7 @@ struct Config {
   s3::Credentials credentials;
   http::ExchangeConfig exchange;
   std::string describe;
+  std::uint64_t copy_cutoff = 5ull << 30;  // the profile's copy_cutoff
 };
 
 // "1700000000.123456789" (rclone writes it so) -> ns; nullopt when it is not a time.
@@ -165,6 +173,7 @@ class S3Backend final : public object::ObjectStore {
     caps_.listed_mtimes = false;  // LastModified; the mtime is x-amz-meta-mtime
     max_object_ = kMaxObject;
     max_single_put_ = 5ull << 30;
+    copy_cutoff_ = cfg_.copy_cutoff;
     max_key_ = 1024;
     scheme_ = "s3";
   }
@@ -433,24 +442,20 @@ class S3Backend final : public object::ObjectStore {
   // one endpoint with one key (the destination's key must read the
   // source). An object over 5 GiB would need UploadPartCopy: not built, it
   // is streamed.
-  Status server_copy(const ObjectStore& source, const std::string& from_key, const std::string& key,
+  Status server_copy(ObjectStore& source, const std::string& from_key, const std::string& key,
                      std::uint64_t size, std::int64_t mtime_ns, std::string_view path) override {
-    const auto& src = static_cast<const S3Backend&>(source);
+    auto& src = static_cast<S3Backend&>(source);
     if (src.cfg_.scheme != cfg_.scheme || src.cfg_.host != cfg_.host ||
         src.cfg_.credentials.access_key_id != cfg_.credentials.access_key_id) {
       return make_error(ErrorCode::kUnsupported, "copy_from", path,
                         "another endpoint, or other keys");
     }
-    if (size > max_single_put_) {
-      return make_error(ErrorCode::kUnsupported, "copy_from", path,
-                        "an object over 5 GiB is copied in parts");
-    }
+    if (size > copy_cutoff_) return copy_in_parts(src, from_key, key, size, mtime_ns, path);
     Call c;
     c.method = "PUT";
     c.key = key;
     c.body = std::string();
-    c.headers = {{"x-amz-copy-source", "/" + s3::uri_encode(src.cfg_.bucket, false) + "/" +
-                                           s3::uri_encode(from_key, true)},
+    c.headers = {{"x-amz-copy-source", copy_source(src, from_key)},
                  {"x-amz-metadata-directive", "REPLACE"},
                  {kMtimeHeader, format_mtime(mtime_ns)},
                  {"Content-Type", object::content_type_of(key)}};
@@ -460,6 +465,108 @@ class S3Backend final : public object::ObjectStore {
       return status_error(a.response, a.body, "copy", path);
     }
     return ok_status();
+  }
+
+  // The x-amz-copy-source of `from_key` in `src`'s bucket.
+  static std::string copy_source(const S3Backend& src, const std::string& from_key) {
+    return "/" + s3::uri_encode(src.cfg_.bucket, false) + "/" + s3::uri_encode(from_key, true);
+  }
+
+  // UploadPartCopy: the object in parts of copy_cutoff_ (larger where
+  // 10,000 would not hold it), kCopyLanes parts at a time, each checked
+  // against the source's ETag (x-amz-copy-source-if-match: a source
+  // replaced meanwhile is kChanged), then CompleteMultipartUpload; on any
+  // failure the upload is aborted. A store without UploadPartCopy (501)
+  // is kUnsupported: the engine streams the object through xfer.
+  Status copy_in_parts(S3Backend& src, const std::string& from_key, const std::string& key,
+                       std::uint64_t size, std::int64_t mtime_ns, std::string_view path) {
+    Call head;
+    head.method = "HEAD";
+    head.key = from_key;
+    XFER_ASSIGN_OR_RETURN(Answer h, src.run_ok(head, "copy", "/" + from_key));
+    XFER_ASSIGN_OR_RETURN(FileAttrs now, src.object_attrs(h.response, "/" + from_key));
+    const std::string etag = h.response.etag;
+    if (now.size != size || !object::usable_etag(etag)) {
+      return make_error(ErrorCode::kChanged, "copy", path,
+                        "the source was replaced, or has no usable ETag, since it was opened",
+                        RetryClass::kRetryFile);
+    }
+    const std::uint64_t part =
+        std::min(max_single_put_, std::max(copy_cutoff_, (size + kS3MaxParts - 1) / kS3MaxParts));
+    const std::uint64_t parts = (size + part - 1) / part;
+    XFER_ASSIGN_OR_RETURN(std::string upload, begin_upload(key, mtime_ns, path));
+    std::vector<std::string> etags(parts);
+    std::atomic<std::uint64_t> next{0};
+    std::mutex mu;
+    std::optional<Error> failed;  // under mu
+    auto lane = [&] {
+      for (std::uint64_t i = next++; i < parts; i = next++) {
+        {
+          std::lock_guard lock(mu);
+          if (failed) return;
+        }
+        const std::uint64_t first = i * part;
+        const std::uint64_t last = std::min(size, first + part) - 1;
+        Call c;
+        c.method = "PUT";
+        c.key = key;
+        c.query = {{"partNumber", std::to_string(i + 1)}, {"uploadId", upload}};
+        c.body = std::string();
+        c.headers = {{"x-amz-copy-source", copy_source(src, from_key)},
+                     {"x-amz-copy-source-range", fmt::format("bytes={}-{}", first, last)},
+                     {"x-amz-copy-source-if-match", etag}};
+        Result<std::string> got = copied_part(c, i, path);
+        if (got) {
+          etags[i] = std::move(*got);  // each lane its own parts
+          continue;
+        }
+        std::lock_guard lock(mu);
+        if (!failed) failed = got.error();
+      }
+    };
+    {
+      std::vector<std::jthread> lanes;
+      for (std::uint64_t l = 0; l < std::min<std::uint64_t>(kCopyLanes, parts); ++l) {
+        lanes.emplace_back(lane);
+      }
+    }
+    if (!failed) {
+      Status done = complete_upload(key, upload, etags, mtime_ns, path);
+      if (done.ok()) return done;
+      failed = done.error();
+    }
+    (void)abort_upload(key, upload, path);  // its own failure adds nothing to the first
+    return *failed;
+  }
+
+  // One UploadPartCopy's answer: the part's ETag from its CopyPartResult.
+  Result<std::string> copied_part(const Call& c, std::uint64_t index, std::string_view path) {
+    XFER_ASSIGN_OR_RETURN(Answer a, run(c, "copy"));
+    if (a.response.status == 501) {
+      return make_error(ErrorCode::kUnsupported, "copy_from", path,
+                        "the store does not copy parts (UploadPartCopy): streamed instead");
+    }
+    if (a.response.status / 100 != 2) return status_error(a.response, a.body, "copy", path);
+    std::string etag;
+    std::string root;
+    XFER_TRY(s3::parse_xml(
+        a.body, "UploadPartCopy",
+        [&](const s3::XmlLeaf& l) {
+          if (!l.end && l.path == "ETag") etag = std::string(l.text);
+          return ok_status();
+        },
+        &root));
+    if (root == "Error") {
+      a.response.status = 500;  // an error in a 200: S3 can fail a copy after its answer began
+      return status_error(a.response, a.body, "copy", path);
+    }
+    if (root != "CopyPartResult" || !object::usable_etag(etag)) {
+      return make_error(ErrorCode::kCorrupt, "copy", path,
+                        fmt::format("part {}: the answer is not a CopyPartResult with an ETag of "
+                                    "1 to 1024 printable characters",
+                                    index + 1));
+    }
+    return etag;
   }
 
   // ListParts: each journal ETag is checked against the server's.
@@ -513,6 +620,9 @@ class S3Backend final : public object::ObjectStore {
 
  private:
   Config cfg_;
+  // Objects larger are copied in parts of this size (UploadPartCopy);
+  // CopyObject takes one of at most 5 GiB.
+  std::uint64_t copy_cutoff_ = 5ull << 30;
 };
 
 }  // namespace
@@ -580,8 +690,20 @@ Result<std::unique_ptr<Backend>> make_store(const Url& url, const Profile& profi
   x.insecure = options.insecure;
   x.user_agent = "xfer/" XFER_VERSION;
   x.server_name = f.server_name;
+  if (const std::string cutoff = profile.get("copy_cutoff"); !cutoff.empty()) {
+    auto n = parse_size(cutoff);
+    if (!n || *n < kS3MinPart || *n > (5ull << 30)) {
+      return make_error(
+          ErrorCode::kInvalidArgument, "open endpoint", "copy_cutoff",
+          fmt::format("'{}' is not a size from 5M to 5G", printable_name(cutoff, 40)));
+    }
+    cfg.copy_cutoff = *n;
+  }
+  XFER_ASSIGN_OR_RETURN(const bool markers, object::profile_flag("directory_markers",
+                                                                 profile.get("directory_markers")));
   auto b = std::make_unique<S3Backend>(std::move(cfg));
   b->set_scheme(f.scheme);
+  b->set_folder_markers(markers);
   return std::unique_ptr<Backend>(std::move(b));
 }
 
