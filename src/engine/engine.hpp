@@ -122,6 +122,25 @@ class Engine {
   // Scanner thread.
   void scan();
   void scan_tree(std::size_t root_index, std::string source, std::string destination);
+  // One destination folder's listing, held while its source folder is
+  // walked (at most kMaxListedDestination names).
+  struct DestinationListing {
+    bool valid = false;
+    std::unordered_map<std::string, FileAttrs> files;
+    std::unordered_set<std::string> others;  // folders and what is not a file
+    // What the listing says of `name` for FileTask::listed: kNotFound
+    // when it is not there; its attributes where the listing has the
+    // file's own mtime (listed_mtimes); else nullopt (stat_file decides).
+    std::optional<Result<FileAttrs>> of(const std::string& name, bool listed_mtimes) const;
+  };
+  static constexpr std::size_t kMaxListedDestination = 100'000;
+  // The file of a source folder from which its destination is listed.
+  static constexpr std::size_t kListAfter = 8;
+  // The listing of `destination` where it is an object store's folder
+  // (no directories, across a network); nullopt elsewhere, or when it
+  // fails or holds more than kMaxListedDestination names.
+  std::optional<DestinationListing> list_destination(std::size_t root_index,
+                                                     const std::string& destination);
   // The same walk from one flat listing (Capabilities::flat_listing).
   void scan_flat(std::size_t root_index, std::string source, std::string destination);
   // A folder the walk enters: made at the destination (where it keeps

@@ -220,6 +220,11 @@ void Engine::scan_tree(std::size_t root_index, std::string source, std::string d
       continue;
     }
     if (!enter_folder(root_index, dir.source, dir.destination, *attrs)) continue;
+    // Into an object store, a folder of more than kListAfter files is
+    // listed at the destination once (a request per 1000 names) in place
+    // of a HEAD per file; fewer cost fewer HEADs than the listing would.
+    std::optional<DestinationListing> there;
+    std::size_t files_here = 0;
     std::vector<Pending> subdirs;
     bool anything = false;  // an entry taken from this folder
     Status listed = root.source->list(dir.source, {}, [&](Entry&& e) -> Status {
@@ -246,12 +251,20 @@ void Engine::scan_tree(std::size_t root_index, std::string source, std::string d
           subdirs.push_back({std::move(src), std::move(dst), std::move(rel), all_in});
           break;
         case EntryType::kFile:
-        case EntryType::kSymlink:
+        case EntryType::kSymlink: {
           counters_.files_total.fetch_add(1, std::memory_order_relaxed);
-          if (!enqueue({root_index, std::move(src), std::move(dst), e.type})) {
+          FileTask task{root_index, std::move(src), std::move(dst), e.type};
+          if (++files_here == kListAfter && !opt_.dry_run && looks_at_destination()) {
+            there = list_destination(root_index, dir.destination);
+          }
+          if (there && there->valid && e.type == EntryType::kFile) {
+            task.listed = there->of(e.name, root.destination->capabilities().listed_mtimes);
+          }
+          if (!enqueue(std::move(task))) {
             return make_error(ErrorCode::kCancelled, "scan", dir.source);
           }
           break;
+        }
         case EntryType::kOther:
           counters_.files_skipped.fetch_add(1, std::memory_order_relaxed);
           if (observer_ != nullptr) {
@@ -270,6 +283,43 @@ void Engine::scan_tree(std::size_t root_index, std::string source, std::string d
     // Push in reverse so the walk visits subdirectories in listing order.
     for (auto it = subdirs.rbegin(); it != subdirs.rend(); ++it) stack.push_back(std::move(*it));
   }
+}
+
+std::optional<Result<FileAttrs>> Engine::DestinationListing::of(const std::string& name,
+                                                                bool listed_mtimes) const {
+  auto it = files.find(name);
+  if (it == files.end()) {
+    if (others.count(name) != 0) return std::nullopt;  // a folder of that name: stat_file says
+    return Result<FileAttrs>(make_error(ErrorCode::kNotFound, "stat", name, ""));
+  }
+  if (!listed_mtimes) return std::nullopt;  // its mtime is in metadata: a HEAD reads it
+  return Result<FileAttrs>(it->second);
+}
+
+std::optional<Engine::DestinationListing> Engine::list_destination(std::size_t root_index,
+                                                                   const std::string& destination) {
+  Backend& b = *roots_[root_index].destination;
+  if (b.capabilities().directories || !b.capabilities().network) return std::nullopt;
+  DestinationListing l;
+  Status listed = b.list(destination, {}, [&](Entry&& e) -> Status {
+    if (l.files.size() + l.others.size() >= kMaxListedDestination) {
+      return make_error(ErrorCode::kCancelled, "list", destination);  // too many to hold
+    }
+    if (e.type == EntryType::kFile && e.attrs) {
+      l.files.emplace(std::move(e.name), *e.attrs);
+    } else {
+      l.others.insert(std::move(e.name));
+    }
+    return ok_status();
+  });
+  // A folder not there yet holds nothing; any other failure says nothing.
+  l.valid = listed.ok() || listed.error().code == ErrorCode::kNotFound;
+  if (!l.valid) return std::nullopt;
+  if (!listed.ok()) {
+    l.files.clear();
+    l.others.clear();
+  }
+  return l;
 }
 
 bool Engine::enter_folder(std::size_t root_index, const std::string& source,

@@ -39,6 +39,10 @@ struct FileTask {
   std::string item;            // rsync's itemize code of the change ("" outside sync)
   std::string name;            // the path as shown to the user, relative to the transfer's root
   std::uint64_t old_size = 0;  // kSyncDelta: the destination's size as listed
+  // A tree copy into an object store lists each destination folder once:
+  // what that listing says of this name (kNotFound: nothing there), in
+  // place of a stat_file() (a HEAD) per file. Unset where it cannot say.
+  std::optional<Result<FileAttrs>> listed;
   // sync --watch: when the change that made this task was first seen.
   std::chrono::steady_clock::time_point seen{};
   // Held while the file's work lasts (its copy, its retries); released when

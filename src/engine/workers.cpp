@@ -82,8 +82,9 @@ void Engine::process_file(FileTask task) {
   bool to_read = !opt_.dry_run && (task.sync & kSyncCompareContent) == 0 &&
                  !(root.source->capabilities().server_side_copy &&
                    root.destination->capabilities().server_side_copy);
+  if (task.listed) there = std::move(task.listed);  // the scanner's listing saw it
   if (to_read && (task.sync & kSyncDecided) == 0 && looks_at_destination()) {
-    there = root.destination->stat_file(task.destination);
+    if (!there) there = root.destination->stat_file(task.destination);
     to_read = !*there && there->error().code == ErrorCode::kNotFound;
   }
   unsigned attempt = 1;
