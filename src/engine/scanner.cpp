@@ -435,8 +435,20 @@ void Engine::scan_flat(std::size_t root_index, std::string source, std::string d
     }
     open.push_back(std::move(o));
   };
+  std::string last;  // the last key listed: the keys come in byte order
   Status listed = root.source->list_tree(source, [&](Entry&& e) -> Status {
     if (cancelled()) return make_error(ErrorCode::kCancelled, "scan", source);
+    // Out of order, a folder already left would be entered again (made
+    // and fixed up once more, for each name): a store that does that is
+    // refused, not followed.
+    std::string key = e.type == EntryType::kDirectory ? e.name + "/" : e.name;
+    if (!last.empty() && key <= last) {
+      return make_error(ErrorCode::kCorrupt, "list", source,
+                        fmt::format("the store listed '{}' after '{}': not in the order of their "
+                                    "bytes",
+                                    printable_name(key, 200), printable_name(last, 200)));
+    }
+    last = std::move(key);
     // The folders of e's path: those still open are kept, the rest closed,
     // the new ones entered.
     std::vector<std::string_view> parts;

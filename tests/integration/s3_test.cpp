@@ -640,6 +640,23 @@ TEST_F(S3, AHostileServerIsRefusedNeverBelieved) {
        },
        {"cp", "s3://bkt/f.bin", "s3://bkt/to.bin?copy_cutoff=5M"},
        "not a CopyPartResult with an ETag"},
+      {"a flat listing out of order",
+       [&](const Request& r) {
+         const auto xml_answer = [&](const std::string& xml) {
+           return head(200, "Content-Length: " + std::to_string(xml.size()) + "\r\n") + xml;
+         };
+         if (r.head || r.path.find("list-type") == std::string::npos) {
+           return head(404, "Content-Length: 0\r\n");
+         }
+         // A folder already left comes back: b/, then a/, then b/ again.
+         return xml_answer(
+             "<ListBucketResult><IsTruncated>false</IsTruncated>"
+             "<Contents><Key>d/b/x</Key><Size>1</Size></Contents>"
+             "<Contents><Key>d/a/y</Key><Size>1</Size></Contents>"
+             "<Contents><Key>d/b/z</Key><Size>1</Size></Contents></ListBucketResult>");
+       },
+       {"cp", "-r", "s3://bkt/d/", S(tmp() / "tree") + "/"},
+       "not in the order of their bytes"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
