@@ -125,7 +125,6 @@ class Engine {
   // One destination folder's listing, held while its source folder is
   // walked (at most kMaxListedDestination names).
   struct DestinationListing {
-    bool valid = false;
     std::unordered_map<std::string, FileAttrs> files;
     std::unordered_set<std::string> others;  // folders and what is not a file
     // What the listing says of `name` for FileTask::listed: kNotFound

@@ -12,6 +12,22 @@
 
 namespace xfer::detail {
 
+namespace {
+
+// The attributes of an object store's folder, which has none of its own:
+// as the store's stat() says (0755, now).
+FileAttrs store_folder() {
+  FileAttrs a;
+  a.type = EntryType::kDirectory;
+  a.mode = 0755;
+  a.mtime_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
+  return a;
+}
+
+}  // namespace
+
 // cp semantics (docs/cli.md): DST is a directory target when it exists as a
 // directory, ends in '/', or there are several sources.
 Status Engine::resolve_roots() {
@@ -205,16 +221,9 @@ void Engine::scan_tree(std::size_t root_index, std::string source, std::string d
     // A folder of an object store has no attributes of its own, and its
     // stat() is a HEAD and a listing: the walk takes it as its listing
     // finds it (a folder gone meanwhile lists as kNotFound).
-    Result<FileAttrs> attrs = FileAttrs{};
-    if (root.source->capabilities().directories) {
-      attrs = root.source->stat(dir.source);
-    } else {
-      attrs->type = EntryType::kDirectory;
-      attrs->mode = 0755;
-      attrs->mtime_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                            std::chrono::system_clock::now().time_since_epoch())
-                            .count();  // as the store's stat() says
-    }
+    Result<FileAttrs> attrs = root.source->capabilities().directories
+                                  ? root.source->stat(dir.source)
+                                  : Result<FileAttrs>(store_folder());
     if (!attrs) {
       report(attrs.error());
       continue;
@@ -257,7 +266,7 @@ void Engine::scan_tree(std::size_t root_index, std::string source, std::string d
           if (++files_here == kListAfter && !opt_.dry_run && looks_at_destination()) {
             there = list_destination(root_index, dir.destination);
           }
-          if (there && there->valid && e.type == EntryType::kFile) {
+          if (there && e.type == EntryType::kFile) {
             task.listed = there->of(e.name, root.destination->capabilities().listed_mtimes);
           }
           if (!enqueue(std::move(task))) {
@@ -312,13 +321,9 @@ std::optional<Engine::DestinationListing> Engine::list_destination(std::size_t r
     }
     return ok_status();
   });
-  // A folder not there yet holds nothing; any other failure says nothing.
-  l.valid = listed.ok() || listed.error().code == ErrorCode::kNotFound;
-  if (!l.valid) return std::nullopt;
-  if (!listed.ok()) {
-    l.files.clear();
-    l.others.clear();
-  }
+  // A folder not there yet holds nothing (and listed nothing); any other
+  // failure says nothing.
+  if (!listed.ok() && listed.error().code != ErrorCode::kNotFound) return std::nullopt;
   return l;
 }
 
@@ -390,12 +395,7 @@ void Engine::scan_flat(std::size_t root_index, std::string source, std::string d
     bool skipped = false;  // excluded, not selected, or not made: nothing below is taken
     bool taken = false;    // something below was taken
   };
-  FileAttrs folder_attrs;  // an object store's folder has no attributes of its own
-  folder_attrs.type = EntryType::kDirectory;
-  folder_attrs.mode = 0755;
-  folder_attrs.mtime_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                              std::chrono::system_clock::now().time_since_epoch())
-                              .count();
+  const FileAttrs folder_attrs = store_folder();
   std::vector<Open> open;
   {
     Open top{"", source, destination, root.filter_path,

@@ -427,34 +427,41 @@ Status ObjectStore::remove(std::string_view path, bool recursive) {
   }
 }
 
-Status ObjectStore::delete_keys(const std::vector<std::string>& keys) {
+Status in_lanes(std::size_t count, std::size_t lanes,
+                const std::function<Status(std::size_t)>& each) {
   std::atomic<std::size_t> next{0};
   std::mutex mu;
   std::optional<Error> failed;  // under mu
   auto lane = [&] {
-    for (std::size_t i = next++; i < keys.size(); i = next++) {
+    for (std::size_t i = next++; i < count; i = next++) {
       {
         std::lock_guard lock(mu);
         if (failed) return;
       }
-      Call del;
-      del.method = "DELETE";
-      del.key = keys[i];
-      auto a = run(del, "remove");
-      if (a && (a->response.status / 100 == 2 || a->response.status == 404)) continue;
+      Status s = each(i);
+      if (s.ok()) continue;
       std::lock_guard lock(mu);
-      if (!failed) {
-        failed = a ? status_error(a->response, a->body, "remove", "/" + keys[i]) : a.error();
-      }
+      if (!failed) failed = s.error();
       return;
     }
   };
-  std::vector<std::thread> lanes;
-  for (std::size_t n = 1; n < std::min(kDeleteLanes, keys.size()); ++n) lanes.emplace_back(lane);
+  std::vector<std::thread> threads;
+  for (std::size_t n = 1; n < std::min(lanes, count); ++n) threads.emplace_back(lane);
   lane();
-  for (auto& t : lanes) t.join();
+  for (auto& t : threads) t.join();
   if (failed) return *failed;
   return ok_status();
+}
+
+Status ObjectStore::delete_keys(const std::vector<std::string>& keys) {
+  return in_lanes(keys.size(), kDeleteLanes, [&](std::size_t i) -> Status {
+    Call del;
+    del.method = "DELETE";
+    del.key = keys[i];
+    XFER_ASSIGN_OR_RETURN(Answer a, run(del, "remove"));
+    if (a.response.status / 100 == 2 || a.response.status == 404) return ok_status();
+    return status_error(a.response, a.body, "remove", "/" + keys[i]);
+  });
 }
 
 Status ObjectStore::touch(std::string_view path, std::optional<std::int64_t> mtime_ns) {

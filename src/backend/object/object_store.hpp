@@ -102,6 +102,12 @@ Error answer_error(const http::Response& r, const StoreError& e, std::string_vie
                    std::string_view what, std::string_view no_container,
                    std::string_view check_keys);
 
+// each(0) .. each(count - 1), `lanes` at a time (this thread one of
+// them); after the first failure no new index is started, and that
+// failure is the answer.
+Status in_lanes(std::size_t count, std::size_t lanes,
+                const std::function<Status(std::size_t)>& each);
+
 template <typename T>
 Status status_of(Result<T> r) {
   if (!r) return std::move(r).error();

@@ -15,13 +15,10 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <cstring>
 #include <ctime>
 #include <map>
-#include <mutex>
 #include <optional>
-#include <thread>
 #include <vector>
 
 #include "backend/http/index.hpp"
@@ -495,48 +492,25 @@ class S3Backend final : public object::ObjectStore {
         std::min(max_single_put_, std::max(copy_cutoff_, (size + kS3MaxParts - 1) / kS3MaxParts));
     const std::uint64_t parts = (size + part - 1) / part;
     XFER_ASSIGN_OR_RETURN(std::string upload, begin_upload(key, mtime_ns, path));
-    std::vector<std::string> etags(parts);
-    std::atomic<std::uint64_t> next{0};
-    std::mutex mu;
-    std::optional<Error> failed;  // under mu
-    auto lane = [&] {
-      for (std::uint64_t i = next++; i < parts; i = next++) {
-        {
-          std::lock_guard lock(mu);
-          if (failed) return;
-        }
-        const std::uint64_t first = i * part;
-        const std::uint64_t last = std::min(size, first + part) - 1;
-        Call c;
-        c.method = "PUT";
-        c.key = key;
-        c.query = {{"partNumber", std::to_string(i + 1)}, {"uploadId", upload}};
-        c.body = std::string();
-        c.headers = {{"x-amz-copy-source", copy_source(src, from_key)},
-                     {"x-amz-copy-source-range", fmt::format("bytes={}-{}", first, last)},
-                     {"x-amz-copy-source-if-match", etag}};
-        Result<std::string> got = copied_part(c, i, path);
-        if (got) {
-          etags[i] = std::move(*got);  // each lane its own parts
-          continue;
-        }
-        std::lock_guard lock(mu);
-        if (!failed) failed = got.error();
-      }
-    };
-    {
-      std::vector<std::jthread> lanes;
-      for (std::uint64_t l = 0; l < std::min<std::uint64_t>(kCopyLanes, parts); ++l) {
-        lanes.emplace_back(lane);
-      }
-    }
-    if (!failed) {
-      Status done = complete_upload(key, upload, etags, mtime_ns, path);
-      if (done.ok()) return done;
-      failed = done.error();
-    }
+    std::vector<std::string> etags(parts);  // each index written by one lane
+    Status copied = object::in_lanes(parts, kCopyLanes, [&](std::size_t i) -> Status {
+      const std::uint64_t first = i * part;
+      const std::uint64_t last = std::min(size, first + part) - 1;
+      Call c;
+      c.method = "PUT";
+      c.key = key;
+      c.query = {{"partNumber", std::to_string(i + 1)}, {"uploadId", upload}};
+      c.body = std::string();
+      c.headers = {{"x-amz-copy-source", copy_source(src, from_key)},
+                   {"x-amz-copy-source-range", fmt::format("bytes={}-{}", first, last)},
+                   {"x-amz-copy-source-if-match", etag}};
+      XFER_ASSIGN_OR_RETURN(etags[i], copied_part(c, i, path));
+      return ok_status();
+    });
+    if (copied.ok()) copied = complete_upload(key, upload, etags, mtime_ns, path);
+    if (copied.ok()) return copied;
     (void)abort_upload(key, upload, path);  // its own failure adds nothing to the first
-    return *failed;
+    return copied;
   }
 
   // One UploadPartCopy's answer: the part's ETag from its CopyPartResult.
